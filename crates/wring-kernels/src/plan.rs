@@ -1,0 +1,130 @@
+//! What every kernel's planner shares: adapter capabilities, forced or automatic variant choice, the plan
+//! handed to the runtime, and the kernel-level error type.
+
+use crate::variant::{self, Variant};
+
+/// What the adapter offers that changes which variant a kernel may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// `SHADER_F16` is enabled on the device.
+    pub f16: bool,
+    /// `SUBGROUP` is enabled on the device.
+    pub subgroup: bool,
+    /// `max_compute_workgroups_per_dimension`.
+    pub max_workgroups_per_dim: u32,
+}
+
+impl Caps {
+    /// Baseline WebGPU: no optional features, the default workgroup-count limit.
+    pub const BASELINE: Caps = Caps { f16: false, subgroup: false, max_workgroups_per_dim: 65_535 };
+
+    fn missing(&self, v: &Variant) -> Option<&'static str> {
+        if v.requires.f16 && !self.f16 {
+            Some("SHADER_F16")
+        } else if v.requires.subgroup && !self.subgroup {
+            Some("SUBGROUP")
+        } else {
+            None
+        }
+    }
+}
+
+/// Which variant a kernel runs: the planner's choice, or one named variant (tests force every variant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Choice<'a> {
+    /// Let the planner choose for the shape and the adapter.
+    #[default]
+    Auto,
+    /// Run this variant, or fail if the adapter or the shape rules it out.
+    Force(&'a str),
+}
+
+/// Errors from planning a launch: all of them are about the caller's request, none about a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// No variant of that name.
+    #[error("kernel {kernel} has no variant `{name}`; it has: {available}")]
+    NoSuchVariant { kernel: String, name: String, available: String },
+    /// The adapter lacks a feature the variant needs.
+    #[error("variant {variant} needs the adapter feature {feature}, which this adapter does not offer; use another variant")]
+    Unsupported { variant: String, feature: &'static str },
+    /// The operands' shapes do not fit the kernel.
+    #[error("{kernel}: {what}")]
+    Shape { kernel: &'static str, what: String },
+    /// More workgroups than the adapter can dispatch.
+    #[error(
+        "{kernel} needs {needed} workgroups in one dimension, above this adapter's limit of {limit}; split the operation"
+    )]
+    TooManyWorkgroups { kernel: &'static str, needed: u64, limit: u32 },
+}
+
+/// A planned launch: the variant, its uniform parameters as bytes, and the dispatch size.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The variant to run.
+    pub variant: &'static Variant,
+    /// The bytes of the kernel's `Params` uniform.
+    pub params: Vec<u8>,
+    /// Workgroup counts.
+    pub workgroups: [u32; 3],
+}
+
+/// Resolves a choice to a variant: the forced one, or `auto` with `why` logged at debug level.
+pub(crate) fn select(
+    kernel: &'static str,
+    auto: &str,
+    why: &str,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<&'static Variant, KernelError> {
+    let name = match choice {
+        Choice::Auto => auto,
+        Choice::Force(name) => name,
+    };
+    let v = variant::find(kernel, name).ok_or_else(|| KernelError::NoSuchVariant {
+        kernel: kernel.into(),
+        name: name.into(),
+        available: variant::of_kernel(kernel).map(|v| v.name.as_ref()).collect::<Vec<_>>().join(", "),
+    })?;
+    if let Some(feature) = caps.missing(v) {
+        return Err(KernelError::Unsupported { variant: v.id(), feature });
+    }
+    match choice {
+        Choice::Auto => tracing::debug!(variant = %v.id(), "using {} because {why}", v.name),
+        Choice::Force(_) => tracing::debug!(variant = %v.id(), "using {} because the caller forced it", v.name),
+    }
+    Ok(v)
+}
+
+/// A 1D dispatch of `groups` workgroups, spilled into y when it exceeds the per-dimension limit;
+/// `linear_workgroup` in `shaders/common/invocation.wgsl` folds it back.
+pub(crate) fn grid_1d(kernel: &'static str, groups: u64, caps: &Caps) -> Result<[u32; 3], KernelError> {
+    let limit = u64::from(caps.max_workgroups_per_dim.max(1));
+    let groups = groups.max(1);
+    if groups <= limit {
+        return Ok([groups as u32, 1, 1]);
+    }
+    let y = groups.div_ceil(limit);
+    if y > limit {
+        return Err(KernelError::TooManyWorkgroups { kernel, needed: groups, limit: caps.max_workgroups_per_dim });
+    }
+    Ok([limit as u32, y as u32, 1])
+}
+
+/// A checked workgroup count for one dimension of a 2D grid.
+pub(crate) fn dim(kernel: &'static str, groups: u64, caps: &Caps) -> Result<u32, KernelError> {
+    if groups > u64::from(caps.max_workgroups_per_dim) {
+        return Err(KernelError::TooManyWorkgroups { kernel, needed: groups, limit: caps.max_workgroups_per_dim });
+    }
+    Ok(groups.max(1) as u32)
+}
+
+/// Fails with a shape error unless `ok`.
+pub(crate) fn ensure(ok: bool, kernel: &'static str, what: impl FnOnce() -> String) -> Result<(), KernelError> {
+    if ok { Ok(()) } else { Err(KernelError::Shape { kernel, what: what() }) }
+}
+
+/// Elements as `u32`, the index type of every shader; larger arrays cannot be bound anyway.
+pub(crate) fn index_u32(kernel: &'static str, what: &str, n: usize) -> Result<u32, KernelError> {
+    u32::try_from(n).map_err(|_| KernelError::Shape { kernel, what: format!("{what} = {n} exceeds u32 indexing") })
+}

@@ -1,0 +1,50 @@
+//! `shaders/rmsnorm.wgsl`: `y = x / sqrt(mean(x^2) + eps) * w` per row.
+
+use crate::plan::{self, Caps, Choice, KernelError, Plan};
+use crate::reduce::tree_sum;
+
+/// The shader's `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Row length.
+    pub n: u32,
+    /// Rows.
+    pub rows: u32,
+    /// Added to the mean square before the square root.
+    pub eps: f32,
+    /// Uniform padding to 16 bytes.
+    pub pad: u32,
+}
+
+/// Plans RMSNorm over `rows` rows of `n` f32 values.
+pub fn plan(n: usize, rows: usize, eps: f32, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    let (auto, why) = if caps.subgroup { ("subgroup", "the adapter has subgroups") } else { ("shared", "the adapter has no subgroups") };
+    let v = plan::select("rmsnorm", auto, why, caps, choice)?;
+    plan::ensure(n > 0, "rmsnorm", || "rows must not be empty".into())?;
+    plan::index_u32("rmsnorm", "rows * n", rows.saturating_mul(n))?;
+    let params = Params { n: n as u32, rows: rows as u32, eps, pad: 0 };
+    let workgroups = plan::grid_1d("rmsnorm", rows as u64, caps)?;
+    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+}
+
+/// CPU twin of the shared-memory variant, with `wg` invocations per row.
+pub fn cpu(x: &[f32], w: &[f32], y: &mut [f32], n: usize, eps: f32, wg: usize) {
+    let mut slots = vec![0.0f32; wg];
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        for (lid, slot) in slots.iter_mut().enumerate() {
+            let mut ss = 0.0f32;
+            let mut i = lid;
+            while i < n {
+                ss += xr[i] * xr[i];
+                i += wg;
+            }
+            *slot = ss;
+        }
+        let total = tree_sum(&mut slots);
+        let scale = 1.0 / (total / n as f32 + eps).sqrt();
+        for i in 0..n {
+            yr[i] = xr[i] * scale * w[i];
+        }
+    }
+}

@@ -1,0 +1,35 @@
+// y = x / sqrt(mean(x^2) + eps) * w over each row of length n, as llama.cpp's RMS_NORM followed by its
+// weight multiply. One workgroup per row.
+#import reduce
+
+struct Params {
+    n: u32,
+    rows: u32,
+    eps: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    // The row is the same for the whole workgroup, so this early return keeps control flow uniform.
+    let row = linear_workgroup(inv);
+    if (row >= params.rows) {
+        return;
+    }
+    let base = row * params.n;
+    var ss = 0.0;
+    for (var i = inv.lid; i < params.n; i += WG) {
+        let v = x[base + i];
+        ss += v * v;
+    }
+    let total = reduce_sum(ss, inv);
+    let scale = 1.0 / sqrt(total / f32(params.n) + params.eps);
+    for (var i = inv.lid; i < params.n; i += WG) {
+        y[base + i] = x[base + i] * scale * w[i];
+    }
+}
