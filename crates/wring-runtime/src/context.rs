@@ -1,0 +1,384 @@
+//! The device context: one adapter, its device and queue, the buffer pool, the pipeline cache, and the
+//! single readback path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wring_kernels::{BindingKind, Caps, DType, Element, Variant};
+
+use crate::adapter::{self, AdapterReport};
+use crate::error::{Error, Result};
+use crate::tensor::{Pool, PooledBuffer, STORAGE_USAGE, Tensor, size_class};
+
+/// Options for opening a context.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Do not enable `SHADER_F16` even where the adapter has it (tests of the fallback paths).
+    pub disable_f16: bool,
+    /// Do not enable `SUBGROUP` even where the adapter has it.
+    pub disable_subgroup: bool,
+    /// Time every launch with GPU timestamp queries (where the adapter has them). Each step then waits
+    /// for the device when it is submitted, so leave it off outside benchmarks and profiling.
+    pub profile: bool,
+}
+
+/// What the device was opened with.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The adapter's description.
+    pub adapter: wgpu::AdapterInfo,
+    /// The limits the device was opened with (the adapter's own, in full).
+    pub limits: wgpu::Limits,
+    /// The optional features enabled.
+    pub features: wgpu::Features,
+    /// Whether launches are timed with timestamp queries.
+    pub timestamps: bool,
+}
+
+pub(crate) struct CachedPipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+/// A device ready to run wring's kernels. Safe to share between threads.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: DeviceInfo,
+    pub(crate) caps: Caps,
+    pool: Arc<Mutex<Pool>>,
+    pipelines: Mutex<HashMap<String, Arc<CachedPipeline>>>,
+    /// Errors the device reported outside any error scope; surfaced by the next submit or readback.
+    device_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("adapter", &self.info.adapter.name).field("caps", &self.caps).finish()
+    }
+}
+
+/// How long readback waits for the device before reporting a hang.
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Context {
+    /// Opens the adapter that `WRING_BACKEND`, `WRING_ADAPTER` and the default preference choose.
+    pub fn new(options: ContextOptions) -> Result<Context> {
+        let sel = adapter::select()?;
+        let adapter = sel.adapters.into_iter().nth(sel.chosen).expect("select returns an index into its adapters");
+        Context::from_adapter(&adapter, options)
+    }
+
+    /// Opens a device on a given adapter, enabling the optional features wring uses where present and
+    /// asking for the adapter's full limits (the default WebGPU limits cap storage bindings at 128 MiB).
+    pub fn from_adapter(adapter: &wgpu::Adapter, options: ContextOptions) -> Result<Context> {
+        let have = adapter.features();
+        let mut want = wgpu::Features::empty();
+        if !options.disable_f16 {
+            want |= wgpu::Features::SHADER_F16;
+        }
+        if !options.disable_subgroup {
+            want |= wgpu::Features::SUBGROUP;
+        }
+        if options.profile {
+            want |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let features = have & want;
+        let limits = adapter.limits();
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wring"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        let device_errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = device_errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            tracing::error!("device error: {e}");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        tracing::debug!(adapter = %info.name, ?caps, "opened device");
+        let timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
+        Ok(Context {
+            device,
+            queue,
+            info: DeviceInfo { adapter: info, limits, features, timestamps },
+            caps,
+            pool: Arc::new(Mutex::new(Pool::default())),
+            pipelines: Mutex::new(HashMap::new()),
+            device_errors,
+        })
+    }
+
+    /// The device's description.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// What kernels may use on this device.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The adapter name with its backend, as tests and benchmarks label results.
+    pub fn label(&self) -> String {
+        format!("{} ({:?})", self.info.adapter.name, self.info.adapter.backend)
+    }
+
+    /// Checks a buffer size against the adapter's binding and allocation limits.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = &self.info.limits;
+        if bytes > l.max_storage_buffer_binding_size {
+            return Err(Error::BufferTooLarge {
+                what: what.into(),
+                bytes,
+                limit: l.max_storage_buffer_binding_size,
+                limit_name: "max storage buffer binding size",
+            });
+        }
+        if bytes > l.max_buffer_size {
+            return Err(Error::BufferTooLarge { what: what.into(), bytes, limit: l.max_buffer_size, limit_name: "max buffer size" });
+        }
+        Ok(())
+    }
+
+    fn alloc(&self, bytes: u64) -> Result<Arc<PooledBuffer>> {
+        self.check_size("a tensor", bytes)?;
+        let class = size_class(bytes).min(self.info.limits.max_storage_buffer_binding_size.max(bytes.next_multiple_of(4)));
+        let reused = self.pool.lock().map_err(|_| Error::Device("buffer pool lock poisoned".into()))?.take(class);
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                if let Ok(mut p) = self.pool.lock() {
+                    p.misses += 1;
+                }
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wring tensor"),
+                    size: class,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        Ok(Arc::new(PooledBuffer { buffer, class, pool: Arc::downgrade(&self.pool) }))
+    }
+
+    /// An uninitialised tensor (its contents are whatever the pooled buffer last held).
+    pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let len = checked_len(shape)?;
+        let bytes = (len as u64).checked_mul(dtype.size() as u64).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows")))?;
+        Ok(Tensor { buf: self.alloc(bytes)?, offset: 0, shape: shape.to_vec(), dtype })
+    }
+
+    /// A tensor holding `data`.
+    pub fn upload<T: Element>(&self, shape: &[usize], data: &[T]) -> Result<Tensor> {
+        let len = checked_len(shape)?;
+        if len != data.len() {
+            return Err(Error::Shape(format!("shape {shape:?} holds {len} elements but {} were given", data.len())));
+        }
+        let t = self.empty(shape, T::DTYPE)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites a tensor's contents (queued; ordered before the next submitted step).
+    pub fn write<T: Element>(&self, t: &Tensor, data: &[T]) -> Result<()> {
+        if T::DTYPE != t.dtype || data.len() != t.len() {
+            return Err(Error::Shape(format!("writing {} {} values into a {} tensor of {}", data.len(), T::DTYPE, t.dtype, t.len())));
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.len() % 4 == 0 {
+            self.queue.write_buffer(&t.buf.buffer, t.offset, bytes);
+        } else {
+            // WebGPU writes whole words; the pad bytes land in the tensor's own rounding slack.
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(&t.buf.buffer, t.offset, &padded);
+        }
+        Ok(())
+    }
+
+    /// A view of `shape`/`dtype` at `byte_offset` into `t`'s buffer. The offset must be a multiple of the
+    /// adapter's storage offset alignment and the view must fit inside the buffer.
+    pub fn view(&self, t: &Tensor, byte_offset: u64, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let align = u64::from(self.info.limits.min_storage_buffer_offset_alignment);
+        let offset = t.offset + byte_offset;
+        if offset % align != 0 {
+            return Err(Error::Shape(format!("view offset {offset} is not a multiple of the storage offset alignment {align}")));
+        }
+        let len = checked_len(shape)?;
+        let end = offset + ((len * dtype.size()) as u64).next_multiple_of(4);
+        if end > t.offset + t.bound_bytes() {
+            return Err(Error::Shape(format!("view ending at byte {end} lies outside the tensor ({} bytes)", t.bound_bytes())));
+        }
+        Ok(Tensor { buf: t.buf.clone(), offset, shape: shape.to_vec(), dtype })
+    }
+
+    /// The storage offset alignment views must respect.
+    pub fn view_alignment(&self) -> u64 {
+        u64::from(self.info.limits.min_storage_buffer_offset_alignment)
+    }
+
+    /// Reads a tensor back. This is the one readback path: it submits the copy, always polls the device
+    /// until the map completes (or the timeout passes), and surfaces device errors.
+    pub fn read<T: Element>(&self, t: &Tensor) -> Result<Vec<T>> {
+        if T::DTYPE.size() != t.dtype.size() {
+            return Err(Error::Shape(format!("reading a {} tensor as {}", t.dtype, T::DTYPE)));
+        }
+        let bytes = self.read_bytes(&t.buf.buffer, t.offset, t.bound_bytes())?;
+        let n = t.len();
+        let mut out = vec![T::zeroed(); n];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&bytes[..n * T::DTYPE.size()]);
+        Ok(out)
+    }
+
+    /// Reads `size` bytes at `offset` of a buffer (both multiples of 4).
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wring readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wring readback") });
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
+            Err(_) => return Err(Error::Readback("the map callback did not run after the device finished".into())),
+        }
+        let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        staging.unmap();
+        self.take_device_errors()?;
+        Ok(data)
+    }
+
+    /// Reads the whole buffer under a tensor, including bytes outside the tensor's view (sentinel checks).
+    pub fn read_underlying_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        self.read_bytes(&t.buf.buffer, 0, t.buf.buffer.size())
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(DEVICE_TIMEOUT) }) {
+            Ok(_) => self.take_device_errors(),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout { seconds: DEVICE_TIMEOUT.as_secs() }),
+            Err(e) => Err(Error::Device(e.to_string())),
+        }
+    }
+
+    pub(crate) fn take_device_errors(&self) -> Result<()> {
+        let mut errs = self.device_errors.lock().map_err(|_| Error::Device("error sink lock poisoned".into()))?;
+        if errs.is_empty() { Ok(()) } else { Err(Error::Device(std::mem::take(&mut *errs).join("; "))) }
+    }
+
+    /// Pool statistics: (buffers reused, buffers created).
+    pub fn pool_stats(&self) -> (u64, u64) {
+        self.pool.lock().map(|p| (p.hits, p.misses)).unwrap_or((0, 0))
+    }
+
+    /// Releases every idle pooled buffer.
+    pub fn trim_pool(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
+    }
+
+    /// The pipeline for a variant, created on first use inside an error scope so that a rejection comes
+    /// back as [`Error::Pipeline`] with the kernel name and source rather than as a panic.
+    pub(crate) fn pipeline(&self, v: &Variant) -> Result<Arc<CachedPipeline>> {
+        if v.requires.f16 && !self.caps.f16 {
+            return Err(Error::MissingFeature { kernel: v.id(), feature: "SHADER_F16" });
+        }
+        if v.requires.subgroup && !self.caps.subgroup {
+            return Err(Error::MissingFeature { kernel: v.id(), feature: "SUBGROUP" });
+        }
+        // Built-in variants are unique by id; kernels made from source also key on their text.
+        let key = match v.source {
+            std::borrow::Cow::Borrowed(_) => v.id(),
+            std::borrow::Cow::Owned(ref s) => format!("{}#{:x}", v.id(), fxhash(s)),
+        };
+        if let Some(p) = self.pipelines.lock().map_err(|_| Error::Device("pipeline cache lock poisoned".into()))?.get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(v.source.clone()),
+        });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = v
+            .bindings
+            .iter()
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b.kind {
+                        BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
+                        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&key), entries: &entries });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&key),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(&v.entry),
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Pipeline { kernel: v.id(), message: e.to_string(), source_text: v.source.to_string() });
+        }
+        let cached = Arc::new(CachedPipeline { pipeline, layout });
+        if let Ok(mut map) = self.pipelines.lock() {
+            map.insert(key, cached.clone());
+        }
+        tracing::debug!(kernel = %v.id(), "created pipeline");
+        Ok(cached)
+    }
+}
+
+fn checked_len(shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows")))
+}
+
+/// A small stable hash (FNV-1a) for pipeline cache keys of kernels built from source.
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Reports for every adapter found, for `wring info`.
+pub fn adapter_reports() -> Result<(Vec<AdapterReport>, usize, String)> {
+    let s = adapter::select()?;
+    Ok((s.reports, s.chosen, s.why))
+}

@@ -1,0 +1,96 @@
+//! Typed operations: check tensor shapes and types, plan the kernel for this device, record the launch.
+//! Each takes a [`Choice`] so that tests and benchmarks can force any variant.
+
+use wring_kernels::binary::BinaryOp;
+use wring_kernels::rope::Rope;
+use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, rmsnorm, rope, silu_mul, softmax};
+
+use crate::error::{Error, Result};
+use crate::step::Step;
+use crate::tensor::Tensor;
+
+fn expect(cond: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if cond { Ok(()) } else { Err(Error::Shape(what())) }
+}
+
+fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
+    match t.shape() {
+        [r, c] => Ok((*r, *c)),
+        s => Err(Error::Shape(format!("{name} must be 2-D, got shape {s:?}"))),
+    }
+}
+
+/// `dst = src` word for word (both 32-bit element types of equal length), on the copy kernel.
+pub fn copy(step: &mut Step<'_>, src: &Tensor, dst: &Tensor, choice: Choice<'_>) -> Result<()> {
+    expect(src.bytes() == dst.bytes() && src.bytes() % 4 == 0, || format!("copy of {} bytes into {} bytes", src.bytes(), dst.bytes()))?;
+    let plan = copy::plan((src.bytes() / 4) as usize, step.caps(), choice)?;
+    step.launch(&plan, &[("src", src), ("dst", dst)])
+}
+
+/// Every 32-bit word of `dst` becomes `value`.
+pub fn fill(step: &mut Step<'_>, dst: &Tensor, value: u32, choice: Choice<'_>) -> Result<()> {
+    expect(dst.dtype().size() == 4, || format!("fill needs a 32-bit tensor, got {}", dst.dtype()))?;
+    let plan = fill::plan(dst.len(), value, step.caps(), choice)?;
+    step.launch(&plan, &[("dst", dst)])
+}
+
+/// `c = a op b`, `b` broadcast over `a` when shorter.
+pub fn binary(step: &mut Step<'_>, op: BinaryOp, a: &Tensor, b: &Tensor, c: &Tensor, choice: Choice<'_>) -> Result<()> {
+    expect(a.dtype() == b.dtype() && a.dtype() == c.dtype(), || "binary operands must share a type".into())?;
+    expect(a.len() == c.len(), || format!("a has {} elements, c {}", a.len(), c.len()))?;
+    let plan = binary::plan(op, a.dtype(), a.len(), b.len(), step.caps(), choice)?;
+    step.launch(&plan, &[("a", a), ("b", b), ("c", c)])
+}
+
+/// `y = silu(a) * b`, all f32 of one length.
+pub fn silu_mul(step: &mut Step<'_>, a: &Tensor, b: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    expect(a.len() == b.len() && a.len() == y.len(), || "silu_mul operands must have one length".into())?;
+    expect([a, b, y].iter().all(|t| t.dtype() == DType::F32), || "silu_mul takes f32".into())?;
+    let plan = silu_mul::plan(a.len(), step.caps(), choice)?;
+    step.launch(&plan, &[("a", a), ("b", b), ("y", y)])
+}
+
+/// `c[m][n] = a[m][k] . b[n][k]`, c in f32.
+pub fn matmul(step: &mut Step<'_>, a: &Tensor, b: &Tensor, c: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let (m, k) = dims2(a, "a")?;
+    let (n, kb) = dims2(b, "b")?;
+    expect(k == kb, || format!("a is {m}x{k} but b is {n}x{kb}: inner dimensions differ"))?;
+    expect(c.shape() == [m, n] && c.dtype() == DType::F32, || format!("c must be f32 {m}x{n}, got {} {:?}", c.dtype(), c.shape()))?;
+    expect(a.dtype() == b.dtype(), || "a and b must share a type".into())?;
+    let plan = matmul::plan(a.dtype(), m, n, k, step.caps(), choice)?;
+    step.launch(&plan, &[("a", a), ("b", b), ("c", c)])
+}
+
+/// `y[n] = w[n][k] . x[k]`, y in f32.
+pub fn matvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let (n, k) = dims2(w, "w")?;
+    expect(x.len() == k && x.dtype() == w.dtype(), || format!("x must be {} of {k} elements", w.dtype()))?;
+    expect(y.len() == n && y.dtype() == DType::F32, || format!("y must be f32 of {n} elements"))?;
+    let plan = matvec::plan(w.dtype(), n, k, step.caps(), choice)?;
+    step.launch(&plan, &[("w", w), ("x", x), ("y", y)])
+}
+
+/// RMSNorm of each row of `x` (rows x n) with weight `w` (n).
+pub fn rmsnorm(step: &mut Step<'_>, x: &Tensor, w: &Tensor, y: &Tensor, eps: f32, choice: Choice<'_>) -> Result<()> {
+    let (rows, n) = dims2(x, "x")?;
+    expect(w.len() == n && y.shape() == x.shape(), || format!("w must have {n} elements and y the shape of x"))?;
+    let plan = rmsnorm::plan(n, rows, eps, step.caps(), choice)?;
+    step.launch(&plan, &[("x", x), ("w", w), ("y", y)])
+}
+
+/// Softmax of each row of `x * scale`.
+pub fn softmax(step: &mut Step<'_>, x: &Tensor, y: &Tensor, scale: f32, choice: Choice<'_>) -> Result<()> {
+    let (rows, n) = dims2(x, "x")?;
+    expect(y.shape() == x.shape(), || "y must have the shape of x".into())?;
+    let plan = softmax::plan(n, rows, scale, step.caps(), choice)?;
+    step.launch(&plan, &[("x", x), ("y", y)])
+}
+
+/// RoPE of `x` [tokens][heads][head_dim] at positions `pos` [tokens] (i32).
+pub fn rope(step: &mut Step<'_>, r: &Rope, x: &Tensor, pos: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    expect(x.shape() == [r.tokens, r.n_heads, r.head_dim], || format!("x must be {:?}", [r.tokens, r.n_heads, r.head_dim]))?;
+    expect(pos.len() == r.tokens && pos.dtype() == DType::I32, || format!("pos must be i32 of {} elements", r.tokens))?;
+    expect(y.shape() == x.shape(), || "y must have the shape of x".into())?;
+    let plan = rope::plan(r, step.caps(), choice)?;
+    step.launch(&plan, &[("x", x), ("pos", pos), ("y", y)])
+}
