@@ -51,31 +51,52 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
     if got.len() != expected.len() {
         return Err(Mismatch::Length { got: got.len(), expected: expected.len() });
     }
-    for (index, (&g, &e)) in got.iter().zip(expected).enumerate() {
-        if !g.is_finite() && e.is_finite() {
-            return Err(Mismatch::NonFinite { index, value: g, expected: e });
+    if tol == Tolerance::Exact {
+        if let Some(index) = got.iter().zip(expected).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            return Err(Mismatch::Bits { index, got: got[index].to_bits(), expected: expected[index].to_bits() });
         }
-        // Both non-finite must agree in kind (NaN with NaN, +inf with +inf).
-        if !e.is_finite() && g.to_bits() != e.to_bits() && !(g.is_nan() && e.is_nan()) {
+        return Ok(0.0);
+    }
+    for (index, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        // A non-finite value passes only where the reference has the same one (NaN with NaN, +inf with +inf).
+        let same = g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan());
+        if (!g.is_finite() || !e.is_finite()) && !same {
             return Err(Mismatch::NonFinite { index, value: g, expected: e });
         }
     }
+    let Tolerance::Nmse(budget) = tol else { unreachable!("Exact returned above") };
     let finite = |v: &[f32]| v.iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect::<Vec<_>>();
     let (g, e) = (finite(got), finite(expected));
-    match tol {
-        Tolerance::Exact => {
-            if let Some(index) = got.iter().zip(expected).position(|(a, b)| a.to_bits() != b.to_bits()) {
-                return Err(Mismatch::Bits { index, got: got[index].to_bits(), expected: expected[index].to_bits() });
-            }
-            Ok(0.0)
-        }
-        Tolerance::Nmse(budget) => {
-            let err = nmse(&g, &e);
-            if err > budget {
-                let index = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(0);
-                return Err(Mismatch::Nmse { nmse: err, budget, index, got: g[index], expected: e[index] });
-            }
-            Ok(err)
-        }
+    let err = nmse(&g, &e);
+    // `!(err <= budget)` rather than `err > budget`, so that a NaN error can never pass.
+    if !(err <= budget) {
+        let index = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(Mismatch::Nmse { nmse: err, budget, index, got: g[index], expected: e[index] });
+    }
+    Ok(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_never_passes() {
+        assert!(matches!(compare(&[1.0, f32::NAN], &[1.0, 2.0], Tolerance::Nmse(1.0)), Err(Mismatch::NonFinite { index: 1, .. })));
+        assert!(matches!(compare(&[f32::INFINITY], &[1.0], Tolerance::Nmse(f64::MAX)), Err(Mismatch::NonFinite { .. })));
+        assert!(compare(&[f32::NAN], &[f32::NAN], Tolerance::Nmse(0.0)).is_ok());
+        assert!(compare(&[f32::NEG_INFINITY], &[f32::INFINITY], Tolerance::Nmse(1.0)).is_err());
+    }
+
+    #[test]
+    fn budget_bites() {
+        assert!(compare(&[1.0, 2.0], &[1.0, 2.0], Tolerance::Nmse(0.0)).is_ok());
+        let e = compare(&[1.0, 2.1], &[1.0, 2.0], Tolerance::Nmse(1e-4)).unwrap_err();
+        assert!(matches!(e, Mismatch::Nmse { index: 1, .. }), "{e}");
+        // 0.01 / 5 = 2e-3
+        assert!((nmse(&[1.0, 2.1], &[1.0, 2.0]) - 2e-3).abs() < 1e-6);
+        assert_eq!(nmse(&[1.0], &[0.0]), f64::INFINITY);
+        assert!(compare(&[1.0], &[1.0, 2.0], Tolerance::Exact).is_err());
+        assert!(compare(&[-0.0], &[0.0], Tolerance::Exact).is_err());
     }
 }

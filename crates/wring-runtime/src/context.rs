@@ -259,11 +259,17 @@ impl Context {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
-            Err(_) => return Err(Error::Readback("the map callback did not run after the device finished".into())),
+        // Another thread polling the same device may be the one that runs this map's callback, a moment
+        // after our own poll returns; so poll until the callback has reported, within the timeout.
+        let start = std::time::Instant::now();
+        loop {
+            self.wait()?;
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if start.elapsed() < DEVICE_TIMEOUT => {}
+                Err(_) => return Err(Error::Timeout { seconds: DEVICE_TIMEOUT.as_secs() }),
+            }
         }
         let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
         staging.unmap();

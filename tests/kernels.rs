@@ -1,0 +1,500 @@
+//! Every kernel against its CPU twin: fixed sweeps that force every variant across the shapes where
+//! variants and code paths switch, then proptest shapes.
+//!
+//! Error budgets (NMSE = sum((gpu - cpu)^2) / sum(cpu^2), after the NaN/Inf check):
+//! - copy, fill, f32 add/mul: exact bits (no rounding happens).
+//! - f16 add/mul: 1e-8 (f16 arithmetic may round once where the twin rounds via f32).
+//! - matmul, matvec: 1e-9. The twins add in the shaders' order, so only FMA contraction and the subgroup
+//!   variants' different summation order remain: about 1e-13 in practice.
+//! - rmsnorm: 1e-9 (one sqrt and division). softmax, silu_mul: 1e-8 (the device's exp is allowed a few ulp).
+//! - rope: 1e-7 (pow, sin and cos of angles up to thousands of radians).
+
+use half::f16;
+use proptest::prelude::*;
+use wring::kernels::binary::BinaryOp;
+use wring::kernels::check::Tolerance;
+use wring::kernels::rope::{Rope, RopeMode};
+use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, rmsnorm, rope, silu_mul, softmax, variant};
+use wring::runtime::ops;
+
+use crate::harness::{Case, Rng};
+
+fn variants(kernel: &str) -> Vec<&'static Variant> {
+    let v: Vec<_> = variant::of_kernel(kernel).collect();
+    assert!(!v.is_empty(), "kernel {kernel} has no variants");
+    v
+}
+
+fn needs(v: &Variant) -> (bool, bool) {
+    (v.requires.f16, v.requires.subgroup)
+}
+
+/// Every kernel in the build table must have a test here; a new kernel without one fails this.
+#[test]
+fn every_kernel_is_tested() {
+    let tested = ["binary", "copy", "fill", "matmul", "matvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
+    built.dedup();
+    assert_eq!(built, tested, "update the kernel tests when the table changes");
+}
+
+fn copy_case(v: &'static Variant, words: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let src: Vec<u32> = (0..words).map(|_| rng.next_u64() as u32).collect();
+    let mut expected = vec![0u32; words];
+    copy::cpu(&src, &mut expected);
+    Case {
+        name: format!("copy variant={} words={words} seed={seed}", v.name),
+        tol: Tolerance::Exact,
+        out_dtype: DType::U32,
+        out_shape: vec![words],
+        expected: expected.into_iter().map(f32::from_bits).collect(),
+        record: Box::new(move |ctx, step, out| {
+            let s = ctx.upload(&[words], &src)?;
+            ops::copy(step, &s, out, Choice::Force(&v.name))
+        }),
+        needs_f16: needs(v).0,
+        needs_subgroup: needs(v).1,
+    }
+}
+
+#[test]
+fn copy_every_variant() {
+    for v in variants("copy") {
+        let sizes: &[usize] = if v.name == "vec4" { &[4, 8, 1020, 1024, 4096, 65_540] } else { &[1, 3, 255, 256, 257, 1023, 1025, 65_537] };
+        for &n in sizes {
+            copy_case(v, n, n as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn copy_vec4_refuses_ragged_lengths() {
+    let err = copy::plan(6, &wring::kernels::Caps::BASELINE, Choice::Force("vec4")).unwrap_err();
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
+}
+
+#[test]
+fn fill_every_variant() {
+    for v in variants("fill") {
+        for n in [1usize, 255, 1024, 1025, 70_001] {
+            let value = 0x3F80_0000 + n as u32;
+            let mut expected = vec![0u32; n];
+            fill::cpu(&mut expected, value);
+            Case {
+                name: format!("fill variant={} words={n} value={value:#x}", v.name),
+                tol: Tolerance::Exact,
+                out_dtype: DType::U32,
+                out_shape: vec![n],
+                expected: expected.into_iter().map(f32::from_bits).collect(),
+                record: Box::new(move |_, step, out| ops::fill(step, out, value, Choice::Force(&v.name))),
+                needs_f16: false,
+                needs_subgroup: false,
+            }
+            .assert();
+        }
+    }
+}
+
+fn binary_case(v: &'static Variant, n: usize, nb: usize, seed: u64) -> Case<'static> {
+    let op = if v.name.starts_with("add") { BinaryOp::Add } else { BinaryOp::Mul };
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(n, -4.0, 4.0);
+    let b = rng.vec(nb, -4.0, 4.0);
+    let name = format!("binary variant={} n={n} nb={nb} seed={seed}", v.name);
+    if v.define("ELEM") == Some("f16") {
+        let a: Vec<f16> = a.iter().map(|&x| f16::from_f32(x)).collect();
+        let b: Vec<f16> = b.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut c = vec![f16::ZERO; n];
+        binary::cpu(op, &a, &b, &mut c);
+        Case {
+            name,
+            tol: Tolerance::Nmse(1e-8),
+            out_dtype: DType::F16,
+            out_shape: vec![n],
+            expected: c.iter().map(|x| x.to_f32()).collect(),
+            record: Box::new(move |ctx, step, out| {
+                let (ta, tb) = (ctx.upload(&[n], &a)?, ctx.upload(&[nb], &b)?);
+                ops::binary(step, op, &ta, &tb, out, Choice::Force(&v.name))
+            }),
+            needs_f16: true,
+            needs_subgroup: false,
+        }
+    } else {
+        let mut c = vec![0.0f32; n];
+        binary::cpu(op, &a, &b, &mut c);
+        Case {
+            name,
+            tol: Tolerance::Exact,
+            out_dtype: DType::F32,
+            out_shape: vec![n],
+            expected: c,
+            record: Box::new(move |ctx, step, out| {
+                let (ta, tb) = (ctx.upload(&[n], &a)?, ctx.upload(&[nb], &b)?);
+                ops::binary(step, op, &ta, &tb, out, Choice::Force(&v.name))
+            }),
+            needs_f16: false,
+            needs_subgroup: false,
+        }
+    }
+}
+
+#[test]
+fn binary_every_variant() {
+    for v in variants("binary") {
+        for (n, nb) in [(1, 1), (7, 7), (1023, 1023), (1025, 1025), (4096, 64), (3 * 577, 577), (9, 1)] {
+            binary_case(v, n, nb, (n * 31 + nb) as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn binary_rejects_a_broadcast_that_does_not_divide() {
+    let e = binary::plan(BinaryOp::Add, DType::F32, 10, 3, &wring::kernels::Caps::BASELINE, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("must divide"), "{e}");
+}
+
+#[test]
+fn silu_mul_matches_twin() {
+    for v in variants("silu_mul") {
+        for n in [1usize, 5, 1024, 4099] {
+            let mut rng = Rng::new(n as u64);
+            // The range reaches where exp(-x) overflows, to cover the -0 limit.
+            let mut a = rng.vec(n, -30.0, 30.0);
+            if n > 2 {
+                a[0] = -100.0;
+                a[1] = 100.0;
+            }
+            let b = rng.vec(n, -2.0, 2.0);
+            let mut y = vec![0.0; n];
+            silu_mul::cpu(&a, &b, &mut y);
+            Case {
+                name: format!("silu_mul variant={} n={n}", v.name),
+                tol: Tolerance::Nmse(1e-8),
+                out_dtype: DType::F32,
+                out_shape: vec![n],
+                expected: y,
+                record: Box::new(move |ctx, step, out| {
+                    let (ta, tb) = (ctx.upload(&[n], &a)?, ctx.upload(&[n], &b)?);
+                    ops::silu_mul(step, &ta, &tb, out, Choice::Force(&v.name))
+                }),
+                needs_f16: false,
+                needs_subgroup: false,
+            }
+            .assert();
+        }
+    }
+}
+
+fn matmul_case(v: &'static Variant, m: usize, n: usize, k: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let b = rng.vec(n * k, -1.0, 1.0);
+    let mut c = vec![0.0f32; m * n];
+    let f16_in = v.define("ELEM") == Some("f16");
+    let (a16, b16): (Vec<f16>, Vec<f16>) =
+        (a.iter().map(|&x| f16::from_f32(x)).collect(), b.iter().map(|&x| f16::from_f32(x)).collect());
+    if f16_in {
+        matmul::cpu(&a16, &b16, &mut c, m, n, k);
+    } else {
+        matmul::cpu(&a, &b, &mut c, m, n, k);
+    }
+    Case {
+        name: format!("matmul variant={} m={m} n={n} k={k} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![m, n],
+        expected: c,
+        record: Box::new(move |ctx, step, out| {
+            let (ta, tb) = if f16_in {
+                (ctx.upload(&[m, k], &a16)?, ctx.upload(&[n, k], &b16)?)
+            } else {
+                (ctx.upload(&[m, k], &a)?, ctx.upload(&[n, k], &b)?)
+            };
+            ops::matmul(step, &ta, &tb, out, Choice::Force(&v.name))
+        }),
+        needs_f16: f16_in,
+        needs_subgroup: false,
+    }
+}
+
+#[test]
+fn matmul_every_variant_across_tile_edges() {
+    // 63/64/65 straddle the 4x4 variant's 64-wide tiles and the automatic switch; 15/16/17 the k tile.
+    let shapes = [(1, 1, 1), (1, 5, 17), (16, 16, 16), (17, 15, 33), (63, 65, 64), (64, 64, 15), (65, 130, 47), (128, 64, 576)];
+    for v in variants("matmul") {
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            matmul_case(v, m, n, k, i as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn matmul_auto_switches_at_64() {
+    let caps = wring::kernels::Caps::BASELINE;
+    assert_eq!(matmul::plan(DType::F32, 63, 200, 8, &caps, Choice::Auto).unwrap().variant.name, "f32_1x1");
+    assert_eq!(matmul::plan(DType::F32, 64, 64, 8, &caps, Choice::Auto).unwrap().variant.name, "f32_4x4");
+}
+
+fn matvec_case(v: &'static Variant, n: usize, k: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let x = rng.vec(k, -1.0, 1.0);
+    let wg = v.define_u32("WG") as usize;
+    let mut y = vec![0.0f32; n];
+    let f16_in = v.define("ELEM") == Some("f16");
+    let (w16, x16): (Vec<f16>, Vec<f16>) =
+        (w.iter().map(|&x| f16::from_f32(x)).collect(), x.iter().map(|&v| f16::from_f32(v)).collect());
+    if f16_in {
+        matvec::cpu(&w16, &x16, &mut y, k, wg);
+    } else {
+        matvec::cpu(&w, &x, &mut y, k, wg);
+    }
+    Case {
+        name: format!("matvec variant={} n={n} k={k} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![n],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let (tw, tx) = if f16_in {
+                (ctx.upload(&[n, k], &w16)?, ctx.upload(&[k], &x16)?)
+            } else {
+                (ctx.upload(&[n, k], &w)?, ctx.upload(&[k], &x)?)
+            };
+            ops::matvec(step, &tw, &tx, out, Choice::Force(&v.name))
+        }),
+        needs_f16: f16_in,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+#[test]
+fn matvec_every_variant() {
+    // Rows not a multiple of ROWS (4), k below, at and above the workgroup size (64), SmolLM2's 576.
+    let shapes = [(1, 1), (3, 7), (4, 64), (5, 65), (33, 127), (576, 576), (192, 576), (7, 1536)];
+    for v in variants("matvec") {
+        for (i, &(n, k)) in shapes.iter().enumerate() {
+            matvec_case(v, n, k, 100 + i as u64).assert();
+        }
+    }
+}
+
+fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(rows * n, -3.0, 3.0);
+    let w = rng.vec(n, 0.5, 1.5);
+    let eps = 1e-5;
+    let mut y = vec![0.0; rows * n];
+    rmsnorm::cpu(&x, &w, &mut y, n, eps, v.define_u32("WG") as usize);
+    Case {
+        name: format!("rmsnorm variant={} rows={rows} n={n} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![rows, n],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let (tx, tw) = (ctx.upload(&[rows, n], &x)?, ctx.upload(&[n], &w)?);
+            ops::rmsnorm(step, &tx, &tw, out, eps, Choice::Force(&v.name))
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+#[test]
+fn rmsnorm_every_variant() {
+    for v in variants("rmsnorm") {
+        for (i, &(rows, n)) in [(1, 1), (1, 255), (2, 256), (3, 257), (5, 576), (2, 1537)].iter().enumerate() {
+            rmsnorm_case(v, rows, n, i as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_rows_spill_into_the_second_grid_dimension() {
+    // 70,000 rows need more than 65,535 workgroups in x, so the grid spills into y.
+    let v = variant::find("rmsnorm", "shared").unwrap();
+    rmsnorm_case(v, 70_000, 2, 7).assert();
+}
+
+fn softmax_case(v: &'static Variant, rows: usize, n: usize, scale: f32, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    // Large logits: without the max subtraction exp would overflow.
+    let x = rng.vec(rows * n, -80.0, 120.0);
+    let mut y = vec![0.0; rows * n];
+    softmax::cpu(&x, &mut y, n, scale, v.define_u32("WG") as usize);
+    Case {
+        name: format!("softmax variant={} rows={rows} n={n} scale={scale} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-8),
+        out_dtype: DType::F32,
+        out_shape: vec![rows, n],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let tx = ctx.upload(&[rows, n], &x)?;
+            ops::softmax(step, &tx, out, scale, Choice::Force(&v.name))
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+#[test]
+fn softmax_every_variant() {
+    for v in variants("softmax") {
+        for (i, &(rows, n)) in [(1, 1), (2, 3), (3, 255), (1, 256), (4, 257), (2, 1000), (1, 49_152)].iter().enumerate() {
+            softmax_case(v, rows, n, 0.125 + i as f32, i as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn softmax_rows_sum_to_one_on_the_device() {
+    // An independent property, not the twin: every row of the device result sums to 1.
+    let ctx = crate::harness::ctx();
+    let (rows, n) = (3, 777);
+    let x = Rng::new(3).vec(rows * n, -50.0, 50.0);
+    let tx = ctx.upload(&[rows, n], &x).unwrap();
+    let ty = ctx.empty(&[rows, n], DType::F32).unwrap();
+    let mut s = ctx.step("softmax sum");
+    ops::softmax(&mut s, &tx, &ty, 1.0, Choice::Auto).unwrap();
+    s.submit().unwrap();
+    let y: Vec<f32> = ctx.read(&ty).unwrap();
+    for r in y.chunks(n) {
+        let sum: f32 = r.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5, "row sums to {sum}");
+    }
+}
+
+fn rope_case(v: &'static Variant, r: Rope, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(r.tokens * r.n_heads * r.head_dim, -2.0, 2.0);
+    let pos: Vec<i32> = (0..r.tokens).map(|t| (t * 37 % 2048) as i32).collect();
+    let mut y = vec![0.0; x.len()];
+    rope::cpu(&r, &x, &pos, &mut y);
+    Case {
+        name: format!("rope variant={} {r:?} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-7),
+        out_dtype: DType::F32,
+        out_shape: vec![r.tokens, r.n_heads, r.head_dim],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let tx = ctx.upload(&[r.tokens, r.n_heads, r.head_dim], &x)?;
+            let tp = ctx.upload(&[r.tokens], &pos)?;
+            ops::rope(step, &r, &tx, &tp, out, Choice::Force(&v.name))
+        }),
+        needs_f16: false,
+        needs_subgroup: false,
+    }
+}
+
+#[test]
+fn rope_every_variant() {
+    for v in variants("rope") {
+        let mode = if v.name == "neox" { RopeMode::Neox } else { RopeMode::Normal };
+        for (i, &(tokens, n_heads, head_dim, n_dims)) in
+            [(1, 1, 2, 2), (3, 9, 64, 64), (5, 3, 64, 32), (17, 2, 128, 128), (2, 1, 6, 4)].iter().enumerate()
+        {
+            let r = Rope { mode, tokens, n_heads, head_dim, n_dims, freq_base: 100_000.0, freq_scale: 1.0 };
+            rope_case(v, r, i as u64).assert();
+        }
+    }
+}
+
+/// The twin against the textbook: llama.cpp's normal mode rotates (x[2i], x[2i+1]) by pos * base^(-2i/d)
+/// and NeoX rotates (x[i], x[i + d/2]) by the same angle.
+#[test]
+fn rope_twin_matches_the_definition() {
+    let (d, pos, base) = (8usize, 3i32, 10_000.0f64);
+    let x: Vec<f32> = (0..d).map(|i| i as f32 + 1.0).collect();
+    for mode in [RopeMode::Normal, RopeMode::Neox] {
+        let r = Rope { mode, tokens: 1, n_heads: 1, head_dim: d, n_dims: d, freq_base: base as f32, freq_scale: 1.0 };
+        let mut y = vec![0.0; d];
+        rope::cpu(&r, &x, &[pos], &mut y);
+        for i in 0..d / 2 {
+            let theta = f64::from(pos) * base.powf(-2.0 * i as f64 / d as f64);
+            let (i0, i1) = if mode == RopeMode::Normal { (2 * i, 2 * i + 1) } else { (i, i + d / 2) };
+            let (x0, x1) = (f64::from(x[i0]), f64::from(x[i1]));
+            let want0 = x0 * theta.cos() - x1 * theta.sin();
+            let want1 = x0 * theta.sin() + x1 * theta.cos();
+            assert!((f64::from(y[i0]) - want0).abs() < 1e-4 && (f64::from(y[i1]) - want1).abs() < 1e-4, "{mode:?} pair {i}");
+        }
+    }
+}
+
+/// The twins against plain definitions, so a twin cannot drift with its shader.
+#[test]
+fn reducing_twins_match_naive_sums() {
+    let mut rng = Rng::new(5);
+    let (n, k) = (3, 200);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let x = rng.vec(k, -1.0, 1.0);
+    let mut y = vec![0.0; n];
+    matvec::cpu(&w, &x, &mut y, k, 64);
+    for r in 0..n {
+        let naive: f64 = (0..k).map(|i| f64::from(w[r * k + i]) * f64::from(x[i])).sum();
+        assert!((f64::from(y[r]) - naive).abs() < 1e-4);
+    }
+    let mut c = vec![0.0; n * n];
+    matmul::cpu(&w, &w, &mut c, n, n, k);
+    let naive: f64 = (0..k).map(|i| f64::from(w[i]) * f64::from(w[k + i])).sum();
+    assert!((f64::from(c[1]) - naive).abs() < 1e-4);
+    let mut s = vec![0.0; k];
+    softmax::cpu(&w[..k], &mut s, k, 1.0, 256);
+    assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    let mut rn = vec![0.0; k];
+    rmsnorm::cpu(&w[..k], &vec![1.0; k], &mut rn, k, 0.0, 256);
+    let ms: f32 = rn.iter().map(|v| v * v).sum::<f32>() / k as f32;
+    assert!((ms - 1.0).abs() < 1e-4);
+}
+
+fn pick<'a>(vs: &[&'a Variant], i: usize) -> &'a Variant {
+    vs[i % vs.len()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_matmul(m in 1usize..90, n in 1usize..90, k in 1usize..70, vi in 0usize..8, seed in any::<u64>()) {
+        let v = pick(&variants("matmul"), vi);
+        let r = matmul_case(v, m, n, k, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_matvec(n in 1usize..200, k in 1usize..700, vi in 0usize..8, seed in any::<u64>()) {
+        let v = pick(&variants("matvec"), vi);
+        let case = matvec_case(v, n, k, seed);
+        let r = case.check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_rows(rows in 1usize..6, n in 1usize..1100, vi in 0usize..4, seed in any::<u64>()) {
+        let r = rmsnorm_case(pick(&variants("rmsnorm"), vi), rows, n, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        let r = softmax_case(pick(&variants("softmax"), vi), rows, n, 0.5, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_elementwise(n in 1usize..5000, nb_div in 1usize..4, vi in 0usize..4, seed in any::<u64>()) {
+        let nb = if n % nb_div == 0 { n / nb_div } else { n };
+        let r = binary_case(pick(&variants("binary"), vi), n, nb, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+        let r = copy_case(variant::find("copy", "u32").unwrap(), n, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_rope(tokens in 1usize..9, n_heads in 1usize..5, half in 1usize..40, rot in 1usize..40, neox in any::<bool>(), seed in any::<u64>()) {
+        let head_dim = 2 * half;
+        let n_dims = 2 * rot.min(half);
+        let mode = if neox { RopeMode::Neox } else { RopeMode::Normal };
+        let v = variant::find("rope", if neox { "neox" } else { "normal" }).unwrap();
+        let r = Rope { mode, tokens, n_heads, head_dim, n_dims, freq_base: 10_000.0, freq_scale: 1.0 };
+        let res = rope_case(v, r, seed).check();
+        prop_assert!(res.is_ok(), "{}", res.unwrap_err());
+    }
+}

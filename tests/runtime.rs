@@ -1,0 +1,148 @@
+//! The runtime's contracts: limits refused with both numbers, bindings matched by name, buffers pooled,
+//! whole steps submitted at once, timestamps where the adapter has them.
+
+use wring::kernels::binary::BinaryOp;
+use wring::kernels::{Choice, DType, fill};
+use wring::runtime::{Context, ContextOptions, Error, adapter, ops};
+
+use crate::harness::{contexts, ctx};
+
+#[test]
+fn buffer_above_the_binding_limit_is_refused_with_both_numbers() {
+    let ctx = ctx();
+    let limit = ctx.info().limits.max_storage_buffer_binding_size;
+    let words = (limit / 4 + 1) as usize;
+    let err = ctx.empty(&[words], DType::F32).unwrap_err();
+    let Error::BufferTooLarge { bytes, limit: l, .. } = &err else { panic!("wrong error: {err}") };
+    assert_eq!((*bytes, *l), (words as u64 * 4, limit));
+    let msg = err.to_string();
+    assert!(msg.contains(&limit.to_string()) && msg.contains(&(words * 4).to_string()), "{msg}");
+    assert!(msg.contains("split"), "says what to do: {msg}");
+}
+
+#[test]
+fn absurd_shapes_are_errors_not_panics() {
+    let ctx = ctx();
+    assert!(matches!(ctx.empty(&[usize::MAX, 2], DType::F32), Err(Error::Shape(_))));
+    assert!(matches!(ctx.empty(&[1 << 40], DType::F32), Err(Error::BufferTooLarge { .. })));
+    assert!(matches!(ctx.upload(&[3], &[1.0f32, 2.0]), Err(Error::Shape(_))));
+    let t = ctx.empty(&[4, 4], DType::F32).unwrap();
+    assert!(matches!(ctx.view(&t, 1, &[1], DType::F32), Err(Error::Shape(_))), "misaligned view");
+    assert!(matches!(ctx.view(&t, 0, &[5, 4], DType::F32), Err(Error::Shape(_))), "view past the end");
+}
+
+#[test]
+fn launch_arguments_are_matched_to_reflected_bindings() {
+    let ctx = ctx();
+    let t = ctx.empty(&[16], DType::U32).unwrap();
+    let plan = fill::plan(16, 7, ctx.caps(), Choice::Auto).unwrap();
+    let mut s = ctx.step("bindings");
+    let e = s.launch(&plan, &[("out", &t)]).unwrap_err();
+    assert!(e.to_string().contains("no storage binding named `out`"), "{e}");
+    let e = s.launch(&plan, &[]).unwrap_err();
+    assert!(e.to_string().contains("`dst` must be given exactly once"), "{e}");
+    let e = s.launch(&plan, &[("dst", &t), ("dst", &t)]).unwrap_err();
+    assert!(e.to_string().contains("exactly once"), "{e}");
+    // Reading and writing one buffer in a launch is refused before WebGPU would reject it.
+    let a = ctx.empty(&[16], DType::F32).unwrap();
+    let b = ctx.empty(&[16], DType::F32).unwrap();
+    let e = ops::binary(&mut s, BinaryOp::Add, &a, &b, &a, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("shares its buffer"), "{e}");
+    assert!(s.is_empty());
+}
+
+#[test]
+fn a_whole_chain_is_one_submission_and_correct() {
+    let ctx = ctx();
+    let n = 3000;
+    let a = ctx.empty(&[n], DType::F32).unwrap();
+    let b = ctx.empty(&[n], DType::F32).unwrap();
+    let c = ctx.empty(&[n], DType::F32).unwrap();
+    let d = ctx.empty(&[n], DType::F32).unwrap();
+    let mut s = ctx.step("chain");
+    ops::fill(&mut s, &a, 2.0f32.to_bits(), Choice::Auto).unwrap();
+    ops::fill(&mut s, &b, 3.0f32.to_bits(), Choice::Auto).unwrap();
+    ops::binary(&mut s, BinaryOp::Mul, &a, &b, &c, Choice::Auto).unwrap();
+    ops::binary(&mut s, BinaryOp::Add, &c, &a, &d, Choice::Auto).unwrap();
+    s.copy(&d, &a).unwrap();
+    assert_eq!(s.len(), 5);
+    let report = s.submit().unwrap();
+    assert_eq!(report.launches, 4);
+    let out: Vec<f32> = ctx.read(&a).unwrap();
+    assert!(out.iter().all(|&v| v == 8.0), "2 * 3 + 2 = 8, got {:?}", &out[..4]);
+}
+
+#[test]
+fn pool_reuses_released_buffers() {
+    let ctx = Context::from_adapter(&adapter::all_adapters().unwrap()[0], ContextOptions::default()).unwrap();
+    let before = ctx.pool_stats();
+    drop(ctx.empty(&[1000], DType::F32).unwrap());
+    let t = ctx.empty(&[1000], DType::F32).unwrap();
+    let after = ctx.pool_stats();
+    assert_eq!(after.1 - before.1, 1, "one fresh allocation");
+    assert_eq!(after.0 - before.0, 1, "the second tensor reused the first one's buffer");
+    // A view keeps the buffer alive: it is not handed out again while the view exists.
+    let view = ctx.view(&t, 0, &[10], DType::F32).unwrap();
+    drop(t);
+    let u = ctx.empty(&[1000], DType::F32).unwrap();
+    assert!(!u.shares_buffer(&view));
+}
+
+#[test]
+fn profiling_times_every_launch_where_timestamps_exist() {
+    for a in adapter::all_adapters().unwrap() {
+        let ctx = Context::from_adapter(&a, ContextOptions { profile: true, ..Default::default() }).unwrap();
+        let t = ctx.empty(&[1 << 16], DType::U32).unwrap();
+        let u = ctx.empty(&[1 << 16], DType::U32).unwrap();
+        let mut s = ctx.step("timed");
+        ops::fill(&mut s, &t, 1, Choice::Auto).unwrap();
+        ops::copy(&mut s, &t, &u, Choice::Auto).unwrap();
+        let r = s.submit().unwrap();
+        match r.times {
+            Some(times) => {
+                assert_eq!(times.len(), 2);
+                assert_eq!(times[1].kernel, "copy/vec4");
+                assert!(times.iter().all(|t| t.nanos > 0.0 && t.nanos < 10e9), "{times:?}");
+            }
+            None => assert!(!a.features().contains(wring::runtime::wgpu::Features::TIMESTAMP_QUERY)),
+        }
+        assert!(ctx.read::<u32>(&u).unwrap().iter().all(|&w| w == 1));
+    }
+}
+
+#[test]
+fn fallback_device_without_optional_features_runs_auto_choices() {
+    let a = &adapter::all_adapters().unwrap()[0];
+    let ctx = Context::from_adapter(a, ContextOptions { disable_f16: true, disable_subgroup: true, profile: false }).unwrap();
+    assert!(!ctx.caps().f16 && !ctx.caps().subgroup);
+    let w = ctx.upload(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let x = ctx.upload(&[3], &[1.0f32, 1.0, 1.0]).unwrap();
+    let y = ctx.empty(&[2], DType::F32).unwrap();
+    let mut s = ctx.step("fallback");
+    ops::matvec(&mut s, &w, &x, &y, Choice::Auto).unwrap();
+    let e = ops::matvec(&mut s, &w, &x, &y, Choice::Force("f32_subgroup")).unwrap_err();
+    assert!(e.to_string().contains("SUBGROUP"), "{e}");
+    s.submit().unwrap();
+    assert_eq!(ctx.read::<f32>(&y).unwrap(), vec![6.0, 15.0]);
+}
+
+#[test]
+fn backend_names_are_parsed_or_refused() {
+    assert!(adapter::parse_backend("Vulkan").is_ok());
+    assert!(adapter::parse_backend("dx12").is_ok());
+    assert!(matches!(adapter::parse_backend("glide"), Err(Error::UnknownBackend(_))));
+    // Either this build has OpenGL, or the error says how to get it.
+    match adapter::parse_backend("gl") {
+        Ok(b) => assert_eq!(b, wring::runtime::wgpu::Backends::GL),
+        Err(e) => assert!(e.to_string().contains("--features"), "{e}"),
+    }
+}
+
+#[test]
+fn every_adapter_found_is_tested() {
+    // The harness opened a device on each adapter; CI fails here rather than skip when there is none.
+    assert!(!contexts().is_empty());
+    for c in contexts() {
+        eprintln!("GPU tests run on {}", c.label());
+    }
+}
