@@ -21,7 +21,10 @@ if have_lavapipe && mesa_is_backports; then
 fi
 
 if [ "$(id -u)" != 0 ]; then
-  echo "install-vulkan: must run as root to install mesa-vulkan-drivers" >&2
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo bash "$0" "$@"
+  fi
+  echo "install-vulkan: run as root (or install sudo) to install mesa-vulkan-drivers" >&2
   exit 1
 fi
 

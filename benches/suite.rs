@@ -1,0 +1,326 @@
+//! wring's benchmark suite: every kernel over a size sweep, timed with GPU timestamp queries where the
+//! adapter has them (wall clock after a full device wait otherwise), reported in the unit of its family
+//! (GB/s, or GFLOP/s for matmul) and as a fraction of the copy bandwidth measured in the same run.
+//!
+//! Shared by `cargo xtask bench` (which writes `bench-results/`) and the `cargo bench` binary.
+
+use std::time::Instant;
+
+use half::f16;
+use wring_kernels::binary::BinaryOp;
+use wring_kernels::rope::{Rope, RopeMode};
+use wring_kernels::{Choice, DType, variant};
+use wring_runtime::{Context, ContextOptions, Step, Tensor, ops};
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Fewer sizes and repetitions (a smoke run).
+    pub quick: bool,
+    /// Only kernels whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub kernel: String,
+    pub variant: String,
+    pub shape: String,
+    /// Median seconds per launch.
+    pub seconds: f64,
+    /// Fastest launch.
+    pub best_seconds: f64,
+    pub reps: usize,
+    /// Bytes the kernel must move at least (reads + writes).
+    pub bytes: f64,
+    pub gb_per_s: f64,
+    /// 2*m*n*k for matmul and matvec, else 0.
+    pub flops: f64,
+    pub gflop_per_s: f64,
+    /// gb_per_s over the copy kernel's bandwidth measured in this run.
+    pub fraction_of_copy: f64,
+    /// "gpu-timestamp" or "wall-clock".
+    pub timer: &'static str,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub timer: &'static str,
+    /// Best copy-kernel bandwidth (read + write), the roofline every fraction refers to.
+    pub copy_gb_per_s: f64,
+    /// The DMA buffer-to-buffer copy, the copy kernel's peer.
+    pub dma_copy_gb_per_s: f64,
+    /// Wall-clock cost of one tiny launch inside a step of many (submission overhead per dispatch).
+    pub dispatch_overhead_us: f64,
+    /// Best matmul GFLOP/s over all variants and shapes.
+    pub matmul_gflop_per_s: f64,
+    pub rows: Vec<Row>,
+}
+
+struct Bench<'a> {
+    ctx: &'a Context,
+    reps: usize,
+    rows: Vec<Row>,
+    copy_gbs: f64,
+}
+
+impl Bench<'_> {
+    /// Times `record` (one launch or copy per step) `reps` times after one warm-up, returning
+    /// (median, best) seconds.
+    fn time(&self, record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>) -> wring_runtime::Result<(f64, f64)> {
+        let mut warm = self.ctx.step("bench warm-up");
+        record(&mut warm)?;
+        warm.submit()?;
+        self.ctx.wait()?;
+        let mut samples = Vec::with_capacity(self.reps);
+        for _ in 0..self.reps {
+            let start = Instant::now();
+            let mut s = self.ctx.step("bench");
+            record(&mut s)?;
+            let report = s.submit()?;
+            self.ctx.wait()?;
+            let wall = start.elapsed().as_secs_f64();
+            let secs = match report.times {
+                Some(t) if !t.is_empty() => t.iter().map(|l| l.nanos).sum::<f64>() * 1e-9,
+                _ => wall,
+            };
+            samples.push(secs);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok((samples[samples.len() / 2], samples[0]))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "a row has this many facts")]
+    fn row(&mut self, kernel: &str, variant: &str, shape: String, t: (f64, f64), bytes: f64, flops: f64) {
+        let gbs = bytes / t.0 / 1e9;
+        let row = Row {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            shape,
+            seconds: t.0,
+            best_seconds: t.1,
+            reps: self.reps,
+            bytes,
+            gb_per_s: gbs,
+            flops,
+            gflop_per_s: if flops > 0.0 { flops / t.0 / 1e9 } else { 0.0 },
+            fraction_of_copy: if self.copy_gbs > 0.0 { gbs / self.copy_gbs } else { 0.0 },
+            timer: if self.ctx.info().timestamps { "gpu-timestamp" } else { "wall-clock" },
+        };
+        println!(
+            "{:<10} {:<14} {:<22} {:>10.1} us {:>8.2} GB/s {:>8} {:>6.0}% of copy",
+            row.kernel,
+            row.variant,
+            row.shape,
+            row.seconds * 1e6,
+            row.gb_per_s,
+            if flops > 0.0 { format!("{:.1} GF/s", row.gflop_per_s) } else { String::new() },
+            row.fraction_of_copy * 100.0
+        );
+        self.rows.push(row);
+    }
+}
+
+fn ramp(n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale).collect()
+}
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+/// Runs the suite on the adapter `WRING_BACKEND` / `WRING_ADAPTER` choose.
+pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
+    let ctx = Context::new(ContextOptions { profile: true, ..Default::default() })?;
+    let info = ctx.info().clone();
+    println!("adapter: {} ({:?}, {:?}), driver {} {}", info.adapter.name, info.adapter.backend, info.adapter.device_type, info.adapter.driver, info.adapter.driver_info);
+    println!("timer: {}", if info.timestamps { "GPU timestamp queries" } else { "wall clock after a device wait" });
+    let mut b = Bench { ctx: &ctx, reps: if opts.quick { 5 } else { 20 }, rows: Vec::new(), copy_gbs: 0.0 };
+    let want = |k: &str| opts.filter.as_deref().is_none_or(|f| k.contains(f));
+    let limit = info.limits.max_storage_buffer_binding_size;
+
+    // Copy first: every other row's fraction refers to it.
+    let sizes_mib: &[u64] = if opts.quick { &[1, 16] } else { &[1, 4, 16, 64, 120] };
+    let mut dma_best = 0.0f64;
+    for &mib in sizes_mib {
+        let bytes = (mib << 20).min(limit);
+        let words = (bytes / 4) as usize;
+        let src = ctx.upload(&[words], &vec![1u32; words])?;
+        let dst = ctx.empty(&[words], DType::U32)?;
+        for v in variant::of_kernel("copy") {
+            let t = b.time(&|s| ops::copy(s, &src, &dst, Choice::Force(&v.name)))?;
+            b.copy_gbs = b.copy_gbs.max(2.0 * bytes as f64 / t.0 / 1e9);
+            b.row("copy", &v.name, format!("{mib} MiB"), t, 2.0 * bytes as f64, 0.0);
+        }
+        let t = b.time(&|s| s.copy(&src, &dst))?;
+        dma_best = dma_best.max(2.0 * bytes as f64 / t.0 / 1e9);
+        b.row("copy", "dma", format!("{mib} MiB"), t, 2.0 * bytes as f64, 0.0);
+    }
+    // Fractions of the copy rows were computed against a running best; recompute against the final one.
+    let copy_gbs = b.copy_gbs;
+    for r in &mut b.rows {
+        r.fraction_of_copy = r.gb_per_s / copy_gbs;
+    }
+    println!("copy bandwidth (copy kernel, read + write): {copy_gbs:.2} GB/s; DMA copy: {dma_best:.2} GB/s");
+
+    // Dispatch overhead: a step of 200 tiny fills, wall clock after a device wait.
+    let tiny = ctx.empty(&[64], DType::U32)?;
+    let launches = 200;
+    let mut s = ctx.step("overhead warm-up");
+    ops::fill(&mut s, &tiny, 0, Choice::Auto)?;
+    s.submit()?;
+    ctx.wait()?;
+    let plain = Context::new(ContextOptions::default())?;
+    let tiny_plain = plain.empty(&[64], DType::U32)?;
+    let mut s = plain.step("overhead warm-up");
+    ops::fill(&mut s, &tiny_plain, 0, Choice::Auto)?;
+    s.submit()?;
+    plain.wait()?;
+    let start = Instant::now();
+    let mut s = plain.step("overhead");
+    for i in 0..launches {
+        ops::fill(&mut s, &tiny_plain, i, Choice::Auto)?;
+    }
+    s.submit()?;
+    plain.wait()?;
+    let dispatch_overhead_us = start.elapsed().as_secs_f64() / f64::from(launches) * 1e6;
+    println!("dispatch overhead: {dispatch_overhead_us:.1} us per launch ({launches} launches in one step)");
+
+    if want("fill") {
+        let words = (16usize << 20) / 4;
+        let dst = ctx.empty(&[words], DType::U32)?;
+        let t = b.time(&|s| ops::fill(s, &dst, 7, Choice::Auto))?;
+        b.row("fill", "u32", "16 MiB".into(), t, (words * 4) as f64, 0.0);
+    }
+    if want("binary") {
+        for v in variant::of_kernel("binary") {
+            let n = 4usize << 20;
+            let dt = if v.define("ELEM") == Some("f16") { DType::F16 } else { DType::F32 };
+            if dt == DType::F16 && !ctx.caps().f16 {
+                continue;
+            }
+            let op = if v.name.starts_with("add") { BinaryOp::Add } else { BinaryOp::Mul };
+            let data = ramp(n, 1.0);
+            let (a, bb) = match dt {
+                DType::F16 => (ctx.upload(&[n], &to_f16(&data))?, ctx.upload(&[n], &to_f16(&data))?),
+                _ => (ctx.upload(&[n], &data)?, ctx.upload(&[n], &data)?),
+            };
+            let c = ctx.empty(&[n], dt)?;
+            let t = b.time(&|s| ops::binary(s, op, &a, &bb, &c, Choice::Force(&v.name)))?;
+            b.row("binary", &v.name, format!("{n}"), t, (3 * n * dt.size()) as f64, 0.0);
+        }
+    }
+    if want("silu_mul") {
+        let n = 4usize << 20;
+        let a = ctx.upload(&[n], &ramp(n, 4.0))?;
+        let bb = ctx.upload(&[n], &ramp(n, 1.0))?;
+        let y = ctx.empty(&[n], DType::F32)?;
+        let t = b.time(&|s| ops::silu_mul(s, &a, &bb, &y, Choice::Auto))?;
+        b.row("silu_mul", "f32", format!("{n}"), t, (12 * n) as f64, 0.0);
+    }
+    if want("matvec") {
+        // SmolLM2-135M's projection shapes (outputs x inputs) and its 49152 x 576 tied embedding.
+        let shapes: &[(usize, usize)] = if opts.quick { &[(576, 576), (1536, 576)] } else { &[(576, 576), (192, 576), (1536, 576), (576, 1536), (49_152, 576)] };
+        for v in variant::of_kernel("matvec") {
+            let f16_in = v.define("ELEM") == Some("f16");
+            if (f16_in && !ctx.caps().f16) || (v.requires.subgroup && !ctx.caps().subgroup) {
+                continue;
+            }
+            for &(n, k) in shapes {
+                let (w, x) = weights(&ctx, n, k, f16_in)?;
+                let y = ctx.empty(&[n], DType::F32)?;
+                let t = b.time(&|s| ops::matvec(s, &w, &x, &y, Choice::Force(&v.name)))?;
+                let es = if f16_in { 2 } else { 4 };
+                b.row("matvec", &v.name, format!("{n}x{k}"), t, ((n * k + k) * es + 4 * n) as f64, (2 * n * k) as f64);
+            }
+        }
+    }
+    let mut matmul_best = 0.0f64;
+    if want("matmul") {
+        // (m, n, k): a 512-token prefill through SmolLM2's projections, and square sizes.
+        let shapes: &[(usize, usize, usize)] =
+            if opts.quick { &[(128, 576, 576)] } else { &[(512, 576, 576), (512, 1536, 576), (512, 576, 1536), (256, 256, 256), (1024, 1024, 1024)] };
+        for v in variant::of_kernel("matmul") {
+            let f16_in = v.define("ELEM") == Some("f16");
+            if f16_in && !ctx.caps().f16 {
+                continue;
+            }
+            for &(m, n, k) in shapes {
+                let (a, _) = weights(&ctx, m, k, f16_in)?;
+                let (w, _) = weights(&ctx, n, k, f16_in)?;
+                let c = ctx.empty(&[m, n], DType::F32)?;
+                let t = b.time(&|s| ops::matmul(s, &a, &w, &c, Choice::Force(&v.name)))?;
+                let es = if f16_in { 2 } else { 4 };
+                let flops = (2 * m * n * k) as f64;
+                matmul_best = matmul_best.max(flops / t.0 / 1e9);
+                b.row("matmul", &v.name, format!("{m}x{n}x{k}"), t, ((m * k + n * k) * es + 4 * m * n) as f64, flops);
+            }
+        }
+    }
+    if want("rmsnorm") || want("softmax") {
+        let shapes: &[(usize, usize)] = if opts.quick { &[(64, 576)] } else { &[(512, 576), (1, 576), (8, 49_152)] };
+        for &(rows, n) in shapes {
+            let x = ctx.upload(&[rows, n], &ramp(rows * n, 3.0))?;
+            let w = ctx.upload(&[n], &ramp(n, 1.0))?;
+            let y = ctx.empty(&[rows, n], DType::F32)?;
+            for kernel in ["rmsnorm", "softmax"] {
+                if !want(kernel) {
+                    continue;
+                }
+                for v in variant::of_kernel(kernel) {
+                    if v.requires.subgroup && !ctx.caps().subgroup {
+                        continue;
+                    }
+                    let t = if kernel == "rmsnorm" {
+                        b.time(&|s| ops::rmsnorm(s, &x, &w, &y, 1e-5, Choice::Force(&v.name)))?
+                    } else {
+                        b.time(&|s| ops::softmax(s, &x, &y, 0.125, Choice::Force(&v.name)))?
+                    };
+                    b.row(kernel, &v.name, format!("{rows}x{n}"), t, (8 * rows * n) as f64, 0.0);
+                }
+            }
+        }
+    }
+    if want("rope") {
+        for v in variant::of_kernel("rope") {
+            let mode = if v.name == "neox" { RopeMode::Neox } else { RopeMode::Normal };
+            let r = Rope { mode, tokens: 512, n_heads: 9, head_dim: 64, n_dims: 64, freq_base: 100_000.0, freq_scale: 1.0 };
+            let n = r.tokens * r.n_heads * r.head_dim;
+            let x = ctx.upload(&[r.tokens, r.n_heads, r.head_dim], &ramp(n, 1.0))?;
+            let pos = ctx.upload(&[r.tokens], &(0..r.tokens as i32).collect::<Vec<_>>())?;
+            let y = ctx.empty(&[r.tokens, r.n_heads, r.head_dim], DType::F32)?;
+            let t = b.time(&|s| ops::rope(s, &r, &x, &pos, &y, Choice::Force(&v.name)))?;
+            b.row("rope", &v.name, "512x9x64".into(), t, (8 * n + 4 * r.tokens) as f64, 0.0);
+        }
+    }
+    Ok(Report {
+        adapter: info.adapter.name.clone(),
+        backend: format!("{:?}", info.adapter.backend),
+        device_type: format!("{:?}", info.adapter.device_type),
+        driver: info.adapter.driver.clone(),
+        driver_info: info.adapter.driver_info.clone(),
+        timer: if info.timestamps { "gpu-timestamp" } else { "wall-clock" },
+        copy_gb_per_s: copy_gbs,
+        dma_copy_gb_per_s: dma_best,
+        dispatch_overhead_us,
+        matmul_gflop_per_s: matmul_best,
+        rows: b.rows,
+    })
+}
+
+fn weights(ctx: &Context, n: usize, k: usize, f16_in: bool) -> wring_runtime::Result<(Tensor, Tensor)> {
+    let w = ramp(n * k, 0.05);
+    let x = ramp(k, 1.0);
+    if f16_in {
+        Ok((ctx.upload(&[n, k], &to_f16(&w))?, ctx.upload(&[k], &to_f16(&x))?))
+    } else {
+        Ok((ctx.upload(&[n, k], &w)?, ctx.upload(&[k], &x)?))
+    }
+}
