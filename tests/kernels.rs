@@ -194,10 +194,11 @@ fn matmul_case(v: &'static Variant, m: usize, n: usize, k: usize, seed: u64) -> 
     let f16_in = v.define("ELEM") == Some("f16");
     let (a16, b16): (Vec<f16>, Vec<f16>) =
         (a.iter().map(|&x| f16::from_f32(x)).collect(), b.iter().map(|&x| f16::from_f32(x)).collect());
-    if f16_in {
-        matmul::cpu(&a16, &b16, &mut c, m, n, k);
-    } else {
-        matmul::cpu(&a, &b, &mut c, m, n, k);
+    match (f16_in, v.define("DIRECT").is_some()) {
+        (true, false) => matmul::cpu(&a16, &b16, &mut c, m, n, k),
+        (false, false) => matmul::cpu(&a, &b, &mut c, m, n, k),
+        (true, true) => matmul::cpu_direct(&a16, &b16, &mut c, m, n, k),
+        (false, true) => matmul::cpu_direct(&a, &b, &mut c, m, n, k),
     }
     Case {
         name: format!("matmul variant={} m={m} n={n} k={k} seed={seed}", v.name),
@@ -221,9 +222,11 @@ fn matmul_case(v: &'static Variant, m: usize, n: usize, k: usize, seed: u64) -> 
 #[test]
 fn matmul_every_variant_across_tile_edges() {
     // 63/64/65 straddle the 4x4 variant's 64-wide tiles and the automatic switch; 15/16/17 the k tile.
-    let shapes = [(1, 1, 1), (1, 5, 17), (16, 16, 16), (17, 15, 33), (63, 65, 64), (64, 64, 15), (65, 130, 47), (128, 64, 576)];
+    // The direct variants need k % 4 == 0, so they get k rounded up to a multiple of 4.
+    let shapes: [(usize, usize, usize); 9] = [(1, 1, 1), (1, 5, 17), (16, 16, 16), (17, 15, 33), (63, 65, 64), (64, 64, 15), (65, 130, 47), (128, 64, 576), (33, 31, 4)];
     for v in variants("matmul") {
         for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            let k = if v.define("DIRECT").is_some() { k.next_multiple_of(4) } else { k };
             matmul_case(v, m, n, k, i as u64).assert();
         }
     }
@@ -234,6 +237,11 @@ fn matmul_auto_switches_at_64() {
     let caps = wring::kernels::Caps::BASELINE;
     assert_eq!(matmul::plan(DType::F32, 63, 200, 8, &caps, Choice::Auto).unwrap().variant.name, "f32_1x1");
     assert_eq!(matmul::plan(DType::F32, 64, 64, 8, &caps, Choice::Auto).unwrap().variant.name, "f32_4x4");
+    let cpu = wring::kernels::Caps { software: true, ..caps };
+    assert_eq!(matmul::plan(DType::F32, 64, 64, 8, &cpu, Choice::Auto).unwrap().variant.name, "f32_direct");
+    assert_eq!(matmul::plan(DType::F32, 64, 64, 9, &cpu, Choice::Auto).unwrap().variant.name, "f32_4x4", "k % 4 != 0");
+    let e = matmul::plan(DType::F32, 8, 8, 6, &caps, Choice::Force("f32_direct")).unwrap_err();
+    assert!(e.to_string().contains("k % 4"), "{e}");
 }
 
 fn matvec_case(v: &'static Variant, n: usize, k: usize, seed: u64) -> Case<'static> {
@@ -245,10 +253,11 @@ fn matvec_case(v: &'static Variant, n: usize, k: usize, seed: u64) -> Case<'stat
     let f16_in = v.define("ELEM") == Some("f16");
     let (w16, x16): (Vec<f16>, Vec<f16>) =
         (w.iter().map(|&x| f16::from_f32(x)).collect(), x.iter().map(|&v| f16::from_f32(v)).collect());
-    if f16_in {
-        matvec::cpu(&w16, &x16, &mut y, k, wg);
-    } else {
-        matvec::cpu(&w, &x, &mut y, k, wg);
+    match (f16_in, v.define("VEC4").is_some()) {
+        (true, false) => matvec::cpu(&w16, &x16, &mut y, k, wg),
+        (false, false) => matvec::cpu(&w, &x, &mut y, k, wg),
+        (true, true) => matvec::cpu_vec4(&w16, &x16, &mut y, k, wg),
+        (false, true) => matvec::cpu_vec4(&w, &x, &mut y, k, wg),
     }
     Case {
         name: format!("matvec variant={} n={n} k={k} seed={seed}", v.name),
@@ -272,9 +281,11 @@ fn matvec_case(v: &'static Variant, n: usize, k: usize, seed: u64) -> Case<'stat
 #[test]
 fn matvec_every_variant() {
     // Rows not a multiple of ROWS (4), k below, at and above the workgroup size (64), SmolLM2's 576.
-    let shapes = [(1, 1), (3, 7), (4, 64), (5, 65), (33, 127), (576, 576), (192, 576), (7, 1536)];
+    // The vec4 variants get k rounded up to a multiple of 4; 256 = 4 * 64 fills one vec4 stride exactly.
+    let shapes: [(usize, usize); 9] = [(1, 1), (3, 7), (4, 64), (5, 65), (33, 127), (576, 576), (192, 576), (7, 1536), (9, 256)];
     for v in variants("matvec") {
         for (i, &(n, k)) in shapes.iter().enumerate() {
+            let k = if v.define("VEC4").is_some() { k.next_multiple_of(4) } else { k };
             matvec_case(v, n, k, 100 + i as u64).assert();
         }
     }
@@ -300,6 +311,20 @@ fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'
         needs_f16: false,
         needs_subgroup: v.requires.subgroup,
     }
+}
+
+#[test]
+fn matvec_auto_choice_follows_k_and_adapter() {
+    let gpu = wring::kernels::Caps { subgroup: true, ..wring::kernels::Caps::BASELINE };
+    let cpu = wring::kernels::Caps { software: true, ..gpu };
+    let name = |caps, k| matvec::plan(DType::F32, 8, k, &caps, Choice::Auto).unwrap().variant.name.to_string();
+    assert_eq!(name(gpu, 576), "f32_vec4_subgroup");
+    assert_eq!(name(gpu, 577), "f32_subgroup");
+    assert_eq!(name(cpu, 576), "f32_vec4_narrow");
+    assert_eq!(name(wring::kernels::Caps::BASELINE, 576), "f32_vec4_shared");
+    assert_eq!(name(wring::kernels::Caps::BASELINE, 5), "f32_shared");
+    let e = matvec::plan(DType::F32, 8, 6, &gpu, Choice::Force("f32_vec4_shared")).unwrap_err();
+    assert!(e.to_string().contains("k % 4"), "{e}");
 }
 
 #[test]
@@ -456,15 +481,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn prop_matmul(m in 1usize..90, n in 1usize..90, k in 1usize..70, vi in 0usize..8, seed in any::<u64>()) {
+    fn prop_matmul(m in 1usize..90, n in 1usize..90, k in 1usize..70, vi in 0usize..12, seed in any::<u64>()) {
         let v = pick(&variants("matmul"), vi);
+        let k = if v.define("DIRECT").is_some() { k.next_multiple_of(4) } else { k };
         let r = matmul_case(v, m, n, k, seed).check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 
     #[test]
-    fn prop_matvec(n in 1usize..200, k in 1usize..700, vi in 0usize..8, seed in any::<u64>()) {
+    fn prop_matvec(n in 1usize..200, k in 1usize..700, vi in 0usize..20, seed in any::<u64>()) {
         let v = pick(&variants("matvec"), vi);
+        let k = if v.define("VEC4").is_some() { k.next_multiple_of(4) } else { k };
         let case = matvec_case(v, n, k, seed);
         let r = case.check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());

@@ -26,7 +26,9 @@ pub const BLOCKED_MIN_DIM: usize = 64;
 
 /// Plans `c[m][n] = sum_k a[m][k] b[n][k]` with a and b of `dtype` and c in f32.
 pub fn plan(dtype: DType, m: usize, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let (auto, why) = if m >= BLOCKED_MIN_DIM && n >= BLOCKED_MIN_DIM {
+    let (auto, why) = if caps.software && k % 4 == 0 {
+        (format!("{dtype}_direct"), "the adapter is a CPU, where barriers cost more than shared tiles save")
+    } else if m >= BLOCKED_MIN_DIM && n >= BLOCKED_MIN_DIM {
         (format!("{dtype}_4x4"), "both output dimensions fill 64 x 64 tiles")
     } else {
         (format!("{dtype}_1x1"), "an output dimension is below 64, so 64 x 64 tiles would idle")
@@ -36,8 +38,14 @@ pub fn plan(dtype: DType, m: usize, n: usize, k: usize, caps: &Caps, choice: Cho
     for (what, len) in [("m * k", m.saturating_mul(k)), ("n * k", n.saturating_mul(k)), ("m * n", m.saturating_mul(n))] {
         plan::index_u32("matmul", what, len)?;
     }
-    let bm = 16 * v.define_u32("TM") as u64;
-    let bn = 16 * v.define_u32("TN") as u64;
+    let direct = v.define("DIRECT").is_some();
+    plan::ensure(!direct || k % 4 == 0, "matmul", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
+    // Rows and columns of c one workgroup covers: 16 invocations of TM x TN when tiled, 8 of TM x 4 when direct.
+    let (bm, bn) = if direct {
+        (8 * u64::from(v.define_u32("TM")), 8 * 4)
+    } else {
+        (16 * u64::from(v.define_u32("TM")), 16 * u64::from(v.define_u32("TN")))
+    };
     let workgroups = [
         plan::dim("matmul", (n as u64).div_ceil(bn), caps)?,
         plan::dim("matmul", (m as u64).div_ceil(bm), caps)?,
@@ -59,6 +67,22 @@ pub fn cpu<T: Float>(a: &[T], b: &[T], c: &mut [f32], m: usize, n: usize, k: usi
                     acc += a[mi * k + kk].to_f32() * b[ni * k + kk].to_f32();
                 }
                 k0 += BK;
+            }
+            c[mi * n + ni] = acc;
+        }
+    }
+}
+
+/// CPU twin of the DIRECT variant: each output accumulates one 4-term dot product per step of four k,
+/// in increasing k, as one shader invocation does (k is a multiple of 4).
+pub fn cpu_direct<T: Float>(a: &[T], b: &[T], c: &mut [f32], m: usize, n: usize, k: usize) {
+    for mi in 0..m {
+        for ni in 0..n {
+            let mut acc = 0.0f32;
+            for k4 in (0..k).step_by(4) {
+                let x = |i: usize| a[mi * k + k4 + i].to_f32();
+                let w = |i: usize| b[ni * k + k4 + i].to_f32();
+                acc += x(0) * w(0) + x(1) * w(1) + x(2) * w(2) + x(3) * w(3);
             }
             c[mi * n + ni] = acc;
         }

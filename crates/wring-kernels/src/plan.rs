@@ -12,11 +12,14 @@ pub struct Caps {
     pub subgroup: bool,
     /// `max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dim: u32,
+    /// The adapter is a CPU implementation (lavapipe, WARP, SwiftShader): shared memory is ordinary
+    /// memory and barriers are expensive, so planners prefer variants without them.
+    pub software: bool,
 }
 
 impl Caps {
     /// Baseline WebGPU: no optional features, the default workgroup-count limit.
-    pub const BASELINE: Caps = Caps { f16: false, subgroup: false, max_workgroups_per_dim: 65_535 };
+    pub const BASELINE: Caps = Caps { f16: false, subgroup: false, max_workgroups_per_dim: 65_535, software: false };
 
     fn missing(&self, v: &Variant) -> Option<&'static str> {
         if v.requires.f16 && !self.f16 {

@@ -108,6 +108,7 @@ impl Context {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            software: info.device_type == wgpu::DeviceType::Cpu,
         };
         tracing::debug!(adapter = %info.name, ?caps, "opened device");
         let timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
