@@ -72,15 +72,15 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Times `record` (one launch or copy per step) `reps` times after one warm-up, returning
-    /// (median, best) seconds.
-    fn time(&self, record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>) -> wring_runtime::Result<(f64, f64)> {
+    /// Times `record` (one launch or copy per step) after one warm-up, `reps` times or until a second of
+    /// device time has passed (at least 3 times), returning (median, best) seconds.
+    fn time(&self, record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>) -> wring_runtime::Result<(f64, f64, usize)> {
         let mut warm = self.ctx.step("bench warm-up");
         record(&mut warm)?;
         warm.submit()?;
         self.ctx.wait()?;
         let mut samples = Vec::with_capacity(self.reps);
-        for _ in 0..self.reps {
+        while samples.len() < self.reps && (samples.len() < 3 || samples.iter().sum::<f64>() < 1.0) {
             let start = Instant::now();
             let mut s = self.ctx.step("bench");
             record(&mut s)?;
@@ -94,11 +94,11 @@ impl Bench<'_> {
             samples.push(secs);
         }
         samples.sort_by(f64::total_cmp);
-        Ok((samples[samples.len() / 2], samples[0]))
+        Ok((samples[samples.len() / 2], samples[0], samples.len()))
     }
 
     #[allow(clippy::too_many_arguments, reason = "a row has this many facts")]
-    fn row(&mut self, kernel: &str, variant: &str, shape: String, t: (f64, f64), bytes: f64, flops: f64) {
+    fn row(&mut self, kernel: &str, variant: &str, shape: String, t: (f64, f64, usize), bytes: f64, flops: f64) {
         let gbs = bytes / t.0 / 1e9;
         let row = Row {
             kernel: kernel.into(),
@@ -106,7 +106,7 @@ impl Bench<'_> {
             shape,
             seconds: t.0,
             best_seconds: t.1,
-            reps: self.reps,
+            reps: t.2,
             bytes,
             gb_per_s: gbs,
             flops,
