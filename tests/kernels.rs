@@ -337,6 +337,15 @@ fn rmsnorm_every_variant() {
 }
 
 #[test]
+fn row_kernels_choose_narrow_workgroups_on_cpu_adapters() {
+    let gpu = wring::kernels::Caps { subgroup: true, ..wring::kernels::Caps::BASELINE };
+    let cpu = wring::kernels::Caps { software: true, ..gpu };
+    assert_eq!(rmsnorm::plan(576, 4, 1e-5, &cpu, Choice::Auto).unwrap().variant.name, "narrow");
+    assert_eq!(rmsnorm::plan(576, 4, 1e-5, &gpu, Choice::Auto).unwrap().variant.name, "subgroup");
+    assert_eq!(softmax::plan(576, 4, 1.0, &wring::kernels::Caps::BASELINE, Choice::Auto).unwrap().variant.name, "shared");
+}
+
+#[test]
 fn rmsnorm_rows_spill_into_the_second_grid_dimension() {
     // 70,000 rows need more than 65,535 workgroups in x, so the grid spills into y.
     let v = variant::find("rmsnorm", "shared").unwrap();

@@ -131,3 +131,18 @@ pub(crate) fn ensure(ok: bool, kernel: &'static str, what: impl FnOnce() -> Stri
 pub(crate) fn index_u32(kernel: &'static str, what: &str, n: usize) -> Result<u32, KernelError> {
     u32::try_from(n).map_err(|_| KernelError::Shape { kernel, what: format!("{what} = {n} exceeds u32 indexing") })
 }
+
+/// The variant of a one-workgroup-per-row kernel (rmsnorm, softmax) for an adapter, and why.
+///
+/// On CPU adapters a workgroup is one SIMD batch per core and every barrier switches between batches, so
+/// 8 invocations per row (`narrow`) beat 256; GPUs want the wide workgroup, reduced through subgroups
+/// where they exist.
+pub(crate) fn row_reduction(caps: &Caps) -> (&'static str, &'static str) {
+    if caps.software {
+        ("narrow", "the adapter is a CPU")
+    } else if caps.subgroup {
+        ("subgroup", "the adapter has subgroups")
+    } else {
+        ("shared", "the adapter has no subgroups")
+    }
+}

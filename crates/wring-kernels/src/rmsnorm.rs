@@ -19,15 +19,7 @@ pub struct Params {
 
 /// Plans RMSNorm over `rows` rows of `n` f32 values.
 pub fn plan(n: usize, rows: usize, eps: f32, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    // On CPU adapters a workgroup is one SIMD batch per core and every barrier switches between batches,
-    // so 8 invocations per row beat 256; GPUs want the wide workgroup.
-    let (auto, why) = if caps.software {
-        ("narrow", "the adapter is a CPU")
-    } else if caps.subgroup {
-        ("subgroup", "the adapter has subgroups")
-    } else {
-        ("shared", "the adapter has no subgroups")
-    };
+    let (auto, why) = plan::row_reduction(caps);
     let v = plan::select("rmsnorm", auto, why, caps, choice)?;
     plan::ensure(n > 0, "rmsnorm", || "rows must not be empty".into())?;
     plan::index_u32("rmsnorm", "rows * n", rows.saturating_mul(n))?;
