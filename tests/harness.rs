@@ -58,6 +58,9 @@ impl Rng {
     }
 }
 
+/// Uploads a case's inputs and records the launch(es) writing its output.
+pub type Record<'a> = Box<dyn Fn(&Context, &mut Step<'_>, &Tensor) -> wring::runtime::Result<()> + 'a>;
+
 /// One comparison of a kernel against its CPU twin.
 pub struct Case<'a> {
     /// Everything needed to re-run the case: kernel, variant, shape, parameters, seed.
@@ -69,7 +72,7 @@ pub struct Case<'a> {
     /// The CPU twin's result, as f32 (f16 widened, u32 as raw bits).
     pub expected: Vec<f32>,
     /// Uploads inputs and records the launch(es) writing `out`.
-    pub record: Box<dyn Fn(&Context, &mut Step<'_>, &Tensor) -> wring::runtime::Result<()> + 'a>,
+    pub record: Record<'a>,
     /// Variant feature needs: the case is reported as not applicable on adapters without them.
     pub needs_f16: bool,
     pub needs_subgroup: bool,

@@ -35,7 +35,7 @@ pub struct Params {
 
 /// Plans `c = a op b` for `n` elements of `dtype`, `b` of `nb` elements broadcast (nb divides n).
 pub fn plan(op: BinaryOp, dtype: DType, n: usize, nb: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    plan::ensure(nb > 0 && n % nb == 0, "binary", || format!("b has {nb} elements, which must divide a's {n}"))?;
+    plan::ensure(nb > 0 && n.is_multiple_of(nb), "binary", || format!("b has {nb} elements, which must divide a's {n}"))?;
     let auto = format!("{}_{}", op.name(), dtype.name());
     let v = plan::select("binary", &auto, "it matches the operation and element type", caps, choice)?;
     plan::ensure(v.name.starts_with(op.name()) && v.define("ELEM") == Some(dtype.name()), "binary", || {

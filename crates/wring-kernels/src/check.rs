@@ -68,8 +68,8 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
     let finite = |v: &[f32]| v.iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect::<Vec<_>>();
     let (g, e) = (finite(got), finite(expected));
     let err = nmse(&g, &e);
-    // `!(err <= budget)` rather than `err > budget`, so that a NaN error can never pass.
-    if !(err <= budget) {
+    // Written so that a NaN error can never pass, whatever the budget.
+    if !matches!(err.partial_cmp(&budget), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)) {
         let index = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(0);
         return Err(Mismatch::Nmse { nmse: err, budget, index, got: g[index], expected: e[index] });
     }

@@ -14,14 +14,14 @@ pub struct Params {
 
 /// Plans a copy of `words` 32-bit words. `vec4` moves 16 bytes per access and needs a multiple of 4 words.
 pub fn plan(words: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let (auto, why) = if words % 4 == 0 {
+    let (auto, why) = if words.is_multiple_of(4) {
         ("vec4", "the length is a multiple of 4 words")
     } else {
         ("u32", "the length is not a multiple of 4 words")
     };
     let v = plan::select("copy", auto, why, caps, choice)?;
     let per_word = if v.name == "vec4" { 4 } else { 1 };
-    plan::ensure(words % per_word == 0, "copy", || format!("variant {} needs a multiple of 4 words, got {words}", v.id()))?;
+    plan::ensure(words.is_multiple_of(per_word), "copy", || format!("variant {} needs a multiple of 4 words, got {words}", v.id()))?;
     let n = plan::index_u32("copy", "words", words / per_word)?;
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
     let workgroups = plan::grid_1d("copy", u64::from(n).div_ceil(per_group), caps)?;

@@ -26,7 +26,7 @@ pub const BLOCKED_MIN_DIM: usize = 64;
 
 /// Plans `c[m][n] = sum_k a[m][k] b[n][k]` with a and b of `dtype` and c in f32.
 pub fn plan(dtype: DType, m: usize, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let (auto, why) = if caps.software && k % 4 == 0 {
+    let (auto, why) = if caps.software && k.is_multiple_of(4) {
         (format!("{dtype}_direct"), "the adapter is a CPU, where barriers cost more than shared tiles save")
     } else if m >= BLOCKED_MIN_DIM && n >= BLOCKED_MIN_DIM {
         (format!("{dtype}_4x4"), "both output dimensions fill 64 x 64 tiles")
@@ -39,7 +39,7 @@ pub fn plan(dtype: DType, m: usize, n: usize, k: usize, caps: &Caps, choice: Cho
         plan::index_u32("matmul", what, len)?;
     }
     let direct = v.define("DIRECT").is_some();
-    plan::ensure(!direct || k % 4 == 0, "matmul", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
+    plan::ensure(!direct || k.is_multiple_of(4), "matmul", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
     // Rows and columns of c one workgroup covers: 16 invocations of TM x TN when tiled, 8 of TM x 4 when direct.
     let (bm, bn) = if direct {
         (8 * u64::from(v.define_u32("TM")), 8 * 4)

@@ -22,7 +22,7 @@ pub struct Params {
 /// variant (8 invocations, one row per workgroup) wins: each workgroup is one SIMD batch on one core, and
 /// wide workgroups only add barrier switches. On GPUs 64 invocations per workgroup keep the cores busy.
 pub fn plan(dtype: DType, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let (auto, why) = match (k % 4 == 0, caps.software, caps.subgroup) {
+    let (auto, why) = match (k.is_multiple_of(4), caps.software, caps.subgroup) {
         (true, true, _) => (format!("{dtype}_vec4_narrow"), "k is a multiple of 4 and the adapter is a CPU"),
         (true, false, true) => (format!("{dtype}_vec4_subgroup"), "k is a multiple of 4 and the adapter has subgroups"),
         (true, false, false) => (format!("{dtype}_vec4_shared"), "k is a multiple of 4 and the adapter has no subgroups"),
@@ -32,7 +32,7 @@ pub fn plan(dtype: DType, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -
     let v = plan::select("matvec", &auto, why, caps, choice)?;
     plan::ensure(v.define("ELEM") == Some(dtype.name()), "matvec", || format!("variant {} does not take {dtype}", v.id()))?;
     let vec4 = v.define("VEC4").is_some();
-    plan::ensure(!vec4 || k % 4 == 0, "matvec", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
+    plan::ensure(!vec4 || k.is_multiple_of(4), "matvec", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
     plan::index_u32("matvec", "n * k", n.saturating_mul(k))?;
     let params = Params { n: n as u32, k: k as u32, pad: [0; 2] };
     let workgroups = plan::grid_1d("matvec", (n as u64).div_ceil(u64::from(v.define_u32("ROWS"))), caps)?;

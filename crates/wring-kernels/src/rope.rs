@@ -71,8 +71,8 @@ pub fn plan(rope: &Rope, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Kernel
         RopeMode::Neox => "neox",
     };
     let v = plan::select("rope", auto, "it is the requested pairing", caps, choice)?;
-    plan::ensure(rope.head_dim % 2 == 0 && rope.head_dim > 0, "rope", || format!("head_dim {} must be even", rope.head_dim))?;
-    plan::ensure(rope.n_dims % 2 == 0 && rope.n_dims > 0 && rope.n_dims <= rope.head_dim, "rope", || {
+    plan::ensure(rope.head_dim.is_multiple_of(2) && rope.head_dim > 0, "rope", || format!("head_dim {} must be even", rope.head_dim))?;
+    plan::ensure(rope.n_dims.is_multiple_of(2) && rope.n_dims > 0 && rope.n_dims <= rope.head_dim, "rope", || {
         format!("n_dims {} must be even and within head_dim {}", rope.n_dims, rope.head_dim)
     })?;
     plan::index_u32("rope", "tokens * heads * head_dim", rope.tokens.saturating_mul(rope.n_heads).saturating_mul(rope.head_dim))?;

@@ -200,7 +200,7 @@ impl Context {
             return Err(Error::Shape(format!("writing {} {} values into a {} tensor of {}", data.len(), T::DTYPE, t.dtype, t.len())));
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len() % 4 == 0 {
+        if bytes.len().is_multiple_of(4) {
             self.queue.write_buffer(&t.buf.buffer, t.offset, bytes);
         } else {
             // WebGPU writes whole words; the pad bytes land in the tensor's own rounding slack.
@@ -216,7 +216,7 @@ impl Context {
     pub fn view(&self, t: &Tensor, byte_offset: u64, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let align = u64::from(self.info.limits.min_storage_buffer_offset_alignment);
         let offset = t.offset + byte_offset;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::Shape(format!("view offset {offset} is not a multiple of the storage offset alignment {align}")));
         }
         let len = checked_len(shape)?;

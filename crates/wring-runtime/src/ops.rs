@@ -22,7 +22,7 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 
 /// `dst = src` word for word (both 32-bit element types of equal length), on the copy kernel.
 pub fn copy(step: &mut Step<'_>, src: &Tensor, dst: &Tensor, choice: Choice<'_>) -> Result<()> {
-    expect(src.bytes() == dst.bytes() && src.bytes() % 4 == 0, || format!("copy of {} bytes into {} bytes", src.bytes(), dst.bytes()))?;
+    expect(src.bytes() == dst.bytes() && src.bytes().is_multiple_of(4), || format!("copy of {} bytes into {} bytes", src.bytes(), dst.bytes()))?;
     let plan = copy::plan((src.bytes() / 4) as usize, step.caps(), choice)?;
     step.launch(&plan, &[("src", src), ("dst", dst)])
 }
