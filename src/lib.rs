@@ -1,1 +1,8 @@
-pub use wring_kernels as kernels; pub use wring_runtime as runtime;
+//! wring: portable GPU compute for compressed inference and neural compression.
+//!
+//! This facade re-exports the workspace's crates under one name.
+
+pub use wring_gguf as gguf;
+pub use wring_kernels as kernels;
+pub use wring_quant as quant;
+pub use wring_runtime as runtime;

@@ -3,5 +3,6 @@
 
 mod harness;
 mod kernels;
+mod quant;
 mod runtime;
 mod shaders;
