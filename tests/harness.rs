@@ -115,7 +115,7 @@ impl Case<'_> {
         }
         let fail = |what: String| format!("[{}] {} on {}: {what}", self.name, self.tol_text(), ctx.label());
         let len: usize = self.out_shape.iter().product();
-        let data_bytes = (len * self.out_dtype.size()) as u64;
+        let data_bytes = self.out_dtype.bytes_for(len).ok_or_else(|| fail(format!("{len} values do not fit {}", self.out_dtype)))? as u64;
         let bound = data_bytes.max(4).next_multiple_of(4);
         let pad = ctx.view_alignment().max(256);
         let words = ((2 * pad + bound) / 4) as usize;
@@ -128,6 +128,7 @@ impl Case<'_> {
             DType::F32 => ctx.read::<f32>(&out).map_err(|e| fail(e.to_string()))?,
             DType::F16 => ctx.read::<half::f16>(&out).map_err(|e| fail(e.to_string()))?.into_iter().map(f32::from).collect(),
             DType::U32 | DType::I32 => ctx.read::<u32>(&out).map_err(|e| fail(e.to_string()))?.into_iter().map(f32::from_bits).collect(),
+            DType::Block(f) => return Err(fail(format!("outputs in {f} blocks are not compared; dequantize them in the case"))),
         };
         // Sentinels: every byte before the output, and from its last data byte to the end of the pad.
         let raw = ctx.read_underlying_bytes(&whole).map_err(|e| fail(e.to_string()))?;

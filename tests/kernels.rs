@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use wring::kernels::binary::BinaryOp;
 use wring::kernels::check::Tolerance;
 use wring::kernels::rope::{Rope, RopeMode};
-use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, rmsnorm, rope, silu_mul, softmax, variant};
+use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
+use wring::quant::BlockFormat;
 use wring::runtime::ops;
 
 use crate::harness::{Case, Rng};
@@ -32,7 +33,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["binary", "copy", "fill", "matmul", "matvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let tested = ["binary", "copy", "fill", "matmul", "matvec", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");
@@ -291,6 +292,71 @@ fn matvec_every_variant() {
     }
 }
 
+/// The block format a qmatvec variant reads, from its FMT_* define.
+fn variant_format(v: &Variant) -> BlockFormat {
+    BlockFormat::ALL.into_iter().find(|f| v.define(&format!("FMT_{}", f.name())).is_some()).expect("qmatvec variants name a format")
+}
+
+fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Case<'static> {
+    let f = variant_format(v);
+    let mut rng = Rng::new(seed);
+    // Weights like a real layer's (small, centred) and activations of unit scale.
+    let wf = rng.vec(n * k, -0.08, 0.08);
+    let w = f.quantize_to_vec(&wf).expect("whole blocks");
+    let x = rng.vec(batch * k, -1.0, 1.0);
+    let mut y = vec![0.0f32; batch * n];
+    qmatvec::cpu(f, &w, &x, &mut y, n, k, batch, v.define_u32("WG") as usize);
+    Case {
+        name: format!("qmatvec variant={} n={n} k={k} batch={batch} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![batch, n],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+            let tx = ctx.upload(&[batch, k], &x)?;
+            ops::qmatvec(step, &tw, &tx, out, Choice::Force(&v.name))
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+#[test]
+fn qmatvec_every_variant() {
+    for v in variants("qmatvec") {
+        let f = variant_format(v);
+        let bl = f.block_len();
+        let batches: &[usize] = if v.define_u32("BATCH") == 1 { &[1] } else { &[2, 5, 8] };
+        // One block, a row that does not fill the workgroup's lanes evenly, and SmolLM2's 576 / 1536
+        // where they are whole blocks.
+        let mut ks = vec![bl, 3 * bl];
+        ks.extend([576, 1536].into_iter().filter(|k| k % bl == 0));
+        for (i, &k) in ks.iter().enumerate() {
+            for &batch in batches {
+                for n in [1, 7] {
+                    qmatvec_case(v, n, k, batch, (i * 100 + batch * 10 + n) as u64).assert();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn qmatvec_plans_refuse_bad_shapes() {
+    let caps = wring::kernels::Caps::BASELINE;
+    let e = qmatvec::plan(BlockFormat::Q4_K, 4, 300, 1, &caps, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("whole number of Q4_K blocks"), "{e}");
+    let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 9, &caps, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("batch 9"), "{e}");
+    let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 3, &caps, Choice::Force("q4_0_b1_shared")).unwrap_err();
+    assert!(e.to_string().contains("at most 1"), "{e}");
+    let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 1, &caps, Choice::Force("q8_0_b1_shared")).unwrap_err();
+    assert!(e.to_string().contains("does not read Q4_0"), "{e}");
+    let cpu = wring::kernels::Caps { software: true, ..caps };
+    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, 4, 256, 3, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b8_narrow");
+}
+
 fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(rows * n, -3.0, 3.0);
@@ -503,6 +569,16 @@ proptest! {
         let k = if v.define("VEC4").is_some() { k.next_multiple_of(4) } else { k };
         let case = matvec_case(v, n, k, seed);
         let r = case.check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_qmatvec(n in 1usize..40, blocks in 1usize..5, batch in 1usize..9, fi in 0usize..8, kind in 0usize..3, seed in any::<u64>()) {
+        let f = BlockFormat::ALL[fi];
+        let b = if batch == 1 { 1 } else { 8 };
+        let name = format!("{}_b{b}_{}", DType::Block(f).name(), ["narrow", "shared", "subgroup"][kind]);
+        let v = variant::find("qmatvec", &name).unwrap();
+        let r = qmatvec_case(v, n, blocks * f.block_len(), batch, seed).check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 

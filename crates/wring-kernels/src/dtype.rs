@@ -1,6 +1,7 @@
 //! Element types of device tensors.
 
 use half::f16;
+pub use wring_quant::BlockFormat;
 
 /// The element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,24 +14,43 @@ pub enum DType {
     U32,
     /// 32-bit signed integer (positions).
     I32,
+    /// Packed GGUF blocks (weights stay in this form on the device; kernels dequantize on the fly).
+    Block(BlockFormat),
 }
 
 impl DType {
-    /// Bytes per element.
+    /// Bytes per element of a scalar type; for a block format, bytes per block (see [`DType::bytes_for`]).
     pub const fn size(self) -> usize {
         match self {
             DType::F16 => 2,
             DType::F32 | DType::U32 | DType::I32 => 4,
+            DType::Block(f) => f.block_bytes(),
         }
     }
 
-    /// The lowercase name used in variant names (`f32`, `f16`, ...).
+    /// Bytes of `len` elements, or `None` when a block format's blocks do not divide `len` (or it overflows).
+    pub fn bytes_for(self, len: usize) -> Option<usize> {
+        match self {
+            DType::Block(f) => (len % f.block_len() == 0).then(|| len / f.block_len() * f.block_bytes()),
+            _ => len.checked_mul(self.size()),
+        }
+    }
+
+    /// The lowercase name used in variant names (`f32`, `f16`, `q4_k`, ...).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::U32 => "u32",
             DType::I32 => "i32",
+            DType::Block(BlockFormat::Q4_0) => "q4_0",
+            DType::Block(BlockFormat::Q4_1) => "q4_1",
+            DType::Block(BlockFormat::Q5_0) => "q5_0",
+            DType::Block(BlockFormat::Q5_1) => "q5_1",
+            DType::Block(BlockFormat::Q8_0) => "q8_0",
+            DType::Block(BlockFormat::Q4_K) => "q4_k",
+            DType::Block(BlockFormat::Q5_K) => "q5_k",
+            DType::Block(BlockFormat::Q6_K) => "q6_k",
         }
     }
 }

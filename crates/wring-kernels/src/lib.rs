@@ -14,6 +14,7 @@ pub use variant::{Binding, Variant};
 /// The shared helpers under `shaders/common/`, for kernels specialised from source at run time.
 pub const COMMON: &[(&str, &str)] = &[
     ("invocation", include_str!("../../../shaders/common/invocation.wgsl")),
+    ("quant", include_str!("../../../shaders/common/quant.wgsl")),
     ("reduce", include_str!("../../../shaders/common/reduce.wgsl")),
 ];
 
@@ -25,6 +26,7 @@ pub mod fill;
 pub mod matmul;
 pub mod matvec;
 pub mod plan;
+pub mod qmatvec;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod rope;

@@ -225,7 +225,9 @@ pub fn validate(label: &str, source: &str, requires: Requires) -> Result<Reflect
     use naga::valid::{Capabilities, ValidationFlags, Validator};
     let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| ShaderError { file: label.into(), message: e.emit_to_string_with_path(source, label) })?;
-    let mut caps = Capabilities::empty();
+    // pack2x16float/unpack2x16float are core WGSL; naga gates them behind a capability that wgpu grants on
+    // every backend with the SHADER_F16_IN_F32 downlevel flag (all but the oldest GL ES).
+    let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if requires.f16 {
         caps |= Capabilities::SHADER_FLOAT16;
     }

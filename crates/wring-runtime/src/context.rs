@@ -179,7 +179,7 @@ impl Context {
     /// An uninitialised tensor (its contents are whatever the pooled buffer last held).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let len = checked_len(shape)?;
-        let bytes = (len as u64).checked_mul(dtype.size() as u64).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows")))?;
+        let bytes = dtype.bytes_for(len).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows or is not a whole number of {dtype} blocks")))? as u64;
         Ok(Tensor { buf: self.alloc(bytes)?, offset: 0, shape: shape.to_vec(), dtype })
     }
 
@@ -191,6 +191,19 @@ impl Context {
         }
         let t = self.empty(shape, T::DTYPE)?;
         self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// A tensor of packed GGUF blocks holding `bytes` (exactly the bytes `shape` needs in `format`).
+    pub fn upload_blocks(&self, shape: &[usize], format: wring_kernels::dtype::BlockFormat, bytes: &[u8]) -> Result<Tensor> {
+        let dtype = DType::Block(format);
+        let t = self.empty(shape, dtype)?;
+        if t.bytes() != bytes.len() as u64 {
+            return Err(Error::Shape(format!("shape {shape:?} in {format} needs {} bytes, got {}", t.bytes(), bytes.len())));
+        }
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(4), 0);
+        self.queue.write_buffer(&t.buf.buffer, t.offset, &padded);
         Ok(t)
     }
 
@@ -220,7 +233,8 @@ impl Context {
             return Err(Error::Shape(format!("view offset {offset} is not a multiple of the storage offset alignment {align}")));
         }
         let len = checked_len(shape)?;
-        let end = offset + ((len * dtype.size()) as u64).next_multiple_of(4);
+        let bytes = dtype.bytes_for(len).ok_or_else(|| Error::Shape(format!("shape {shape:?} is not a whole number of {dtype} blocks")))?;
+        let end = offset + (bytes as u64).next_multiple_of(4);
         if end > t.offset + t.bound_bytes() {
             return Err(Error::Shape(format!("view ending at byte {end} lies outside the tensor ({} bytes)", t.bound_bytes())));
         }

@@ -3,7 +3,7 @@
 
 use wring_kernels::binary::BinaryOp;
 use wring_kernels::rope::Rope;
-use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, rmsnorm, rope, silu_mul, softmax};
+use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, qmatvec, rmsnorm, rope, silu_mul, softmax};
 
 use crate::error::{Error, Result};
 use crate::step::Step;
@@ -93,4 +93,17 @@ pub fn rope(step: &mut Step<'_>, r: &Rope, x: &Tensor, pos: &Tensor, y: &Tensor,
     expect(y.shape() == x.shape(), || "y must have the shape of x".into())?;
     let plan = rope::plan(r, step.caps(), choice)?;
     step.launch(&plan, &[("x", x), ("pos", pos), ("y", y)])
+}
+
+/// `y[b][n] = w[n][k] . x[b][k]` for `w` in a GGUF block format (kept packed), 1 to 8 activation rows.
+pub fn qmatvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let DType::Block(format) = w.dtype() else {
+        return Err(Error::Shape(format!("qmatvec takes block-format weights, got {}", w.dtype())));
+    };
+    let (n, k) = dims2(w, "w")?;
+    let (batch, kx) = dims2(x, "x")?;
+    expect(kx == k && x.dtype() == DType::F32, || format!("x must be f32 [batch, {k}], got {} {:?}", x.dtype(), x.shape()))?;
+    expect(y.shape() == [batch, n] && y.dtype() == DType::F32, || format!("y must be f32 [{batch}, {n}], got {} {:?}", y.dtype(), y.shape()))?;
+    let plan = qmatvec::plan(format, n, k, batch, step.caps(), choice)?;
+    step.launch(&plan, &[("w", w), ("x", x), ("y", y)])
 }

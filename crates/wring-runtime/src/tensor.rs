@@ -102,9 +102,10 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Bytes of data, `len * dtype.size()`.
+    /// Bytes of data (for block formats, the packed blocks).
     pub fn bytes(&self) -> u64 {
-        (self.len() * self.dtype.size()) as u64
+        // Shapes are checked against the format when a tensor or view is made, so this cannot fail.
+        self.dtype.bytes_for(self.len()).unwrap_or(0) as u64
     }
 
     /// Bytes as bound to a shader: at least 4 and a multiple of 4, as WebGPU requires.

@@ -1,0 +1,87 @@
+//! `shaders/qmatvec.wgsl`: `y[b] = W x[b]` with W in a GGUF block format, dequantized on the fly.
+
+use wring_quant::BlockFormat;
+
+use crate::dtype::DType;
+use crate::plan::{self, Caps, Choice, KernelError, Plan};
+use crate::reduce::tree_sum;
+
+/// The largest activation batch one launch takes.
+pub const MAX_BATCH: usize = 8;
+
+/// The shader's `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Rows of W (outputs).
+    pub n: u32,
+    /// Columns of W (inputs), a multiple of the block length.
+    pub k: u32,
+    /// Activation rows (1 ..= 8).
+    pub batch: u32,
+    /// Bytes per row of W.
+    pub row_bytes: u32,
+}
+
+/// Plans `y[batch][n] = W[n][k] x[batch][k]` for W in `format`.
+///
+/// Batch 1 uses the single-row variants; 2 to 8 rows use the 8-row variants, which read each weight once
+/// for all rows. CPU adapters get the narrow variants (8 invocations, one SIMD batch per row); GPUs 64
+/// invocations reduced through subgroups where they exist.
+pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    plan::ensure(k % format.block_len() == 0, "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
+    plan::ensure((1..=MAX_BATCH).contains(&batch), "qmatvec", || format!("batch {batch} must be 1 to {MAX_BATCH}; split larger batches or use the matmul"))?;
+    let fmt = DType::Block(format).name();
+    let b = if batch == 1 { 1 } else { 8 };
+    let (kind, why) = if caps.software {
+        ("narrow", "the adapter is a CPU")
+    } else if caps.subgroup {
+        ("subgroup", "the adapter has subgroups")
+    } else {
+        ("shared", "the adapter has no subgroups")
+    };
+    let v = plan::select("qmatvec", &format!("{fmt}_b{b}_{kind}"), why, caps, choice)?;
+    plan::ensure(v.name.starts_with(fmt), "qmatvec", || format!("variant {} does not read {format}", v.id()))?;
+    plan::ensure(v.define_u32("BATCH") as usize >= batch, "qmatvec", || format!("variant {} takes at most {} rows", v.id(), v.define_u32("BATCH")))?;
+    let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "qmatvec", what: e.to_string() })?;
+    plan::index_u32("qmatvec", "n * row bytes", n.saturating_mul(row_bytes))?;
+    plan::index_u32("qmatvec", "batch * k", batch * k)?;
+    let params = Params { n: n as u32, k: k as u32, batch: batch as u32, row_bytes: row_bytes as u32 };
+    let workgroups = plan::grid_1d("qmatvec", n as u64, caps)?;
+    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+}
+
+/// CPU twin of the shared-memory variants: each of `wg` invocations takes the row's 32-value units in
+/// turn, dequantizes each with the reference dequantizer and accumulates its products with x in order,
+/// then the tree of `shaders/common/reduce.wgsl` combines the invocations.
+pub fn cpu(format: BlockFormat, w: &[u8], x: &[f32], y: &mut [f32], n: usize, k: usize, batch: usize, wg: usize) {
+    let row_bytes = format.bytes_for(k).expect("k is a whole number of blocks");
+    let units = k / 32;
+    let mut row_values = vec![0f32; k];
+    let mut slots = vec![vec![0f32; wg]; batch];
+    for row in 0..n {
+        // The reference dequantizer gives each unit's 32 values exactly as the shader's dequant32 does.
+        format.dequantize(&w[row * row_bytes..][..row_bytes], &mut row_values).expect("whole blocks");
+        for s in slots.iter_mut() {
+            s.fill(0.0);
+        }
+        for lid in 0..wg {
+            let mut u = lid;
+            while u < units {
+                let v = &row_values[u * 32..][..32];
+                for (b, s) in slots.iter_mut().enumerate() {
+                    let xs = &x[b * k + u * 32..][..32];
+                    let mut acc = s[lid];
+                    for i in 0..8 {
+                        acc += v[4 * i] * xs[4 * i] + v[4 * i + 1] * xs[4 * i + 1] + v[4 * i + 2] * xs[4 * i + 2] + v[4 * i + 3] * xs[4 * i + 3];
+                    }
+                    s[lid] = acc;
+                }
+                u += wg;
+            }
+        }
+        for (b, s) in slots.iter_mut().enumerate() {
+            y[b * n + row] = tree_sum(s);
+        }
+    }
+}
