@@ -242,6 +242,35 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             }
         }
     }
+    if want("qmatvec") {
+        // Decode through SmolLM2's projection shapes and its 49152 x 576 tied embedding, per block format:
+        // GB/s counts the packed weight bytes read (the activations are tiny beside them).
+        let shapes: &[(usize, usize)] = if opts.quick { &[(1536, 576)] } else { &[(576, 576), (1536, 576), (576, 1536), (49_152, 576)] };
+        for f in wring_quant::BlockFormat::ALL {
+            for &(n, k) in shapes {
+                if k % f.block_len() != 0 {
+                    continue;
+                }
+                let w = f.quantize_to_vec(&ramp(n * k, 0.05)).expect("whole blocks");
+                let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+                for batch in [1usize, 8] {
+                    let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
+                    let y = ctx.empty(&[batch, n], DType::F32)?;
+                    let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 { &["lanes", "shared", "subgroup"] } else { &["auto"] };
+                    for &kind in kinds {
+                        if kind == "subgroup" && !ctx.caps().subgroup {
+                            continue;
+                        }
+                        let name = format!("{}_b{}_{kind}", DType::Block(f).name(), if batch == 1 { 1 } else { 8 });
+                        let choice = if kind == "auto" { Choice::Auto } else { Choice::Force(&name) };
+                        let plan = wring_kernels::qmatvec::plan(f, n, k, batch, ctx.caps(), choice)?;
+                        let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;
+                        b.row("qmatvec", &plan.variant.name, format!("{n}x{k} b{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
+                    }
+                }
+            }
+        }
+    }
     let mut matmul_best = 0.0f64;
     if want("matmul") {
         // (m, n, k): a 512-token prefill through SmolLM2's projections, and square sizes.

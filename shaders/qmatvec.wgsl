@@ -1,7 +1,8 @@
 // y[b][row] = sum_k W[row][k] * x[b][k] for a weight matrix W kept in its packed GGUF block format (one
 // variant per format) and BATCH activation rows (1 for decoding; up to 8 for small batches, where the
 // weights are read once for all rows). The dequantized weights never exist in device memory: each
-// invocation dequantizes 32-value units of the row into registers and multiplies them with x.
+// invocation dequantizes its units of the row four values at a time, in registers, and multiplies them
+// with x.
 //
 // One workgroup per row. Invocations take the row's units in turn (unit u to invocation u % WG) and the
 // workgroup reduces their partial sums, through subgroups or shared memory per variant. Units are 32
@@ -21,6 +22,33 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
+#ifdef ROW_PER_LANE
+// Each invocation owns one row and walks all of its units, so every lane reads the same activations at
+// the same time: on CPU adapters that load is one broadcast instead of a gather per lane.
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row_raw = linear_workgroup(inv) * WG + inv.lid;
+    let row = min(row_raw, params.n - 1u);
+    let units = params.k / 32u;
+    let units_per_block = BLOCK_LEN / 32u;
+    let k4 = params.k / 4u;
+    var sums: array<f32, BATCH>;
+    for (var u = 0u; u < units; u++) {
+        let h = unit_head(row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES, u % units_per_block);
+        for (var j = 0u; j < 8u; j++) {
+            let q = quad(h, j);
+            for (var b = 0u; b < BATCH; b++) {
+                sums[b] += dot(q, x[min(b, params.batch - 1u) * k4 + u * 8u + j]);
+            }
+        }
+    }
+    for (var b = 0u; b < BATCH; b++) {
+        if (row_raw < params.n && b < params.batch) {
+            y[b * params.n + row] = sums[b];
+        }
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let row = linear_workgroup(inv);
@@ -32,17 +60,13 @@ fn main(inv: Invocation) {
     let k4 = params.k / 4u;
     var sums: array<f32, BATCH>;
     for (var u = inv.lid; u < units; u += WG) {
-        let bb = row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES;
-        let v = dequant32(bb, u % units_per_block);
-        for (var b = 0u; b < BATCH; b++) {
-            // Activation rows past the batch are clamped to the last one; their sums are not stored.
-            let xrow = min(b, params.batch - 1u) * k4 + u * 8u;
-            var s = sums[b];
-            for (var i = 0u; i < 8u; i++) {
-                let xv = x[xrow + i];
-                s += v[4u * i] * xv.x + v[4u * i + 1u] * xv.y + v[4u * i + 2u] * xv.z + v[4u * i + 3u] * xv.w;
+        let h = unit_head(row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES, u % units_per_block);
+        for (var j = 0u; j < 8u; j++) {
+            let q = quad(h, j);
+            for (var b = 0u; b < BATCH; b++) {
+                // Activation rows past the batch are clamped to the last one; their sums are not stored.
+                sums[b] += dot(q, x[min(b, params.batch - 1u) * k4 + u * 8u + j]);
             }
-            sums[b] = s;
         }
     }
     for (var b = 0u; b < BATCH; b++) {
@@ -52,3 +76,4 @@ fn main(inv: Invocation) {
         }
     }
 }
+#endif

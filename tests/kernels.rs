@@ -305,7 +305,8 @@ fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64
     let w = f.quantize_to_vec(&wf).expect("whole blocks");
     let x = rng.vec(batch * k, -1.0, 1.0);
     let mut y = vec![0.0f32; batch * n];
-    qmatvec::cpu(f, &w, &x, &mut y, n, k, batch, v.define_u32("WG") as usize);
+    let lanes = if v.define("ROW_PER_LANE").is_some() { 1 } else { v.define_u32("WG") as usize };
+    qmatvec::cpu(f, &w, &x, &mut y, n, k, batch, lanes);
     Case {
         name: format!("qmatvec variant={} n={n} k={k} batch={batch} seed={seed}", v.name),
         tol: Tolerance::Nmse(1e-9),
@@ -334,7 +335,8 @@ fn qmatvec_every_variant() {
         ks.extend([576, 1536].into_iter().filter(|k| k % bl == 0));
         for (i, &k) in ks.iter().enumerate() {
             for &batch in batches {
-                for n in [1, 7] {
+                // 9 rows span two workgroups of the lanes variants.
+                for n in [1, 9] {
                     qmatvec_case(v, n, k, batch, (i * 100 + batch * 10 + n) as u64).assert();
                 }
             }
@@ -354,7 +356,7 @@ fn qmatvec_plans_refuse_bad_shapes() {
     let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 1, &caps, Choice::Force("q8_0_b1_shared")).unwrap_err();
     assert!(e.to_string().contains("does not read Q4_0"), "{e}");
     let cpu = wring::kernels::Caps { software: true, ..caps };
-    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, 4, 256, 3, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b8_narrow");
+    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, 4, 256, 3, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b8_lanes");
 }
 
 fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
@@ -576,7 +578,7 @@ proptest! {
     fn prop_qmatvec(n in 1usize..40, blocks in 1usize..5, batch in 1usize..9, fi in 0usize..8, kind in 0usize..3, seed in any::<u64>()) {
         let f = BlockFormat::ALL[fi];
         let b = if batch == 1 { 1 } else { 8 };
-        let name = format!("{}_b{b}_{}", DType::Block(f).name(), ["narrow", "shared", "subgroup"][kind]);
+        let name = format!("{}_b{b}_{}", DType::Block(f).name(), ["lanes", "shared", "subgroup"][kind]);
         let v = variant::find("qmatvec", &name).unwrap();
         let r = qmatvec_case(v, n, blocks * f.block_len(), batch, seed).check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
