@@ -253,7 +253,9 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 }
                 let w = f.quantize_to_vec(&ramp(n * k, 0.05)).expect("whole blocks");
                 let tw = ctx.upload_blocks(&[n, k], f, &w)?;
-                for batch in [1usize, 8] {
+                // 512 rows is llama-bench's pp512 prefill through this projection.
+                let batches: &[usize] = if k == 576 && n != 1536 || opts.quick { &[1, 8] } else { &[1, 8, 512] };
+                for &batch in batches {
                     let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
                     let y = ctx.empty(&[batch, n], DType::F32)?;
                     let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 { &["lanes", "shared", "subgroup"] } else { &["auto"] };
@@ -261,7 +263,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         if kind == "subgroup" && !ctx.caps().subgroup {
                             continue;
                         }
-                        let name = format!("{}_b{}_{kind}", DType::Block(f).name(), if batch == 1 { 1 } else { 8 });
+                        let name = format!("{}_b{}_{kind}", DType::Block(f).name(), batch.min(8));
                         let choice = if kind == "auto" { Choice::Auto } else { Choice::Force(&name) };
                         let plan = wring_kernels::qmatvec::plan(f, n, k, batch, ctx.caps(), choice)?;
                         let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;

@@ -1,6 +1,7 @@
 // y[b][row] = sum_k W[row][k] * x[b][k] for a weight matrix W kept in its packed GGUF block format (one
-// variant per format) and BATCH activation rows (1 for decoding; up to 8 for small batches, where the
-// weights are read once for all rows). The dequantized weights never exist in device memory: each
+// variant per format) and any number of activation rows b, taken BATCH at a time: the grid's y dimension
+// walks tiles of BATCH rows (1 for decoding; 8 for batches and prefill, where each weight is dequantized
+// once for the tile's 8 rows). The dequantized weights never exist in device memory: each
 // invocation dequantizes its units of the row four values at a time, in registers, and multiplies them
 // with x.
 //
@@ -27,7 +28,8 @@ struct Params {
 // the same time: on CPU adapters that load is one broadcast instead of a gather per lane.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row_raw = linear_workgroup(inv) * WG + inv.lid;
+    let row_raw = inv.wid.x * WG + inv.lid;
+    let b0 = inv.wid.y * BATCH;
     let row = min(row_raw, params.n - 1u);
     let units = params.k / 32u;
     let units_per_block = BLOCK_LEN / 32u;
@@ -38,20 +40,21 @@ fn main(inv: Invocation) {
         for (var j = 0u; j < 8u; j++) {
             let q = quad(h, j);
             for (var b = 0u; b < BATCH; b++) {
-                sums[b] += dot(q, x[min(b, params.batch - 1u) * k4 + u * 8u + j]);
+                sums[b] += dot(q, x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]);
             }
         }
     }
     for (var b = 0u; b < BATCH; b++) {
-        if (row_raw < params.n && b < params.batch) {
-            y[b * params.n + row] = sums[b];
+        if (row_raw < params.n && b0 + b < params.batch) {
+            y[(b0 + b) * params.n + row] = sums[b];
         }
     }
 }
 #else
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row = linear_workgroup(inv);
+    let row = inv.wid.x;
+    let b0 = inv.wid.y * BATCH;
     if (row >= params.n) {
         return;
     }
@@ -65,14 +68,14 @@ fn main(inv: Invocation) {
             let q = quad(h, j);
             for (var b = 0u; b < BATCH; b++) {
                 // Activation rows past the batch are clamped to the last one; their sums are not stored.
-                sums[b] += dot(q, x[min(b, params.batch - 1u) * k4 + u * 8u + j]);
+                sums[b] += dot(q, x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]);
             }
         }
     }
     for (var b = 0u; b < BATCH; b++) {
         let total = reduce_sum(sums[b], inv);
-        if (inv.lid == 0u && b < params.batch) {
-            y[b * params.n + row] = total;
+        if (inv.lid == 0u && b0 + b < params.batch) {
+            y[(b0 + b) * params.n + row] = total;
         }
     }
 }

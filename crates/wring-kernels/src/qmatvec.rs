@@ -1,4 +1,5 @@
-//! `shaders/qmatvec.wgsl`: `y[b] = W x[b]` with W in a GGUF block format, dequantized on the fly.
+//! `shaders/qmatvec.wgsl`: `y[b] = W x[b]` with W in a GGUF block format, dequantized on the fly, for
+//! any number of activation rows b (decode: 1; prefill: the prompt's tokens, in tiles of 8).
 
 use wring_quant::BlockFormat;
 
@@ -6,8 +7,8 @@ use crate::dtype::DType;
 use crate::plan::{self, Caps, Choice, KernelError, Plan};
 use crate::reduce::tree_sum;
 
-/// The largest activation batch one launch takes.
-pub const MAX_BATCH: usize = 8;
+/// Activation rows one workgroup takes in the batched variants.
+pub const TILE: usize = 8;
 
 /// The shader's `Params`.
 #[repr(C)]
@@ -17,7 +18,7 @@ pub struct Params {
     pub n: u32,
     /// Columns of W (inputs), a multiple of the block length.
     pub k: u32,
-    /// Activation rows (1 ..= 8).
+    /// Activation rows.
     pub batch: u32,
     /// Bytes per row of W.
     pub row_bytes: u32,
@@ -25,14 +26,14 @@ pub struct Params {
 
 /// Plans `y[batch][n] = W[n][k] x[batch][k]` for W in `format`.
 ///
-/// Batch 1 uses the single-row variants; 2 to 8 rows use the 8-row variants, which read each weight once
-/// for all rows. CPU adapters get the `lanes` variants (each of 8 invocations owns a whole row, so the
+/// Batch 1 uses the single-row variants; more rows use the 8-row variants over tiles of 8 rows (the grid's
+/// y dimension), which dequantize each weight once per tile. CPU adapters get the `lanes` variants (each of 8 invocations owns a whole row, so the
 /// activations they read at each step are the same address: one broadcast load instead of a gather; 1.2 to
 /// 1.7x the one-row-per-workgroup layout on lavapipe); GPUs get one 64-invocation workgroup per row,
 /// reduced through subgroups where they exist.
 pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
     plan::ensure(k % format.block_len() == 0, "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
-    plan::ensure((1..=MAX_BATCH).contains(&batch), "qmatvec", || format!("batch {batch} must be 1 to {MAX_BATCH}; split larger batches or use the matmul"))?;
+    plan::ensure(batch >= 1, "qmatvec", || "the batch must have at least one row".into())?;
     let fmt = DType::Block(format).name();
     let b = if batch == 1 { 1 } else { 8 };
     let (kind, why) = if caps.software {
@@ -44,13 +45,17 @@ pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, 
     };
     let v = plan::select("qmatvec", &format!("{fmt}_b{b}_{kind}"), why, caps, choice)?;
     plan::ensure(v.name.starts_with(fmt), "qmatvec", || format!("variant {} does not read {format}", v.id()))?;
-    plan::ensure(v.define_u32("BATCH") as usize >= batch, "qmatvec", || format!("variant {} takes at most {} rows", v.id(), v.define_u32("BATCH")))?;
+    let tile = v.define_u32("BATCH") as usize;
     let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "qmatvec", what: e.to_string() })?;
     plan::index_u32("qmatvec", "n * row bytes", n.saturating_mul(row_bytes))?;
     plan::index_u32("qmatvec", "batch * k", batch * k)?;
     let params = Params { n: n as u32, k: k as u32, batch: batch as u32, row_bytes: row_bytes as u32 };
     let rows_per_group = if v.define("ROW_PER_LANE").is_some() { u64::from(v.define_u32("WG")) } else { 1 };
-    let workgroups = plan::grid_1d("qmatvec", (n as u64).div_ceil(rows_per_group), caps)?;
+    let workgroups = [
+        plan::dim("qmatvec", (n as u64).div_ceil(rows_per_group), caps)?,
+        plan::dim("qmatvec", batch.div_ceil(tile) as u64, caps)?,
+        1,
+    ];
     Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
 }
 

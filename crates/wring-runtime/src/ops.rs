@@ -95,7 +95,8 @@ pub fn rope(step: &mut Step<'_>, r: &Rope, x: &Tensor, pos: &Tensor, y: &Tensor,
     step.launch(&plan, &[("x", x), ("pos", pos), ("y", y)])
 }
 
-/// `y[b][n] = w[n][k] . x[b][k]` for `w` in a GGUF block format (kept packed), 1 to 8 activation rows.
+/// `y[b][n] = w[n][k] . x[b][k]` for `w` in a GGUF block format (kept packed) and any number of activation
+/// rows: one for decoding, a prompt's worth for prefill.
 pub fn qmatvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
     let DType::Block(format) = w.dtype() else {
         return Err(Error::Shape(format!("qmatvec takes block-format weights, got {}", w.dtype())));
