@@ -115,11 +115,12 @@ impl Bench<'_> {
             timer: if self.ctx.info().timestamps { "gpu-timestamp" } else { "wall-clock" },
         };
         println!(
-            "{:<10} {:<14} {:<22} {:>10.1} us {:>8.2} GB/s {:>8} {:>6.0}% of copy",
+            "{:<10} {:<14} {:<22} {:>10.1} us (best {:>9.1}) {:>8.2} GB/s {:>8} {:>6.0}% of copy",
             row.kernel,
             row.variant,
             row.shape,
             row.seconds * 1e6,
+            row.best_seconds * 1e6,
             row.gb_per_s,
             if flops > 0.0 { format!("{:.1} GF/s", row.gflop_per_s) } else { String::new() },
             row.fraction_of_copy * 100.0
@@ -142,7 +143,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     let info = ctx.info().clone();
     println!("adapter: {} ({:?}, {:?}), driver {} {}", info.adapter.name, info.adapter.backend, info.adapter.device_type, info.adapter.driver, info.adapter.driver_info);
     println!("timer: {}", if info.timestamps { "GPU timestamp queries" } else { "wall clock after a device wait" });
-    let mut b = Bench { ctx: &ctx, reps: if opts.quick { 5 } else { 20 }, rows: Vec::new(), copy_gbs: 0.0 };
+    let mut b = Bench { ctx: &ctx, reps: if opts.quick { 10 } else { 20 }, rows: Vec::new(), copy_gbs: 0.0 };
     let want = |k: &str| opts.filter.as_deref().is_none_or(|f| k.contains(f));
     let limit = info.limits.max_storage_buffer_binding_size;
 

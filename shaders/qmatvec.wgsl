@@ -24,29 +24,38 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 #ifdef ROW_PER_LANE
-// Each invocation owns one row and walks all of its units, so every lane reads the same activations at
-// the same time: on CPU adapters that load is one broadcast instead of a gather per lane.
+// Each invocation owns ROWS whole rows and walks all of their units, so every lane reads the same
+// activations at the same time and each activation load serves ROWS rows. On CPU adapters activation
+// loads, not dequantization, are what this kernel spends most of its time on.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row_raw = inv.wid.x * WG + inv.lid;
+    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
     let b0 = inv.wid.y * BATCH;
-    let row = min(row_raw, params.n - 1u);
     let units = params.k / 32u;
     let units_per_block = BLOCK_LEN / 32u;
     let k4 = params.k / 4u;
-    var sums: array<f32, BATCH>;
+    var sums: array<array<f32, BATCH>, ROWS>;
     for (var u = 0u; u < units; u++) {
-        let h = unit_head(row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES, u % units_per_block);
+        var heads: array<Head, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            // Rows past the end are clamped to the last one; their sums are not stored.
+            let row = min(row0 + r, params.n - 1u);
+            heads[r] = unit_head(row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES, u % units_per_block);
+        }
         for (var j = 0u; j < 8u; j++) {
-            let q = quad(h, j);
             for (var b = 0u; b < BATCH; b++) {
-                sums[b] += dot(q, x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]);
+                let xv = x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j];
+                for (var r = 0u; r < ROWS; r++) {
+                    sums[r][b] += dot(quad(heads[r], j), xv);
+                }
             }
         }
     }
-    for (var b = 0u; b < BATCH; b++) {
-        if (row_raw < params.n && b0 + b < params.batch) {
-            y[(b0 + b) * params.n + row] = sums[b];
+    for (var r = 0u; r < ROWS; r++) {
+        for (var b = 0u; b < BATCH; b++) {
+            if (row0 + r < params.n && b0 + b < params.batch) {
+                y[(b0 + b) * params.n + row0 + r] = sums[r][b];
+            }
         }
     }
 }

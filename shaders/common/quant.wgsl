@@ -10,8 +10,12 @@
 // The bit offsets of the four bytes of a word.
 const BYTE_SHIFTS: vec4<u32> = vec4<u32>(0u, 8u, 16u, 24u);
 
-// The 4 bytes at byte offset `at`, little-endian, whatever its alignment.
+// The 4 bytes at byte offset `at`, little-endian, whatever its alignment. Formats whose blocks are a
+// multiple of 4 bytes (ALIGNED) only ever ask for aligned words and take the one-load path.
 fn u32_at(at: u32) -> u32 {
+#ifdef ALIGNED
+    return w[at >> 2u];
+#endif
     let word = at >> 2u;
     let shift = (at & 3u) * 8u;
     let lo = w[word] >> shift;

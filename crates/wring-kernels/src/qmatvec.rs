@@ -50,7 +50,7 @@ pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, 
     plan::index_u32("qmatvec", "n * row bytes", n.saturating_mul(row_bytes))?;
     plan::index_u32("qmatvec", "batch * k", batch * k)?;
     let params = Params { n: n as u32, k: k as u32, batch: batch as u32, row_bytes: row_bytes as u32 };
-    let rows_per_group = if v.define("ROW_PER_LANE").is_some() { u64::from(v.define_u32("WG")) } else { 1 };
+    let rows_per_group = if v.define("ROW_PER_LANE").is_some() { u64::from(v.define_u32("WG") * v.define_u32("ROWS")) } else { 1 };
     let workgroups = [
         plan::dim("qmatvec", (n as u64).div_ceil(rows_per_group), caps)?,
         plan::dim("qmatvec", batch.div_ceil(tile) as u64, caps)?,
