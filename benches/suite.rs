@@ -270,6 +270,12 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;
                         b.row("qmatvec", &plan.variant.name, format!("{n}x{k} b{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
                     }
+                    if batch > 8 {
+                        // The GPU prefill kernel, on the same shapes, beside qmatvec's 8-row tiles.
+                        let plan = wring_kernels::qmatmul::plan(f, batch, n, k, ctx.caps(), Choice::Auto)?;
+                        let t = b.time(&|s| ops::qmatmul(s, &tw, &x, &y, Choice::Auto))?;
+                        b.row("qmatmul", &plan.variant.name, format!("{n}x{k} m{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
+                    }
                 }
             }
         }

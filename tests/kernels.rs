@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use wring::kernels::binary::BinaryOp;
 use wring::kernels::check::Tolerance;
 use wring::kernels::rope::{Rope, RopeMode};
-use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
+use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
 use wring::quant::BlockFormat;
 use wring::runtime::ops;
 
@@ -33,7 +33,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["binary", "copy", "fill", "matmul", "matvec", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let tested = ["binary", "copy", "fill", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");
@@ -345,6 +345,64 @@ fn qmatvec_every_variant() {
     }
 }
 
+fn qmatmul_case(v: &'static Variant, m: usize, n: usize, k: usize, seed: u64) -> Case<'static> {
+    let f = variant_format(v);
+    let mut rng = Rng::new(seed);
+    let w = f.quantize_to_vec(&rng.vec(n * k, -0.08, 0.08)).expect("whole blocks");
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let mut c = vec![0.0f32; m * n];
+    qmatmul::cpu(f, &w, &a, &mut c, m, n, k);
+    Case {
+        name: format!("qmatmul variant={} m={m} n={n} k={k} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![m, n],
+        expected: c,
+        record: Box::new(move |ctx, step, out| {
+            let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+            let ta = ctx.upload(&[m, k], &a)?;
+            ops::qmatmul(step, &tw, &ta, out, Choice::Force(&v.name))
+        }),
+        needs_f16: false,
+        needs_subgroup: false,
+    }
+}
+
+#[test]
+fn qmatmul_every_variant_across_tile_edges() {
+    for v in variants("qmatmul") {
+        let bl = variant_format(v).block_len();
+        // 63/64/65 straddle the 64-wide tiles; k of one block and of several.
+        for (i, &(m, n, k)) in [(1, 1, bl), (63, 65, bl), (65, 64, 2 * bl), (17, 130, 3 * bl)].iter().enumerate() {
+            qmatmul_case(v, m, n, k, i as u64).assert();
+        }
+    }
+}
+
+#[test]
+fn quantized_and_float_weights_share_one_entry_point() {
+    // The same weights as Q8_0 blocks and as their dequantized f32 values give the same product
+    // through ops::matmul_weights, for one row and for a batch.
+    let ctx = crate::harness::ctx();
+    let (n, k) = (40, 64);
+    let mut rng = Rng::new(77);
+    let wq = BlockFormat::Q8_0.quantize_to_vec(&rng.vec(n * k, -0.1, 0.1)).unwrap();
+    let wf = BlockFormat::Q8_0.dequantize_to_vec(&wq, n * k).unwrap();
+    let tq = ctx.upload_blocks(&[n, k], BlockFormat::Q8_0, &wq).unwrap();
+    let tf = ctx.upload(&[n, k], &wf).unwrap();
+    for m in [1, 5] {
+        let x = ctx.upload(&[m, k], &rng.vec(m * k, -1.0, 1.0)).unwrap();
+        let (yq, yf) = (ctx.empty(&[m, n], DType::F32).unwrap(), ctx.empty(&[m, n], DType::F32).unwrap());
+        let mut s = ctx.step("one entry point");
+        ops::matmul_weights(&mut s, &tq, &x, &yq).unwrap();
+        ops::matmul_weights(&mut s, &tf, &x, &yf).unwrap();
+        s.submit().unwrap();
+        let (a, b) = (ctx.read::<f32>(&yq).unwrap(), ctx.read::<f32>(&yf).unwrap());
+        let e = wring::kernels::check::compare(&a, &b, Tolerance::Nmse(1e-10));
+        assert!(e.is_ok(), "m={m}: {}", e.unwrap_err());
+    }
+}
+
 #[test]
 fn qmatvec_plans_refuse_bad_shapes() {
     let caps = wring::kernels::Caps::BASELINE;
@@ -582,6 +640,14 @@ proptest! {
         let name = format!("{}_b{b}_{}", DType::Block(f).name(), ["lanes", "shared", "subgroup"][kind]);
         let v = variant::find("qmatvec", &name).unwrap();
         let r = qmatvec_case(v, n, blocks * f.block_len(), batch, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn prop_qmatmul(m in 1usize..80, n in 1usize..80, blocks in 1usize..4, fi in 0usize..8, seed in any::<u64>()) {
+        let f = BlockFormat::ALL[fi];
+        let v = variant::find("qmatmul", &format!("{}_4x4", DType::Block(f).name())).unwrap();
+        let r = qmatmul_case(v, m, n, blocks * f.block_len(), seed).check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 

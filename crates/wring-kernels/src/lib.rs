@@ -26,6 +26,7 @@ pub mod fill;
 pub mod matmul;
 pub mod matvec;
 pub mod plan;
+pub mod qmatmul;
 pub mod qmatvec;
 pub mod reduce;
 pub mod rmsnorm;

@@ -3,7 +3,7 @@
 
 use wring_kernels::binary::BinaryOp;
 use wring_kernels::rope::Rope;
-use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, qmatvec, rmsnorm, rope, silu_mul, softmax};
+use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax};
 
 use crate::error::{Error, Result};
 use crate::step::Step;
@@ -107,4 +107,44 @@ pub fn qmatvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: 
     expect(y.shape() == [batch, n] && y.dtype() == DType::F32, || format!("y must be f32 [{batch}, {n}], got {} {:?}", y.dtype(), y.shape()))?;
     let plan = qmatvec::plan(format, n, k, batch, step.caps(), choice)?;
     step.launch(&plan, &[("w", w), ("x", x), ("y", y)])
+}
+
+/// The prefill product on the shared-memory tiled kernel: `y[m][n] = x[m][k] . w[n][k]`, `w` in a block
+/// format. [`matmul_weights`] chooses between this and [`qmatvec`]'s row tiles.
+pub fn qmatmul(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let DType::Block(format) = w.dtype() else {
+        return Err(Error::Shape(format!("qmatmul takes block-format weights, got {}", w.dtype())));
+    };
+    let (n, k) = dims2(w, "w")?;
+    let (m, kx) = dims2(x, "x")?;
+    expect(kx == k && x.dtype() == DType::F32, || format!("x must be f32 [m, {k}], got {} {:?}", x.dtype(), x.shape()))?;
+    expect(y.shape() == [m, n] && y.dtype() == DType::F32, || format!("y must be f32 [{m}, {n}], got {} {:?}", y.dtype(), y.shape()))?;
+    let plan = qmatmul::plan(format, m, n, k, step.caps(), choice)?;
+    step.launch(&plan, &[("a", x), ("w", w), ("c", y)])
+}
+
+/// `y = x w^T` for any weight tensor, whatever its format: the one entry point model code uses, so that
+/// the weight's format stays a property of the tensor. Quantized weights go to qmatvec for one row, and
+/// for batches on CPU adapters (its 8-row tiles need no barriers), and to the tiled qmatmul for batches
+/// on GPUs; float weights go to matvec or matmul.
+pub fn matmul_weights(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Result<()> {
+    let m = x.shape().first().copied().unwrap_or(0);
+    let caps = *step.caps();
+    match w.dtype() {
+        DType::Block(_) if m == 1 || caps.software => {
+            tracing::debug!(m, "quantized weights: qmatvec (one row, or a CPU adapter)");
+            qmatvec(step, w, x, y, Choice::Auto)
+        }
+        DType::Block(_) => {
+            tracing::debug!(m, "quantized weights: tiled qmatmul (a batch on a GPU)");
+            qmatmul(step, w, x, y, Choice::Auto)
+        }
+        DType::F32 | DType::F16 if m == 1 => {
+            let k = x.shape().get(1).copied().unwrap_or(0);
+            let (xv, yv) = (x.reshape(&[k]).ok_or_else(|| Error::Shape("x must be [1, k]".into()))?, y.reshape(&[y.len()]).ok_or_else(|| Error::Shape("y".into()))?);
+            matvec(step, w, &xv, &yv, Choice::Auto)
+        }
+        DType::F32 | DType::F16 => matmul(step, x, w, y, Choice::Auto),
+        other => Err(Error::Shape(format!("weights of type {other} cannot multiply activations"))),
+    }
 }
