@@ -266,7 +266,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         }
                         let name = format!("{}_b{}_{kind}", DType::Block(f).name(), batch.min(8));
                         let choice = if kind == "auto" { Choice::Auto } else { Choice::Force(&name) };
-                        let plan = wring_kernels::qmatvec::plan(f, n, k, batch, ctx.caps(), choice)?;
+                        let plan = wring_kernels::qmatvec::plan(f, DType::F32, n, k, batch, ctx.caps(), choice)?;
                         let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;
                         b.row("qmatvec", &plan.variant.name, format!("{n}x{k} b{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
                     }

@@ -20,7 +20,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// Activations are f32, or f16 in the ACT=f16 variants (half the activation bytes; products and sums stay
+// in f32).
+@group(0) @binding(2) var<storage, read> x: array<vec4<ACT>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 #ifdef ROW_PER_LANE
@@ -44,7 +46,7 @@ fn main(inv: Invocation) {
         }
         for (var j = 0u; j < 8u; j++) {
             for (var b = 0u; b < BATCH; b++) {
-                let xv = x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j];
+                let xv = vec4<f32>(x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]);
                 for (var r = 0u; r < ROWS; r++) {
                     sums[r][b] += dot(quad(heads[r], j), xv);
                 }
@@ -77,7 +79,7 @@ fn main(inv: Invocation) {
             let q = quad(h, j);
             for (var b = 0u; b < BATCH; b++) {
                 // Activation rows past the batch are clamped to the last one; their sums are not stored.
-                sums[b] += dot(q, x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]);
+                sums[b] += dot(q, vec4<f32>(x[min(b0 + b, params.batch - 1u) * k4 + u * 8u + j]));
             }
         }
     }

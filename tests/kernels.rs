@@ -304,9 +304,13 @@ fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64
     let wf = rng.vec(n * k, -0.08, 0.08);
     let w = f.quantize_to_vec(&wf).expect("whole blocks");
     let x = rng.vec(batch * k, -1.0, 1.0);
+    let f16_act = v.define("ACT") == Some("f16");
+    let x16: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+    // The twin sees what the shader sees: f16 activations widened to f32.
+    let x_seen: Vec<f32> = if f16_act { x16.iter().map(|v| v.to_f32()).collect() } else { x.clone() };
     let mut y = vec![0.0f32; batch * n];
     let lanes = if v.define("ROW_PER_LANE").is_some() { 1 } else { v.define_u32("WG") as usize };
-    qmatvec::cpu(f, &w, &x, &mut y, n, k, batch, lanes);
+    qmatvec::cpu(f, &w, &x_seen, &mut y, n, k, batch, lanes);
     Case {
         name: format!("qmatvec variant={} n={n} k={k} batch={batch} seed={seed}", v.name),
         tol: Tolerance::Nmse(1e-9),
@@ -315,10 +319,10 @@ fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64
         expected: y,
         record: Box::new(move |ctx, step, out| {
             let tw = ctx.upload_blocks(&[n, k], f, &w)?;
-            let tx = ctx.upload(&[batch, k], &x)?;
+            let tx = if f16_act { ctx.upload(&[batch, k], &x16)? } else { ctx.upload(&[batch, k], &x)? };
             ops::qmatvec(step, &tw, &tx, out, Choice::Force(&v.name))
         }),
-        needs_f16: false,
+        needs_f16: v.requires.f16,
         needs_subgroup: v.requires.subgroup,
     }
 }
@@ -406,16 +410,22 @@ fn quantized_and_float_weights_share_one_entry_point() {
 #[test]
 fn qmatvec_plans_refuse_bad_shapes() {
     let caps = wring::kernels::Caps::BASELINE;
-    let e = qmatvec::plan(BlockFormat::Q4_K, 4, 300, 1, &caps, Choice::Auto).unwrap_err();
+    let f32a = DType::F32;
+    let e = qmatvec::plan(BlockFormat::Q4_K, f32a, 4, 300, 1, &caps, Choice::Auto).unwrap_err();
     assert!(e.to_string().contains("whole number of Q4_K blocks"), "{e}");
-    let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 0, &caps, Choice::Auto).unwrap_err();
+    let e = qmatvec::plan(BlockFormat::Q4_0, f32a, 4, 64, 0, &caps, Choice::Auto).unwrap_err();
     assert!(e.to_string().contains("at least one row"), "{e}");
-    let p = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 17, &caps, Choice::Auto).unwrap();
+    let p = qmatvec::plan(BlockFormat::Q4_0, f32a, 4, 64, 17, &caps, Choice::Auto).unwrap();
     assert_eq!((p.variant.name.as_ref(), p.workgroups), ("q4_0_b8_shared", [4, 3, 1]));
-    let e = qmatvec::plan(BlockFormat::Q4_0, 4, 64, 1, &caps, Choice::Force("q8_0_b1_shared")).unwrap_err();
+    let e = qmatvec::plan(BlockFormat::Q4_0, f32a, 4, 64, 1, &caps, Choice::Force("q8_0_b1_shared")).unwrap_err();
     assert!(e.to_string().contains("does not read Q4_0"), "{e}");
-    let cpu = wring::kernels::Caps { software: true, ..caps };
-    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, 4, 256, 3, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b8_lanes");
+    let e = qmatvec::plan(BlockFormat::Q4_0, DType::F16, 4, 64, 1, &caps, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("SHADER_F16"), "f16 activations need the feature: {e}");
+    let e = qmatvec::plan(BlockFormat::Q4_0, f32a, 4, 64, 1, &caps, Choice::Force("q4_0_b1_shared_f16")).unwrap_err();
+    assert!(e.to_string().contains("SHADER_F16") || e.to_string().contains("f32 activations"), "{e}");
+    let cpu = wring::kernels::Caps { software: true, f16: true, ..caps };
+    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, f32a, 4, 256, 3, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b8_lanes");
+    assert_eq!(qmatvec::plan(BlockFormat::Q6_K, DType::F16, 4, 256, 1, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b1_lanes_f16");
 }
 
 fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
@@ -634,10 +644,10 @@ proptest! {
     }
 
     #[test]
-    fn prop_qmatvec(n in 1usize..40, blocks in 1usize..5, batch in 1usize..30, fi in 0usize..8, kind in 0usize..3, seed in any::<u64>()) {
+    fn prop_qmatvec(n in 1usize..40, blocks in 1usize..5, batch in 1usize..30, fi in 0usize..8, kind in 0usize..3, half in any::<bool>(), seed in any::<u64>()) {
         let f = BlockFormat::ALL[fi];
         let b = if batch == 1 { 1 } else { 8 };
-        let name = format!("{}_b{b}_{}", DType::Block(f).name(), ["lanes", "shared", "subgroup"][kind]);
+        let name = format!("{}_b{b}_{}{}", DType::Block(f).name(), ["lanes", "shared", "subgroup"][kind], if half { "_f16" } else { "" });
         let v = variant::find("qmatvec", &name).unwrap();
         let r = qmatvec_case(v, n, blocks * f.block_len(), batch, seed).check();
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());

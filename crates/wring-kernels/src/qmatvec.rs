@@ -31,7 +31,11 @@ pub struct Params {
 /// activations they read at each step are the same address: one broadcast load instead of a gather; 1.2 to
 /// 1.7x the one-row-per-workgroup layout on lavapipe); GPUs get one 64-invocation workgroup per row,
 /// reduced through subgroups where they exist.
-pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+///
+/// Activations are f32 or, on adapters with `SHADER_F16`, f16 (`act`).
+#[allow(clippy::too_many_arguments, reason = "a matrix product's shape, formats and choice")]
+pub fn plan(format: BlockFormat, act: DType, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    plan::ensure(matches!(act, DType::F32 | DType::F16), "qmatvec", || format!("activations must be f32 or f16, got {act}"))?;
     plan::ensure(k % format.block_len() == 0, "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
     plan::ensure(batch >= 1, "qmatvec", || "the batch must have at least one row".into())?;
     let fmt = DType::Block(format).name();
@@ -43,8 +47,10 @@ pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, 
     } else {
         ("shared", "the adapter has no subgroups")
     };
-    let v = plan::select("qmatvec", &format!("{fmt}_b{b}_{kind}"), why, caps, choice)?;
+    let suffix = if act == DType::F16 { "_f16" } else { "" };
+    let v = plan::select("qmatvec", &format!("{fmt}_b{b}_{kind}{suffix}"), why, caps, choice)?;
     plan::ensure(v.name.starts_with(fmt), "qmatvec", || format!("variant {} does not read {format}", v.id()))?;
+    plan::ensure(v.define("ACT") == Some(act.name()), "qmatvec", || format!("variant {} does not take {act} activations", v.id()))?;
     let tile = v.define_u32("BATCH") as usize;
     let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "qmatvec", what: e.to_string() })?;
     plan::index_u32("qmatvec", "n * row bytes", n.saturating_mul(row_bytes))?;
@@ -63,6 +69,9 @@ pub fn plan(format: BlockFormat, n: usize, k: usize, batch: usize, caps: &Caps, 
 /// reference dequantizer and accumulates its products with x in order, then the tree of
 /// `shaders/common/reduce.wgsl` combines the invocations. With `wg = 1` this is the `lanes` variants'
 /// order, where one invocation walks the whole row.
+///
+/// f16 activations are widened to f32 before the call, as the shader widens them on load.
+#[allow(clippy::too_many_arguments, reason = "a matrix product's shape and the shader's lane count")]
 pub fn cpu(format: BlockFormat, w: &[u8], x: &[f32], y: &mut [f32], n: usize, k: usize, batch: usize, wg: usize) {
     let row_bytes = format.bytes_for(k).expect("k is a whole number of blocks");
     let units = k / 32;

@@ -103,9 +103,9 @@ pub fn qmatvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: 
     };
     let (n, k) = dims2(w, "w")?;
     let (batch, kx) = dims2(x, "x")?;
-    expect(kx == k && x.dtype() == DType::F32, || format!("x must be f32 [batch, {k}], got {} {:?}", x.dtype(), x.shape()))?;
+    expect(kx == k && matches!(x.dtype(), DType::F32 | DType::F16), || format!("x must be f32 or f16 [batch, {k}], got {} {:?}", x.dtype(), x.shape()))?;
     expect(y.shape() == [batch, n] && y.dtype() == DType::F32, || format!("y must be f32 [{batch}, {n}], got {} {:?}", y.dtype(), y.shape()))?;
-    let plan = qmatvec::plan(format, n, k, batch, step.caps(), choice)?;
+    let plan = qmatvec::plan(format, x.dtype(), n, k, batch, step.caps(), choice)?;
     step.launch(&plan, &[("w", w), ("x", x), ("y", y)])
 }
 
@@ -131,8 +131,8 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -
     let m = x.shape().first().copied().unwrap_or(0);
     let caps = *step.caps();
     match w.dtype() {
-        DType::Block(_) if m == 1 || caps.software => {
-            tracing::debug!(m, "quantized weights: qmatvec (one row, or a CPU adapter)");
+        DType::Block(_) if m == 1 || caps.software || x.dtype() == DType::F16 => {
+            tracing::debug!(m, "quantized weights: qmatvec (one row, a CPU adapter, or f16 activations)");
             qmatvec(step, w, x, y, Choice::Auto)
         }
         DType::Block(_) => {
