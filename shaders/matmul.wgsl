@@ -65,6 +65,7 @@ fn main(inv: Invocation) {
     }
 }
 #else
+#import tile
 @group(0) @binding(1) var<storage, read> a: array<ELEM>;
 @group(0) @binding(2) var<storage, read> b: array<ELEM>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -74,9 +75,6 @@ const TY: u32 = 16u;
 const BK: u32 = 16u;
 const BM: u32 = TY * TM;
 const BN: u32 = TX * TN;
-
-var<workgroup> a_tile: array<f32, BK * BM>;
-var<workgroup> b_tile: array<f32, BK * BN>;
 
 @compute @workgroup_size(TX, TY)
 fn main(inv: Invocation) {
@@ -108,31 +106,9 @@ fn main(inv: Invocation) {
             b_tile[kk * BN + r] = v;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            var av: array<f32, TM>;
-            var bv: array<f32, TN>;
-            for (var i = 0u; i < TM; i++) {
-                av[i] = a_tile[kk * BM + ty * TM + i];
-            }
-            for (var j = 0u; j < TN; j++) {
-                bv[j] = b_tile[kk * BN + tx * TN + j];
-            }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) {
-                    acc[i * TN + j] += av[i] * bv[j];
-                }
-            }
-        }
+        tile_accumulate(&acc, tx, ty);
         workgroupBarrier();
     }
-    for (var i = 0u; i < TM; i++) {
-        let m = m0 + ty * TM + i;
-        for (var j = 0u; j < TN; j++) {
-            let n = n0 + tx * TN + j;
-            if (m < params.m && n < params.n) {
-                c[m * params.n + n] = acc[i * TN + j];
-            }
-        }
-    }
+    tile_store(acc, m0, n0, tx, ty, params.m, params.n);
 }
 #endif

@@ -16,6 +16,7 @@ pub const COMMON: &[(&str, &str)] = &[
     ("invocation", include_str!("../../../shaders/common/invocation.wgsl")),
     ("quant", include_str!("../../../shaders/common/quant.wgsl")),
     ("reduce", include_str!("../../../shaders/common/reduce.wgsl")),
+    ("tile", include_str!("../../../shaders/common/tile.wgsl")),
 ];
 
 pub mod binary;

@@ -16,6 +16,12 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// llama.cpp's `d1 = d * sc; m1 = min * m` for sub-block `j` of a Q4_K/Q5_K block.
+fn sub_block_scale(d: f32, min: f32, j: usize, scales: &[u8]) -> (f32, f32) {
+    let (sc, m) = scale_min_k4(j, scales);
+    (d * f32::from(sc), min * f32::from(m))
+}
+
 // Q4_K: d f16 | dmin f16 | scales[12] | qs[128]
 pub(crate) fn dequant_q4_k(b: &[u8], y: &mut [f32]) {
     let (d, min) = (f16_at(b, 0), f16_at(b, 2));
@@ -24,10 +30,8 @@ pub(crate) fn dequant_q4_k(b: &[u8], y: &mut [f32]) {
     let mut out = 0;
     let mut is = 0;
     for _ in (0..QK_K).step_by(64) {
-        let (sc, m) = scale_min_k4(is, scales);
-        let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-        let (sc, m) = scale_min_k4(is + 1, scales);
-        let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+        let (d1, m1) = sub_block_scale(d, min, is, scales);
+        let (d2, m2) = sub_block_scale(d, min, is + 1, scales);
         for l in 0..32 {
             y[out + l] = d1 * f32::from(q[l] & 0xF) - m1;
         }
@@ -50,10 +54,8 @@ pub(crate) fn dequant_q5_k(b: &[u8], y: &mut [f32]) {
     let mut out = 0;
     let mut is = 0;
     for _ in (0..QK_K).step_by(64) {
-        let (sc, m) = scale_min_k4(is, scales);
-        let (d1, m1) = (d * f32::from(sc), min * f32::from(m));
-        let (sc, m) = scale_min_k4(is + 1, scales);
-        let (d2, m2) = (d * f32::from(sc), min * f32::from(m));
+        let (d1, m1) = sub_block_scale(d, min, is, scales);
+        let (d2, m2) = sub_block_scale(d, min, is + 1, scales);
         for l in 0..32 {
             let hi = if qh[l] & u1 != 0 { 16 } else { 0 };
             y[out + l] = d1 * f32::from((ql[l] & 0xF) + hi) - m1;
