@@ -22,7 +22,7 @@ pub struct Params {
 
 /// Plans `c[m][n] = sum_k a[m][k] W[n][k]` with W in `format`.
 pub fn plan(format: BlockFormat, m: usize, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    plan::ensure(k % format.block_len() == 0, "qmatmul", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
+    plan::ensure(k.is_multiple_of(format.block_len()), "qmatmul", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
     let fmt = DType::Block(format).name();
     let v = plan::select("qmatmul", &format!("{fmt}_4x4"), "it is the variant for this format", caps, choice)?;
     plan::ensure(v.name.starts_with(fmt), "qmatmul", || format!("variant {} does not read {format}", v.id()))?;

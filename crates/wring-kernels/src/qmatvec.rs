@@ -36,7 +36,7 @@ pub struct Params {
 #[allow(clippy::too_many_arguments, reason = "a matrix product's shape, formats and choice")]
 pub fn plan(format: BlockFormat, act: DType, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
     plan::ensure(matches!(act, DType::F32 | DType::F16), "qmatvec", || format!("activations must be f32 or f16, got {act}"))?;
-    plan::ensure(k % format.block_len() == 0, "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
+    plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
     plan::ensure(batch >= 1, "qmatvec", || "the batch must have at least one row".into())?;
     let fmt = DType::Block(format).name();
     let b = if batch == 1 { 1 } else { 8 };

@@ -8,6 +8,8 @@
 //! This crate does no IO and touches no device; the GPU kernels that read these layouts live in
 //! `wring-kernels`, with this crate as their CPU twin's ground truth.
 
+#![allow(clippy::needless_range_loop, reason = "index loops mirror llama.cpp's C so the two read side by side")]
+
 mod kquants;
 mod legacy;
 
@@ -129,7 +131,7 @@ impl BlockFormat {
 
     /// Bytes of `len` values, which must be a whole number of blocks.
     pub fn bytes_for(self, len: usize) -> Result<usize, QuantError> {
-        if len % self.block_len() != 0 {
+        if !len.is_multiple_of(self.block_len()) {
             return Err(QuantError::RaggedRow { format: self, block: self.block_len(), len });
         }
         Ok(len / self.block_len() * self.block_bytes())
