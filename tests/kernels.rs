@@ -340,8 +340,9 @@ fn qmatvec_every_variant() {
         ks.extend([576, 1536].into_iter().filter(|k| k % bl == 0));
         for (i, &k) in ks.iter().enumerate() {
             for &batch in batches {
-                // 17 rows span two workgroups of the lanes variants (16 rows each) and end on half a lane.
-                for n in [1, 17] {
+                // 67 rows span two workgroups of the b1 lanes variants (64 rows each) and end inside a lane;
+                // for the b8 lanes variants (32 rows each) they span three.
+                for n in [1, 67] {
                     qmatvec_case(v, n, k, batch, (i * 100 + batch * 10 + n) as u64).assert();
                 }
             }
