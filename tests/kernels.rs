@@ -408,6 +408,37 @@ fn quantized_and_float_weights_share_one_entry_point() {
     }
 }
 
+/// SmolLM2's real weights, straight from its GGUF, through the automatically chosen kernels: every projection
+/// shape of a layer (Q4_1) and the 49152 x 576 tied embedding used for the logits (Q8_0), for one token and
+/// for a batch of 5.
+#[test]
+fn qmatvec_on_smollm2_weights() {
+    let g = wring::gguf::Gguf::open(crate::quant::test_model()).unwrap();
+    let ctx = crate::harness::ctx();
+    let lanes = |v: &Variant| if v.define("ROW_PER_LANE").is_some() { 1 } else { v.define_u32("WG") as usize };
+    for name in ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight", "token_embd.weight"] {
+        let t = g.tensor(name).unwrap();
+        let (k, n) = (t.dims[0] as usize, t.dims[1] as usize);
+        let f = BlockFormat::from_ggml_type(t.ggml_type).unwrap();
+        let w = g.tensor_data(t);
+        let tw = ctx.upload_blocks(&[n, k], f, w).unwrap();
+        for batch in [1, 5] {
+            let x = Rng::new(n as u64).vec(batch * k, -1.0, 1.0);
+            let plan = qmatvec::plan(f, DType::F32, n, k, batch, ctx.caps(), Choice::Auto).unwrap();
+            let mut want = vec![0.0f32; batch * n];
+            qmatvec::cpu(f, w, &x, &mut want, n, k, batch, lanes(plan.variant));
+            let tx = ctx.upload(&[batch, k], &x).unwrap();
+            let ty = ctx.empty(&[batch, n], DType::F32).unwrap();
+            let mut s = ctx.step(name);
+            ops::qmatvec(&mut s, &tw, &tx, &ty, Choice::Auto).unwrap();
+            s.submit().unwrap();
+            let got: Vec<f32> = ctx.read(&ty).unwrap();
+            let r = wring::kernels::check::compare(&got, &want, Tolerance::Nmse(1e-9));
+            assert!(r.is_ok(), "{name} ({f}, {n}x{k}, batch {batch}, {}): {}", plan.variant.name, r.unwrap_err());
+        }
+    }
+}
+
 #[test]
 fn qmatvec_plans_refuse_bad_shapes() {
     let caps = wring::kernels::Caps::BASELINE;
