@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use wring::kernels::binary::BinaryOp;
 use wring::kernels::check::Tolerance;
 use wring::kernels::rope::{Rope, RopeMode};
-use wring::kernels::{Choice, DType, Variant, binary, copy, fill, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
+use wring::kernels::{Choice, DType, Variant, binary, copy, fill, get_rows, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
 use wring::quant::BlockFormat;
 use wring::runtime::ops;
 
@@ -33,7 +33,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["binary", "copy", "fill", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let tested = ["binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");
@@ -436,6 +436,46 @@ fn qmatvec_on_smollm2_weights() {
             let r = wring::kernels::check::compare(&got, &want, Tolerance::Nmse(1e-9));
             assert!(r.is_ok(), "{name} ({f}, {n}x{k}, batch {batch}, {}): {}", plan.variant.name, r.unwrap_err());
         }
+    }
+}
+
+#[test]
+fn get_rows_every_variant() {
+    for v in variants("get_rows") {
+        let table = if v.name == "f32" { DType::F32 } else { DType::Block(variant_format(v)) };
+        let k = match table {
+            DType::Block(f) => 2 * f.block_len(),
+            _ => 68,
+        };
+        let rows = 37;
+        let mut rng = Rng::new(k as u64);
+        let values = rng.vec(rows * k, -0.5, 0.5);
+        let data: Vec<u8> = match table {
+            DType::Block(f) => f.quantize_to_vec(&values).unwrap(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        // First and last rows, and repeats. Dequantization on the device is bit-identical to the reference.
+        let ids: Vec<u32> = vec![0, 36, 5, 5, 17];
+        let mut want = vec![0.0f32; ids.len() * k];
+        get_rows::cpu(table, &data, k, &ids, &mut want);
+        Case {
+            name: format!("get_rows variant={} rows={rows} k={k} ids={ids:?}", v.name),
+            tol: Tolerance::Exact,
+            out_dtype: DType::F32,
+            out_shape: vec![ids.len(), k],
+            expected: want,
+            record: Box::new(move |ctx, step, out| {
+                let t = match table {
+                    DType::Block(f) => ctx.upload_blocks(&[rows, k], f, &data)?,
+                    _ => ctx.upload(&[rows, k], &values)?,
+                };
+                let ti = ctx.upload(&[ids.len()], &ids)?;
+                ops::get_rows(step, &t, &ti, out, Choice::Force(&v.name))
+            }),
+            needs_f16: false,
+            needs_subgroup: false,
+        }
+        .assert();
     }
 }
 

@@ -24,6 +24,7 @@ pub mod check;
 pub mod copy;
 pub mod dtype;
 pub mod fill;
+pub mod get_rows;
 pub mod matmul;
 pub mod matvec;
 pub mod plan;

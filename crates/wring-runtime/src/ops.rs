@@ -3,7 +3,7 @@
 
 use wring_kernels::binary::BinaryOp;
 use wring_kernels::rope::Rope;
-use wring_kernels::{Choice, DType, binary, copy, fill, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax};
+use wring_kernels::{Choice, DType, binary, copy, fill, get_rows, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax};
 
 use crate::error::{Error, Result};
 use crate::step::Step;
@@ -147,4 +147,14 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -
         DType::F32 | DType::F16 => matmul(step, x, w, y, Choice::Auto),
         other => Err(Error::Shape(format!("weights of type {other} cannot multiply activations"))),
     }
+}
+
+/// `out[t] = table[ids[t]]`, dequantizing a block-format table: the token-embedding lookup. Ids are
+/// checked against the table on the host side of the caller; the kernel clamps as a last guard.
+pub fn get_rows(step: &mut Step<'_>, table: &Tensor, ids: &Tensor, out: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let (rows, k) = dims2(table, "table")?;
+    expect(ids.dtype() == DType::U32, || format!("ids must be u32, got {}", ids.dtype()))?;
+    expect(out.shape() == [ids.len(), k] && out.dtype() == DType::F32, || format!("out must be f32 [{}, {k}]", ids.len()))?;
+    let plan = get_rows::plan(table.dtype(), rows, k, ids.len(), step.caps(), choice)?;
+    step.launch(&plan, &[("w", table), ("ids", ids), ("out", out)])
 }

@@ -1,0 +1,55 @@
+//! `shaders/get_rows.wgsl`: gather rows of a table (the token embedding), dequantizing block formats.
+
+use crate::dtype::DType;
+use crate::plan::{self, Caps, Choice, KernelError, Plan};
+
+/// The shader's `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Rows to gather (ids).
+    pub tokens: u32,
+    /// Values per row (a multiple of 4, and of the block length for block formats).
+    pub k: u32,
+    /// Rows in the table.
+    pub rows: u32,
+    /// Bytes per table row.
+    pub row_bytes: u32,
+}
+
+/// Plans gathering `tokens` rows of a `rows` x `k` table stored as `table`.
+pub fn plan(table: DType, rows: usize, k: usize, tokens: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    let (auto, row_bytes) = match table {
+        DType::F32 => ("f32".to_string(), k * 4),
+        DType::Block(f) => {
+            let rb = f.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "get_rows", what: e.to_string() })?;
+            (table.name().to_string(), rb)
+        }
+        other => return Err(KernelError::Shape { kernel: "get_rows", what: format!("tables of {other} are not supported") }),
+    };
+    plan::ensure(k % 4 == 0 && rows > 0, "get_rows", || format!("rows of {k} values must be a multiple of 4, and the table not empty"))?;
+    let v = plan::select("get_rows", &auto, "it matches the table's type", caps, choice)?;
+    plan::ensure(v.name == auto, "get_rows", || format!("variant {} does not read {table}", v.id()))?;
+    plan::index_u32("get_rows", "rows * row bytes", rows.saturating_mul(row_bytes))?;
+    let quads = plan::index_u32("get_rows", "tokens * k / 4", tokens.saturating_mul(k / 4))?;
+    let params = Params { tokens: tokens as u32, k: k as u32, rows: rows as u32, row_bytes: row_bytes as u32 };
+    let workgroups = plan::grid_1d("get_rows", u64::from(quads).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
+    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+}
+
+/// CPU twin: each output row is the reference dequantization of its table row (or the f32 row itself).
+pub fn cpu(table: DType, data: &[u8], k: usize, ids: &[u32], out: &mut [f32]) {
+    let row_bytes = table.bytes_for(k).expect("whole blocks");
+    for (t, &id) in ids.iter().enumerate() {
+        let src = &data[id as usize * row_bytes..][..row_bytes];
+        let dst = &mut out[t * k..][..k];
+        match table {
+            DType::Block(f) => f.dequantize(src, dst).expect("one row of whole blocks"),
+            _ => {
+                for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+        }
+    }
+}

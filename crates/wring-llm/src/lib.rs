@@ -1,0 +1,22 @@
+//! LLM inference on wring: a llama-family model read from GGUF, its tokenizer, and (to come) the forward
+//! pass on the GPU. Model code speaks in tensors and `wring_runtime::ops`; it never touches wgpu directly.
+
+pub mod config;
+pub mod tokenizer;
+
+pub use config::LlamaConfig;
+pub use tokenizer::{GgufTokenizer, TokenizerError};
+
+/// Errors from loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// The GGUF file could not be read.
+    #[error(transparent)]
+    Gguf(#[from] wring_gguf::GgufError),
+    /// The metadata describes a model wring cannot run.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}

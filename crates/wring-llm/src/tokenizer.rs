@@ -1,0 +1,174 @@
+//! The model's tokenizer, built from the GGUF's own vocabulary with the `tokenizers` crate.
+//!
+//! GPT-2-style byte-level BPE (`tokenizer.ggml.model = gpt2`): the vocabulary and merges come straight from
+//! the file; the pre-tokenizer follows `tokenizer.ggml.pre` the way llama.cpp maps it; control tokens
+//! (token type 3) and user-defined ones (4) are matched whole in the text, as llama.cpp does when it parses
+//! special tokens; `add_bos_token` / `add_eos_token` are honoured.
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+use wring_gguf::{Gguf, Value};
+
+/// Why a tokenizer could not be built or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// Metadata missing or of the wrong shape.
+    #[error("tokenizer metadata: {0}")]
+    Metadata(String),
+    /// A tokenizer kind wring does not build yet.
+    #[error("tokenizer `{0}` is not supported yet (wring builds gpt2-style byte-level BPE)")]
+    Unsupported(String),
+    /// The `tokenizers` crate refused.
+    #[error("tokenizer: {0}")]
+    Library(String),
+}
+
+/// A tokenizer with the model's special-token conventions.
+pub struct GgufTokenizer {
+    inner: Tokenizer,
+    /// Beginning-of-sequence token.
+    pub bos: Option<u32>,
+    /// End-of-sequence token.
+    pub eos: Option<u32>,
+    /// Prepend `bos` when encoding a prompt.
+    pub add_bos: bool,
+    /// Append `eos` when encoding a prompt.
+    pub add_eos: bool,
+    /// Tokens that end generation (eos, and control tokens such as `<|im_end|>`).
+    pub stop_tokens: Vec<u32>,
+    /// The chat template, when the file has one.
+    pub chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for GgufTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufTokenizer").field("vocab", &self.inner.get_vocab_size(true)).field("bos", &self.bos).field("eos", &self.eos).finish()
+    }
+}
+
+fn strings<'a>(g: &'a Gguf, key: &str) -> Result<Vec<&'a str>, TokenizerError> {
+    g.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| TokenizerError::Metadata(format!("{key} is missing or not an array")))?
+        .iter()
+        .map(|v| v.as_str().ok_or_else(|| TokenizerError::Metadata(format!("{key} holds a non-string"))))
+        .collect()
+}
+
+fn token_id(g: &Gguf, key: &str, vocab: usize) -> Option<u32> {
+    g.get(key).and_then(Value::as_u64).filter(|&v| (v as usize) < vocab).map(|v| v as u32)
+}
+
+fn flag(g: &Gguf, key: &str, default: bool) -> bool {
+    match g.get(key) {
+        Some(Value::Bool(b)) => *b,
+        _ => default,
+    }
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer a GGUF file describes.
+    pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer, TokenizerError> {
+        let model = g.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
+        if model != "gpt2" {
+            return Err(TokenizerError::Unsupported(model.into()));
+        }
+        let tokens = strings(g, "tokenizer.ggml.tokens")?;
+        let merges = strings(g, "tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| TokenizerError::Metadata(format!("merge `{m}` is not two tokens")))
+            })
+            .collect::<Result<_, _>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM splits digits one by one, then applies GPT-2's regex;
+        // "gpt2" and "default" apply GPT-2's regex alone.
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tokenizer: PreTokenizerWrapper = match pre {
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            "gpt2" | "default" => byte_level.into(),
+            other => return Err(TokenizerError::Unsupported(format!("gpt2 with pre-tokenizer `{other}`"))),
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let mut stop_tokens = Vec::new();
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (_, t))| **t == 3 || **t == 4)
+            .map(|(i, (tok, t))| {
+                if *t == 3 && (tok.ends_with("end|>") || tok.contains("endoftext")) {
+                    stop_tokens.push(i as u32);
+                }
+                AddedToken::from(tok.to_string(), true)
+            })
+            .collect();
+        inner.add_special_tokens(&specials);
+        let eos = token_id(g, "tokenizer.ggml.eos_token_id", tokens.len());
+        if let Some(e) = eos
+            && !stop_tokens.contains(&e)
+        {
+            stop_tokens.push(e);
+        }
+        Ok(GgufTokenizer {
+            inner,
+            bos: token_id(g, "tokenizer.ggml.bos_token_id", tokens.len()),
+            eos,
+            add_bos: flag(g, "tokenizer.ggml.add_bos_token", false),
+            add_eos: flag(g, "tokenizer.ggml.add_eos_token", false),
+            stop_tokens,
+            chat_template: g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+
+    /// Token ids of `text`, with bos/eos added as the model's flags ask.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self.inner.encode(text, false).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 2);
+        if self.add_bos
+            && let Some(b) = self.bos
+        {
+            ids.push(b);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        if self.add_eos
+            && let Some(e) = self.eos
+        {
+            ids.push(e);
+        }
+        Ok(ids)
+    }
+
+    /// The text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner.decode(ids, false).map_err(|e| TokenizerError::Library(e.to_string()))
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The Hugging Face `tokenizer.json` for this tokenizer (what `wring convert` writes beside the weights).
+    pub fn to_json(&self) -> Result<String, TokenizerError> {
+        self.inner.to_string(true).map_err(|e| TokenizerError::Library(e.to_string()))
+    }
+}
