@@ -1,13 +1,14 @@
-// dst[i] = src[i] over `n` words: the bandwidth probe every other kernel's GB/s is compared with.
+// dst[dst_offset + i] = src[src_offset + i] over `n` words: the bandwidth probe every other kernel's GB/s is
+// compared with, and the way rows are written into a larger buffer (a KV cache) at any word offset.
 // WORD is u32 or vec4<u32>; each invocation moves ITEMS words, WG apart, so a workgroup's accesses stay
 // contiguous.
 #import invocation
 
 struct Params {
     n: u32,
+    src_offset: u32,
+    dst_offset: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -20,7 +21,7 @@ fn main(inv: Invocation) {
     for (var item = 0u; item < ITEMS; item++) {
         let i = base + item * WG;
         if (i < params.n) {
-            dst[i] = src[i];
+            dst[params.dst_offset + i] = src[params.src_offset + i];
         }
     }
 }

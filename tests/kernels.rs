@@ -33,7 +33,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let tested = ["attn_pv", "attn_scores", "binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");
@@ -436,6 +436,125 @@ fn qmatvec_on_smollm2_weights() {
             let r = wring::kernels::check::compare(&got, &want, Tolerance::Nmse(1e-9));
             assert!(r.is_ok(), "{name} ({f}, {n}x{k}, batch {batch}, {}): {}", plan.variant.name, r.unwrap_err());
         }
+    }
+}
+
+fn attention_shape(tokens: usize, pos0: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize) -> wring::kernels::attention::Attention {
+    wring::kernels::attention::Attention {
+        tokens,
+        kv_len: pos0 + tokens,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        pos0,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    }
+}
+
+#[test]
+fn attention_kernels_match_twins() {
+    // Prefill from position 0, decode of one token deep in the cache, a chunk after a prefix; SmolLM2's
+    // 9 query heads over 3 key/value heads, plain multi-head, and a head size that is not a power of two.
+    for (i, &(tokens, pos0, h, hkv, d)) in [(5, 0, 9, 3, 64), (1, 40, 9, 3, 64), (7, 9, 4, 4, 12), (3, 2, 2, 1, 4)].iter().enumerate() {
+        let a = attention_shape(tokens, pos0, h, hkv, d);
+        let mut rng = Rng::new(i as u64);
+        let q = rng.vec(tokens * h * d, -1.0, 1.0);
+        let k = rng.vec(a.kv_len * hkv * d, -1.0, 1.0);
+        let v = rng.vec(a.kv_len * hkv * d, -1.0, 1.0);
+        let mut s = vec![0.0f32; tokens * h * a.kv_len];
+        a.cpu_scores(&q, &k, &mut s);
+        let (q2, k2) = (q.clone(), k.clone());
+        Case {
+            name: format!("attn_scores {a:?}"),
+            tol: Tolerance::Nmse(1e-10),
+            out_dtype: DType::F32,
+            out_shape: vec![s.len()],
+            expected: s.clone(),
+            record: Box::new(move |ctx, step, out| {
+                let (tq, tk) = (ctx.upload(&[q2.len()], &q2)?, ctx.upload(&[k2.len()], &k2)?);
+                let plan = a.plan_scores(step.caps(), Choice::Force("f32"))?;
+                step.launch(&plan, &[("q", &tq), ("k", &tk), ("s", out)])
+            }),
+            needs_f16: false,
+            needs_subgroup: false,
+        }
+        .assert();
+        // Softmax rows in f64 give the probabilities; the twin then weights the values.
+        let mut p = s.clone();
+        for row in p.chunks_mut(a.kv_len) {
+            let m = row.iter().fold(f32::MIN, |m, &x| m.max(x));
+            let sum: f64 = row.iter().map(|&x| f64::from(x - m).exp()).sum();
+            for x in row.iter_mut() {
+                *x = (f64::from(*x - m).exp() / sum) as f32;
+            }
+        }
+        let mut o = vec![0.0f32; tokens * h * d];
+        a.cpu_pv(&p, &v, &mut o);
+        Case {
+            name: format!("attn_pv {a:?}"),
+            tol: Tolerance::Nmse(1e-10),
+            out_dtype: DType::F32,
+            out_shape: vec![o.len()],
+            expected: o,
+            record: Box::new(move |ctx, step, out| {
+                let (tp, tv) = (ctx.upload(&[p.len()], &p)?, ctx.upload(&[v.len()], &v)?);
+                let plan = a.plan_pv(step.caps(), Choice::Force("f32"))?;
+                step.launch(&plan, &[("p", &tp), ("v", &tv), ("o", out)])
+            }),
+            needs_f16: false,
+            needs_subgroup: false,
+        }
+        .assert();
+    }
+}
+
+/// The whole attention op against the textbook definition in f64: softmax(q k^T / sqrt(d), causal) v, with
+/// each query head reading its group's key/value head, after appending this step's keys to a cache.
+#[test]
+fn attention_op_matches_the_definition() {
+    let ctx = crate::harness::ctx();
+    let (h, hkv, d, cap) = (9, 3, 64, 64);
+    let mut rng = Rng::new(99);
+    let k_cache = ctx.empty(&[cap * hkv * d], DType::F32).unwrap();
+    let v_cache = ctx.empty(&[cap * hkv * d], DType::F32).unwrap();
+    let mut k_all = Vec::new();
+    let mut v_all = Vec::new();
+    // A prefill of 6 tokens, then two decode steps, each appending to the caches first.
+    for (pos0, tokens) in [(0usize, 6usize), (6, 1), (7, 1)] {
+        let a = attention_shape(tokens, pos0, h, hkv, d);
+        let q = rng.vec(tokens * h * d, -1.0, 1.0);
+        let (kn, vn) = (rng.vec(tokens * hkv * d, -1.0, 1.0), rng.vec(tokens * hkv * d, -1.0, 1.0));
+        k_all.extend_from_slice(&kn);
+        v_all.extend_from_slice(&vn);
+        let (tq, tk, tv) = (ctx.upload(&[q.len()], &q).unwrap(), ctx.upload(&[kn.len()], &kn).unwrap(), ctx.upload(&[vn.len()], &vn).unwrap());
+        let scores = ctx.empty(&[tokens * h * a.kv_len], DType::F32).unwrap();
+        let probs = ctx.empty(&[tokens * h * a.kv_len], DType::F32).unwrap();
+        let out = ctx.empty(&[tokens * h * d], DType::F32).unwrap();
+        let mut s = ctx.step("attention");
+        ops::copy_into(&mut s, &tk, &k_cache, pos0 * hkv * d).unwrap();
+        ops::copy_into(&mut s, &tv, &v_cache, pos0 * hkv * d).unwrap();
+        ops::attention(&mut s, &a, &tq, &k_cache, &v_cache, &scores, &probs, &out).unwrap();
+        s.submit().unwrap();
+        let got: Vec<f32> = ctx.read(&out).unwrap();
+        let mut want = vec![0.0f32; got.len()];
+        for t in 0..tokens {
+            for hh in 0..h {
+                let hk = hh / (h / hkv);
+                let qv = &q[(t * h + hh) * d..][..d];
+                let seen = pos0 + t + 1;
+                let sc: Vec<f64> = (0..seen)
+                    .map(|j| (0..d).map(|i| f64::from(qv[i]) * f64::from(k_all[(j * hkv + hk) * d + i])).sum::<f64>() / (d as f64).sqrt())
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                for i in 0..d {
+                    let o: f64 = (0..seen).map(|j| (sc[j] - m).exp() / z * f64::from(v_all[(j * hkv + hk) * d + i])).sum();
+                    want[(t * h + hh) * d + i] = o as f32;
+                }
+            }
+        }
+        let r = wring::kernels::check::compare(&got, &want, Tolerance::Nmse(1e-10));
+        assert!(r.is_ok(), "step at {pos0}: {}", r.unwrap_err());
     }
 }
 

@@ -100,7 +100,7 @@ fn harness_catches_an_off_by_one_kernel() {
         expected: expected.into_iter().map(f32::from_bits).collect(),
         record: Box::new(move |ctx, step, out| {
             let s = ctx.upload(&[words], &src)?;
-            let params = copy::Params { n: words as u32, pad: [0; 3] };
+            let params = copy::Params { n: words as u32, src_offset: 0, dst_offset: 0, pad: 0 };
             step.launch_variant(&v, bytemuck::bytes_of(&params), [words.div_ceil(64) as u32, 1, 1], &[("src", &s), ("dst", out)])
         }),
         needs_f16: false,
@@ -124,7 +124,7 @@ fn harness_catches_a_wrong_float_kernel_by_nmse() {
         expected: src.clone(),
         record: Box::new(move |ctx, step, out| {
             let s = ctx.upload(&[n], &src)?;
-            let params = copy::Params { n: n as u32, pad: [0; 3] };
+            let params = copy::Params { n: n as u32, src_offset: 0, dst_offset: 0, pad: 0 };
             step.launch_variant(&v, bytemuck::bytes_of(&params), [n.div_ceil(64) as u32, 1, 1], &[("src", &s), ("dst", out)])
         }),
         needs_f16: false,

@@ -19,6 +19,7 @@ pub const COMMON: &[(&str, &str)] = &[
     ("tile", include_str!("../../../shaders/common/tile.wgsl")),
 ];
 
+pub mod attention;
 pub mod binary;
 pub mod check;
 pub mod copy;

@@ -27,6 +27,45 @@ pub fn copy(step: &mut Step<'_>, src: &Tensor, dst: &Tensor, choice: Choice<'_>)
     step.launch(&plan, &[("src", src), ("dst", dst)])
 }
 
+/// Copies all of `src` (32-bit elements) into `dst` starting at element `dst_offset`: how a step's keys and
+/// values are appended to a KV cache.
+pub fn copy_into(step: &mut Step<'_>, src: &Tensor, dst: &Tensor, dst_offset: usize) -> Result<()> {
+    expect(src.dtype().size() == 4 && dst.dtype().size() == 4, || "copy_into takes 32-bit tensors".into())?;
+    expect(dst_offset.checked_add(src.len()).is_some_and(|end| end <= dst.len()), || {
+        format!("{} elements at {dst_offset} do not fit a destination of {}", src.len(), dst.len())
+    })?;
+    let plan = copy::plan_at(src.len(), 0, dst_offset, step.caps(), Choice::Auto)?;
+    step.launch(&plan, &[("src", src), ("dst", dst)])
+}
+
+/// Causal grouped-query attention over a KV cache: `scores` (scratch, f32 [tokens * heads * kv_len]) then
+/// softmax in place of a second scratch `probs`, then `out` [tokens][heads][head_dim]. q is
+/// [tokens][heads][head_dim]; the caches are [positions][kv heads][head_dim] with at least kv_len positions.
+#[allow(clippy::too_many_arguments, reason = "attention has this many operands")]
+pub fn attention(
+    step: &mut Step<'_>,
+    a: &wring_kernels::attention::Attention,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    scores: &Tensor,
+    probs: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let rows = a.tokens * a.n_heads;
+    expect(q.len() == rows * a.head_dim && out.len() == q.len(), || format!("q and out must hold {rows} x {} values", a.head_dim))?;
+    let cache = a.kv_len * a.n_kv_heads * a.head_dim;
+    expect(k_cache.len() >= cache && v_cache.len() >= cache, || format!("the caches must hold at least {cache} values"))?;
+    expect(scores.len() == rows * a.kv_len && probs.len() == scores.len(), || format!("scores and probs must hold {rows} x {} values", a.kv_len))?;
+    let plan = a.plan_scores(step.caps(), Choice::Auto)?;
+    step.launch(&plan, &[("q", q), ("k", k_cache), ("s", scores)])?;
+    let s2 = scores.reshape(&[rows, a.kv_len]).ok_or_else(|| Error::Shape("scores".into()))?;
+    let p2 = probs.reshape(&[rows, a.kv_len]).ok_or_else(|| Error::Shape("probs".into()))?;
+    softmax(step, &s2, &p2, 1.0, Choice::Auto)?;
+    let plan = a.plan_pv(step.caps(), Choice::Auto)?;
+    step.launch(&plan, &[("p", probs), ("v", v_cache), ("o", out)])
+}
+
 /// Every 32-bit word of `dst` becomes `value`.
 pub fn fill(step: &mut Step<'_>, dst: &Tensor, value: u32, choice: Choice<'_>) -> Result<()> {
     expect(dst.dtype().size() == 4, || format!("fill needs a 32-bit tensor, got {}", dst.dtype()))?;
