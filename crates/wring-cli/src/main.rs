@@ -20,6 +20,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a prompt, streaming tokens as they are produced.
+    Generate {
+        /// A GGUF model (default: the local model cache, models/SmolLM2-135M-Instruct.Q4_1.gguf).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate at most.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0.05)]
+        min_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repeat_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Print the token ids of a text as a JSON list.
+    Tokenize {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        text: String,
+    },
     /// Measure the chosen adapter's copy bandwidth with the copy kernel (GPU timestamps where available).
     Probe {
         /// Buffer size in MiB.
@@ -37,9 +68,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info { json } => info(json),
-        Command::Probe { mib, reps } => probe(mib, reps),
+    let result: Result<(), String> = match cli.command {
+        Command::Info { json } => info(json).map_err(|e| e.to_string()),
+        Command::Probe { mib, reps } => probe(mib, reps).map_err(|e| e.to_string()),
+        Command::Generate { model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed } => {
+            let sampler = wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed);
+            generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
+        }
+        Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,4 +186,76 @@ fn probe(mib: u64, reps: usize) -> Result<(), wring_runtime::Error> {
         if ok { "verified" } else { "WRONG" }
     );
     if ok { Ok(()) } else { Err(wring_runtime::Error::Device("the copy probe read back wrong data".into())) }
+}
+
+/// The default model: the local model cache that `.ci/fetch-model.sh` fills.
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn model_path(model: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, wring_llm::LlmError> {
+    let p = model.unwrap_or_else(|| DEFAULT_MODEL.into());
+    if !p.exists() {
+        return Err(wring_llm::LlmError::Request(format!(
+            "model {} not found; pass --model, or fetch the default with `bash .ci/fetch-model.sh`",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+fn tokenize(model: Option<std::path::PathBuf>, text: &str) -> Result<(), wring_llm::LlmError> {
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let ids = tok.encode(text)?;
+    println!("{}", serde_json::to_string(&ids).unwrap_or_default());
+    Ok(())
+}
+
+fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, mut sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
+    use std::io::Write as _;
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let load = std::time::Instant::now();
+    let mut llm = wring_llm::Llama::load(&ctx, &g, 4096, |done, total| {
+        eprint!("\rloading layers {done}/{total}");
+    })?;
+    eprintln!("\rloaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
+    let mut ids = tok.encode(prompt)?;
+    let prompt_len = ids.len();
+    if prompt_len == 0 {
+        return Err(wring_llm::LlmError::Request("the prompt has no tokens".into()));
+    }
+    let t0 = std::time::Instant::now();
+    let mut logits = llm.forward(&ctx, &ids, false)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut printed = String::new();
+    let t1 = std::time::Instant::now();
+    let mut generated = 0;
+    print!("{prompt}");
+    for _ in 0..max_tokens {
+        let next = sampler.sample(&logits, &ids);
+        if tok.stop_tokens.contains(&next) {
+            break;
+        }
+        ids.push(next);
+        generated += 1;
+        let text = tok.decode(&ids[prompt_len..])?;
+        // Print only whole characters: a token can end inside a multi-byte character.
+        if !text.ends_with('\u{fffd}') && text.len() >= printed.len() {
+            print!("{}", &text[printed.len()..]);
+            let _ = std::io::stdout().flush();
+            printed = text;
+        }
+        logits = llm.forward(&ctx, &[next], false)?;
+    }
+    println!();
+    let decode = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "prompt {prompt_len} tokens in {:.1} ms ({:.1} tokens/s); generated {generated} tokens in {:.2} s ({:.2} tokens/s)",
+        prefill * 1e3,
+        prompt_len as f64 / prefill,
+        decode,
+        generated as f64 / decode.max(1e-9)
+    );
+    Ok(())
 }

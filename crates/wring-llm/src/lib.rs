@@ -2,9 +2,13 @@
 //! pass on the GPU. Model code speaks in tensors and `wring_runtime::ops`; it never touches wgpu directly.
 
 pub mod config;
+pub mod model;
+pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
+pub use model::Llama;
+pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TokenizerError};
 
 /// Errors from loading a model.
@@ -19,4 +23,10 @@ pub enum LlmError {
     /// The tokenizer could not be built.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// The device refused work.
+    #[error(transparent)]
+    Runtime(#[from] wring_runtime::Error),
+    /// A request the model cannot serve (context full, token out of range).
+    #[error("{0}")]
+    Request(String),
 }

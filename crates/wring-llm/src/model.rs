@@ -1,0 +1,216 @@
+//! The llama-family forward pass on the GPU: weights uploaded as they are stored (packed blocks stay
+//! packed), a device KV cache, and one step (one command buffer) per forward call.
+
+use half::f16;
+use wring_gguf::{Gguf, TensorInfo};
+use wring_kernels::attention::Attention;
+use wring_kernels::binary::BinaryOp;
+use wring_kernels::rope::{Rope, RopeMode};
+use wring_kernels::{Choice, DType};
+use wring_quant::BlockFormat;
+use wring_runtime::{Context, Tensor, ops};
+
+use crate::{LlamaConfig, LlmError};
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+    k_cache: Tensor,
+    v_cache: Tensor,
+}
+
+/// A loaded model with its KV cache.
+pub struct Llama {
+    /// Hyperparameters.
+    pub cfg: LlamaConfig,
+    layers: Vec<Layer>,
+    tok_embd: Tensor,
+    output_norm: Tensor,
+    output: Option<Tensor>,
+    /// Positions the cache holds.
+    pub max_context: usize,
+    /// Positions filled so far.
+    pub pos: usize,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("cfg", &self.cfg).field("pos", &self.pos).finish()
+    }
+}
+
+/// Uploads a GGUF tensor as a device tensor of shape [outer..., inner] in its stored type.
+fn upload(ctx: &Context, g: &Gguf, t: &TensorInfo) -> Result<Tensor, LlmError> {
+    let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+    let data = g.tensor_data(t);
+    Ok(match t.ggml_type {
+        0 => {
+            let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            ctx.upload(&shape, &v)?
+        }
+        1 => {
+            let v: Vec<f16> = data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect();
+            ctx.upload(&shape, &v)?
+        }
+        ty => {
+            let f = BlockFormat::from_ggml_type(ty)
+                .map_err(|_| LlmError::Unsupported(format!("tensor `{}` is stored as {}, which wring cannot run yet", t.name, t.type_name())))?;
+            ctx.upload_blocks(&shape, f, data)?
+        }
+    })
+}
+
+/// A 1-D weight (norms) as an f32 vector, whatever its stored float type.
+fn upload_vector(ctx: &Context, g: &Gguf, name: &str) -> Result<Tensor, LlmError> {
+    let t = g.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+    if t.ggml_type != 0 {
+        return Err(LlmError::Unsupported(format!("norm `{name}` is {}, expected F32", t.type_name())));
+    }
+    upload(ctx, g, t)
+}
+
+impl Llama {
+    /// Loads a llama-family GGUF onto the device, with a KV cache of `max_context` positions.
+    pub fn load(ctx: &Context, g: &Gguf, max_context: usize, mut progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
+        let cfg = LlamaConfig::from_gguf(g)?;
+        let max_context = max_context.min(cfg.context).max(1);
+        let get = |name: &str| -> Result<Tensor, LlmError> {
+            let t = g.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+            upload(ctx, g, t)
+        };
+        let kv = cfg.n_kv_heads * cfg.head_dim;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: upload_vector(ctx, g, &n("attn_norm"))?,
+                wq: get(&n("attn_q"))?,
+                wk: get(&n("attn_k"))?,
+                wv: get(&n("attn_v"))?,
+                wo: get(&n("attn_output"))?,
+                ffn_norm: upload_vector(ctx, g, &n("ffn_norm"))?,
+                w_gate: get(&n("ffn_gate"))?,
+                w_up: get(&n("ffn_up"))?,
+                w_down: get(&n("ffn_down"))?,
+                k_cache: ctx.empty(&[max_context * kv], DType::F32)?,
+                v_cache: ctx.empty(&[max_context * kv], DType::F32)?,
+            });
+            progress(l + 1, cfg.n_layers);
+        }
+        Ok(Llama {
+            tok_embd: get("token_embd.weight")?,
+            output_norm: upload_vector(ctx, g, "output_norm.weight")?,
+            output: if cfg.tied_output { None } else { Some(get("output.weight")?) },
+            layers,
+            max_context,
+            pos: 0,
+            cfg,
+        })
+    }
+
+    /// Forgets the cached context.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Runs `tokens` at the next positions, appends them to the cache, and returns the logits of every
+    /// position (`all_logits`) or of the last one, as [rows][vocab]. One step, one command buffer.
+    pub fn forward(&mut self, ctx: &Context, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>, LlmError> {
+        let c = &self.cfg;
+        let t = tokens.len();
+        if t == 0 {
+            return Err(LlmError::Request("no tokens to run".into()));
+        }
+        if self.pos + t > self.max_context {
+            return Err(LlmError::Request(format!("{} positions exceed the context of {}", self.pos + t, self.max_context)));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(LlmError::Request(format!("token {bad} is outside the vocabulary of {}", c.vocab)));
+        }
+        let (e, kv, hd) = (c.n_embd, c.n_kv_heads * c.head_dim, c.head_dim);
+        let pos0 = self.pos;
+        let kv_len = pos0 + t;
+        let ids = ctx.upload(&[t], tokens)?;
+        let positions: Vec<i32> = (pos0..kv_len).map(|p| p as i32).collect();
+        let pos = ctx.upload(&[t], &positions)?;
+        let f32t = |shape: &[usize]| ctx.empty(shape, DType::F32);
+        let mut step = ctx.step("forward");
+        let mut x = f32t(&[t, e])?;
+        ops::get_rows(&mut step, &self.tok_embd, &ids, &x, Choice::Auto)?;
+        let rope = |heads: usize| Rope {
+            mode: RopeMode::Normal,
+            tokens: t,
+            n_heads: heads,
+            head_dim: hd,
+            n_dims: c.rope_dims,
+            freq_base: c.rope_base,
+            freq_scale: 1.0,
+        };
+        let attn = Attention {
+            tokens: t,
+            kv_len,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+            pos0,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        for layer in &self.layers {
+            let _span = tracing::debug_span!("layer").entered();
+            let h = f32t(&[t, e])?;
+            ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
+            let (q, k, v) = (f32t(&[t, e])?, f32t(&[t, kv])?, f32t(&[t, kv])?);
+            ops::matmul_weights(&mut step, &layer.wq, &h, &q)?;
+            ops::matmul_weights(&mut step, &layer.wk, &h, &k)?;
+            ops::matmul_weights(&mut step, &layer.wv, &h, &v)?;
+            let (qr, kr) = (f32t(&[t, c.n_heads, hd])?, f32t(&[t, c.n_kv_heads, hd])?);
+            let q3 = q.reshape(&[t, c.n_heads, hd]).expect("same length");
+            let k3 = k.reshape(&[t, c.n_kv_heads, hd]).expect("same length");
+            ops::rope(&mut step, &rope(c.n_heads), &q3, &pos, &qr, Choice::Auto)?;
+            ops::rope(&mut step, &rope(c.n_kv_heads), &k3, &pos, &kr, Choice::Auto)?;
+            ops::copy_into(&mut step, &kr, &layer.k_cache, pos0 * kv)?;
+            ops::copy_into(&mut step, &v, &layer.v_cache, pos0 * kv)?;
+            let scores = f32t(&[t * c.n_heads * kv_len])?;
+            let probs = f32t(&[t * c.n_heads * kv_len])?;
+            let a = f32t(&[t, e])?;
+            ops::attention(&mut step, &attn, &qr, &layer.k_cache, &layer.v_cache, &scores, &probs, &a)?;
+            let o = f32t(&[t, e])?;
+            ops::matmul_weights(&mut step, &layer.wo, &a, &o)?;
+            let x2 = f32t(&[t, e])?;
+            ops::binary(&mut step, BinaryOp::Add, &x, &o, &x2, Choice::Auto)?;
+            let h2 = f32t(&[t, e])?;
+            ops::rmsnorm(&mut step, &x2, &layer.ffn_norm, &h2, c.rms_eps, Choice::Auto)?;
+            let (g, u, gu) = (f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?);
+            ops::matmul_weights(&mut step, &layer.w_gate, &h2, &g)?;
+            ops::matmul_weights(&mut step, &layer.w_up, &h2, &u)?;
+            ops::silu_mul(&mut step, &g, &u, &gu, Choice::Auto)?;
+            let d = f32t(&[t, e])?;
+            ops::matmul_weights(&mut step, &layer.w_down, &gu, &d)?;
+            let x3 = f32t(&[t, e])?;
+            ops::binary(&mut step, BinaryOp::Add, &x2, &d, &x3, Choice::Auto)?;
+            x = x3;
+        }
+        let rows = if all_logits { t } else { 1 };
+        let last = if all_logits { x.clone() } else { ctx.view(&x, ((t - 1) * e * 4) as u64, &[1, e], DType::F32).or_else(|_| {
+            // Views need an aligned offset; otherwise copy the last row out.
+            let tmp = f32t(&[1, e])?;
+            let plan = wring_kernels::copy::plan_at(e, (t - 1) * e, 0, step.caps(), Choice::Auto)?;
+            step.launch(&plan, &[("src", &x), ("dst", &tmp)])?;
+            Ok::<Tensor, wring_runtime::Error>(tmp)
+        })? };
+        let xn = f32t(&[rows, e])?;
+        ops::rmsnorm(&mut step, &last, &self.output_norm, &xn, c.rms_eps, Choice::Auto)?;
+        let logits = f32t(&[rows, c.vocab])?;
+        ops::matmul_weights(&mut step, self.output.as_ref().unwrap_or(&self.tok_embd), &xn, &logits)?;
+        step.submit()?;
+        self.pos = kv_len;
+        Ok(ctx.read(&logits)?)
+    }
+}
