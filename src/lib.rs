@@ -4,5 +4,6 @@
 
 pub use wring_gguf as gguf;
 pub use wring_kernels as kernels;
+pub use wring_llm as llm;
 pub use wring_quant as quant;
 pub use wring_runtime as runtime;

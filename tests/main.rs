@@ -3,6 +3,7 @@
 
 mod harness;
 mod kernels;
+mod llm;
 mod quant;
 mod runtime;
 mod shaders;

@@ -1,0 +1,100 @@
+//! The LLM against llama.cpp on the real model: token ids from `llama-tokenize`, greedy continuations
+//! from `llama-simple`, recorded as fixtures by tools/fixtures/llama_reference.py.
+
+use serde_json::Value;
+use wring::gguf::Gguf;
+use wring::llm::{GgufTokenizer, Llama, Sampler};
+
+fn model() -> Gguf {
+    Gguf::open(crate::quant::test_model()).unwrap()
+}
+
+#[test]
+fn token_ids_equal_llama_cpp() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let fx: Value = serde_json::from_str(include_str!("fixtures/smollm2_tokens.json")).unwrap();
+    for case in fx["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let got = tok.encode(text).unwrap();
+        assert_eq!(got, want, "token ids of {text:?}");
+        assert_eq!(tok.decode(&got).unwrap(), text, "decoding the ids of {text:?} gives the text back");
+    }
+    assert!(tok.encode("").unwrap().is_empty());
+}
+
+/// The GPU forward pass against an independent float64 numpy forward from the `gguf` package's dequantized
+/// weights (tools/fixtures/reference_forward.py): logits at every position of a prompt, NMSE below 1e-4 and
+/// the same argmax at 99% of positions or more.
+#[test]
+fn logits_match_an_independent_reference() {
+    let g = model();
+    let meta: Value = serde_json::from_str(include_str!("fixtures/smollm2_reference_logits.json")).unwrap();
+    let ids: Vec<u32> = meta["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let vocab = meta["vocab"].as_u64().unwrap() as usize;
+    let want: Vec<f32> = include_bytes!("fixtures/smollm2_reference_logits.bin")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(want.len(), ids.len() * vocab);
+    let ctx = crate::harness::ctx();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    assert_eq!(tok.encode(meta["prompt"].as_str().unwrap()).unwrap(), ids, "the fixture's ids are llama.cpp's");
+    let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    // The whole prompt at once (prefill), and the same prompt one token at a time (decode through the cache).
+    let prefill = m.forward(ctx, &ids, true).unwrap();
+    m.reset();
+    let mut decode = Vec::new();
+    for &id in &ids {
+        decode.extend(m.forward(ctx, &[id], false).unwrap());
+    }
+    for (what, got) in [("prefill", &prefill), ("decode", &decode)] {
+        let nmse = wring::kernels::check::compare(got, &want, wring::kernels::check::Tolerance::Nmse(1e-4))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let agree = (0..ids.len())
+            .filter(|&p| {
+                let row = &got[p * vocab..][..vocab];
+                let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                best as u64 == meta["argmax"][p].as_u64().unwrap()
+            })
+            .count();
+        eprintln!("{what}: logits NMSE {nmse:.2e}, argmax agreement {agree}/{}", ids.len());
+        assert!(agree * 100 >= ids.len() * 99, "{what}: argmax agrees at {agree} of {} positions", ids.len());
+    }
+}
+
+/// Greedy decoding is deterministic and stops at the model's end-of-turn token.
+#[test]
+fn greedy_generation_is_deterministic() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let run = |m: &mut Llama| {
+        m.reset();
+        let mut ids = tok.encode("The capital of France is").unwrap();
+        let mut logits = m.forward(ctx, &ids, false).unwrap();
+        let mut s = Sampler::greedy();
+        for _ in 0..8 {
+            let next = s.sample(&logits, &ids);
+            ids.push(next);
+            logits = m.forward(ctx, &[next], false).unwrap();
+        }
+        tok.decode(&ids).unwrap()
+    };
+    let a = run(&mut m);
+    assert_eq!(a, run(&mut m));
+    assert!(a.starts_with("The capital of France is Paris."), "{a:?}");
+    assert!(tok.stop_tokens.contains(&tok.encode("<|im_end|>").unwrap()[0]));
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let g = model();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 4, |_, _| {}).unwrap();
+    assert!(m.forward(ctx, &[], false).is_err());
+    assert!(m.forward(ctx, &[49_152], false).unwrap_err().to_string().contains("vocabulary"));
+    assert!(m.forward(ctx, &[1, 2, 3, 4, 5], false).unwrap_err().to_string().contains("context"));
+}
