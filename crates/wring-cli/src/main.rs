@@ -45,6 +45,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
+    Perplexity {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// The text file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Tokens per chunk.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Evaluate at most this many chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+    },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
         #[arg(long)]
@@ -76,6 +90,7 @@ fn main() -> ExitCode {
             generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
+        Command::Perplexity { model, file, ctx, chunks } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -257,5 +272,21 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
         decode,
         generated as f64 / decode.max(1e-9)
     );
+    Ok(())
+}
+
+fn perplexity(model: Option<std::path::PathBuf>, file: &std::path::Path, n_ctx: usize, chunks: Option<usize>) -> Result<(), wring_llm::LlmError> {
+    let text = std::fs::read_to_string(file).map_err(|e| wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display())))?;
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let ids = tok.encode(&text)?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let mut llm = wring_llm::Llama::load(&ctx, &g, n_ctx, |_, _| {})?;
+    let start = std::time::Instant::now();
+    let p = llm.perplexity(&ctx, &ids, n_ctx, chunks, if tok.add_bos { tok.bos } else { None })?;
+    let running: Vec<String> = p.running.iter().enumerate().map(|(i, v)| format!("[{}]{v:.4}", i + 1)).collect();
+    eprintln!("{}", running.join(","));
+    eprintln!("{} chunks of {n_ctx} tokens, {} scored, in {:.1} s on {}", p.chunks, p.scored, start.elapsed().as_secs_f64(), ctx.label());
+    println!("PPL = {:.4}", p.ppl);
     Ok(())
 }

@@ -7,7 +7,7 @@ pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use model::Llama;
+pub use model::{Llama, Perplexity};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TokenizerError};
 

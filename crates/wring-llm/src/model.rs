@@ -214,3 +214,65 @@ impl Llama {
         Ok(ctx.read(&logits)?)
     }
 }
+
+/// A perplexity measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Perplexity {
+    /// exp(mean negative log-likelihood) over every scored token.
+    pub ppl: f64,
+    /// Chunks evaluated.
+    pub chunks: usize,
+    /// Tokens scored.
+    pub scored: usize,
+    /// The running estimate after each chunk, as llama-perplexity prints it.
+    pub running: Vec<f64>,
+}
+
+impl Llama {
+    /// Perplexity with llama.cpp's `llama-perplexity` convention: the text's tokens in non-overlapping
+    /// chunks of `n_ctx`, each run from an empty cache (with `bos` replacing the first token when the model
+    /// adds one), and only the second half of each chunk scored: logits at position j predict token j + 1
+    /// for j from n_ctx / 2 to n_ctx - 2.
+    pub fn perplexity(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+        bos: Option<u32>,
+    ) -> Result<Perplexity, LlmError> {
+        if n_ctx < 4 || n_ctx > self.max_context {
+            return Err(LlmError::Request(format!("context {n_ctx} must be between 4 and the cache's {}", self.max_context)));
+        }
+        let mut chunks = tokens.len() / n_ctx;
+        if let Some(m) = max_chunks {
+            chunks = chunks.min(m);
+        }
+        if chunks == 0 {
+            return Err(LlmError::Request(format!("{} tokens do not fill one chunk of {n_ctx}", tokens.len())));
+        }
+        let vocab = self.cfg.vocab;
+        let first = n_ctx / 2;
+        let (mut nll, mut count) = (0.0f64, 0usize);
+        let mut running = Vec::with_capacity(chunks);
+        for i in 0..chunks {
+            let mut batch = tokens[i * n_ctx..(i + 1) * n_ctx].to_vec();
+            if let Some(b) = bos {
+                batch[0] = b;
+            }
+            self.reset();
+            let logits = self.forward(ctx, &batch, true)?;
+            for j in first..n_ctx - 1 {
+                let row = &logits[j * vocab..][..vocab];
+                let max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
+                let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+                let target = tokens[i * n_ctx + j + 1] as usize;
+                nll -= f64::from(row[target] - max) - z.ln();
+                count += 1;
+            }
+            running.push((nll / count as f64).exp());
+        }
+        self.reset();
+        Ok(Perplexity { ppl: (nll / count as f64).exp(), chunks, scored: count, running })
+    }
+}
