@@ -19,6 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Benchmark every kernel: GB/s or GFLOP/s, and the fraction of the measured copy bandwidth.
+    /// `cargo xtask bench llm` instead measures the LLM as llama-bench does (pp512, tg128).
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -38,6 +39,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { filter, quick, no_save, out } => {
+            if filter.as_deref() == Some("llm") {
+                return match bench_llm(quick) {
+                    Ok(report) => {
+                        if !no_save && let Err(e) = save_llm(&out, &report) {
+                            eprintln!("error: could not write results: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let opts = suite::Options { quick, filter };
             match suite::run(&opts) {
                 Ok(report) => {
@@ -131,5 +147,121 @@ fn save(root: &Path, r: &suite::Report) -> std::io::Result<()> {
     }
     std::fs::write(dir.join("summary.md"), md)?;
     println!("results written to {}", dir.display());
+    Ok(())
+}
+
+/// One llama-bench style measurement: tokens per second over repetitions.
+#[derive(Debug, serde::Serialize)]
+struct LlmRow {
+    test: String,
+    reps: Vec<f64>,
+    mean_tokens_per_s: f64,
+    stddev: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LlmReport {
+    model: String,
+    adapter: String,
+    rows: Vec<LlmRow>,
+    llama_bench: Option<String>,
+    peak_rss_mib: f64,
+}
+
+fn stats(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB, where /proc has it.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// llama-bench's method: pp512 (a 512-token prompt in one batch) and tg128 (128 tokens one at a time from
+/// an empty cache), random tokens, 5 repetitions after a warm-up, mean and standard deviation.
+fn bench_llm(quick: bool) -> Result<LlmReport, String> {
+    let path = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let g = wring_gguf::Gguf::open(&path).map_err(|e| format!("{e} (fetch it with `bash .ci/fetch-model.sh`)"))?;
+    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions::default()).map_err(|e| e.to_string())?;
+    let mut m = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {}).map_err(|e| e.to_string())?;
+    let vocab = m.cfg.vocab as u64;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % vocab) as u32
+            })
+            .collect()
+    };
+    let (pp, tg, reps) = if quick { (64, 16, 2) } else { (512, 128, 5) };
+    let mut rows = Vec::new();
+    for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
+        let mut runs = Vec::new();
+        for rep in 0..=reps {
+            let toks = random(n);
+            m.reset();
+            let start = std::time::Instant::now();
+            if test.starts_with("pp") {
+                m.forward(&ctx, &toks, false).map_err(|e| e.to_string())?;
+            } else {
+                for &t in &toks {
+                    m.forward(&ctx, &[t], false).map_err(|e| e.to_string())?;
+                }
+            }
+            let tps = n as f64 / start.elapsed().as_secs_f64();
+            // The first run compiles pipelines and warms the pool: not counted, as llama-bench's warm-up.
+            if rep > 0 {
+                runs.push(tps);
+            }
+        }
+        let (mean, sd) = stats(&runs);
+        println!("{test:>6}: {mean:8.2} ± {sd:.2} tokens/s on {}", ctx.label());
+        rows.push(LlmRow { test, reps: runs, mean_tokens_per_s: mean, stddev: sd });
+    }
+    // llama.cpp's own numbers on this machine, in the same command, when llama-bench is on PATH.
+    let llama_bench = std::process::Command::new("llama-bench")
+        .args(["-m", &path.display().to_string(), "-p", &pp.to_string(), "-n", &tg.to_string(), "-r", &reps.to_string(), "-o", "md"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    match &llama_bench {
+        Some(out) => {
+            println!("{out}");
+            for r in &rows {
+                let theirs = out
+                    .lines()
+                    .find(|l| l.contains(&format!("| {:>13} |", r.test)) || l.contains(&format!(" {} ", r.test)))
+                    .and_then(|l| l.split('|').rev().nth(1))
+                    .and_then(|c| c.split('±').next())
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                if let Some(t) = theirs {
+                    println!("{}: wring / llama.cpp (CPU) = {:.2}", r.test, r.mean_tokens_per_s / t);
+                }
+            }
+        }
+        None => println!("llama-bench is not on PATH: no llama.cpp numbers in this run"),
+    }
+    let peak = peak_rss_mib();
+    println!("peak host memory: {peak:.0} MiB");
+    Ok(LlmReport { model: path.display().to_string(), adapter: ctx.label(), rows, llama_bench, peak_rss_mib: peak })
+}
+
+fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
+    let dir = root.join(format!("{}-{}", today(), slug(&r.adapter)));
+    std::fs::create_dir_all(&dir)?;
+    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let json = serde_json::json!({ "command": command, "date": today(), "versions": locked_versions(), "report": r });
+    std::fs::write(dir.join("llm.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    println!("results written to {}", dir.join("llm.json").display());
     Ok(())
 }
