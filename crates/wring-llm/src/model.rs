@@ -162,40 +162,38 @@ impl Llama {
             pos0,
             scale: 1.0 / (hd as f32).sqrt(),
         };
+        // One set of scratch tensors serves every layer: the step's launches run in order, and wgpu puts a
+        // barrier between launches that write and then read (or overwrite) the same buffer. Allocating per
+        // layer would keep all of them alive until the step is submitted (hundreds of MiB for a long prompt).
+        let (h, q, k, v) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, kv])?, f32t(&[t, kv])?);
+        let (qr, kr) = (f32t(&[t, c.n_heads, hd])?, f32t(&[t, c.n_kv_heads, hd])?);
+        let q3 = q.reshape(&[t, c.n_heads, hd]).expect("same length");
+        let k3 = k.reshape(&[t, c.n_kv_heads, hd]).expect("same length");
+        let (scores, probs) = (f32t(&[t * c.n_heads * kv_len])?, f32t(&[t * c.n_heads * kv_len])?);
+        let (a, o, x_mid, h2) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?);
+        let (g, u, gu, d) = (f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, e])?);
+        // The residual stream ping-pongs between two tensors.
+        let mut x_next = f32t(&[t, e])?;
         for layer in &self.layers {
             let _span = tracing::debug_span!("layer").entered();
-            let h = f32t(&[t, e])?;
             ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
-            let (q, k, v) = (f32t(&[t, e])?, f32t(&[t, kv])?, f32t(&[t, kv])?);
             ops::matmul_weights(&mut step, &layer.wq, &h, &q)?;
             ops::matmul_weights(&mut step, &layer.wk, &h, &k)?;
             ops::matmul_weights(&mut step, &layer.wv, &h, &v)?;
-            let (qr, kr) = (f32t(&[t, c.n_heads, hd])?, f32t(&[t, c.n_kv_heads, hd])?);
-            let q3 = q.reshape(&[t, c.n_heads, hd]).expect("same length");
-            let k3 = k.reshape(&[t, c.n_kv_heads, hd]).expect("same length");
             ops::rope(&mut step, &rope(c.n_heads), &q3, &pos, &qr, Choice::Auto)?;
             ops::rope(&mut step, &rope(c.n_kv_heads), &k3, &pos, &kr, Choice::Auto)?;
             ops::copy_into(&mut step, &kr, &layer.k_cache, pos0 * kv)?;
             ops::copy_into(&mut step, &v, &layer.v_cache, pos0 * kv)?;
-            let scores = f32t(&[t * c.n_heads * kv_len])?;
-            let probs = f32t(&[t * c.n_heads * kv_len])?;
-            let a = f32t(&[t, e])?;
             ops::attention(&mut step, &attn, &qr, &layer.k_cache, &layer.v_cache, &scores, &probs, &a)?;
-            let o = f32t(&[t, e])?;
             ops::matmul_weights(&mut step, &layer.wo, &a, &o)?;
-            let x2 = f32t(&[t, e])?;
-            ops::binary(&mut step, BinaryOp::Add, &x, &o, &x2, Choice::Auto)?;
-            let h2 = f32t(&[t, e])?;
-            ops::rmsnorm(&mut step, &x2, &layer.ffn_norm, &h2, c.rms_eps, Choice::Auto)?;
-            let (g, u, gu) = (f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?);
+            ops::binary(&mut step, BinaryOp::Add, &x, &o, &x_mid, Choice::Auto)?;
+            ops::rmsnorm(&mut step, &x_mid, &layer.ffn_norm, &h2, c.rms_eps, Choice::Auto)?;
             ops::matmul_weights(&mut step, &layer.w_gate, &h2, &g)?;
             ops::matmul_weights(&mut step, &layer.w_up, &h2, &u)?;
             ops::silu_mul(&mut step, &g, &u, &gu, Choice::Auto)?;
-            let d = f32t(&[t, e])?;
             ops::matmul_weights(&mut step, &layer.w_down, &gu, &d)?;
-            let x3 = f32t(&[t, e])?;
-            ops::binary(&mut step, BinaryOp::Add, &x2, &d, &x3, Choice::Auto)?;
-            x = x3;
+            ops::binary(&mut step, BinaryOp::Add, &x_mid, &d, &x_next, Choice::Auto)?;
+            std::mem::swap(&mut x, &mut x_next);
         }
         let rows = if all_logits { t } else { 1 };
         let last = if all_logits { x.clone() } else { ctx.view(&x, ((t - 1) * e * 4) as u64, &[1, e], DType::F32).or_else(|_| {
