@@ -59,6 +59,21 @@ enum Command {
         #[arg(long)]
         chunks: Option<usize>,
     },
+    /// Chat with the model on the terminal, using the model's own chat template; an empty line ends.
+    Chat {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// A system prompt (otherwise the template's default).
+        #[arg(long)]
+        system: Option<String>,
+        /// Tokens per reply at most.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
         #[arg(long)]
@@ -90,6 +105,9 @@ fn main() -> ExitCode {
             generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
+        Command::Chat { model, system, max_tokens, temperature, seed } => {
+            chat(model, system, max_tokens, wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)).map_err(|e| e.to_string())
+        }
         Command::Perplexity { model, file, ctx, chunks } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
     };
     match result {
@@ -289,4 +307,58 @@ fn perplexity(model: Option<std::path::PathBuf>, file: &std::path::Path, n_ctx: 
     eprintln!("{} chunks of {n_ctx} tokens, {} scored, in {:.1} s on {}", p.chunks, p.scored, start.elapsed().as_secs_f64(), ctx.label());
     println!("PPL = {:.4}", p.ppl);
     Ok(())
+}
+
+fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: usize, mut sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
+    use std::io::{BufRead as _, Write as _};
+    use wring_llm::chat::{ChatMessage, render};
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let template = tok.chat_template.clone().ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let mut llm = wring_llm::Llama::load(&ctx, &g, 4096, |_, _| {})?;
+    let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
+    let (bos, eos) = (piece(tok.bos), piece(tok.eos));
+    let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
+    // The ids the KV cache holds, so each turn only runs what is new.
+    let mut cached: Vec<u32> = Vec::new();
+    eprintln!("chatting on {}; an empty line ends", ctx.label());
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| wring_llm::LlmError::Request(e.to_string()))? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        messages.push(ChatMessage::new("user", line.trim_end()));
+        let prompt = render(&template, &messages, true, &bos, &eos)?;
+        let ids = tok.encode(&prompt)?;
+        let keep = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        if keep < cached.len() || keep == ids.len() {
+            llm.reset();
+            cached.clear();
+        }
+        let new = &ids[cached.len()..];
+        let mut logits = llm.forward(&ctx, new, false)?;
+        cached = ids.clone();
+        let mut reply_ids = Vec::new();
+        let mut printed = String::new();
+        for _ in 0..max_tokens {
+            let next = sampler.sample(&logits, &cached);
+            if tok.stop_tokens.contains(&next) {
+                break;
+            }
+            reply_ids.push(next);
+            let text = tok.decode(&reply_ids)?;
+            if !text.ends_with('\u{fffd}') && text.len() >= printed.len() {
+                print!("{}", &text[printed.len()..]);
+                let _ = std::io::stdout().flush();
+                printed = text;
+            }
+            logits = llm.forward(&ctx, &[next], false)?;
+            cached.push(next);
+        }
+        println!();
+        messages.push(ChatMessage::new("assistant", &printed));
+    }
 }
