@@ -1,17 +1,7 @@
 // o[t][h][:] = sum_j p[t][h][j] * v[j][h / group][:] over the key positions query t may see (0 ..= pos0 + t);
 // p is the softmax of attn_scores.wgsl's output. One invocation per 4 output values.
 #import invocation
-
-struct Params {
-    tokens: u32,
-    kv_len: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    pos0: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+#import attention
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> p: array<f32>;

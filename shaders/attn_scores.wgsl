@@ -3,17 +3,7 @@
 // Grouped-query attention: query head h reads key/value head h / (n_heads / n_kv_heads). The scores then go
 // through softmax.wgsl (scale 1), whose exp turns the masked scores into exact zeros, and attn_pv.wgsl.
 #import invocation
-
-struct Params {
-    tokens: u32,
-    kv_len: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    pos0: u32,
-    scale: f32,
-    _pad0: u32,
-}
+#import attention
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;

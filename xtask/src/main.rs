@@ -40,34 +40,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench { filter, quick, no_save, out } => {
             if filter.as_deref() == Some("llm") {
-                return match bench_llm(quick) {
-                    Ok(report) => {
-                        if !no_save && let Err(e) = save_llm(&out, &report) {
-                            eprintln!("error: could not write results: {e}");
-                            return ExitCode::FAILURE;
-                        }
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
+                return finish(bench_llm(quick), |r| if no_save { Ok(()) } else { save_llm(&out, r) });
             }
             let opts = suite::Options { quick, filter };
-            match suite::run(&opts) {
-                Ok(report) => {
-                    if !no_save && let Err(e) = save(&out, &report) {
-                        eprintln!("error: could not write results: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            finish(suite::run(&opts).map_err(|e| e.to_string()), |r| if no_save { Ok(()) } else { save(&out, r) })
+        }
+    }
+}
+
+/// Reports a benchmark's outcome: its error, or the result of keeping its report.
+fn finish<R>(result: Result<R, String>, keep: impl FnOnce(&R) -> std::io::Result<()>) -> ExitCode {
+    match result.map(|r| keep(&r)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: could not write results: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
