@@ -39,8 +39,8 @@ pub struct Params {
 
 impl Attention {
     fn check(&self) -> Result<Params, KernelError> {
-        plan::ensure(self.head_dim % 4 == 0 && self.head_dim > 0, "attention", || format!("head_dim {} must be a multiple of 4", self.head_dim))?;
-        plan::ensure(self.n_kv_heads > 0 && self.n_heads % self.n_kv_heads == 0, "attention", || {
+        plan::ensure(self.head_dim.is_multiple_of(4) && self.head_dim > 0, "attention", || format!("head_dim {} must be a multiple of 4", self.head_dim))?;
+        plan::ensure(self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads), "attention", || {
             format!("{} key/value heads must divide {} query heads", self.n_kv_heads, self.n_heads)
         })?;
         plan::ensure(self.pos0 + self.tokens == self.kv_len, "attention", || {

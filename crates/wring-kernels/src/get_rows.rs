@@ -27,7 +27,7 @@ pub fn plan(table: DType, rows: usize, k: usize, tokens: usize, caps: &Caps, cho
         }
         other => return Err(KernelError::Shape { kernel: "get_rows", what: format!("tables of {other} are not supported") }),
     };
-    plan::ensure(k % 4 == 0 && rows > 0, "get_rows", || format!("rows of {k} values must be a multiple of 4, and the table not empty"))?;
+    plan::ensure(k.is_multiple_of(4) && rows > 0, "get_rows", || format!("rows of {k} values must be a multiple of 4, and the table not empty"))?;
     let v = plan::select("get_rows", &auto, "it matches the table's type", caps, choice)?;
     plan::ensure(v.name == auto, "get_rows", || format!("variant {} does not read {table}", v.id()))?;
     plan::index_u32("get_rows", "rows * row bytes", rows.saturating_mul(row_bytes))?;
