@@ -116,3 +116,23 @@ fn perplexity_is_within_one_percent_of_llama_cpp() {
     assert_eq!((p.chunks, p.scored), (4, 4 * 63));
     assert!(off.abs() < 1.0, "PPL {:.4} is {off:+.2}% from llama.cpp's {LLAMA_CPP_PPL}", p.ppl);
 }
+
+/// The library API: generation as an iterator that honours max tokens and cancellation, and agrees with
+/// driving forward() by hand.
+#[test]
+fn generation_iterator_streams_and_cancels() {
+    use wring::llm::Cancel;
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let ids = tok.encode("The capital of France is").unwrap();
+    let got: Vec<u32> = m.generate(ctx, &ids, Sampler::greedy(), &tok.stop_tokens, 6, Cancel::new()).unwrap().map(Result::unwrap).collect();
+    assert_eq!(got.len(), 6);
+    assert!(tok.decode(&got).unwrap().starts_with(" Paris."));
+    let cancel = Cancel::new();
+    let mut it = m.generate(ctx, &ids, Sampler::greedy(), &tok.stop_tokens, 6, cancel.clone()).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), got[0]);
+    cancel.cancel();
+    assert!(it.next().is_none(), "a cancelled generation yields nothing more");
+}

@@ -74,6 +74,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
+    Logits {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        #[arg(long)]
+        prompt: String,
+        /// Output .npy path.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
         #[arg(long)]
@@ -105,6 +115,7 @@ fn main() -> ExitCode {
             generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
+        Command::Logits { model, prompt, out } => logits(model, &prompt, &out).map_err(|e| e.to_string()),
         Command::Chat { model, system, max_tokens, temperature, seed } => {
             chat(model, system, max_tokens, wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)).map_err(|e| e.to_string())
         }
@@ -243,7 +254,7 @@ fn tokenize(model: Option<std::path::PathBuf>, text: &str) -> Result<(), wring_l
     Ok(())
 }
 
-fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, mut sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
+fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
@@ -253,34 +264,30 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
         eprint!("\rloading layers {done}/{total}");
     })?;
     eprintln!("\rloaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
-    let mut ids = tok.encode(prompt)?;
+    let ids = tok.encode(prompt)?;
     let prompt_len = ids.len();
     if prompt_len == 0 {
         return Err(wring_llm::LlmError::Request("the prompt has no tokens".into()));
     }
     let t0 = std::time::Instant::now();
-    let mut logits = llm.forward(&ctx, &ids, false)?;
+    // The library's streaming API: the prompt runs as one prefill step when the generation starts.
+    let tokens = llm.generate(&ctx, &ids, sampler, &tok.stop_tokens, max_tokens, wring_llm::Cancel::new())?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut printed = String::new();
+    let mut out = Vec::new();
     let t1 = std::time::Instant::now();
-    let mut generated = 0;
     print!("{prompt}");
-    for _ in 0..max_tokens {
-        let next = sampler.sample(&logits, &ids);
-        if tok.stop_tokens.contains(&next) {
-            break;
-        }
-        ids.push(next);
-        generated += 1;
-        let text = tok.decode(&ids[prompt_len..])?;
+    for token in tokens {
+        out.push(token?);
+        let text = tok.decode(&out)?;
         // Print only whole characters: a token can end inside a multi-byte character.
         if !text.ends_with('\u{fffd}') && text.len() >= printed.len() {
             print!("{}", &text[printed.len()..]);
             let _ = std::io::stdout().flush();
             printed = text;
         }
-        logits = llm.forward(&ctx, &[next], false)?;
     }
+    let generated = out.len();
     println!();
     let decode = t1.elapsed().as_secs_f64();
     eprintln!(
@@ -361,4 +368,39 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
         println!();
         messages.push(ChatMessage::new("assistant", &printed));
     }
+}
+
+/// Writes a little-endian f32 array as .npy (format version 1.0), the numpy convention.
+fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline is padded to a multiple of 64 bytes.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes)
+}
+
+fn logits(model: Option<std::path::PathBuf>, prompt: &str, out: &std::path::Path) -> Result<(), wring_llm::LlmError> {
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let ids = tok.encode(prompt)?;
+    if ids.is_empty() {
+        return Err(wring_llm::LlmError::Request("the prompt has no tokens".into()));
+    }
+    let ctx = Context::new(ContextOptions::default())?;
+    let mut llm = wring_llm::Llama::load(&ctx, &g, ids.len(), |_, _| {})?;
+    let logits = llm.forward(&ctx, &ids, true)?;
+    write_npy(out, &[ids.len(), llm.cfg.vocab], &logits).map_err(|e| wring_llm::LlmError::Request(format!("cannot write {}: {e}", out.display())))?;
+    eprintln!("wrote {} ({} tokens x {} vocab)", out.display(), ids.len(), llm.cfg.vocab);
+    Ok(())
 }

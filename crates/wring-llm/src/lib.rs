@@ -8,7 +8,7 @@ pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use model::{Llama, Perplexity};
+pub use model::{Cancel, Generation, Llama, Perplexity};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TokenizerError};
 

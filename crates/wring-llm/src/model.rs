@@ -274,3 +274,84 @@ impl Llama {
         Ok(Perplexity { ppl: (nll / count as f64).exp(), chunks, scored: count, running })
     }
 }
+
+/// A cancellation flag shared between a generation and whoever may stop it (another thread, a UI).
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// A flag that is not set.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Asks the generation to stop before its next token.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Tokens generated one at a time: an iterator, so a caller can stream, stop early or cancel. Created by
+/// [`Llama::generate`]; it ends at a stop token, after `max_tokens`, or when cancelled.
+pub struct Generation<'a> {
+    model: &'a mut Llama,
+    ctx: &'a Context,
+    sampler: crate::Sampler,
+    stop: Vec<u32>,
+    seen: Vec<u32>,
+    logits: Option<Vec<f32>>,
+    left: usize,
+    cancel: Cancel,
+}
+
+impl std::fmt::Debug for Generation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation").field("seen", &self.seen.len()).field("left", &self.left).finish()
+    }
+}
+
+impl Llama {
+    /// Starts generating after `prompt` (run now, as one prefill step) from an empty cache.
+    pub fn generate<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        prompt: &[u32],
+        sampler: crate::Sampler,
+        stop: &[u32],
+        max_tokens: usize,
+        cancel: Cancel,
+    ) -> Result<Generation<'a>, LlmError> {
+        self.reset();
+        let logits = self.forward(ctx, prompt, false)?;
+        Ok(Generation { model: self, ctx, sampler, stop: stop.to_vec(), seen: prompt.to_vec(), logits: Some(logits), left: max_tokens, cancel })
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<u32, LlmError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.cancel.is_cancelled() {
+            return None;
+        }
+        let logits = self.logits.take()?;
+        let next = self.sampler.sample(&logits, &self.seen);
+        if self.stop.contains(&next) {
+            return None;
+        }
+        self.left -= 1;
+        self.seen.push(next);
+        if self.left > 0 {
+            match self.model.forward(self.ctx, &[next], false) {
+                Ok(l) => self.logits = Some(l),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(next))
+    }
+}
