@@ -84,6 +84,17 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Convert a GGUF model to another layout (safetensors: config.json, model.safetensors, tokenizer.json).
+    Convert {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// Target layout.
+        #[arg(long, value_parser = ["safetensors"])]
+        to: String,
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
         #[arg(long)]
@@ -115,6 +126,7 @@ fn main() -> ExitCode {
             generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
+        Command::Convert { model, to: _, out } => convert(model, &out).map_err(|e| e.to_string()),
         Command::Logits { model, prompt, out } => logits(model, &prompt, &out).map_err(|e| e.to_string()),
         Command::Chat { model, system, max_tokens, temperature, seed } => {
             chat(model, system, max_tokens, wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)).map_err(|e| e.to_string())
@@ -402,5 +414,12 @@ fn logits(model: Option<std::path::PathBuf>, prompt: &str, out: &std::path::Path
     let logits = llm.forward(&ctx, &ids, true)?;
     write_npy(out, &[ids.len(), llm.cfg.vocab], &logits).map_err(|e| wring_llm::LlmError::Request(format!("cannot write {}: {e}", out.display())))?;
     eprintln!("wrote {} ({} tokens x {} vocab)", out.display(), ids.len(), llm.cfg.vocab);
+    Ok(())
+}
+
+fn convert(model: Option<std::path::PathBuf>, out: &std::path::Path) -> Result<(), wring_llm::LlmError> {
+    let g = wring_gguf::Gguf::open(model_path(model)?)?;
+    wring_llm::hf::export(&g, out)?;
+    eprintln!("wrote {}/config.json, model.safetensors (f32) and tokenizer.json", out.display());
     Ok(())
 }

@@ -33,6 +33,9 @@ pub struct LlamaConfig {
     pub context: usize,
     /// Whether the output head reuses the token embedding (no `output.weight`).
     pub tied_output: bool,
+    /// How RoPE pairs dimensions: llama.cpp permutes a llama GGUF's q/k rows for adjacent pairs ("normal");
+    /// Hugging Face checkpoints keep the half-split pairing ("NeoX").
+    pub rope_mode: wring_kernels::rope::RopeMode,
 }
 
 /// Architectures whose tensors and attention match llama's.
@@ -97,6 +100,7 @@ impl LlamaConfig {
             vocab,
             context: get_u(g, &k("context_length"))?,
             tied_output: g.tensor("output.weight").is_none(),
+            rope_mode: wring_kernels::rope::RopeMode::Normal,
             architecture: arch,
         };
         cfg.check_tensors(g)?;

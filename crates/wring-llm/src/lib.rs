@@ -3,12 +3,13 @@
 
 pub mod chat;
 pub mod config;
+pub mod hf;
 pub mod model;
 pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use model::{Cancel, Generation, Llama, Perplexity};
+pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TokenizerError};
 

@@ -5,7 +5,7 @@ use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_kernels::attention::Attention;
 use wring_kernels::binary::BinaryOp;
-use wring_kernels::rope::{Rope, RopeMode};
+use wring_kernels::rope::Rope;
 use wring_kernels::{Choice, DType};
 use wring_quant::BlockFormat;
 use wring_runtime::{Context, Tensor, ops};
@@ -76,26 +76,54 @@ fn upload_vector(ctx: &Context, g: &Gguf, name: &str) -> Result<Tensor, LlmError
     upload(ctx, g, t)
 }
 
+/// Where a model's weights come from: a GGUF file, or a Hugging Face safetensors checkpoint. Tensors are
+/// asked for by their GGUF names; the model code is the same whatever the source and the weights' format.
+pub trait WeightSource {
+    /// The hyperparameters.
+    fn config(&self) -> Result<LlamaConfig, LlmError>;
+    /// A weight matrix (shape [outer, inner]) in the type the source stores.
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
+    /// A norm weight as f32.
+    fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
+}
+
+impl WeightSource for Gguf {
+    fn config(&self) -> Result<LlamaConfig, LlmError> {
+        LlamaConfig::from_gguf(self)
+    }
+
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
+        let t = self.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+        upload(ctx, self, t)
+    }
+
+    fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
+        upload_vector(ctx, self, name)
+    }
+}
+
 impl Llama {
     /// Loads a llama-family GGUF onto the device, with a KV cache of `max_context` positions.
-    pub fn load(ctx: &Context, g: &Gguf, max_context: usize, mut progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
-        let cfg = LlamaConfig::from_gguf(g)?;
+    pub fn load(ctx: &Context, g: &Gguf, max_context: usize, progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
+        Llama::load_from(ctx, g, max_context, progress)
+    }
+
+    /// Loads a model from any weight source.
+    pub fn load_from(ctx: &Context, src: &dyn WeightSource, max_context: usize, mut progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
+        let cfg = src.config()?;
         let max_context = max_context.min(cfg.context).max(1);
-        let get = |name: &str| -> Result<Tensor, LlmError> {
-            let t = g.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
-            upload(ctx, g, t)
-        };
+        let get = |name: &str| src.matrix(ctx, name);
         let kv = cfg.n_kv_heads * cfg.head_dim;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             layers.push(Layer {
-                attn_norm: upload_vector(ctx, g, &n("attn_norm"))?,
+                attn_norm: src.vector(ctx, &n("attn_norm"))?,
                 wq: get(&n("attn_q"))?,
                 wk: get(&n("attn_k"))?,
                 wv: get(&n("attn_v"))?,
                 wo: get(&n("attn_output"))?,
-                ffn_norm: upload_vector(ctx, g, &n("ffn_norm"))?,
+                ffn_norm: src.vector(ctx, &n("ffn_norm"))?,
                 w_gate: get(&n("ffn_gate"))?,
                 w_up: get(&n("ffn_up"))?,
                 w_down: get(&n("ffn_down"))?,
@@ -106,7 +134,7 @@ impl Llama {
         }
         Ok(Llama {
             tok_embd: get("token_embd.weight")?,
-            output_norm: upload_vector(ctx, g, "output_norm.weight")?,
+            output_norm: src.vector(ctx, "output_norm.weight")?,
             output: if cfg.tied_output { None } else { Some(get("output.weight")?) },
             layers,
             max_context,
@@ -145,7 +173,7 @@ impl Llama {
         let mut x = f32t(&[t, e])?;
         ops::get_rows(&mut step, &self.tok_embd, &ids, &x, Choice::Auto)?;
         let rope = |heads: usize| Rope {
-            mode: RopeMode::Normal,
+            mode: c.rope_mode,
             tokens: t,
             n_heads: heads,
             head_dim: hd,

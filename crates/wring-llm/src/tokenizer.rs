@@ -162,6 +162,12 @@ impl GgufTokenizer {
         self.inner.decode(ids, false).map_err(|e| TokenizerError::Library(e.to_string()))
     }
 
+    /// The tokenizer of a Hugging Face `tokenizer.json`, with the special-token conventions given.
+    pub fn from_json_file(path: &std::path::Path, bos: Option<u32>, eos: Option<u32>, add_bos: bool) -> Result<GgufTokenizer, TokenizerError> {
+        let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        Ok(GgufTokenizer { inner, bos, eos, add_bos, add_eos: false, stop_tokens: eos.into_iter().collect(), chat_template: None })
+    }
+
     /// Vocabulary size, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
