@@ -272,10 +272,8 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
     let ctx = Context::new(ContextOptions::default())?;
     let load = std::time::Instant::now();
-    let mut llm = wring_llm::Llama::load(&ctx, &g, 4096, |done, total| {
-        eprint!("\rloading layers {done}/{total}");
-    })?;
-    eprintln!("\rloaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
+    let mut llm = load_with_progress(&ctx, &g)?;
+    eprintln!("loaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
     let ids = tok.encode(prompt)?;
     let prompt_len = ids.len();
     if prompt_len == 0 {
@@ -335,7 +333,7 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
     let template = tok.chat_template.clone().ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = wring_llm::Llama::load(&ctx, &g, 4096, |_, _| {})?;
+    let mut llm = load_with_progress(&ctx, &g)?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
@@ -422,4 +420,17 @@ fn convert(model: Option<std::path::PathBuf>, out: &std::path::Path) -> Result<(
     wring_llm::hf::export(&g, out)?;
     eprintln!("wrote {}/config.json, model.safetensors (f32) and tokenizer.json", out.display());
     Ok(())
+}
+
+/// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
+fn load_with_progress(ctx: &Context, g: &wring_gguf::Gguf) -> Result<wring_llm::Llama, wring_llm::LlmError> {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let llm = wring_llm::Llama::load(ctx, g, 4096, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    llm
 }
