@@ -338,6 +338,32 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             b.row("rope", &v.name, "512x9x64".into(), t, (8 * n + 4 * r.tokens) as f64, 0.0);
         }
     }
+    if want("attention") {
+        // SmolLM2's heads (9 query over 3 key/value, 64 dims): one decode token against 512 cached positions,
+        // and a 128-token prefill. GB/s counts the cache read once.
+        for (tokens, pos0) in [(1usize, 511usize), (128, 0)] {
+            let a = wring_kernels::attention::Attention { tokens, kv_len: pos0 + tokens, n_heads: 9, n_kv_heads: 3, head_dim: 64, pos0, scale: 0.125 };
+            let q = ctx.upload(&[tokens * 9 * 64], &ramp(tokens * 9 * 64, 1.0))?;
+            let kc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
+            let vc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
+            let s1 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
+            let s2 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
+            let o = ctx.empty(&[tokens * 9 * 64], DType::F32)?;
+            let t = b.time(&|s| ops::attention(s, &a, &q, &kc, &vc, &s1, &s2, &o))?;
+            let flops = (4 * tokens * 9 * a.kv_len * 64) as f64;
+            b.row("attention", "scores+softmax+pv", format!("t{tokens} kv{}", a.kv_len), t, (2 * a.kv_len * 3 * 64 * 4) as f64, flops);
+        }
+    }
+    if want("get_rows") {
+        // The Q8_0 token embedding of SmolLM2 (49152 x 576) gathered for a 512-token prompt.
+        let (rows, k, tokens) = (49_152usize, 576usize, 512usize);
+        let f = wring_quant::BlockFormat::Q8_0;
+        let table = ctx.upload_blocks(&[rows, k], f, &f.quantize_to_vec(&ramp(rows * k, 0.05)).expect("whole blocks"))?;
+        let ids = ctx.upload(&[tokens], &(0..tokens as u32).map(|i| i * 97 % rows as u32).collect::<Vec<_>>())?;
+        let out = ctx.empty(&[tokens, k], DType::F32)?;
+        let t = b.time(&|s| ops::get_rows(s, &table, &ids, &out, Choice::Auto))?;
+        b.row("get_rows", "q8_0", format!("{tokens} of {rows}x{k}"), t, (tokens * (k / 32 * 34 + k * 4)) as f64, 0.0);
+    }
     Ok(Report {
         adapter: info.adapter.name.clone(),
         backend: format!("{:?}", info.adapter.backend),
