@@ -5,7 +5,7 @@
 use std::io::Write as _;
 
 use wring::gguf::Gguf;
-use wring::llm::{Cancel, GgufTokenizer, Llama, Sampler};
+use wring::llm::{Cancel, GgufTokenizer, Llama, Sampler, TextStream};
 use wring::runtime::{Context, ContextOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,16 +30,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ids = tokenizer.encode(&prompt)?;
     print!("{prompt}");
-    let mut out = Vec::new();
-    let mut shown = 0;
+    // TextStream hands out whole characters only, whatever byte boundaries the tokens have.
+    let mut stream = TextStream::new(&tokenizer);
     for token in llm.generate(&ctx, &ids, Sampler::new(0.8, 40, 0.95, 0.05, 1.1, 42), &tokenizer.stop_tokens, 64, cancel)? {
-        out.push(token?);
-        let text = tokenizer.decode(&out)?;
-        if !text.ends_with('\u{fffd}') {
-            print!("{}", &text[shown..]);
-            std::io::stdout().flush()?;
-            shown = text.len();
-        }
+        print!("{}", stream.push(token?)?);
+        std::io::stdout().flush()?;
     }
     println!();
     Ok(())

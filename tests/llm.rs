@@ -22,6 +22,12 @@ fn token_ids_equal_llama_cpp() {
         assert_eq!(tok.decode(&got).unwrap(), text, "decoding the ids of {text:?} gives the text back");
     }
     assert!(tok.encode("").unwrap().is_empty());
+    // Streaming decode hands out whole characters even when a token ends inside one.
+    let text = "emoji 🙂🚀 and 日本語";
+    let mut stream = wring::llm::TextStream::new(&tok);
+    let pieces: Vec<String> = tok.encode(text).unwrap().into_iter().map(|id| stream.push(id).unwrap()).collect();
+    assert_eq!(pieces.concat(), text);
+    assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')));
 }
 
 /// The GPU forward pass against an independent float64 numpy forward from the `gguf` package's dequantized

@@ -283,21 +283,14 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
     // The library's streaming API: the prompt runs as one prefill step when the generation starts.
     let tokens = llm.generate(&ctx, &ids, sampler, &tok.stop_tokens, max_tokens, wring_llm::Cancel::new())?;
     let prefill = t0.elapsed().as_secs_f64();
-    let mut printed = String::new();
-    let mut out = Vec::new();
+    let mut stream = wring_llm::TextStream::new(&tok);
     let t1 = std::time::Instant::now();
     print!("{prompt}");
     for token in tokens {
-        out.push(token?);
-        let text = tok.decode(&out)?;
-        // Print only whole characters: a token can end inside a multi-byte character.
-        if !text.ends_with('\u{fffd}') && text.len() >= printed.len() {
-            print!("{}", &text[printed.len()..]);
-            let _ = std::io::stdout().flush();
-            printed = text;
-        }
+        print!("{}", stream.push(token?)?);
+        let _ = std::io::stdout().flush();
     }
-    let generated = out.len();
+    let generated = stream.tokens().len();
     println!();
     let decode = t1.elapsed().as_secs_f64();
     eprintln!(
@@ -358,25 +351,19 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
         let new = &ids[cached.len()..];
         let mut logits = llm.forward(&ctx, new, false)?;
         cached = ids.clone();
-        let mut reply_ids = Vec::new();
-        let mut printed = String::new();
+        let mut stream = wring_llm::TextStream::new(&tok);
         for _ in 0..max_tokens {
             let next = sampler.sample(&logits, &cached);
             if tok.stop_tokens.contains(&next) {
                 break;
             }
-            reply_ids.push(next);
-            let text = tok.decode(&reply_ids)?;
-            if !text.ends_with('\u{fffd}') && text.len() >= printed.len() {
-                print!("{}", &text[printed.len()..]);
-                let _ = std::io::stdout().flush();
-                printed = text;
-            }
+            print!("{}", stream.push(next)?);
+            let _ = std::io::stdout().flush();
             logits = llm.forward(&ctx, &[next], false)?;
             cached.push(next);
         }
         println!();
-        messages.push(ChatMessage::new("assistant", &printed));
+        messages.push(ChatMessage::new("assistant", stream.text()));
     }
 }
 

@@ -11,7 +11,7 @@ pub mod tokenizer;
 pub use config::LlamaConfig;
 pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource};
 pub use sample::Sampler;
-pub use tokenizer::{GgufTokenizer, TokenizerError};
+pub use tokenizer::{GgufTokenizer, TextStream, TokenizerError};
 
 /// Errors from loading a model.
 #[derive(Debug, thiserror::Error)]

@@ -178,3 +178,41 @@ impl GgufTokenizer {
         self.inner.to_string(true).map_err(|e| TokenizerError::Library(e.to_string()))
     }
 }
+
+/// Turns generated tokens into text as they arrive, handing out only whole characters: a byte-level token
+/// can end inside a multi-byte character, which decodes as U+FFFD until the next token completes it.
+#[derive(Debug)]
+pub struct TextStream<'a> {
+    tokenizer: &'a GgufTokenizer,
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl<'a> TextStream<'a> {
+    /// An empty stream.
+    pub fn new(tokenizer: &'a GgufTokenizer) -> TextStream<'a> {
+        TextStream { tokenizer, ids: Vec::new(), text: String::new() }
+    }
+
+    /// Adds a token; returns the text it completes (possibly empty).
+    pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids)?;
+        if text.ends_with('\u{fffd}') || !text.starts_with(&self.text) {
+            return Ok(String::new());
+        }
+        let new = text[self.text.len()..].to_string();
+        self.text = text;
+        Ok(new)
+    }
+
+    /// Tokens pushed so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The text handed out so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
