@@ -307,7 +307,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         for &(rows, n) in shapes {
             let x = ctx.upload(&[rows, n], &ramp(rows * n, 3.0))?;
             let w = ctx.upload(&[n], &ramp(n, 1.0))?;
-            let y = ctx.empty(&[rows, n], DType::F32)?;
+            let (y, sum) = (ctx.empty(&[rows, n], DType::F32)?, ctx.empty(&[rows, n], DType::F32)?);
             for kernel in ["rmsnorm", "softmax"] {
                 if !want(kernel) {
                     continue;
@@ -316,12 +316,17 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     if v.requires.subgroup && !ctx.caps().subgroup {
                         continue;
                     }
-                    let t = if kernel == "rmsnorm" {
+                    let residual = v.define("RESIDUAL").is_some();
+                    let t = if kernel == "rmsnorm" && residual {
+                        b.time(&|s| ops::rmsnorm_add(s, &x, &x, &w, &y, &sum, 1e-5, Choice::Force(&v.name)))?
+                    } else if kernel == "rmsnorm" {
                         b.time(&|s| ops::rmsnorm(s, &x, &w, &y, 1e-5, Choice::Force(&v.name)))?
                     } else {
                         b.time(&|s| ops::softmax(s, &x, &y, 0.125, Choice::Force(&v.name)))?
                     };
-                    b.row(kernel, &v.name, format!("{rows}x{n}"), t, (8 * rows * n) as f64, 0.0);
+                    // Bytes moved: read x and write y, plus read r and write s with a residual.
+                    let bytes = if residual { 16 * rows * n } else { 8 * rows * n };
+                    b.row(kernel, &v.name, format!("{rows}x{n}"), t, bytes as f64, 0.0);
                 }
             }
         }

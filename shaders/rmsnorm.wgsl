@@ -1,5 +1,9 @@
 // y = x / sqrt(mean(x^2) + eps) * w over each row of length n, as llama.cpp's RMS_NORM followed by its
 // weight multiply. One workgroup per row.
+//
+// The RESIDUAL variants first add a residual r and also write the sum s = x + r: the transformer's
+// residual add fused with the norm that follows it, one launch instead of two. The sum is recomputed in the
+// second loop rather than read back from s, which would need a storage barrier.
 #import reduce
 
 struct Params {
@@ -13,6 +17,18 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#ifdef RESIDUAL
+@group(0) @binding(4) var<storage, read> r: array<f32>;
+@group(0) @binding(5) var<storage, read_write> s: array<f32>;
+#endif
+
+fn input(i: u32) -> f32 {
+#ifdef RESIDUAL
+    return x[i] + r[i];
+#else
+    return x[i];
+#endif
+}
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -24,12 +40,15 @@ fn main(inv: Invocation) {
     let base = row * params.n;
     var ss = 0.0;
     for (var i = inv.lid; i < params.n; i += WG) {
-        let v = x[base + i];
+        let v = input(base + i);
+#ifdef RESIDUAL
+        s[base + i] = v;
+#endif
         ss += v * v;
     }
     let total = reduce_sum(ss, inv);
     let scale = 1.0 / sqrt(total / f32(params.n) + params.eps);
     for (var i = inv.lid; i < params.n; i += WG) {
-        y[base + i] = x[base + i] * scale * w[i];
+        y[base + i] = input(base + i) * scale * w[i];
     }
 }

@@ -1,8 +1,7 @@
-// Rotary position embedding over x[token][head][dim], as llama.cpp applies it. Each invocation rotates one
-// pair of dimensions by theta = pos[token] * freq_scale * theta_scale^p, theta_scale = base^(-2/n_dims).
-// The default ("normal") mode pairs adjacent dimensions (2p, 2p+1), as llama.cpp does for llama-family
-// GGUFs; NEOX pairs (p, p + n_dims/2). Dimensions at and past n_dims pass through unchanged.
+// Rotary position embedding over x[token][head][dim], as llama.cpp applies it (see common/rope.wgsl). Each
+// invocation rotates one pair of dimensions of one head.
 #import invocation
+#import rope
 
 struct Params {
     head_dim: u32,
@@ -31,23 +30,8 @@ fn main(inv: Invocation) {
     let token_head = idx / half_dim;
     let token = token_head / params.n_heads;
     let base = token_head * params.head_dim;
-    if (2u * p < params.n_dims) {
-#ifdef NEOX
-        let i0 = base + p;
-        let i1 = base + p + params.n_dims / 2u;
-#else
-        let i0 = base + 2u * p;
-        let i1 = base + 2u * p + 1u;
-#endif
-        let theta = f32(pos[token]) * params.freq_scale * pow(params.theta_scale, f32(p));
-        let c = cos(theta);
-        let s = sin(theta);
-        let x0 = x[i0];
-        let x1 = x[i1];
-        y[i0] = x0 * c - x1 * s;
-        y[i1] = x0 * s + x1 * c;
-    } else {
-        y[base + 2u * p] = x[base + 2u * p];
-        y[base + 2u * p + 1u] = x[base + 2u * p + 1u];
-    }
+    let d = rope_dims(p, params.n_dims);
+    let r = rope_values(vec2<f32>(x[base + d.x], x[base + d.y]), pos[token], p, params.n_dims, params.theta_scale, params.freq_scale);
+    y[base + d.x] = r.x;
+    y[base + d.y] = r.y;
 }

@@ -13,7 +13,8 @@ use half::f16;
 use proptest::prelude::*;
 use wring::kernels::binary::BinaryOp;
 use wring::kernels::check::Tolerance;
-use wring::kernels::rope::{Rope, RopeMode};
+use wring::kernels::rope::{Rope, RopeMode, RopeQkv};
+use wring::kernels::Strided;
 use wring::kernels::{Choice, DType, Variant, binary, copy, fill, get_rows, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax, variant};
 use wring::quant::BlockFormat;
 use wring::runtime::ops;
@@ -33,7 +34,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["attn_pv", "attn_scores", "binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "silu_mul", "softmax"];
+    let tested = ["attn_pv", "attn_scores", "binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "rope_qkv", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");
@@ -158,26 +159,42 @@ fn binary_rejects_a_broadcast_that_does_not_divide() {
 #[test]
 fn silu_mul_matches_twin() {
     for v in variants("silu_mul") {
-        for n in [1usize, 5, 1024, 4099] {
+        // (rows, cols, halves): dense tensors, and the two halves of one fused gate/up output read in place.
+        for (rows, cols, halves) in [(1usize, 1usize, false), (1, 5, false), (4, 1024, false), (1, 4099, false), (1, 1536, true), (5, 37, true)] {
+            let n = rows * cols;
             let mut rng = Rng::new(n as u64);
             // The range reaches where exp(-x) overflows, to cover the -0 limit.
-            let mut a = rng.vec(n, -30.0, 30.0);
+            let mut a = rng.vec(if halves { 2 * n } else { n }, -30.0, 30.0);
             if n > 2 {
                 a[0] = -100.0;
                 a[1] = 100.0;
             }
             let b = rng.vec(n, -2.0, 2.0);
+            let (sa, sb) = if halves {
+                (Strided { stride: 2 * cols, offset: 0 }, Strided { stride: 2 * cols, offset: cols })
+            } else {
+                (Strided { stride: cols, offset: 0 }, Strided { stride: cols, offset: 0 })
+            };
             let mut y = vec![0.0; n];
-            silu_mul::cpu(&a, &b, &mut y);
+            if halves {
+                silu_mul::cpu(cols, &a, sa, &a, sb, &mut y);
+            } else {
+                silu_mul::cpu(cols, &a, sa, &b, sb, &mut y);
+            }
             Case {
-                name: format!("silu_mul variant={} n={n}", v.name),
+                name: format!("silu_mul variant={} rows={rows} cols={cols} halves={halves}", v.name),
                 tol: Tolerance::Nmse(1e-8),
                 out_dtype: DType::F32,
-                out_shape: vec![n],
+                out_shape: vec![rows, cols],
                 expected: y,
                 record: Box::new(move |ctx, step, out| {
-                    let (ta, tb) = (ctx.upload(&[n], &a)?, ctx.upload(&[n], &b)?);
-                    ops::silu_mul(step, &ta, &tb, out, Choice::Force(&v.name))
+                    if halves {
+                        let gu = ctx.upload(&[rows, 2 * cols], &a)?;
+                        ops::silu_mul_halves(step, &gu, out, Choice::Force(&v.name))
+                    } else {
+                        let (ta, tb) = (ctx.upload(&[rows, cols], &a)?, ctx.upload(&[rows, cols], &b)?);
+                        ops::silu_mul(step, &ta, &tb, out, Choice::Force(&v.name))
+                    }
                 }),
                 needs_f16: false,
                 needs_subgroup: false,
@@ -619,22 +636,39 @@ fn qmatvec_plans_refuse_bad_shapes() {
     assert_eq!(qmatvec::plan(BlockFormat::Q6_K, DType::F16, 4, 256, 1, &cpu, Choice::Auto).unwrap().variant.name, "q6_k_b1_lanes_f16");
 }
 
+/// RMSNorm cases; the `_add` variants' output is y followed by the sum s, both checked.
 fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(rows * n, -3.0, 3.0);
+    let r = rng.vec(rows * n, -1.0, 1.0);
     let w = rng.vec(n, 0.5, 1.5);
     let eps = 1e-5;
+    let wg = v.define_u32("WG") as usize;
+    let residual = v.define("RESIDUAL").is_some();
     let mut y = vec![0.0; rows * n];
-    rmsnorm::cpu(&x, &w, &mut y, n, eps, v.define_u32("WG") as usize);
+    let mut sum = vec![0.0; rows * n];
+    if residual {
+        rmsnorm::cpu_add(&x, &r, &w, &mut y, &mut sum, n, eps, wg);
+        y.extend_from_slice(&sum);
+    } else {
+        rmsnorm::cpu(&x, &w, &mut y, n, eps, wg);
+    }
     Case {
         name: format!("rmsnorm variant={} rows={rows} n={n} seed={seed}", v.name),
         tol: Tolerance::Nmse(1e-9),
         out_dtype: DType::F32,
-        out_shape: vec![rows, n],
+        out_shape: vec![if residual { 2 * rows } else { rows }, n],
         expected: y,
         record: Box::new(move |ctx, step, out| {
             let (tx, tw) = (ctx.upload(&[rows, n], &x)?, ctx.upload(&[n], &w)?);
-            ops::rmsnorm(step, &tx, &tw, out, eps, Choice::Force(&v.name))
+            if !residual {
+                return ops::rmsnorm(step, &tx, &tw, out, eps, Choice::Force(&v.name));
+            }
+            let tr = ctx.upload(&[rows, n], &r)?;
+            let (ty, ts) = (ctx.empty(&[rows, n], DType::F32)?, ctx.empty(&[rows, n], DType::F32)?);
+            ops::rmsnorm_add(step, &tx, &tr, &tw, &ty, &ts, eps, Choice::Force(&v.name))?;
+            ops::copy_into(step, &ty, out, 0)?;
+            ops::copy_into(step, &ts, out, rows * n)
         }),
         needs_f16: false,
         needs_subgroup: v.requires.subgroup,
@@ -668,8 +702,11 @@ fn rmsnorm_every_variant() {
 fn row_kernels_choose_narrow_workgroups_on_cpu_adapters() {
     let gpu = wring::kernels::Caps { subgroup: true, ..wring::kernels::Caps::BASELINE };
     let cpu = wring::kernels::Caps { software: true, ..gpu };
-    assert_eq!(rmsnorm::plan(576, 4, 1e-5, &cpu, Choice::Auto).unwrap().variant.name, "narrow");
-    assert_eq!(rmsnorm::plan(576, 4, 1e-5, &gpu, Choice::Auto).unwrap().variant.name, "subgroup");
+    assert_eq!(rmsnorm::plan(576, 4, 1e-5, false, &cpu, Choice::Auto).unwrap().variant.name, "narrow");
+    assert_eq!(rmsnorm::plan(576, 4, 1e-5, false, &gpu, Choice::Auto).unwrap().variant.name, "subgroup");
+    assert_eq!(rmsnorm::plan(576, 4, 1e-5, true, &cpu, Choice::Auto).unwrap().variant.name, "narrow_add");
+    let e = rmsnorm::plan(576, 4, 1e-5, true, &cpu, Choice::Force("narrow")).unwrap_err();
+    assert!(e.to_string().contains("residual"), "{e}");
     assert_eq!(softmax::plan(576, 4, 1.0, &wring::kernels::Caps::BASELINE, Choice::Auto).unwrap().variant.name, "shared");
 }
 
@@ -761,6 +798,97 @@ fn rope_every_variant() {
             rope_case(v, r, i as u64).assert();
         }
     }
+}
+
+/// rope_qkv: queries rotated into q_out, keys rotated and values copied into the caches at cache_pos, read
+/// from one fused [token][q | k | v] tensor or from three tensors. The output checked is q_out followed by
+/// both whole caches, whose other positions hold random values that must survive.
+fn rope_qkv_case(v: &'static Variant, r: RopeQkv, fused: bool, positions: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let (t, hd) = (r.rope.tokens, r.rope.head_dim);
+    let (qw, kv) = (r.rope.n_heads * hd, r.n_kv_heads * hd);
+    let row = qw + 2 * kv;
+    let qkv = rng.vec(t * row, -2.0, 2.0);
+    let (q, k, vv) = if fused {
+        (qkv.clone(), qkv.clone(), qkv.clone())
+    } else {
+        let part = |off: usize, w: usize| -> Vec<f32> { (0..t).flat_map(|i| qkv[i * row + off..][..w].to_vec()).collect() };
+        (part(0, qw), part(qw, kv), part(qw + kv, kv))
+    };
+    let pos: Vec<i32> = (0..t).map(|i| (r.cache_pos + i) as i32).collect();
+    let (kc0, vc0) = (rng.vec(positions * kv, -1.0, 1.0), rng.vec(positions * kv, -1.0, 1.0));
+    let (mut q_out, mut kc, mut vc) = (vec![0.0; t * qw], kc0.clone(), vc0.clone());
+    rope::cpu_qkv(&r, &q, &k, &vv, &pos, &mut q_out, &mut kc, &mut vc);
+    let expected = [q_out, kc, vc].concat();
+    Case {
+        name: format!("rope_qkv variant={} fused={fused} positions={positions} {r:?} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-7),
+        out_dtype: DType::F32,
+        out_shape: vec![expected.len()],
+        expected,
+        record: Box::new(move |ctx, step, out| {
+            let (tq, tk, tv) = if fused {
+                let x = ctx.upload(&[t, row], &qkv)?;
+                (x.clone(), x.clone(), x)
+            } else {
+                (ctx.upload(&[t, qw], &q)?, ctx.upload(&[t, kv], &k)?, ctx.upload(&[t, kv], &vv)?)
+            };
+            let tp = ctx.upload(&[t], &pos)?;
+            let tq_out = ctx.empty(&[t * qw], DType::F32)?;
+            let (tkc, tvc) = (ctx.upload(&[positions * kv], &kc0)?, ctx.upload(&[positions * kv], &vc0)?);
+            ops::rope_qkv(step, &r, &tq, &tk, &tv, &tp, &tq_out, &tkc, &tvc, Choice::Force(&v.name))?;
+            ops::copy_into(step, &tq_out, out, 0)?;
+            ops::copy_into(step, &tkc, out, t * qw)?;
+            ops::copy_into(step, &tvc, out, t * qw + positions * kv)
+        }),
+        needs_f16: false,
+        needs_subgroup: false,
+    }
+}
+
+#[test]
+fn rope_qkv_every_variant() {
+    for v in variants("rope_qkv") {
+        let mode = if v.name == "neox" { RopeMode::Neox } else { RopeMode::Normal };
+        // (tokens, heads, kv heads, head_dim, n_dims, cache_pos, positions): SmolLM2's decode and prefill
+        // shapes, partial rotation, and one head of two dimensions.
+        for (i, &(tokens, n_heads, n_kv, head_dim, n_dims, cache_pos, positions)) in
+            [(1, 9, 3, 64, 64, 7, 9), (5, 9, 3, 64, 64, 0, 5), (3, 4, 2, 64, 32, 2, 8), (1, 1, 1, 2, 2, 0, 1)].iter().enumerate()
+        {
+            let rope = Rope { mode, tokens, n_heads, head_dim, n_dims, freq_base: 100_000.0, freq_scale: 1.0 };
+            for fused in [false, true] {
+                let row = (n_heads + 2 * n_kv) * head_dim;
+                let (q, k, vv) = if fused {
+                    (Strided { stride: row, offset: 0 }, Strided { stride: row, offset: n_heads * head_dim }, Strided { stride: row, offset: (n_heads + n_kv) * head_dim })
+                } else {
+                    (Strided { stride: n_heads * head_dim, offset: 0 }, Strided { stride: n_kv * head_dim, offset: 0 }, Strided { stride: n_kv * head_dim, offset: 0 })
+                };
+                let r = RopeQkv { rope, n_kv_heads: n_kv, cache_pos, q, k, v: vv };
+                rope_qkv_case(v, r, fused, positions, i as u64).assert();
+            }
+        }
+    }
+}
+
+/// rope_qkv's queries and keys agree with the plain rope kernel's twin.
+#[test]
+fn rope_qkv_twin_agrees_with_rope() {
+    let rope = Rope { mode: RopeMode::Neox, tokens: 2, n_heads: 2, head_dim: 8, n_dims: 8, freq_base: 10_000.0, freq_scale: 1.0 };
+    let mut rng = Rng::new(3);
+    let (q, k, v) = (rng.vec(32, -1.0, 1.0), rng.vec(16, -1.0, 1.0), rng.vec(16, -1.0, 1.0));
+    let pos = [4, 5];
+    let dense = |w| Strided { stride: w, offset: 0 };
+    let r = RopeQkv { rope, n_kv_heads: 1, cache_pos: 4, q: dense(16), k: dense(8), v: dense(8) };
+    let (mut q_out, mut kc, mut vc) = (vec![0.0; 32], vec![0.0; 48], vec![0.0; 48]);
+    rope::cpu_qkv(&r, &q, &k, &v, &pos, &mut q_out, &mut kc, &mut vc);
+    let mut want_q = vec![0.0; 32];
+    rope::cpu(&rope, &q, &pos, &mut want_q);
+    let mut want_k = vec![0.0; 16];
+    rope::cpu(&Rope { n_heads: 1, ..rope }, &k, &pos, &mut want_k);
+    assert_eq!(q_out, want_q);
+    assert_eq!(&kc[32..], &want_k[..]);
+    assert_eq!(&vc[32..], &v[..]);
+    assert!(kc[..32].iter().chain(&vc[..32]).all(|&x| x == 0.0), "positions before cache_pos are untouched");
 }
 
 /// The twin against the textbook: llama.cpp's normal mode rotates (x[2i], x[2i+1]) by pos * base^(-2i/d)

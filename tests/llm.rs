@@ -28,6 +28,31 @@ fn token_ids_equal_llama_cpp() {
     let pieces: Vec<String> = tok.encode(text).unwrap().into_iter().map(|id| stream.push(id).unwrap()).collect();
     assert_eq!(pieces.concat(), text);
     assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')));
+    // Stop strings: the text ends before the first one, and a tail that might begin one is held back
+    // until it cannot (or until finish), so nothing printed is ever taken back.
+    let ids = tok.encode("The capital of France is Paris, and Paris is big.").unwrap();
+    let run = |stops: &[&str]| {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut stream = wring::llm::TextStream::with_stops(&tok, &stops);
+        let mut out = String::new();
+        let mut held_back = false;
+        for &id in &ids {
+            let piece = stream.push(id).unwrap();
+            held_back |= !stream.stopped() && out.len() + piece.len() < tok.decode(stream.tokens()).unwrap().len();
+            out += &piece;
+            if stream.stopped() {
+                break;
+            }
+        }
+        let stopped = stream.stopped();
+        out += &stream.finish();
+        (out, stopped, held_back)
+    };
+    assert_eq!(run(&["Paris"]), ("The capital of France is ".to_string(), true, false));
+    assert_eq!(run(&["big", ", and"]).0, "The capital of France is Paris");
+    let (text, stopped, held_back) = run(&["Paris!"]);
+    assert_eq!(text, "The capital of France is Paris, and Paris is big.");
+    assert!(!stopped && held_back, "\"Paris\" is held back while it could still become \"Paris!\"");
 }
 
 /// The GPU forward pass against an independent float64 numpy forward from the `gguf` package's dequantized

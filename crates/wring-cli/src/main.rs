@@ -44,6 +44,12 @@ enum Command {
         repeat_penalty: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// End the text at this string (not printed); may be given several times.
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Time every kernel launch with timestamp queries and print where decode time goes.
+        #[arg(long)]
+        profile: bool,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
     Perplexity {
@@ -121,9 +127,9 @@ fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Info { json } => info(json).map_err(|e| e.to_string()),
         Command::Probe { mib, reps } => probe(mib, reps).map_err(|e| e.to_string()),
-        Command::Generate { model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed } => {
+        Command::Generate { model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop, profile } => {
             let sampler = wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed);
-            generate(model, &prompt, max_tokens, sampler).map_err(|e| e.to_string())
+            generate(model, &prompt, max_tokens, sampler, &stop, profile).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
         Command::Convert { model, to: _, out } => convert(model, &out).map_err(|e| e.to_string()),
@@ -266,11 +272,18 @@ fn tokenize(model: Option<std::path::PathBuf>, text: &str) -> Result<(), wring_l
     Ok(())
 }
 
-fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
+fn generate(
+    model: Option<std::path::PathBuf>,
+    prompt: &str,
+    max_tokens: usize,
+    sampler: wring_llm::Sampler,
+    stops: &[String],
+    profile: bool,
+) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
-    let ctx = Context::new(ContextOptions::default())?;
+    let ctx = Context::new(ContextOptions { profile, ..Default::default() })?;
     let load = std::time::Instant::now();
     let mut llm = load_with_progress(&ctx, &g)?;
     eprintln!("loaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
@@ -283,16 +296,22 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
     // The library's streaming API: the prompt runs as one prefill step when the generation starts.
     let tokens = llm.generate(&ctx, &ids, sampler, &tok.stop_tokens, max_tokens, wring_llm::Cancel::new())?;
     let prefill = t0.elapsed().as_secs_f64();
-    let mut stream = wring_llm::TextStream::new(&tok);
+    let mut stream = wring_llm::TextStream::with_stops(&tok, stops);
     let t1 = std::time::Instant::now();
     print!("{prompt}");
     for token in tokens {
         print!("{}", stream.push(token?)?);
         let _ = std::io::stdout().flush();
+        if stream.stopped() {
+            break;
+        }
     }
     let generated = stream.tokens().len();
-    println!();
+    println!("{}", stream.finish());
     let decode = t1.elapsed().as_secs_f64();
+    if profile {
+        print_profile(&llm.take_launch_times(), generated.saturating_sub(1).max(1));
+    }
     eprintln!(
         "prompt {prompt_len} tokens in {:.1} ms ({:.1} tokens/s); generated {generated} tokens in {:.2} s ({:.2} tokens/s)",
         prefill * 1e3,
@@ -301,6 +320,25 @@ fn generate(model: Option<std::path::PathBuf>, prompt: &str, max_tokens: usize, 
         generated as f64 / decode.max(1e-9)
     );
     Ok(())
+}
+
+/// Prints the GPU time per kernel variant over every launch recorded (prefill and decode), biggest first,
+/// with the share of the total and the time per generated token.
+fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
+    let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = std::collections::BTreeMap::new();
+    for t in times {
+        let e = by_kernel.entry(t.kernel.as_str()).or_default();
+        e.0 += 1;
+        e.1 += t.nanos;
+    }
+    let total: f64 = by_kernel.values().map(|v| v.1).sum();
+    let mut rows: Vec<_> = by_kernel.into_iter().collect();
+    rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    eprintln!("{:<44} {:>9} {:>11} {:>7} {:>12}", "kernel/variant", "launches", "GPU ms", "share", "ms per token");
+    for (k, (n, ns)) in rows {
+        eprintln!("{k:<44} {n:>9} {:>11.2} {:>6.1}% {:>12.3}", ns / 1e6, 100.0 * ns / total.max(1.0), ns / 1e6 / tokens as f64);
+    }
+    eprintln!("{:<44} {:>9} {:>11.2}", "total", times.len(), total / 1e6);
 }
 
 fn perplexity(model: Option<std::path::PathBuf>, file: &std::path::Path, n_ctx: usize, chunks: Option<usize>) -> Result<(), wring_llm::LlmError> {
@@ -362,7 +400,7 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
             logits = llm.forward(&ctx, &[next], false)?;
             cached.push(next);
         }
-        println!();
+        println!("{}", stream.finish());
         messages.push(ChatMessage::new("assistant", stream.text()));
     }
 }

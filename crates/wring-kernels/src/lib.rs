@@ -17,6 +17,7 @@ pub const COMMON: &[(&str, &str)] = &[
     ("invocation", include_str!("../../../shaders/common/invocation.wgsl")),
     ("quant", include_str!("../../../shaders/common/quant.wgsl")),
     ("reduce", include_str!("../../../shaders/common/reduce.wgsl")),
+    ("rope", include_str!("../../../shaders/common/rope.wgsl")),
     ("tile", include_str!("../../../shaders/common/tile.wgsl")),
 ];
 
@@ -39,4 +40,4 @@ pub mod silu_mul;
 pub mod softmax;
 
 pub use dtype::{DType, Element, Float};
-pub use plan::{Caps, Choice, KernelError, Plan};
+pub use plan::{Caps, Choice, KernelError, Plan, Strided};

@@ -146,3 +146,14 @@ pub(crate) fn row_reduction(caps: &Caps) -> (&'static str, &'static str) {
         ("shared", "the adapter has no subgroups")
     }
 }
+
+/// Rows read in place from a wider tensor: element `row * stride + offset + i` holds entry i of a row
+/// (how fused kernels read the parts of a fused projection's output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strided {
+    /// Floats from one row to the next.
+    pub stride: usize,
+    /// Floats before the first entry of a row.
+    pub offset: usize,
+}
+

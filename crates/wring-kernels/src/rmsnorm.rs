@@ -17,10 +17,15 @@ pub struct Params {
     pub pad: u32,
 }
 
-/// Plans RMSNorm over `rows` rows of `n` f32 values.
-pub fn plan(n: usize, rows: usize, eps: f32, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+/// Plans RMSNorm over `rows` rows of `n` f32 values; with `residual`, of `x + r`, also writing that sum
+/// (the `_add` variants).
+pub fn plan(n: usize, rows: usize, eps: f32, residual: bool, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
     let (auto, why) = plan::row_reduction(caps);
-    let v = plan::select("rmsnorm", auto, why, caps, choice)?;
+    let auto = if residual { format!("{auto}_add") } else { auto.to_string() };
+    let v = plan::select("rmsnorm", &auto, why, caps, choice)?;
+    plan::ensure(v.define("RESIDUAL").is_some() == residual, "rmsnorm", || {
+        format!("variant {} does not match residual = {residual}", v.id())
+    })?;
     plan::ensure(n > 0, "rmsnorm", || "rows must not be empty".into())?;
     plan::index_u32("rmsnorm", "rows * n", rows.saturating_mul(n))?;
     let params = Params { n: n as u32, rows: rows as u32, eps, pad: 0 };
@@ -47,4 +52,13 @@ pub fn cpu(x: &[f32], w: &[f32], y: &mut [f32], n: usize, eps: f32, wg: usize) {
             yr[i] = xr[i] * scale * w[i];
         }
     }
+}
+
+/// CPU twin of the `_add` variants: `s = x + r`, then [`cpu`] on `s` (the shader recomputes the same sum).
+#[allow(clippy::too_many_arguments, reason = "two inputs, two outputs and the norm's shape")]
+pub fn cpu_add(x: &[f32], r: &[f32], w: &[f32], y: &mut [f32], s: &mut [f32], n: usize, eps: f32, wg: usize) {
+    for ((si, &a), &b) in s.iter_mut().zip(x).zip(r) {
+        *si = a + b;
+    }
+    cpu(s, w, y, n, eps, wg);
 }

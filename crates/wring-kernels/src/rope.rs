@@ -1,6 +1,6 @@
 //! `shaders/rope.wgsl`: rotary position embedding as llama.cpp applies it.
 
-use crate::plan::{self, Caps, Choice, KernelError, Plan};
+use crate::plan::{self, Caps, Choice, KernelError, Plan, Strided};
 
 /// How dimensions are paired for rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,15 @@ impl Rope {
     }
 }
 
+fn check_shape(rope: &Rope, kernel: &'static str) -> Result<(), KernelError> {
+    plan::ensure(rope.head_dim.is_multiple_of(2) && rope.head_dim > 0, kernel, || format!("head_dim {} must be even", rope.head_dim))?;
+    plan::ensure(rope.n_dims.is_multiple_of(2) && rope.n_dims > 0 && rope.n_dims <= rope.head_dim, kernel, || {
+        format!("n_dims {} must be even and within head_dim {}", rope.n_dims, rope.head_dim)
+    })?;
+    plan::index_u32(kernel, "tokens * heads * head_dim", rope.tokens.saturating_mul(rope.n_heads).saturating_mul(rope.head_dim))?;
+    Ok(())
+}
+
 /// Plans RoPE over x[tokens][n_heads][head_dim].
 pub fn plan(rope: &Rope, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
     let auto = match rope.mode {
@@ -71,14 +80,29 @@ pub fn plan(rope: &Rope, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Kernel
         RopeMode::Neox => "neox",
     };
     let v = plan::select("rope", auto, "it is the requested pairing", caps, choice)?;
-    plan::ensure(rope.head_dim.is_multiple_of(2) && rope.head_dim > 0, "rope", || format!("head_dim {} must be even", rope.head_dim))?;
-    plan::ensure(rope.n_dims.is_multiple_of(2) && rope.n_dims > 0 && rope.n_dims <= rope.head_dim, "rope", || {
-        format!("n_dims {} must be even and within head_dim {}", rope.n_dims, rope.head_dim)
-    })?;
-    plan::index_u32("rope", "tokens * heads * head_dim", rope.tokens.saturating_mul(rope.n_heads).saturating_mul(rope.head_dim))?;
+    check_shape(rope, "rope")?;
     let params = rope.params();
     let workgroups = plan::grid_1d("rope", u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
     Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+}
+
+/// The two dimensions of a head that pair `pair` reads and writes (`shaders/common/rope.wgsl`'s `rope_dims`).
+fn pair_dims(mode: RopeMode, pair: usize, n_dims: usize) -> (usize, usize) {
+    match mode {
+        _ if 2 * pair >= n_dims => (2 * pair, 2 * pair + 1),
+        RopeMode::Normal => (2 * pair, 2 * pair + 1),
+        RopeMode::Neox => (pair, pair + n_dims / 2),
+    }
+}
+
+/// The pair's values after rotation (`rope_values`).
+fn pair_values(x: (f32, f32), pos: i32, pair: usize, n_dims: usize, p: &Params) -> (f32, f32) {
+    if 2 * pair >= n_dims {
+        return x;
+    }
+    let theta = pos as f32 * p.freq_scale * p.theta_scale.powf(pair as f32);
+    let (s, c) = theta.sin_cos();
+    (x.0 * c - x.1 * s, x.0 * s + x.1 * c)
 }
 
 /// CPU twin: one iteration per pair, as one shader invocation.
@@ -90,19 +114,109 @@ pub fn cpu(rope: &Rope, x: &[f32], pos: &[i32], y: &mut [f32]) {
         let token_head = idx / half;
         let token = token_head / rope.n_heads;
         let base = token_head * rope.head_dim;
-        if 2 * pair < rope.n_dims {
-            let (i0, i1) = match rope.mode {
-                RopeMode::Normal => (base + 2 * pair, base + 2 * pair + 1),
-                RopeMode::Neox => (base + pair, base + pair + rope.n_dims / 2),
-            };
-            let theta = pos[token] as f32 * p.freq_scale * p.theta_scale.powf(pair as f32);
-            let (s, c) = theta.sin_cos();
-            let (x0, x1) = (x[i0], x[i1]);
-            y[i0] = x0 * c - x1 * s;
-            y[i1] = x0 * s + x1 * c;
-        } else {
-            y[base + 2 * pair] = x[base + 2 * pair];
-            y[base + 2 * pair + 1] = x[base + 2 * pair + 1];
-        }
+        let (i0, i1) = pair_dims(rope.mode, pair, rope.n_dims);
+        (y[base + i0], y[base + i1]) = pair_values((x[base + i0], x[base + i1]), pos[token], pair, rope.n_dims, &p);
     }
+}
+
+/// One `rope_qkv` launch: RoPE on queries and keys, keys and values written into the caches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeQkv {
+    /// The rotation (its `n_heads` is the query heads).
+    pub rope: Rope,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// The first position written in the caches (each position holds n_kv_heads * head_dim floats).
+    pub cache_pos: usize,
+    /// Where queries, keys and values are read.
+    pub q: Strided,
+    /// Keys.
+    pub k: Strided,
+    /// Values.
+    pub v: Strided,
+}
+
+/// `shaders/rope_qkv.wgsl`'s `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct QkvParams {
+    /// Dimensions per head.
+    pub head_dim: u32,
+    /// Query heads.
+    pub n_heads: u32,
+    /// Key/value heads.
+    pub n_kv_heads: u32,
+    /// Rotated dimensions.
+    pub n_dims: u32,
+    /// tokens * (n_heads + 2 n_kv_heads) * head_dim / 2: one invocation per pair.
+    pub total_pairs: u32,
+    /// Floats before the first written cache entry.
+    pub cache_off: u32,
+    /// As in [`Params`].
+    pub theta_scale: f32,
+    /// As in [`Params`].
+    pub freq_scale: f32,
+    /// Row stride and offset of q, k and v, in that order.
+    pub strides: [u32; 6],
+    /// Uniform padding to 64 bytes.
+    pub pad: [u32; 2],
+}
+
+impl RopeQkv {
+    fn params(&self) -> Result<QkvParams, KernelError> {
+        let r = &self.rope;
+        let base = r.params();
+        let heads = r.n_heads + 2 * self.n_kv_heads;
+        let kv = self.n_kv_heads * r.head_dim;
+        let end = self.cache_pos.saturating_add(r.tokens).saturating_mul(kv);
+        let mut strides = [0u32; 6];
+        for (i, s) in [self.q, self.k, self.v].iter().enumerate() {
+            strides[2 * i] = plan::index_u32("rope_qkv", "stride", s.stride)?;
+            strides[2 * i + 1] = plan::index_u32("rope_qkv", "offset", s.offset)?;
+        }
+        Ok(QkvParams {
+            head_dim: r.head_dim as u32,
+            n_heads: r.n_heads as u32,
+            n_kv_heads: self.n_kv_heads as u32,
+            n_dims: r.n_dims as u32,
+            total_pairs: plan::index_u32("rope_qkv", "pairs", r.tokens.saturating_mul(heads).saturating_mul(r.head_dim / 2))?,
+            cache_off: plan::index_u32("rope_qkv", "cache end", end)? - (r.tokens * kv) as u32,
+            theta_scale: base.theta_scale,
+            freq_scale: base.freq_scale,
+            strides,
+            pad: [0; 2],
+        })
+    }
+}
+
+/// Plans one `rope_qkv` launch.
+pub fn plan_qkv(r: &RopeQkv, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    let auto = match r.rope.mode {
+        RopeMode::Normal => "normal",
+        RopeMode::Neox => "neox",
+    };
+    let v = plan::select("rope_qkv", auto, "it is the requested pairing", caps, choice)?;
+    check_shape(&r.rope, "rope_qkv")?;
+    plan::ensure(r.n_kv_heads > 0, "rope_qkv", || "there must be at least one key/value head".into())?;
+    let params = r.params()?;
+    let workgroups = plan::grid_1d("rope_qkv", u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
+    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+}
+
+/// CPU twin of `rope_qkv`: [`cpu`] on the queries and keys read through their strides, the keys and values
+/// stored at the cache positions.
+#[allow(clippy::too_many_arguments, reason = "three inputs, positions and three outputs, as the shader")]
+pub fn cpu_qkv(r: &RopeQkv, q: &[f32], k: &[f32], v: &[f32], pos: &[i32], q_out: &mut [f32], k_cache: &mut [f32], v_cache: &mut [f32]) {
+    let rope = &r.rope;
+    let hd = rope.head_dim;
+    let kv = r.n_kv_heads * hd;
+    let gather = |src: &[f32], s: Strided, width: usize| -> Vec<f32> {
+        (0..rope.tokens).flat_map(|t| src[t * s.stride + s.offset..][..width].to_vec()).collect()
+    };
+    cpu(rope, &gather(q, r.q, rope.n_heads * hd), pos, q_out);
+    let mut k_rot = vec![0.0; rope.tokens * kv];
+    cpu(&Rope { n_heads: r.n_kv_heads, ..*rope }, &gather(k, r.k, kv), pos, &mut k_rot);
+    let cache = r.cache_pos * kv..(r.cache_pos + rope.tokens) * kv;
+    k_cache[cache.clone()].copy_from_slice(&k_rot);
+    v_cache[cache].copy_from_slice(&gather(v, r.v, kv));
 }

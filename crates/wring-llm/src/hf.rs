@@ -198,4 +198,21 @@ impl WeightSource for HfModel {
         let (_, values) = self.values(name)?;
         Ok(ctx.upload(&[values.len()], &values)?)
     }
+
+    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+        // Every matrix is widened to f32 here, so any with one inner dimension stack.
+        let mut rows = 0;
+        let mut inner = None;
+        let mut all = Vec::new();
+        for name in names {
+            let (shape, values) = self.values(name)?;
+            let [r, k] = shape[..] else { return Ok(None) };
+            if *inner.get_or_insert(k) != k {
+                return Ok(None);
+            }
+            rows += r;
+            all.extend_from_slice(&values);
+        }
+        Ok(Some(ctx.upload(&[rows, inner.unwrap_or(0)], &all)?))
+    }
 }

@@ -4,9 +4,8 @@
 use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_kernels::attention::Attention;
-use wring_kernels::binary::BinaryOp;
-use wring_kernels::rope::Rope;
-use wring_kernels::{Choice, DType};
+use wring_kernels::rope::{Rope, RopeQkv};
+use wring_kernels::{Choice, DType, Strided};
 use wring_quant::BlockFormat;
 use wring_runtime::{Context, Tensor, ops};
 
@@ -14,16 +13,82 @@ use crate::{LlamaConfig, LlmError};
 
 struct Layer {
     attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
+    /// q, k and v projections.
+    qkv: Projection,
     wo: Tensor,
     ffn_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
+    /// Gate and up projections.
+    gate_up: Projection,
     w_down: Tensor,
     k_cache: Tensor,
     v_cache: Tensor,
+}
+
+/// Projections that read the same input: stacked row-wise into one weight tensor when the source stores
+/// them in one type (one launch computes them all), else kept apart.
+enum Projection {
+    Stacked(Tensor),
+    Split(Vec<Tensor>),
+}
+
+impl Projection {
+    fn load(ctx: &Context, src: &dyn WeightSource, names: &[String]) -> Result<Projection, LlmError> {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(match src.stacked(ctx, &names)? {
+            Some(t) => Projection::Stacked(t),
+            None => Projection::Split(names.iter().map(|n| src.matrix(ctx, n)).collect::<Result<_, _>>()?),
+        })
+    }
+
+    /// Multiplies `x` [t, k] by every projection into `out`'s scratch for this kind of projection
+    /// (allocated on first use, then shared by every layer). Stacked, the result is one tensor [t, sum of
+    /// rows] whose parts are read in place through a stride; split, one dense tensor per part.
+    fn apply<'o>(&self, ctx: &Context, step: &mut wring_runtime::Step<'_>, x: &Tensor, out: &'o mut ProjectionOutput) -> Result<&'o [(Tensor, Strided)], LlmError> {
+        let t = x.shape()[0];
+        let widths = &out.widths;
+        match self {
+            Projection::Stacked(w) => {
+                if out.stacked.is_none() {
+                    let row: usize = widths.iter().sum();
+                    let y = ctx.empty(&[t, row], DType::F32)?;
+                    let mut offset = 0;
+                    let mut parts = Vec::new();
+                    for width in widths {
+                        parts.push((y.clone(), Strided { stride: row, offset }));
+                        offset += width;
+                    }
+                    out.stacked = Some(parts);
+                }
+                let parts = out.stacked.as_deref().expect("allocated above");
+                ops::matmul_weights(step, w, x, &parts[0].0)?;
+                Ok(parts)
+            }
+            Projection::Split(ws) => {
+                if out.split.is_none() {
+                    let parts = widths.iter().map(|&width| Ok((ctx.empty(&[t, width], DType::F32)?, Strided { stride: width, offset: 0 })));
+                    out.split = Some(parts.collect::<Result<_, LlmError>>()?);
+                }
+                let parts = out.split.as_deref().expect("allocated above");
+                for (w, (y, _)) in ws.iter().zip(parts) {
+                    ops::matmul_weights(step, w, x, y)?;
+                }
+                Ok(parts)
+            }
+        }
+    }
+}
+
+/// The outputs of one kind of projection in a forward step, shared by every layer.
+struct ProjectionOutput {
+    widths: Vec<usize>,
+    stacked: Option<Vec<(Tensor, Strided)>>,
+    split: Option<Vec<(Tensor, Strided)>>,
+}
+
+impl ProjectionOutput {
+    fn new(widths: &[usize]) -> ProjectionOutput {
+        ProjectionOutput { widths: widths.to_vec(), stacked: None, split: None }
+    }
 }
 
 /// A loaded model with its KV cache.
@@ -38,6 +103,9 @@ pub struct Llama {
     pub max_context: usize,
     /// Positions filled so far.
     pub pos: usize,
+    /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
+    /// profiles (timestamps); the `--profile` summary of the CLI reads it.
+    launch_times: Vec<wring_runtime::LaunchTime>,
 }
 
 impl std::fmt::Debug for Llama {
@@ -48,8 +116,12 @@ impl std::fmt::Debug for Llama {
 
 /// Uploads a GGUF tensor as a device tensor of shape [outer..., inner] in its stored type.
 fn upload(ctx: &Context, g: &Gguf, t: &TensorInfo) -> Result<Tensor, LlmError> {
+    upload_bytes(ctx, t, g.tensor_data(t))
+}
+
+/// Uploads the bytes of a tensor described by `t` (its type and dims).
+fn upload_bytes(ctx: &Context, t: &TensorInfo, data: &[u8]) -> Result<Tensor, LlmError> {
     let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
-    let data = g.tensor_data(t);
     Ok(match t.ggml_type {
         0 => {
             let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -85,6 +157,11 @@ pub trait WeightSource {
     fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
     /// A norm weight as f32.
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
+    /// Matrices with one inner dimension and stored type stacked row-wise into one tensor, or `None` when
+    /// they cannot be (different types or widths, or a source that does not stack).
+    fn stacked(&self, _ctx: &Context, _names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+        Ok(None)
+    }
 }
 
 impl WeightSource for Gguf {
@@ -99,6 +176,19 @@ impl WeightSource for Gguf {
 
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
         upload_vector(ctx, self, name)
+    }
+
+    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+        let infos: Vec<&TensorInfo> = names.iter().map(|n| self.tensor(n).ok_or_else(|| LlmError::Unsupported(format!("tensor `{n}` is missing")))).collect::<Result<_, _>>()?;
+        let first = infos[0];
+        if infos.iter().any(|t| t.ggml_type != first.ggml_type || t.dims.len() != 2 || t.dims[0] != first.dims[0]) {
+            return Ok(None);
+        }
+        // Rows of every GGUF type are whole blocks, so the tensors' bytes concatenate into the stacked rows.
+        let rows: u64 = infos.iter().map(|t| t.dims[1]).sum();
+        let bytes: Vec<u8> = infos.iter().flat_map(|t| self.tensor_data(t).iter().copied()).collect();
+        let stacked = TensorInfo { dims: vec![first.dims[0], rows], ..first.clone() };
+        Ok(Some(upload_bytes(ctx, &stacked, &bytes)?))
     }
 }
 
@@ -119,13 +209,10 @@ impl Llama {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             layers.push(Layer {
                 attn_norm: src.vector(ctx, &n("attn_norm"))?,
-                wq: get(&n("attn_q"))?,
-                wk: get(&n("attn_k"))?,
-                wv: get(&n("attn_v"))?,
+                qkv: Projection::load(ctx, src, &[n("attn_q"), n("attn_k"), n("attn_v")])?,
                 wo: get(&n("attn_output"))?,
                 ffn_norm: src.vector(ctx, &n("ffn_norm"))?,
-                w_gate: get(&n("ffn_gate"))?,
-                w_up: get(&n("ffn_up"))?,
+                gate_up: Projection::load(ctx, src, &[n("ffn_gate"), n("ffn_up")])?,
                 w_down: get(&n("ffn_down"))?,
                 k_cache: ctx.empty(&[max_context * kv], DType::F32)?,
                 v_cache: ctx.empty(&[max_context * kv], DType::F32)?,
@@ -140,7 +227,13 @@ impl Llama {
             max_context,
             pos: 0,
             cfg,
+            launch_times: Vec::new(),
         })
+    }
+
+    /// The per-launch GPU times collected since the last call (empty unless the context profiles).
+    pub fn take_launch_times(&mut self) -> Vec<wring_runtime::LaunchTime> {
+        std::mem::take(&mut self.launch_times)
     }
 
     /// Forgets the cached context.
@@ -170,12 +263,12 @@ impl Llama {
         let pos = ctx.upload(&[t], &positions)?;
         let f32t = |shape: &[usize]| ctx.empty(shape, DType::F32);
         let mut step = ctx.step("forward");
-        let mut x = f32t(&[t, e])?;
+        let x = f32t(&[t, e])?;
         ops::get_rows(&mut step, &self.tok_embd, &ids, &x, Choice::Auto)?;
-        let rope = |heads: usize| Rope {
+        let rope = Rope {
             mode: c.rope_mode,
             tokens: t,
-            n_heads: heads,
+            n_heads: c.n_heads,
             head_dim: hd,
             n_dims: c.rope_dims,
             freq_base: c.rope_base,
@@ -193,49 +286,49 @@ impl Llama {
         // One set of scratch tensors serves every layer: the step's launches run in order, and wgpu puts a
         // barrier between launches that write and then read (or overwrite) the same buffer. Allocating per
         // layer would keep all of them alive until the step is submitted (hundreds of MiB for a long prompt).
-        let (h, q, k, v) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, kv])?, f32t(&[t, kv])?);
-        let (qr, kr) = (f32t(&[t, c.n_heads, hd])?, f32t(&[t, c.n_kv_heads, hd])?);
-        let q3 = q.reshape(&[t, c.n_heads, hd]).expect("same length");
-        let k3 = k.reshape(&[t, c.n_kv_heads, hd]).expect("same length");
+        let (h, h2, qr) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_heads, hd])?);
         let (scores, probs) = (f32t(&[t * c.n_heads * kv_len])?, f32t(&[t * c.n_heads * kv_len])?);
-        let (a, o, x_mid, h2) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?);
-        let (g, u, gu, d) = (f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, c.n_ff])?, f32t(&[t, e])?);
-        // The residual stream ping-pongs between two tensors.
-        let mut x_next = f32t(&[t, e])?;
-        for layer in &self.layers {
-            let _span = tracing::debug_span!("layer").entered();
-            ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
-            ops::matmul_weights(&mut step, &layer.wq, &h, &q)?;
-            ops::matmul_weights(&mut step, &layer.wk, &h, &k)?;
-            ops::matmul_weights(&mut step, &layer.wv, &h, &v)?;
-            ops::rope(&mut step, &rope(c.n_heads), &q3, &pos, &qr, Choice::Auto)?;
-            ops::rope(&mut step, &rope(c.n_kv_heads), &k3, &pos, &kr, Choice::Auto)?;
-            ops::copy_into(&mut step, &kr, &layer.k_cache, pos0 * kv)?;
-            ops::copy_into(&mut step, &v, &layer.v_cache, pos0 * kv)?;
+        let (a, o, x_mid, d, gated) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_ff])?);
+        let (mut qkv_out, mut gate_up_out) = (ProjectionOutput::new(&[e, kv, kv]), ProjectionOutput::new(&[c.n_ff, c.n_ff]));
+        // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
+        // residual add is fused with the norm that follows it.
+        for (i, layer) in self.layers.iter().enumerate() {
+            let _span = tracing::debug_span!("layer", i).entered();
+            if i == 0 {
+                ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
+            } else {
+                ops::rmsnorm_add(&mut step, &x_mid, &d, &layer.attn_norm, &h, &x, c.rms_eps, Choice::Auto)?;
+            }
+            let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
+            let r = RopeQkv { rope, n_kv_heads: c.n_kv_heads, cache_pos: pos0, q: qkv[0].1, k: qkv[1].1, v: qkv[2].1 };
+            ops::rope_qkv(&mut step, &r, &qkv[0].0, &qkv[1].0, &qkv[2].0, &pos, &qr, &layer.k_cache, &layer.v_cache, Choice::Auto)?;
             ops::attention(&mut step, &attn, &qr, &layer.k_cache, &layer.v_cache, &scores, &probs, &a)?;
             ops::matmul_weights(&mut step, &layer.wo, &a, &o)?;
-            ops::binary(&mut step, BinaryOp::Add, &x, &o, &x_mid, Choice::Auto)?;
-            ops::rmsnorm(&mut step, &x_mid, &layer.ffn_norm, &h2, c.rms_eps, Choice::Auto)?;
-            ops::matmul_weights(&mut step, &layer.w_gate, &h2, &g)?;
-            ops::matmul_weights(&mut step, &layer.w_up, &h2, &u)?;
-            ops::silu_mul(&mut step, &g, &u, &gu, Choice::Auto)?;
-            ops::matmul_weights(&mut step, &layer.w_down, &gu, &d)?;
-            ops::binary(&mut step, BinaryOp::Add, &x_mid, &d, &x_next, Choice::Auto)?;
-            std::mem::swap(&mut x, &mut x_next);
+            ops::rmsnorm_add(&mut step, &x, &o, &layer.ffn_norm, &h2, &x_mid, c.rms_eps, Choice::Auto)?;
+            let gu = layer.gate_up.apply(ctx, &mut step, &h2, &mut gate_up_out)?;
+            if gu[0].0.shares_buffer(&gu[1].0) {
+                ops::silu_mul_halves(&mut step, &gu[0].0, &gated, Choice::Auto)?;
+            } else {
+                ops::silu_mul(&mut step, &gu[0].0, &gu[1].0, &gated, Choice::Auto)?;
+            }
+            ops::matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
         }
+        // The last residual add goes with the output norm, over every row (cheap); the head then reads only
+        // the rows whose logits are wanted.
+        let xn_all = f32t(&[t, e])?;
+        ops::rmsnorm_add(&mut step, &x_mid, &d, &self.output_norm, &xn_all, &x, c.rms_eps, Choice::Auto)?;
         let rows = if all_logits { t } else { 1 };
-        let last = if all_logits { x.clone() } else { ctx.view(&x, ((t - 1) * e * 4) as u64, &[1, e], DType::F32).or_else(|_| {
+        let xn = if all_logits { xn_all } else { ctx.view(&xn_all, ((t - 1) * e * 4) as u64, &[1, e], DType::F32).or_else(|_| {
             // Views need an aligned offset; otherwise copy the last row out.
             let tmp = f32t(&[1, e])?;
             let plan = wring_kernels::copy::plan_at(e, (t - 1) * e, 0, step.caps(), Choice::Auto)?;
-            step.launch(&plan, &[("src", &x), ("dst", &tmp)])?;
+            step.launch(&plan, &[("src", &xn_all), ("dst", &tmp)])?;
             Ok::<Tensor, wring_runtime::Error>(tmp)
         })? };
-        let xn = f32t(&[rows, e])?;
-        ops::rmsnorm(&mut step, &last, &self.output_norm, &xn, c.rms_eps, Choice::Auto)?;
         let logits = f32t(&[rows, c.vocab])?;
         ops::matmul_weights(&mut step, self.output.as_ref().unwrap_or(&self.tok_embd), &xn, &logits)?;
-        step.submit()?;
+        let report = step.submit()?;
+        self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
         Ok(ctx.read(&logits)?)
     }

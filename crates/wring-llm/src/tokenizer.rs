@@ -181,29 +181,90 @@ impl GgufTokenizer {
 
 /// Turns generated tokens into text as they arrive, handing out only whole characters: a byte-level token
 /// can end inside a multi-byte character, which decodes as U+FFFD until the next token completes it.
+///
+/// With stop strings it also ends the text at the first one (which is not handed out), and holds back any
+/// tail that could still grow into one, so a caller never prints text it would have to take back.
 #[derive(Debug)]
 pub struct TextStream<'a> {
     tokenizer: &'a GgufTokenizer,
     ids: Vec<u32>,
+    /// Everything decoded so far (whole characters).
     text: String,
+    /// Bytes of `text` handed out.
+    emitted: usize,
+    stops: Vec<String>,
+    stopped: bool,
 }
 
 impl<'a> TextStream<'a> {
     /// An empty stream.
     pub fn new(tokenizer: &'a GgufTokenizer) -> TextStream<'a> {
-        TextStream { tokenizer, ids: Vec::new(), text: String::new() }
+        TextStream::with_stops(tokenizer, &[])
     }
 
-    /// Adds a token; returns the text it completes (possibly empty).
+    /// An empty stream that ends at the first of `stops` (empty strings are ignored).
+    pub fn with_stops(tokenizer: &'a GgufTokenizer, stops: &[String]) -> TextStream<'a> {
+        let stops = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
+        TextStream { tokenizer, ids: Vec::new(), text: String::new(), emitted: 0, stops, stopped: false }
+    }
+
+    /// Adds a token; returns the text it completes (possibly empty). After a stop string nothing more is
+    /// handed out.
     pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        if self.stopped {
+            return Ok(String::new());
+        }
         self.ids.push(id);
         let text = self.tokenizer.decode(&self.ids)?;
         if text.ends_with('\u{fffd}') || !text.starts_with(&self.text) {
             return Ok(String::new());
         }
-        let new = text[self.text.len()..].to_string();
         self.text = text;
-        Ok(new)
+        // A stop string may straddle the boundary of what was handed out only if it began in the held-back
+        // tail, so searching from the emitted point is enough.
+        let first_stop = self.stops.iter().filter_map(|s| self.text[self.emitted..].find(s.as_str())).min();
+        let end = match first_stop {
+            Some(at) => {
+                self.stopped = true;
+                self.emitted + at
+            }
+            None => self.text.len() - self.held_tail(),
+        };
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        Ok(out)
+    }
+
+    /// The length of the longest tail of the text (after what was handed out) that is a proper prefix of a
+    /// stop string.
+    fn held_tail(&self) -> usize {
+        let rest = &self.text[self.emitted..];
+        let mut held = 0;
+        for s in &self.stops {
+            for (i, _) in rest.char_indices() {
+                let tail = &rest[i..];
+                if tail.len() < s.len() && s.starts_with(tail) {
+                    held = held.max(tail.len());
+                    break;
+                }
+            }
+        }
+        held
+    }
+
+    /// Whether a stop string ended the text.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The text still held back (a tail that might have begun a stop string); call when generation ends.
+    pub fn finish(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
     }
 
     /// Tokens pushed so far.
@@ -213,6 +274,6 @@ impl<'a> TextStream<'a> {
 
     /// The text handed out so far.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[..self.emitted]
     }
 }

@@ -2,8 +2,8 @@
 //! Each takes a [`Choice`] so that tests and benchmarks can force any variant.
 
 use wring_kernels::binary::BinaryOp;
-use wring_kernels::rope::Rope;
-use wring_kernels::{Choice, DType, binary, copy, fill, get_rows, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax};
+use wring_kernels::rope::{Rope, RopeQkv};
+use wring_kernels::{Choice, DType, Strided, binary, copy, fill, get_rows, matmul, matvec, qmatmul, qmatvec, rmsnorm, rope, silu_mul, softmax};
 
 use crate::error::{Error, Result};
 use crate::step::Step;
@@ -83,10 +83,21 @@ pub fn binary(step: &mut Step<'_>, op: BinaryOp, a: &Tensor, b: &Tensor, c: &Ten
 
 /// `y = silu(a) * b`, all f32 of one length.
 pub fn silu_mul(step: &mut Step<'_>, a: &Tensor, b: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
-    expect(a.len() == b.len() && a.len() == y.len(), || "silu_mul operands must have one length".into())?;
-    expect([a, b, y].iter().all(|t| t.dtype() == DType::F32), || "silu_mul takes f32".into())?;
-    let plan = silu_mul::plan(a.len(), step.caps(), choice)?;
+    expect(a.shape() == b.shape() && b.shape() == y.shape(), || "a, b and y must have one shape".into())?;
+    let cols = a.shape().last().copied().unwrap_or(0);
+    let dense = Strided { stride: cols, offset: 0 };
+    let plan = silu_mul::plan(cols, a.len() / cols.max(1), dense, dense, step.caps(), choice)?;
     step.launch(&plan, &[("a", a), ("b", b), ("y", y)])
+}
+
+/// The SwiGLU gate of a fused gate/up projection: `y[row] = silu(gu[row][..ff]) * gu[row][ff..]` for `gu`
+/// [rows, 2 ff] and `y` [rows, ff], read in place.
+pub fn silu_mul_halves(step: &mut Step<'_>, gu: &Tensor, y: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let (rows, ff) = dims2(y, "y")?;
+    expect(gu.shape() == [rows, 2 * ff], || format!("gu must be [{rows}, {}]", 2 * ff))?;
+    let (a, b) = (Strided { stride: 2 * ff, offset: 0 }, Strided { stride: 2 * ff, offset: ff });
+    let plan = silu_mul::plan(ff, rows, a, b, step.caps(), choice)?;
+    step.launch(&plan, &[("a", gu), ("b", gu), ("y", y)])
 }
 
 /// `c[m][n] = a[m][k] . b[n][k]`, c in f32.
@@ -113,8 +124,17 @@ pub fn matvec(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor, choice: C
 pub fn rmsnorm(step: &mut Step<'_>, x: &Tensor, w: &Tensor, y: &Tensor, eps: f32, choice: Choice<'_>) -> Result<()> {
     let (rows, n) = dims2(x, "x")?;
     expect(w.len() == n && y.shape() == x.shape(), || format!("w must have {n} elements and y the shape of x"))?;
-    let plan = rmsnorm::plan(n, rows, eps, step.caps(), choice)?;
+    let plan = rmsnorm::plan(n, rows, eps, false, step.caps(), choice)?;
     step.launch(&plan, &[("x", x), ("w", w), ("y", y)])
+}
+
+/// The residual add fused with the RMSNorm after it: `s = x + r`, `y = rmsnorm(s) * w`, one launch.
+#[allow(clippy::too_many_arguments, reason = "two inputs, a weight, two outputs and the norm's epsilon")]
+pub fn rmsnorm_add(step: &mut Step<'_>, x: &Tensor, r: &Tensor, w: &Tensor, y: &Tensor, s: &Tensor, eps: f32, choice: Choice<'_>) -> Result<()> {
+    let (rows, n) = dims2(x, "x")?;
+    expect(w.len() == n && [r, y, s].iter().all(|t| t.shape() == x.shape()), || format!("w must have {n} elements and r, y, s the shape of x"))?;
+    let plan = rmsnorm::plan(n, rows, eps, true, step.caps(), choice)?;
+    step.launch(&plan, &[("x", x), ("r", r), ("w", w), ("y", y), ("s", s)])
 }
 
 /// Softmax of each row of `x * scale`.
@@ -132,6 +152,37 @@ pub fn rope(step: &mut Step<'_>, r: &Rope, x: &Tensor, pos: &Tensor, y: &Tensor,
     expect(y.shape() == x.shape(), || "y must have the shape of x".into())?;
     let plan = rope::plan(r, step.caps(), choice)?;
     step.launch(&plan, &[("x", x), ("pos", pos), ("y", y)])
+}
+
+/// RoPE on queries and keys and the KV-cache append in one launch: `q_out` [tokens][heads][head_dim] gets
+/// the rotated queries, `k_cache` and `v_cache` ([positions][kv heads][head_dim]) the rotated keys and the
+/// values at positions `cache_pos..`. q, k and v are read through the strides in `r`, so they may be one
+/// tensor (a fused QKV projection's output).
+#[allow(clippy::too_many_arguments, reason = "three inputs, positions and three outputs")]
+pub fn rope_qkv(
+    step: &mut Step<'_>,
+    r: &RopeQkv,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: &Tensor,
+    q_out: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    let t = r.rope.tokens;
+    let (hd, kv) = (r.rope.head_dim, r.n_kv_heads * r.rope.head_dim);
+    for (name, x, s, width) in [("q", q, r.q, r.rope.n_heads * hd), ("k", k, r.k, kv), ("v", v, r.v, kv)] {
+        let need = t.saturating_sub(1).saturating_mul(s.stride).saturating_add(s.offset).saturating_add(width);
+        expect(x.dtype() == DType::F32 && x.len() >= need, || format!("{name} must be f32 with at least {need} elements for {t} tokens"))?;
+    }
+    expect(pos.len() == t && pos.dtype() == DType::I32, || format!("pos must be i32 of {t} elements"))?;
+    expect(q_out.len() == t * r.rope.n_heads * hd, || format!("q_out must hold {t} x {} x {hd}", r.rope.n_heads))?;
+    let end = (r.cache_pos + t) * kv;
+    expect(k_cache.len() >= end && v_cache.len() >= end, || format!("the caches must hold at least {end} values"))?;
+    let plan = rope::plan_qkv(r, step.caps(), choice)?;
+    step.launch(&plan, &[("q", q), ("k", k), ("v", v), ("pos", pos), ("q_out", q_out), ("k_cache", k_cache), ("v_cache", v_cache)])
 }
 
 /// `y[b][n] = w[n][k] . x[b][k]` for `w` in a GGUF block format (kept packed) and any number of activation
