@@ -2,6 +2,7 @@
 //!
 //! This facade re-exports the workspace's crates under one name.
 
+pub use wring_codec as codec;
 pub use wring_gguf as gguf;
 pub use wring_kernels as kernels;
 pub use wring_llm as llm;

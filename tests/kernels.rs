@@ -34,7 +34,7 @@ fn needs(v: &Variant) -> (bool, bool) {
 /// Every kernel in the build table must have a test here; a new kernel without one fails this.
 #[test]
 fn every_kernel_is_tested() {
-    let tested = ["attn_pv", "attn_scores", "binary", "copy", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "rope_qkv", "silu_mul", "softmax"];
+    let tested = ["attn_pv", "attn_scores", "binary", "copy", "dwt", "fill", "get_rows", "matmul", "matvec", "qmatmul", "qmatvec", "rmsnorm", "rope", "rope_qkv", "silu_mul", "softmax"];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();
     assert_eq!(built, tested, "update the kernel tests when the table changes");

@@ -7,3 +7,4 @@ mod llm;
 mod quant;
 mod runtime;
 mod shaders;
+mod wavelet;

@@ -38,6 +38,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod silu_mul;
 pub mod softmax;
+pub mod wavelet;
 
 pub use dtype::{DType, Element, Float};
 pub use plan::{Caps, Choice, KernelError, Plan, Strided};

@@ -248,3 +248,16 @@ pub fn get_rows(step: &mut Step<'_>, table: &Tensor, ids: &Tensor, out: &Tensor,
     let plan = get_rows::plan(table.dtype(), rows, k, ids.len(), step.caps(), choice)?;
     step.launch(&plan, &[("w", table), ("ids", ids), ("out", out)])
 }
+
+/// One level of the wavelet transform along one axis (`wring_kernels::wavelet`): forward reads the
+/// contiguous `src` and writes both bands into `dst` through the strides in `d`; inverse the other way.
+/// `filters` is the wavelet's filter bank (`Wavelet::filter_bank`) as an f32 tensor.
+pub fn dwt(step: &mut Step<'_>, d: &wring_kernels::wavelet::Dwt, filters: &Tensor, src: &Tensor, dst: &Tensor, choice: Choice<'_>) -> Result<()> {
+    let taps = d.wavelet.taps();
+    expect(filters.dtype() == DType::F32 && filters.len() == 4 * taps, || format!("filters must be f32 [4 x {taps}]"))?;
+    let (signal, banded) = if d.forward { (src, dst) } else { (dst, src) };
+    expect(signal.dtype() == DType::F32 && signal.len() >= d.signal_len(), || format!("the signal must be f32 with at least {} elements", d.signal_len()))?;
+    expect(banded.dtype() == DType::F32 && banded.len() >= d.banded_len(), || format!("the bands must be f32 with at least {} elements", d.banded_len()))?;
+    let plan = wring_kernels::wavelet::plan(d, step.caps(), choice)?;
+    step.launch(&plan, &[("filters", filters), ("src", src), ("dst", dst)])
+}
