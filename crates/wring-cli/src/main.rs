@@ -101,6 +101,62 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Compress an image (PNG/JPEG) or a WAV file into a .wrg stream with the wavelet codec.
+    Encode {
+        /// The image or WAV file.
+        input: std::path::PathBuf,
+        /// The .wrg file to write.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// 1 (smallest) to 100 (best).
+        #[arg(long, conflicts_with_all = ["bpp", "kbps"])]
+        quality: Option<f32>,
+        /// Target bits per pixel (images).
+        #[arg(long, conflicts_with = "kbps")]
+        bpp: Option<f64>,
+        /// Target kilobits per second (audio).
+        #[arg(long)]
+        kbps: Option<f64>,
+        /// Wavelet: haar, db2, db4, sym4, bior2.2, bior4.4.
+        #[arg(long, default_value = "bior4.4")]
+        wavelet: String,
+        /// Packet levels (default: 3 for images, 6 for audio, fewer for small inputs).
+        #[arg(long)]
+        levels: Option<usize>,
+    },
+    /// Decode a .wrg stream into a PNG (images) or WAV (audio).
+    Decode {
+        /// The .wrg file.
+        input: std::path::PathBuf,
+        /// The image or WAV file to write.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
+    /// Wavelet packet transform of an image, a WAV or a .npy array [channels, ...], written as .npy.
+    Wavelet {
+        /// forward or inverse.
+        #[arg(value_parser = ["forward", "inverse"])]
+        direction: String,
+        /// Input: an image or WAV (forward), or a .npy of coefficients (inverse) or of signals (forward).
+        input: std::path::PathBuf,
+        /// The .npy to write: [channels * subbands, ...] forward, [channels, ...] inverse.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(long, default_value = "bior4.4")]
+        wavelet: String,
+        #[arg(long, default_value_t = 1)]
+        levels: usize,
+        /// periodization, symmetric or zero.
+        #[arg(long, default_value = "periodization")]
+        mode: String,
+        /// Channels of the original signal (inverse only; default 1).
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        /// The original signal's shape, e.g. 512x768 or 48000 (inverse only; default: the coefficients'
+        /// shape doubled per level, exact for periodization and even sizes).
+        #[arg(long)]
+        size: Option<String>,
+    },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
         #[arg(long)]
@@ -136,6 +192,11 @@ fn main() -> ExitCode {
         Command::Logits { model, prompt, out } => logits(model, &prompt, &out).map_err(|e| e.to_string()),
         Command::Chat { model, system, max_tokens, temperature, seed } => {
             chat(model, system, max_tokens, wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)).map_err(|e| e.to_string())
+        }
+        Command::Encode { input, output, quality, bpp, kbps, wavelet, levels } => encode(&input, &output, quality, bpp.or(kbps), &wavelet, levels).map_err(|e| e.to_string()),
+        Command::Decode { input, output } => decode(&input, &output).map_err(|e| e.to_string()),
+        Command::Wavelet { direction, input, output, wavelet, levels, mode, channels, size } => {
+            wavelet_cmd(direction == "forward", &input, &output, &wavelet, levels, &mode, channels, size.as_deref()).map_err(|e| e.to_string())
         }
         Command::Perplexity { model, file, ctx, chunks } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
     };
@@ -405,25 +466,6 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
     }
 }
 
-/// Writes a little-endian f32 array as .npy (format version 1.0), the numpy convention.
-fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
-    // Magic (6) + version (2) + length (2) + header + newline is padded to a multiple of 64 bytes.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes)
-}
 
 fn logits(model: Option<std::path::PathBuf>, prompt: &str, out: &std::path::Path) -> Result<(), wring_llm::LlmError> {
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
@@ -435,7 +477,7 @@ fn logits(model: Option<std::path::PathBuf>, prompt: &str, out: &std::path::Path
     let ctx = Context::new(ContextOptions::default())?;
     let mut llm = wring_llm::Llama::load(&ctx, &g, ids.len(), |_, _| {})?;
     let logits = llm.forward(&ctx, &ids, true)?;
-    write_npy(out, &[ids.len(), llm.cfg.vocab], &logits).map_err(|e| wring_llm::LlmError::Request(format!("cannot write {}: {e}", out.display())))?;
+    wring_codec::io::write_npy(out, &[ids.len(), llm.cfg.vocab], &logits).map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
     eprintln!("wrote {} ({} tokens x {} vocab)", out.display(), ids.len(), llm.cfg.vocab);
     Ok(())
 }
@@ -458,4 +500,106 @@ fn load_with_progress(ctx: &Context, g: &wring_gguf::Gguf) -> Result<wring_llm::
     });
     bar.finish_and_clear();
     llm
+}
+
+fn is_wav(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+}
+
+fn wavelet_named(name: &str) -> Result<wring_kernels::wavelet::Wavelet, wring_codec::CodecError> {
+    wring_kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| wring_codec::CodecError::Request(format!("unknown wavelet `{name}`: use haar, db2, db4, sym4, bior2.2 or bior4.4")))
+}
+
+fn encode(input: &std::path::Path, output: &std::path::Path, quality: Option<f32>, target: Option<f64>, wavelet: &str, levels: Option<usize>) -> Result<(), wring_codec::CodecError> {
+    use wring_codec::{Options, Rate};
+    let rate = match (quality, target) {
+        (_, Some(t)) => Rate::Target(t),
+        (Some(q), None) => Rate::Quality(q),
+        (None, None) => Rate::Quality(75.0),
+    };
+    let opts = Options { rate, wavelet: wavelet_named(wavelet)?, levels };
+    let ctx = Context::new(ContextOptions::default())?;
+    let start = std::time::Instant::now();
+    let (bytes, what, units) = if is_wav(input) {
+        let a = wring_codec::io::read_wav(input)?;
+        let seconds = a.samples.len() as f64 / a.channels as f64 / f64::from(a.sample_rate);
+        let s = wring_codec::encode_audio(&ctx, &a, &opts)?;
+        let kbps = s.len() as f64 * 8.0 / 1000.0 / seconds;
+        (s, format!("{} channel(s), {seconds:.2} s", a.channels), format!("{kbps:.2} kbps"))
+    } else {
+        let img = wring_codec::io::read_image(input)?;
+        let s = wring_codec::encode_image(&ctx, &img, &opts)?;
+        let bpp = s.len() as f64 * 8.0 / (img.width * img.height) as f64;
+        (s, format!("{}x{}x{}", img.width, img.height, img.channels), format!("{bpp:.4} bpp"))
+    };
+    std::fs::write(output, &bytes).map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", output.display())))?;
+    eprintln!("{what} -> {} bytes ({units}) in {:.1} ms on {}", bytes.len(), start.elapsed().as_secs_f64() * 1e3, ctx.label());
+    Ok(())
+}
+
+fn decode(input: &std::path::Path, output: &std::path::Path) -> Result<(), wring_codec::CodecError> {
+    let bytes = std::fs::read(input).map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", input.display())))?;
+    let ctx = Context::new(ContextOptions::default())?;
+    match wring_codec::decode(&ctx, &bytes)? {
+        wring_codec::Decoded::Image(img) => wring_codec::io::write_image(output, &img),
+        wring_codec::Decoded::Audio(a) => wring_codec::io::write_wav(output, &a),
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "the command's options")]
+fn wavelet_cmd(
+    forward: bool,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    wavelet: &str,
+    levels: usize,
+    mode: &str,
+    channels: usize,
+    size: Option<&str>,
+) -> Result<(), wring_codec::CodecError> {
+    use wring_codec::CodecError;
+    let wavelet = wavelet_named(wavelet)?;
+    let mode = wring_kernels::wavelet::Mode::from_name(mode).ok_or_else(|| CodecError::Request(format!("unknown mode `{mode}`: use periodization, symmetric or zero")))?;
+    let is_npy = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    // Forward input as planes [channels][dims...].
+    let (channels, dims, data) = if !forward {
+        let (shape, data) = wring_codec::io::read_npy(input)?;
+        let dims: Vec<usize> = match size {
+            Some(s) => s.split('x').map(|d| d.trim().parse().map_err(|_| CodecError::Request(format!("bad size `{s}`")))).collect::<Result<_, _>>()?,
+            None => shape.get(1..).unwrap_or_default().iter().map(|d| d << levels).collect(),
+        };
+        (channels, dims, data)
+    } else if is_npy {
+        let (shape, data) = wring_codec::io::read_npy(input)?;
+        let (c, dims) = shape.split_first().ok_or_else(|| CodecError::Request("the .npy must be [channels, length] or [channels, height, width]".into()))?;
+        (*c, dims.to_vec(), data)
+    } else if is_wav(input) {
+        let a = wring_codec::io::read_wav(input)?;
+        let n = a.samples.len() / a.channels.max(1);
+        let mut planes = vec![0f32; a.samples.len()];
+        for (i, frame) in a.samples.chunks_exact(a.channels).enumerate() {
+            for (c, &s) in frame.iter().enumerate() {
+                planes[c * n + i] = f32::from(s);
+            }
+        }
+        (a.channels, vec![n], planes)
+    } else {
+        let img = wring_codec::io::read_image(input)?;
+        let n = img.width * img.height;
+        let mut planes = vec![0f32; img.pixels.len()];
+        for (i, px) in img.pixels.chunks_exact(img.channels).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                planes[c * n + i] = f32::from(v);
+            }
+        }
+        (img.channels, vec![img.height, img.width], planes)
+    };
+    let p = wring_codec::Packet::new(wavelet, mode, levels, channels, &dims)?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let mut step = ctx.step("wavelet");
+    let x = ctx.upload(&[data.len()], &data)?;
+    let y = if forward { p.forward(&ctx, &mut step, &x)? } else { p.inverse(&ctx, &mut step, &x)? };
+    step.submit()?;
+    let out: Vec<f32> = ctx.read(&y)?;
+    wring_codec::io::write_npy(output, y.shape(), &out)
 }

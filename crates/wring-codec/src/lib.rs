@@ -1,8 +1,13 @@
 //! Data compression on wring: the wavelet packet transform (WaLLoC's invertible sandwich) on the GPU, and a
 //! lossy image/audio codec built on it.
 
+pub mod codec;
+pub mod container;
+pub mod entropy;
+pub mod io;
 pub mod wpt;
 
+pub use codec::{Audio, Decoded, Image, Options, Rate, decode, encode_audio, encode_image};
 pub use wpt::Packet;
 
 /// What can go wrong in the codec.
@@ -11,7 +16,16 @@ pub enum CodecError {
     /// A GPU-side failure.
     #[error(transparent)]
     Runtime(#[from] wring_runtime::Error),
-    /// A request that does not make sense (shapes, levels).
+    /// A request that does not make sense (shapes, levels, rates).
     #[error("{0}")]
     Request(String),
+    /// A stream that is truncated, corrupted or not a wring stream.
+    #[error("corrupt stream: {0}")]
+    Corrupt(String),
+    /// A stream from another format version.
+    #[error("unsupported stream: {0}")]
+    Unsupported(String),
+    /// Reading or writing files.
+    #[error("{0}")]
+    Io(String),
 }

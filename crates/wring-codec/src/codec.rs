@@ -1,0 +1,274 @@
+//! The wavelet codec: images (8-bit gray or RGB; RGB goes through YCoCg) and 16-bit PCM audio, each
+//! channel transformed by a wavelet packet tree on the GPU, quantized with a dead-zone uniform quantizer
+//! (one step for the stream, scaled per channel), and entropy coded (see `entropy`).
+
+use wring_kernels::wavelet::{Mode, Wavelet};
+use wring_runtime::Context;
+
+use crate::container::{self, Header, Kind};
+use crate::entropy::{self, SubbandHeader};
+use crate::{CodecError, Packet};
+
+/// An 8-bit image, row-major, channels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Pixels per row.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+    /// width * height * channels bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// 16-bit PCM audio, channels interleaved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audio {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: usize,
+    /// Interleaved samples.
+    pub samples: Vec<i16>,
+}
+
+/// A decoded stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// An image stream.
+    Image(Image),
+    /// An audio stream.
+    Audio(Audio),
+}
+
+/// How hard to compress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// 1 (smallest) to 100 (best): sets the quantizer step directly.
+    Quality(f32),
+    /// A target size in bits per pixel (images) or kilobits per second (audio); the step is searched so
+    /// that the stream is at most that large.
+    Target(f64),
+}
+
+/// Encoder settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// Quality or target rate.
+    pub rate: Rate,
+    /// The transform's wavelet (default CDF 9/7, `bior4.4`).
+    pub wavelet: Wavelet,
+    /// Packet levels (default: 3 for images, 6 for audio, fewer for small signals).
+    pub levels: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { rate: Rate::Quality(75.0), wavelet: Wavelet::Bior4_4, levels: None }
+    }
+}
+
+/// The quantizer step of a quality: 0.5 at 100, doubling every 12.5 points below.
+pub fn step_of_quality(q: f32) -> f32 {
+    0.5 * 2f32.powf((100.0 - q.clamp(1.0, 100.0)) / 12.5)
+}
+
+/// Per-channel step multipliers. Image error is judged on RGB: YCoCg's inverse gives R, G, B errors that
+/// weigh Y, Co, Cg by 3, 2 and 3, so each channel's step goes as 1/sqrt of its weight (normalized to Y).
+fn channel_weights(kind: Kind, channels: usize) -> Vec<f32> {
+    match (kind, channels) {
+        (Kind::Image, 3) => vec![1.0, (3.0f32 / 2.0).sqrt(), 1.0],
+        _ => vec![1.0; channels],
+    }
+}
+
+/// Levels that keep the last level's subbands at least 8 samples wide (or the caller's choice).
+fn default_levels(dims: &[usize], wanted: Option<usize>, default: usize) -> usize {
+    wanted.unwrap_or_else(|| {
+        let smallest = dims.iter().copied().min().unwrap_or(1);
+        (0..=default).rev().find(|&j| smallest >> j >= 8).unwrap_or(0)
+    })
+}
+
+fn packet_of(h: &Header) -> Result<Packet, CodecError> {
+    let dims: Vec<usize> = match h.kind {
+        Kind::Image => vec![h.height, h.width],
+        Kind::Audio => vec![h.width],
+    };
+    Packet::new(h.wavelet, h.mode, h.levels, h.channels, &dims)
+}
+
+/// Planes [channel][samples] of an image in the coded color space: Y centred on zero, Co and Cg.
+fn image_planes(img: &Image) -> Vec<f32> {
+    let n = img.width * img.height;
+    let mut planes = vec![0f32; img.channels * n];
+    for (i, px) in img.pixels.chunks_exact(img.channels).enumerate() {
+        if let [r, g, b] = *px {
+            let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
+            planes[i] = 0.25 * r + 0.5 * g + 0.25 * b - 128.0;
+            planes[n + i] = 0.5 * r - 0.5 * b;
+            planes[2 * n + i] = -0.25 * r + 0.5 * g - 0.25 * b;
+        } else {
+            planes[i] = f32::from(px[0]) - 128.0;
+        }
+    }
+    planes
+}
+
+fn planes_to_image(planes: &[f32], h: &Header) -> Image {
+    let n = h.width * h.height;
+    let to_u8 = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    let mut pixels = Vec::with_capacity(n * h.channels);
+    for i in 0..n {
+        if h.channels == 3 {
+            let (y, co, cg) = (planes[i] + 128.0, planes[n + i], planes[2 * n + i]);
+            pixels.extend_from_slice(&[to_u8(y + co - cg), to_u8(y + cg), to_u8(y - co - cg)]);
+        } else {
+            pixels.push(to_u8(planes[i] + 128.0));
+        }
+    }
+    Image { width: h.width, height: h.height, channels: h.channels, pixels }
+}
+
+/// Runs the packet transform on the GPU, one step.
+fn transform(ctx: &Context, p: &Packet, x: &[f32], forward: bool) -> Result<Vec<f32>, CodecError> {
+    let mut step = ctx.step(if forward { "wpt forward" } else { "wpt inverse" });
+    let t = ctx.upload(&[x.len()], x)?;
+    let y = if forward { p.forward(ctx, &mut step, &t)? } else { p.inverse(ctx, &mut step, &t)? };
+    step.submit()?;
+    Ok(ctx.read(&y)?)
+}
+
+/// Quantizes and codes coefficients at one step; returns the stream.
+fn code_at(h: &mut Header, p: &Packet, coeffs: &[f32]) -> Result<Vec<u8>, CodecError> {
+    let weights = channel_weights(h.kind, h.channels);
+    let per_channel = coeffs.len() / h.channels;
+    let mut q = Vec::with_capacity(coeffs.len());
+    for (c, w) in coeffs.chunks_exact(per_channel).zip(&weights) {
+        q.extend(entropy::quantize(c, h.step * w));
+    }
+    let last = p.level_dims().pop().expect("level 0");
+    let (bh, bw) = if let [n] = last[..] { (1, n) } else { (last[0], last[1]) };
+    let (subbands, payload) = entropy::encode(&q, p.subbands(), bh, bw, last.len() == 2)?;
+    h.subbands = subbands;
+    Ok(container::write(h, &payload))
+}
+
+/// Encodes planes [channel][dims] (already in the coded color space) with `rate`.
+fn encode_planes(ctx: &Context, mut h: Header, planes: &[f32], rate: Rate, target_bits: impl Fn(f64) -> f64) -> Result<Vec<u8>, CodecError> {
+    let p = packet_of(&h)?;
+    let coeffs = transform(ctx, &p, planes, true)?;
+    match rate {
+        Rate::Quality(q) => {
+            h.step = step_of_quality(q);
+            code_at(&mut h, &p, &coeffs)
+        }
+        Rate::Target(t) => {
+            let budget = target_bits(t) / 8.0;
+            // Bisection on log2(step): the size falls as the step grows.
+            let (mut lo, mut hi) = (-4.0f32, 12.0f32);
+            let mut best = None;
+            for _ in 0..18 {
+                let mid = 0.5 * (lo + hi);
+                h.step = mid.exp2();
+                let s = code_at(&mut h, &p, &coeffs)?;
+                if s.len() as f64 <= budget {
+                    hi = mid;
+                    best = Some(s);
+                } else {
+                    lo = mid;
+                }
+            }
+            match best {
+                Some(s) => Ok(s),
+                None => {
+                    h.step = hi.exp2();
+                    code_at(&mut h, &p, &coeffs)
+                }
+            }
+        }
+    }
+}
+
+/// Encodes an image.
+pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8>, CodecError> {
+    if !(img.channels == 1 || img.channels == 3) || img.width == 0 || img.height == 0 || img.pixels.len() != img.width * img.height * img.channels {
+        return Err(CodecError::Request(format!("an image must be gray or RGB with width*height*channels bytes, got {}x{}x{} and {} bytes", img.width, img.height, img.channels, img.pixels.len())));
+    }
+    let levels = default_levels(&[img.height, img.width], opts.levels, 3);
+    let h = Header {
+        kind: Kind::Image,
+        channels: img.channels,
+        wavelet: opts.wavelet,
+        mode: Mode::Periodization,
+        levels,
+        width: img.width,
+        height: img.height,
+        sample_rate: 0,
+        step: 1.0,
+        subbands: Vec::new(),
+    };
+    let pixels = (img.width * img.height) as f64;
+    encode_planes(ctx, h, &image_planes(img), opts.rate, |bpp| bpp * pixels)
+}
+
+/// Encodes audio.
+pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>, CodecError> {
+    if a.channels == 0 || a.channels > 16 || a.samples.is_empty() || a.samples.len() % a.channels != 0 || a.sample_rate == 0 {
+        return Err(CodecError::Request("audio needs 1 to 16 channels, a sample rate and whole frames".into()));
+    }
+    let n = a.samples.len() / a.channels;
+    let mut planes = vec![0f32; a.samples.len()];
+    for (i, frame) in a.samples.chunks_exact(a.channels).enumerate() {
+        for (c, &s) in frame.iter().enumerate() {
+            planes[c * n + i] = f32::from(s);
+        }
+    }
+    let h = Header {
+        kind: Kind::Audio,
+        channels: a.channels,
+        wavelet: opts.wavelet,
+        mode: Mode::Periodization,
+        levels: default_levels(&[n], opts.levels, 6),
+        width: n,
+        height: 1,
+        sample_rate: a.sample_rate,
+        step: 1.0,
+        subbands: Vec::new(),
+    };
+    let seconds = n as f64 / f64::from(a.sample_rate);
+    encode_planes(ctx, h, &planes, opts.rate, |kbps| kbps * 1000.0 * seconds)
+}
+
+/// Decodes a stream.
+pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
+    let (h, payload) = container::read(bytes, |h| Ok(h.channels * packet_of(h)?.subbands()))?;
+    let p = packet_of(&h)?;
+    let last = p.level_dims().pop().expect("level 0");
+    let (bh, bw) = if let [n] = last[..] { (1, n) } else { (last[0], last[1]) };
+    let q = entropy::decode(payload, &h.subbands, p.subbands(), bh, bw, last.len() == 2)?;
+    let weights = channel_weights(h.kind, h.channels);
+    let per_channel = q.len() / h.channels;
+    let mut coeffs = Vec::with_capacity(q.len());
+    for (c, w) in q.chunks_exact(per_channel).zip(&weights) {
+        coeffs.extend(entropy::dequantize(c, h.step * w));
+    }
+    let planes = transform(ctx, &p, &coeffs, false)?;
+    Ok(match h.kind {
+        Kind::Image => Decoded::Image(planes_to_image(&planes, &h)),
+        Kind::Audio => {
+            let n = h.width;
+            let mut samples = vec![0i16; planes.len()];
+            for c in 0..h.channels {
+                for i in 0..n {
+                    samples[i * h.channels + c] = planes[c * n + i].round().clamp(-32768.0, 32767.0) as i16;
+                }
+            }
+            Decoded::Audio(Audio { sample_rate: h.sample_rate, channels: h.channels, samples })
+        }
+    })
+}
+
+/// The subband headers' type, for callers inspecting streams.
+pub type Subband = SubbandHeader;
