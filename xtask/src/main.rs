@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod codec;
 #[path = "../../benches/suite.rs"]
 mod suite;
 
@@ -19,7 +20,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Benchmark every kernel: GB/s or GFLOP/s, and the fraction of the measured copy bandwidth.
-    /// `cargo xtask bench llm` instead measures the LLM as llama-bench does (pp512, tg128).
+    /// `cargo xtask bench llm` instead measures the LLM as llama-bench does (pp512, tg128);
+    /// `cargo xtask bench codec` the wavelet codec's rate-distortion and the transform's speed.
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -39,6 +41,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { filter, quick, no_save, out } => {
+            if filter.as_deref() == Some("codec") {
+                let dir = out.join(format!("{}-codec", today()));
+                if !no_save {
+                    let _ = std::fs::create_dir_all(&dir);
+                }
+                return finish(codec::run(quick, (!no_save).then_some(dir.as_path())), |r| if no_save { Ok(()) } else { save_codec(&dir, r) });
+            }
             if filter.as_deref() == Some("llm") {
                 return finish(bench_llm(quick), |r| if no_save { Ok(()) } else { save_llm(&out, r) });
             }
@@ -245,6 +254,14 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     let peak = peak_rss_mib();
     println!("peak host memory: {peak:.0} MiB");
     Ok(LlmReport { model: path.display().to_string(), adapter: ctx.label(), rows, llama_bench, peak_rss_mib: peak })
+}
+
+fn save_codec(dir: &Path, r: &codec::CodecReport) -> std::io::Result<()> {
+    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let json = serde_json::json!({ "command": command, "date": today(), "versions": locked_versions(), "report": r });
+    std::fs::write(dir.join("codec.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    println!("results written to {}", dir.join("codec.json").display());
+    Ok(())
 }
 
 fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {

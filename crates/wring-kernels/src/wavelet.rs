@@ -181,7 +181,7 @@ pub struct Params {
     pub inner: u32,
     /// Second batch dimension.
     pub outer_lo: u32,
-    /// Invocations: one per coefficient position (forward) or per output sample (inverse).
+    /// Invocations: one per line (outer index and inner offset).
     pub total: u32,
     /// Filter length.
     pub taps: u32,
@@ -215,8 +215,8 @@ impl Dwt {
 
     fn params(&self) -> Result<Params, KernelError> {
         let m = self.coeffs();
-        let positions = if self.forward { m } else { self.n };
-        let total = self.outer_hi.saturating_mul(self.outer_lo).saturating_mul(positions).saturating_mul(self.inner);
+        // One invocation per line; each walks the line's positions.
+        let total = self.outer_hi.saturating_mul(self.outer_lo).saturating_mul(self.inner);
         plan::index_u32("dwt", "signal", self.signal_len().max(self.banded_len()))?;
         let s = |v: usize| plan::index_u32("dwt", "stride", v);
         Ok(Params {
