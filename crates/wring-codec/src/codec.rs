@@ -215,7 +215,7 @@ pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8
 
 /// Encodes audio.
 pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>, CodecError> {
-    if a.channels == 0 || a.channels > 16 || a.samples.is_empty() || a.samples.len() % a.channels != 0 || a.sample_rate == 0 {
+    if a.channels == 0 || a.channels > 16 || a.samples.is_empty() || !a.samples.len().is_multiple_of(a.channels) || a.sample_rate == 0 {
         return Err(CodecError::Request("audio needs 1 to 16 channels, a sample rate and whole frames".into()));
     }
     let n = a.samples.len() / a.channels;

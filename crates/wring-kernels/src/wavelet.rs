@@ -27,17 +27,29 @@ pub enum Wavelet {
     Bior4_4,
 }
 
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const HAAR_DEC_LO: &[f64] = &[0.7071067811865476, 0.7071067811865476];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const HAAR_REC_LO: &[f64] = &[0.7071067811865476, 0.7071067811865476];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const DB2_DEC_LO: &[f64] = &[-0.12940952255126037, 0.2241438680420134, 0.8365163037378079, 0.48296291314453416];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const DB2_REC_LO: &[f64] = &[0.48296291314453416, 0.8365163037378079, 0.2241438680420134, -0.12940952255126037];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const DB4_DEC_LO: &[f64] = &[-0.010597401785069032, 0.0328830116668852, 0.030841381835560764, -0.18703481171909309, -0.027983769416859854, 0.6308807679298589, 0.7148465705529157, 0.2303778133088965];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const DB4_REC_LO: &[f64] = &[0.2303778133088965, 0.7148465705529157, 0.6308807679298589, -0.027983769416859854, -0.18703481171909309, 0.030841381835560764, 0.0328830116668852, -0.010597401785069032];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const SYM4_DEC_LO: &[f64] = &[-0.07576571478927333, -0.02963552764599851, 0.49761866763201545, 0.8037387518059161, 0.29785779560527736, -0.09921954357684722, -0.012603967262037833, 0.0322231006040427];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const SYM4_REC_LO: &[f64] = &[0.0322231006040427, -0.012603967262037833, -0.09921954357684722, 0.29785779560527736, 0.8037387518059161, 0.49761866763201545, -0.02963552764599851, -0.07576571478927333];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const BIOR2_2_DEC_LO: &[f64] = &[0.0, -0.1767766952966369, 0.3535533905932738, 1.0606601717798212, 0.3535533905932738, -0.1767766952966369];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const BIOR2_2_REC_LO: &[f64] = &[0.0, 0.3535533905932738, 0.7071067811865476, 0.3535533905932738, 0.0, 0.0];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const BIOR4_4_DEC_LO: &[f64] = &[0.0, 0.03782845550726404, -0.023849465019556843, -0.11062440441843718, 0.37740285561283066, 0.8526986790088938, 0.37740285561283066, -0.11062440441843718, -0.023849465019556843, 0.03782845550726404];
+#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
 const BIOR4_4_REC_LO: &[f64] = &[0.0, -0.06453888262869706, -0.04068941760916406, 0.41809227322161724, 0.7884856164055829, 0.41809227322161724, -0.04068941760916406, -0.06453888262869706, 0.0, 0.0];
 
 
@@ -83,7 +95,7 @@ impl Wavelet {
     /// `dec_hi[k] = (-1)^(k+1) rec_lo[k]`.
     pub fn filters(self) -> [Vec<f64>; 4] {
         let (dec_lo, rec_lo) = self.lows();
-        let sign = |k: usize| if k % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = |k: usize| if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         let dec_hi = rec_lo.iter().enumerate().map(|(k, v)| -sign(k) * v).collect();
         let rec_hi = dec_lo.iter().enumerate().map(|(k, v)| sign(k) * v).collect();
         [dec_lo.to_vec(), dec_hi, rec_lo.to_vec(), rec_hi]
@@ -315,7 +327,7 @@ fn synthesis_position(mode: Mode, taps: usize, t: usize) -> (usize, i64) {
     let t = t as i64;
     match mode {
         Mode::Periodization => {
-            let shift = i64::from((taps / 2) % 2 == 0);
+            let shift = i64::from((taps / 2).is_multiple_of(2));
             let p = (t - shift).rem_euclid(2);
             ((p) as usize, (taps / 4) as i64 + (t - p - shift) / 2)
         }
