@@ -21,6 +21,69 @@ pub struct Point {
     pub codec: String,
     pub bpp: f64,
     pub psnr: f64,
+    /// MS-SSIM of the luma (BT.601 weights), Wang, Simoncelli and Bovik 2003.
+    pub ms_ssim: f64,
+    /// Wall time of one encode at this rate (wring: with its rate search; JPEG: the final quality only;
+    /// JPEG 2000: the opj_compress process, which includes reading the PNG).
+    pub encode_ms: f64,
+}
+
+/// Luma planes of an 8-bit gray or RGB image.
+fn luma(img: &Image, pixels: &[u8]) -> Vec<f64> {
+    pixels.chunks_exact(img.channels).map(|p| if let [r, g, b] = *p { 0.299 * f64::from(r) + 0.587 * f64::from(g) + 0.114 * f64::from(b) } else { f64::from(p[0]) }).collect()
+}
+
+/// Mean SSIM terms over the valid positions of an 11x11 Gaussian window (sigma 1.5, shrunk for tiny
+/// scales): (luminance * contrast-structure, contrast-structure).
+fn ssim_terms(a: &[f64], b: &[f64], w: usize, h: usize) -> (f64, f64) {
+    let win = 11.min(w).min(h);
+    let g: Vec<f64> = (0..win).map(|i| (-((i as f64 - (win - 1) as f64 / 2.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let norm: f64 = g.iter().sum::<f64>().powi(2);
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (mut ssim, mut cs, mut n) = (0.0, 0.0, 0.0);
+    for y in 0..=h - win {
+        for x in 0..=w - win {
+            let (mut ma, mut mb, mut aa, mut bb, mut ab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for dy in 0..win {
+                for dx in 0..win {
+                    let k = g[dy] * g[dx] / norm;
+                    let (p, q) = (a[(y + dy) * w + x + dx], b[(y + dy) * w + x + dx]);
+                    ma += k * p;
+                    mb += k * q;
+                    aa += k * p * p;
+                    bb += k * q * q;
+                    ab += k * p * q;
+                }
+            }
+            let (va, vb, cov) = (aa - ma * ma, bb - mb * mb, ab - ma * mb);
+            let c = (2.0 * cov + c2) / (va + vb + c2);
+            ssim += (2.0 * ma * mb + c1) / (ma * ma + mb * mb + c1) * c;
+            cs += c;
+            n += 1.0;
+        }
+    }
+    (ssim / n, cs / n)
+}
+
+/// MS-SSIM over 5 scales (2x2 averaging between them) with the published weights.
+fn ms_ssim(img: &Image, other: &[u8]) -> f64 {
+    const WEIGHTS: [f64; 5] = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333];
+    let (mut a, mut b) = (luma(img, &img.pixels), luma(img, other));
+    let (mut w, mut h) = (img.width, img.height);
+    let mut out = 1.0;
+    for (s, weight) in WEIGHTS.iter().enumerate() {
+        let (full, cs) = ssim_terms(&a, &b, w, h);
+        out *= if s == WEIGHTS.len() - 1 { full } else { cs }.max(0.0).powf(*weight);
+        let half = |v: &[f64]| -> Vec<f64> {
+            (0..h / 2).flat_map(|y| (0..w / 2).map(move |x| (y, x))).map(|(y, x)| (v[2 * y * w + 2 * x] + v[2 * y * w + 2 * x + 1] + v[(2 * y + 1) * w + 2 * x] + v[(2 * y + 1) * w + 2 * x + 1]) / 4.0).collect()
+        };
+        if w / 2 == 0 || h / 2 == 0 {
+            break;
+        }
+        (a, b) = (half(&a), half(&b));
+        (w, h) = (w / 2, h / 2);
+    }
+    out
 }
 
 #[derive(Debug, Serialize)]
@@ -54,16 +117,18 @@ fn jpeg_at(img: &Image, bpp: f64) -> Option<Point> {
     let mut best = None;
     for q in 1..=100u8 {
         let mut buf = Vec::new();
+        let t = Instant::now();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, q).encode(&img.pixels, img.width as u32, img.height as u32, color).ok()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         if buf.len() as f64 > budget {
             break;
         }
-        best = Some(buf);
+        best = Some((buf, ms));
     }
-    let buf = best?;
+    let (buf, encode_ms) = best?;
     let dec = image::load_from_memory(&buf).ok()?;
     let pixels = if img.channels == 3 { dec.into_rgb8().into_raw() } else { dec.into_luma8().into_raw() };
-    Some(Point { codec: "jpeg (image crate)".into(), bpp: buf.len() as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &pixels) })
+    Some(Point { codec: "jpeg (image crate)".into(), bpp: buf.len() as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &pixels), ms_ssim: ms_ssim(img, &pixels), encode_ms })
 }
 
 /// JPEG 2000 through openjpeg's command-line tools at the rate `bpp`.
@@ -72,21 +137,27 @@ fn j2k_at(path: &Path, img: &Image, bpp: f64) -> Option<Point> {
     std::fs::create_dir_all(&tmp).ok()?;
     let (j2k, back) = (tmp.join("x.j2k"), tmp.join("x.png"));
     let ratio = (8 * img.channels) as f64 / bpp;
+    let t = Instant::now();
     let ok = std::process::Command::new("opj_compress").args(["-i", &path.display().to_string(), "-o", &j2k.display().to_string(), "-r", &format!("{ratio:.3}")]).output().ok()?.status.success();
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
     let ok = ok && std::process::Command::new("opj_decompress").args(["-i", &j2k.display().to_string(), "-o", &back.display().to_string()]).output().ok()?.status.success();
     if !ok {
         return None;
     }
     let size = std::fs::metadata(&j2k).ok()?.len();
     let dec = wring_codec::io::read_image(&back).ok()?;
-    Some(Point { codec: "jpeg2000 (opj_compress)".into(), bpp: size as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &dec.pixels) })
+    Some(Point { codec: "jpeg2000 (opj_compress)".into(), bpp: size as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &dec.pixels), ms_ssim: ms_ssim(img, &dec.pixels), encode_ms })
 }
 
-/// PSNR at `bpp` by linear interpolation along a measured curve.
-fn psnr_at(points: &[&Point], bpp: f64) -> Option<f64> {
+/// A quality measure at `bpp` by linear interpolation along a measured curve.
+fn value_at(points: &[&Point], bpp: f64, value: impl Fn(&Point) -> f64) -> Option<f64> {
     let mut p: Vec<&&Point> = points.iter().collect();
     p.sort_by(|a, b| a.bpp.total_cmp(&b.bpp));
-    p.windows(2).find(|w| w[0].bpp <= bpp && bpp <= w[1].bpp).map(|w| w[0].psnr + (w[1].psnr - w[0].psnr) * (bpp - w[0].bpp) / (w[1].bpp - w[0].bpp).max(1e-12))
+    p.windows(2).find(|w| w[0].bpp <= bpp && bpp <= w[1].bpp).map(|w| value(w[0]) + (value(w[1]) - value(w[0])) * (bpp - w[0].bpp) / (w[1].bpp - w[0].bpp).max(1e-12))
+}
+
+fn psnr_at(points: &[&Point], bpp: f64) -> Option<f64> {
+    value_at(points, bpp, |p| p.psnr)
 }
 
 fn plot(path: &Path, name: &str, points: &[Point]) -> Result<(), String> {
@@ -120,7 +191,7 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let ctx = Context::new(ContextOptions { profile: true, ..Default::default() }).map_err(|x| e(&x))?;
     let mut report = CodecReport { adapter: ctx.label(), images: Vec::new(), speech: Vec::new(), transform: Vec::new(), summary: Vec::new() };
-    let (mut gain_jpeg, mut gap_j2k) = (Vec::new(), Vec::new());
+    let (mut gain_jpeg, mut gap_j2k, mut ssim_jpeg) = (Vec::new(), Vec::new(), Vec::new());
     for path in photos() {
         let img = wring_codec::io::read_image(&path).map_err(|x| e(&x))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
@@ -132,11 +203,11 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
             let t1 = Instant::now();
             let Ok(Decoded::Image(out)) = wring_codec::decode(&ctx, &s) else { return Err("decode failed".into()) };
             let dec = t1.elapsed().as_secs_f64();
-            let p = Point { codec: "wring".into(), bpp: s.len() as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &out.pixels) };
-            println!("{name} {bpp:>5} bpp: wring {:.3} bpp {:.2} dB (encode {:.0} ms with rate search, decode {:.0} ms)", p.bpp, p.psnr, enc * 1e3, dec * 1e3);
+            let p = Point { codec: "wring".into(), bpp: s.len() as f64 * 8.0 / (img.width * img.height) as f64, psnr: psnr(&img.pixels, &out.pixels), ms_ssim: ms_ssim(&img, &out.pixels), encode_ms: enc * 1e3 };
+            println!("{name} {bpp:>5} bpp: wring {:.3} bpp {:.2} dB MS-SSIM {:.4} (encode {:.0} ms with rate search, decode {:.0} ms)", p.bpp, p.psnr, p.ms_ssim, enc * 1e3, dec * 1e3);
             points.push(p);
             for other in [jpeg_at(&img, bpp), j2k_at(&path, &img, bpp)].into_iter().flatten() {
-                println!("{name} {bpp:>5} bpp: {} {:.3} bpp {:.2} dB", other.codec, other.bpp, other.psnr);
+                println!("{name} {bpp:>5} bpp: {} {:.3} bpp {:.2} dB MS-SSIM {:.4} (encode {:.0} ms)", other.codec, other.bpp, other.psnr, other.ms_ssim, other.encode_ms);
                 points.push(other);
             }
         }
@@ -144,6 +215,9 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         for bpp in [0.25, 0.5, 0.75, 1.0] {
             if let (Some(w), Some(j)) = (psnr_at(&curve("wring"), bpp), psnr_at(&curve("jpeg ("), bpp)) {
                 gain_jpeg.push(w - j);
+            }
+            if let (Some(w), Some(j)) = (value_at(&curve("wring"), bpp, |p| p.ms_ssim), value_at(&curve("jpeg ("), bpp, |p| p.ms_ssim)) {
+                ssim_jpeg.push(w - j);
             }
             if let (Some(w), Some(k)) = (psnr_at(&curve("wring"), bpp), psnr_at(&curve("jpeg2000"), bpp)) {
                 gap_j2k.push(w - k);
@@ -157,6 +231,7 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     report.summary.push(format!("wring - JPEG at 0.25..1 bpp: mean {:+.2} dB, min {:+.2} dB over {} points", mean(&gain_jpeg), gain_jpeg.iter().copied().fold(f64::MAX, f64::min), gain_jpeg.len()));
     report.summary.push(format!("wring - JPEG 2000 at 0.25..1 bpp: mean {:+.2} dB over {} points", mean(&gap_j2k), gap_j2k.len()));
+    report.summary.push(format!("wring - JPEG MS-SSIM at 0.25..1 bpp: mean {:+.4} over {} points", mean(&ssim_jpeg), ssim_jpeg.len()));
     // Speech: SNR against kbps.
     let speech = wring_codec::io::read_wav(Path::new("tests/fixtures/speech_12000.wav")).map_err(|x| e(&x))?;
     for kbps in [16.0, 32.0, 64.0, 128.0] {
