@@ -575,24 +575,10 @@ fn wavelet_cmd(
         (*c, dims.to_vec(), data)
     } else if is_wav(input) {
         let a = wring_codec::io::read_wav(input)?;
-        let n = a.samples.len() / a.channels.max(1);
-        let mut planes = vec![0f32; a.samples.len()];
-        for (i, frame) in a.samples.chunks_exact(a.channels).enumerate() {
-            for (c, &s) in frame.iter().enumerate() {
-                planes[c * n + i] = f32::from(s);
-            }
-        }
-        (a.channels, vec![n], planes)
+        (a.channels, vec![a.samples.len() / a.channels.max(1)], a.planes())
     } else {
         let img = wring_codec::io::read_image(input)?;
-        let n = img.width * img.height;
-        let mut planes = vec![0f32; img.pixels.len()];
-        for (i, px) in img.pixels.chunks_exact(img.channels).enumerate() {
-            for (c, &v) in px.iter().enumerate() {
-                planes[c * n + i] = f32::from(v);
-            }
-        }
-        (img.channels, vec![img.height, img.width], planes)
+        (img.channels, vec![img.height, img.width], img.planes())
     };
     let p = wring_codec::Packet::new(wavelet, mode, levels, channels, &dims)?;
     let ctx = Context::new(ContextOptions::default())?;

@@ -22,6 +22,25 @@ pub struct Image {
     pub pixels: Vec<u8>,
 }
 
+impl Image {
+    /// The pixels as f32 planes [channel][row][column], untransformed.
+    pub fn planes(&self) -> Vec<f32> {
+        deinterleave(&self.pixels, self.channels, f32::from)
+    }
+}
+
+/// Interleaved samples to channel-major planes.
+fn deinterleave<T: Copy>(samples: &[T], channels: usize, f: impl Fn(T) -> f32) -> Vec<f32> {
+    let n = samples.len() / channels.max(1);
+    let mut planes = vec![0f32; samples.len()];
+    for (i, frame) in samples.chunks_exact(channels).enumerate() {
+        for (c, &v) in frame.iter().enumerate() {
+            planes[c * n + i] = f(v);
+        }
+    }
+    planes
+}
+
 /// 16-bit PCM audio, channels interleaved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audio {
@@ -31,6 +50,13 @@ pub struct Audio {
     pub channels: usize,
     /// Interleaved samples.
     pub samples: Vec<i16>,
+}
+
+impl Audio {
+    /// The samples as f32 planes [channel][sample].
+    pub fn planes(&self) -> Vec<f32> {
+        deinterleave(&self.samples, self.channels, f32::from)
+    }
 }
 
 /// A decoded stream.
@@ -140,6 +166,12 @@ fn transform(ctx: &Context, p: &Packet, x: &[f32], forward: bool) -> Result<Vec<
     Ok(ctx.read(&y)?)
 }
 
+/// The last level's subband as [rows][columns] (one row for 1-D signals), and whether it is 2-D.
+fn band_shape(p: &Packet) -> (usize, usize, bool) {
+    let last = p.level_dims().pop().expect("level 0");
+    if let [n] = last[..] { (1, n, false) } else { (last[0], last[1], true) }
+}
+
 /// Quantizes and codes coefficients at one step; returns the stream.
 fn code_at(h: &mut Header, p: &Packet, coeffs: &[f32]) -> Result<Vec<u8>, CodecError> {
     let weights = channel_weights(h.kind, h.channels);
@@ -148,9 +180,8 @@ fn code_at(h: &mut Header, p: &Packet, coeffs: &[f32]) -> Result<Vec<u8>, CodecE
     for (c, w) in coeffs.chunks_exact(per_channel).zip(&weights) {
         q.extend(entropy::quantize(c, h.step * w));
     }
-    let last = p.level_dims().pop().expect("level 0");
-    let (bh, bw) = if let [n] = last[..] { (1, n) } else { (last[0], last[1]) };
-    let (subbands, payload) = entropy::encode(&q, p.subbands(), bh, bw, last.len() == 2)?;
+    let (bh, bw, two_d) = band_shape(p);
+    let (subbands, payload) = entropy::encode(&q, p.subbands(), bh, bw, two_d)?;
     h.subbands = subbands;
     Ok(container::write(h, &payload))
 }
@@ -219,12 +250,7 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
         return Err(CodecError::Request("audio needs 1 to 16 channels, a sample rate and whole frames".into()));
     }
     let n = a.samples.len() / a.channels;
-    let mut planes = vec![0f32; a.samples.len()];
-    for (i, frame) in a.samples.chunks_exact(a.channels).enumerate() {
-        for (c, &s) in frame.iter().enumerate() {
-            planes[c * n + i] = f32::from(s);
-        }
-    }
+    let planes = a.planes();
     let h = Header {
         kind: Kind::Audio,
         channels: a.channels,
@@ -245,9 +271,8 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
 pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
     let (h, payload) = container::read(bytes, |h| Ok(h.channels * packet_of(h)?.subbands()))?;
     let p = packet_of(&h)?;
-    let last = p.level_dims().pop().expect("level 0");
-    let (bh, bw) = if let [n] = last[..] { (1, n) } else { (last[0], last[1]) };
-    let q = entropy::decode(payload, &h.subbands, p.subbands(), bh, bw, last.len() == 2)?;
+    let (bh, bw, two_d) = band_shape(&p);
+    let q = entropy::decode(payload, &h.subbands, p.subbands(), bh, bw, two_d)?;
     let weights = channel_weights(h.kind, h.channels);
     let per_channel = q.len() / h.channels;
     let mut coeffs = Vec::with_capacity(q.len());
