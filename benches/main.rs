@@ -5,7 +5,10 @@
 mod suite;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let opts = suite::Options {
         quick: args.iter().any(|a| a == "--quick"),
         filter: args.iter().find(|a| !a.starts_with("--")).cloned(),

@@ -74,13 +74,17 @@ struct Bench<'a> {
 impl Bench<'_> {
     /// Times `record` (one launch or copy per step) after one warm-up, `reps` times or until a second of
     /// device time has passed (at least 3 times), returning (median, best) seconds.
-    fn time(&self, record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>) -> wring_runtime::Result<(f64, f64, usize)> {
+    fn time(
+        &self,
+        record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>,
+    ) -> wring_runtime::Result<(f64, f64, usize)> {
         let mut warm = self.ctx.step("bench warm-up");
         record(&mut warm)?;
         warm.submit()?;
         self.ctx.wait()?;
         let mut samples = Vec::with_capacity(self.reps);
-        while samples.len() < self.reps && (samples.len() < 3 || samples.iter().sum::<f64>() < 1.0) {
+        while samples.len() < self.reps && (samples.len() < 3 || samples.iter().sum::<f64>() < 1.0)
+        {
             let start = Instant::now();
             let mut s = self.ctx.step("bench");
             record(&mut s)?;
@@ -98,7 +102,15 @@ impl Bench<'_> {
     }
 
     #[allow(clippy::too_many_arguments, reason = "a row has this many facts")]
-    fn row(&mut self, kernel: &str, variant: &str, shape: String, t: (f64, f64, usize), bytes: f64, flops: f64) {
+    fn row(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: String,
+        t: (f64, f64, usize),
+        bytes: f64,
+        flops: f64,
+    ) {
         let gbs = bytes / t.0 / 1e9;
         let row = Row {
             kernel: kernel.into(),
@@ -111,8 +123,16 @@ impl Bench<'_> {
             gb_per_s: gbs,
             flops,
             gflop_per_s: if flops > 0.0 { flops / t.0 / 1e9 } else { 0.0 },
-            fraction_of_copy: if self.copy_gbs > 0.0 { gbs / self.copy_gbs } else { 0.0 },
-            timer: if self.ctx.info().timestamps { "gpu-timestamp" } else { "wall-clock" },
+            fraction_of_copy: if self.copy_gbs > 0.0 {
+                gbs / self.copy_gbs
+            } else {
+                0.0
+            },
+            timer: if self.ctx.info().timestamps {
+                "gpu-timestamp"
+            } else {
+                "wall-clock"
+            },
         };
         println!(
             "{:<10} {:<14} {:<22} {:>10.1} us (best {:>9.1}) {:>8.2} GB/s {:>8} {:>6.0}% of copy",
@@ -122,7 +142,11 @@ impl Bench<'_> {
             row.seconds * 1e6,
             row.best_seconds * 1e6,
             row.gb_per_s,
-            if flops > 0.0 { format!("{:.1} GF/s", row.gflop_per_s) } else { String::new() },
+            if flops > 0.0 {
+                format!("{:.1} GF/s", row.gflop_per_s)
+            } else {
+                String::new()
+            },
             row.fraction_of_copy * 100.0
         );
         self.rows.push(row);
@@ -130,7 +154,9 @@ impl Bench<'_> {
 }
 
 fn ramp(n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale).collect()
+    (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale)
+        .collect()
 }
 
 fn to_f16(v: &[f32]) -> Vec<f16> {
@@ -139,16 +165,42 @@ fn to_f16(v: &[f32]) -> Vec<f16> {
 
 /// Runs the suite on the adapter `WRING_BACKEND` / `WRING_ADAPTER` choose.
 pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
-    let ctx = Context::new(ContextOptions { profile: true, ..Default::default() })?;
+    let ctx = Context::new(ContextOptions {
+        profile: true,
+        ..Default::default()
+    })?;
     let info = ctx.info().clone();
-    println!("adapter: {} ({:?}, {:?}), driver {} {}", info.adapter.name, info.adapter.backend, info.adapter.device_type, info.adapter.driver, info.adapter.driver_info);
-    println!("timer: {}", if info.timestamps { "GPU timestamp queries" } else { "wall clock after a device wait" });
-    let mut b = Bench { ctx: &ctx, reps: if opts.quick { 10 } else { 20 }, rows: Vec::new(), copy_gbs: 0.0 };
+    println!(
+        "adapter: {} ({:?}, {:?}), driver {} {}",
+        info.adapter.name,
+        info.adapter.backend,
+        info.adapter.device_type,
+        info.adapter.driver,
+        info.adapter.driver_info
+    );
+    println!(
+        "timer: {}",
+        if info.timestamps {
+            "GPU timestamp queries"
+        } else {
+            "wall clock after a device wait"
+        }
+    );
+    let mut b = Bench {
+        ctx: &ctx,
+        reps: if opts.quick { 10 } else { 20 },
+        rows: Vec::new(),
+        copy_gbs: 0.0,
+    };
     let want = |k: &str| opts.filter.as_deref().is_none_or(|f| k.contains(f));
     let limit = info.limits.max_storage_buffer_binding_size;
 
     // Copy first: every other row's fraction refers to it.
-    let sizes_mib: &[u64] = if opts.quick { &[1, 16] } else { &[1, 4, 16, 64, 120] };
+    let sizes_mib: &[u64] = if opts.quick {
+        &[1, 16]
+    } else {
+        &[1, 4, 16, 64, 120]
+    };
     let mut dma_best = 0.0f64;
     for &mib in sizes_mib {
         let bytes = (mib << 20).min(limit);
@@ -158,18 +210,34 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         for v in variant::of_kernel("copy") {
             let t = b.time(&|s| ops::copy(s, &src, &dst, Choice::Force(&v.name)))?;
             b.copy_gbs = b.copy_gbs.max(2.0 * bytes as f64 / t.0 / 1e9);
-            b.row("copy", &v.name, format!("{mib} MiB"), t, 2.0 * bytes as f64, 0.0);
+            b.row(
+                "copy",
+                &v.name,
+                format!("{mib} MiB"),
+                t,
+                2.0 * bytes as f64,
+                0.0,
+            );
         }
         let t = b.time(&|s| s.copy(&src, &dst))?;
         dma_best = dma_best.max(2.0 * bytes as f64 / t.0 / 1e9);
-        b.row("copy", "dma", format!("{mib} MiB"), t, 2.0 * bytes as f64, 0.0);
+        b.row(
+            "copy",
+            "dma",
+            format!("{mib} MiB"),
+            t,
+            2.0 * bytes as f64,
+            0.0,
+        );
     }
     // Fractions of the copy rows were computed against a running best; recompute against the final one.
     let copy_gbs = b.copy_gbs;
     for r in &mut b.rows {
         r.fraction_of_copy = r.gb_per_s / copy_gbs;
     }
-    println!("copy bandwidth (copy kernel, read + write): {copy_gbs:.2} GB/s; DMA copy: {dma_best:.2} GB/s");
+    println!(
+        "copy bandwidth (copy kernel, read + write): {copy_gbs:.2} GB/s; DMA copy: {dma_best:.2} GB/s"
+    );
 
     // Dispatch overhead: a step of 200 tiny fills, wall clock after a device wait.
     let tiny = ctx.empty(&[64], DType::U32)?;
@@ -192,7 +260,9 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     s.submit()?;
     plain.wait()?;
     let dispatch_overhead_us = start.elapsed().as_secs_f64() / f64::from(launches) * 1e6;
-    println!("dispatch overhead: {dispatch_overhead_us:.1} us per launch ({launches} launches in one step)");
+    println!(
+        "dispatch overhead: {dispatch_overhead_us:.1} us per launch ({launches} launches in one step)"
+    );
 
     if want("fill") {
         let words = (16usize << 20) / 4;
@@ -203,19 +273,37 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     if want("binary") {
         for v in variant::of_kernel("binary") {
             let n = 4usize << 20;
-            let dt = if v.define("ELEM") == Some("f16") { DType::F16 } else { DType::F32 };
+            let dt = if v.define("ELEM") == Some("f16") {
+                DType::F16
+            } else {
+                DType::F32
+            };
             if dt == DType::F16 && !ctx.caps().f16 {
                 continue;
             }
-            let op = if v.name.starts_with("add") { BinaryOp::Add } else { BinaryOp::Mul };
+            let op = if v.name.starts_with("add") {
+                BinaryOp::Add
+            } else {
+                BinaryOp::Mul
+            };
             let data = ramp(n, 1.0);
             let (a, bb) = match dt {
-                DType::F16 => (ctx.upload(&[n], &to_f16(&data))?, ctx.upload(&[n], &to_f16(&data))?),
+                DType::F16 => (
+                    ctx.upload(&[n], &to_f16(&data))?,
+                    ctx.upload(&[n], &to_f16(&data))?,
+                ),
                 _ => (ctx.upload(&[n], &data)?, ctx.upload(&[n], &data)?),
             };
             let c = ctx.empty(&[n], dt)?;
             let t = b.time(&|s| ops::binary(s, op, &a, &bb, &c, Choice::Force(&v.name)))?;
-            b.row("binary", &v.name, format!("{n}"), t, (3 * n * dt.size()) as f64, 0.0);
+            b.row(
+                "binary",
+                &v.name,
+                format!("{n}"),
+                t,
+                (3 * n * dt.size()) as f64,
+                0.0,
+            );
         }
     }
     if want("silu_mul") {
@@ -228,7 +316,17 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     }
     if want("matvec") {
         // SmolLM2-135M's projection shapes (outputs x inputs) and its 49152 x 576 tied embedding.
-        let shapes: &[(usize, usize)] = if opts.quick { &[(576, 576), (1536, 576), (49_152, 576)] } else { &[(576, 576), (192, 576), (1536, 576), (576, 1536), (49_152, 576)] };
+        let shapes: &[(usize, usize)] = if opts.quick {
+            &[(576, 576), (1536, 576), (49_152, 576)]
+        } else {
+            &[
+                (576, 576),
+                (192, 576),
+                (1536, 576),
+                (576, 1536),
+                (49_152, 576),
+            ]
+        };
         for v in variant::of_kernel("matvec") {
             let f16_in = v.define("ELEM") == Some("f16");
             if (f16_in && !ctx.caps().f16) || (v.requires.subgroup && !ctx.caps().subgroup) {
@@ -239,14 +337,25 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 let y = ctx.empty(&[n], DType::F32)?;
                 let t = b.time(&|s| ops::matvec(s, &w, &x, &y, Choice::Force(&v.name)))?;
                 let es = if f16_in { 2 } else { 4 };
-                b.row("matvec", &v.name, format!("{n}x{k}"), t, ((n * k + k) * es + 4 * n) as f64, (2 * n * k) as f64);
+                b.row(
+                    "matvec",
+                    &v.name,
+                    format!("{n}x{k}"),
+                    t,
+                    ((n * k + k) * es + 4 * n) as f64,
+                    (2 * n * k) as f64,
+                );
             }
         }
     }
     if want("qmatvec") {
         // Decode through SmolLM2's projection shapes and its 49152 x 576 tied embedding, per block format:
         // GB/s counts the packed weight bytes read (the activations are tiny beside them).
-        let shapes: &[(usize, usize)] = if opts.quick { &[(1536, 576)] } else { &[(576, 576), (1536, 576), (576, 1536), (49_152, 576)] };
+        let shapes: &[(usize, usize)] = if opts.quick {
+            &[(1536, 576)]
+        } else {
+            &[(576, 576), (1536, 576), (576, 1536), (49_152, 576)]
+        };
         for f in wring_quant::BlockFormat::ALL {
             for &(n, k) in shapes {
                 if k % f.block_len() != 0 {
@@ -255,26 +364,61 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 let w = f.quantize_to_vec(&ramp(n * k, 0.05)).expect("whole blocks");
                 let tw = ctx.upload_blocks(&[n, k], f, &w)?;
                 // 512 rows is llama-bench's pp512 prefill through this projection.
-                let batches: &[usize] = if k == 576 && n != 1536 || opts.quick { &[1, 8] } else { &[1, 8, 512] };
+                let batches: &[usize] = if k == 576 && n != 1536 || opts.quick {
+                    &[1, 8]
+                } else {
+                    &[1, 8, 512]
+                };
                 for &batch in batches {
                     let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
                     let y = ctx.empty(&[batch, n], DType::F32)?;
-                    let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 { &["lanes", "shared", "subgroup"] } else { &["auto"] };
+                    let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 {
+                        &["lanes", "shared", "subgroup"]
+                    } else {
+                        &["auto"]
+                    };
                     for &kind in kinds {
                         if kind == "subgroup" && !ctx.caps().subgroup {
                             continue;
                         }
                         let name = format!("{}_b{}_{kind}", DType::Block(f).name(), batch.min(8));
-                        let choice = if kind == "auto" { Choice::Auto } else { Choice::Force(&name) };
-                        let plan = wring_kernels::qmatvec::plan(f, DType::F32, n, k, batch, ctx.caps(), choice)?;
+                        let choice = if kind == "auto" {
+                            Choice::Auto
+                        } else {
+                            Choice::Force(&name)
+                        };
+                        let plan = wring_kernels::qmatvec::plan(
+                            f,
+                            DType::F32,
+                            n,
+                            k,
+                            batch,
+                            ctx.caps(),
+                            choice,
+                        )?;
                         let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;
-                        b.row("qmatvec", &plan.variant.name, format!("{n}x{k} b{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
+                        b.row(
+                            "qmatvec",
+                            &plan.variant.name,
+                            format!("{n}x{k} b{batch}"),
+                            t,
+                            w.len() as f64,
+                            (2 * n * k * batch) as f64,
+                        );
                     }
                     if batch > 8 {
                         // The GPU prefill kernel, on the same shapes, beside qmatvec's 8-row tiles.
-                        let plan = wring_kernels::qmatmul::plan(f, batch, n, k, ctx.caps(), Choice::Auto)?;
+                        let plan =
+                            wring_kernels::qmatmul::plan(f, batch, n, k, ctx.caps(), Choice::Auto)?;
                         let t = b.time(&|s| ops::qmatmul(s, &tw, &x, &y, Choice::Auto))?;
-                        b.row("qmatmul", &plan.variant.name, format!("{n}x{k} m{batch}"), t, w.len() as f64, (2 * n * k * batch) as f64);
+                        b.row(
+                            "qmatmul",
+                            &plan.variant.name,
+                            format!("{n}x{k} m{batch}"),
+                            t,
+                            w.len() as f64,
+                            (2 * n * k * batch) as f64,
+                        );
                     }
                 }
             }
@@ -283,8 +427,17 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     let mut matmul_best = 0.0f64;
     if want("matmul") {
         // (m, n, k): a 512-token prefill through SmolLM2's projections, and square sizes.
-        let shapes: &[(usize, usize, usize)] =
-            if opts.quick { &[(128, 576, 576)] } else { &[(512, 576, 576), (512, 1536, 576), (512, 576, 1536), (256, 256, 256), (1024, 1024, 1024)] };
+        let shapes: &[(usize, usize, usize)] = if opts.quick {
+            &[(128, 576, 576)]
+        } else {
+            &[
+                (512, 576, 576),
+                (512, 1536, 576),
+                (512, 576, 1536),
+                (256, 256, 256),
+                (1024, 1024, 1024),
+            ]
+        };
         for v in variant::of_kernel("matmul") {
             let f16_in = v.define("ELEM") == Some("f16");
             if f16_in && !ctx.caps().f16 {
@@ -298,16 +451,30 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 let es = if f16_in { 2 } else { 4 };
                 let flops = (2 * m * n * k) as f64;
                 matmul_best = matmul_best.max(flops / t.0 / 1e9);
-                b.row("matmul", &v.name, format!("{m}x{n}x{k}"), t, ((m * k + n * k) * es + 4 * m * n) as f64, flops);
+                b.row(
+                    "matmul",
+                    &v.name,
+                    format!("{m}x{n}x{k}"),
+                    t,
+                    ((m * k + n * k) * es + 4 * m * n) as f64,
+                    flops,
+                );
             }
         }
     }
     if want("rmsnorm") || want("softmax") {
-        let shapes: &[(usize, usize)] = if opts.quick { &[(64, 576)] } else { &[(512, 576), (1, 576), (8, 49_152)] };
+        let shapes: &[(usize, usize)] = if opts.quick {
+            &[(64, 576)]
+        } else {
+            &[(512, 576), (1, 576), (8, 49_152)]
+        };
         for &(rows, n) in shapes {
             let x = ctx.upload(&[rows, n], &ramp(rows * n, 3.0))?;
             let w = ctx.upload(&[n], &ramp(n, 1.0))?;
-            let (y, sum) = (ctx.empty(&[rows, n], DType::F32)?, ctx.empty(&[rows, n], DType::F32)?);
+            let (y, sum) = (
+                ctx.empty(&[rows, n], DType::F32)?,
+                ctx.empty(&[rows, n], DType::F32)?,
+            );
             for kernel in ["rmsnorm", "softmax"] {
                 if !want(kernel) {
                     continue;
@@ -318,14 +485,20 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     }
                     let residual = v.define("RESIDUAL").is_some();
                     let t = if kernel == "rmsnorm" && residual {
-                        b.time(&|s| ops::rmsnorm_add(s, &x, &x, &w, &y, &sum, 1e-5, Choice::Force(&v.name)))?
+                        b.time(&|s| {
+                            ops::rmsnorm_add(s, &x, &x, &w, &y, &sum, 1e-5, Choice::Force(&v.name))
+                        })?
                     } else if kernel == "rmsnorm" {
                         b.time(&|s| ops::rmsnorm(s, &x, &w, &y, 1e-5, Choice::Force(&v.name)))?
                     } else {
                         b.time(&|s| ops::softmax(s, &x, &y, 0.125, Choice::Force(&v.name)))?
                     };
                     // Bytes moved: read x and write y, plus read r and write s with a residual.
-                    let bytes = if residual { 16 * rows * n } else { 8 * rows * n };
+                    let bytes = if residual {
+                        16 * rows * n
+                    } else {
+                        8 * rows * n
+                    };
                     b.row(kernel, &v.name, format!("{rows}x{n}"), t, bytes as f64, 0.0);
                 }
             }
@@ -333,21 +506,48 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     }
     if want("rope") {
         for v in variant::of_kernel("rope") {
-            let mode = if v.name == "neox" { RopeMode::Neox } else { RopeMode::Normal };
-            let r = Rope { mode, tokens: 512, n_heads: 9, head_dim: 64, n_dims: 64, freq_base: 100_000.0, freq_scale: 1.0 };
+            let mode = if v.name == "neox" {
+                RopeMode::Neox
+            } else {
+                RopeMode::Normal
+            };
+            let r = Rope {
+                mode,
+                tokens: 512,
+                n_heads: 9,
+                head_dim: 64,
+                n_dims: 64,
+                freq_base: 100_000.0,
+                freq_scale: 1.0,
+            };
             let n = r.tokens * r.n_heads * r.head_dim;
             let x = ctx.upload(&[r.tokens, r.n_heads, r.head_dim], &ramp(n, 1.0))?;
             let pos = ctx.upload(&[r.tokens], &(0..r.tokens as i32).collect::<Vec<_>>())?;
             let y = ctx.empty(&[r.tokens, r.n_heads, r.head_dim], DType::F32)?;
             let t = b.time(&|s| ops::rope(s, &r, &x, &pos, &y, Choice::Force(&v.name)))?;
-            b.row("rope", &v.name, "512x9x64".into(), t, (8 * n + 4 * r.tokens) as f64, 0.0);
+            b.row(
+                "rope",
+                &v.name,
+                "512x9x64".into(),
+                t,
+                (8 * n + 4 * r.tokens) as f64,
+                0.0,
+            );
         }
     }
     if want("attention") {
         // SmolLM2's heads (9 query over 3 key/value, 64 dims): one decode token against 512 cached positions,
         // and a 128-token prefill. GB/s counts the cache read once.
         for (tokens, pos0) in [(1usize, 511usize), (128, 0)] {
-            let a = wring_kernels::attention::Attention { tokens, kv_len: pos0 + tokens, n_heads: 9, n_kv_heads: 3, head_dim: 64, pos0, scale: 0.125 };
+            let a = wring_kernels::attention::Attention {
+                tokens,
+                kv_len: pos0 + tokens,
+                n_heads: 9,
+                n_kv_heads: 3,
+                head_dim: 64,
+                pos0,
+                scale: 0.125,
+            };
             let q = ctx.upload(&[tokens * 9 * 64], &ramp(tokens * 9 * 64, 1.0))?;
             let kc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
             let vc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
@@ -356,18 +556,42 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             let o = ctx.empty(&[tokens * 9 * 64], DType::F32)?;
             let t = b.time(&|s| ops::attention(s, &a, &q, &kc, &vc, &s1, &s2, &o))?;
             let flops = (4 * tokens * 9 * a.kv_len * 64) as f64;
-            b.row("attention", "scores+softmax+pv", format!("t{tokens} kv{}", a.kv_len), t, (2 * a.kv_len * 3 * 64 * 4) as f64, flops);
+            b.row(
+                "attention",
+                "scores+softmax+pv",
+                format!("t{tokens} kv{}", a.kv_len),
+                t,
+                (2 * a.kv_len * 3 * 64 * 4) as f64,
+                flops,
+            );
         }
     }
     if want("get_rows") {
         // The Q8_0 token embedding of SmolLM2 (49152 x 576) gathered for a 512-token prompt.
         let (rows, k, tokens) = (49_152usize, 576usize, 512usize);
         let f = wring_quant::BlockFormat::Q8_0;
-        let table = ctx.upload_blocks(&[rows, k], f, &f.quantize_to_vec(&ramp(rows * k, 0.05)).expect("whole blocks"))?;
-        let ids = ctx.upload(&[tokens], &(0..tokens as u32).map(|i| i * 97 % rows as u32).collect::<Vec<_>>())?;
+        let table = ctx.upload_blocks(
+            &[rows, k],
+            f,
+            &f.quantize_to_vec(&ramp(rows * k, 0.05))
+                .expect("whole blocks"),
+        )?;
+        let ids = ctx.upload(
+            &[tokens],
+            &(0..tokens as u32)
+                .map(|i| i * 97 % rows as u32)
+                .collect::<Vec<_>>(),
+        )?;
         let out = ctx.empty(&[tokens, k], DType::F32)?;
         let t = b.time(&|s| ops::get_rows(s, &table, &ids, &out, Choice::Auto))?;
-        b.row("get_rows", "q8_0", format!("{tokens} of {rows}x{k}"), t, (tokens * (k / 32 * 34 + k * 4)) as f64, 0.0);
+        b.row(
+            "get_rows",
+            "q8_0",
+            format!("{tokens} of {rows}x{k}"),
+            t,
+            (tokens * (k / 32 * 34 + k * 4)) as f64,
+            0.0,
+        );
     }
     Ok(Report {
         adapter: info.adapter.name.clone(),
@@ -375,7 +599,11 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         device_type: format!("{:?}", info.adapter.device_type),
         driver: info.adapter.driver.clone(),
         driver_info: info.adapter.driver_info.clone(),
-        timer: if info.timestamps { "gpu-timestamp" } else { "wall-clock" },
+        timer: if info.timestamps {
+            "gpu-timestamp"
+        } else {
+            "wall-clock"
+        },
         copy_gb_per_s: copy_gbs,
         dma_copy_gb_per_s: dma_best,
         dispatch_overhead_us,
@@ -384,11 +612,19 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     })
 }
 
-fn weights(ctx: &Context, n: usize, k: usize, f16_in: bool) -> wring_runtime::Result<(Tensor, Tensor)> {
+fn weights(
+    ctx: &Context,
+    n: usize,
+    k: usize,
+    f16_in: bool,
+) -> wring_runtime::Result<(Tensor, Tensor)> {
     let w = ramp(n * k, 0.05);
     let x = ramp(k, 1.0);
     if f16_in {
-        Ok((ctx.upload(&[n, k], &to_f16(&w))?, ctx.upload(&[k], &to_f16(&x))?))
+        Ok((
+            ctx.upload(&[n, k], &to_f16(&w))?,
+            ctx.upload(&[k], &to_f16(&x))?,
+        ))
     } else {
         Ok((ctx.upload(&[n, k], &w)?, ctx.upload(&[k], &x)?))
     }

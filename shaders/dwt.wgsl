@@ -2,7 +2,10 @@
 // (crates/wring-kernels/src/wavelet.rs documents the layout). The forward variant computes both bands of
 // each coefficient position from the same extended input samples; the INVERSE variant gathers each output
 // sample from both bands. Filters arrive as a
-// storage buffer [dec_lo, dec_hi, rec_lo, rec_hi], each `taps` long, so one variant serves every wavelet.
+// storage buffer [dec_lo, dec_hi, rec_lo, rec_hi], each TAPS long, so one variant serves every wavelet of
+// that length.
+// Samples are ELEM (f32 or f16); filters and accumulation stay f32 in both, so the f16 variants lose
+// precision only where they store.
 #import invocation
 
 struct Params {
@@ -18,13 +21,14 @@ struct Params {
     strides: vec4<u32>,
 }
 
+const HALF: u32 = TAPS / 2u;
 const PERIODIZATION: u32 = 0u;
 const SYMMETRIC: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> filters: array<f32>;
-@group(0) @binding(2) var<storage, read> src: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<ELEM>;
+@group(0) @binding(3) var<storage, read_write> dst: array<ELEM>;
 
 fn banded(band: u32, hi: u32, lo: u32, k: u32, r: u32) -> u32 {
     return band * params.strides.x + hi * params.strides.y + lo * params.strides.z + k * params.strides.w + r;
@@ -52,67 +56,126 @@ fn extended(idx: i32) -> i32 {
 // One invocation per line (an outer index and an inner offset) walks every position of its line, so the
 // index decomposition's integer divisions (slow on CPU adapters, which scalarize them) happen once per
 // line rather than once per sample; neighbouring invocations take neighbouring inner offsets or lines.
+// TAPS is fixed per variant, so the filters and a sliding window of samples live in registers: each step
+// along the line loads only the samples that enter the window (two per coefficient pair forward, one per
+// band inverse) instead of re-reading all TAPS of them.
+
+// Sample `at` of the contiguous line starting at `base`, extended past the ends as the mode says.
+fn signal_at(base: u32, at: i32) -> f32 {
+    // A branch, not select(): select evaluates both operands.
+    if (at >= 0 && at < i32(params.n)) {
+        return f32(src[base + u32(at) * params.inner]);
+    }
+    let e = extended(at);
+    if (e < 0) {
+        return 0.0;
+    }
+    return f32(src[base + u32(e) * params.inner]);
+}
+
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let id = linear_workgroup(inv) * WG + inv.lid;
     if (id >= params.total) {
         return;
     }
-    let taps = params.taps;
     let r = id % params.inner;
     let outer = id / params.inner;
     let lo = outer % params.outer_lo;
     let hi = outer / params.outer_lo;
+    let kstride = params.strides.w;
 #ifdef INVERSE
+    // Output samples come in pairs (an even-phase and an odd-phase one) that read the same coefficients
+    // a[i - j], d[i - j], j < TAPS / 2; the next pair reads one coefficient further along (see
+    // synthesis_position in wavelet.rs). Periodization wraps coefficient indices modulo the band length.
+    var g0: array<f32, TAPS>;
+    var g1: array<f32, TAPS>;
+    for (var j = 0u; j < TAPS; j++) {
+        g0[j] = filters[2u * TAPS + j];
+        g1[j] = filters[3u * TAPS + j];
+    }
     let m = i32(params.m);
-    let shift = select(0, 1, (taps / 2u) % 2u == 0u);
-    for (var t = 0u; t < params.n; t++) {
-        // Which filter phase output sample t takes and the coefficient its tap 0 reads (see
-        // synthesis_position in wavelet.rs).
-        var p: i32;
-        var i: i32;
-        if (params.mode == PERIODIZATION) {
-            p = ((i32(t) - shift) % 2 + 2) % 2;
-            i = i32(taps / 4u) + (i32(t) - p - shift) / 2;
-        } else {
-            p = i32(t % 2u);
-            i = i32(t / 2u) + i32(taps / 2u) - 1;
+    let per = params.mode == PERIODIZATION;
+    // Periodization starts at TAPS / 4 and shifts the output right by one when TAPS / 2 is even; the
+    // other modes start at TAPS / 2 - 1 with no shift.
+    let shift = select(0, 1, per && HALF % 2u == 0u);
+    let first = select(i32(HALF) - 1, i32(TAPS / 4u), per);
+    let a_base = banded(0u, hi, lo, 0u, r);
+    let d_base = banded(1u, hi, lo, 0u, r);
+    let out_base = contiguous(hi, lo, 0u, r);
+    // The window holds a[i - j] and d[i - j] for the current pair's i.
+    var wa: array<f32, HALF>;
+    var wd: array<f32, HALF>;
+    let s0 = -shift;
+    var i = first + s0;
+    // Before the first shift by one, wa[j] holds a[i - j - 1].
+    for (var j = 0u; j < HALF - 1u; j++) {
+        let kk = u32((((i - i32(j) - 1) % m) + m) % m);
+        wa[j] = f32(src[a_base + kk * kstride]);
+        wd[j] = f32(src[d_base + kk * kstride]);
+    }
+    let n = i32(params.n);
+    for (var t = 2 * s0 + shift; t < n; t += 2) {
+        // Shift the window one coefficient along and load the one that enters it.
+        for (var q = 1u; q < HALF; q++) {
+            let j = HALF - q;
+            wa[j] = wa[j - 1u];
+            wd[j] = wd[j - 1u];
         }
-        var acc = 0.0;
-        // Away from the ends no index wraps, and the loop skips the modulo.
-        let interior = i - i32(taps / 2u) + 1 >= 0 && i < m;
-        for (var j = 0u; j < taps / 2u; j++) {
-            // A branch, not select(): select evaluates both operands.
-            var kk = u32(i - i32(j));
-            if (!interior) {
-                kk = u32(((i - i32(j)) % m + m) % m);
-            }
-            let tap = 2u * j + u32(p);
-            acc += filters[2u * taps + tap] * src[banded(0u, hi, lo, kk, r)] + filters[3u * taps + tap] * src[banded(1u, hi, lo, kk, r)];
+        var kk = u32(i);
+        if (i >= m) {
+            kk = u32(i % m);
         }
-        dst[contiguous(hi, lo, t, r)] = acc;
+        wa[0] = f32(src[a_base + kk * kstride]);
+        wd[0] = f32(src[d_base + kk * kstride]);
+        var even = 0.0;
+        var odd = 0.0;
+        for (var j = 0u; j < HALF; j++) {
+            even += g0[2u * j] * wa[j] + g1[2u * j] * wd[j];
+            odd += g0[2u * j + 1u] * wa[j] + g1[2u * j + 1u] * wd[j];
+        }
+        if (t >= 0) {
+            dst[out_base + u32(t) * params.inner] = ELEM(even);
+        }
+        if (t + 1 < n) {
+            dst[out_base + u32(t + 1) * params.inner] = ELEM(odd);
+        }
+        i += 1;
     }
 #else
+    var h0: array<f32, TAPS>;
+    var h1: array<f32, TAPS>;
+    for (var j = 0u; j < TAPS; j++) {
+        h0[j] = filters[j];
+        h1[j] = filters[TAPS + j];
+    }
+    let base = contiguous(hi, lo, 0u, r);
+    let a_base = banded(0u, hi, lo, 0u, r);
+    let b_base = banded(1u, hi, lo, 0u, r);
+    // Coefficient k reads samples i - j, j < TAPS, with i = first + 2k; the window holds x[i - j].
+    var i = select(1, i32(TAPS / 2u), params.mode == PERIODIZATION);
+    // Before the first shift by two, w[j] holds x[i - j - 2].
+    var w: array<f32, TAPS>;
+    for (var j = 0u; j < TAPS - 2u; j++) {
+        w[j] = signal_at(base, i - i32(j) - 2);
+    }
     for (var k = 0u; k < params.m; k++) {
-        let i = i32(select(1u + 2u * k, taps / 2u + 2u * k, params.mode == PERIODIZATION));
+        // Counting up with a constant bound lets the compiler unroll the loop and keep w in registers.
+        for (var q = 2u; q < TAPS; q++) {
+            let j = TAPS + 1u - q;
+            w[j] = w[j - 2u];
+        }
+        w[1] = signal_at(base, i - 1);
+        w[0] = signal_at(base, i);
         var a = 0.0;
         var b = 0.0;
-        // Away from the ends the extension is the identity, and the loop skips its modulo arithmetic.
-        let interior = i - i32(taps) + 1 >= 0 && i < i32(params.n);
-        for (var j = 0u; j < taps; j++) {
-            // A branch, not select(): select evaluates both operands.
-            var at = i - i32(j);
-            if (!interior) {
-                at = extended(at);
-            }
-            if (at >= 0) {
-                let x = src[contiguous(hi, lo, u32(at), r)];
-                a += filters[j] * x;
-                b += filters[taps + j] * x;
-            }
+        for (var j = 0u; j < TAPS; j++) {
+            a += h0[j] * w[j];
+            b += h1[j] * w[j];
         }
-        dst[banded(0u, hi, lo, k, r)] = a;
-        dst[banded(1u, hi, lo, k, r)] = b;
+        dst[a_base + k * kstride] = ELEM(a);
+        dst[b_base + k * kstride] = ELEM(b);
+        i += 2;
     }
 #endif
 }

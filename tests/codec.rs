@@ -11,11 +11,20 @@ use wring::kernels::wavelet::{Mode, Wavelet};
 use crate::harness::ctx;
 
 fn photo() -> Image {
-    io::read_image(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/astronaut_96x128.png"))).unwrap()
+    io::read_image(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/astronaut_96x128.png"
+    )))
+    .unwrap()
 }
 
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
     10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10()
 }
 
@@ -33,18 +42,55 @@ fn images_round_trip_and_quality_orders_rate_and_distortion() {
     assert_eq!((img.width, img.height, img.channels), (128, 96, 3));
     let mut last = (0usize, 0f64);
     for q in [30.0, 60.0, 90.0] {
-        let s = encode_image(ctx, &img, &Options { rate: Rate::Quality(q), ..Options::default() }).unwrap();
+        let s = encode_image(
+            ctx,
+            &img,
+            &Options {
+                rate: Rate::Quality(q),
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let out = image_of(decode(ctx, &s).unwrap());
-        assert_eq!((out.width, out.height, out.channels), (img.width, img.height, 3));
+        assert_eq!(
+            (out.width, out.height, out.channels),
+            (img.width, img.height, 3)
+        );
         let p = psnr(&img.pixels, &out.pixels);
-        eprintln!("quality {q}: {} bytes ({:.3} bpp), PSNR {p:.2} dB", s.len(), s.len() as f64 * 8.0 / (128.0 * 96.0));
-        assert!(s.len() > last.0 && p > last.1, "higher quality must cost more and look better");
+        eprintln!(
+            "quality {q}: {} bytes ({:.3} bpp), PSNR {p:.2} dB",
+            s.len(),
+            s.len() as f64 * 8.0 / (128.0 * 96.0)
+        );
+        assert!(
+            s.len() > last.0 && p > last.1,
+            "higher quality must cost more and look better"
+        );
         last = (s.len(), p);
     }
     assert!(last.1 > 40.0, "quality 90 reaches {:.2} dB", last.1);
     // Gray images and odd sizes.
-    let gray = Image { width: 37, height: 21, channels: 1, pixels: img.pixels.iter().step_by(3).take(37 * 21).copied().collect() };
-    let s = encode_image(ctx, &gray, &Options { rate: Rate::Quality(95.0), ..Options::default() }).unwrap();
+    let gray = Image {
+        width: 37,
+        height: 21,
+        channels: 1,
+        pixels: img
+            .pixels
+            .iter()
+            .step_by(3)
+            .take(37 * 21)
+            .copied()
+            .collect(),
+    };
+    let s = encode_image(
+        ctx,
+        &gray,
+        &Options {
+            rate: Rate::Quality(95.0),
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let out = image_of(decode(ctx, &s).unwrap());
     assert_eq!((out.width, out.height, out.channels), (37, 21, 1));
     assert!(psnr(&gray.pixels, &out.pixels) > 45.0);
@@ -55,23 +101,56 @@ fn bpp_targets_are_met_from_below() {
     let ctx = ctx();
     let img = photo();
     for bpp in [0.25, 1.0] {
-        let s = encode_image(ctx, &img, &Options { rate: Rate::Target(bpp), ..Options::default() }).unwrap();
+        let s = encode_image(
+            ctx,
+            &img,
+            &Options {
+                rate: Rate::Target(bpp),
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let got = s.len() as f64 * 8.0 / (128.0 * 96.0);
-        assert!(got <= bpp && got > 0.8 * bpp, "asked {bpp} bpp, got {got:.3}");
+        assert!(
+            got <= bpp && got > 0.8 * bpp,
+            "asked {bpp} bpp, got {got:.3}"
+        );
     }
 }
 
 #[test]
 fn audio_round_trips() {
     let ctx = ctx();
-    let a = io::read_wav(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech_12000.wav"))).unwrap();
-    let s = encode_audio(ctx, &a, &Options { rate: Rate::Target(64.0), ..Options::default() }).unwrap();
+    let a = io::read_wav(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/speech_12000.wav"
+    )))
+    .unwrap();
+    let s = encode_audio(
+        ctx,
+        &a,
+        &Options {
+            rate: Rate::Target(64.0),
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let seconds = a.samples.len() as f64 / f64::from(a.sample_rate);
     assert!(s.len() as f64 * 8.0 / 1000.0 / seconds <= 64.0);
-    let Decoded::Audio(out) = decode(ctx, &s).unwrap() else { panic!("audio decoded as an image") };
-    assert_eq!((out.sample_rate, out.channels, out.samples.len()), (a.sample_rate, a.channels, a.samples.len()));
+    let Decoded::Audio(out) = decode(ctx, &s).unwrap() else {
+        panic!("audio decoded as an image")
+    };
+    assert_eq!(
+        (out.sample_rate, out.channels, out.samples.len()),
+        (a.sample_rate, a.channels, a.samples.len())
+    );
     let signal: f64 = a.samples.iter().map(|&v| f64::from(v).powi(2)).sum();
-    let noise: f64 = a.samples.iter().zip(&out.samples).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let noise: f64 = a
+        .samples
+        .iter()
+        .zip(&out.samples)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
     let snr = 10.0 * (signal / noise).log10();
     eprintln!("speech at 64 kbps: SNR {snr:.2} dB");
     assert!(snr > 25.0, "SNR {snr:.2} dB");
@@ -80,17 +159,41 @@ fn audio_round_trips() {
 #[test]
 fn corrupt_and_truncated_streams_are_errors() {
     let ctx = ctx();
-    let img = Image { width: 16, height: 12, channels: 3, pixels: photo().pixels[..16 * 12 * 3].to_vec() };
-    let s = encode_image(ctx, &img, &Options { rate: Rate::Quality(80.0), ..Options::default() }).unwrap();
+    let img = Image {
+        width: 16,
+        height: 12,
+        channels: 3,
+        pixels: photo().pixels[..16 * 12 * 3].to_vec(),
+    };
+    let s = encode_image(
+        ctx,
+        &img,
+        &Options {
+            rate: Rate::Quality(80.0),
+            ..Options::default()
+        },
+    )
+    .unwrap();
     for len in 0..s.len() {
-        assert!(decode(ctx, &s[..len]).is_err(), "a stream cut to {len} bytes decoded");
+        assert!(
+            decode(ctx, &s[..len]).is_err(),
+            "a stream cut to {len} bytes decoded"
+        );
     }
     for i in 0..s.len() {
         let mut bad = s.clone();
         bad[i] ^= 0x41;
-        assert!(decode(ctx, &bad).is_err(), "a stream with byte {i} flipped decoded");
+        assert!(
+            decode(ctx, &bad).is_err(),
+            "a stream with byte {i} flipped decoded"
+        );
     }
-    assert!(decode(ctx, b"not a stream at all").unwrap_err().to_string().contains("magic"));
+    assert!(
+        decode(ctx, b"not a stream at all")
+            .unwrap_err()
+            .to_string()
+            .contains("magic")
+    );
 }
 
 /// Hostile headers with a valid checksum: absurd shapes and counts are refused before anything is sized by
@@ -111,25 +214,53 @@ fn hostile_headers_are_refused() {
         subbands: vec![],
     };
     let cases = [
-        Header { width: 1 << 30, height: 1 << 30, ..base.clone() },
-        Header { channels: 2, ..base.clone() },
-        Header { levels: 40, ..base.clone() },
-        Header { step: f32::NAN, ..base.clone() },
-        Header { kind: Kind::Audio, height: 7, ..base.clone() },
+        Header {
+            width: 1 << 30,
+            height: 1 << 30,
+            ..base.clone()
+        },
+        Header {
+            channels: 2,
+            ..base.clone()
+        },
+        Header {
+            levels: 40,
+            ..base.clone()
+        },
+        Header {
+            step: f32::NAN,
+            ..base.clone()
+        },
+        Header {
+            kind: Kind::Audio,
+            height: 7,
+            ..base.clone()
+        },
         // 12 subbands are implied, none present.
         base.clone(),
     ];
     for h in cases {
         let e = decode(ctx, &container::write(&h, &[])).unwrap_err();
         eprintln!("{e}");
-        assert!(matches!(e, wring::codec::CodecError::Corrupt(_) | wring::codec::CodecError::Request(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                wring::codec::CodecError::Corrupt(_) | wring::codec::CodecError::Request(_)
+            ),
+            "{e}"
+        );
     }
     let mut future = container::write(&base, &[]);
     future[4] = 9;
     let n = future.len() - 4;
     let crc = crc32(&future[..n]);
     future[n..].copy_from_slice(&crc.to_le_bytes());
-    assert!(decode(ctx, &future).unwrap_err().to_string().contains("version"));
+    assert!(
+        decode(ctx, &future)
+            .unwrap_err()
+            .to_string()
+            .contains("version")
+    );
 }
 
 /// CRC-32 (IEEE), bit by bit: an independent check of the container's checksum.
@@ -138,7 +269,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c

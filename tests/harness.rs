@@ -14,12 +14,14 @@ use wring::runtime::{Context, ContextOptions, Step, Tensor};
 pub fn contexts() -> &'static [Context] {
     static CONTEXTS: OnceLock<Vec<Context>> = OnceLock::new();
     CONTEXTS.get_or_init(|| {
-        let adapters = wring::runtime::adapter::all_adapters().unwrap_or_else(|e| {
-            panic!("GPU tests need an adapter and must not be skipped: {e}")
-        });
+        let adapters = wring::runtime::adapter::all_adapters()
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter and must not be skipped: {e}"));
         adapters
             .iter()
-            .map(|a| Context::from_adapter(a, ContextOptions::default()).unwrap_or_else(|e| panic!("opening a device: {e}")))
+            .map(|a| {
+                Context::from_adapter(a, ContextOptions::default())
+                    .unwrap_or_else(|e| panic!("opening a device: {e}"))
+            })
             .collect()
     })
 }
@@ -59,7 +61,8 @@ impl Rng {
 }
 
 /// Uploads a case's inputs and records the launch(es) writing its output.
-pub type Record<'a> = Box<dyn Fn(&Context, &mut Step<'_>, &Tensor) -> wring::runtime::Result<()> + 'a>;
+pub type Record<'a> =
+    Box<dyn Fn(&Context, &mut Step<'_>, &Tensor) -> wring::runtime::Result<()> + 'a>;
 
 /// One comparison of a kernel against its CPU twin.
 pub struct Case<'a> {
@@ -98,8 +101,14 @@ impl Case<'_> {
             Ok(outcomes) => {
                 for (ctx, o) in contexts().iter().zip(outcomes) {
                     match o {
-                        Outcome::Passed { nmse } => eprintln!("ok   [{}] on {}: NMSE {nmse:.2e}", self.name, ctx.label()),
-                        Outcome::NotApplicable(f) => eprintln!("n/a  [{}] on {}: the adapter lacks {f}", self.name, ctx.label()),
+                        Outcome::Passed { nmse } => {
+                            eprintln!("ok   [{}] on {}: NMSE {nmse:.2e}", self.name, ctx.label())
+                        }
+                        Outcome::NotApplicable(f) => eprintln!(
+                            "n/a  [{}] on {}: the adapter lacks {f}",
+                            self.name,
+                            ctx.label()
+                        ),
                     }
                 }
             }
@@ -113,34 +122,70 @@ impl Case<'_> {
         if self.needs_subgroup && !ctx.caps().subgroup {
             return Ok(Outcome::NotApplicable("SUBGROUP"));
         }
-        let fail = |what: String| format!("[{}] {} on {}: {what}", self.name, self.tol_text(), ctx.label());
+        let fail = |what: String| {
+            format!(
+                "[{}] {} on {}: {what}",
+                self.name,
+                self.tol_text(),
+                ctx.label()
+            )
+        };
         let len: usize = self.out_shape.iter().product();
-        let data_bytes = self.out_dtype.bytes_for(len).ok_or_else(|| fail(format!("{len} values do not fit {}", self.out_dtype)))? as u64;
+        let data_bytes = self
+            .out_dtype
+            .bytes_for(len)
+            .ok_or_else(|| fail(format!("{len} values do not fit {}", self.out_dtype)))?
+            as u64;
         let bound = data_bytes.max(4).next_multiple_of(4);
         let pad = ctx.view_alignment().max(256);
         let words = ((2 * pad + bound) / 4) as usize;
-        let whole = ctx.upload(&[words], &vec![SENTINEL; words]).map_err(|e| fail(e.to_string()))?;
-        let out = ctx.view(&whole, pad, &self.out_shape, self.out_dtype).map_err(|e| fail(e.to_string()))?;
+        let whole = ctx
+            .upload(&[words], &vec![SENTINEL; words])
+            .map_err(|e| fail(e.to_string()))?;
+        let out = ctx
+            .view(&whole, pad, &self.out_shape, self.out_dtype)
+            .map_err(|e| fail(e.to_string()))?;
         let mut step = ctx.step(&self.name);
         (self.record)(ctx, &mut step, &out).map_err(|e| fail(format!("recording failed: {e}")))?;
-        step.submit().map_err(|e| fail(format!("submit failed: {e}")))?;
+        step.submit()
+            .map_err(|e| fail(format!("submit failed: {e}")))?;
         let got: Vec<f32> = match self.out_dtype {
             DType::F32 => ctx.read::<f32>(&out).map_err(|e| fail(e.to_string()))?,
-            DType::F16 => ctx.read::<half::f16>(&out).map_err(|e| fail(e.to_string()))?.into_iter().map(f32::from).collect(),
-            DType::U32 | DType::I32 => ctx.read::<u32>(&out).map_err(|e| fail(e.to_string()))?.into_iter().map(f32::from_bits).collect(),
-            DType::Block(f) => return Err(fail(format!("outputs in {f} blocks are not compared; dequantize them in the case"))),
+            DType::F16 => ctx
+                .read::<half::f16>(&out)
+                .map_err(|e| fail(e.to_string()))?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            DType::U32 | DType::I32 => ctx
+                .read::<u32>(&out)
+                .map_err(|e| fail(e.to_string()))?
+                .into_iter()
+                .map(f32::from_bits)
+                .collect(),
+            DType::Block(f) => {
+                return Err(fail(format!(
+                    "outputs in {f} blocks are not compared; dequantize them in the case"
+                )));
+            }
         };
         // Sentinels: every byte before the output, and from its last data byte to the end of the pad.
-        let raw = ctx.read_underlying_bytes(&whole).map_err(|e| fail(e.to_string()))?;
+        let raw = ctx
+            .read_underlying_bytes(&whole)
+            .map_err(|e| fail(e.to_string()))?;
         let sentinel_bytes = SENTINEL.to_le_bytes();
         let untouched = |range: std::ops::Range<u64>| {
-            range.clone().all(|i| raw[i as usize] == sentinel_bytes[(i % 4) as usize])
+            range
+                .clone()
+                .all(|i| raw[i as usize] == sentinel_bytes[(i % 4) as usize])
         };
         if !untouched(0..pad) {
             return Err(fail("bytes before the output were overwritten".into()));
         }
         if !untouched(pad + data_bytes..2 * pad + bound) {
-            return Err(fail(format!("bytes after the output were overwritten (output is {data_bytes} bytes)")));
+            return Err(fail(format!(
+                "bytes after the output were overwritten (output is {data_bytes} bytes)"
+            )));
         }
         let nmse = compare(&got, &self.expected, self.tol).map_err(|e| fail(e.to_string()))?;
         log_comparison(&ctx.label(), &self.name, nmse);
@@ -159,11 +204,17 @@ impl Case<'_> {
 /// comparisons ran on which adapter (and prove they were not skipped).
 fn log_comparison(adapter: &str, case: &str, nmse: f64) {
     static LOG: Mutex<()> = Mutex::new(());
-    let Ok(path) = std::env::var("WRING_GPU_LOG") else { return };
+    let Ok(path) = std::env::var("WRING_GPU_LOG") else {
+        return;
+    };
     let _guard = LOG.lock();
     let mut line = String::new();
     let _ = writeln!(line, "{adapter}\t{case}\t{nmse:.3e}");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }

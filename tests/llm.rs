@@ -17,21 +17,37 @@ fn token_ids_equal_llama_cpp() {
     let fx: Value = serde_json::from_str(include_str!("fixtures/smollm2_tokens.json")).unwrap();
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let got = tok.encode(text).unwrap();
         assert_eq!(got, want, "token ids of {text:?}");
-        assert_eq!(tok.decode(&got).unwrap(), text, "decoding the ids of {text:?} gives the text back");
+        assert_eq!(
+            tok.decode(&got).unwrap(),
+            text,
+            "decoding the ids of {text:?} gives the text back"
+        );
     }
     assert!(tok.encode("").unwrap().is_empty());
     // Streaming decode hands out whole characters even when a token ends inside one.
     let text = "emoji 🙂🚀 and 日本語";
     let mut stream = wring::llm::TextStream::new(&tok);
-    let pieces: Vec<String> = tok.encode(text).unwrap().into_iter().map(|id| stream.push(id).unwrap()).collect();
+    let pieces: Vec<String> = tok
+        .encode(text)
+        .unwrap()
+        .into_iter()
+        .map(|id| stream.push(id).unwrap())
+        .collect();
     assert_eq!(pieces.concat(), text);
     assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')));
     // Stop strings: the text ends before the first one, and a tail that might begin one is held back
     // until it cannot (or until finish), so nothing printed is ever taken back.
-    let ids = tok.encode("The capital of France is Paris, and Paris is big.").unwrap();
+    let ids = tok
+        .encode("The capital of France is Paris, and Paris is big.")
+        .unwrap();
     let run = |stops: &[&str]| {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
         let mut stream = wring::llm::TextStream::with_stops(&tok, &stops);
@@ -39,7 +55,8 @@ fn token_ids_equal_llama_cpp() {
         let mut held_back = false;
         for &id in &ids {
             let piece = stream.push(id).unwrap();
-            held_back |= !stream.stopped() && out.len() + piece.len() < tok.decode(stream.tokens()).unwrap().len();
+            held_back |= !stream.stopped()
+                && out.len() + piece.len() < tok.decode(stream.tokens()).unwrap().len();
             out += &piece;
             if stream.stopped() {
                 break;
@@ -49,11 +66,17 @@ fn token_ids_equal_llama_cpp() {
         out += &stream.finish();
         (out, stopped, held_back)
     };
-    assert_eq!(run(&["Paris"]), ("The capital of France is ".to_string(), true, false));
+    assert_eq!(
+        run(&["Paris"]),
+        ("The capital of France is ".to_string(), true, false)
+    );
     assert_eq!(run(&["big", ", and"]).0, "The capital of France is Paris");
     let (text, stopped, held_back) = run(&["Paris!"]);
     assert_eq!(text, "The capital of France is Paris, and Paris is big.");
-    assert!(!stopped && held_back, "\"Paris\" is held back while it could still become \"Paris!\"");
+    assert!(
+        !stopped && held_back,
+        "\"Paris\" is held back while it could still become \"Paris!\""
+    );
 }
 
 /// The GPU forward pass against an independent float64 numpy forward from the `gguf` package's dequantized
@@ -62,8 +85,14 @@ fn token_ids_equal_llama_cpp() {
 #[test]
 fn logits_match_an_independent_reference() {
     let g = model();
-    let meta: Value = serde_json::from_str(include_str!("fixtures/smollm2_reference_logits.json")).unwrap();
-    let ids: Vec<u32> = meta["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let meta: Value =
+        serde_json::from_str(include_str!("fixtures/smollm2_reference_logits.json")).unwrap();
+    let ids: Vec<u32> = meta["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let vocab = meta["vocab"].as_u64().unwrap() as usize;
     let want: Vec<f32> = include_bytes!("fixtures/smollm2_reference_logits.bin")
         .chunks_exact(4)
@@ -72,7 +101,11 @@ fn logits_match_an_independent_reference() {
     assert_eq!(want.len(), ids.len() * vocab);
     let ctx = crate::harness::ctx();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    assert_eq!(tok.encode(meta["prompt"].as_str().unwrap()).unwrap(), ids, "the fixture's ids are llama.cpp's");
+    assert_eq!(
+        tok.encode(meta["prompt"].as_str().unwrap()).unwrap(),
+        ids,
+        "the fixture's ids are llama.cpp's"
+    );
     let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
     // The whole prompt at once (prefill), and the same prompt one token at a time (decode through the cache).
     let prefill = m.forward(ctx, &ids, true).unwrap();
@@ -82,17 +115,31 @@ fn logits_match_an_independent_reference() {
         decode.extend(m.forward(ctx, &[id], false).unwrap());
     }
     for (what, got) in [("prefill", &prefill), ("decode", &decode)] {
-        let nmse = wring::kernels::check::compare(got, &want, wring::kernels::check::Tolerance::Nmse(1e-4))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let nmse = wring::kernels::check::compare(
+            got,
+            &want,
+            wring::kernels::check::Tolerance::Nmse(1e-4),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
         let agree = (0..ids.len())
             .filter(|&p| {
                 let row = &got[p * vocab..][..vocab];
-                let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
                 best as u64 == meta["argmax"][p].as_u64().unwrap()
             })
             .count();
-        eprintln!("{what}: logits NMSE {nmse:.2e}, argmax agreement {agree}/{}", ids.len());
-        assert!(agree * 100 >= ids.len() * 99, "{what}: argmax agrees at {agree} of {} positions", ids.len());
+        eprintln!(
+            "{what}: logits NMSE {nmse:.2e}, argmax agreement {agree}/{}",
+            ids.len()
+        );
+        assert!(
+            agree * 100 >= ids.len() * 99,
+            "{what}: argmax agrees at {agree} of {} positions",
+            ids.len()
+        );
     }
 }
 
@@ -118,7 +165,10 @@ fn greedy_generation_is_deterministic() {
     let a = run(&mut m);
     assert_eq!(a, run(&mut m));
     assert!(a.starts_with("The capital of France is Paris."), "{a:?}");
-    assert!(tok.stop_tokens.contains(&tok.encode("<|im_end|>").unwrap()[0]));
+    assert!(
+        tok.stop_tokens
+            .contains(&tok.encode("<|im_end|>").unwrap()[0])
+    );
 }
 
 /// The first 16 greedy tokens equal llama.cpp's on several prompts. The peer ran on the F32 dequantization
@@ -136,13 +186,31 @@ fn greedy_text_equals_llama_cpp() {
     for case in fx["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let ids = tok.encode(prompt).unwrap();
-        let generated: Vec<u32> = m.generate(ctx, &ids, Sampler::greedy(), &tok.stop_tokens, n, Cancel::new()).unwrap().map(Result::unwrap).collect();
+        let generated: Vec<u32> = m
+            .generate(
+                ctx,
+                &ids,
+                Sampler::greedy(),
+                &tok.stop_tokens,
+                n,
+                Cancel::new(),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         let text = tok.decode(&generated).unwrap();
         if text != case["text"].as_str().unwrap() {
-            failures.push(format!("{prompt:?}: wring {text:?}, llama.cpp {:?}", case["text"]));
+            failures.push(format!(
+                "{prompt:?}: wring {text:?}, llama.cpp {:?}",
+                case["text"]
+            ));
         }
     }
-    assert!(failures.is_empty(), "greedy text differs from llama.cpp:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "greedy text differs from llama.cpp:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -151,8 +219,18 @@ fn bad_requests_are_errors() {
     let ctx = crate::harness::ctx();
     let mut m = Llama::load(ctx, &g, 4, |_, _| {}).unwrap();
     assert!(m.forward(ctx, &[], false).is_err());
-    assert!(m.forward(ctx, &[49_152], false).unwrap_err().to_string().contains("vocabulary"));
-    assert!(m.forward(ctx, &[1, 2, 3, 4, 5], false).unwrap_err().to_string().contains("context"));
+    assert!(
+        m.forward(ctx, &[49_152], false)
+            .unwrap_err()
+            .to_string()
+            .contains("vocabulary")
+    );
+    assert!(
+        m.forward(ctx, &[1, 2, 3, 4, 5], false)
+            .unwrap_err()
+            .to_string()
+            .contains("context")
+    );
 }
 
 /// Perplexity on a short text against llama.cpp's `llama-perplexity` on the same GGUF, text and context
@@ -163,14 +241,31 @@ fn perplexity_is_within_one_percent_of_llama_cpp() {
     const LLAMA_CPP_PPL: f64 = 23.6189;
     let g = model();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok.encode(include_str!("fixtures/perplexity_text.txt")).unwrap();
+    let ids = tok
+        .encode(include_str!("fixtures/perplexity_text.txt"))
+        .unwrap();
     let ctx = crate::harness::ctx();
     let mut m = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
-    let p = m.perplexity(ctx, &ids, 128, Some(4), if tok.add_bos { tok.bos } else { None }).unwrap();
+    let p = m
+        .perplexity(
+            ctx,
+            &ids,
+            128,
+            Some(4),
+            if tok.add_bos { tok.bos } else { None },
+        )
+        .unwrap();
     let off = (p.ppl / LLAMA_CPP_PPL - 1.0) * 100.0;
-    eprintln!("PPL {:.4} over {} chunks ({} tokens scored); llama.cpp {LLAMA_CPP_PPL}: {off:+.2}%", p.ppl, p.chunks, p.scored);
+    eprintln!(
+        "PPL {:.4} over {} chunks ({} tokens scored); llama.cpp {LLAMA_CPP_PPL}: {off:+.2}%",
+        p.ppl, p.chunks, p.scored
+    );
     assert_eq!((p.chunks, p.scored), (4, 4 * 63));
-    assert!(off.abs() < 1.0, "PPL {:.4} is {off:+.2}% from llama.cpp's {LLAMA_CPP_PPL}", p.ppl);
+    assert!(
+        off.abs() < 1.0,
+        "PPL {:.4} is {off:+.2}% from llama.cpp's {LLAMA_CPP_PPL}",
+        p.ppl
+    );
 }
 
 /// The library API: generation as an iterator that honours max tokens and cancellation, and agrees with
@@ -182,14 +277,37 @@ fn generation_iterator_streams_and_cancels() {
     let ctx = crate::harness::ctx();
     let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
     let ids = tok.encode("The capital of France is").unwrap();
-    let got: Vec<u32> = m.generate(ctx, &ids, Sampler::greedy(), &tok.stop_tokens, 6, Cancel::new()).unwrap().map(Result::unwrap).collect();
+    let got: Vec<u32> = m
+        .generate(
+            ctx,
+            &ids,
+            Sampler::greedy(),
+            &tok.stop_tokens,
+            6,
+            Cancel::new(),
+        )
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(got.len(), 6);
     assert!(tok.decode(&got).unwrap().starts_with(" Paris."));
     let cancel = Cancel::new();
-    let mut it = m.generate(ctx, &ids, Sampler::greedy(), &tok.stop_tokens, 6, cancel.clone()).unwrap();
+    let mut it = m
+        .generate(
+            ctx,
+            &ids,
+            Sampler::greedy(),
+            &tok.stop_tokens,
+            6,
+            cancel.clone(),
+        )
+        .unwrap();
     assert_eq!(it.next().unwrap().unwrap(), got[0]);
     cancel.cancel();
-    assert!(it.next().is_none(), "a cancelled generation yields nothing more");
+    assert!(
+        it.next().is_none(),
+        "a cancelled generation yields nothing more"
+    );
 }
 
 /// The Hugging Face layout through the same model code: `hf::export` writes config.json, f32
@@ -202,18 +320,33 @@ fn safetensors_export_loads_and_matches_the_gguf() {
     let dir = std::env::temp_dir().join(format!("wring-export-{}", std::process::id()));
     export(&g, &dir).unwrap();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let json_tok = GgufTokenizer::from_json_file(&dir.join("tokenizer.json"), tok.bos, tok.eos, tok.add_bos).unwrap();
+    let json_tok =
+        GgufTokenizer::from_json_file(&dir.join("tokenizer.json"), tok.bos, tok.eos, tok.add_bos)
+            .unwrap();
     let text = include_str!("fixtures/perplexity_text.txt");
     let ids = tok.encode(text).unwrap();
-    assert_eq!(json_tok.encode(text).unwrap(), ids, "tokenizer.json tokenizes as the GGUF does");
+    assert_eq!(
+        json_tok.encode(text).unwrap(),
+        ids,
+        "tokenizer.json tokenizes as the GGUF does"
+    );
     let ctx = crate::harness::ctx();
     let hf = HfModel::open(&dir).unwrap();
     let mut from_hf = Llama::load_from(ctx, &hf, 128, |_, _| {}).unwrap();
     let mut from_gguf = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
-    let a = from_gguf.perplexity(ctx, &ids, 128, Some(2), None).unwrap().ppl;
-    let b = from_hf.perplexity(ctx, &ids, 128, Some(2), None).unwrap().ppl;
+    let a = from_gguf
+        .perplexity(ctx, &ids, 128, Some(2), None)
+        .unwrap()
+        .ppl;
+    let b = from_hf
+        .perplexity(ctx, &ids, 128, Some(2), None)
+        .unwrap()
+        .ppl;
     std::fs::remove_dir_all(&dir).unwrap();
     let off = (b / a - 1.0) * 100.0;
     eprintln!("PPL from GGUF {a:.4}, from safetensors {b:.4} ({off:+.3}%)");
-    assert!(off.abs() < 0.5, "safetensors PPL {b:.4} is {off:+.3}% from the GGUF's {a:.4}");
+    assert!(
+        off.abs() < 0.5,
+        "safetensors PPL {b:.4} is {off:+.3}% from the GGUF's {a:.4}"
+    );
 }

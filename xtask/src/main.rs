@@ -40,19 +40,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench { filter, quick, no_save, out } => {
+        Command::Bench {
+            filter,
+            quick,
+            no_save,
+            out,
+        } => {
             if filter.as_deref() == Some("codec") {
                 let dir = out.join(format!("{}-codec", today()));
                 if !no_save {
                     let _ = std::fs::create_dir_all(&dir);
                 }
-                return finish(codec::run(quick, (!no_save).then_some(dir.as_path())), |r| if no_save { Ok(()) } else { save_codec(&dir, r) });
+                return finish(
+                    codec::run(quick, (!no_save).then_some(dir.as_path())),
+                    |r| if no_save { Ok(()) } else { save_codec(&dir, r) },
+                );
             }
             if filter.as_deref() == Some("llm") {
-                return finish(bench_llm(quick), |r| if no_save { Ok(()) } else { save_llm(&out, r) });
+                return finish(bench_llm(quick), |r| {
+                    if no_save { Ok(()) } else { save_llm(&out, r) }
+                });
             }
             let opts = suite::Options { quick, filter };
-            finish(suite::run(&opts).map_err(|e| e.to_string()), |r| if no_save { Ok(()) } else { save(&out, r) })
+            finish(suite::run(&opts).map_err(|e| e.to_string()), |r| {
+                if no_save { Ok(()) } else { save(&out, r) }
+            })
         }
     }
 }
@@ -74,7 +86,10 @@ fn finish<R>(result: Result<R, String>, keep: impl FnOnce(&R) -> std::io::Result
 
 /// Today's date as YYYY-MM-DD (UTC), from the days since the epoch (Howard Hinnant's civil_from_days).
 fn today() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -88,8 +103,21 @@ fn today() -> String {
 }
 
 fn slug(s: &str) -> String {
-    let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    s.split('-').filter(|p| !p.is_empty()).take(3).collect::<Vec<_>>().join("-")
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.split('-')
+        .filter(|p| !p.is_empty())
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Versions of the crates that decide GPU behaviour, read from Cargo.lock.
@@ -112,8 +140,15 @@ fn locked_versions() -> serde_json::Value {
 fn save(root: &Path, r: &suite::Report) -> std::io::Result<()> {
     let dir = root.join(format!("{}-{}", today(), slug(&r.adapter)));
     std::fs::create_dir_all(&dir)?;
-    let rustc = std::process::Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let json = serde_json::json!({
         "command": command,
         "date": today(),
@@ -124,14 +159,27 @@ fn save(root: &Path, r: &suite::Report) -> std::io::Result<()> {
                   "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "report": r,
     });
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     let mut md = format!(
         "# wring bench, {}\n\nCommand: `{command}`  \nAdapter: {} ({}, {}), driver {} {}  \nTimer: {}  \n\n\
          Copy bandwidth (copy kernel, read + write): **{:.2} GB/s**; DMA buffer copy (peer): {:.2} GB/s \
          (kernel/DMA = {:.2}).  \nBest matmul: **{:.1} GFLOP/s**.  \nDispatch overhead: {:.1} us per launch.\n\n\
          | kernel | variant | shape | median us | GB/s | GFLOP/s | of copy BW |\n|---|---|---|---:|---:|---:|---:|\n",
-        today(), r.adapter, r.backend, r.device_type, r.driver, r.driver_info, r.timer, r.copy_gb_per_s, r.dma_copy_gb_per_s,
-        r.copy_gb_per_s / r.dma_copy_gb_per_s, r.matmul_gflop_per_s, r.dispatch_overhead_us,
+        today(),
+        r.adapter,
+        r.backend,
+        r.device_type,
+        r.driver,
+        r.driver_info,
+        r.timer,
+        r.copy_gb_per_s,
+        r.dma_copy_gb_per_s,
+        r.copy_gb_per_s / r.dma_copy_gb_per_s,
+        r.matmul_gflop_per_s,
+        r.dispatch_overhead_us,
     );
     for row in &r.rows {
         md.push_str(&format!(
@@ -141,7 +189,11 @@ fn save(root: &Path, r: &suite::Report) -> std::io::Result<()> {
             row.shape,
             row.seconds * 1e6,
             row.gb_per_s,
-            if row.flops > 0.0 { format!("{:.1}", row.gflop_per_s) } else { "-".into() },
+            if row.flops > 0.0 {
+                format!("{:.1}", row.gflop_per_s)
+            } else {
+                "-".into()
+            },
             row.fraction_of_copy * 100.0
         ));
     }
@@ -179,7 +231,11 @@ fn stats(xs: &[f64]) -> (f64, f64) {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -187,8 +243,10 @@ fn peak_rss_mib() -> f64 {
 /// an empty cache), random tokens, 5 repetitions after a warm-up, mean and standard deviation.
 fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     let path = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let g = wring_gguf::Gguf::open(&path).map_err(|e| format!("{e} (fetch it with `bash .ci/fetch-model.sh`)"))?;
-    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions::default()).map_err(|e| e.to_string())?;
+    let g = wring_gguf::Gguf::open(&path)
+        .map_err(|e| format!("{e} (fetch it with `bash .ci/fetch-model.sh`)"))?;
+    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions::default())
+        .map_err(|e| e.to_string())?;
     let mut m = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {}).map_err(|e| e.to_string())?;
     let vocab = m.cfg.vocab as u64;
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -224,12 +282,31 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             }
         }
         let (mean, sd) = stats(&runs);
-        println!("{test:>6}: {mean:8.2} ± {sd:.2} tokens/s on {}", ctx.label());
-        rows.push(LlmRow { test, reps: runs, mean_tokens_per_s: mean, stddev: sd });
+        println!(
+            "{test:>6}: {mean:8.2} ± {sd:.2} tokens/s on {}",
+            ctx.label()
+        );
+        rows.push(LlmRow {
+            test,
+            reps: runs,
+            mean_tokens_per_s: mean,
+            stddev: sd,
+        });
     }
     // llama.cpp's own numbers on this machine, in the same command, when llama-bench is on PATH.
     let llama_bench = std::process::Command::new("llama-bench")
-        .args(["-m", &path.display().to_string(), "-p", &pp.to_string(), "-n", &tg.to_string(), "-r", &reps.to_string(), "-o", "md"])
+        .args([
+            "-m",
+            &path.display().to_string(),
+            "-p",
+            &pp.to_string(),
+            "-n",
+            &tg.to_string(),
+            "-r",
+            &reps.to_string(),
+            "-o",
+            "md",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -240,12 +317,19 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             for r in &rows {
                 let theirs = out
                     .lines()
-                    .find(|l| l.contains(&format!("| {:>13} |", r.test)) || l.contains(&format!(" {} ", r.test)))
+                    .find(|l| {
+                        l.contains(&format!("| {:>13} |", r.test))
+                            || l.contains(&format!(" {} ", r.test))
+                    })
                     .and_then(|l| l.split('|').rev().nth(1))
                     .and_then(|c| c.split('±').next())
                     .and_then(|v| v.trim().parse::<f64>().ok());
                 if let Some(t) = theirs {
-                    println!("{}: wring / llama.cpp (CPU) = {:.2}", r.test, r.mean_tokens_per_s / t);
+                    println!(
+                        "{}: wring / llama.cpp (CPU) = {:.2}",
+                        r.test,
+                        r.mean_tokens_per_s / t
+                    );
                 }
             }
         }
@@ -253,13 +337,25 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     }
     let peak = peak_rss_mib();
     println!("peak host memory: {peak:.0} MiB");
-    Ok(LlmReport { model: path.display().to_string(), adapter: ctx.label(), rows, llama_bench, peak_rss_mib: peak })
+    Ok(LlmReport {
+        model: path.display().to_string(),
+        adapter: ctx.label(),
+        rows,
+        llama_bench,
+        peak_rss_mib: peak,
+    })
 }
 
 fn save_codec(dir: &Path, r: &codec::CodecReport) -> std::io::Result<()> {
-    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let json = serde_json::json!({ "command": command, "date": today(), "versions": locked_versions(), "report": r });
-    std::fs::write(dir.join("codec.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(
+        dir.join("codec.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     println!("results written to {}", dir.join("codec.json").display());
     Ok(())
 }
@@ -267,9 +363,15 @@ fn save_codec(dir: &Path, r: &codec::CodecReport) -> std::io::Result<()> {
 fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
     let dir = root.join(format!("{}-{}", today(), slug(&r.adapter)));
     std::fs::create_dir_all(&dir)?;
-    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let json = serde_json::json!({ "command": command, "date": today(), "versions": locked_versions(), "report": r });
-    std::fs::write(dir.join("llm.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(
+        dir.join("llm.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     println!("results written to {}", dir.join("llm.json").display());
     Ok(())
 }

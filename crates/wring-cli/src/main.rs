@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use wring_runtime::{Context, ContextOptions, Tensor, human_bytes, ops};
 
 #[derive(Parser, Debug)]
-#[command(name = "wring", version, about = "Portable GPU compute for compressed inference and neural compression")]
+#[command(
+    name = "wring",
+    version,
+    about = "Portable GPU compute for compressed inference and neural compression"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -156,6 +160,10 @@ enum Command {
         /// shape doubled per level, exact for periodization and even sizes).
         #[arg(long)]
         size: Option<String>,
+        /// Run the transform on f16 samples (adapters with SHADER_F16; f32 filters and sums, each level
+        /// stored as f16). The .npy is still written as f32.
+        #[arg(long)]
+        f16: bool,
     },
     /// Print the token ids of a text as a JSON list.
     Tokenize {
@@ -183,22 +191,80 @@ fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Info { json } => info(json).map_err(|e| e.to_string()),
         Command::Probe { mib, reps } => probe(mib, reps).map_err(|e| e.to_string()),
-        Command::Generate { model, prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop, profile } => {
-            let sampler = wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed);
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            stop,
+            profile,
+        } => {
+            let sampler =
+                wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed);
             generate(model, &prompt, max_tokens, sampler, &stop, profile).map_err(|e| e.to_string())
         }
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
         Command::Convert { model, to: _, out } => convert(model, &out).map_err(|e| e.to_string()),
-        Command::Logits { model, prompt, out } => logits(model, &prompt, &out).map_err(|e| e.to_string()),
-        Command::Chat { model, system, max_tokens, temperature, seed } => {
-            chat(model, system, max_tokens, wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)).map_err(|e| e.to_string())
+        Command::Logits { model, prompt, out } => {
+            logits(model, &prompt, &out).map_err(|e| e.to_string())
         }
-        Command::Encode { input, output, quality, bpp, kbps, wavelet, levels } => encode(&input, &output, quality, bpp.or(kbps), &wavelet, levels).map_err(|e| e.to_string()),
+        Command::Chat {
+            model,
+            system,
+            max_tokens,
+            temperature,
+            seed,
+        } => chat(
+            model,
+            system,
+            max_tokens,
+            wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed),
+        )
+        .map_err(|e| e.to_string()),
+        Command::Encode {
+            input,
+            output,
+            quality,
+            bpp,
+            kbps,
+            wavelet,
+            levels,
+        } => encode(&input, &output, quality, bpp.or(kbps), &wavelet, levels)
+            .map_err(|e| e.to_string()),
         Command::Decode { input, output } => decode(&input, &output).map_err(|e| e.to_string()),
-        Command::Wavelet { direction, input, output, wavelet, levels, mode, channels, size } => {
-            wavelet_cmd(direction == "forward", &input, &output, &wavelet, levels, &mode, channels, size.as_deref()).map_err(|e| e.to_string())
-        }
-        Command::Perplexity { model, file, ctx, chunks } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
+        Command::Wavelet {
+            direction,
+            input,
+            output,
+            wavelet,
+            levels,
+            mode,
+            channels,
+            size,
+            f16,
+        } => wavelet_cmd(
+            direction == "forward",
+            &input,
+            &output,
+            &wavelet,
+            levels,
+            &mode,
+            channels,
+            size.as_deref(),
+            f16,
+        )
+        .map_err(|e| e.to_string()),
+        Command::Perplexity {
+            model,
+            file,
+            ctx,
+            chunks,
+        } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,32 +318,68 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
         let mark = if r.index == chosen { "*" } else { " " };
         println!(
             " {mark} [{}] {} ({:?}, {:?}; driver {} {})",
-            r.index, r.info.name, r.info.backend, r.info.device_type, r.info.driver, r.info.driver_info
+            r.index,
+            r.info.name,
+            r.info.backend,
+            r.info.device_type,
+            r.info.driver,
+            r.info.driver_info
         );
     }
-    println!("Chosen: [{chosen}] {} because {why}.", reports[chosen].info.name);
+    println!(
+        "Chosen: [{chosen}] {} because {why}.",
+        reports[chosen].info.name
+    );
     let l = &ctx.info().limits;
     let f = reports[chosen].features;
     println!("Features used by wring:");
     println!("  SHADER_F16       {}", yes(caps.f16));
     println!("  SUBGROUP         {}", yes(caps.subgroup));
-    println!("  TIMESTAMP_QUERY  {}", yes(f.contains(wring_runtime::wgpu::Features::TIMESTAMP_QUERY)));
+    println!(
+        "  TIMESTAMP_QUERY  {}",
+        yes(f.contains(wring_runtime::wgpu::Features::TIMESTAMP_QUERY))
+    );
     println!("Limits:");
-    println!("  max storage buffer binding  {}", human_bytes(l.max_storage_buffer_binding_size));
-    println!("  max buffer size             {}", human_bytes(l.max_buffer_size));
-    println!("  max workgroups per dim      {}", l.max_compute_workgroups_per_dimension);
-    println!("  max invocations/workgroup   {}", l.max_compute_invocations_per_workgroup);
-    println!("  workgroup storage           {}", human_bytes(u64::from(l.max_compute_workgroup_storage_size)));
-    println!("  storage offset alignment    {}", l.min_storage_buffer_offset_alignment);
+    println!(
+        "  max storage buffer binding  {}",
+        human_bytes(l.max_storage_buffer_binding_size)
+    );
+    println!(
+        "  max buffer size             {}",
+        human_bytes(l.max_buffer_size)
+    );
+    println!(
+        "  max workgroups per dim      {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "  max invocations/workgroup   {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  workgroup storage           {}",
+        human_bytes(u64::from(l.max_compute_workgroup_storage_size))
+    );
+    println!(
+        "  storage offset alignment    {}",
+        l.min_storage_buffer_offset_alignment
+    );
     Ok(())
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no (fallback variants are used)" }
+    if b {
+        "yes"
+    } else {
+        "no (fallback variants are used)"
+    }
 }
 
 fn probe(mib: u64, reps: usize) -> Result<(), wring_runtime::Error> {
-    let ctx = Context::new(ContextOptions { profile: true, ..Default::default() })?;
+    let ctx = Context::new(ContextOptions {
+        profile: true,
+        ..Default::default()
+    })?;
     let words = (mib << 20) as usize / 4;
     let src = ctx.upload(&[words], &vec![0x5a5a_5a5au32; words])?;
     let dst: Tensor = ctx.empty(&[words], wring_kernels::DType::U32)?;
@@ -308,13 +410,21 @@ fn probe(mib: u64, reps: usize) -> Result<(), wring_runtime::Error> {
         best * 1e3,
         if ok { "verified" } else { "WRONG" }
     );
-    if ok { Ok(()) } else { Err(wring_runtime::Error::Device("the copy probe read back wrong data".into())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(wring_runtime::Error::Device(
+            "the copy probe read back wrong data".into(),
+        ))
+    }
 }
 
 /// The default model: the local model cache that `.ci/fetch-model.sh` fills.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn model_path(model: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, wring_llm::LlmError> {
+fn model_path(
+    model: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf, wring_llm::LlmError> {
     let p = model.unwrap_or_else(|| DEFAULT_MODEL.into());
     if !p.exists() {
         return Err(wring_llm::LlmError::Request(format!(
@@ -344,18 +454,35 @@ fn generate(
     use std::io::Write as _;
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
-    let ctx = Context::new(ContextOptions { profile, ..Default::default() })?;
+    let ctx = Context::new(ContextOptions {
+        profile,
+        ..Default::default()
+    })?;
     let load = std::time::Instant::now();
     let mut llm = load_with_progress(&ctx, &g)?;
-    eprintln!("loaded {} layers in {:.2} s on {}", llm.cfg.n_layers, load.elapsed().as_secs_f64(), ctx.label());
+    eprintln!(
+        "loaded {} layers in {:.2} s on {}",
+        llm.cfg.n_layers,
+        load.elapsed().as_secs_f64(),
+        ctx.label()
+    );
     let ids = tok.encode(prompt)?;
     let prompt_len = ids.len();
     if prompt_len == 0 {
-        return Err(wring_llm::LlmError::Request("the prompt has no tokens".into()));
+        return Err(wring_llm::LlmError::Request(
+            "the prompt has no tokens".into(),
+        ));
     }
     let t0 = std::time::Instant::now();
     // The library's streaming API: the prompt runs as one prefill step when the generation starts.
-    let tokens = llm.generate(&ctx, &ids, sampler, &tok.stop_tokens, max_tokens, wring_llm::Cancel::new())?;
+    let tokens = llm.generate(
+        &ctx,
+        &ids,
+        sampler,
+        &tok.stop_tokens,
+        max_tokens,
+        wring_llm::Cancel::new(),
+    )?;
     let prefill = t0.elapsed().as_secs_f64();
     let mut stream = wring_llm::TextStream::with_stops(&tok, stops);
     let t1 = std::time::Instant::now();
@@ -386,7 +513,8 @@ fn generate(
 /// Prints the GPU time per kernel variant over every launch recorded (prefill and decode), biggest first,
 /// with the share of the total and the time per generated token.
 fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
-    let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> = std::collections::BTreeMap::new();
+    let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> =
+        std::collections::BTreeMap::new();
     for t in times {
         let e = by_kernel.entry(t.kernel.as_str()).or_default();
         e.0 += 1;
@@ -395,40 +523,83 @@ fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
     let total: f64 = by_kernel.values().map(|v| v.1).sum();
     let mut rows: Vec<_> = by_kernel.into_iter().collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-    eprintln!("{:<44} {:>9} {:>11} {:>7} {:>12}", "kernel/variant", "launches", "GPU ms", "share", "ms per token");
+    eprintln!(
+        "{:<44} {:>9} {:>11} {:>7} {:>12}",
+        "kernel/variant", "launches", "GPU ms", "share", "ms per token"
+    );
     for (k, (n, ns)) in rows {
-        eprintln!("{k:<44} {n:>9} {:>11.2} {:>6.1}% {:>12.3}", ns / 1e6, 100.0 * ns / total.max(1.0), ns / 1e6 / tokens as f64);
+        eprintln!(
+            "{k:<44} {n:>9} {:>11.2} {:>6.1}% {:>12.3}",
+            ns / 1e6,
+            100.0 * ns / total.max(1.0),
+            ns / 1e6 / tokens as f64
+        );
     }
     eprintln!("{:<44} {:>9} {:>11.2}", "total", times.len(), total / 1e6);
 }
 
-fn perplexity(model: Option<std::path::PathBuf>, file: &std::path::Path, n_ctx: usize, chunks: Option<usize>) -> Result<(), wring_llm::LlmError> {
-    let text = std::fs::read_to_string(file).map_err(|e| wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display())))?;
+fn perplexity(
+    model: Option<std::path::PathBuf>,
+    file: &std::path::Path,
+    n_ctx: usize,
+    chunks: Option<usize>,
+) -> Result<(), wring_llm::LlmError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
+    })?;
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
     let ids = tok.encode(&text)?;
     let ctx = Context::new(ContextOptions::default())?;
     let mut llm = wring_llm::Llama::load(&ctx, &g, n_ctx, |_, _| {})?;
     let start = std::time::Instant::now();
-    let p = llm.perplexity(&ctx, &ids, n_ctx, chunks, if tok.add_bos { tok.bos } else { None })?;
-    let running: Vec<String> = p.running.iter().enumerate().map(|(i, v)| format!("[{}]{v:.4}", i + 1)).collect();
+    let p = llm.perplexity(
+        &ctx,
+        &ids,
+        n_ctx,
+        chunks,
+        if tok.add_bos { tok.bos } else { None },
+    )?;
+    let running: Vec<String> = p
+        .running
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("[{}]{v:.4}", i + 1))
+        .collect();
     eprintln!("{}", running.join(","));
-    eprintln!("{} chunks of {n_ctx} tokens, {} scored, in {:.1} s on {}", p.chunks, p.scored, start.elapsed().as_secs_f64(), ctx.label());
+    eprintln!(
+        "{} chunks of {n_ctx} tokens, {} scored, in {:.1} s on {}",
+        p.chunks,
+        p.scored,
+        start.elapsed().as_secs_f64(),
+        ctx.label()
+    );
     println!("PPL = {:.4}", p.ppl);
     Ok(())
 }
 
-fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: usize, mut sampler: wring_llm::Sampler) -> Result<(), wring_llm::LlmError> {
+fn chat(
+    model: Option<std::path::PathBuf>,
+    system: Option<String>,
+    max_tokens: usize,
+    mut sampler: wring_llm::Sampler,
+) -> Result<(), wring_llm::LlmError> {
     use std::io::{BufRead as _, Write as _};
     use wring_llm::chat::{ChatMessage, render};
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
-    let template = tok.chat_template.clone().ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
+    let template = tok
+        .chat_template
+        .clone()
+        .ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
     let mut llm = load_with_progress(&ctx, &g)?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
-    let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
+    let mut messages: Vec<ChatMessage> = system
+        .iter()
+        .map(|s| ChatMessage::new("system", s))
+        .collect();
     // The ids the KV cache holds, so each turn only runs what is new.
     let mut cached: Vec<u32> = Vec::new();
     eprintln!("chatting on {}; an empty line ends", ctx.label());
@@ -436,7 +607,13 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| wring_llm::LlmError::Request(e.to_string()))? == 0 || line.trim().is_empty() {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| wring_llm::LlmError::Request(e.to_string()))?
+            == 0
+            || line.trim().is_empty()
+        {
             return Ok(());
         }
         messages.push(ChatMessage::new("user", line.trim_end()));
@@ -466,33 +643,54 @@ fn chat(model: Option<std::path::PathBuf>, system: Option<String>, max_tokens: u
     }
 }
 
-
-fn logits(model: Option<std::path::PathBuf>, prompt: &str, out: &std::path::Path) -> Result<(), wring_llm::LlmError> {
+fn logits(
+    model: Option<std::path::PathBuf>,
+    prompt: &str,
+    out: &std::path::Path,
+) -> Result<(), wring_llm::LlmError> {
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
     let ids = tok.encode(prompt)?;
     if ids.is_empty() {
-        return Err(wring_llm::LlmError::Request("the prompt has no tokens".into()));
+        return Err(wring_llm::LlmError::Request(
+            "the prompt has no tokens".into(),
+        ));
     }
     let ctx = Context::new(ContextOptions::default())?;
     let mut llm = wring_llm::Llama::load(&ctx, &g, ids.len(), |_, _| {})?;
     let logits = llm.forward(&ctx, &ids, true)?;
-    wring_codec::io::write_npy(out, &[ids.len(), llm.cfg.vocab], &logits).map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
-    eprintln!("wrote {} ({} tokens x {} vocab)", out.display(), ids.len(), llm.cfg.vocab);
+    wring_codec::io::write_npy(out, &[ids.len(), llm.cfg.vocab], &logits)
+        .map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
+    eprintln!(
+        "wrote {} ({} tokens x {} vocab)",
+        out.display(),
+        ids.len(),
+        llm.cfg.vocab
+    );
     Ok(())
 }
 
-fn convert(model: Option<std::path::PathBuf>, out: &std::path::Path) -> Result<(), wring_llm::LlmError> {
+fn convert(
+    model: Option<std::path::PathBuf>,
+    out: &std::path::Path,
+) -> Result<(), wring_llm::LlmError> {
     let g = wring_gguf::Gguf::open(model_path(model)?)?;
     wring_llm::hf::export(&g, out)?;
-    eprintln!("wrote {}/config.json, model.safetensors (f32) and tokenizer.json", out.display());
+    eprintln!(
+        "wrote {}/config.json, model.safetensors (f32) and tokenizer.json",
+        out.display()
+    );
     Ok(())
 }
 
 /// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
-fn load_with_progress(ctx: &Context, g: &wring_gguf::Gguf) -> Result<wring_llm::Llama, wring_llm::LlmError> {
+fn load_with_progress(
+    ctx: &Context,
+    g: &wring_gguf::Gguf,
+) -> Result<wring_llm::Llama, wring_llm::LlmError> {
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let llm = wring_llm::Llama::load(ctx, g, 4096, |done, total| {
         bar.set_length(total as u64);
@@ -503,21 +701,37 @@ fn load_with_progress(ctx: &Context, g: &wring_gguf::Gguf) -> Result<wring_llm::
 }
 
 fn is_wav(path: &std::path::Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
 fn wavelet_named(name: &str) -> Result<wring_kernels::wavelet::Wavelet, wring_codec::CodecError> {
-    wring_kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| wring_codec::CodecError::Request(format!("unknown wavelet `{name}`: use haar, db2, db4, sym4, bior2.2 or bior4.4")))
+    wring_kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| {
+        wring_codec::CodecError::Request(format!(
+            "unknown wavelet `{name}`: use haar, db2, db4, sym4, bior2.2 or bior4.4"
+        ))
+    })
 }
 
-fn encode(input: &std::path::Path, output: &std::path::Path, quality: Option<f32>, target: Option<f64>, wavelet: &str, levels: Option<usize>) -> Result<(), wring_codec::CodecError> {
+fn encode(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    quality: Option<f32>,
+    target: Option<f64>,
+    wavelet: &str,
+    levels: Option<usize>,
+) -> Result<(), wring_codec::CodecError> {
     use wring_codec::{Options, Rate};
     let rate = match (quality, target) {
         (_, Some(t)) => Rate::Target(t),
         (Some(q), None) => Rate::Quality(q),
         (None, None) => Rate::Quality(75.0),
     };
-    let opts = Options { rate, wavelet: wavelet_named(wavelet)?, levels };
+    let opts = Options {
+        rate,
+        wavelet: wavelet_named(wavelet)?,
+        levels,
+    };
     let ctx = Context::new(ContextOptions::default())?;
     let start = std::time::Instant::now();
     let (bytes, what, units) = if is_wav(input) {
@@ -525,20 +739,38 @@ fn encode(input: &std::path::Path, output: &std::path::Path, quality: Option<f32
         let seconds = a.samples.len() as f64 / a.channels as f64 / f64::from(a.sample_rate);
         let s = wring_codec::encode_audio(&ctx, &a, &opts)?;
         let kbps = s.len() as f64 * 8.0 / 1000.0 / seconds;
-        (s, format!("{} channel(s), {seconds:.2} s", a.channels), format!("{kbps:.2} kbps"))
+        (
+            s,
+            format!("{} channel(s), {seconds:.2} s", a.channels),
+            format!("{kbps:.2} kbps"),
+        )
     } else {
         let img = wring_codec::io::read_image(input)?;
         let s = wring_codec::encode_image(&ctx, &img, &opts)?;
         let bpp = s.len() as f64 * 8.0 / (img.width * img.height) as f64;
-        (s, format!("{}x{}x{}", img.width, img.height, img.channels), format!("{bpp:.4} bpp"))
+        (
+            s,
+            format!("{}x{}x{}", img.width, img.height, img.channels),
+            format!("{bpp:.4} bpp"),
+        )
     };
-    std::fs::write(output, &bytes).map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", output.display())))?;
-    eprintln!("{what} -> {} bytes ({units}) in {:.1} ms on {}", bytes.len(), start.elapsed().as_secs_f64() * 1e3, ctx.label());
+    std::fs::write(output, &bytes)
+        .map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", output.display())))?;
+    eprintln!(
+        "{what} -> {} bytes ({units}) in {:.1} ms on {}",
+        bytes.len(),
+        start.elapsed().as_secs_f64() * 1e3,
+        ctx.label()
+    );
     Ok(())
 }
 
-fn decode(input: &std::path::Path, output: &std::path::Path) -> Result<(), wring_codec::CodecError> {
-    let bytes = std::fs::read(input).map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", input.display())))?;
+fn decode(
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<(), wring_codec::CodecError> {
+    let bytes = std::fs::read(input)
+        .map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", input.display())))?;
     let ctx = Context::new(ContextOptions::default())?;
     match wring_codec::decode(&ctx, &bytes)? {
         wring_codec::Decoded::Image(img) => wring_codec::io::write_image(output, &img),
@@ -556,36 +788,91 @@ fn wavelet_cmd(
     mode: &str,
     channels: usize,
     size: Option<&str>,
+    f16: bool,
 ) -> Result<(), wring_codec::CodecError> {
     use wring_codec::CodecError;
     let wavelet = wavelet_named(wavelet)?;
-    let mode = wring_kernels::wavelet::Mode::from_name(mode).ok_or_else(|| CodecError::Request(format!("unknown mode `{mode}`: use periodization, symmetric or zero")))?;
-    let is_npy = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let mode = wring_kernels::wavelet::Mode::from_name(mode).ok_or_else(|| {
+        CodecError::Request(format!(
+            "unknown mode `{mode}`: use periodization, symmetric or zero"
+        ))
+    })?;
+    let is_npy = input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     // Forward input as planes [channels][dims...].
     let (channels, dims, data) = if !forward {
         let (shape, data) = wring_codec::io::read_npy(input)?;
         let dims: Vec<usize> = match size {
-            Some(s) => s.split('x').map(|d| d.trim().parse().map_err(|_| CodecError::Request(format!("bad size `{s}`")))).collect::<Result<_, _>>()?,
-            None => shape.get(1..).unwrap_or_default().iter().map(|d| d << levels).collect(),
+            Some(s) => s
+                .split('x')
+                .map(|d| {
+                    d.trim()
+                        .parse()
+                        .map_err(|_| CodecError::Request(format!("bad size `{s}`")))
+                })
+                .collect::<Result<_, _>>()?,
+            None => shape
+                .get(1..)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| d << levels)
+                .collect(),
         };
         (channels, dims, data)
     } else if is_npy {
         let (shape, data) = wring_codec::io::read_npy(input)?;
-        let (c, dims) = shape.split_first().ok_or_else(|| CodecError::Request("the .npy must be [channels, length] or [channels, height, width]".into()))?;
+        let (c, dims) = shape.split_first().ok_or_else(|| {
+            CodecError::Request(
+                "the .npy must be [channels, length] or [channels, height, width]".into(),
+            )
+        })?;
         (*c, dims.to_vec(), data)
     } else if is_wav(input) {
         let a = wring_codec::io::read_wav(input)?;
-        (a.channels, vec![a.samples.len() / a.channels.max(1)], a.planes())
+        (
+            a.channels,
+            vec![a.samples.len() / a.channels.max(1)],
+            a.planes(),
+        )
     } else {
         let img = wring_codec::io::read_image(input)?;
         (img.channels, vec![img.height, img.width], img.planes())
     };
-    let p = wring_codec::Packet::new(wavelet, mode, levels, channels, &dims)?;
     let ctx = Context::new(ContextOptions::default())?;
+    let mut p = wring_codec::Packet::new(wavelet, mode, levels, channels, &dims)?;
+    let x = if f16 {
+        if !ctx.caps().f16 {
+            return Err(CodecError::Request(format!(
+                "--f16: the adapter {} has no SHADER_F16",
+                ctx.info().adapter.name
+            )));
+        }
+        p = p.with_dtype(wring_kernels::DType::F16)?;
+        ctx.upload(
+            &[data.len()],
+            &data
+                .iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect::<Vec<_>>(),
+        )?
+    } else {
+        ctx.upload(&[data.len()], &data)?
+    };
     let mut step = ctx.step("wavelet");
-    let x = ctx.upload(&[data.len()], &data)?;
-    let y = if forward { p.forward(&ctx, &mut step, &x)? } else { p.inverse(&ctx, &mut step, &x)? };
+    let y = if forward {
+        p.forward(&ctx, &mut step, &x)?
+    } else {
+        p.inverse(&ctx, &mut step, &x)?
+    };
     step.submit()?;
-    let out: Vec<f32> = ctx.read(&y)?;
+    let out: Vec<f32> = if f16 {
+        ctx.read::<half::f16>(&y)?
+            .into_iter()
+            .map(f32::from)
+            .collect()
+    } else {
+        ctx.read(&y)?
+    };
     wring_codec::io::write_npy(output, y.shape(), &out)
 }

@@ -91,7 +91,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { rate: Rate::Quality(75.0), wavelet: Wavelet::Bior4_4, levels: None }
+        Options {
+            rate: Rate::Quality(75.0),
+            wavelet: Wavelet::Bior4_4,
+            levels: None,
+        }
     }
 }
 
@@ -113,7 +117,10 @@ fn channel_weights(kind: Kind, channels: usize) -> Vec<f32> {
 fn default_levels(dims: &[usize], wanted: Option<usize>, default: usize) -> usize {
     wanted.unwrap_or_else(|| {
         let smallest = dims.iter().copied().min().unwrap_or(1);
-        (0..=default).rev().find(|&j| smallest >> j >= 8).unwrap_or(0)
+        (0..=default)
+            .rev()
+            .find(|&j| smallest >> j >= 8)
+            .unwrap_or(0)
     })
 }
 
@@ -154,14 +161,27 @@ fn planes_to_image(planes: &[f32], h: &Header) -> Image {
             pixels.push(to_u8(planes[i] + 128.0));
         }
     }
-    Image { width: h.width, height: h.height, channels: h.channels, pixels }
+    Image {
+        width: h.width,
+        height: h.height,
+        channels: h.channels,
+        pixels,
+    }
 }
 
 /// Runs the packet transform on the GPU, one step.
 fn transform(ctx: &Context, p: &Packet, x: &[f32], forward: bool) -> Result<Vec<f32>, CodecError> {
-    let mut step = ctx.step(if forward { "wpt forward" } else { "wpt inverse" });
+    let mut step = ctx.step(if forward {
+        "wpt forward"
+    } else {
+        "wpt inverse"
+    });
     let t = ctx.upload(&[x.len()], x)?;
-    let y = if forward { p.forward(ctx, &mut step, &t)? } else { p.inverse(ctx, &mut step, &t)? };
+    let y = if forward {
+        p.forward(ctx, &mut step, &t)?
+    } else {
+        p.inverse(ctx, &mut step, &t)?
+    };
     step.submit()?;
     Ok(ctx.read(&y)?)
 }
@@ -169,7 +189,11 @@ fn transform(ctx: &Context, p: &Packet, x: &[f32], forward: bool) -> Result<Vec<
 /// The last level's subband as [rows][columns] (one row for 1-D signals), and whether it is 2-D.
 fn band_shape(p: &Packet) -> (usize, usize, bool) {
     let last = p.level_dims().pop().expect("level 0");
-    if let [n] = last[..] { (1, n, false) } else { (last[0], last[1], true) }
+    if let [n] = last[..] {
+        (1, n, false)
+    } else {
+        (last[0], last[1], true)
+    }
 }
 
 /// Quantizes and codes coefficients at one step; returns the stream.
@@ -187,7 +211,13 @@ fn code_at(h: &mut Header, p: &Packet, coeffs: &[f32]) -> Result<Vec<u8>, CodecE
 }
 
 /// Encodes planes [channel][dims] (already in the coded color space) with `rate`.
-fn encode_planes(ctx: &Context, mut h: Header, planes: &[f32], rate: Rate, target_bits: impl Fn(f64) -> f64) -> Result<Vec<u8>, CodecError> {
+fn encode_planes(
+    ctx: &Context,
+    mut h: Header,
+    planes: &[f32],
+    rate: Rate,
+    target_bits: impl Fn(f64) -> f64,
+) -> Result<Vec<u8>, CodecError> {
     let p = packet_of(&h)?;
     let coeffs = transform(ctx, &p, planes, true)?;
     match rate {
@@ -224,8 +254,18 @@ fn encode_planes(ctx: &Context, mut h: Header, planes: &[f32], rate: Rate, targe
 
 /// Encodes an image.
 pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8>, CodecError> {
-    if !(img.channels == 1 || img.channels == 3) || img.width == 0 || img.height == 0 || img.pixels.len() != img.width * img.height * img.channels {
-        return Err(CodecError::Request(format!("an image must be gray or RGB with width*height*channels bytes, got {}x{}x{} and {} bytes", img.width, img.height, img.channels, img.pixels.len())));
+    if !(img.channels == 1 || img.channels == 3)
+        || img.width == 0
+        || img.height == 0
+        || img.pixels.len() != img.width * img.height * img.channels
+    {
+        return Err(CodecError::Request(format!(
+            "an image must be gray or RGB with width*height*channels bytes, got {}x{}x{} and {} bytes",
+            img.width,
+            img.height,
+            img.channels,
+            img.pixels.len()
+        )));
     }
     let levels = default_levels(&[img.height, img.width], opts.levels, 3);
     let h = Header {
@@ -246,8 +286,15 @@ pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8
 
 /// Encodes audio.
 pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>, CodecError> {
-    if a.channels == 0 || a.channels > 16 || a.samples.is_empty() || !a.samples.len().is_multiple_of(a.channels) || a.sample_rate == 0 {
-        return Err(CodecError::Request("audio needs 1 to 16 channels, a sample rate and whole frames".into()));
+    if a.channels == 0
+        || a.channels > 16
+        || a.samples.is_empty()
+        || !a.samples.len().is_multiple_of(a.channels)
+        || a.sample_rate == 0
+    {
+        return Err(CodecError::Request(
+            "audio needs 1 to 16 channels, a sample rate and whole frames".into(),
+        ));
     }
     let n = a.samples.len() / a.channels;
     let planes = a.planes();
@@ -287,10 +334,15 @@ pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
             let mut samples = vec![0i16; planes.len()];
             for c in 0..h.channels {
                 for i in 0..n {
-                    samples[i * h.channels + c] = planes[c * n + i].round().clamp(-32768.0, 32767.0) as i16;
+                    samples[i * h.channels + c] =
+                        planes[c * n + i].round().clamp(-32768.0, 32767.0) as i16;
                 }
             }
-            Decoded::Audio(Audio { sample_rate: h.sample_rate, channels: h.channels, samples })
+            Decoded::Audio(Audio {
+                sample_rate: h.sample_rate,
+                channels: h.channels,
+                samples,
+            })
         }
     })
 }

@@ -65,7 +65,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| CodecError::Corrupt("the stream is truncated".into()))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| CodecError::Corrupt("the stream is truncated".into()))?;
         let s = &self.bytes[self.at..end];
         self.at = end;
         Ok(s)
@@ -89,7 +93,9 @@ impl Reader<'_> {
                 return Ok(v);
             }
         }
-        Err(CodecError::Corrupt("a variable-length number runs past 64 bits".into()))
+        Err(CodecError::Corrupt(
+            "a variable-length number runs past 64 bits".into(),
+        ))
     }
 }
 
@@ -107,10 +113,25 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
         Kind::Audio => 1,
     });
     out.push(h.channels as u8);
-    out.push(Wavelet::ALL.iter().position(|&w| w == h.wavelet).expect("a known wavelet") as u8);
-    out.push(Mode::ALL.iter().position(|&m| m == h.mode).expect("a known mode") as u8);
+    out.push(
+        Wavelet::ALL
+            .iter()
+            .position(|&w| w == h.wavelet)
+            .expect("a known wavelet") as u8,
+    );
+    out.push(
+        Mode::ALL
+            .iter()
+            .position(|&m| m == h.mode)
+            .expect("a known mode") as u8,
+    );
     out.push(h.levels as u8);
-    for v in [h.width as u32, h.height as u32, h.sample_rate, h.step.to_bits()] {
+    for v in [
+        h.width as u32,
+        h.height as u32,
+        h.sample_rate,
+        h.step.to_bits(),
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for s in &h.subbands {
@@ -130,7 +151,10 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
 
 /// Parses and checks a stream; `subbands_of` gives the subband count a header implies (so the caller's
 /// transform, not this parser, decides the layout).
-pub fn read(bytes: &[u8], subbands_of: impl Fn(&Header) -> Result<usize, CodecError>) -> Result<(Header, Vec<u32>), CodecError> {
+pub fn read(
+    bytes: &[u8],
+    subbands_of: impl Fn(&Header) -> Result<usize, CodecError>,
+) -> Result<(Header, Vec<u32>), CodecError> {
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
         return Err(bad("not a wring stream (bad magic)"));
     }
@@ -139,12 +163,16 @@ pub fn read(bytes: &[u8], subbands_of: impl Fn(&Header) -> Result<usize, CodecEr
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad("checksum mismatch: the stream is truncated or corrupted"));
+        return Err(bad(
+            "checksum mismatch: the stream is truncated or corrupted",
+        ));
     }
     let mut r = Reader { bytes: body, at: 4 };
     let version = r.u8()?;
     if version != VERSION {
-        return Err(CodecError::Unsupported(format!("format version {version}; this build reads version {VERSION}")));
+        return Err(CodecError::Unsupported(format!(
+            "format version {version}; this build reads version {VERSION}"
+        )));
     }
     let kind = match r.u8()? {
         0 => Kind::Image,
@@ -152,24 +180,50 @@ pub fn read(bytes: &[u8], subbands_of: impl Fn(&Header) -> Result<usize, CodecEr
         k => return Err(bad(format!("unknown signal kind {k}"))),
     };
     let channels = usize::from(r.u8()?);
-    let wavelet = *Wavelet::ALL.get(usize::from(r.u8()?)).ok_or_else(|| bad("unknown wavelet"))?;
-    let mode = *Mode::ALL.get(usize::from(r.u8()?)).ok_or_else(|| bad("unknown boundary mode"))?;
+    let wavelet = *Wavelet::ALL
+        .get(usize::from(r.u8()?))
+        .ok_or_else(|| bad("unknown wavelet"))?;
+    let mode = *Mode::ALL
+        .get(usize::from(r.u8()?))
+        .ok_or_else(|| bad("unknown boundary mode"))?;
     let levels = usize::from(r.u8()?);
-    let (width, height, sample_rate, step) = (r.u32()? as usize, r.u32()? as usize, r.u32()?, f32::from_bits(r.u32()?));
+    let (width, height, sample_rate, step) = (
+        r.u32()? as usize,
+        r.u32()? as usize,
+        r.u32()?,
+        f32::from_bits(r.u32()?),
+    );
     let channels_ok = match kind {
         Kind::Image => channels == 1 || channels == 3,
         Kind::Audio => (1..=16).contains(&channels) && height == 1,
     };
     if !channels_ok || width == 0 || height == 0 || levels > 12 {
-        return Err(bad(format!("implausible shape: {channels} channels of {width} x {height}, {levels} levels")));
+        return Err(bad(format!(
+            "implausible shape: {channels} channels of {width} x {height}, {levels} levels"
+        )));
     }
     if (channels as u64) * (width as u64) * (height as u64) > MAX_SAMPLES {
-        return Err(bad(format!("{channels} x {width} x {height} samples exceed the format's limit of {MAX_SAMPLES}")));
+        return Err(bad(format!(
+            "{channels} x {width} x {height} samples exceed the format's limit of {MAX_SAMPLES}"
+        )));
     }
     if !(step.is_finite() && step > 0.0) {
-        return Err(bad(format!("quantizer step {step} is not a positive number")));
+        return Err(bad(format!(
+            "quantizer step {step} is not a positive number"
+        )));
     }
-    let mut header = Header { kind, channels, wavelet, mode, levels, width, height, sample_rate, step, subbands: Vec::new() };
+    let mut header = Header {
+        kind,
+        channels,
+        wavelet,
+        mode,
+        levels,
+        width,
+        height,
+        sample_rate,
+        step,
+        subbands: Vec::new(),
+    };
     let n = subbands_of(&header)?;
     // Each subband header takes at least one byte, so a count beyond the remaining bytes is a lie.
     if n > body.len() - r.at {
@@ -179,18 +233,29 @@ pub fn read(bytes: &[u8], subbands_of: impl Fn(&Header) -> Result<usize, CodecEr
     for _ in 0..n {
         let max = r.varint()?;
         if max > u64::from(MAX_INDEX) {
-            return Err(bad(format!("a subband index bound of {max} exceeds {MAX_INDEX}")));
+            return Err(bad(format!(
+                "a subband index bound of {max} exceeds {MAX_INDEX}"
+            )));
         }
         let mean = if max > 0 { r.varint()? } else { 0 };
         let mean = u16::try_from(mean).map_err(|_| bad("a subband mean is out of range"))?;
-        subbands.push(SubbandHeader { max: max as u32, mean });
+        subbands.push(SubbandHeader {
+            max: max as u32,
+            mean,
+        });
     }
     header.subbands = subbands;
     let words = r.varint()?;
     let rest = (body.len() - r.at) as u64;
     if words.checked_mul(4) != Some(rest) {
-        return Err(bad(format!("the payload claims {words} words but {rest} bytes follow")));
+        return Err(bad(format!(
+            "the payload claims {words} words but {rest} bytes follow"
+        )));
     }
-    let payload = r.take(rest as usize)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let payload = r
+        .take(rest as usize)?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((header, payload))
 }

@@ -18,13 +18,28 @@ const DEAD_ZONE: f32 = 0.2;
 
 /// Quantizes `c / step` with a dead zone: `sign(c) * floor(|c| / step + 0.5 - DEAD_ZONE)`.
 pub fn quantize(c: &[f32], step: f32) -> Vec<i32> {
-    c.iter().map(|&v| (v.abs() / step + 0.5 - DEAD_ZONE).floor().max(0.0).copysign(v) as i32).collect()
+    c.iter()
+        .map(|&v| {
+            (v.abs() / step + 0.5 - DEAD_ZONE)
+                .floor()
+                .max(0.0)
+                .copysign(v) as i32
+        })
+        .collect()
 }
 
 /// Reconstructs `q * step`, nudged toward zero, where a Laplace-distributed coefficient's mean lies within
 /// its quantization interval.
 pub fn dequantize(q: &[i32], step: f32) -> Vec<f32> {
-    q.iter().map(|&v| if v == 0 { 0.0 } else { (v.abs() as f32 - 0.1).copysign(v as f32) * step }).collect()
+    q.iter()
+        .map(|&v| {
+            if v == 0 {
+                0.0
+            } else {
+                (v.abs() as f32 - 0.1).copysign(v as f32) * step
+            }
+        })
+        .collect()
 }
 
 /// What the decoder needs to know of one subband before its symbols: the largest magnitude (the model's
@@ -44,8 +59,12 @@ impl SubbandHeader {
     /// The header of a subband's indices.
     pub fn of(q: &[i32]) -> SubbandHeader {
         let max = q.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
-        let mean = q.iter().map(|v| f64::from(v.unsigned_abs())).sum::<f64>() / q.len().max(1) as f64;
-        SubbandHeader { max, mean: (mean * 256.0).round().min(f64::from(u16::MAX)) as u16 }
+        let mean =
+            q.iter().map(|v| f64::from(v.unsigned_abs())).sum::<f64>() / q.len().max(1) as f64;
+        SubbandHeader {
+            max,
+            mean: (mean * 256.0).round().min(f64::from(u16::MAX)) as u16,
+        }
     }
 }
 
@@ -78,7 +97,11 @@ fn scale(q: &[i32], y: usize, x: usize, w: usize, two_d: bool, mean: f64) -> f64
     let ctx = if two_d {
         let left = if x > 0 { at(y, x - 1) } else { 0.0 };
         let (up, up_left, up_right) = if y > 0 {
-            (at(y - 1, x), if x > 0 { at(y - 1, x - 1) } else { 0.0 }, if x + 1 < w { at(y - 1, x + 1) } else { 0.0 })
+            (
+                at(y - 1, x),
+                if x > 0 { at(y - 1, x - 1) } else { 0.0 },
+                if x + 1 < w { at(y - 1, x + 1) } else { 0.0 },
+            )
         } else {
             (0.0, 0.0, 0.0)
         };
@@ -97,15 +120,27 @@ fn residuals(band: &[i32], w: usize, two_d: bool, lowpass: bool) -> Vec<i32> {
     if !lowpass {
         return band.to_vec();
     }
-    (0..band.len()).map(|i| band[i] - predict(band, i / w, i % w, w, two_d)).collect()
+    (0..band.len())
+        .map(|i| band[i] - predict(band, i / w, i % w, w, two_d))
+        .collect()
 }
 
 /// Codes every subband's indices (slices of [h][w], `per_channel` subbands per channel with the lowpass one
 /// first, as the packet transform orders them) onto one ANS stack; returns the headers and the words. A
 /// subband's header describes its residuals.
-pub fn encode(q: &[i32], per_channel: usize, h: usize, w: usize, two_d: bool) -> Result<(Vec<SubbandHeader>, Vec<u32>), CodecError> {
+pub fn encode(
+    q: &[i32],
+    per_channel: usize,
+    h: usize,
+    w: usize,
+    two_d: bool,
+) -> Result<(Vec<SubbandHeader>, Vec<u32>), CodecError> {
     let size = h * w;
-    let res: Vec<Vec<i32>> = q.chunks_exact(size).enumerate().map(|(b, band)| residuals(band, w, two_d, b % per_channel == 0)).collect();
+    let res: Vec<Vec<i32>> = q
+        .chunks_exact(size)
+        .enumerate()
+        .map(|(b, band)| residuals(band, w, two_d, b % per_channel == 0))
+        .collect();
     let headers: Vec<SubbandHeader> = res.iter().map(|r| SubbandHeader::of(r)).collect();
     let mut coder = DefaultAnsCoder::new();
     // ANS is a stack: encode the last symbol first so that the decoder meets them in order.
@@ -114,21 +149,34 @@ pub fn encode(q: &[i32], per_channel: usize, h: usize, w: usize, two_d: bool) ->
             continue;
         }
         if hdr.max > MAX_INDEX {
-            return Err(CodecError::Request(format!("an index of {} exceeds the format's {MAX_INDEX}; use a larger step", hdr.max)));
+            return Err(CodecError::Request(format!(
+                "an index of {} exceeds the format's {MAX_INDEX}; use a larger step",
+                hdr.max
+            )));
         }
         let r = hdr.max as i32;
         let quantizer = DefaultLeakyQuantizer::new(-r..=r);
         let mean = f64::from(hdr.mean) / 256.0;
         for i in (0..size).rev() {
-            let model = quantizer.quantize(Laplace::new(0.0, scale(band, i / w, i % w, w, two_d, mean)));
-            coder.encode_symbol(band[i], model).map_err(|e| CodecError::Request(format!("entropy coding failed: {e}")))?;
+            let model =
+                quantizer.quantize(Laplace::new(0.0, scale(band, i / w, i % w, w, two_d, mean)));
+            coder
+                .encode_symbol(band[i], model)
+                .map_err(|e| CodecError::Request(format!("entropy coding failed: {e}")))?;
         }
     }
     Ok((headers, coder.into_compressed().unwrap_infallible()))
 }
 
 /// Decodes what [`encode`] wrote.
-pub fn decode(words: Vec<u32>, headers: &[SubbandHeader], per_channel: usize, h: usize, w: usize, two_d: bool) -> Result<Vec<i32>, CodecError> {
+pub fn decode(
+    words: Vec<u32>,
+    headers: &[SubbandHeader],
+    per_channel: usize,
+    h: usize,
+    w: usize,
+    two_d: bool,
+) -> Result<Vec<i32>, CodecError> {
     let size = h * w;
     let corrupt = || CodecError::Corrupt("the entropy-coded payload is malformed".into());
     let mut coder = DefaultAnsCoder::from_compressed(words).map_err(|_| corrupt())?;
@@ -141,18 +189,26 @@ pub fn decode(words: Vec<u32>, headers: &[SubbandHeader], per_channel: usize, h:
             let quantizer = DefaultLeakyQuantizer::new(-r..=r);
             let mean = f64::from(hdr.mean) / 256.0;
             for i in 0..size {
-                let model = quantizer.quantize(Laplace::new(0.0, scale(&res, i / w, i % w, w, two_d, mean)));
+                let model = quantizer
+                    .quantize(Laplace::new(0.0, scale(&res, i / w, i % w, w, two_d, mean)));
                 res[i] = coder.decode_symbol(model).map_err(|_| corrupt())?;
             }
         }
         // Undo the prediction in coding order, so each prediction sees the values it saw when encoding.
         let lowpass = b % per_channel == 0;
         for i in 0..size {
-            band[i] = res[i] + if lowpass { predict(band, i / w, i % w, w, two_d) } else { 0 };
+            band[i] = res[i]
+                + if lowpass {
+                    predict(band, i / w, i % w, w, two_d)
+                } else {
+                    0
+                };
         }
     }
     if !coder.is_empty() {
-        return Err(CodecError::Corrupt("the payload has data left over after the last symbol".into()));
+        return Err(CodecError::Corrupt(
+            "the payload has data left over after the last symbol".into(),
+        ));
     }
     Ok(out)
 }

@@ -15,16 +15,37 @@ pub fn read_image(path: &Path) -> Result<Image, CodecError> {
     let img = image::open(path).map_err(|e| io(path, e))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     if img.color().channel_count() <= 2 {
-        Ok(Image { width, height, channels: 1, pixels: img.into_luma8().into_raw() })
+        Ok(Image {
+            width,
+            height,
+            channels: 1,
+            pixels: img.into_luma8().into_raw(),
+        })
     } else {
-        Ok(Image { width, height, channels: 3, pixels: img.into_rgb8().into_raw() })
+        Ok(Image {
+            width,
+            height,
+            channels: 3,
+            pixels: img.into_rgb8().into_raw(),
+        })
     }
 }
 
 /// Writes an image; the format follows the extension.
 pub fn write_image(path: &Path, img: &Image) -> Result<(), CodecError> {
-    let color = if img.channels == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
-    image::save_buffer(path, &img.pixels, img.width as u32, img.height as u32, color).map_err(|e| io(path, e))
+    let color = if img.channels == 3 {
+        image::ExtendedColorType::Rgb8
+    } else {
+        image::ExtendedColorType::L8
+    };
+    image::save_buffer(
+        path,
+        &img.pixels,
+        img.width as u32,
+        img.height as u32,
+        color,
+    )
+    .map_err(|e| io(path, e))
 }
 
 /// Reads a 16-bit PCM WAV (or 8/24/32-bit integer and float WAVs, converted to 16 bits).
@@ -32,19 +53,46 @@ pub fn read_wav(path: &Path) -> Result<Audio, CodecError> {
     let mut r = hound::WavReader::open(path).map_err(|e| io(path, e))?;
     let spec = r.spec();
     let samples: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Int, 16) => r.samples::<i16>().collect::<Result<_, _>>().map_err(|e| io(path, e))?,
+        (hound::SampleFormat::Int, 16) => r
+            .samples::<i16>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| io(path, e))?,
         (hound::SampleFormat::Int, bits) => {
             let shift = i32::from(bits) - 16;
-            r.samples::<i32>().map(|s| s.map(|v| if shift >= 0 { (v >> shift) as i16 } else { (v << -shift) as i16 })).collect::<Result<_, _>>().map_err(|e| io(path, e))?
+            r.samples::<i32>()
+                .map(|s| {
+                    s.map(|v| {
+                        if shift >= 0 {
+                            (v >> shift) as i16
+                        } else {
+                            (v << -shift) as i16
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| io(path, e))?
         }
-        (hound::SampleFormat::Float, _) => r.samples::<f32>().map(|s| s.map(|v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16)).collect::<Result<_, _>>().map_err(|e| io(path, e))?,
+        (hound::SampleFormat::Float, _) => r
+            .samples::<f32>()
+            .map(|s| s.map(|v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16))
+            .collect::<Result<_, _>>()
+            .map_err(|e| io(path, e))?,
     };
-    Ok(Audio { sample_rate: spec.sample_rate, channels: usize::from(spec.channels), samples })
+    Ok(Audio {
+        sample_rate: spec.sample_rate,
+        channels: usize::from(spec.channels),
+        samples,
+    })
 }
 
 /// Writes 16-bit PCM WAV.
 pub fn write_wav(path: &Path, a: &Audio) -> Result<(), CodecError> {
-    let spec = hound::WavSpec { channels: a.channels as u16, sample_rate: a.sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: a.channels as u16,
+        sample_rate: a.sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).map_err(|e| io(path, e))?;
     for &s in &a.samples {
         w.write_sample(s).map_err(|e| io(path, e))?;
@@ -55,7 +103,11 @@ pub fn write_wav(path: &Path, a: &Audio) -> Result<(), CodecError> {
 /// Writes a little-endian f32 array as .npy (format version 1.0).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), CodecError> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Magic (6) + version (2) + length (2) + header + newline is padded to a multiple of 64 bytes.
     while (10 + header.len() + 1) % 64 != 0 {
@@ -81,20 +133,48 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), CodecError> {
         return Err(bad("bad magic"));
     }
     let (len, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10usize),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         _ => return Err(bad("unknown version")),
     };
-    let header = std::str::from_utf8(bytes.get(start..start.saturating_add(len)).ok_or_else(|| bad("truncated header"))?).map_err(|_| bad("header is not text"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start.saturating_add(len))
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header is not text"))?;
     if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
         return Err(bad("only '<f4' in C order is supported"));
     }
-    let shape_text = header.split("'shape':").nth(1).and_then(|s| s.split(['(', ')']).nth(1)).ok_or_else(|| bad("no shape"))?;
-    let shape: Vec<usize> = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| bad("bad shape"))).collect::<Result<_, _>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows"))?;
+    let shape_text = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(['(', ')']).nth(1))
+        .ok_or_else(|| bad("no shape"))?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad("bad shape")))
+        .collect::<Result<_, _>>()?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("shape overflows"))?;
     let data = &bytes[start + len..];
     if count.checked_mul(4) != Some(data.len()) {
         return Err(bad("the data length does not match the shape"));
     }
-    Ok((shape, data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+    Ok((
+        shape,
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    ))
 }

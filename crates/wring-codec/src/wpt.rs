@@ -26,6 +26,8 @@ pub struct Packet {
     pub channels: usize,
     /// Each signal's shape: [length] or [height, width].
     pub dims: Vec<usize>,
+    /// Sample type on the device, input, output and every level between: f32 (the default) or f16.
+    pub dtype: DType,
 }
 
 /// One launch: the kernel's geometry and the sizes of the buffers it reads and writes.
@@ -39,20 +41,60 @@ struct Stage {
 impl Packet {
     /// Checks the shape: 1 or 2 dimensions, none empty, and (outside periodization) every level long
     /// enough for pywavelets' inverse.
-    pub fn new(wavelet: Wavelet, mode: Mode, levels: usize, channels: usize, dims: &[usize]) -> Result<Packet, CodecError> {
+    pub fn new(
+        wavelet: Wavelet,
+        mode: Mode,
+        levels: usize,
+        channels: usize,
+        dims: &[usize],
+    ) -> Result<Packet, CodecError> {
         if !(1..=2).contains(&dims.len()) || dims.contains(&0) || channels == 0 {
-            return Err(CodecError::Request(format!("a packet transform needs 1-D or 2-D signals of at least one sample, got {channels} x {dims:?}")));
+            return Err(CodecError::Request(format!(
+                "a packet transform needs 1-D or 2-D signals of at least one sample, got {channels} x {dims:?}"
+            )));
         }
         if levels > 16 {
-            return Err(CodecError::Request(format!("{levels} levels are more than 16")));
+            return Err(CodecError::Request(format!(
+                "{levels} levels are more than 16"
+            )));
         }
-        let p = Packet { wavelet, mode, levels, channels, dims: dims.to_vec() };
+        let p = Packet {
+            wavelet,
+            mode,
+            levels,
+            channels,
+            dims: dims.to_vec(),
+            dtype: DType::F32,
+        };
         let subbands = p.subbands();
-        let total = p.level_dims().iter().enumerate().map(|(j, d)| d.iter().product::<usize>().saturating_mul(p.channels.saturating_mul(p.split().saturating_pow(j as u32)))).max();
+        let total = p
+            .level_dims()
+            .iter()
+            .enumerate()
+            .map(|(j, d)| {
+                d.iter().product::<usize>().saturating_mul(
+                    p.channels
+                        .saturating_mul(p.split().saturating_pow(j as u32)),
+                )
+            })
+            .max();
         if subbands == 0 || total.is_none_or(|t| t > u32::MAX as usize) {
-            return Err(CodecError::Request(format!("{levels} levels of {channels} x {dims:?} exceed 32-bit indexing")));
+            return Err(CodecError::Request(format!(
+                "{levels} levels of {channels} x {dims:?} exceed 32-bit indexing"
+            )));
         }
         Ok(p)
+    }
+
+    /// The same transform on f16 samples (f32 filters and sums; each level stores f16), for adapters with
+    /// `SHADER_F16`: half the memory traffic, about 3 significant decimal digits per level.
+    pub fn with_dtype(self, dtype: DType) -> Result<Packet, CodecError> {
+        if !matches!(dtype, DType::F32 | DType::F16) {
+            return Err(CodecError::Request(format!(
+                "packet transforms run on f32 or f16 samples, not {dtype}"
+            )));
+        }
+        Ok(Packet { dtype, ..self })
     }
 
     /// Bands per split: 2 in 1-D, 4 in 2-D.
@@ -70,7 +112,12 @@ impl Packet {
         let taps = self.wavelet.taps();
         let mut out = vec![self.dims.clone()];
         for _ in 0..self.levels {
-            let next = out.last().expect("level 0 is there").iter().map(|&n| self.mode.coeffs(n, taps)).collect();
+            let next = out
+                .last()
+                .expect("level 0 is there")
+                .iter()
+                .map(|&n| self.mode.coeffs(n, taps))
+                .collect();
             out.push(next);
         }
         out
@@ -78,7 +125,14 @@ impl Packet {
 
     /// Coefficients in the output: channels * subbands * the last level's subband size.
     pub fn coeff_len(&self) -> usize {
-        self.channels * self.subbands() * self.level_dims().last().expect("level 0").iter().product::<usize>()
+        self.channels
+            * self.subbands()
+            * self
+                .level_dims()
+                .last()
+                .expect("level 0")
+                .iter()
+                .product::<usize>()
     }
 
     /// Samples in the input.
@@ -93,40 +147,142 @@ impl Packet {
         let mut stages = Vec::new();
         for j in 0..self.levels {
             let c = self.channels * self.split().pow(j as u32);
-            let base = Dwt { wavelet: self.wavelet, mode: self.mode, forward: true, n: 0, outer_hi: 0, outer_lo: 1, inner: 1, band_stride: 0, hi_stride: 0, lo_stride: 0, k_stride: 1 };
+            let base = Dwt {
+                wavelet: self.wavelet,
+                mode: self.mode,
+                forward: true,
+                dtype: self.dtype,
+                n: 0,
+                outer_hi: 0,
+                outer_lo: 1,
+                inner: 1,
+                band_stride: 0,
+                hi_stride: 0,
+                lo_stride: 0,
+                k_stride: 1,
+            };
             if let [n] = dims[j][..] {
                 let m = dims[j + 1][0];
-                let dwt = Dwt { n, outer_hi: c, band_stride: m, hi_stride: 2 * m, ..base };
-                stages.push(Stage { dwt, src_len: c * n, dst_len: 2 * c * m });
+                let dwt = Dwt {
+                    n,
+                    outer_hi: c,
+                    band_stride: m,
+                    hi_stride: 2 * m,
+                    ..base
+                };
+                stages.push(Stage {
+                    dwt,
+                    src_len: c * n,
+                    dst_len: 2 * c * m,
+                });
             } else {
                 let (h, w, ho, wo) = (dims[j][0], dims[j][1], dims[j + 1][0], dims[j + 1][1]);
                 // Along the width: [c][h][w] -> [c][2][h][wo].
-                let rows = Dwt { n: w, outer_hi: c, outer_lo: h, band_stride: h * wo, hi_stride: 2 * h * wo, lo_stride: wo, ..base };
-                stages.push(Stage { dwt: rows, src_len: c * h * w, dst_len: 2 * c * h * wo });
+                let rows = Dwt {
+                    n: w,
+                    outer_hi: c,
+                    outer_lo: h,
+                    band_stride: h * wo,
+                    hi_stride: 2 * h * wo,
+                    lo_stride: wo,
+                    ..base
+                };
+                stages.push(Stage {
+                    dwt: rows,
+                    src_len: c * h * w,
+                    dst_len: 2 * c * h * wo,
+                });
                 // Along the height, [2c][h][wo] -> [c][2 (width band)][2 (height band)][ho][wo]: subband
                 // index height band + 2 * width band, pywavelets' a, h, v, d.
-                let cols = Dwt { n: h, outer_hi: 2 * c, inner: wo, band_stride: ho * wo, hi_stride: 2 * ho * wo, k_stride: wo, ..base };
-                stages.push(Stage { dwt: cols, src_len: 2 * c * h * wo, dst_len: 4 * c * ho * wo });
+                let cols = Dwt {
+                    n: h,
+                    outer_hi: 2 * c,
+                    inner: wo,
+                    band_stride: ho * wo,
+                    hi_stride: 2 * ho * wo,
+                    k_stride: wo,
+                    ..base
+                };
+                stages.push(Stage {
+                    dwt: cols,
+                    src_len: 2 * c * h * wo,
+                    dst_len: 4 * c * ho * wo,
+                });
             }
         }
         stages
     }
 
-    /// Records the forward transform of `x` (f32, [channels, dims...] in any shape with that many
-    /// elements) and returns the coefficients' tensor [channels * subbands, last level dims...].
-    pub fn forward(&self, ctx: &Context, step: &mut Step<'_>, x: &Tensor) -> Result<Tensor, CodecError> {
-        self.run(ctx, step, x, true)
+    /// Records the forward transform of `x` (of the packet's dtype, [channels, dims...] in any shape with
+    /// that many elements) and returns the coefficients' tensor [channels * subbands, last level dims...].
+    pub fn forward(
+        &self,
+        ctx: &Context,
+        step: &mut Step<'_>,
+        x: &Tensor,
+    ) -> Result<Tensor, CodecError> {
+        self.run(ctx, step, x, true, None)
     }
 
     /// Records the inverse: coefficients [channels * subbands, ...] back to [channels, dims...].
-    pub fn inverse(&self, ctx: &Context, step: &mut Step<'_>, coeffs: &Tensor) -> Result<Tensor, CodecError> {
-        self.run(ctx, step, coeffs, false)
+    pub fn inverse(
+        &self,
+        ctx: &Context,
+        step: &mut Step<'_>,
+        coeffs: &Tensor,
+    ) -> Result<Tensor, CodecError> {
+        self.run(ctx, step, coeffs, false, None)
     }
 
-    fn run(&self, ctx: &Context, step: &mut Step<'_>, x: &Tensor, forward: bool) -> Result<Tensor, CodecError> {
-        let want = if forward { self.signal_len() } else { self.coeff_len() };
-        if x.dtype() != DType::F32 || x.len() != want {
-            return Err(CodecError::Request(format!("the {} must be f32 of {want} elements, got {} of {}", if forward { "signal" } else { "coefficients" }, x.dtype(), x.len())));
+    /// [`Packet::forward`] (`forward` true) or [`Packet::inverse`] with the last level written into the
+    /// caller's tensor `out` (of the packet's dtype, at least as long as the result; the rest is left
+    /// alone), so a caller that owns the destination needs no copy. A transform of 0 levels copies.
+    pub fn run_into(
+        &self,
+        ctx: &Context,
+        step: &mut Step<'_>,
+        x: &Tensor,
+        forward: bool,
+        out: &Tensor,
+    ) -> Result<(), CodecError> {
+        self.run(ctx, step, x, forward, Some(out)).map(|_| ())
+    }
+
+    fn run(
+        &self,
+        ctx: &Context,
+        step: &mut Step<'_>,
+        x: &Tensor,
+        forward: bool,
+        out: Option<&Tensor>,
+    ) -> Result<Tensor, CodecError> {
+        let (want, result) = if forward {
+            (self.signal_len(), self.coeff_len())
+        } else {
+            (self.coeff_len(), self.signal_len())
+        };
+        if x.dtype() != self.dtype || x.len() != want {
+            return Err(CodecError::Request(format!(
+                "the {} must be {} of {want} elements, got {} of {}",
+                if forward { "signal" } else { "coefficients" },
+                self.dtype,
+                x.dtype(),
+                x.len()
+            )));
+        }
+        if let Some(out) = out {
+            if out.dtype() != self.dtype || out.len() < result {
+                return Err(CodecError::Request(format!(
+                    "the output must be {} of at least {result} elements, got {} of {}",
+                    self.dtype,
+                    out.dtype(),
+                    out.len()
+                )));
+            }
+            if self.levels == 0 {
+                step.copy(x, out)?;
+                return Ok(out.clone());
+            }
         }
         let filters = ctx.upload(&[4 * self.wavelet.taps()], &self.wavelet.filter_bank())?;
         let mut stages = self.stages();
@@ -134,22 +290,45 @@ impl Packet {
             stages.reverse();
         }
         let mut cur = x.clone();
-        for s in stages {
-            let (dwt, out_len) = if forward { (s.dwt, s.dst_len) } else { (Dwt { forward: false, ..s.dwt }, s.src_len) };
-            let next = ctx.empty(&[out_len], DType::F32)?;
+        let last_stage = stages.len().saturating_sub(1);
+        for (i, s) in stages.into_iter().enumerate() {
+            let (dwt, out_len) = if forward {
+                (s.dwt, s.dst_len)
+            } else {
+                (
+                    Dwt {
+                        forward: false,
+                        ..s.dwt
+                    },
+                    s.src_len,
+                )
+            };
+            let next = match out {
+                Some(out) if i == last_stage => out.clone(),
+                _ => ctx.empty(&[out_len], self.dtype)?,
+            };
             ops::dwt(step, &dwt, &filters, &cur, &next, Choice::Auto)?;
             cur = next;
         }
+        if out.is_some() {
+            return Ok(cur);
+        }
         let last = self.level_dims();
         let shape: Vec<usize> = if forward {
-            std::iter::once(self.channels * self.subbands()).chain(last.last().expect("level 0").iter().copied()).collect()
+            std::iter::once(self.channels * self.subbands())
+                .chain(last.last().expect("level 0").iter().copied())
+                .collect()
         } else {
-            std::iter::once(self.channels).chain(self.dims.iter().copied()).collect()
+            std::iter::once(self.channels)
+                .chain(self.dims.iter().copied())
+                .collect()
         };
-        Ok(cur.reshape(&shape).expect("the stages end at this many elements"))
+        Ok(cur
+            .reshape(&shape)
+            .expect("the stages end at this many elements"))
     }
 
-    /// CPU twin of [`Packet::forward`].
+    /// CPU twin of [`Packet::forward`] (f16 samples are given and returned as f32 holding f16 values).
     pub fn forward_cpu(&self, x: &[f32]) -> Vec<f32> {
         self.run_cpu(x, true)
     }
@@ -166,7 +345,17 @@ impl Packet {
         }
         let mut cur = x.to_vec();
         for s in stages {
-            let (dwt, out_len) = if forward { (s.dwt, s.dst_len) } else { (Dwt { forward: false, ..s.dwt }, s.src_len) };
+            let (dwt, out_len) = if forward {
+                (s.dwt, s.dst_len)
+            } else {
+                (
+                    Dwt {
+                        forward: false,
+                        ..s.dwt
+                    },
+                    s.src_len,
+                )
+            };
             let mut next = vec![0.0; out_len];
             wring_kernels::wavelet::cpu(&dwt, &cur, &mut next);
             cur = next;

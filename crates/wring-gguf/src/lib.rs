@@ -12,7 +12,10 @@ use std::path::Path;
 pub enum GgufError {
     /// The file could not be opened or mapped.
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// Not a GGUF file.
     #[error("not a GGUF file: the first four bytes are {0:?}, expected \"GGUF\"")]
     BadMagic([u8; 4]),
@@ -20,8 +23,15 @@ pub enum GgufError {
     #[error("GGUF version {0} is not supported (versions 2 and 3 are)")]
     Version(u32),
     /// The file ends inside a structure.
-    #[error("the file is truncated: {what} at byte {at} needs {need} bytes, but only {have} remain")]
-    Truncated { what: String, at: u64, need: u64, have: u64 },
+    #[error(
+        "the file is truncated: {what} at byte {at} needs {need} bytes, but only {have} remain"
+    )]
+    Truncated {
+        what: String,
+        at: u64,
+        need: u64,
+        have: u64,
+    },
     /// A header number that cannot be right.
     #[error("malformed GGUF at byte {at}: {what}")]
     Malformed { at: u64, what: String },
@@ -224,7 +234,12 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
-            return Err(GgufError::Truncated { what: what.into(), at: self.pos as u64, need: n, have: self.remaining() });
+            return Err(GgufError::Truncated {
+                what: what.into(),
+                at: self.pos as u64,
+                need: n,
+                have: self.remaining(),
+            });
         }
         let s = &self.b[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -250,7 +265,10 @@ impl<'a> Cursor<'a> {
         let at = self.pos as u64;
         let len = self.u64(what)?;
         let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| GgufError::Malformed { at, what: format!("{what} is not UTF-8") })
+        String::from_utf8(raw.to_vec()).map_err(|_| GgufError::Malformed {
+            at,
+            what: format!("{what} is not UTF-8"),
+        })
     }
 
     /// A count of items each at least `min_item` bytes long: refused if the file cannot hold that many,
@@ -261,7 +279,10 @@ impl<'a> Cursor<'a> {
         if n.saturating_mul(min_item.max(1)) > self.remaining() {
             return Err(GgufError::Malformed {
                 at,
-                what: format!("{what} is {n}, but only {} bytes remain to hold them", self.remaining()),
+                what: format!(
+                    "{what} is {n}, but only {} bytes remain to hold them",
+                    self.remaining()
+                ),
             });
         }
         Ok(n)
@@ -280,12 +301,20 @@ impl<'a> Cursor<'a> {
             7 => match self.array::<1>("bool value")?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => return Err(GgufError::Malformed { at, what: format!("bool value {b} is neither 0 nor 1") }),
+                b => {
+                    return Err(GgufError::Malformed {
+                        at,
+                        what: format!("bool value {b} is neither 0 nor 1"),
+                    });
+                }
             },
             8 => Value::String(self.string("string value")?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::Malformed { at, what: format!("arrays nest deeper than {MAX_ARRAY_DEPTH}") });
+                    return Err(GgufError::Malformed {
+                        at,
+                        what: format!("arrays nest deeper than {MAX_ARRAY_DEPTH}"),
+                    });
                 }
                 let item_ty = self.u32("array item type")?;
                 let min_item = match item_ty {
@@ -294,7 +323,12 @@ impl<'a> Cursor<'a> {
                     4..=6 => 4,
                     8 | 10..=12 => 8,
                     9 => 12,
-                    t => return Err(GgufError::Malformed { at, what: format!("unknown array item type {t}") }),
+                    t => {
+                        return Err(GgufError::Malformed {
+                            at,
+                            what: format!("unknown array item type {t}"),
+                        });
+                    }
                 };
                 let n = self.count("array length", min_item)?;
                 let mut items = Vec::with_capacity(n as usize);
@@ -306,7 +340,12 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(self.u64("u64 value")?),
             11 => Value::I64(i64::from_le_bytes(self.array("i64 value")?)),
             12 => Value::F64(f64::from_le_bytes(self.array("f64 value")?)),
-            t => return Err(GgufError::Malformed { at, what: format!("unknown metadata value type {t}") }),
+            t => {
+                return Err(GgufError::Malformed {
+                    at,
+                    what: format!("unknown metadata value type {t}"),
+                });
+            }
         })
     }
 }
@@ -315,12 +354,18 @@ impl Gguf {
     /// Maps and parses a file.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.display().to_string(), source };
+        let io = |source| GgufError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process. Another process truncating or
         // rewriting the file while it is mapped would be undefined behaviour, which is the accepted
         // contract of every memory-mapped model loader (llama.cpp included).
-        #[allow(unsafe_code, reason = "memory-mapping is the only way to avoid copying multi-gigabyte models")]
+        #[allow(
+            unsafe_code,
+            reason = "memory-mapping is the only way to avoid copying multi-gigabyte models"
+        )]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Gguf::parse_bytes(Bytes::Map(map))
     }
@@ -349,7 +394,10 @@ impl Gguf {
             if n_tensors.saturating_mul(24) > c.remaining() {
                 return Err(GgufError::Malformed {
                     at: 8,
-                    what: format!("tensor count is {n_tensors}, but only {} bytes remain to describe them", c.remaining()),
+                    what: format!(
+                        "tensor count is {n_tensors}, but only {} bytes remain to describe them",
+                        c.remaining()
+                    ),
                 });
             }
             let mut metadata = Vec::with_capacity(n_kv as usize);
@@ -377,7 +425,10 @@ impl Gguf {
                 let name = c.string("tensor name")?;
                 let n_dims = c.u32("tensor dimension count")?;
                 if n_dims == 0 || n_dims > MAX_DIMS {
-                    return Err(GgufError::Tensor { name, what: format!("{n_dims} dimensions; ggml tensors have 1 to {MAX_DIMS}") });
+                    return Err(GgufError::Tensor {
+                        name,
+                        what: format!("{n_dims} dimensions; ggml tensors have 1 to {MAX_DIMS}"),
+                    });
                 }
                 let mut dims = Vec::with_capacity(n_dims as usize);
                 for _ in 0..n_dims {
@@ -386,27 +437,49 @@ impl Gguf {
                 let ggml_type = c.u32("tensor type")?;
                 let offset = c.u64("tensor offset")?;
                 let Some((block, block_bytes, _)) = ggml_type_layout(ggml_type) else {
-                    return Err(GgufError::Tensor { name, what: format!("unknown GGML type {ggml_type}") });
+                    return Err(GgufError::Tensor {
+                        name,
+                        what: format!("unknown GGML type {ggml_type}"),
+                    });
                 };
                 let len = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
                 let Some(len) = len.filter(|&l| l < 1 << 48) else {
-                    return Err(GgufError::Tensor { name, what: format!("shape {dims:?} is absurd (overflows or exceeds 2^48 elements)") });
+                    return Err(GgufError::Tensor {
+                        name,
+                        what: format!(
+                            "shape {dims:?} is absurd (overflows or exceeds 2^48 elements)"
+                        ),
+                    });
                 };
                 if dims[0] % block != 0 {
                     return Err(GgufError::Tensor {
                         name,
-                        what: format!("rows of {} values are not a whole number of {block}-value blocks", dims[0]),
+                        what: format!(
+                            "rows of {} values are not a whole number of {block}-value blocks",
+                            dims[0]
+                        ),
                     });
                 }
                 if offset % alignment != 0 {
-                    return Err(GgufError::Malformed { at, what: format!("tensor `{name}` offset {offset} is not {alignment}-aligned") });
+                    return Err(GgufError::Malformed {
+                        at,
+                        what: format!("tensor `{name}` offset {offset} is not {alignment}-aligned"),
+                    });
                 }
-                tensors.push(TensorInfo { name, dims, ggml_type, offset, bytes: len / block * block_bytes });
+                tensors.push(TensorInfo {
+                    name,
+                    dims,
+                    ggml_type,
+                    offset,
+                    bytes: len / block * block_bytes,
+                });
             }
             let data_offset = (c.pos as u64).next_multiple_of(alignment);
             let file_len = b.len() as u64;
             for t in &tensors {
-                let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.bytes));
+                let end = data_offset
+                    .checked_add(t.offset)
+                    .and_then(|s| s.checked_add(t.bytes));
                 if end.is_none_or(|e| e > file_len) {
                     return Err(GgufError::Tensor {
                         name: t.name.clone(),
@@ -419,7 +492,13 @@ impl Gguf {
             }
             (version, metadata, tensors, data_offset)
         };
-        Ok(Gguf { bytes, version, metadata, tensors, data_offset })
+        Ok(Gguf {
+            bytes,
+            version,
+            metadata,
+            tensors,
+            data_offset,
+        })
     }
 
     /// A metadata value by key.
@@ -429,7 +508,10 @@ impl Gguf {
 
     /// A metadata value that must be there.
     pub fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::Metadata { key: key.into(), what: "missing".into() })
+        self.get(key).ok_or_else(|| GgufError::Metadata {
+            key: key.into(),
+            what: "missing".into(),
+        })
     }
 
     /// A tensor by name.
@@ -498,7 +580,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let full = sample();
         for cut in 0..full.len() {
-            assert!(Gguf::from_vec(full[..cut].to_vec()).is_err(), "a file cut at {cut} bytes must be refused");
+            assert!(
+                Gguf::from_vec(full[..cut].to_vec()).is_err(),
+                "a file cut at {cut} bytes must be refused"
+            );
         }
     }
 
@@ -520,15 +605,28 @@ mod tests {
         let mut b = sample();
         b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         let e = Gguf::from_vec(b).unwrap_err().to_string();
-        assert!(e.contains("metadata count") && e.contains("bytes remain"), "{e}");
+        assert!(
+            e.contains("metadata count") && e.contains("bytes remain"),
+            "{e}"
+        );
         let mut b = sample();
         b[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
-        assert!(Gguf::from_vec(b).unwrap_err().to_string().contains("tensor count"));
+        assert!(
+            Gguf::from_vec(b)
+                .unwrap_err()
+                .to_string()
+                .contains("tensor count")
+        );
         // The string array's length.
         let mut b = sample();
         let at = 24 + 8 + 6 + 4 + 4 + 8 + 5 + 4 + 4;
         b[at..at + 8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
-        assert!(Gguf::from_vec(b).unwrap_err().to_string().contains("array length"));
+        assert!(
+            Gguf::from_vec(b)
+                .unwrap_err()
+                .to_string()
+                .contains("array length")
+        );
     }
 
     #[test]
@@ -541,7 +639,13 @@ mod tests {
         assert!(matches!(Gguf::from_vec(b), Err(GgufError::Version(7))));
         // Tensor dims: make the second dimension 2^62.
         let full = sample();
-        let dims_at = full.windows(9).position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b't']).unwrap() + 9 + 4 + 8;
+        let dims_at = full
+            .windows(9)
+            .position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b't'])
+            .unwrap()
+            + 9
+            + 4
+            + 8;
         let mut b = full.clone();
         b[dims_at..dims_at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
         let e = Gguf::from_vec(b).unwrap_err().to_string();

@@ -39,14 +39,34 @@ pub struct Params {
 
 impl Attention {
     fn check(&self) -> Result<Params, KernelError> {
-        plan::ensure(self.head_dim.is_multiple_of(4) && self.head_dim > 0, "attention", || format!("head_dim {} must be a multiple of 4", self.head_dim))?;
-        plan::ensure(self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads), "attention", || {
-            format!("{} key/value heads must divide {} query heads", self.n_kv_heads, self.n_heads)
-        })?;
+        plan::ensure(
+            self.head_dim.is_multiple_of(4) && self.head_dim > 0,
+            "attention",
+            || format!("head_dim {} must be a multiple of 4", self.head_dim),
+        )?;
+        plan::ensure(
+            self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads),
+            "attention",
+            || {
+                format!(
+                    "{} key/value heads must divide {} query heads",
+                    self.n_kv_heads, self.n_heads
+                )
+            },
+        )?;
         plan::ensure(self.pos0 + self.tokens == self.kv_len, "attention", || {
-            format!("kv_len {} must be pos0 {} + tokens {}", self.kv_len, self.pos0, self.tokens)
+            format!(
+                "kv_len {} must be pos0 {} + tokens {}",
+                self.kv_len, self.pos0, self.tokens
+            )
         })?;
-        plan::index_u32("attention", "tokens * heads * kv_len", self.tokens.saturating_mul(self.n_heads).saturating_mul(self.kv_len))?;
+        plan::index_u32(
+            "attention",
+            "tokens * heads * kv_len",
+            self.tokens
+                .saturating_mul(self.n_heads)
+                .saturating_mul(self.kv_len),
+        )?;
         Ok(Params {
             tokens: self.tokens as u32,
             kv_len: self.kv_len as u32,
@@ -64,8 +84,16 @@ impl Attention {
         let p = self.check()?;
         let v = plan::select("attn_scores", "f32", "it is the only variant", caps, choice)?;
         let n = (self.tokens * self.n_heads * self.kv_len) as u64;
-        let workgroups = plan::grid_1d("attn_scores", n.div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-        Ok(Plan { variant: v, params: bytemuck::bytes_of(&p).to_vec(), workgroups })
+        let workgroups = plan::grid_1d(
+            "attn_scores",
+            n.div_ceil(u64::from(v.define_u32("WG"))),
+            caps,
+        )?;
+        Ok(Plan {
+            variant: v,
+            params: bytemuck::bytes_of(&p).to_vec(),
+            workgroups,
+        })
     }
 
     /// Plans the weighted-values launch: o [tokens][heads][head_dim].
@@ -74,14 +102,22 @@ impl Attention {
         let v = plan::select("attn_pv", "f32", "it is the only variant", caps, choice)?;
         let n = (self.tokens * self.n_heads * self.head_dim / 4) as u64;
         let workgroups = plan::grid_1d("attn_pv", n.div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-        Ok(Plan { variant: v, params: bytemuck::bytes_of(&p).to_vec(), workgroups })
+        Ok(Plan {
+            variant: v,
+            params: bytemuck::bytes_of(&p).to_vec(),
+            workgroups,
+        })
     }
 
     /// CPU twin of attn_scores: one iteration per (t, h, j).
     pub fn cpu_scores(&self, q: &[f32], k: &[f32], s: &mut [f32]) {
         let d = self.head_dim;
         let group = self.n_heads / self.n_kv_heads;
-        for (idx, out) in s.iter_mut().enumerate().take(self.tokens * self.n_heads * self.kv_len) {
+        for (idx, out) in s
+            .iter_mut()
+            .enumerate()
+            .take(self.tokens * self.n_heads * self.kv_len)
+        {
             let j = idx % self.kv_len;
             let th = idx / self.kv_len;
             let (h, t) = (th % self.n_heads, th / self.n_heads);
@@ -93,7 +129,10 @@ impl Attention {
             let kr = &k[(j * self.n_kv_heads + h / group) * d..][..d];
             let mut acc = 0.0f32;
             for i in 0..d / 4 {
-                acc += qr[4 * i] * kr[4 * i] + qr[4 * i + 1] * kr[4 * i + 1] + qr[4 * i + 2] * kr[4 * i + 2] + qr[4 * i + 3] * kr[4 * i + 3];
+                acc += qr[4 * i] * kr[4 * i]
+                    + qr[4 * i + 1] * kr[4 * i + 1]
+                    + qr[4 * i + 2] * kr[4 * i + 2]
+                    + qr[4 * i + 3] * kr[4 * i + 3];
             }
             *out = acc * self.scale;
         }

@@ -34,17 +34,48 @@ pub struct Params {
 }
 
 /// Plans `c = a op b` for `n` elements of `dtype`, `b` of `nb` elements broadcast (nb divides n).
-pub fn plan(op: BinaryOp, dtype: DType, n: usize, nb: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    plan::ensure(nb > 0 && n.is_multiple_of(nb), "binary", || format!("b has {nb} elements, which must divide a's {n}"))?;
-    let auto = format!("{}_{}", op.name(), dtype.name());
-    let v = plan::select("binary", &auto, "it matches the operation and element type", caps, choice)?;
-    plan::ensure(v.name.starts_with(op.name()) && v.define("ELEM") == Some(dtype.name()), "binary", || {
-        format!("variant {} does not compute {} on {dtype}", v.id(), op.name())
+pub fn plan(
+    op: BinaryOp,
+    dtype: DType,
+    n: usize,
+    nb: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
+    plan::ensure(nb > 0 && n.is_multiple_of(nb), "binary", || {
+        format!("b has {nb} elements, which must divide a's {n}")
     })?;
-    let params = Params { n: plan::index_u32("binary", "n", n)?, nb: plan::index_u32("binary", "nb", nb)?, pad: [0; 2] };
+    let auto = format!("{}_{}", op.name(), dtype.name());
+    let v = plan::select(
+        "binary",
+        &auto,
+        "it matches the operation and element type",
+        caps,
+        choice,
+    )?;
+    plan::ensure(
+        v.name.starts_with(op.name()) && v.define("ELEM") == Some(dtype.name()),
+        "binary",
+        || {
+            format!(
+                "variant {} does not compute {} on {dtype}",
+                v.id(),
+                op.name()
+            )
+        },
+    )?;
+    let params = Params {
+        n: plan::index_u32("binary", "n", n)?,
+        nb: plan::index_u32("binary", "nb", nb)?,
+        pad: [0; 2],
+    };
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
     let workgroups = plan::grid_1d("binary", (n as u64).div_ceil(per_group), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: computes in f32 and rounds to the element type, as the f16 shader's arithmetic does.

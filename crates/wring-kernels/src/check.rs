@@ -19,13 +19,29 @@ pub enum Mismatch {
     Length { got: usize, expected: usize },
     /// A NaN or infinity where the twin has a finite value.
     #[error("element {index} is {value} where the reference is {expected}")]
-    NonFinite { index: usize, value: f32, expected: f32 },
+    NonFinite {
+        index: usize,
+        value: f32,
+        expected: f32,
+    },
     /// The error budget is exceeded.
-    #[error("NMSE {nmse:.3e} exceeds the budget {budget:.1e} (first differing element {index}: {got} vs {expected})")]
-    Nmse { nmse: f64, budget: f64, index: usize, got: f32, expected: f32 },
+    #[error(
+        "NMSE {nmse:.3e} exceeds the budget {budget:.1e} (first differing element {index}: {got} vs {expected})"
+    )]
+    Nmse {
+        nmse: f64,
+        budget: f64,
+        index: usize,
+        got: f32,
+        expected: f32,
+    },
     /// Bits differ where the budget is exact.
     #[error("element {index} is {got:#010x}, expected {expected:#010x}")]
-    Bits { index: usize, got: u32, expected: u32 },
+    Bits {
+        index: usize,
+        got: u32,
+        expected: u32,
+    },
 }
 
 /// `sum((a - b)^2) / sum(b^2)` in f64; 0 when both are all zeros, infinite when only `b` is.
@@ -49,11 +65,22 @@ pub fn nmse(a: &[f32], b: &[f32]) -> f64 {
 /// metric happens to swallow it), then the budget. Returns the NMSE seen.
 pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mismatch> {
     if got.len() != expected.len() {
-        return Err(Mismatch::Length { got: got.len(), expected: expected.len() });
+        return Err(Mismatch::Length {
+            got: got.len(),
+            expected: expected.len(),
+        });
     }
     if tol == Tolerance::Exact {
-        if let Some(index) = got.iter().zip(expected).position(|(a, b)| a.to_bits() != b.to_bits()) {
-            return Err(Mismatch::Bits { index, got: got[index].to_bits(), expected: expected[index].to_bits() });
+        if let Some(index) = got
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            return Err(Mismatch::Bits {
+                index,
+                got: got[index].to_bits(),
+                expected: expected[index].to_bits(),
+            });
         }
         return Ok(0.0);
     }
@@ -61,17 +88,36 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
         // A non-finite value passes only where the reference has the same one (NaN with NaN, +inf with +inf).
         let same = g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan());
         if (!g.is_finite() || !e.is_finite()) && !same {
-            return Err(Mismatch::NonFinite { index, value: g, expected: e });
+            return Err(Mismatch::NonFinite {
+                index,
+                value: g,
+                expected: e,
+            });
         }
     }
-    let Tolerance::Nmse(budget) = tol else { unreachable!("Exact returned above") };
-    let finite = |v: &[f32]| v.iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect::<Vec<_>>();
+    let Tolerance::Nmse(budget) = tol else {
+        unreachable!("Exact returned above")
+    };
+    let finite = |v: &[f32]| {
+        v.iter()
+            .map(|x| if x.is_finite() { *x } else { 0.0 })
+            .collect::<Vec<_>>()
+    };
     let (g, e) = (finite(got), finite(expected));
     let err = nmse(&g, &e);
     // Written so that a NaN error can never pass, whatever the budget.
-    if !matches!(err.partial_cmp(&budget), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)) {
+    if !matches!(
+        err.partial_cmp(&budget),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    ) {
         let index = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(0);
-        return Err(Mismatch::Nmse { nmse: err, budget, index, got: g[index], expected: e[index] });
+        return Err(Mismatch::Nmse {
+            nmse: err,
+            budget,
+            index,
+            got: g[index],
+            expected: e[index],
+        });
     }
     Ok(err)
 }
@@ -82,8 +128,14 @@ mod tests {
 
     #[test]
     fn nan_never_passes() {
-        assert!(matches!(compare(&[1.0, f32::NAN], &[1.0, 2.0], Tolerance::Nmse(1.0)), Err(Mismatch::NonFinite { index: 1, .. })));
-        assert!(matches!(compare(&[f32::INFINITY], &[1.0], Tolerance::Nmse(f64::MAX)), Err(Mismatch::NonFinite { .. })));
+        assert!(matches!(
+            compare(&[1.0, f32::NAN], &[1.0, 2.0], Tolerance::Nmse(1.0)),
+            Err(Mismatch::NonFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            compare(&[f32::INFINITY], &[1.0], Tolerance::Nmse(f64::MAX)),
+            Err(Mismatch::NonFinite { .. })
+        ));
         assert!(compare(&[f32::NAN], &[f32::NAN], Tolerance::Nmse(0.0)).is_ok());
         assert!(compare(&[f32::NEG_INFINITY], &[f32::INFINITY], Tolerance::Nmse(1.0)).is_err());
     }

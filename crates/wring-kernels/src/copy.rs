@@ -23,24 +23,51 @@ pub fn plan(words: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Kerne
 
 /// Plans copying `words` 32-bit words from word `src_offset` of the source to word `dst_offset` of the
 /// destination (the vec4 variant needs all three to be multiples of 4).
-pub fn plan_at(words: usize, src_offset: usize, dst_offset: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let aligned = words.is_multiple_of(4) && src_offset.is_multiple_of(4) && dst_offset.is_multiple_of(4);
+pub fn plan_at(
+    words: usize,
+    src_offset: usize,
+    dst_offset: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
+    let aligned =
+        words.is_multiple_of(4) && src_offset.is_multiple_of(4) && dst_offset.is_multiple_of(4);
     let (auto, why) = if aligned {
         ("vec4", "the length and offsets are multiples of 4 words")
     } else {
-        ("u32", "the length or an offset is not a multiple of 4 words")
+        (
+            "u32",
+            "the length or an offset is not a multiple of 4 words",
+        )
     };
     let v = plan::select("copy", auto, why, caps, choice)?;
     let per_word = if v.name == "vec4" { 4 } else { 1 };
-    plan::ensure(words.is_multiple_of(per_word) && (per_word == 1 || aligned), "copy", || {
-        format!("variant {} needs a multiple of 4 words and offsets, got {words} at {src_offset} -> {dst_offset}", v.id())
-    })?;
+    plan::ensure(
+        words.is_multiple_of(per_word) && (per_word == 1 || aligned),
+        "copy",
+        || {
+            format!(
+                "variant {} needs a multiple of 4 words and offsets, got {words} at {src_offset} -> {dst_offset}",
+                v.id()
+            )
+        },
+    )?;
     let n = plan::index_u32("copy", "words", words / per_word)?;
     let src_offset = plan::index_u32("copy", "source offset", src_offset / per_word)?;
     let dst_offset = plan::index_u32("copy", "destination offset", dst_offset / per_word)?;
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
     let workgroups = plan::grid_1d("copy", u64::from(n).div_ceil(per_group), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&Params { n, src_offset, dst_offset, pad: 0 }).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&Params {
+            n,
+            src_offset,
+            dst_offset,
+            pad: 0,
+        })
+        .to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: `dst[i] = src[i]`.

@@ -31,7 +31,9 @@ impl DType {
     /// Bytes of `len` elements, or `None` when a block format's blocks do not divide `len` (or it overflows).
     pub fn bytes_for(self, len: usize) -> Option<usize> {
         match self {
-            DType::Block(f) => len.is_multiple_of(f.block_len()).then(|| len / f.block_len() * f.block_bytes()),
+            DType::Block(f) => len
+                .is_multiple_of(f.block_len())
+                .then(|| len / f.block_len() * f.block_bytes()),
             _ => len.checked_mul(self.size()),
         }
     }

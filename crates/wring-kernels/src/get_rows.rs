@@ -18,23 +18,65 @@ pub struct Params {
 }
 
 /// Plans gathering `tokens` rows of a `rows` x `k` table stored as `table`.
-pub fn plan(table: DType, rows: usize, k: usize, tokens: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    table: DType,
+    rows: usize,
+    k: usize,
+    tokens: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let (auto, row_bytes) = match table {
         DType::F32 => ("f32".to_string(), k * 4),
         DType::Block(f) => {
-            let rb = f.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "get_rows", what: e.to_string() })?;
+            let rb = f.bytes_for(k).map_err(|e| KernelError::Shape {
+                kernel: "get_rows",
+                what: e.to_string(),
+            })?;
             (table.name().to_string(), rb)
         }
-        other => return Err(KernelError::Shape { kernel: "get_rows", what: format!("tables of {other} are not supported") }),
+        other => {
+            return Err(KernelError::Shape {
+                kernel: "get_rows",
+                what: format!("tables of {other} are not supported"),
+            });
+        }
     };
-    plan::ensure(k.is_multiple_of(4) && rows > 0, "get_rows", || format!("rows of {k} values must be a multiple of 4, and the table not empty"))?;
-    let v = plan::select("get_rows", &auto, "it matches the table's type", caps, choice)?;
-    plan::ensure(v.name == auto, "get_rows", || format!("variant {} does not read {table}", v.id()))?;
-    plan::index_u32("get_rows", "rows * row bytes", rows.saturating_mul(row_bytes))?;
+    plan::ensure(k.is_multiple_of(4) && rows > 0, "get_rows", || {
+        format!("rows of {k} values must be a multiple of 4, and the table not empty")
+    })?;
+    let v = plan::select(
+        "get_rows",
+        &auto,
+        "it matches the table's type",
+        caps,
+        choice,
+    )?;
+    plan::ensure(v.name == auto, "get_rows", || {
+        format!("variant {} does not read {table}", v.id())
+    })?;
+    plan::index_u32(
+        "get_rows",
+        "rows * row bytes",
+        rows.saturating_mul(row_bytes),
+    )?;
     let quads = plan::index_u32("get_rows", "tokens * k / 4", tokens.saturating_mul(k / 4))?;
-    let params = Params { tokens: tokens as u32, k: k as u32, rows: rows as u32, row_bytes: row_bytes as u32 };
-    let workgroups = plan::grid_1d("get_rows", u64::from(quads).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let params = Params {
+        tokens: tokens as u32,
+        k: k as u32,
+        rows: rows as u32,
+        row_bytes: row_bytes as u32,
+    };
+    let workgroups = plan::grid_1d(
+        "get_rows",
+        u64::from(quads).div_ceil(u64::from(v.define_u32("WG"))),
+        caps,
+    )?;
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: each output row is the reference dequantization of its table row (or the f32 row itself).

@@ -13,10 +13,19 @@ pub use variant::{Binding, Variant};
 
 /// The shared helpers under `shaders/common/`, for kernels specialised from source at run time.
 pub const COMMON: &[(&str, &str)] = &[
-    ("attention", include_str!("../../../shaders/common/attention.wgsl")),
-    ("invocation", include_str!("../../../shaders/common/invocation.wgsl")),
+    (
+        "attention",
+        include_str!("../../../shaders/common/attention.wgsl"),
+    ),
+    (
+        "invocation",
+        include_str!("../../../shaders/common/invocation.wgsl"),
+    ),
     ("quant", include_str!("../../../shaders/common/quant.wgsl")),
-    ("reduce", include_str!("../../../shaders/common/reduce.wgsl")),
+    (
+        "reduce",
+        include_str!("../../../shaders/common/reduce.wgsl"),
+    ),
     ("rope", include_str!("../../../shaders/common/rope.wgsl")),
     ("tile", include_str!("../../../shaders/common/tile.wgsl")),
 ];

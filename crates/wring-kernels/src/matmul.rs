@@ -25,34 +25,73 @@ pub const BK: usize = 16;
 pub const BLOCKED_MIN_DIM: usize = 64;
 
 /// Plans `c[m][n] = sum_k a[m][k] b[n][k]` with a and b of `dtype` and c in f32.
-pub fn plan(dtype: DType, m: usize, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    dtype: DType,
+    m: usize,
+    n: usize,
+    k: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let (auto, why) = if caps.software && k.is_multiple_of(4) {
-        (format!("{dtype}_direct"), "the adapter is a CPU, where barriers cost more than shared tiles save")
+        (
+            format!("{dtype}_direct"),
+            "the adapter is a CPU, where barriers cost more than shared tiles save",
+        )
     } else if m >= BLOCKED_MIN_DIM && n >= BLOCKED_MIN_DIM {
-        (format!("{dtype}_4x4"), "both output dimensions fill 64 x 64 tiles")
+        (
+            format!("{dtype}_4x4"),
+            "both output dimensions fill 64 x 64 tiles",
+        )
     } else {
-        (format!("{dtype}_1x1"), "an output dimension is below 64, so 64 x 64 tiles would idle")
+        (
+            format!("{dtype}_1x1"),
+            "an output dimension is below 64, so 64 x 64 tiles would idle",
+        )
     };
     let v = plan::select("matmul", &auto, why, caps, choice)?;
-    plan::ensure(v.define("ELEM") == Some(dtype.name()), "matmul", || format!("variant {} does not take {dtype}", v.id()))?;
-    for (what, len) in [("m * k", m.saturating_mul(k)), ("n * k", n.saturating_mul(k)), ("m * n", m.saturating_mul(n))] {
+    plan::ensure(v.define("ELEM") == Some(dtype.name()), "matmul", || {
+        format!("variant {} does not take {dtype}", v.id())
+    })?;
+    for (what, len) in [
+        ("m * k", m.saturating_mul(k)),
+        ("n * k", n.saturating_mul(k)),
+        ("m * n", m.saturating_mul(n)),
+    ] {
         plan::index_u32("matmul", what, len)?;
     }
     let direct = v.define("DIRECT").is_some();
-    plan::ensure(!direct || k.is_multiple_of(4), "matmul", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
+    plan::ensure(!direct || k.is_multiple_of(4), "matmul", || {
+        format!(
+            "variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}",
+            v.id()
+        )
+    })?;
     // Rows and columns of c one workgroup covers: 16 invocations of TM x TN when tiled, 8 of TM x 4 when direct.
     let (bm, bn) = if direct {
         (8 * u64::from(v.define_u32("TM")), 8 * 4)
     } else {
-        (16 * u64::from(v.define_u32("TM")), 16 * u64::from(v.define_u32("TN")))
+        (
+            16 * u64::from(v.define_u32("TM")),
+            16 * u64::from(v.define_u32("TN")),
+        )
     };
     let workgroups = [
         plan::dim("matmul", (n as u64).div_ceil(bn), caps)?,
         plan::dim("matmul", (m as u64).div_ceil(bm), caps)?,
         1,
     ];
-    let params = Params { m: m as u32, n: n as u32, k: k as u32, pad: 0 };
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        pad: 0,
+    };
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: each output accumulates over k in BK-sized tiles in increasing k, the order in which every

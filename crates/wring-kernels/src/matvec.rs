@@ -21,22 +21,62 @@ pub struct Params {
 /// When k is a multiple of 4 the vec4 variants load 16 bytes (f32) per step. On CPU adapters the narrow
 /// variant (8 invocations, one row per workgroup) wins: each workgroup is one SIMD batch on one core, and
 /// wide workgroups only add barrier switches. On GPUs 64 invocations per workgroup keep the cores busy.
-pub fn plan(dtype: DType, n: usize, k: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    dtype: DType,
+    n: usize,
+    k: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let (auto, why) = match (k.is_multiple_of(4), caps.software, caps.subgroup) {
-        (true, true, _) => (format!("{dtype}_vec4_narrow"), "k is a multiple of 4 and the adapter is a CPU"),
-        (true, false, true) => (format!("{dtype}_vec4_subgroup"), "k is a multiple of 4 and the adapter has subgroups"),
-        (true, false, false) => (format!("{dtype}_vec4_shared"), "k is a multiple of 4 and the adapter has no subgroups"),
-        (false, _, true) => (format!("{dtype}_subgroup"), "k is not a multiple of 4 and the adapter has subgroups"),
-        (false, _, false) => (format!("{dtype}_shared"), "k is not a multiple of 4 and the adapter has no subgroups"),
+        (true, true, _) => (
+            format!("{dtype}_vec4_narrow"),
+            "k is a multiple of 4 and the adapter is a CPU",
+        ),
+        (true, false, true) => (
+            format!("{dtype}_vec4_subgroup"),
+            "k is a multiple of 4 and the adapter has subgroups",
+        ),
+        (true, false, false) => (
+            format!("{dtype}_vec4_shared"),
+            "k is a multiple of 4 and the adapter has no subgroups",
+        ),
+        (false, _, true) => (
+            format!("{dtype}_subgroup"),
+            "k is not a multiple of 4 and the adapter has subgroups",
+        ),
+        (false, _, false) => (
+            format!("{dtype}_shared"),
+            "k is not a multiple of 4 and the adapter has no subgroups",
+        ),
     };
     let v = plan::select("matvec", &auto, why, caps, choice)?;
-    plan::ensure(v.define("ELEM") == Some(dtype.name()), "matvec", || format!("variant {} does not take {dtype}", v.id()))?;
+    plan::ensure(v.define("ELEM") == Some(dtype.name()), "matvec", || {
+        format!("variant {} does not take {dtype}", v.id())
+    })?;
     let vec4 = v.define("VEC4").is_some();
-    plan::ensure(!vec4 || k.is_multiple_of(4), "matvec", || format!("variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}", v.id()))?;
+    plan::ensure(!vec4 || k.is_multiple_of(4), "matvec", || {
+        format!(
+            "variant {} loads vec4 along k and needs k % 4 == 0, got k = {k}",
+            v.id()
+        )
+    })?;
     plan::index_u32("matvec", "n * k", n.saturating_mul(k))?;
-    let params = Params { n: n as u32, k: k as u32, pad: [0; 2] };
-    let workgroups = plan::grid_1d("matvec", (n as u64).div_ceil(u64::from(v.define_u32("ROWS"))), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let params = Params {
+        n: n as u32,
+        k: k as u32,
+        pad: [0; 2],
+    };
+    let workgroups = plan::grid_1d(
+        "matvec",
+        (n as u64).div_ceil(u64::from(v.define_u32("ROWS"))),
+        caps,
+    )?;
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin of the shared-memory variant: each of `wg` invocations sums a strided slice of k, then the

@@ -19,7 +19,12 @@ pub struct Caps {
 
 impl Caps {
     /// Baseline WebGPU: no optional features, the default workgroup-count limit.
-    pub const BASELINE: Caps = Caps { f16: false, subgroup: false, max_workgroups_per_dim: 65_535, software: false };
+    pub const BASELINE: Caps = Caps {
+        f16: false,
+        subgroup: false,
+        max_workgroups_per_dim: 65_535,
+        software: false,
+    };
 
     fn missing(&self, v: &Variant) -> Option<&'static str> {
         if v.requires.f16 && !self.f16 {
@@ -47,10 +52,19 @@ pub enum Choice<'a> {
 pub enum KernelError {
     /// No variant of that name.
     #[error("kernel {kernel} has no variant `{name}`; it has: {available}")]
-    NoSuchVariant { kernel: String, name: String, available: String },
+    NoSuchVariant {
+        kernel: String,
+        name: String,
+        available: String,
+    },
     /// The adapter lacks a feature the variant needs.
-    #[error("variant {variant} needs the adapter feature {feature}, which this adapter does not offer; use another variant")]
-    Unsupported { variant: String, feature: &'static str },
+    #[error(
+        "variant {variant} needs the adapter feature {feature}, which this adapter does not offer; use another variant"
+    )]
+    Unsupported {
+        variant: String,
+        feature: &'static str,
+    },
     /// The operands' shapes do not fit the kernel.
     #[error("{kernel}: {what}")]
     Shape { kernel: &'static str, what: String },
@@ -58,7 +72,11 @@ pub enum KernelError {
     #[error(
         "{kernel} needs {needed} workgroups in one dimension, above this adapter's limit of {limit}; split the operation"
     )]
-    TooManyWorkgroups { kernel: &'static str, needed: u64, limit: u32 },
+    TooManyWorkgroups {
+        kernel: &'static str,
+        needed: u64,
+        limit: u32,
+    },
 }
 
 /// A planned launch: the variant, its uniform parameters as bytes, and the dispatch size.
@@ -87,21 +105,33 @@ pub(crate) fn select(
     let v = variant::find(kernel, name).ok_or_else(|| KernelError::NoSuchVariant {
         kernel: kernel.into(),
         name: name.into(),
-        available: variant::of_kernel(kernel).map(|v| v.name.as_ref()).collect::<Vec<_>>().join(", "),
+        available: variant::of_kernel(kernel)
+            .map(|v| v.name.as_ref())
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     if let Some(feature) = caps.missing(v) {
-        return Err(KernelError::Unsupported { variant: v.id(), feature });
+        return Err(KernelError::Unsupported {
+            variant: v.id(),
+            feature,
+        });
     }
     match choice {
         Choice::Auto => tracing::debug!(variant = %v.id(), "using {} because {why}", v.name),
-        Choice::Force(_) => tracing::debug!(variant = %v.id(), "using {} because the caller forced it", v.name),
+        Choice::Force(_) => {
+            tracing::debug!(variant = %v.id(), "using {} because the caller forced it", v.name)
+        }
     }
     Ok(v)
 }
 
 /// A 1D dispatch of `groups` workgroups, spilled into y when it exceeds the per-dimension limit;
 /// `linear_workgroup` in `shaders/common/invocation.wgsl` folds it back.
-pub(crate) fn grid_1d(kernel: &'static str, groups: u64, caps: &Caps) -> Result<[u32; 3], KernelError> {
+pub(crate) fn grid_1d(
+    kernel: &'static str,
+    groups: u64,
+    caps: &Caps,
+) -> Result<[u32; 3], KernelError> {
     let limit = u64::from(caps.max_workgroups_per_dim.max(1));
     let groups = groups.max(1);
     if groups <= limit {
@@ -109,7 +139,11 @@ pub(crate) fn grid_1d(kernel: &'static str, groups: u64, caps: &Caps) -> Result<
     }
     let y = groups.div_ceil(limit);
     if y > limit {
-        return Err(KernelError::TooManyWorkgroups { kernel, needed: groups, limit: caps.max_workgroups_per_dim });
+        return Err(KernelError::TooManyWorkgroups {
+            kernel,
+            needed: groups,
+            limit: caps.max_workgroups_per_dim,
+        });
     }
     Ok([limit as u32, y as u32, 1])
 }
@@ -117,19 +151,37 @@ pub(crate) fn grid_1d(kernel: &'static str, groups: u64, caps: &Caps) -> Result<
 /// A checked workgroup count for one dimension of a 2D grid.
 pub(crate) fn dim(kernel: &'static str, groups: u64, caps: &Caps) -> Result<u32, KernelError> {
     if groups > u64::from(caps.max_workgroups_per_dim) {
-        return Err(KernelError::TooManyWorkgroups { kernel, needed: groups, limit: caps.max_workgroups_per_dim });
+        return Err(KernelError::TooManyWorkgroups {
+            kernel,
+            needed: groups,
+            limit: caps.max_workgroups_per_dim,
+        });
     }
     Ok(groups.max(1) as u32)
 }
 
 /// Fails with a shape error unless `ok`.
-pub(crate) fn ensure(ok: bool, kernel: &'static str, what: impl FnOnce() -> String) -> Result<(), KernelError> {
-    if ok { Ok(()) } else { Err(KernelError::Shape { kernel, what: what() }) }
+pub(crate) fn ensure(
+    ok: bool,
+    kernel: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(), KernelError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(KernelError::Shape {
+            kernel,
+            what: what(),
+        })
+    }
 }
 
 /// Elements as `u32`, the index type of every shader; larger arrays cannot be bound anyway.
 pub(crate) fn index_u32(kernel: &'static str, what: &str, n: usize) -> Result<u32, KernelError> {
-    u32::try_from(n).map_err(|_| KernelError::Shape { kernel, what: format!("{what} = {n} exceeds u32 indexing") })
+    u32::try_from(n).map_err(|_| KernelError::Shape {
+        kernel,
+        what: format!("{what} = {n} exceeds u32 indexing"),
+    })
 }
 
 /// The variant of a one-workgroup-per-row kernel (rmsnorm, softmax) for an adapter, and why.
@@ -156,4 +208,3 @@ pub struct Strided {
     /// Floats before the first entry of a row.
     pub offset: usize,
 }
-

@@ -33,11 +33,31 @@ pub struct Params {
 /// reduced through subgroups where they exist.
 ///
 /// Activations are f32 or, on adapters with `SHADER_F16`, f16 (`act`).
-#[allow(clippy::too_many_arguments, reason = "a matrix product's shape, formats and choice")]
-pub fn plan(format: BlockFormat, act: DType, n: usize, k: usize, batch: usize, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    plan::ensure(matches!(act, DType::F32 | DType::F16), "qmatvec", || format!("activations must be f32 or f16, got {act}"))?;
-    plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec", || format!("k = {k} is not a whole number of {format} blocks of {}", format.block_len()))?;
-    plan::ensure(batch >= 1, "qmatvec", || "the batch must have at least one row".into())?;
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a matrix product's shape, formats and choice"
+)]
+pub fn plan(
+    format: BlockFormat,
+    act: DType,
+    n: usize,
+    k: usize,
+    batch: usize,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
+    plan::ensure(matches!(act, DType::F32 | DType::F16), "qmatvec", || {
+        format!("activations must be f32 or f16, got {act}")
+    })?;
+    plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec", || {
+        format!(
+            "k = {k} is not a whole number of {format} blocks of {}",
+            format.block_len()
+        )
+    })?;
+    plan::ensure(batch >= 1, "qmatvec", || {
+        "the batch must have at least one row".into()
+    })?;
     let fmt = DType::Block(format).name();
     let b = if batch == 1 { 1 } else { 8 };
     let (kind, why) = if caps.software {
@@ -48,21 +68,47 @@ pub fn plan(format: BlockFormat, act: DType, n: usize, k: usize, batch: usize, c
         ("shared", "the adapter has no subgroups")
     };
     let suffix = if act == DType::F16 { "_f16" } else { "" };
-    let v = plan::select("qmatvec", &format!("{fmt}_b{b}_{kind}{suffix}"), why, caps, choice)?;
-    plan::ensure(v.name.starts_with(fmt), "qmatvec", || format!("variant {} does not read {format}", v.id()))?;
-    plan::ensure(v.define("ACT") == Some(act.name()), "qmatvec", || format!("variant {} does not take {act} activations", v.id()))?;
+    let v = plan::select(
+        "qmatvec",
+        &format!("{fmt}_b{b}_{kind}{suffix}"),
+        why,
+        caps,
+        choice,
+    )?;
+    plan::ensure(v.name.starts_with(fmt), "qmatvec", || {
+        format!("variant {} does not read {format}", v.id())
+    })?;
+    plan::ensure(v.define("ACT") == Some(act.name()), "qmatvec", || {
+        format!("variant {} does not take {act} activations", v.id())
+    })?;
     let tile = v.define_u32("BATCH") as usize;
-    let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape { kernel: "qmatvec", what: e.to_string() })?;
+    let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape {
+        kernel: "qmatvec",
+        what: e.to_string(),
+    })?;
     plan::index_u32("qmatvec", "n * row bytes", n.saturating_mul(row_bytes))?;
     plan::index_u32("qmatvec", "batch * k", batch * k)?;
-    let params = Params { n: n as u32, k: k as u32, batch: batch as u32, row_bytes: row_bytes as u32 };
-    let rows_per_group = if v.define("ROW_PER_LANE").is_some() { u64::from(v.define_u32("WG") * v.define_u32("ROWS")) } else { 1 };
+    let params = Params {
+        n: n as u32,
+        k: k as u32,
+        batch: batch as u32,
+        row_bytes: row_bytes as u32,
+    };
+    let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
+        u64::from(v.define_u32("WG") * v.define_u32("ROWS"))
+    } else {
+        1
+    };
     let workgroups = [
         plan::dim("qmatvec", (n as u64).div_ceil(rows_per_group), caps)?,
         plan::dim("qmatvec", batch.div_ceil(tile) as u64, caps)?,
         1,
     ];
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: each of `wg` invocations takes the row's 32-value units in turn, dequantizes each with the
@@ -71,15 +117,29 @@ pub fn plan(format: BlockFormat, act: DType, n: usize, k: usize, batch: usize, c
 /// order, where one invocation walks the whole row.
 ///
 /// f16 activations are widened to f32 before the call, as the shader widens them on load.
-#[allow(clippy::too_many_arguments, reason = "a matrix product's shape and the shader's lane count")]
-pub fn cpu(format: BlockFormat, w: &[u8], x: &[f32], y: &mut [f32], n: usize, k: usize, batch: usize, wg: usize) {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a matrix product's shape and the shader's lane count"
+)]
+pub fn cpu(
+    format: BlockFormat,
+    w: &[u8],
+    x: &[f32],
+    y: &mut [f32],
+    n: usize,
+    k: usize,
+    batch: usize,
+    wg: usize,
+) {
     let row_bytes = format.bytes_for(k).expect("k is a whole number of blocks");
     let units = k / 32;
     let mut row_values = vec![0f32; k];
     let mut slots = vec![vec![0f32; wg]; batch];
     for row in 0..n {
         // The reference dequantizer gives each unit's 32 values exactly as the shader's dequant32 does.
-        format.dequantize(&w[row * row_bytes..][..row_bytes], &mut row_values).expect("whole blocks");
+        format
+            .dequantize(&w[row * row_bytes..][..row_bytes], &mut row_values)
+            .expect("whole blocks");
         for s in slots.iter_mut() {
             s.fill(0.0);
         }
@@ -91,7 +151,10 @@ pub fn cpu(format: BlockFormat, w: &[u8], x: &[f32], y: &mut [f32], n: usize, k:
                     let xs = &x[b * k + u * 32..][..32];
                     // One 4-term dot product per quad, added in quad order, as the shader's dot(q, x).
                     for j in 0..8 {
-                        s[lid] += v[4 * j] * xs[4 * j] + v[4 * j + 1] * xs[4 * j + 1] + v[4 * j + 2] * xs[4 * j + 2] + v[4 * j + 3] * xs[4 * j + 3];
+                        s[lid] += v[4 * j] * xs[4 * j]
+                            + v[4 * j + 1] * xs[4 * j + 1]
+                            + v[4 * j + 2] * xs[4 * j + 2]
+                            + v[4 * j + 3] * xs[4 * j + 3];
                     }
                 }
                 u += wg;

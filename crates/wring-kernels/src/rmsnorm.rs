@@ -19,18 +19,40 @@ pub struct Params {
 
 /// Plans RMSNorm over `rows` rows of `n` f32 values; with `residual`, of `x + r`, also writing that sum
 /// (the `_add` variants).
-pub fn plan(n: usize, rows: usize, eps: f32, residual: bool, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    n: usize,
+    rows: usize,
+    eps: f32,
+    residual: bool,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let (auto, why) = plan::row_reduction(caps);
-    let auto = if residual { format!("{auto}_add") } else { auto.to_string() };
+    let auto = if residual {
+        format!("{auto}_add")
+    } else {
+        auto.to_string()
+    };
     let v = plan::select("rmsnorm", &auto, why, caps, choice)?;
-    plan::ensure(v.define("RESIDUAL").is_some() == residual, "rmsnorm", || {
-        format!("variant {} does not match residual = {residual}", v.id())
-    })?;
+    plan::ensure(
+        v.define("RESIDUAL").is_some() == residual,
+        "rmsnorm",
+        || format!("variant {} does not match residual = {residual}", v.id()),
+    )?;
     plan::ensure(n > 0, "rmsnorm", || "rows must not be empty".into())?;
     plan::index_u32("rmsnorm", "rows * n", rows.saturating_mul(n))?;
-    let params = Params { n: n as u32, rows: rows as u32, eps, pad: 0 };
+    let params = Params {
+        n: n as u32,
+        rows: rows as u32,
+        eps,
+        pad: 0,
+    };
     let workgroups = plan::grid_1d("rmsnorm", rows as u64, caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin of the shared-memory variant, with `wg` invocations per row.
@@ -55,8 +77,20 @@ pub fn cpu(x: &[f32], w: &[f32], y: &mut [f32], n: usize, eps: f32, wg: usize) {
 }
 
 /// CPU twin of the `_add` variants: `s = x + r`, then [`cpu`] on `s` (the shader recomputes the same sum).
-#[allow(clippy::too_many_arguments, reason = "two inputs, two outputs and the norm's shape")]
-pub fn cpu_add(x: &[f32], r: &[f32], w: &[f32], y: &mut [f32], s: &mut [f32], n: usize, eps: f32, wg: usize) {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "two inputs, two outputs and the norm's shape"
+)]
+pub fn cpu_add(
+    x: &[f32],
+    r: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    s: &mut [f32],
+    n: usize,
+    eps: f32,
+    wg: usize,
+) {
     for ((si, &a), &b) in s.iter_mut().zip(x).zip(r) {
         *si = a + b;
     }

@@ -65,11 +65,28 @@ impl Rope {
 }
 
 fn check_shape(rope: &Rope, kernel: &'static str) -> Result<(), KernelError> {
-    plan::ensure(rope.head_dim.is_multiple_of(2) && rope.head_dim > 0, kernel, || format!("head_dim {} must be even", rope.head_dim))?;
-    plan::ensure(rope.n_dims.is_multiple_of(2) && rope.n_dims > 0 && rope.n_dims <= rope.head_dim, kernel, || {
-        format!("n_dims {} must be even and within head_dim {}", rope.n_dims, rope.head_dim)
-    })?;
-    plan::index_u32(kernel, "tokens * heads * head_dim", rope.tokens.saturating_mul(rope.n_heads).saturating_mul(rope.head_dim))?;
+    plan::ensure(
+        rope.head_dim.is_multiple_of(2) && rope.head_dim > 0,
+        kernel,
+        || format!("head_dim {} must be even", rope.head_dim),
+    )?;
+    plan::ensure(
+        rope.n_dims.is_multiple_of(2) && rope.n_dims > 0 && rope.n_dims <= rope.head_dim,
+        kernel,
+        || {
+            format!(
+                "n_dims {} must be even and within head_dim {}",
+                rope.n_dims, rope.head_dim
+            )
+        },
+    )?;
+    plan::index_u32(
+        kernel,
+        "tokens * heads * head_dim",
+        rope.tokens
+            .saturating_mul(rope.n_heads)
+            .saturating_mul(rope.head_dim),
+    )?;
     Ok(())
 }
 
@@ -82,8 +99,16 @@ pub fn plan(rope: &Rope, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Kernel
     let v = plan::select("rope", auto, "it is the requested pairing", caps, choice)?;
     check_shape(rope, "rope")?;
     let params = rope.params();
-    let workgroups = plan::grid_1d("rope", u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let workgroups = plan::grid_1d(
+        "rope",
+        u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))),
+        caps,
+    )?;
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// The two dimensions of a head that pair `pair` reads and writes (`shaders/common/rope.wgsl`'s `rope_dims`).
@@ -115,7 +140,13 @@ pub fn cpu(rope: &Rope, x: &[f32], pos: &[i32], y: &mut [f32]) {
         let token = token_head / rope.n_heads;
         let base = token_head * rope.head_dim;
         let (i0, i1) = pair_dims(rope.mode, pair, rope.n_dims);
-        (y[base + i0], y[base + i1]) = pair_values((x[base + i0], x[base + i1]), pos[token], pair, rope.n_dims, &p);
+        (y[base + i0], y[base + i1]) = pair_values(
+            (x[base + i0], x[base + i1]),
+            pos[token],
+            pair,
+            rope.n_dims,
+            &p,
+        );
     }
 }
 
@@ -179,7 +210,13 @@ impl RopeQkv {
             n_heads: r.n_heads as u32,
             n_kv_heads: self.n_kv_heads as u32,
             n_dims: r.n_dims as u32,
-            total_pairs: plan::index_u32("rope_qkv", "pairs", r.tokens.saturating_mul(heads).saturating_mul(r.head_dim / 2))?,
+            total_pairs: plan::index_u32(
+                "rope_qkv",
+                "pairs",
+                r.tokens
+                    .saturating_mul(heads)
+                    .saturating_mul(r.head_dim / 2),
+            )?,
             cache_off: plan::index_u32("rope_qkv", "cache end", end)? - (r.tokens * kv) as u32,
             theta_scale: base.theta_scale,
             freq_scale: base.freq_scale,
@@ -195,27 +232,65 @@ pub fn plan_qkv(r: &RopeQkv, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Ke
         RopeMode::Normal => "normal",
         RopeMode::Neox => "neox",
     };
-    let v = plan::select("rope_qkv", auto, "it is the requested pairing", caps, choice)?;
+    let v = plan::select(
+        "rope_qkv",
+        auto,
+        "it is the requested pairing",
+        caps,
+        choice,
+    )?;
     check_shape(&r.rope, "rope_qkv")?;
-    plan::ensure(r.n_kv_heads > 0, "rope_qkv", || "there must be at least one key/value head".into())?;
+    plan::ensure(r.n_kv_heads > 0, "rope_qkv", || {
+        "there must be at least one key/value head".into()
+    })?;
     let params = r.params()?;
-    let workgroups = plan::grid_1d("rope_qkv", u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let workgroups = plan::grid_1d(
+        "rope_qkv",
+        u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))),
+        caps,
+    )?;
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin of `rope_qkv`: [`cpu`] on the queries and keys read through their strides, the keys and values
 /// stored at the cache positions.
-#[allow(clippy::too_many_arguments, reason = "three inputs, positions and three outputs, as the shader")]
-pub fn cpu_qkv(r: &RopeQkv, q: &[f32], k: &[f32], v: &[f32], pos: &[i32], q_out: &mut [f32], k_cache: &mut [f32], v_cache: &mut [f32]) {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "three inputs, positions and three outputs, as the shader"
+)]
+pub fn cpu_qkv(
+    r: &RopeQkv,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos: &[i32],
+    q_out: &mut [f32],
+    k_cache: &mut [f32],
+    v_cache: &mut [f32],
+) {
     let rope = &r.rope;
     let hd = rope.head_dim;
     let kv = r.n_kv_heads * hd;
     let gather = |src: &[f32], s: Strided, width: usize| -> Vec<f32> {
-        (0..rope.tokens).flat_map(|t| src[t * s.stride + s.offset..][..width].to_vec()).collect()
+        (0..rope.tokens)
+            .flat_map(|t| src[t * s.stride + s.offset..][..width].to_vec())
+            .collect()
     };
     cpu(rope, &gather(q, r.q, rope.n_heads * hd), pos, q_out);
     let mut k_rot = vec![0.0; rope.tokens * kv];
-    cpu(&Rope { n_heads: r.n_kv_heads, ..*rope }, &gather(k, r.k, kv), pos, &mut k_rot);
+    cpu(
+        &Rope {
+            n_heads: r.n_kv_heads,
+            ..*rope
+        },
+        &gather(k, r.k, kv),
+        pos,
+        &mut k_rot,
+    );
     let cache = r.cache_pos * kv..(r.cache_pos + rope.tokens) * kv;
     k_cache[cache.clone()].copy_from_slice(&k_rot);
     v_cache[cache].copy_from_slice(&gather(v, r.v, kv));

@@ -93,9 +93,14 @@ pub fn parse_permutations(text: &str) -> Result<Vec<Permutation>, ShaderError> {
         if line.is_empty() {
             continue;
         }
-        let err = |message: String| ShaderError { file: format!("shaders/permutations:{}", lineno + 1), message };
+        let err = |message: String| ShaderError {
+            file: format!("shaders/permutations:{}", lineno + 1),
+            message,
+        };
         let mut words = line.split_whitespace();
-        let (Some(kernel), Some(variant), Some(requires)) = (words.next(), words.next(), words.next()) else {
+        let (Some(kernel), Some(variant), Some(requires)) =
+            (words.next(), words.next(), words.next())
+        else {
             return Err(err("expected `kernel variant requires DEFINES...`".into()));
         };
         let mut req = Requires::default();
@@ -104,7 +109,11 @@ pub fn parse_permutations(text: &str) -> Result<Vec<Permutation>, ShaderError> {
                 match r {
                     "f16" => req.f16 = true,
                     "subgroup" => req.subgroup = true,
-                    other => return Err(err(format!("unknown requirement `{other}` (expected f16 or subgroup)"))),
+                    other => {
+                        return Err(err(format!(
+                            "unknown requirement `{other}` (expected f16 or subgroup)"
+                        )));
+                    }
                 }
             }
         }
@@ -117,7 +126,12 @@ pub fn parse_permutations(text: &str) -> Result<Vec<Permutation>, ShaderError> {
         if !seen.insert((kernel.to_string(), variant.to_string())) {
             return Err(err(format!("variant {kernel}/{variant} is declared twice")));
         }
-        out.push(Permutation { kernel: kernel.into(), variant: variant.into(), requires: req, defines });
+        out.push(Permutation {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            requires: req,
+            defines,
+        });
     }
     out.sort_by(|a, b| (&a.kernel, &a.variant).cmp(&(&b.kernel, &b.variant)));
     Ok(out)
@@ -166,13 +180,19 @@ fn expand(
     depth: usize,
 ) -> Result<(), ShaderError> {
     if depth > 16 {
-        return Err(ShaderError { file: file.into(), message: "imports nest deeper than 16 levels".into() });
+        return Err(ShaderError {
+            file: file.into(),
+            message: "imports nest deeper than 16 levels".into(),
+        });
     }
     let defined = |name: &str| defines.iter().any(|(k, _)| k == name);
     // Each entry says whether the enclosing branch is live, and whether an `#else` was seen.
     let mut stack: Vec<(bool, bool)> = Vec::new();
     for (lineno, line) in source.lines().enumerate() {
-        let err = |message: String| ShaderError { file: format!("{file}:{}", lineno + 1), message };
+        let err = |message: String| ShaderError {
+            file: format!("{file}:{}", lineno + 1),
+            message,
+        };
         let trimmed = line.trim_start();
         let live = stack.iter().all(|&(l, _)| l);
         if let Some(rest) = trimmed.strip_prefix('#') {
@@ -196,11 +216,26 @@ fn expand(
                 }
                 ("import", Some(name)) => {
                     if live && imported.insert(name.to_string()) {
-                        let text = import(name).ok_or_else(|| err(format!("no shaders/common/{name}.wgsl to import")))?;
-                        expand(&format!("shaders/common/{name}.wgsl"), &text, defines, import, imported, out, depth + 1)?;
+                        let text = import(name).ok_or_else(|| {
+                            err(format!("no shaders/common/{name}.wgsl to import"))
+                        })?;
+                        expand(
+                            &format!("shaders/common/{name}.wgsl"),
+                            &text,
+                            defines,
+                            import,
+                            imported,
+                            out,
+                            depth + 1,
+                        )?;
                     }
                 }
-                _ => return Err(err(format!("unknown preprocessor directive `{}`", trimmed.trim_end()))),
+                _ => {
+                    return Err(err(format!(
+                        "unknown preprocessor directive `{}`",
+                        trimmed.trim_end()
+                    )));
+                }
             }
             // Keep line numbers of the expanded text close to the file's by leaving an empty line.
             out.push('\n');
@@ -212,7 +247,10 @@ fn expand(
         out.push('\n');
     }
     if !stack.is_empty() {
-        return Err(ShaderError { file: file.into(), message: "`#ifdef` without a matching `#endif`".into() });
+        return Err(ShaderError {
+            file: file.into(),
+            message: "`#ifdef` without a matching `#endif`".into(),
+        });
     }
     Ok(())
 }
@@ -223,8 +261,10 @@ fn expand(
 /// in, or a shared-memory variant that calls a subgroup builtin, fails here rather than on a user's adapter.
 pub fn validate(label: &str, source: &str, requires: Requires) -> Result<Reflection, ShaderError> {
     use naga::valid::{Capabilities, ValidationFlags, Validator};
-    let module = naga::front::wgsl::parse_str(source)
-        .map_err(|e| ShaderError { file: label.into(), message: e.emit_to_string_with_path(source, label) })?;
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| ShaderError {
+        file: label.into(),
+        message: e.emit_to_string_with_path(source, label),
+    })?;
     // pack2x16float/unpack2x16float are core WGSL; naga gates them behind a capability that wgpu grants on
     // every backend with the SHADER_F16_IN_F32 downlevel flag (all but the oldest GL ES).
     let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
@@ -236,12 +276,22 @@ pub fn validate(label: &str, source: &str, requires: Requires) -> Result<Reflect
     }
     Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
-        .map_err(|e| ShaderError { file: label.into(), message: e.emit_to_string_with_path(source, label) })?;
-    let compute: Vec<_> = module.entry_points.iter().filter(|ep| ep.stage == naga::ShaderStage::Compute).collect();
+        .map_err(|e| ShaderError {
+            file: label.into(),
+            message: e.emit_to_string_with_path(source, label),
+        })?;
+    let compute: Vec<_> = module
+        .entry_points
+        .iter()
+        .filter(|ep| ep.stage == naga::ShaderStage::Compute)
+        .collect();
     let [ep] = compute.as_slice() else {
         return Err(ShaderError {
             file: label.into(),
-            message: format!("expected exactly one compute entry point, found {}", compute.len()),
+            message: format!(
+                "expected exactly one compute entry point, found {}",
+                compute.len()
+            ),
         });
     };
     if ep.workgroup_size_overrides.is_some() {
@@ -255,14 +305,19 @@ pub fn validate(label: &str, source: &str, requires: Requires) -> Result<Reflect
         let Some(rb) = &var.binding else { continue };
         let kind = match var.space {
             naga::AddressSpace::Uniform => BindingKind::Uniform,
-            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+            naga::AddressSpace::Storage { access }
+                if access.contains(naga::StorageAccess::STORE) =>
+            {
                 BindingKind::StorageReadWrite
             }
             naga::AddressSpace::Storage { .. } => BindingKind::StorageRead,
             other => {
                 return Err(ShaderError {
                     file: label.into(),
-                    message: format!("binding {} uses address space {other:?}, which wring does not bind", rb.binding),
+                    message: format!(
+                        "binding {} uses address space {other:?}, which wring does not bind",
+                        rb.binding
+                    ),
                 });
             }
         };
@@ -274,5 +329,9 @@ pub fn validate(label: &str, source: &str, requires: Requires) -> Result<Reflect
         });
     }
     bindings.sort_by_key(|b| (b.group, b.binding));
-    Ok(Reflection { entry: ep.name.clone(), workgroup_size: ep.workgroup_size, bindings })
+    Ok(Reflection {
+        entry: ep.name.clone(),
+        workgroup_size: ep.workgroup_size,
+        bindings,
+    })
 }

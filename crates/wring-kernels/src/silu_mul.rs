@@ -18,19 +18,49 @@ pub struct Params {
 }
 
 /// Plans `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, with `y` dense.
-pub fn plan(cols: usize, rows: usize, a: Strided, b: Strided, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    cols: usize,
+    rows: usize,
+    a: Strided,
+    b: Strided,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let v = plan::select("silu_mul", "f32", "it is the only variant", caps, choice)?;
     plan::ensure(cols > 0, "silu_mul", || "rows must not be empty".into())?;
     let total = plan::index_u32("silu_mul", "rows * cols", rows.saturating_mul(cols))?;
     for (s, name) in [(a, "a"), (b, "b")] {
-        plan::ensure(s.stride >= cols || rows <= 1, "silu_mul", || format!("rows of {name} overlap: stride {} < {cols}", s.stride))?;
-        plan::index_u32("silu_mul", name, rows.saturating_sub(1).saturating_mul(s.stride).saturating_add(s.offset).saturating_add(cols))?;
+        plan::ensure(s.stride >= cols || rows <= 1, "silu_mul", || {
+            format!("rows of {name} overlap: stride {} < {cols}", s.stride)
+        })?;
+        plan::index_u32(
+            "silu_mul",
+            name,
+            rows.saturating_sub(1)
+                .saturating_mul(s.stride)
+                .saturating_add(s.offset)
+                .saturating_add(cols),
+        )?;
     }
-    let strides = [a.stride as u32, a.offset as u32, b.stride as u32, b.offset as u32];
-    let params = Params { cols: cols as u32, total, strides, pad: [0; 2] };
+    let strides = [
+        a.stride as u32,
+        a.offset as u32,
+        b.stride as u32,
+        b.offset as u32,
+    ];
+    let params = Params {
+        cols: cols as u32,
+        total,
+        strides,
+        pad: [0; 2],
+    };
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
     let workgroups = plan::grid_1d("silu_mul", u64::from(total).div_ceil(per_group), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin: `y[row][i] = a / (1 + exp(-a)) * b` with a and b read through their strides.

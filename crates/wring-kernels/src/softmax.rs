@@ -18,14 +18,29 @@ pub struct Params {
 }
 
 /// Plans softmax over `rows` rows of `n` f32 values.
-pub fn plan(n: usize, rows: usize, scale: f32, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+pub fn plan(
+    n: usize,
+    rows: usize,
+    scale: f32,
+    caps: &Caps,
+    choice: Choice<'_>,
+) -> Result<Plan, KernelError> {
     let (auto, why) = plan::row_reduction(caps);
     let v = plan::select("softmax", auto, why, caps, choice)?;
     plan::ensure(n > 0, "softmax", || "rows must not be empty".into())?;
     plan::index_u32("softmax", "rows * n", rows.saturating_mul(n))?;
-    let params = Params { n: n as u32, rows: rows as u32, scale, pad: 0 };
+    let params = Params {
+        n: n as u32,
+        rows: rows as u32,
+        scale,
+        pad: 0,
+    };
     let workgroups = plan::grid_1d("softmax", rows as u64, caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// CPU twin of the shared-memory variant, with `wg` invocations per row.

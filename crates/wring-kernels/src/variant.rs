@@ -49,7 +49,10 @@ impl Variant {
 
     /// The value of a define, if the variant was built with it.
     pub fn define(&self, name: &str) -> Option<&str> {
-        self.defines.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
+        self.defines
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
     }
 
     /// An integer define the kernel's host code relies on (workgroup size, rows per workgroup, ...).
@@ -72,9 +75,15 @@ impl Variant {
         defines: &[(&str, &str)],
         requires: Requires,
     ) -> Result<Variant, crate::shader_build::ShaderError> {
-        let defines: Vec<(String, String)> = defines.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let defines: Vec<(String, String)> = defines
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let text = crate::shader_build::preprocess(file, source, &defines, requires, &|n| {
-            crate::COMMON.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+            crate::COMMON
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
         })?;
         let refl = crate::shader_build::validate(file, &text, requires)?;
         Ok(Variant {
@@ -82,14 +91,24 @@ impl Variant {
             name: Cow::Owned(name.into()),
             file: Cow::Owned(file.into()),
             requires,
-            defines: Cow::Owned(defines.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))).collect()),
+            defines: Cow::Owned(
+                defines
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+                    .collect(),
+            ),
             source: Cow::Owned(text),
             entry: Cow::Owned(refl.entry),
             workgroup_size: refl.workgroup_size,
             bindings: Cow::Owned(
                 refl.bindings
                     .into_iter()
-                    .map(|b| Binding { group: b.group, binding: b.binding, name: Cow::Owned(b.name), kind: b.kind })
+                    .map(|b| Binding {
+                        group: b.group,
+                        binding: b.binding,
+                        name: Cow::Owned(b.name),
+                        kind: b.kind,
+                    })
                     .collect(),
             ),
         })
@@ -110,5 +129,7 @@ pub fn of_kernel(kernel: &str) -> impl Iterator<Item = &'static Variant> {
 
 /// One built-in variant by kernel and variant name.
 pub fn find(kernel: &str, name: &str) -> Option<&'static Variant> {
-    GENERATED.iter().find(|v| v.kernel == kernel && v.name == name)
+    GENERATED
+        .iter()
+        .find(|v| v.kernel == kernel && v.name == name)
 }

@@ -7,7 +7,12 @@
 //! the banded side (forward output, inverse input) is addressed through strides: element k of band b at
 //! outer (hi, lo) and inner r is `b * band + hi * hi_stride + lo * lo_stride + k * k_stride + r`. Choosing
 //! the strides puts the bands where a 2-D level or a packet tree wants them, with no copies.
+//!
+//! Variants are built per direction, sample type (f32; f16 with `SHADER_F16`, summing in f32) and filter
+//! length (`TAPS`), so the filters and a sliding window of samples stay in registers: each step along a
+//! line loads only the samples that enter the window.
 
+use crate::dtype::DType;
 use crate::plan::{self, Caps, Choice, KernelError, Plan};
 
 /// The wavelets wring implements, with pywavelets' names and filter coefficients.
@@ -27,35 +32,159 @@ pub enum Wavelet {
     Bior4_4,
 }
 
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
 const HAAR_DEC_LO: &[f64] = &[0.7071067811865476, 0.7071067811865476];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
 const HAAR_REC_LO: &[f64] = &[0.7071067811865476, 0.7071067811865476];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const DB2_DEC_LO: &[f64] = &[-0.12940952255126037, 0.2241438680420134, 0.8365163037378079, 0.48296291314453416];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const DB2_REC_LO: &[f64] = &[0.48296291314453416, 0.8365163037378079, 0.2241438680420134, -0.12940952255126037];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const DB4_DEC_LO: &[f64] = &[-0.010597401785069032, 0.0328830116668852, 0.030841381835560764, -0.18703481171909309, -0.027983769416859854, 0.6308807679298589, 0.7148465705529157, 0.2303778133088965];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const DB4_REC_LO: &[f64] = &[0.2303778133088965, 0.7148465705529157, 0.6308807679298589, -0.027983769416859854, -0.18703481171909309, 0.030841381835560764, 0.0328830116668852, -0.010597401785069032];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const SYM4_DEC_LO: &[f64] = &[-0.07576571478927333, -0.02963552764599851, 0.49761866763201545, 0.8037387518059161, 0.29785779560527736, -0.09921954357684722, -0.012603967262037833, 0.0322231006040427];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const SYM4_REC_LO: &[f64] = &[0.0322231006040427, -0.012603967262037833, -0.09921954357684722, 0.29785779560527736, 0.8037387518059161, 0.49761866763201545, -0.02963552764599851, -0.07576571478927333];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const BIOR2_2_DEC_LO: &[f64] = &[0.0, -0.1767766952966369, 0.3535533905932738, 1.0606601717798212, 0.3535533905932738, -0.1767766952966369];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const BIOR2_2_REC_LO: &[f64] = &[0.0, 0.3535533905932738, 0.7071067811865476, 0.3535533905932738, 0.0, 0.0];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const BIOR4_4_DEC_LO: &[f64] = &[0.0, 0.03782845550726404, -0.023849465019556843, -0.11062440441843718, 0.37740285561283066, 0.8526986790088938, 0.37740285561283066, -0.11062440441843718, -0.023849465019556843, 0.03782845550726404];
-#[allow(clippy::approx_constant, reason = "pywavelets' coefficients, digit for digit")]
-const BIOR4_4_REC_LO: &[f64] = &[0.0, -0.06453888262869706, -0.04068941760916406, 0.41809227322161724, 0.7884856164055829, 0.41809227322161724, -0.04068941760916406, -0.06453888262869706, 0.0, 0.0];
-
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const DB2_DEC_LO: &[f64] = &[
+    -0.12940952255126037,
+    0.2241438680420134,
+    0.8365163037378079,
+    0.48296291314453416,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const DB2_REC_LO: &[f64] = &[
+    0.48296291314453416,
+    0.8365163037378079,
+    0.2241438680420134,
+    -0.12940952255126037,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const DB4_DEC_LO: &[f64] = &[
+    -0.010597401785069032,
+    0.0328830116668852,
+    0.030841381835560764,
+    -0.18703481171909309,
+    -0.027983769416859854,
+    0.6308807679298589,
+    0.7148465705529157,
+    0.2303778133088965,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const DB4_REC_LO: &[f64] = &[
+    0.2303778133088965,
+    0.7148465705529157,
+    0.6308807679298589,
+    -0.027983769416859854,
+    -0.18703481171909309,
+    0.030841381835560764,
+    0.0328830116668852,
+    -0.010597401785069032,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const SYM4_DEC_LO: &[f64] = &[
+    -0.07576571478927333,
+    -0.02963552764599851,
+    0.49761866763201545,
+    0.8037387518059161,
+    0.29785779560527736,
+    -0.09921954357684722,
+    -0.012603967262037833,
+    0.0322231006040427,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const SYM4_REC_LO: &[f64] = &[
+    0.0322231006040427,
+    -0.012603967262037833,
+    -0.09921954357684722,
+    0.29785779560527736,
+    0.8037387518059161,
+    0.49761866763201545,
+    -0.02963552764599851,
+    -0.07576571478927333,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const BIOR2_2_DEC_LO: &[f64] = &[
+    0.0,
+    -0.1767766952966369,
+    0.3535533905932738,
+    1.0606601717798212,
+    0.3535533905932738,
+    -0.1767766952966369,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const BIOR2_2_REC_LO: &[f64] = &[
+    0.0,
+    0.3535533905932738,
+    0.7071067811865476,
+    0.3535533905932738,
+    0.0,
+    0.0,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const BIOR4_4_DEC_LO: &[f64] = &[
+    0.0,
+    0.03782845550726404,
+    -0.023849465019556843,
+    -0.11062440441843718,
+    0.37740285561283066,
+    0.8526986790088938,
+    0.37740285561283066,
+    -0.11062440441843718,
+    -0.023849465019556843,
+    0.03782845550726404,
+];
+#[allow(
+    clippy::approx_constant,
+    reason = "pywavelets' coefficients, digit for digit"
+)]
+const BIOR4_4_REC_LO: &[f64] = &[
+    0.0,
+    -0.06453888262869706,
+    -0.04068941760916406,
+    0.41809227322161724,
+    0.7884856164055829,
+    0.41809227322161724,
+    -0.04068941760916406,
+    -0.06453888262869706,
+    0.0,
+    0.0,
+];
 
 impl Wavelet {
     /// Every wavelet.
-    pub const ALL: [Wavelet; 6] = [Wavelet::Haar, Wavelet::Db2, Wavelet::Db4, Wavelet::Sym4, Wavelet::Bior2_2, Wavelet::Bior4_4];
+    pub const ALL: [Wavelet; 6] = [
+        Wavelet::Haar,
+        Wavelet::Db2,
+        Wavelet::Db4,
+        Wavelet::Sym4,
+        Wavelet::Bior2_2,
+        Wavelet::Bior4_4,
+    ];
 
     /// pywavelets' name.
     pub fn name(self) -> &'static str {
@@ -96,8 +225,16 @@ impl Wavelet {
     pub fn filters(self) -> [Vec<f64>; 4] {
         let (dec_lo, rec_lo) = self.lows();
         let sign = |k: usize| if k.is_multiple_of(2) { 1.0 } else { -1.0 };
-        let dec_hi = rec_lo.iter().enumerate().map(|(k, v)| -sign(k) * v).collect();
-        let rec_hi = dec_lo.iter().enumerate().map(|(k, v)| sign(k) * v).collect();
+        let dec_hi = rec_lo
+            .iter()
+            .enumerate()
+            .map(|(k, v)| -sign(k) * v)
+            .collect();
+        let rec_hi = dec_lo
+            .iter()
+            .enumerate()
+            .map(|(k, v)| sign(k) * v)
+            .collect();
         [dec_lo.to_vec(), dec_hi, rec_lo.to_vec(), rec_hi]
     }
 
@@ -163,6 +300,8 @@ pub struct Dwt {
     pub mode: Mode,
     /// Analysis (true) or synthesis.
     pub forward: bool,
+    /// Sample type of both sides: f32, or f16 where the adapter has it (filters and sums stay f32).
+    pub dtype: DType,
     /// Signal length along the axis (the forward input's, the inverse output's after cropping to it).
     pub n: usize,
     /// Leading batch dimensions of the contiguous side.
@@ -222,13 +361,20 @@ impl Dwt {
         if self.outer_hi * self.outer_lo * m * self.inner == 0 {
             return 0;
         }
-        self.band_stride + (self.outer_hi - 1) * self.hi_stride + (self.outer_lo - 1) * self.lo_stride + (m - 1) * self.k_stride + self.inner
+        self.band_stride
+            + (self.outer_hi - 1) * self.hi_stride
+            + (self.outer_lo - 1) * self.lo_stride
+            + (m - 1) * self.k_stride
+            + self.inner
     }
 
     fn params(&self) -> Result<Params, KernelError> {
         let m = self.coeffs();
         // One invocation per line; each walks the line's positions.
-        let total = self.outer_hi.saturating_mul(self.outer_lo).saturating_mul(self.inner);
+        let total = self
+            .outer_hi
+            .saturating_mul(self.outer_lo)
+            .saturating_mul(self.inner);
         plan::index_u32("dwt", "signal", self.signal_len().max(self.banded_len()))?;
         let s = |v: usize| plan::index_u32("dwt", "stride", v);
         Ok(Params {
@@ -240,24 +386,79 @@ impl Dwt {
             taps: self.wavelet.taps() as u32,
             mode: self.mode.code(),
             pad0: 0,
-            strides: [s(self.band_stride)?, s(self.hi_stride)?, s(self.lo_stride)?, s(self.k_stride)?],
+            strides: [
+                s(self.band_stride)?,
+                s(self.hi_stride)?,
+                s(self.lo_stride)?,
+                s(self.k_stride)?,
+            ],
         })
     }
 }
 
 /// Plans one launch.
 pub fn plan(d: &Dwt, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-    let auto = if d.forward { "forward" } else { "inverse" };
-    let v = plan::select("dwt", auto, "it is the requested direction", caps, choice)?;
-    plan::ensure(v.define("INVERSE").is_some() != d.forward, "dwt", || format!("variant {} goes the other way", v.id()))?;
-    plan::ensure(d.n > 0 && d.inner > 0 && d.outer_hi > 0 && d.outer_lo > 0, "dwt", || "every dimension must be at least 1".into())?;
-    // pywavelets' synthesis in the extension modes needs each band at least half a filter long.
-    plan::ensure(d.mode == Mode::Periodization || d.forward || d.coeffs() >= d.wavelet.taps() / 2, "dwt", || {
-        format!("{} coefficients are too few for the inverse with {} taps", d.coeffs(), d.wavelet.taps())
+    plan::ensure(matches!(d.dtype, DType::F32 | DType::F16), "dwt", || {
+        format!("samples must be f32 or f16, not {}", d.dtype)
     })?;
+    let auto = format!(
+        "{}_{}_t{}",
+        if d.forward { "forward" } else { "inverse" },
+        d.dtype.name(),
+        d.wavelet.taps()
+    );
+    let v = plan::select(
+        "dwt",
+        &auto,
+        "it is the requested direction, sample type and filter length",
+        caps,
+        choice,
+    )?;
+    plan::ensure(
+        v.define_u32("TAPS") as usize == d.wavelet.taps(),
+        "dwt",
+        || {
+            format!(
+                "variant {} is built for another filter length than {}'s",
+                v.id(),
+                d.wavelet.name()
+            )
+        },
+    )?;
+    plan::ensure(v.define("INVERSE").is_some() != d.forward, "dwt", || {
+        format!("variant {} goes the other way", v.id())
+    })?;
+    plan::ensure(v.define("ELEM") == Some(d.dtype.name()), "dwt", || {
+        format!("variant {} does not store {}", v.id(), d.dtype)
+    })?;
+    plan::ensure(
+        d.n > 0 && d.inner > 0 && d.outer_hi > 0 && d.outer_lo > 0,
+        "dwt",
+        || "every dimension must be at least 1".into(),
+    )?;
+    // pywavelets' synthesis in the extension modes needs each band at least half a filter long.
+    plan::ensure(
+        d.mode == Mode::Periodization || d.forward || d.coeffs() >= d.wavelet.taps() / 2,
+        "dwt",
+        || {
+            format!(
+                "{} coefficients are too few for the inverse with {} taps",
+                d.coeffs(),
+                d.wavelet.taps()
+            )
+        },
+    )?;
     let params = d.params()?;
-    let workgroups = plan::grid_1d("dwt", u64::from(params.total).div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-    Ok(Plan { variant: v, params: bytemuck::bytes_of(&params).to_vec(), workgroups })
+    let workgroups = plan::grid_1d(
+        "dwt",
+        u64::from(params.total).div_ceil(u64::from(v.define_u32("WG"))),
+        caps,
+    )?;
+    Ok(Plan {
+        variant: v,
+        params: bytemuck::bytes_of(&params).to_vec(),
+        workgroups,
+    })
 }
 
 /// The sample of the extended signal at `idx` (may be outside 0..n), as pywavelets extends it; `None` is a
@@ -277,20 +478,36 @@ fn extended(mode: Mode, idx: i64, n: usize) -> Option<usize> {
     }
 }
 
-/// CPU twin: the shader's index arithmetic, accumulating taps in ascending order in f32.
+/// CPU twin: the shader's index arithmetic, accumulating taps in ascending order in f32. For an f16
+/// launch the samples are f16 values held as f32 and every stored result is rounded to f16, as the shader
+/// stores it.
 pub fn cpu(d: &Dwt, src: &[f32], dst: &mut [f32]) {
+    let store = |v: f32| {
+        if d.dtype == DType::F16 {
+            half::f16::from_f32(v).to_f32()
+        } else {
+            v
+        }
+    };
     let bank = d.wavelet.filter_bank();
     let taps = d.wavelet.taps();
     let f = |which: usize, j: usize| bank[which * taps + j];
     let m = d.coeffs();
-    let banded = |b: usize, hi: usize, lo: usize, k: usize, r: usize| b * d.band_stride + hi * d.hi_stride + lo * d.lo_stride + k * d.k_stride + r;
-    let contiguous = |hi: usize, lo: usize, k: usize, r: usize| ((hi * d.outer_lo + lo) * d.n + k) * d.inner + r;
+    let banded = |b: usize, hi: usize, lo: usize, k: usize, r: usize| {
+        b * d.band_stride + hi * d.hi_stride + lo * d.lo_stride + k * d.k_stride + r
+    };
+    let contiguous =
+        |hi: usize, lo: usize, k: usize, r: usize| ((hi * d.outer_lo + lo) * d.n + k) * d.inner + r;
     for hi in 0..d.outer_hi {
         for lo in 0..d.outer_lo {
             for r in 0..d.inner {
                 if d.forward {
                     for k in 0..m {
-                        let i = if d.mode == Mode::Periodization { taps / 2 + 2 * k } else { 1 + 2 * k } as i64;
+                        let i = if d.mode == Mode::Periodization {
+                            taps / 2 + 2 * k
+                        } else {
+                            1 + 2 * k
+                        } as i64;
                         let (mut a, mut b) = (0.0f32, 0.0f32);
                         for j in 0..taps {
                             if let Some(at) = extended(d.mode, i - j as i64, d.n) {
@@ -299,8 +516,8 @@ pub fn cpu(d: &Dwt, src: &[f32], dst: &mut [f32]) {
                                 b += f(1, j) * x;
                             }
                         }
-                        dst[banded(0, hi, lo, k, r)] = a;
-                        dst[banded(1, hi, lo, k, r)] = b;
+                        dst[banded(0, hi, lo, k, r)] = store(a);
+                        dst[banded(1, hi, lo, k, r)] = store(b);
                     }
                 } else {
                     for t in 0..d.n {
@@ -308,9 +525,10 @@ pub fn cpu(d: &Dwt, src: &[f32], dst: &mut [f32]) {
                         let mut acc = 0.0f32;
                         for j in 0..taps / 2 {
                             let k = (i - j as i64).rem_euclid(m as i64) as usize;
-                            acc += f(2, 2 * j + p) * src[banded(0, hi, lo, k, r)] + f(3, 2 * j + p) * src[banded(1, hi, lo, k, r)];
+                            acc += f(2, 2 * j + p) * src[banded(0, hi, lo, k, r)]
+                                + f(3, 2 * j + p) * src[banded(1, hi, lo, k, r)];
                         }
-                        dst[contiguous(hi, lo, t, r)] = acc;
+                        dst[contiguous(hi, lo, t, r)] = store(acc);
                     }
                 }
             }

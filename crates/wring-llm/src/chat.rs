@@ -15,19 +15,37 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message.
     pub fn new(role: &str, content: &str) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
 /// Renders `messages` with a chat template; `add_generation_prompt` appends the assistant's opening.
-pub fn render(template: &str, messages: &[ChatMessage], add_generation_prompt: bool, bos: &str, eos: &str) -> Result<String, LlmError> {
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos: &str,
+    eos: &str,
+) -> Result<String, LlmError> {
     let mut env = minijinja::Environment::new();
     // Templates call raise_exception to reject conversations they cannot format.
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template("chat", template).map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
-    let t = env.get_template("chat").map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
+    let t = env
+        .get_template("chat")
+        .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
     t.render(minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
@@ -45,18 +63,43 @@ mod tests {
 
     #[test]
     fn renders_smollm2s_template() {
-        let out = render(SMOLLM2, &[ChatMessage::new("user", "Hi")], true, "<|im_start|>", "<|im_end|>").unwrap();
+        let out = render(
+            SMOLLM2,
+            &[ChatMessage::new("user", "Hi")],
+            true,
+            "<|im_start|>",
+            "<|im_end|>",
+        )
+        .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-        let out = render(SMOLLM2, &[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")], false, "", "").unwrap();
-        assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        let out = render(
+            SMOLLM2,
+            &[
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", "Hi"),
+            ],
+            false,
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]
     fn template_errors_are_reported() {
-        assert!(render("{{ raise_exception('no') }}", &[], true, "", "").unwrap_err().to_string().contains("no"));
+        assert!(
+            render("{{ raise_exception('no') }}", &[], true, "", "")
+                .unwrap_err()
+                .to_string()
+                .contains("no")
+        );
         assert!(render("{% for %}", &[], true, "", "").is_err());
     }
 }

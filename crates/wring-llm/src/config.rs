@@ -52,16 +52,26 @@ fn get_u(g: &Gguf, key: &str) -> Result<usize, LlmError> {
 fn get_f(g: &Gguf, key: &str, default: f64) -> Result<f32, LlmError> {
     match g.get(key) {
         None => Ok(default as f32),
-        Some(v) => v.as_f64().map(|v| v as f32).ok_or_else(|| LlmError::Unsupported(format!("{key} = {v:?} is not a number"))),
+        Some(v) => v
+            .as_f64()
+            .map(|v| v as f32)
+            .ok_or_else(|| LlmError::Unsupported(format!("{key} = {v:?} is not a number"))),
     }
 }
 
 impl LlamaConfig {
     /// Reads and checks the hyperparameters.
     pub fn from_gguf(g: &Gguf) -> Result<LlamaConfig, LlmError> {
-        let arch = g.require("general.architecture")?.as_str().unwrap_or_default().to_string();
+        let arch = g
+            .require("general.architecture")?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !LLAMA_LIKE.contains(&arch.as_str()) {
-            return Err(LlmError::Unsupported(format!("architecture `{arch}`; wring runs {}", LLAMA_LIKE.join(", "))));
+            return Err(LlmError::Unsupported(format!(
+                "architecture `{arch}`; wring runs {}",
+                LLAMA_LIKE.join(", ")
+            )));
         }
         let k = |s: &str| format!("{arch}.{s}");
         let n_embd = get_u(g, &k("embedding_length"))?;
@@ -81,11 +91,17 @@ impl LlamaConfig {
             None => head_dim,
         };
         if rope_dims > head_dim || rope_dims % 2 != 0 {
-            return Err(LlmError::Unsupported(format!("rope dimension count {rope_dims} with head size {head_dim}")));
+            return Err(LlmError::Unsupported(format!(
+                "rope dimension count {rope_dims} with head size {head_dim}"
+            )));
         }
         let vocab = match g.get(&k("vocab_size")) {
             Some(_) => get_u(g, &k("vocab_size"))?,
-            None => g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(<[Value]>::len).unwrap_or(0),
+            None => g
+                .get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .map(<[Value]>::len)
+                .unwrap_or(0),
         };
         let cfg = LlamaConfig {
             n_layers: get_u(g, &k("block_count"))?,
@@ -110,7 +126,8 @@ impl LlamaConfig {
     /// Every tensor the forward pass reads must exist with the shape the hyperparameters imply.
     fn check_tensors(&self, g: &Gguf) -> Result<(), LlmError> {
         let kv = self.n_kv_heads * self.head_dim;
-        let mut want: Vec<(String, [usize; 2])> = vec![("token_embd.weight".into(), [self.n_embd, self.vocab])];
+        let mut want: Vec<(String, [usize; 2])> =
+            vec![("token_embd.weight".into(), [self.n_embd, self.vocab])];
         want.push(("output_norm.weight".into(), [self.n_embd, 1]));
         if !self.tied_output {
             want.push(("output.weight".into(), [self.n_embd, self.vocab]));
@@ -130,10 +147,21 @@ impl LlamaConfig {
             ]);
         }
         for (name, [inner, outer]) in want {
-            let t = g.tensor(&name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
-            let dims: Vec<u64> = t.dims.iter().copied().chain(std::iter::repeat(1)).take(2).collect();
+            let t = g
+                .tensor(&name)
+                .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+            let dims: Vec<u64> = t
+                .dims
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(1))
+                .take(2)
+                .collect();
             if dims != [inner as u64, outer as u64] || t.dims.len() > 2 {
-                return Err(LlmError::Unsupported(format!("tensor `{name}` has shape {:?}, expected [{inner}, {outer}]", t.dims)));
+                return Err(LlmError::Unsupported(format!(
+                    "tensor `{name}` has shape {:?}, expected [{inner}, {outer}]",
+                    t.dims
+                )));
             }
         }
         Ok(())

@@ -69,13 +69,24 @@ pub fn export(g: &Gguf, dir: &Path) -> Result<(), LlmError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in &g.tensors {
-        let Some(name) = hf_name(&t.name) else { continue };
+        let Some(name) = hf_name(&t.name) else {
+            continue;
+        };
         let len = t.len() as usize;
         let data = g.tensor_data(t);
         let mut values: Vec<f32> = match t.ggml_type {
-            0 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            1 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            ty => BlockFormat::from_ggml_type(ty).map_err(io)?.dequantize_to_vec(data, len).map_err(io)?,
+            0 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            1 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            ty => BlockFormat::from_ggml_type(ty)
+                .map_err(io)?
+                .dequantize_to_vec(data, len)
+                .map_err(io)?,
         };
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         if t.name.ends_with("attn_q.weight") {
@@ -83,11 +94,18 @@ pub fn export(g: &Gguf, dir: &Path) -> Result<(), LlmError> {
         } else if t.name.ends_with("attn_k.weight") {
             values = unpermute(&values, cfg.n_kv_heads, cfg.n_embd);
         }
-        tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        tensors.push((
+            name,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, d)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).map(|v| (n.clone(), v)))
+        .map(|(n, s, d)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                .map(|v| (n.clone(), v))
+        })
         .collect::<Result<_, _>>()
         .map_err(io)?;
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).map_err(io)?;
@@ -108,7 +126,11 @@ pub fn export(g: &Gguf, dir: &Path) -> Result<(), LlmError> {
         "eos_token_id": tok.eos,
         "torch_dtype": "float32",
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).map_err(io)?).map_err(io)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).map_err(io)?,
+    )
+    .map_err(io)?;
     std::fs::write(dir.join("tokenizer.json"), tok.to_json()?).map_err(io)?;
     Ok(())
 }
@@ -122,7 +144,10 @@ pub struct HfModel {
 
 impl std::fmt::Debug for HfModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HfModel").field("cfg", &self.cfg).field("tensors", &self.offsets.len()).finish()
+        f.debug_struct("HfModel")
+            .field("cfg", &self.cfg)
+            .field("tensors", &self.offsets.len())
+            .finish()
     }
 }
 
@@ -130,15 +155,26 @@ impl HfModel {
     /// Opens `dir/config.json` and `dir/model.safetensors`.
     pub fn open(dir: &Path) -> Result<HfModel, LlmError> {
         let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(io)?).map_err(io)?;
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).map_err(io)?)
+                .map_err(io)?;
         let u = |k: &str| -> Result<usize, LlmError> {
-            config[k].as_u64().map(|v| v as usize).filter(|&v| v > 0 && v < 1 << 24).ok_or_else(|| LlmError::Unsupported(format!("config.json: `{k}` missing or implausible")))
+            config[k]
+                .as_u64()
+                .map(|v| v as usize)
+                .filter(|&v| v > 0 && v < 1 << 24)
+                .ok_or_else(|| {
+                    LlmError::Unsupported(format!("config.json: `{k}` missing or implausible"))
+                })
         };
         let n_embd = u("hidden_size")?;
         let n_heads = u("num_attention_heads")?;
-        let n_kv_heads = config["num_key_value_heads"].as_u64().map_or(Ok(n_heads), |_| u("num_key_value_heads"))?;
+        let n_kv_heads = config["num_key_value_heads"]
+            .as_u64()
+            .map_or(Ok(n_heads), |_| u("num_key_value_heads"))?;
         if n_embd % n_heads != 0 || n_heads % n_kv_heads != 0 {
-            return Err(LlmError::Unsupported("config.json: head counts do not divide the hidden size".into()));
+            return Err(LlmError::Unsupported(
+                "config.json: head counts do not divide the hidden size".into(),
+            ));
         }
         let cfg = LlamaConfig {
             architecture: config["model_type"].as_str().unwrap_or("llama").into(),
@@ -165,20 +201,45 @@ impl HfModel {
         let mut offsets = HashMap::new();
         for (name, view) in st.tensors() {
             let start = view.data().as_ptr() as usize - base;
-            offsets.insert(name, (view.dtype(), view.shape().to_vec(), start..start + view.data().len()));
+            offsets.insert(
+                name,
+                (
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    start..start + view.data().len(),
+                ),
+            );
         }
         Ok(HfModel { cfg, map, offsets })
     }
 
     fn values(&self, gguf_name: &str) -> Result<(Vec<usize>, Vec<f32>), LlmError> {
-        let name = hf_name(gguf_name).ok_or_else(|| LlmError::Unsupported(format!("no Hugging Face name for `{gguf_name}`")))?;
-        let (dtype, shape, range) = self.offsets.get(&name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+        let name = hf_name(gguf_name).ok_or_else(|| {
+            LlmError::Unsupported(format!("no Hugging Face name for `{gguf_name}`"))
+        })?;
+        let (dtype, shape, range) = self
+            .offsets
+            .get(&name)
+            .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
         let b = &self.map[range.clone()];
         let values = match dtype {
-            safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            safetensors::Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            safetensors::Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(LlmError::Unsupported(format!("tensor `{name}` is {other:?}; wring reads F32, F16 and BF16"))),
+            safetensors::Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(LlmError::Unsupported(format!(
+                    "tensor `{name}` is {other:?}; wring reads F32, F16 and BF16"
+                )));
+            }
         };
         Ok((shape.clone(), values))
     }

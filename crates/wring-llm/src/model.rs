@@ -32,18 +32,33 @@ enum Projection {
 }
 
 impl Projection {
-    fn load(ctx: &Context, src: &dyn WeightSource, names: &[String]) -> Result<Projection, LlmError> {
+    fn load(
+        ctx: &Context,
+        src: &dyn WeightSource,
+        names: &[String],
+    ) -> Result<Projection, LlmError> {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         Ok(match src.stacked(ctx, &names)? {
             Some(t) => Projection::Stacked(t),
-            None => Projection::Split(names.iter().map(|n| src.matrix(ctx, n)).collect::<Result<_, _>>()?),
+            None => Projection::Split(
+                names
+                    .iter()
+                    .map(|n| src.matrix(ctx, n))
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 
     /// Multiplies `x` [t, k] by every projection into `out`'s scratch for this kind of projection
     /// (allocated on first use, then shared by every layer). Stacked, the result is one tensor [t, sum of
     /// rows] whose parts are read in place through a stride; split, one dense tensor per part.
-    fn apply<'o>(&self, ctx: &Context, step: &mut wring_runtime::Step<'_>, x: &Tensor, out: &'o mut ProjectionOutput) -> Result<&'o [(Tensor, Strided)], LlmError> {
+    fn apply<'o>(
+        &self,
+        ctx: &Context,
+        step: &mut wring_runtime::Step<'_>,
+        x: &Tensor,
+        out: &'o mut ProjectionOutput,
+    ) -> Result<&'o [(Tensor, Strided)], LlmError> {
         let t = x.shape()[0];
         let widths = &out.widths;
         match self {
@@ -54,7 +69,13 @@ impl Projection {
                     let mut offset = 0;
                     let mut parts = Vec::new();
                     for width in widths {
-                        parts.push((y.clone(), Strided { stride: row, offset }));
+                        parts.push((
+                            y.clone(),
+                            Strided {
+                                stride: row,
+                                offset,
+                            },
+                        ));
                         offset += width;
                     }
                     out.stacked = Some(parts);
@@ -65,7 +86,15 @@ impl Projection {
             }
             Projection::Split(ws) => {
                 if out.split.is_none() {
-                    let parts = widths.iter().map(|&width| Ok((ctx.empty(&[t, width], DType::F32)?, Strided { stride: width, offset: 0 })));
+                    let parts = widths.iter().map(|&width| {
+                        Ok((
+                            ctx.empty(&[t, width], DType::F32)?,
+                            Strided {
+                                stride: width,
+                                offset: 0,
+                            },
+                        ))
+                    });
                     out.split = Some(parts.collect::<Result<_, LlmError>>()?);
                 }
                 let parts = out.split.as_deref().expect("allocated above");
@@ -87,7 +116,11 @@ struct ProjectionOutput {
 
 impl ProjectionOutput {
     fn new(widths: &[usize]) -> ProjectionOutput {
-        ProjectionOutput { widths: widths.to_vec(), stacked: None, split: None }
+        ProjectionOutput {
+            widths: widths.to_vec(),
+            stacked: None,
+            split: None,
+        }
     }
 }
 
@@ -110,7 +143,10 @@ pub struct Llama {
 
 impl std::fmt::Debug for Llama {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Llama").field("cfg", &self.cfg).field("pos", &self.pos).finish()
+        f.debug_struct("Llama")
+            .field("cfg", &self.cfg)
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -124,16 +160,27 @@ fn upload_bytes(ctx: &Context, t: &TensorInfo, data: &[u8]) -> Result<Tensor, Ll
     let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
     Ok(match t.ggml_type {
         0 => {
-            let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v: Vec<f32> = data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             ctx.upload(&shape, &v)?
         }
         1 => {
-            let v: Vec<f16> = data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect();
+            let v: Vec<f16> = data
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect();
             ctx.upload(&shape, &v)?
         }
         ty => {
-            let f = BlockFormat::from_ggml_type(ty)
-                .map_err(|_| LlmError::Unsupported(format!("tensor `{}` is stored as {}, which wring cannot run yet", t.name, t.type_name())))?;
+            let f = BlockFormat::from_ggml_type(ty).map_err(|_| {
+                LlmError::Unsupported(format!(
+                    "tensor `{}` is stored as {}, which wring cannot run yet",
+                    t.name,
+                    t.type_name()
+                ))
+            })?;
             ctx.upload_blocks(&shape, f, data)?
         }
     })
@@ -141,9 +188,14 @@ fn upload_bytes(ctx: &Context, t: &TensorInfo, data: &[u8]) -> Result<Tensor, Ll
 
 /// A 1-D weight (norms) as an f32 vector, whatever its stored float type.
 fn upload_vector(ctx: &Context, g: &Gguf, name: &str) -> Result<Tensor, LlmError> {
-    let t = g.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+    let t = g
+        .tensor(name)
+        .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
     if t.ggml_type != 0 {
-        return Err(LlmError::Unsupported(format!("norm `{name}` is {}, expected F32", t.type_name())));
+        return Err(LlmError::Unsupported(format!(
+            "norm `{name}` is {}, expected F32",
+            t.type_name()
+        )));
     }
     upload(ctx, g, t)
 }
@@ -170,7 +222,9 @@ impl WeightSource for Gguf {
     }
 
     fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
-        let t = self.tensor(name).ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
         upload(ctx, self, t)
     }
 
@@ -179,27 +233,51 @@ impl WeightSource for Gguf {
     }
 
     fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Tensor>, LlmError> {
-        let infos: Vec<&TensorInfo> = names.iter().map(|n| self.tensor(n).ok_or_else(|| LlmError::Unsupported(format!("tensor `{n}` is missing")))).collect::<Result<_, _>>()?;
+        let infos: Vec<&TensorInfo> = names
+            .iter()
+            .map(|n| {
+                self.tensor(n)
+                    .ok_or_else(|| LlmError::Unsupported(format!("tensor `{n}` is missing")))
+            })
+            .collect::<Result<_, _>>()?;
         let first = infos[0];
-        if infos.iter().any(|t| t.ggml_type != first.ggml_type || t.dims.len() != 2 || t.dims[0] != first.dims[0]) {
+        if infos.iter().any(|t| {
+            t.ggml_type != first.ggml_type || t.dims.len() != 2 || t.dims[0] != first.dims[0]
+        }) {
             return Ok(None);
         }
         // Rows of every GGUF type are whole blocks, so the tensors' bytes concatenate into the stacked rows.
         let rows: u64 = infos.iter().map(|t| t.dims[1]).sum();
-        let bytes: Vec<u8> = infos.iter().flat_map(|t| self.tensor_data(t).iter().copied()).collect();
-        let stacked = TensorInfo { dims: vec![first.dims[0], rows], ..first.clone() };
+        let bytes: Vec<u8> = infos
+            .iter()
+            .flat_map(|t| self.tensor_data(t).iter().copied())
+            .collect();
+        let stacked = TensorInfo {
+            dims: vec![first.dims[0], rows],
+            ..first.clone()
+        };
         Ok(Some(upload_bytes(ctx, &stacked, &bytes)?))
     }
 }
 
 impl Llama {
     /// Loads a llama-family GGUF onto the device, with a KV cache of `max_context` positions.
-    pub fn load(ctx: &Context, g: &Gguf, max_context: usize, progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
+    pub fn load(
+        ctx: &Context,
+        g: &Gguf,
+        max_context: usize,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Llama, LlmError> {
         Llama::load_from(ctx, g, max_context, progress)
     }
 
     /// Loads a model from any weight source.
-    pub fn load_from(ctx: &Context, src: &dyn WeightSource, max_context: usize, mut progress: impl FnMut(usize, usize)) -> Result<Llama, LlmError> {
+    pub fn load_from(
+        ctx: &Context,
+        src: &dyn WeightSource,
+        max_context: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Llama, LlmError> {
         let cfg = src.config()?;
         let max_context = max_context.min(cfg.context).max(1);
         let get = |name: &str| src.matrix(ctx, name);
@@ -222,7 +300,11 @@ impl Llama {
         Ok(Llama {
             tok_embd: get("token_embd.weight")?,
             output_norm: src.vector(ctx, "output_norm.weight")?,
-            output: if cfg.tied_output { None } else { Some(get("output.weight")?) },
+            output: if cfg.tied_output {
+                None
+            } else {
+                Some(get("output.weight")?)
+            },
             layers,
             max_context,
             pos: 0,
@@ -243,17 +325,29 @@ impl Llama {
 
     /// Runs `tokens` at the next positions, appends them to the cache, and returns the logits of every
     /// position (`all_logits`) or of the last one, as [rows][vocab]. One step, one command buffer.
-    pub fn forward(&mut self, ctx: &Context, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>, LlmError> {
+    pub fn forward(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>, LlmError> {
         let c = &self.cfg;
         let t = tokens.len();
         if t == 0 {
             return Err(LlmError::Request("no tokens to run".into()));
         }
         if self.pos + t > self.max_context {
-            return Err(LlmError::Request(format!("{} positions exceed the context of {}", self.pos + t, self.max_context)));
+            return Err(LlmError::Request(format!(
+                "{} positions exceed the context of {}",
+                self.pos + t,
+                self.max_context
+            )));
         }
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(LlmError::Request(format!("token {bad} is outside the vocabulary of {}", c.vocab)));
+            return Err(LlmError::Request(format!(
+                "token {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
         }
         let (e, kv, hd) = (c.n_embd, c.n_kv_heads * c.head_dim, c.head_dim);
         let pos0 = self.pos;
@@ -287,9 +381,21 @@ impl Llama {
         // barrier between launches that write and then read (or overwrite) the same buffer. Allocating per
         // layer would keep all of them alive until the step is submitted (hundreds of MiB for a long prompt).
         let (h, h2, qr) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_heads, hd])?);
-        let (scores, probs) = (f32t(&[t * c.n_heads * kv_len])?, f32t(&[t * c.n_heads * kv_len])?);
-        let (a, o, x_mid, d, gated) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_ff])?);
-        let (mut qkv_out, mut gate_up_out) = (ProjectionOutput::new(&[e, kv, kv]), ProjectionOutput::new(&[c.n_ff, c.n_ff]));
+        let (scores, probs) = (
+            f32t(&[t * c.n_heads * kv_len])?,
+            f32t(&[t * c.n_heads * kv_len])?,
+        );
+        let (a, o, x_mid, d, gated) = (
+            f32t(&[t, e])?,
+            f32t(&[t, e])?,
+            f32t(&[t, e])?,
+            f32t(&[t, e])?,
+            f32t(&[t, c.n_ff])?,
+        );
+        let (mut qkv_out, mut gate_up_out) = (
+            ProjectionOutput::new(&[e, kv, kv]),
+            ProjectionOutput::new(&[c.n_ff, c.n_ff]),
+        );
         // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
         // residual add is fused with the norm that follows it.
         for (i, layer) in self.layers.iter().enumerate() {
@@ -297,14 +403,59 @@ impl Llama {
             if i == 0 {
                 ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
             } else {
-                ops::rmsnorm_add(&mut step, &x_mid, &d, &layer.attn_norm, &h, &x, c.rms_eps, Choice::Auto)?;
+                ops::rmsnorm_add(
+                    &mut step,
+                    &x_mid,
+                    &d,
+                    &layer.attn_norm,
+                    &h,
+                    &x,
+                    c.rms_eps,
+                    Choice::Auto,
+                )?;
             }
             let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
-            let r = RopeQkv { rope, n_kv_heads: c.n_kv_heads, cache_pos: pos0, q: qkv[0].1, k: qkv[1].1, v: qkv[2].1 };
-            ops::rope_qkv(&mut step, &r, &qkv[0].0, &qkv[1].0, &qkv[2].0, &pos, &qr, &layer.k_cache, &layer.v_cache, Choice::Auto)?;
-            ops::attention(&mut step, &attn, &qr, &layer.k_cache, &layer.v_cache, &scores, &probs, &a)?;
+            let r = RopeQkv {
+                rope,
+                n_kv_heads: c.n_kv_heads,
+                cache_pos: pos0,
+                q: qkv[0].1,
+                k: qkv[1].1,
+                v: qkv[2].1,
+            };
+            ops::rope_qkv(
+                &mut step,
+                &r,
+                &qkv[0].0,
+                &qkv[1].0,
+                &qkv[2].0,
+                &pos,
+                &qr,
+                &layer.k_cache,
+                &layer.v_cache,
+                Choice::Auto,
+            )?;
+            ops::attention(
+                &mut step,
+                &attn,
+                &qr,
+                &layer.k_cache,
+                &layer.v_cache,
+                &scores,
+                &probs,
+                &a,
+            )?;
             ops::matmul_weights(&mut step, &layer.wo, &a, &o)?;
-            ops::rmsnorm_add(&mut step, &x, &o, &layer.ffn_norm, &h2, &x_mid, c.rms_eps, Choice::Auto)?;
+            ops::rmsnorm_add(
+                &mut step,
+                &x,
+                &o,
+                &layer.ffn_norm,
+                &h2,
+                &x_mid,
+                c.rms_eps,
+                Choice::Auto,
+            )?;
             let gu = layer.gate_up.apply(ctx, &mut step, &h2, &mut gate_up_out)?;
             if gu[0].0.shares_buffer(&gu[1].0) {
                 ops::silu_mul_halves(&mut step, &gu[0].0, &gated, Choice::Auto)?;
@@ -316,17 +467,37 @@ impl Llama {
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only
         // the rows whose logits are wanted.
         let xn_all = f32t(&[t, e])?;
-        ops::rmsnorm_add(&mut step, &x_mid, &d, &self.output_norm, &xn_all, &x, c.rms_eps, Choice::Auto)?;
+        ops::rmsnorm_add(
+            &mut step,
+            &x_mid,
+            &d,
+            &self.output_norm,
+            &xn_all,
+            &x,
+            c.rms_eps,
+            Choice::Auto,
+        )?;
         let rows = if all_logits { t } else { 1 };
-        let xn = if all_logits { xn_all } else { ctx.view(&xn_all, ((t - 1) * e * 4) as u64, &[1, e], DType::F32).or_else(|_| {
-            // Views need an aligned offset; otherwise copy the last row out.
-            let tmp = f32t(&[1, e])?;
-            let plan = wring_kernels::copy::plan_at(e, (t - 1) * e, 0, step.caps(), Choice::Auto)?;
-            step.launch(&plan, &[("src", &xn_all), ("dst", &tmp)])?;
-            Ok::<Tensor, wring_runtime::Error>(tmp)
-        })? };
+        let xn = if all_logits {
+            xn_all
+        } else {
+            ctx.view(&xn_all, ((t - 1) * e * 4) as u64, &[1, e], DType::F32)
+                .or_else(|_| {
+                    // Views need an aligned offset; otherwise copy the last row out.
+                    let tmp = f32t(&[1, e])?;
+                    let plan =
+                        wring_kernels::copy::plan_at(e, (t - 1) * e, 0, step.caps(), Choice::Auto)?;
+                    step.launch(&plan, &[("src", &xn_all), ("dst", &tmp)])?;
+                    Ok::<Tensor, wring_runtime::Error>(tmp)
+                })?
+        };
         let logits = f32t(&[rows, c.vocab])?;
-        ops::matmul_weights(&mut step, self.output.as_ref().unwrap_or(&self.tok_embd), &xn, &logits)?;
+        ops::matmul_weights(
+            &mut step,
+            self.output.as_ref().unwrap_or(&self.tok_embd),
+            &xn,
+            &logits,
+        )?;
         let report = step.submit()?;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
@@ -361,14 +532,20 @@ impl Llama {
         bos: Option<u32>,
     ) -> Result<Perplexity, LlmError> {
         if n_ctx < 4 || n_ctx > self.max_context {
-            return Err(LlmError::Request(format!("context {n_ctx} must be between 4 and the cache's {}", self.max_context)));
+            return Err(LlmError::Request(format!(
+                "context {n_ctx} must be between 4 and the cache's {}",
+                self.max_context
+            )));
         }
         let mut chunks = tokens.len() / n_ctx;
         if let Some(m) = max_chunks {
             chunks = chunks.min(m);
         }
         if chunks == 0 {
-            return Err(LlmError::Request(format!("{} tokens do not fill one chunk of {n_ctx}", tokens.len())));
+            return Err(LlmError::Request(format!(
+                "{} tokens do not fill one chunk of {n_ctx}",
+                tokens.len()
+            )));
         }
         let vocab = self.cfg.vocab;
         let first = n_ctx / 2;
@@ -392,7 +569,12 @@ impl Llama {
             running.push((nll / count as f64).exp());
         }
         self.reset();
-        Ok(Perplexity { ppl: (nll / count as f64).exp(), chunks, scored: count, running })
+        Ok(Perplexity {
+            ppl: (nll / count as f64).exp(),
+            chunks,
+            scored: count,
+            running,
+        })
     }
 }
 
@@ -432,7 +614,10 @@ pub struct Generation<'a> {
 
 impl std::fmt::Debug for Generation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation").field("seen", &self.seen.len()).field("left", &self.left).finish()
+        f.debug_struct("Generation")
+            .field("seen", &self.seen.len())
+            .field("left", &self.left)
+            .finish()
     }
 }
 
@@ -449,7 +634,16 @@ impl Llama {
     ) -> Result<Generation<'a>, LlmError> {
         self.reset();
         let logits = self.forward(ctx, prompt, false)?;
-        Ok(Generation { model: self, ctx, sampler, stop: stop.to_vec(), seen: prompt.to_vec(), logits: Some(logits), left: max_tokens, cancel })
+        Ok(Generation {
+            model: self,
+            ctx,
+            sampler,
+            stop: stop.to_vec(),
+            seen: prompt.to_vec(),
+            logits: Some(logits),
+            left: max_tokens,
+            cancel,
+        })
     }
 }
 

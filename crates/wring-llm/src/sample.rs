@@ -21,8 +21,23 @@ pub struct Sampler {
 
 impl Sampler {
     /// A sampler with these settings.
-    pub fn new(temperature: f32, top_k: usize, top_p: f32, min_p: f32, repeat_penalty: f32, seed: u64) -> Sampler {
-        Sampler { temperature, top_k, top_p, min_p, repeat_penalty, seed, state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }
+    pub fn new(
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        seed: u64,
+    ) -> Sampler {
+        Sampler {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            seed,
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
     }
 
     /// Greedy decoding.
@@ -44,22 +59,37 @@ impl Sampler {
         if self.repeat_penalty != 1.0 {
             for &t in seen {
                 if let Some(v) = l.get_mut(t as usize) {
-                    *v = if *v > 0.0 { *v / self.repeat_penalty } else { *v * self.repeat_penalty };
+                    *v = if *v > 0.0 {
+                        *v / self.repeat_penalty
+                    } else {
+                        *v * self.repeat_penalty
+                    };
                 }
             }
         }
         // Greedy: the first of the largest logits, as llama.cpp's greedy sampler picks.
-        let argmax = l.iter().enumerate().fold(0, |best, (i, &v)| if v > l[best] { i } else { best });
+        let argmax = l
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, &v)| if v > l[best] { i } else { best });
         if self.temperature <= 0.0 {
             return argmax as u32;
         }
-        let mut cand: Vec<(usize, f32)> = l.iter().copied().enumerate().filter(|(_, v)| v.is_finite()).collect();
+        let mut cand: Vec<(usize, f32)> = l
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.top_k > 0 {
             cand.truncate(self.top_k);
         }
         let max = cand[0].1;
-        let mut probs: Vec<f64> = cand.iter().map(|&(_, v)| f64::from((v - max) / self.temperature).exp()).collect();
+        let mut probs: Vec<f64> = cand
+            .iter()
+            .map(|&(_, v)| f64::from((v - max) / self.temperature).exp())
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         let mut keep = probs.len();
@@ -99,7 +129,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let draw = |seed| {
             let mut s = Sampler::new(0.8, 40, 0.95, 0.05, 1.1, seed);
-            (0..20).map(|_| s.sample(&logits, &[3, 4])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&logits, &[3, 4]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));

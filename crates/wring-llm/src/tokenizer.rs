@@ -46,7 +46,11 @@ pub struct GgufTokenizer {
 
 impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GgufTokenizer").field("vocab", &self.inner.get_vocab_size(true)).field("bos", &self.bos).field("eos", &self.eos).finish()
+        f.debug_struct("GgufTokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish()
     }
 }
 
@@ -55,12 +59,18 @@ fn strings<'a>(g: &'a Gguf, key: &str) -> Result<Vec<&'a str>, TokenizerError> {
         .and_then(Value::as_array)
         .ok_or_else(|| TokenizerError::Metadata(format!("{key} is missing or not an array")))?
         .iter()
-        .map(|v| v.as_str().ok_or_else(|| TokenizerError::Metadata(format!("{key} holds a non-string"))))
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| TokenizerError::Metadata(format!("{key} holds a non-string")))
+        })
         .collect()
 }
 
 fn token_id(g: &Gguf, key: &str, vocab: usize) -> Option<u32> {
-    g.get(key).and_then(Value::as_u64).filter(|&v| (v as usize) < vocab).map(|v| v as u32)
+    g.get(key)
+        .and_then(Value::as_u64)
+        .filter(|&v| (v as usize) < vocab)
+        .map(|v| v as u32)
 }
 
 fn flag(g: &Gguf, key: &str, default: bool) -> bool {
@@ -73,7 +83,10 @@ fn flag(g: &Gguf, key: &str, default: bool) -> bool {
 impl GgufTokenizer {
     /// Builds the tokenizer a GGUF file describes.
     pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer, TokenizerError> {
-        let model = g.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if model != "gpt2" {
             return Err(TokenizerError::Unsupported(model.into()));
         }
@@ -83,13 +96,19 @@ impl GgufTokenizer {
             Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         let merges: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| TokenizerError::Metadata(format!("merge `{m}` is not two tokens")))
+                    .ok_or_else(|| {
+                        TokenizerError::Metadata(format!("merge `{m}` is not two tokens"))
+                    })
             })
             .collect::<Result<_, _>>()?;
         let bpe = BPE::builder()
@@ -97,14 +116,21 @@ impl GgufTokenizer {
             .build()
             .map_err(|e| TokenizerError::Library(e.to_string()))?;
         let mut inner = Tokenizer::new(bpe);
-        let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        let pre = g
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM splits digits one by one, then applies GPT-2's regex;
         // "gpt2" and "default" apply GPT-2's regex alone.
         let byte_level = ByteLevel::new(false, true, true);
         let pre_tokenizer: PreTokenizerWrapper = match pre {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "gpt2" | "default" => byte_level.into(),
-            other => return Err(TokenizerError::Unsupported(format!("gpt2 with pre-tokenizer `{other}`"))),
+            other => {
+                return Err(TokenizerError::Unsupported(format!(
+                    "gpt2 with pre-tokenizer `{other}`"
+                )));
+            }
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -135,13 +161,19 @@ impl GgufTokenizer {
             add_bos: flag(g, "tokenizer.ggml.add_bos_token", false),
             add_eos: flag(g, "tokenizer.ggml.add_eos_token", false),
             stop_tokens,
-            chat_template: g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string),
+            chat_template: g
+                .get("tokenizer.chat_template")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 
     /// Token ids of `text`, with bos/eos added as the model's flags ask.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode(text, false).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 2);
         if self.add_bos
             && let Some(b) = self.bos
@@ -159,13 +191,29 @@ impl GgufTokenizer {
 
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(|e| TokenizerError::Library(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| TokenizerError::Library(e.to_string()))
     }
 
     /// The tokenizer of a Hugging Face `tokenizer.json`, with the special-token conventions given.
-    pub fn from_json_file(path: &std::path::Path, bos: Option<u32>, eos: Option<u32>, add_bos: bool) -> Result<GgufTokenizer, TokenizerError> {
-        let inner = Tokenizer::from_file(path).map_err(|e| TokenizerError::Library(e.to_string()))?;
-        Ok(GgufTokenizer { inner, bos, eos, add_bos, add_eos: false, stop_tokens: eos.into_iter().collect(), chat_template: None })
+    pub fn from_json_file(
+        path: &std::path::Path,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        add_bos: bool,
+    ) -> Result<GgufTokenizer, TokenizerError> {
+        let inner =
+            Tokenizer::from_file(path).map_err(|e| TokenizerError::Library(e.to_string()))?;
+        Ok(GgufTokenizer {
+            inner,
+            bos,
+            eos,
+            add_bos,
+            add_eos: false,
+            stop_tokens: eos.into_iter().collect(),
+            chat_template: None,
+        })
     }
 
     /// Vocabulary size, special tokens included.
@@ -175,7 +223,9 @@ impl GgufTokenizer {
 
     /// The Hugging Face `tokenizer.json` for this tokenizer (what `wring convert` writes beside the weights).
     pub fn to_json(&self) -> Result<String, TokenizerError> {
-        self.inner.to_string(true).map_err(|e| TokenizerError::Library(e.to_string()))
+        self.inner
+            .to_string(true)
+            .map_err(|e| TokenizerError::Library(e.to_string()))
     }
 }
 
@@ -205,7 +255,14 @@ impl<'a> TextStream<'a> {
     /// An empty stream that ends at the first of `stops` (empty strings are ignored).
     pub fn with_stops(tokenizer: &'a GgufTokenizer, stops: &[String]) -> TextStream<'a> {
         let stops = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
-        TextStream { tokenizer, ids: Vec::new(), text: String::new(), emitted: 0, stops, stopped: false }
+        TextStream {
+            tokenizer,
+            ids: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            stops,
+            stopped: false,
+        }
     }
 
     /// Adds a token; returns the text it completes (possibly empty). After a stop string nothing more is
@@ -222,7 +279,11 @@ impl<'a> TextStream<'a> {
         self.text = text;
         // A stop string may straddle the boundary of what was handed out only if it began in the held-back
         // tail, so searching from the emitted point is enough.
-        let first_stop = self.stops.iter().filter_map(|s| self.text[self.emitted..].find(s.as_str())).min();
+        let first_stop = self
+            .stops
+            .iter()
+            .filter_map(|s| self.text[self.emitted..].find(s.as_str()))
+            .min();
         let end = match first_stop {
             Some(at) => {
                 self.stopped = true;

@@ -12,7 +12,10 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -97,7 +100,10 @@ pub(crate) fn dequant_q6_k(b: &[u8], y: &mut [f32]) {
 
 /// `make_qkx2_quants`: a scale and (negated) min for `x` with weights, searching `nstep + 1` candidate
 /// scales around the min-max fit and keeping the one of least weighted error. Returns (scale, -min).
-#[expect(clippy::too_many_arguments, reason = "mirrors llama.cpp's signature so the two read side by side")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors llama.cpp's signature so the two read side by side"
+)]
 fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -252,7 +258,14 @@ fn pack_scales(scales_out: &mut [u8], ls: &[u8; 8], lm: &[u8; 8]) {
 /// The part of `quantize_row_q4_K_ref` and `quantize_row_q5_K_ref` they share: per-sub-block scale search,
 /// 6-bit scales and mins, then requantization of every value against the stored scales. Writes d, dmin and
 /// the scales into `b[0..16]` and returns the levels.
-fn quant_k_scales(x: &[f32], b: &mut [u8], nmax: i32, rmin: f32, rdelta: f32, nstep: i32) -> [u8; QK_K] {
+fn quant_k_scales(
+    x: &[f32],
+    b: &mut [u8],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> [u8; QK_K] {
     let mut l = [0u8; QK_K];
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
@@ -269,7 +282,17 @@ fn quant_k_scales(x: &[f32], b: &mut [u8], nmax: i32, rmin: f32, rdelta: f32, ns
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(nmax, xs, &weights, &mut l[32 * j..32 * j + 32], &mut laux, rmin, rdelta, nstep, false);
+        let (s, m) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut laux,
+            rmin,
+            rdelta,
+            nstep,
+            false,
+        );
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -279,7 +302,11 @@ fn quant_k_scales(x: &[f32], b: &mut [u8], nmax: i32, rmin: f32, rdelta: f32, ns
             max_min = m;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
@@ -378,7 +405,8 @@ pub(crate) fn quant_q6_k(x: &[f32], b: &mut [u8]) {
             let (q1, q2, q3, q4) = (lv(0) & 0xF, lv(32) & 0xF, lv(64) & 0xF, lv(96) & 0xF);
             b[64 * half + i] = q1 | (q3 << 4);
             b[64 * half + i + 32] = q2 | (q4 << 4);
-            b[128 + 32 * half + i] = (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
+            b[128 + 32 * half + i] =
+                (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
         }
     }
 }

@@ -8,7 +8,10 @@
 //! This crate does no IO and touches no device; the GPU kernels that read these layouts live in
 //! `wring-kernels`, with this crate as their CPU twin's ground truth.
 
-#![allow(clippy::needless_range_loop, reason = "index loops mirror llama.cpp's C so the two read side by side")]
+#![allow(
+    clippy::needless_range_loop,
+    reason = "index loops mirror llama.cpp's C so the two read side by side"
+)]
 
 mod kquants;
 mod legacy;
@@ -19,7 +22,10 @@ use half::f16;
 pub const QK_K: usize = 256;
 
 /// A GGUF block quantization format.
-#[allow(non_camel_case_types, reason = "the names the GGUF specification and llama.cpp use")]
+#[allow(
+    non_camel_case_types,
+    reason = "the names the GGUF specification and llama.cpp use"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockFormat {
     /// 32 values: f16 scale d, 16 bytes of 4-bit q; x = (q - 8) d.
@@ -46,11 +52,22 @@ pub enum BlockFormat {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
     /// A row length that is not a whole number of blocks.
-    #[error("{format:?} stores blocks of {block} values; a row of {len} values is not a whole number of blocks")]
-    RaggedRow { format: BlockFormat, block: usize, len: usize },
+    #[error(
+        "{format:?} stores blocks of {block} values; a row of {len} values is not a whole number of blocks"
+    )]
+    RaggedRow {
+        format: BlockFormat,
+        block: usize,
+        len: usize,
+    },
     /// Packed bytes that do not match the value count.
     #[error("{format:?}: {values} values need {expected} bytes, got {got}")]
-    ByteCount { format: BlockFormat, values: usize, expected: usize, got: usize },
+    ByteCount {
+        format: BlockFormat,
+        values: usize,
+        expected: usize,
+        got: usize,
+    },
     /// A GGML type id wring does not know.
     #[error("GGML type {0} is not a block format wring supports")]
     UnknownType(u32),
@@ -107,7 +124,10 @@ impl BlockFormat {
 
     /// The format with a GGML type id.
     pub fn from_ggml_type(t: u32) -> Result<BlockFormat, QuantError> {
-        BlockFormat::ALL.into_iter().find(|f| f.ggml_type() == t).ok_or(QuantError::UnknownType(t))
+        BlockFormat::ALL
+            .into_iter()
+            .find(|f| f.ggml_type() == t)
+            .ok_or(QuantError::UnknownType(t))
     }
 
     /// The name llama.cpp and the GGUF specification use (`Q4_K`).
@@ -132,7 +152,11 @@ impl BlockFormat {
     /// Bytes of `len` values, which must be a whole number of blocks.
     pub fn bytes_for(self, len: usize) -> Result<usize, QuantError> {
         if !len.is_multiple_of(self.block_len()) {
-            return Err(QuantError::RaggedRow { format: self, block: self.block_len(), len });
+            return Err(QuantError::RaggedRow {
+                format: self,
+                block: self.block_len(),
+                len,
+            });
         }
         Ok(len / self.block_len() * self.block_bytes())
     }
@@ -140,7 +164,12 @@ impl BlockFormat {
     fn check(self, values: usize, bytes: usize) -> Result<(), QuantError> {
         let expected = self.bytes_for(values)?;
         if expected != bytes {
-            return Err(QuantError::ByteCount { format: self, values, expected, got: bytes });
+            return Err(QuantError::ByteCount {
+                format: self,
+                values,
+                expected,
+                got: bytes,
+            });
         }
         Ok(())
     }

@@ -34,13 +34,20 @@ pub struct Selection {
 /// The backends allowed by `WRING_BACKEND` (all native ones when unset).
 pub fn backends_from_env() -> Result<wgpu::Backends> {
     match std::env::var("WRING_BACKEND") {
-        Err(_) => Ok(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | gl_backend()),
+        Err(_) => Ok(wgpu::Backends::VULKAN
+            | wgpu::Backends::METAL
+            | wgpu::Backends::DX12
+            | gl_backend()),
         Ok(v) => parse_backend(&v),
     }
 }
 
 fn gl_backend() -> wgpu::Backends {
-    if cfg!(feature = "gl") { wgpu::Backends::GL } else { wgpu::Backends::empty() }
+    if cfg!(feature = "gl") {
+        wgpu::Backends::GL
+    } else {
+        wgpu::Backends::empty()
+    }
 }
 
 /// Parses one backend name.
@@ -82,24 +89,39 @@ pub fn select() -> Result<Selection> {
     });
     let adapters = pollster::block_on(instance.enumerate_adapters(backends));
     if adapters.is_empty() {
-        return Err(Error::NoAdapter { backends: format!("{backends:?}") });
+        return Err(Error::NoAdapter {
+            backends: format!("{backends:?}"),
+        });
     }
     let reports: Vec<AdapterReport> = adapters
         .iter()
         .enumerate()
-        .map(|(index, a)| AdapterReport { index, info: a.get_info(), limits: a.limits(), features: a.features() })
+        .map(|(index, a)| AdapterReport {
+            index,
+            info: a.get_info(),
+            limits: a.limits(),
+            features: a.features(),
+        })
         .collect();
     let (chosen, why) = match std::env::var("WRING_ADAPTER") {
         Ok(wanted) => {
             let by_index = wanted.parse::<usize>().ok().filter(|&i| i < reports.len());
             let lower = wanted.to_lowercase();
-            let found = by_index.or_else(|| reports.iter().position(|r| r.info.name.to_lowercase().contains(&lower)));
+            let found = by_index.or_else(|| {
+                reports
+                    .iter()
+                    .position(|r| r.info.name.to_lowercase().contains(&lower))
+            });
             match found {
                 Some(i) => (i, format!("WRING_ADAPTER={wanted} selects it")),
                 None => {
                     return Err(Error::AdapterNotFound {
                         wanted,
-                        available: reports.iter().map(|r| format!("[{}] {}", r.index, r.info.name)).collect::<Vec<_>>().join(", "),
+                        available: reports
+                            .iter()
+                            .map(|r| format!("[{}] {}", r.index, r.info.name))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 }
             }
@@ -111,11 +133,22 @@ pub fn select() -> Result<Selection> {
                 .map(|r| r.index)
                 .unwrap_or(0);
             let t = reports[best].info.device_type;
-            (best, format!("it is the first {t:?} adapter, and wring prefers discrete, then integrated, then virtual, then software adapters"))
+            (
+                best,
+                format!(
+                    "it is the first {t:?} adapter, and wring prefers discrete, then integrated, then virtual, then software adapters"
+                ),
+            )
         }
     };
     tracing::debug!(adapter = %reports[chosen].info.name, "chose adapter because {why}");
-    Ok(Selection { instance, reports, chosen, why, adapters })
+    Ok(Selection {
+        instance,
+        reports,
+        chosen,
+        why,
+        adapters,
+    })
 }
 
 /// Every adapter for the allowed backends, for tests that run on each.

@@ -55,7 +55,10 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("adapter", &self.info.adapter.name).field("caps", &self.caps).finish()
+        f.debug_struct("Context")
+            .field("adapter", &self.info.adapter.name)
+            .field("caps", &self.caps)
+            .finish()
     }
 }
 
@@ -66,7 +69,11 @@ impl Context {
     /// Opens the adapter that `WRING_BACKEND`, `WRING_ADAPTER` and the default preference choose.
     pub fn new(options: ContextOptions) -> Result<Context> {
         let sel = adapter::select()?;
-        let adapter = sel.adapters.into_iter().nth(sel.chosen).expect("select returns an index into its adapters");
+        let adapter = sel
+            .adapters
+            .into_iter()
+            .nth(sel.chosen)
+            .expect("select returns an index into its adapters");
         Context::from_adapter(&adapter, options)
     }
 
@@ -95,7 +102,10 @@ impl Context {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        .map_err(|source| Error::RequestDevice {
+            adapter: info.name.clone(),
+            source,
+        })?;
         let device_errors = Arc::new(Mutex::new(Vec::new()));
         let sink = device_errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -115,7 +125,12 @@ impl Context {
         Ok(Context {
             device,
             queue,
-            info: DeviceInfo { adapter: info, limits, features, timestamps },
+            info: DeviceInfo {
+                adapter: info,
+                limits,
+                features,
+                timestamps,
+            },
             caps,
             pool: Arc::new(Mutex::new(Pool::default())),
             pipelines: Mutex::new(HashMap::new()),
@@ -135,7 +150,10 @@ impl Context {
 
     /// The adapter name with its backend, as tests and benchmarks label results.
     pub fn label(&self) -> String {
-        format!("{} ({:?})", self.info.adapter.name, self.info.adapter.backend)
+        format!(
+            "{} ({:?})",
+            self.info.adapter.name, self.info.adapter.backend
+        )
     }
 
     /// Checks a buffer size against the adapter's binding and allocation limits.
@@ -150,15 +168,29 @@ impl Context {
             });
         }
         if bytes > l.max_buffer_size {
-            return Err(Error::BufferTooLarge { what: what.into(), bytes, limit: l.max_buffer_size, limit_name: "max buffer size" });
+            return Err(Error::BufferTooLarge {
+                what: what.into(),
+                bytes,
+                limit: l.max_buffer_size,
+                limit_name: "max buffer size",
+            });
         }
         Ok(())
     }
 
     fn alloc(&self, bytes: u64) -> Result<Arc<PooledBuffer>> {
         self.check_size("a tensor", bytes)?;
-        let class = size_class(bytes).min(self.info.limits.max_storage_buffer_binding_size.max(bytes.next_multiple_of(4)));
-        let reused = self.pool.lock().map_err(|_| Error::Device("buffer pool lock poisoned".into()))?.take(class);
+        let class = size_class(bytes).min(
+            self.info
+                .limits
+                .max_storage_buffer_binding_size
+                .max(bytes.next_multiple_of(4)),
+        );
+        let reused = self
+            .pool
+            .lock()
+            .map_err(|_| Error::Device("buffer pool lock poisoned".into()))?
+            .take(class);
         let buffer = match reused {
             Some(b) => b,
             None => {
@@ -173,21 +205,37 @@ impl Context {
                 })
             }
         };
-        Ok(Arc::new(PooledBuffer { buffer, class, pool: Arc::downgrade(&self.pool) }))
+        Ok(Arc::new(PooledBuffer {
+            buffer,
+            class,
+            pool: Arc::downgrade(&self.pool),
+        }))
     }
 
     /// An uninitialised tensor (its contents are whatever the pooled buffer last held).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let len = checked_len(shape)?;
-        let bytes = dtype.bytes_for(len).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows or is not a whole number of {dtype} blocks")))? as u64;
-        Ok(Tensor { buf: self.alloc(bytes)?, offset: 0, shape: shape.to_vec(), dtype })
+        let bytes = dtype.bytes_for(len).ok_or_else(|| {
+            Error::Shape(format!(
+                "shape {shape:?} overflows or is not a whole number of {dtype} blocks"
+            ))
+        })? as u64;
+        Ok(Tensor {
+            buf: self.alloc(bytes)?,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A tensor holding `data`.
     pub fn upload<T: Element>(&self, shape: &[usize], data: &[T]) -> Result<Tensor> {
         let len = checked_len(shape)?;
         if len != data.len() {
-            return Err(Error::Shape(format!("shape {shape:?} holds {len} elements but {} were given", data.len())));
+            return Err(Error::Shape(format!(
+                "shape {shape:?} holds {len} elements but {} were given",
+                data.len()
+            )));
         }
         let t = self.empty(shape, T::DTYPE)?;
         self.write(&t, data)?;
@@ -195,11 +243,20 @@ impl Context {
     }
 
     /// A tensor of packed GGUF blocks holding `bytes` (exactly the bytes `shape` needs in `format`).
-    pub fn upload_blocks(&self, shape: &[usize], format: wring_kernels::dtype::BlockFormat, bytes: &[u8]) -> Result<Tensor> {
+    pub fn upload_blocks(
+        &self,
+        shape: &[usize],
+        format: wring_kernels::dtype::BlockFormat,
+        bytes: &[u8],
+    ) -> Result<Tensor> {
         let dtype = DType::Block(format);
         let t = self.empty(shape, dtype)?;
         if t.bytes() != bytes.len() as u64 {
-            return Err(Error::Shape(format!("shape {shape:?} in {format} needs {} bytes, got {}", t.bytes(), bytes.len())));
+            return Err(Error::Shape(format!(
+                "shape {shape:?} in {format} needs {} bytes, got {}",
+                t.bytes(),
+                bytes.len()
+            )));
         }
         let mut padded = bytes.to_vec();
         padded.resize(bytes.len().next_multiple_of(4), 0);
@@ -210,7 +267,13 @@ impl Context {
     /// Overwrites a tensor's contents (queued; ordered before the next submitted step).
     pub fn write<T: Element>(&self, t: &Tensor, data: &[T]) -> Result<()> {
         if T::DTYPE != t.dtype || data.len() != t.len() {
-            return Err(Error::Shape(format!("writing {} {} values into a {} tensor of {}", data.len(), T::DTYPE, t.dtype, t.len())));
+            return Err(Error::Shape(format!(
+                "writing {} {} values into a {} tensor of {}",
+                data.len(),
+                T::DTYPE,
+                t.dtype,
+                t.len()
+            )));
         }
         let bytes: &[u8] = bytemuck::cast_slice(data);
         if bytes.len().is_multiple_of(4) {
@@ -226,19 +289,39 @@ impl Context {
 
     /// A view of `shape`/`dtype` at `byte_offset` into `t`'s buffer. The offset must be a multiple of the
     /// adapter's storage offset alignment and the view must fit inside the buffer.
-    pub fn view(&self, t: &Tensor, byte_offset: u64, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    pub fn view(
+        &self,
+        t: &Tensor,
+        byte_offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
         let align = u64::from(self.info.limits.min_storage_buffer_offset_alignment);
         let offset = t.offset + byte_offset;
         if !offset.is_multiple_of(align) {
-            return Err(Error::Shape(format!("view offset {offset} is not a multiple of the storage offset alignment {align}")));
+            return Err(Error::Shape(format!(
+                "view offset {offset} is not a multiple of the storage offset alignment {align}"
+            )));
         }
         let len = checked_len(shape)?;
-        let bytes = dtype.bytes_for(len).ok_or_else(|| Error::Shape(format!("shape {shape:?} is not a whole number of {dtype} blocks")))?;
+        let bytes = dtype.bytes_for(len).ok_or_else(|| {
+            Error::Shape(format!(
+                "shape {shape:?} is not a whole number of {dtype} blocks"
+            ))
+        })?;
         let end = offset + (bytes as u64).next_multiple_of(4);
         if end > t.offset + t.bound_bytes() {
-            return Err(Error::Shape(format!("view ending at byte {end} lies outside the tensor ({} bytes)", t.bound_bytes())));
+            return Err(Error::Shape(format!(
+                "view ending at byte {end} lies outside the tensor ({} bytes)",
+                t.bound_bytes()
+            )));
         }
-        Ok(Tensor { buf: t.buf.clone(), offset, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buf: t.buf.clone(),
+            offset,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// The storage offset alignment views must respect.
@@ -250,7 +333,11 @@ impl Context {
     /// until the map completes (or the timeout passes), and surfaces device errors.
     pub fn read<T: Element>(&self, t: &Tensor) -> Result<Vec<T>> {
         if T::DTYPE.size() != t.dtype.size() {
-            return Err(Error::Shape(format!("reading a {} tensor as {}", t.dtype, T::DTYPE)));
+            return Err(Error::Shape(format!(
+                "reading a {} tensor as {}",
+                t.dtype,
+                T::DTYPE
+            )));
         }
         let bytes = self.read_bytes(&t.buf.buffer, t.offset, t.bound_bytes())?;
         let n = t.len();
@@ -260,14 +347,23 @@ impl Context {
     }
 
     /// Reads `size` bytes at `offset` of a buffer (both multiples of 4).
-    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wring readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wring readback") });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wring readback"),
+            });
         enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -282,11 +378,20 @@ impl Context {
             match rx.recv_timeout(Duration::from_millis(5)) {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if start.elapsed() < DEVICE_TIMEOUT => {}
-                Err(_) => return Err(Error::Timeout { seconds: DEVICE_TIMEOUT.as_secs() }),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if start.elapsed() < DEVICE_TIMEOUT => {}
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        seconds: DEVICE_TIMEOUT.as_secs(),
+                    });
+                }
             }
         }
-        let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
         staging.unmap();
         self.take_device_errors()?;
         Ok(data)
@@ -299,21 +404,36 @@ impl Context {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(DEVICE_TIMEOUT) }) {
+        match self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(DEVICE_TIMEOUT),
+        }) {
             Ok(_) => self.take_device_errors(),
-            Err(wgpu::PollError::Timeout) => Err(Error::Timeout { seconds: DEVICE_TIMEOUT.as_secs() }),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout {
+                seconds: DEVICE_TIMEOUT.as_secs(),
+            }),
             Err(e) => Err(Error::Device(e.to_string())),
         }
     }
 
     pub(crate) fn take_device_errors(&self) -> Result<()> {
-        let mut errs = self.device_errors.lock().map_err(|_| Error::Device("error sink lock poisoned".into()))?;
-        if errs.is_empty() { Ok(()) } else { Err(Error::Device(std::mem::take(&mut *errs).join("; "))) }
+        let mut errs = self
+            .device_errors
+            .lock()
+            .map_err(|_| Error::Device("error sink lock poisoned".into()))?;
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Device(std::mem::take(&mut *errs).join("; ")))
+        }
     }
 
     /// Pool statistics: (buffers reused, buffers created).
     pub fn pool_stats(&self) -> (u64, u64) {
-        self.pool.lock().map(|p| (p.hits, p.misses)).unwrap_or((0, 0))
+        self.pool
+            .lock()
+            .map(|p| (p.hits, p.misses))
+            .unwrap_or((0, 0))
     }
 
     /// Releases every idle pooled buffer.
@@ -327,24 +447,37 @@ impl Context {
     /// back as [`Error::Pipeline`] with the kernel name and source rather than as a panic.
     pub(crate) fn pipeline(&self, v: &Variant) -> Result<Arc<CachedPipeline>> {
         if v.requires.f16 && !self.caps.f16 {
-            return Err(Error::MissingFeature { kernel: v.id(), feature: "SHADER_F16" });
+            return Err(Error::MissingFeature {
+                kernel: v.id(),
+                feature: "SHADER_F16",
+            });
         }
         if v.requires.subgroup && !self.caps.subgroup {
-            return Err(Error::MissingFeature { kernel: v.id(), feature: "SUBGROUP" });
+            return Err(Error::MissingFeature {
+                kernel: v.id(),
+                feature: "SUBGROUP",
+            });
         }
         // Built-in variants are unique by id; kernels made from source also key on their text.
         let key = match v.source {
             std::borrow::Cow::Borrowed(_) => v.id(),
             std::borrow::Cow::Owned(ref s) => format!("{}#{:x}", v.id(), fxhash(s)),
         };
-        if let Some(p) = self.pipelines.lock().map_err(|_| Error::Device("pipeline cache lock poisoned".into()))?.get(&key) {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Device("pipeline cache lock poisoned".into()))?
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&key),
-            source: wgpu::ShaderSource::Wgsl(v.source.clone()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(v.source.clone()),
+            });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = v
             .bindings
             .iter()
@@ -354,8 +487,12 @@ impl Context {
                 ty: wgpu::BindingType::Buffer {
                     ty: match b.kind {
                         BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
-                        BindingKind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
-                        BindingKind::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        BindingKind::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -363,22 +500,35 @@ impl Context {
                 count: None,
             })
             .collect();
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&key), entries: &entries });
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(&key),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&key),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(&v.entry),
-            compilation_options: wgpu::PipelineCompilationOptions::default(),
-            cache: None,
-        });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&key),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&key),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(&v.entry),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Pipeline { kernel: v.id(), message: e.to_string(), source_text: v.source.to_string() });
+            return Err(Error::Pipeline {
+                kernel: v.id(),
+                message: e.to_string(),
+                source_text: v.source.to_string(),
+            });
         }
         let cached = Arc::new(CachedPipeline { pipeline, layout });
         if let Ok(mut map) = self.pipelines.lock() {
@@ -390,12 +540,17 @@ impl Context {
 }
 
 fn checked_len(shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows")))
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::Shape(format!("shape {shape:?} overflows")))
 }
 
 /// A small stable hash (FNV-1a) for pipeline cache keys of kernels built from source.
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Reports for every adapter found, for `wring info`.

@@ -18,7 +18,9 @@ pub enum Error {
     #[error("WRING_BACKEND={0} is not one of vulkan, metal, dx12, gl")]
     UnknownBackend(String),
     /// `WRING_BACKEND=gl` in a build without OpenGL support.
-    #[error("WRING_BACKEND={0}: this build has no OpenGL backend; rebuild with `--features wring-runtime/gl`")]
+    #[error(
+        "WRING_BACKEND={0}: this build has no OpenGL backend; rebuild with `--features wring-runtime/gl`"
+    )]
     BackendNotCompiled(String),
     /// The adapter refused the device request.
     #[error("adapter {adapter} refused to open a device: {source}")]
@@ -33,7 +35,12 @@ pub enum Error {
         human_bytes(*bytes),
         human_bytes(*limit)
     )]
-    BufferTooLarge { what: String, bytes: u64, limit: u64, limit_name: &'static str },
+    BufferTooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
     /// A kernel could not be planned for the request.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -42,10 +49,17 @@ pub enum Error {
     Shader(#[from] ShaderError),
     /// The device rejected a pipeline; the source is kept for the report.
     #[error("the device rejected kernel {kernel}: {message}\n--- source ---\n{source_text}")]
-    Pipeline { kernel: String, message: String, source_text: String },
+    Pipeline {
+        kernel: String,
+        message: String,
+        source_text: String,
+    },
     /// The adapter lacks a feature a variant needs.
     #[error("kernel {kernel} needs {feature}, which this device does not have enabled")]
-    MissingFeature { kernel: String, feature: &'static str },
+    MissingFeature {
+        kernel: String,
+        feature: &'static str,
+    },
     /// Launch arguments that do not match the kernel's reflected bindings.
     #[error("kernel {kernel}: {what}")]
     Binding { kernel: String, what: String },
@@ -75,5 +89,9 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {} ({b} bytes)", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {} ({b} bytes)", UNITS[u])
+    }
 }

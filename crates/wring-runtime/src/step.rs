@@ -50,14 +50,21 @@ pub struct Step<'c> {
 
 impl std::fmt::Debug for Step<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Step").field("label", &self.label).field("commands", &self.commands.len()).finish()
+        f.debug_struct("Step")
+            .field("label", &self.label)
+            .field("commands", &self.commands.len())
+            .finish()
     }
 }
 
 impl Context {
     /// Starts recording a step.
     pub fn step(&self, label: &str) -> Step<'_> {
-        Step { ctx: self, label: label.into(), commands: Vec::new() }
+        Step {
+            ctx: self,
+            label: label.into(),
+            commands: Vec::new(),
+        }
     }
 }
 
@@ -68,15 +75,30 @@ impl Step<'_> {
     }
 
     /// Records a launch of any variant, built-in or made from source.
-    pub fn launch_variant(&mut self, v: &Variant, params: &[u8], workgroups: [u32; 3], args: &[(&str, &Tensor)]) -> Result<()> {
+    pub fn launch_variant(
+        &mut self,
+        v: &Variant,
+        params: &[u8],
+        workgroups: [u32; 3],
+        args: &[(&str, &Tensor)],
+    ) -> Result<()> {
         let _span = tracing::debug_span!("launch", kernel = %v.id(), ?workgroups).entered();
-        let bad = |what: String| Error::Binding { kernel: v.id(), what };
+        let bad = |what: String| Error::Binding {
+            kernel: v.id(),
+            what,
+        };
         let max = self.ctx.info.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
-            return Err(bad(format!("workgroups {workgroups:?} exceed the adapter's {max} per dimension")));
+            return Err(bad(format!(
+                "workgroups {workgroups:?} exceed the adapter's {max} per dimension"
+            )));
         }
         for (name, _) in args {
-            if !v.bindings.iter().any(|b| b.name == *name && b.kind != BindingKind::Uniform) {
+            if !v
+                .bindings
+                .iter()
+                .any(|b| b.name == *name && b.kind != BindingKind::Uniform)
+            {
                 return Err(bad(format!("has no storage binding named `{name}`")));
             }
         }
@@ -84,7 +106,10 @@ impl Step<'_> {
         let mut uniform = None;
         for b in v.bindings.iter() {
             if b.group != 0 {
-                return Err(bad(format!("binding `{}` is in group {}; wring kernels use group 0 only", b.name, b.group)));
+                return Err(bad(format!(
+                    "binding `{}` is in group {}; wring kernels use group 0 only",
+                    b.name, b.group
+                )));
             }
             if b.kind == BindingKind::Uniform {
                 if uniform.is_some() {
@@ -95,17 +120,26 @@ impl Step<'_> {
             }
             let mut given = args.iter().filter(|(n, _)| *n == b.name);
             let (Some((_, t)), None) = (given.next(), given.next()) else {
-                return Err(bad(format!("binding `{}` must be given exactly once", b.name)));
+                return Err(bad(format!(
+                    "binding `{}` must be given exactly once",
+                    b.name
+                )));
             };
-            self.ctx.check_size(&format!("binding `{}` of {}", b.name, v.id()), t.bound_bytes())?;
+            self.ctx.check_size(
+                &format!("binding `{}` of {}", b.name, v.id()),
+                t.bound_bytes(),
+            )?;
             bound.push((b.binding, b.kind, (*t).clone()));
         }
         // A buffer written by the launch must not also be read through another binding: WebGPU forbids it.
         for (i, (_, ki, ti)) in bound.iter().enumerate() {
             for (_, kj, tj) in &bound[i + 1..] {
-                let writes = *ki == BindingKind::StorageReadWrite || *kj == BindingKind::StorageReadWrite;
+                let writes =
+                    *ki == BindingKind::StorageReadWrite || *kj == BindingKind::StorageReadWrite;
                 if writes && ti.shares_buffer(tj) {
-                    return Err(bad("a written binding shares its buffer with another binding".into()));
+                    return Err(bad(
+                        "a written binding shares its buffer with another binding".into(),
+                    ));
                 }
             }
         }
@@ -123,9 +157,16 @@ impl Step<'_> {
     /// Records a device-side buffer copy (the DMA path, the peer of the copy kernel in benchmarks).
     pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
         if src.bound_bytes() != dst.bound_bytes() {
-            return Err(Error::Shape(format!("copy of {} bytes into {} bytes", src.bytes(), dst.bytes())));
+            return Err(Error::Shape(format!(
+                "copy of {} bytes into {} bytes",
+                src.bytes(),
+                dst.bytes()
+            )));
         }
-        self.commands.push(Command::Copy { src: src.clone(), dst: dst.clone() });
+        self.commands.push(Command::Copy {
+            src: src.clone(),
+            dst: dst.clone(),
+        });
         Ok(())
     }
 
@@ -142,18 +183,27 @@ impl Step<'_> {
     /// Submits everything as one command buffer. Without profiling this does not wait for the device.
     pub fn submit(self) -> Result<StepReport> {
         let ctx = self.ctx;
-        let _span = tracing::debug_span!("step", label = %self.label, commands = self.commands.len()).entered();
+        let _span =
+            tracing::debug_span!("step", label = %self.label, commands = self.commands.len())
+                .entered();
         let device = &ctx.device;
         // All launch parameters live in one uniform buffer, each at an aligned offset.
         let align = u64::from(ctx.info.limits.min_uniform_buffer_offset_alignment).max(16);
         let mut uniform_bytes = Vec::new();
         let mut offsets = Vec::new();
         for c in &self.commands {
-            if let Command::Launch { params: Some((_, p)), .. } = c {
+            if let Command::Launch {
+                params: Some((_, p)),
+                ..
+            } = c
+            {
                 let at = (uniform_bytes.len() as u64).next_multiple_of(align);
                 uniform_bytes.resize(at as usize, 0);
                 uniform_bytes.extend_from_slice(p);
-                uniform_bytes.resize((uniform_bytes.len() as u64).next_multiple_of(16) as usize, 0);
+                uniform_bytes.resize(
+                    (uniform_bytes.len() as u64).next_multiple_of(16) as usize,
+                    0,
+                );
                 offsets.push(at);
             } else {
                 offsets.push(0);
@@ -170,11 +220,19 @@ impl Step<'_> {
             ctx.queue.write_buffer(&b, 0, &uniform_bytes);
             b
         });
-        let launches = self.commands.iter().filter(|c| matches!(c, Command::Launch { .. })).count();
+        let launches = self
+            .commands
+            .iter()
+            .filter(|c| matches!(c, Command::Launch { .. }))
+            .count();
         let timed = ctx.info.timestamps && launches > 0;
         let queries = timed.then(|| {
             let n = (2 * launches) as u32;
-            let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("wring timestamps"), ty: wgpu::QueryType::Timestamp, count: n });
+            let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("wring timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: n,
+            });
             let resolve = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wring timestamp resolve"),
                 size: u64::from(n) * 8,
@@ -188,7 +246,12 @@ impl Step<'_> {
             .iter()
             .zip(&offsets)
             .map(|(c, &off)| match c {
-                Command::Launch { pipeline, params, args, .. } => {
+                Command::Launch {
+                    pipeline,
+                    params,
+                    args,
+                    ..
+                } => {
                     let mut entries: Vec<wgpu::BindGroupEntry> = args
                         .iter()
                         .map(|(binding, t)| wgpu::BindGroupEntry {
@@ -206,16 +269,24 @@ impl Step<'_> {
                             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                                 buffer: u,
                                 offset: off,
-                                size: std::num::NonZeroU64::new((p.len() as u64).next_multiple_of(16)),
+                                size: std::num::NonZeroU64::new(
+                                    (p.len() as u64).next_multiple_of(16),
+                                ),
                             }),
                         });
                     }
-                    Some(device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipeline.layout, entries: &entries }))
+                    Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &pipeline.layout,
+                        entries: &entries,
+                    }))
                 }
                 Command::Copy { .. } => None,
             })
             .collect();
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&self.label) });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some(&self.label),
+        });
         let mut names = Vec::new();
         {
             // Without timestamps every launch shares one compute pass; with them each launch gets its own
@@ -223,16 +294,29 @@ impl Step<'_> {
             let mut pass: Option<wgpu::ComputePass<'_>> = None;
             for (c, bg) in self.commands.iter().zip(&bind_groups) {
                 match c {
-                    Command::Launch { name, pipeline, workgroups, .. } => {
+                    Command::Launch {
+                        name,
+                        pipeline,
+                        workgroups,
+                        ..
+                    } => {
                         if timed || pass.is_none() {
                             drop(pass.take());
                             let q = names.len() as u32;
-                            let timestamp_writes = queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                                query_set: set,
-                                beginning_of_pass_write_index: Some(2 * q),
-                                end_of_pass_write_index: Some(2 * q + 1),
+                            let timestamp_writes = queries.as_ref().map(|(set, _, _)| {
+                                wgpu::ComputePassTimestampWrites {
+                                    query_set: set,
+                                    beginning_of_pass_write_index: Some(2 * q),
+                                    end_of_pass_write_index: Some(2 * q + 1),
+                                }
                             });
-                            pass = Some(enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes }).forget_lifetime());
+                            pass = Some(
+                                enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                                    label: Some(name),
+                                    timestamp_writes,
+                                })
+                                .forget_lifetime(),
+                            );
                         }
                         let p = pass.as_mut().expect("a pass was just begun");
                         p.set_pipeline(&pipeline.pipeline);
@@ -242,7 +326,13 @@ impl Step<'_> {
                     }
                     Command::Copy { src, dst } => {
                         drop(pass.take());
-                        enc.copy_buffer_to_buffer(&src.buf.buffer, src.offset, &dst.buf.buffer, dst.offset, src.bound_bytes());
+                        enc.copy_buffer_to_buffer(
+                            &src.buf.buffer,
+                            src.offset,
+                            &dst.buf.buffer,
+                            dst.offset,
+                            src.bound_bytes(),
+                        );
                     }
                 }
             }
@@ -263,7 +353,10 @@ impl Step<'_> {
                     names
                         .iter()
                         .enumerate()
-                        .map(|(i, k)| LaunchTime { kernel: k.clone(), nanos: ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period })
+                        .map(|(i, k)| LaunchTime {
+                            kernel: k.clone(),
+                            nanos: ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
+                        })
                         .collect(),
                 )
             }

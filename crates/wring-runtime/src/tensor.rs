@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, Weak};
 use wring_kernels::DType;
 
 /// The usages every pooled storage buffer has, so any buffer can serve any tensor.
-pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 /// Free buffers by capacity. Capacities are rounded to size classes so that tensors of similar sizes
 /// share buffers: powers of two up to 1 MiB, multiples of 1 MiB above.
@@ -26,7 +27,11 @@ const POOL_MAX_HELD: u64 = 512 << 20;
 
 pub(crate) fn size_class(bytes: u64) -> u64 {
     let bytes = bytes.max(16).next_multiple_of(4);
-    if bytes <= 1 << 20 { bytes.next_power_of_two() } else { bytes.next_multiple_of(1 << 20) }
+    if bytes <= 1 << 20 {
+        bytes.next_power_of_two()
+    } else {
+        bytes.next_multiple_of(1 << 20)
+    }
 }
 
 impl Pool {
@@ -125,6 +130,9 @@ impl Tensor {
 
     /// The same memory with another shape of equal element count.
     pub fn reshape(&self, shape: &[usize]) -> Option<Tensor> {
-        (shape.iter().product::<usize>() == self.len()).then(|| Tensor { shape: shape.to_vec(), ..self.clone() })
+        (shape.iter().product::<usize>() == self.len()).then(|| Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
     }
 }
