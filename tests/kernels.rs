@@ -54,6 +54,12 @@ fn every_kernel_is_tested() {
         "rope_qkv",
         "silu_mul",
         "softmax",
+        "vq_lookup",
+        "vq_merge",
+        "vq_norms",
+        "vq_refine",
+        "vq_search",
+        "vq_update",
     ];
     let mut built: Vec<&str> = variant::all().iter().map(|v| v.kernel.as_ref()).collect();
     built.dedup();

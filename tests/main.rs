@@ -8,4 +8,5 @@ mod llm;
 mod quant;
 mod runtime;
 mod shaders;
+mod vq;
 mod wavelet;

@@ -173,6 +173,7 @@ fn fallback_device_without_optional_features_runs_auto_choices() {
             disable_f16: true,
             disable_subgroup: true,
             profile: false,
+            max_binding_bytes: None,
         },
     )
     .unwrap();

@@ -47,6 +47,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod silu_mul;
 pub mod softmax;
+pub mod vq;
 pub mod wavelet;
 
 pub use dtype::{DType, Element, Float};

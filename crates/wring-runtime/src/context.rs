@@ -21,6 +21,9 @@ pub struct ContextOptions {
     /// Time every launch with GPU timestamp queries (where the adapter has them). Each step then waits
     /// for the device when it is submitted, so leave it off outside benchmarks and profiling.
     pub profile: bool,
+    /// Lower the storage-binding limit to this many bytes (never raise it): tests of the paths that split
+    /// work to fit the limit, and a way to mimic a smaller adapter.
+    pub max_binding_bytes: Option<u64>,
 }
 
 /// What the device was opened with.
@@ -92,7 +95,11 @@ impl Context {
             want |= wgpu::Features::TIMESTAMP_QUERY;
         }
         let features = have & want;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_binding_bytes {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap.max(4));
+        }
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wring"),

@@ -531,3 +531,197 @@ pub fn dwt(
     let plan = wring_kernels::wavelet::plan(d, step.caps(), choice)?;
     step.launch(&plan, &[("filters", filters), ("src", src), ("dst", dst)])
 }
+
+/// `t` has `dtype` and at least `n` elements.
+fn holds(t: &Tensor, name: &str, dtype: DType, n: usize) -> Result<()> {
+    expect(t.dtype() == dtype && t.len() >= n, || {
+        format!(
+            "{name} must be {dtype} with at least {n} elements, got {} of {}",
+            t.dtype(),
+            t.len()
+        )
+    })
+}
+
+/// One launch of the fused nearest-codeword search (`wring_kernels::vq`): `x` f32 queries, `codes` the
+/// codebook tensor [n_codes][d] of `s.dtype`, `cnorm` its squared norms (f32, read for L2 and cosine),
+/// `keys`/`ids` the scratch lists [nq][lists][k] (f32 and u32) that [`vq_merge`] reduces.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the search has this many operands"
+)]
+pub fn vq_search(
+    step: &mut Step<'_>,
+    s: &wring_kernels::vq::Search,
+    x: &Tensor,
+    codes: &Tensor,
+    cnorm: &Tensor,
+    keys: &Tensor,
+    ids: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    holds(
+        x,
+        "the queries",
+        DType::F32,
+        s.nq.saturating_sub(1) * s.x_stride + s.x_offset + s.d,
+    )?;
+    holds(codes, "the codebook", s.dtype, s.n_codes * s.d)?;
+    holds(cnorm, "the codeword norms", DType::F32, s.n_codes)?;
+    let scratch = s.nq.saturating_mul(s.lists).saturating_mul(s.k);
+    holds(keys, "the keys", DType::F32, scratch)?;
+    holds(ids, "the ids", DType::U32, scratch)?;
+    let plan = wring_kernels::vq::plan_search(s, step.caps(), choice)?;
+    step.launch(
+        &plan,
+        &[
+            ("x", x),
+            ("codes", codes),
+            ("cnorm", cnorm),
+            ("keys", keys),
+            ("ids", ids),
+        ],
+    )
+}
+
+/// The final top-k of a search: `dist` (f32) and `idx` (u32), [nq][k], from the scratch lists.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the merge has this many operands"
+)]
+pub fn vq_merge(
+    step: &mut Step<'_>,
+    m: &wring_kernels::vq::Merge,
+    x: &Tensor,
+    keys: &Tensor,
+    ids: &Tensor,
+    dist: &Tensor,
+    idx: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    holds(
+        x,
+        "the queries",
+        DType::F32,
+        m.nq.saturating_sub(1) * m.x_stride + m.x_offset + m.d,
+    )?;
+    let scratch = m.nq.saturating_mul(m.lists).saturating_mul(m.k);
+    holds(keys, "the keys", DType::F32, scratch)?;
+    holds(ids, "the ids", DType::U32, scratch)?;
+    holds(dist, "the distances", DType::F32, m.nq * m.k)?;
+    holds(idx, "the indices", DType::U32, m.nq * m.k)?;
+    let plan = wring_kernels::vq::plan_merge(m, step.caps(), choice)?;
+    step.launch(
+        &plan,
+        &[
+            ("x", x),
+            ("keys", keys),
+            ("ids", ids),
+            ("dist", dist),
+            ("idx", idx),
+        ],
+    )
+}
+
+/// Squared norms of the rows of `x` (f32 or f16) into `out` (f32 [rows]).
+pub fn vq_norms(
+    step: &mut Step<'_>,
+    n: &wring_kernels::vq::Norms,
+    x: &Tensor,
+    out: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    let rows = n.rows as usize;
+    holds(
+        x,
+        "the matrix",
+        x.dtype(),
+        rows.saturating_sub(1) * n.stride as usize + (n.offset + n.d) as usize,
+    )?;
+    holds(out, "the norms", DType::F32, rows)?;
+    let plan = wring_kernels::vq::plan_norms(n, x.dtype(), step.caps(), choice)?;
+    step.launch(&plan, &[("x", x), ("out", out)])
+}
+
+/// Codebook lookup into `out` (f32): set, add or subtract codeword `ids[r]` on row r.
+pub fn vq_lookup(
+    step: &mut Step<'_>,
+    l: &wring_kernels::vq::Lookup,
+    ids: &Tensor,
+    codes: &Tensor,
+    out: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    holds(ids, "the ids", DType::U32, l.n)?;
+    holds(codes, "the codebook", l.dtype, l.n_codes * l.d)?;
+    holds(
+        out,
+        "the output",
+        DType::F32,
+        l.n.saturating_sub(1) * l.out_stride + l.out_offset + l.d,
+    )?;
+    let plan = wring_kernels::vq::plan_lookup(l, step.caps(), choice)?;
+    step.launch(&plan, &[("ids", ids), ("codes", codes), ("out", out)])
+}
+
+/// The k-means centroid update: `centroids` (f32 [k][d]) become the means of their points in `x`, grouped
+/// by `order` and `offsets` (`wring_kernels::vq::group_by_cluster`); empty clusters are left unchanged.
+pub fn vq_update(
+    step: &mut Step<'_>,
+    up: &wring_kernels::vq::Update,
+    x: &Tensor,
+    order: &Tensor,
+    offsets: &Tensor,
+    centroids: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    let (k, d) = (up.k as usize, up.d as usize);
+    holds(offsets, "the offsets", DType::U32, k + 1)?;
+    holds(order, "the order", DType::U32, 1)?;
+    let points = order.len();
+    holds(
+        x,
+        "the data",
+        DType::F32,
+        (points - 1) * up.x_stride as usize + up.x_offset as usize + d,
+    )?;
+    holds(centroids, "the centroids", DType::F32, k * d)?;
+    let plan = wring_kernels::vq::plan_update(up, points, step.caps(), choice)?;
+    step.launch(
+        &plan,
+        &[
+            ("x", x),
+            ("order", order),
+            ("offsets", offsets),
+            ("centroids", centroids),
+        ],
+    )
+}
+
+/// Replaces the L2 distances in `dist` (f32 [nq][k]) of the pairs whose ids (`idx`) lie in this codebook
+/// tensor by the direct sum of squared differences.
+pub fn vq_refine(
+    step: &mut Step<'_>,
+    r: &wring_kernels::vq::Refine,
+    x: &Tensor,
+    codes: &Tensor,
+    idx: &Tensor,
+    dist: &Tensor,
+    choice: Choice<'_>,
+) -> Result<()> {
+    let (nq, k, d) = (r.nq as usize, r.k as usize, r.d as usize);
+    holds(
+        x,
+        "the queries",
+        DType::F32,
+        nq.saturating_sub(1) * r.x_stride as usize + r.x_offset as usize + d,
+    )?;
+    holds(codes, "the codebook", codes.dtype(), r.n_codes as usize * d)?;
+    holds(idx, "the indices", DType::U32, nq * k)?;
+    holds(dist, "the distances", DType::F32, nq * k)?;
+    let plan = wring_kernels::vq::plan_refine(r, codes.dtype(), step.caps(), choice)?;
+    step.launch(
+        &plan,
+        &[("x", x), ("codes", codes), ("idx", idx), ("dist", dist)],
+    )
+}
