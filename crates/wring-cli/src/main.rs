@@ -180,6 +180,78 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         reps: usize,
     },
+    /// Vector quantization: train codebooks by k-means, encode, decode, search.
+    #[command(subcommand)]
+    Vq(VqCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum VqCommand {
+    /// Train a quantizer on DATA.npy ([n, d] f32) by k-means: plain VQ, residual (--stages), product
+    /// (--groups) or group-residual (both).
+    Train {
+        data: std::path::PathBuf,
+        /// The codebooks to write (.safetensors, or .npy [groups, stages, k, d / groups]).
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// Codewords per codebook.
+        #[arg(long)]
+        k: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Residual stages per group.
+        #[arg(long, default_value_t = 1)]
+        stages: usize,
+        /// Groups of consecutive dimensions (product-quantizer subspaces).
+        #[arg(long, default_value_t = 1)]
+        groups: usize,
+        /// plusplus (k-means++) or random.
+        #[arg(long, default_value = "plusplus", value_parser = ["plusplus", "random"])]
+        init: String,
+    },
+    /// Encode DATA.npy ([n, d]) into codes ([n, groups * stages] u32 .npy).
+    Encode {
+        data: std::path::PathBuf,
+        #[arg(long)]
+        codebook: std::path::PathBuf,
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// Keep the codebooks as f16 on the device.
+        #[arg(long)]
+        f16: bool,
+    },
+    /// Decode codes ([n, groups * stages] integer .npy) into vectors ([n, d] f32 .npy).
+    Decode {
+        codes: std::path::PathBuf,
+        #[arg(long)]
+        codebook: std::path::PathBuf,
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(long)]
+        f16: bool,
+    },
+    /// The k nearest codewords of each query in QUERIES.npy ([n, d]) in a one-codebook quantizer, or with
+    /// --codes the k nearest encoded database vectors of a product quantizer (asymmetric distances).
+    /// Prints JSON, or writes OUT.ids.npy and OUT.distances.npy with -o OUT.
+    Search {
+        queries: std::path::PathBuf,
+        #[arg(long)]
+        codebook: std::path::PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// l2, ip or cosine.
+        #[arg(long, default_value = "l2")]
+        metric: String,
+        /// Product codes of a database ([n, groups]) to search instead of the codebook.
+        #[arg(long)]
+        codes: Option<std::path::PathBuf>,
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        #[arg(long)]
+        f16: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -237,6 +309,7 @@ fn main() -> ExitCode {
         } => encode(&input, &output, quality, bpp.or(kbps), &wavelet, levels)
             .map_err(|e| e.to_string()),
         Command::Decode { input, output } => decode(&input, &output).map_err(|e| e.to_string()),
+        Command::Vq(cmd) => vq_cmd(cmd).map_err(|e| e.to_string()),
         Command::Wavelet {
             direction,
             input,
@@ -698,6 +771,83 @@ fn load_with_progress(
     });
     bar.finish_and_clear();
     llm
+}
+
+/// Reads an [n, d] f32 .npy.
+fn read_matrix(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), wring_vq::VqError> {
+    let (shape, data) = wring_codec::io::read_npy(path)?;
+    match shape[..] {
+        [n, d] if d > 0 => Ok((n, d, data)),
+        _ => Err(wring_vq::VqError::Request(format!("{}: expected an [n, d] array, got {shape:?}", path.display()))),
+    }
+}
+
+fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
+    use wring_vq::{Init, KMeansOptions, Metric, Quantizer, VqError};
+    let ctx = Context::new(ContextOptions::default())?;
+    let dtype = |f16: bool| if f16 { wring_kernels::DType::F16 } else { wring_kernels::DType::F32 };
+    match cmd {
+        VqCommand::Train { data, output, k, iters, seed, stages, groups, init } => {
+            let (n, d, values) = read_matrix(&data)?;
+            let init = if init == "random" { Init::Random } else { Init::PlusPlus };
+            let opts = KMeansOptions { k, iters, seed, init };
+            let bar = indicatif::ProgressBar::new((groups * stages * iters) as u64).with_style(
+                indicatif::ProgressStyle::with_template("k-means {bar:30} {pos}/{len} iterations {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let q = Quantizer::train(&ctx, &values, d, groups, stages, &opts, &mut |book, _, obj| {
+                bar.set_message(format!("codebook {book}: objective {:.4e}", obj / n.max(1) as f64));
+                bar.inc(1);
+            })?;
+            bar.finish();
+            if output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+                q.save_npy(&output)
+            } else {
+                q.save_safetensors(&output)
+            }
+        }
+        VqCommand::Encode { data, codebook, output, f16 } => {
+            let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
+            let (n, _, values) = read_matrix(&data)?;
+            let codes = q.encode(&ctx, &values)?;
+            Ok(wring_codec::io::write_npy_u32(&output, &[n, q.code_len()], &codes)?)
+        }
+        VqCommand::Decode { codes, codebook, output, f16 } => {
+            let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
+            let (_, c) = wring_codec::io::read_npy_u32(&codes)?;
+            let values = q.decode(&ctx, &c)?;
+            Ok(wring_codec::io::write_npy(&output, &[c.len() / q.code_len().max(1), q.d], &values)?)
+        }
+        VqCommand::Search { queries, codebook, k, metric, codes, output, f16 } => {
+            let metric = Metric::from_name(&metric).ok_or_else(|| VqError::Request(format!("unknown metric `{metric}`: use l2, ip or cosine")))?;
+            let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
+            let (n, _, values) = read_matrix(&queries)?;
+            let nb = match codes {
+                Some(path) => {
+                    if metric != Metric::L2 {
+                        return Err(VqError::Request("searches over product codes use l2".into()));
+                    }
+                    let (_, c) = wring_codec::io::read_npy_u32(&path)?;
+                    q.search_codes(&values, &c, k)?
+                }
+                None if q.groups == 1 && q.stages == 1 => wring_vq::search(&ctx, q.book(0, 0), &values, k, metric)?,
+                None => return Err(VqError::Request("searching a codebook needs a one-codebook quantizer; give --codes to search product codes".into())),
+            };
+            match output {
+                Some(out) => {
+                    let with = |suffix: &str| out.with_extension(suffix);
+                    wring_codec::io::write_npy_u32(&with("ids.npy"), &[n, k], &nb.ids)?;
+                    Ok(wring_codec::io::write_npy(&with("distances.npy"), &[n, k], &nb.distances)?)
+                }
+                None => {
+                    let rows = |v: Vec<String>| v.chunks(k).map(|r| format!("[{}]", r.join(","))).collect::<Vec<_>>().join(",");
+                    // A closed pipe (`| head`) ends the output quietly rather than as an error.
+                    let text = format!("{{\"ids\":[{}],\"distances\":[{}]}}\n", rows(nb.ids.iter().map(u32::to_string).collect()), rows(nb.distances.iter().map(f32::to_string).collect()));
+                    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(VqError::Io(e.to_string())) })
+                }
+            }
+        }
+    }
 }
 
 fn is_wav(path: &std::path::Path) -> bool {
