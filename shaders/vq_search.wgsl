@@ -69,6 +69,10 @@ fn main(inv: Invocation) {
     let tx = inv.lid % WX;
     let ty = inv.lid / WX;
     let q0 = (inv.wid.y * WY + ty) * TM;
+    // Rows of invocations past the last query have nothing to do (there are no barriers to keep them for).
+    if (q0 >= params.nq) {
+        return;
+    }
     let split = inv.wid.x;
     let inf = bitcast<f32>(0x7f800000u);
     for (var i = 0u; i < TM * KMAX; i++) {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod codec;
 #[path = "../../benches/suite.rs"]
 mod suite;
+mod vq;
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask")]
@@ -55,6 +56,16 @@ fn main() -> ExitCode {
                     codec::run(quick, (!no_save).then_some(dir.as_path())),
                     |r| if no_save { Ok(()) } else { save_codec(&dir, r) },
                 );
+            }
+            if filter.as_deref() == Some("vq") {
+                let dir = out.join(format!("{}-vq", today()));
+                return finish(vq::run(quick), |r| {
+                    if no_save {
+                        Ok(())
+                    } else {
+                        save_json(&dir, "vq.json", r)
+                    }
+                });
             }
             if filter.as_deref() == Some("llm") {
                 return finish(bench_llm(quick), |r| {
@@ -347,16 +358,19 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
 }
 
 fn save_codec(dir: &Path, r: &codec::CodecReport) -> std::io::Result<()> {
+    save_json(dir, "codec.json", r)
+}
+
+/// Writes a report with the command, the date and the locked dependency versions as `dir/name`.
+fn save_json(dir: &Path, name: &str, r: &impl serde::Serialize) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let command = format!(
         "cargo xtask {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     let json = serde_json::json!({ "command": command, "date": today(), "versions": locked_versions(), "report": r });
-    std::fs::write(
-        dir.join("codec.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )?;
-    println!("results written to {}", dir.join("codec.json").display());
+    std::fs::write(dir.join(name), serde_json::to_string_pretty(&json)? + "\n")?;
+    println!("results written to {}", dir.join(name).display());
     Ok(())
 }
 

@@ -778,48 +778,119 @@ fn read_matrix(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), wring
     let (shape, data) = wring_codec::io::read_npy(path)?;
     match shape[..] {
         [n, d] if d > 0 => Ok((n, d, data)),
-        _ => Err(wring_vq::VqError::Request(format!("{}: expected an [n, d] array, got {shape:?}", path.display()))),
+        _ => Err(wring_vq::VqError::Request(format!(
+            "{}: expected an [n, d] array, got {shape:?}",
+            path.display()
+        ))),
     }
 }
 
 fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
     use wring_vq::{Init, KMeansOptions, Metric, Quantizer, VqError};
     let ctx = Context::new(ContextOptions::default())?;
-    let dtype = |f16: bool| if f16 { wring_kernels::DType::F16 } else { wring_kernels::DType::F32 };
+    let dtype = |f16: bool| {
+        if f16 {
+            wring_kernels::DType::F16
+        } else {
+            wring_kernels::DType::F32
+        }
+    };
     match cmd {
-        VqCommand::Train { data, output, k, iters, seed, stages, groups, init } => {
+        VqCommand::Train {
+            data,
+            output,
+            k,
+            iters,
+            seed,
+            stages,
+            groups,
+            init,
+        } => {
             let (n, d, values) = read_matrix(&data)?;
-            let init = if init == "random" { Init::Random } else { Init::PlusPlus };
-            let opts = KMeansOptions { k, iters, seed, init };
+            let init = if init == "random" {
+                Init::Random
+            } else {
+                Init::PlusPlus
+            };
+            let opts = KMeansOptions {
+                k,
+                iters,
+                seed,
+                init,
+            };
             let bar = indicatif::ProgressBar::new((groups * stages * iters) as u64).with_style(
-                indicatif::ProgressStyle::with_template("k-means {bar:30} {pos}/{len} iterations {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "k-means {bar:30} {pos}/{len} iterations {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let q = Quantizer::train(&ctx, &values, d, groups, stages, &opts, &mut |book, _, obj| {
-                bar.set_message(format!("codebook {book}: objective {:.4e}", obj / n.max(1) as f64));
-                bar.inc(1);
-            })?;
+            let q = Quantizer::train(
+                &ctx,
+                &values,
+                d,
+                groups,
+                stages,
+                &opts,
+                &mut |book, _, obj| {
+                    bar.set_message(format!(
+                        "codebook {book}: objective {:.4e}",
+                        obj / n.max(1) as f64
+                    ));
+                    bar.inc(1);
+                },
+            )?;
             bar.finish();
-            if output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            if output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
                 q.save_npy(&output)
             } else {
                 q.save_safetensors(&output)
             }
         }
-        VqCommand::Encode { data, codebook, output, f16 } => {
+        VqCommand::Encode {
+            data,
+            codebook,
+            output,
+            f16,
+        } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
             let (n, _, values) = read_matrix(&data)?;
             let codes = q.encode(&ctx, &values)?;
-            Ok(wring_codec::io::write_npy_u32(&output, &[n, q.code_len()], &codes)?)
+            Ok(wring_codec::io::write_npy_u32(
+                &output,
+                &[n, q.code_len()],
+                &codes,
+            )?)
         }
-        VqCommand::Decode { codes, codebook, output, f16 } => {
+        VqCommand::Decode {
+            codes,
+            codebook,
+            output,
+            f16,
+        } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
             let (_, c) = wring_codec::io::read_npy_u32(&codes)?;
             let values = q.decode(&ctx, &c)?;
-            Ok(wring_codec::io::write_npy(&output, &[c.len() / q.code_len().max(1), q.d], &values)?)
+            Ok(wring_codec::io::write_npy(
+                &output,
+                &[c.len() / q.code_len().max(1), q.d],
+                &values,
+            )?)
         }
-        VqCommand::Search { queries, codebook, k, metric, codes, output, f16 } => {
-            let metric = Metric::from_name(&metric).ok_or_else(|| VqError::Request(format!("unknown metric `{metric}`: use l2, ip or cosine")))?;
+        VqCommand::Search {
+            queries,
+            codebook,
+            k,
+            metric,
+            codes,
+            output,
+            f16,
+        } => {
+            let metric = Metric::from_name(&metric).ok_or_else(|| {
+                VqError::Request(format!("unknown metric `{metric}`: use l2, ip or cosine"))
+            })?;
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
             let (n, _, values) = read_matrix(&queries)?;
             let nb = match codes {
@@ -837,13 +908,34 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
                 Some(out) => {
                     let with = |suffix: &str| out.with_extension(suffix);
                     wring_codec::io::write_npy_u32(&with("ids.npy"), &[n, k], &nb.ids)?;
-                    Ok(wring_codec::io::write_npy(&with("distances.npy"), &[n, k], &nb.distances)?)
+                    Ok(wring_codec::io::write_npy(
+                        &with("distances.npy"),
+                        &[n, k],
+                        &nb.distances,
+                    )?)
                 }
                 None => {
-                    let rows = |v: Vec<String>| v.chunks(k).map(|r| format!("[{}]", r.join(","))).collect::<Vec<_>>().join(",");
+                    let rows = |v: Vec<String>| {
+                        v.chunks(k)
+                            .map(|r| format!("[{}]", r.join(",")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
                     // A closed pipe (`| head`) ends the output quietly rather than as an error.
-                    let text = format!("{{\"ids\":[{}],\"distances\":[{}]}}\n", rows(nb.ids.iter().map(u32::to_string).collect()), rows(nb.distances.iter().map(f32::to_string).collect()));
-                    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(VqError::Io(e.to_string())) })
+                    let text = format!(
+                        "{{\"ids\":[{}],\"distances\":[{}]}}\n",
+                        rows(nb.ids.iter().map(u32::to_string).collect()),
+                        rows(nb.distances.iter().map(f32::to_string).collect())
+                    );
+                    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).or_else(
+                        |e| {
+                            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                Ok(())
+                            } else {
+                                Err(VqError::Io(e.to_string()))
+                            }
+                        },
+                    )
                 }
             }
         }
