@@ -285,24 +285,10 @@ impl Packet {
             }
         }
         let filters = ctx.upload(&[4 * self.wavelet.taps()], &self.wavelet.filter_bank())?;
-        let mut stages = self.stages();
-        if !forward {
-            stages.reverse();
-        }
+        let launches = self.launches(forward);
+        let last_stage = launches.len().saturating_sub(1);
         let mut cur = x.clone();
-        let last_stage = stages.len().saturating_sub(1);
-        for (i, s) in stages.into_iter().enumerate() {
-            let (dwt, out_len) = if forward {
-                (s.dwt, s.dst_len)
-            } else {
-                (
-                    Dwt {
-                        forward: false,
-                        ..s.dwt
-                    },
-                    s.src_len,
-                )
-            };
+        for (i, (dwt, out_len)) in launches.into_iter().enumerate() {
             let next = match out {
                 Some(out) if i == last_stage => out.clone(),
                 _ => ctx.empty(&[out_len], self.dtype)?,
@@ -338,24 +324,32 @@ impl Packet {
         self.run_cpu(coeffs, false)
     }
 
-    fn run_cpu(&self, x: &[f32], forward: bool) -> Vec<f32> {
-        let mut stages = self.stages();
-        if !forward {
-            stages.reverse();
+    /// The launches of one direction in the order they run, each with its output's length: the forward
+    /// stages as listed, or the same stages backwards with the direction flipped.
+    fn launches(&self, forward: bool) -> Vec<(Dwt, usize)> {
+        let stages = self.stages();
+        if forward {
+            stages.into_iter().map(|s| (s.dwt, s.dst_len)).collect()
+        } else {
+            stages
+                .into_iter()
+                .rev()
+                .map(|s| {
+                    (
+                        Dwt {
+                            forward: false,
+                            ..s.dwt
+                        },
+                        s.src_len,
+                    )
+                })
+                .collect()
         }
+    }
+
+    fn run_cpu(&self, x: &[f32], forward: bool) -> Vec<f32> {
         let mut cur = x.to_vec();
-        for s in stages {
-            let (dwt, out_len) = if forward {
-                (s.dwt, s.dst_len)
-            } else {
-                (
-                    Dwt {
-                        forward: false,
-                        ..s.dwt
-                    },
-                    s.src_len,
-                )
-            };
+        for (dwt, out_len) in self.launches(forward) {
             let mut next = vec![0.0; out_len];
             wring_kernels::wavelet::cpu(&dwt, &cur, &mut next);
             cur = next;

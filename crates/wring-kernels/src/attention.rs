@@ -84,16 +84,7 @@ impl Attention {
         let p = self.check()?;
         let v = plan::select("attn_scores", "f32", "it is the only variant", caps, choice)?;
         let n = (self.tokens * self.n_heads * self.kv_len) as u64;
-        let workgroups = plan::grid_1d(
-            "attn_scores",
-            n.div_ceil(u64::from(v.define_u32("WG"))),
-            caps,
-        )?;
-        Ok(Plan {
-            variant: v,
-            params: bytemuck::bytes_of(&p).to_vec(),
-            workgroups,
-        })
+        plan::per_item("attn_scores", v, n, bytemuck::bytes_of(&p), caps)
     }
 
     /// Plans the weighted-values launch: o [tokens][heads][head_dim].
@@ -101,12 +92,7 @@ impl Attention {
         let p = self.check()?;
         let v = plan::select("attn_pv", "f32", "it is the only variant", caps, choice)?;
         let n = (self.tokens * self.n_heads * self.head_dim / 4) as u64;
-        let workgroups = plan::grid_1d("attn_pv", n.div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-        Ok(Plan {
-            variant: v,
-            params: bytemuck::bytes_of(&p).to_vec(),
-            workgroups,
-        })
+        plan::per_item("attn_pv", v, n, bytemuck::bytes_of(&p), caps)
     }
 
     /// CPU twin of attn_scores: one iteration per (t, h, j).

@@ -70,12 +70,13 @@ pub fn plan(
         pad: [0; 2],
     };
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
-    let workgroups = plan::grid_1d("binary", (n as u64).div_ceil(per_group), caps)?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    plan::linear(
+        "binary",
+        v,
+        (n as u64).div_ceil(per_group),
+        bytemuck::bytes_of(&params),
+        caps,
+    )
 }
 
 /// CPU twin: computes in f32 and rounds to the element type, as the f16 shader's arithmetic does.

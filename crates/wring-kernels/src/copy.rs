@@ -56,18 +56,18 @@ pub fn plan_at(
     let src_offset = plan::index_u32("copy", "source offset", src_offset / per_word)?;
     let dst_offset = plan::index_u32("copy", "destination offset", dst_offset / per_word)?;
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
-    let workgroups = plan::grid_1d("copy", u64::from(n).div_ceil(per_group), caps)?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&Params {
+    plan::linear(
+        "copy",
+        v,
+        u64::from(n).div_ceil(per_group),
+        bytemuck::bytes_of(&Params {
             n,
             src_offset,
             dst_offset,
             pad: 0,
-        })
-        .to_vec(),
-        workgroups,
-    })
+        }),
+        caps,
+    )
 }
 
 /// CPU twin: `dst[i] = src[i]`.

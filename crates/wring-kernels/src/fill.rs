@@ -24,17 +24,17 @@ pub fn plan(
     let v = plan::select("fill", "u32", "it is the only variant", caps, choice)?;
     let n = plan::index_u32("fill", "words", words)?;
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
-    let workgroups = plan::grid_1d("fill", u64::from(n).div_ceil(per_group), caps)?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&Params {
+    plan::linear(
+        "fill",
+        v,
+        u64::from(n).div_ceil(per_group),
+        bytemuck::bytes_of(&Params {
             n,
             value,
             pad: [0; 2],
-        })
-        .to_vec(),
-        workgroups,
-    })
+        }),
+        caps,
+    )
 }
 
 /// CPU twin: every word becomes `value`.

@@ -67,16 +67,13 @@ pub fn plan(
         rows: rows as u32,
         row_bytes: row_bytes as u32,
     };
-    let workgroups = plan::grid_1d(
+    plan::per_item(
         "get_rows",
-        u64::from(quads).div_ceil(u64::from(v.define_u32("WG"))),
+        v,
+        u64::from(quads),
+        bytemuck::bytes_of(&params),
         caps,
-    )?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    )
 }
 
 /// CPU twin: each output row is the reference dequantization of its table row (or the f32 row itself).

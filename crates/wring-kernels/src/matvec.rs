@@ -67,16 +67,13 @@ pub fn plan(
         k: k as u32,
         pad: [0; 2],
     };
-    let workgroups = plan::grid_1d(
+    plan::linear(
         "matvec",
+        v,
         (n as u64).div_ceil(u64::from(v.define_u32("ROWS"))),
+        bytemuck::bytes_of(&params),
         caps,
-    )?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    )
 }
 
 /// CPU twin of the shared-memory variant: each of `wg` invocations sums a strided slice of k, then the

@@ -90,6 +90,38 @@ pub struct Plan {
     pub workgroups: [u32; 3],
 }
 
+/// A plan of `groups` workgroups in one dimension (spilling into y and z past the per-dimension limit).
+pub(crate) fn linear(
+    kernel: &'static str,
+    v: &'static Variant,
+    groups: u64,
+    params: &[u8],
+    caps: &Caps,
+) -> Result<Plan, KernelError> {
+    Ok(Plan {
+        variant: v,
+        params: params.to_vec(),
+        workgroups: grid_1d(kernel, groups, caps)?,
+    })
+}
+
+/// A plan of one invocation per item, in workgroups of the variant's `WG` invocations.
+pub(crate) fn per_item(
+    kernel: &'static str,
+    v: &'static Variant,
+    items: u64,
+    params: &[u8],
+    caps: &Caps,
+) -> Result<Plan, KernelError> {
+    linear(
+        kernel,
+        v,
+        items.div_ceil(u64::from(v.define_u32("WG"))),
+        params,
+        caps,
+    )
+}
+
 /// Resolves a choice to a variant: the forced one, or `auto` with `why` logged at debug level.
 pub(crate) fn select(
     kernel: &'static str,

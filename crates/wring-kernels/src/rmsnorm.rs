@@ -47,12 +47,7 @@ pub fn plan(
         eps,
         pad: 0,
     };
-    let workgroups = plan::grid_1d("rmsnorm", rows as u64, caps)?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    plan::linear("rmsnorm", v, rows as u64, bytemuck::bytes_of(&params), caps)
 }
 
 /// CPU twin of the shared-memory variant, with `wg` invocations per row.

@@ -99,16 +99,13 @@ pub fn plan(rope: &Rope, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Kernel
     let v = plan::select("rope", auto, "it is the requested pairing", caps, choice)?;
     check_shape(rope, "rope")?;
     let params = rope.params();
-    let workgroups = plan::grid_1d(
+    plan::per_item(
         "rope",
-        u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))),
+        v,
+        u64::from(params.total_pairs),
+        bytemuck::bytes_of(&params),
         caps,
-    )?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    )
 }
 
 /// The two dimensions of a head that pair `pair` reads and writes (`shaders/common/rope.wgsl`'s `rope_dims`).
@@ -244,16 +241,13 @@ pub fn plan_qkv(r: &RopeQkv, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Ke
         "there must be at least one key/value head".into()
     })?;
     let params = r.params()?;
-    let workgroups = plan::grid_1d(
+    plan::per_item(
         "rope_qkv",
-        u64::from(params.total_pairs).div_ceil(u64::from(v.define_u32("WG"))),
+        v,
+        u64::from(params.total_pairs),
+        bytemuck::bytes_of(&params),
         caps,
-    )?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    )
 }
 
 /// CPU twin of `rope_qkv`: [`cpu`] on the queries and keys read through their strides, the keys and values

@@ -55,12 +55,13 @@ pub fn plan(
         pad: [0; 2],
     };
     let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
-    let workgroups = plan::grid_1d("silu_mul", u64::from(total).div_ceil(per_group), caps)?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    plan::linear(
+        "silu_mul",
+        v,
+        u64::from(total).div_ceil(per_group),
+        bytemuck::bytes_of(&params),
+        caps,
+    )
 }
 
 /// CPU twin: `y[row][i] = a / (1 + exp(-a)) * b` with a and b read through their strides.

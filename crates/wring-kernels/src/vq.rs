@@ -313,7 +313,7 @@ pub fn plan_merge(m: &Merge, caps: &Caps, choice: Choice<'_>) -> Result<Plan, Ke
         x_offset: u("x_offset", m.x_offset)?,
         pad0: 0,
     };
-    one_per_item(
+    plan::per_item(
         "vq_merge",
         v,
         m.nq as u64,
@@ -368,7 +368,7 @@ pub fn plan_refine(
     })?;
     let n = u64::from(r.nq) * u64::from(r.k);
     plan::index_u32("vq_refine", "pairs", n as usize)?;
-    one_per_item("vq_refine", v, n, bytemuck::bytes_of(r), caps)
+    plan::per_item("vq_refine", v, n, bytemuck::bytes_of(r), caps)
 }
 
 /// The direct squared L2 distance, summed in index order in f32 (the refine kernel's arithmetic).
@@ -435,7 +435,7 @@ pub fn plan_norms(
         "matrix",
         (n.rows as usize).saturating_mul(n.stride as usize),
     )?;
-    one_per_item(
+    plan::per_item(
         "vq_norms",
         v,
         u64::from(n.rows),
@@ -541,7 +541,7 @@ pub fn plan_lookup(l: &Lookup, caps: &Caps, choice: Choice<'_>) -> Result<Plan, 
         },
         pad0: 0,
     };
-    one_per_item(
+    plan::per_item(
         "vq_lookup",
         v,
         (l.n * l.d) as u64,
@@ -590,23 +590,7 @@ pub fn plan_update(
         n_points.saturating_mul(up.x_stride as usize),
     )?;
     let n = u64::from(up.k) * u64::from(up.d);
-    one_per_item("vq_update", v, n, bytemuck::bytes_of(up), caps)
-}
-
-/// A plan of one invocation per item in `WG`-wide workgroups.
-fn one_per_item(
-    kernel: &'static str,
-    v: &'static crate::variant::Variant,
-    items: u64,
-    params: &[u8],
-    caps: &Caps,
-) -> Result<Plan, KernelError> {
-    let workgroups = plan::grid_1d(kernel, items.div_ceil(u64::from(v.define_u32("WG"))), caps)?;
-    Ok(Plan {
-        variant: v,
-        params: params.to_vec(),
-        workgroups,
-    })
+    plan::per_item("vq_update", v, n, bytemuck::bytes_of(up), caps)
 }
 
 /// The rank key of a (query, codeword) pair as the search kernel computes it from the dot product and the

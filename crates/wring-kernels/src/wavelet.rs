@@ -449,16 +449,13 @@ pub fn plan(d: &Dwt, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelErro
         },
     )?;
     let params = d.params()?;
-    let workgroups = plan::grid_1d(
+    plan::per_item(
         "dwt",
-        u64::from(params.total).div_ceil(u64::from(v.define_u32("WG"))),
+        v,
+        u64::from(params.total),
+        bytemuck::bytes_of(&params),
         caps,
-    )?;
-    Ok(Plan {
-        variant: v,
-        params: bytemuck::bytes_of(&params).to_vec(),
-        workgroups,
-    })
+    )
 }
 
 /// The sample of the extended signal at `idx` (may be outside 0..n), as pywavelets extends it; `None` is a

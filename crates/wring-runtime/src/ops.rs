@@ -532,6 +532,17 @@ pub fn dwt(
     step.launch(&plan, &[("filters", filters), ("src", src), ("dst", dst)])
 }
 
+/// Elements a tensor needs to hold `rows` rows of `d` values read at `row * stride + offset`.
+fn rows_extent(rows: usize, stride: usize, offset: usize, d: usize) -> usize {
+    rows.saturating_sub(1) * stride + offset + d
+}
+
+/// The scratch lists of a search: keys (f32) and ids (u32), `n` of each.
+fn holds_lists(keys: &Tensor, ids: &Tensor, n: usize) -> Result<()> {
+    holds(keys, "the keys", DType::F32, n)?;
+    holds(ids, "the ids", DType::U32, n)
+}
+
 /// `t` has `dtype` and at least `n` elements.
 fn holds(t: &Tensor, name: &str, dtype: DType, n: usize) -> Result<()> {
     expect(t.dtype() == dtype && t.len() >= n, || {
@@ -564,13 +575,12 @@ pub fn vq_search(
         x,
         "the queries",
         DType::F32,
-        s.nq.saturating_sub(1) * s.x_stride + s.x_offset + s.d,
+        rows_extent(s.nq, s.x_stride, s.x_offset, s.d),
     )?;
     holds(codes, "the codebook", s.dtype, s.n_codes * s.d)?;
     holds(cnorm, "the codeword norms", DType::F32, s.n_codes)?;
     let scratch = s.nq.saturating_mul(s.lists).saturating_mul(s.k);
-    holds(keys, "the keys", DType::F32, scratch)?;
-    holds(ids, "the ids", DType::U32, scratch)?;
+    holds_lists(keys, ids, scratch)?;
     let plan = wring_kernels::vq::plan_search(s, step.caps(), choice)?;
     step.launch(
         &plan,
@@ -603,11 +613,10 @@ pub fn vq_merge(
         x,
         "the queries",
         DType::F32,
-        m.nq.saturating_sub(1) * m.x_stride + m.x_offset + m.d,
+        rows_extent(m.nq, m.x_stride, m.x_offset, m.d),
     )?;
     let scratch = m.nq.saturating_mul(m.lists).saturating_mul(m.k);
-    holds(keys, "the keys", DType::F32, scratch)?;
-    holds(ids, "the ids", DType::U32, scratch)?;
+    holds_lists(keys, ids, scratch)?;
     holds(dist, "the distances", DType::F32, m.nq * m.k)?;
     holds(idx, "the indices", DType::U32, m.nq * m.k)?;
     let plan = wring_kernels::vq::plan_merge(m, step.caps(), choice)?;
@@ -636,7 +645,7 @@ pub fn vq_norms(
         x,
         "the matrix",
         x.dtype(),
-        rows.saturating_sub(1) * n.stride as usize + (n.offset + n.d) as usize,
+        rows_extent(rows, n.stride as usize, n.offset as usize, n.d as usize),
     )?;
     holds(out, "the norms", DType::F32, rows)?;
     let plan = wring_kernels::vq::plan_norms(n, x.dtype(), step.caps(), choice)?;
@@ -658,7 +667,7 @@ pub fn vq_lookup(
         out,
         "the output",
         DType::F32,
-        l.n.saturating_sub(1) * l.out_stride + l.out_offset + l.d,
+        rows_extent(l.n, l.out_stride, l.out_offset, l.d),
     )?;
     let plan = wring_kernels::vq::plan_lookup(l, step.caps(), choice)?;
     step.launch(&plan, &[("ids", ids), ("codes", codes), ("out", out)])
@@ -683,7 +692,7 @@ pub fn vq_update(
         x,
         "the data",
         DType::F32,
-        (points - 1) * up.x_stride as usize + up.x_offset as usize + d,
+        rows_extent(points, up.x_stride as usize, up.x_offset as usize, d),
     )?;
     holds(centroids, "the centroids", DType::F32, k * d)?;
     let plan = wring_kernels::vq::plan_update(up, points, step.caps(), choice)?;
@@ -714,7 +723,7 @@ pub fn vq_refine(
         x,
         "the queries",
         DType::F32,
-        nq.saturating_sub(1) * r.x_stride as usize + r.x_offset as usize + d,
+        rows_extent(nq, r.x_stride as usize, r.x_offset as usize, d),
     )?;
     holds(codes, "the codebook", codes.dtype(), r.n_codes as usize * d)?;
     holds(idx, "the indices", DType::U32, nq * k)?;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use wring_kernels::DType;
 use wring_kernels::vq::{LookupOp, Metric};
-use wring_runtime::{Context, Tensor};
+use wring_runtime::Context;
 
 use crate::kmeans::{Init, KMeansOptions, kmeans};
 use crate::search::{Codebook, Neighbours, Rows, search_rows};
@@ -218,14 +218,12 @@ impl Quantizer {
         let out = ctx.upload(&[n, self.d], &vec![0f32; n * self.d])?;
         let dg = self.d / self.groups;
         let mut step = ctx.step("vq decode");
-        let mut columns: Vec<Tensor> = Vec::new();
         for g in 0..self.groups {
             for r in 0..self.stages {
                 let col: Vec<u32> = (0..n).map(|i| codes[i * m + g * self.stages + r]).collect();
                 let ids = ctx.upload(&[n], &col)?;
                 self.book(g, r)
                     .lookup(&mut step, &ids, n, &out, self.d, g * dg, LookupOp::Add)?;
-                columns.push(ids);
             }
         }
         step.submit()?;
