@@ -7,10 +7,14 @@
 use std::time::Instant;
 
 use half::f16;
-use wring_kernels::binary::BinaryOp;
-use wring_kernels::rope::{Rope, RopeMode};
-use wring_kernels::{Choice, DType, variant};
-use wring_runtime::{Context, ContextOptions, Step, Tensor, ops};
+use wring_runtime::kernels::quant::{Qmatmul, Qmatvec};
+use wring_runtime::kernels::tensor::{
+    Attention, Binary, BinaryOp, CopyWords, Fill, GetRows, Matmul, Matvec, Rmsnorm, Rope, RopeMode,
+    RopeQkv, SiluMul, Softmax,
+};
+use wring_runtime::kernels::wavelet::{Dwt, Mode, Wavelet};
+use wring_runtime::kernels::{self as variant, Choice, DType, Kernel as _};
+use wring_runtime::{Context, ContextOptions, Step, Tensor};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -208,7 +212,13 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         let src = ctx.upload(&[words], &vec![1u32; words])?;
         let dst = ctx.empty(&[words], DType::U32)?;
         for v in variant::of_kernel("copy") {
-            let t = b.time(&|s| ops::copy(s, &src, &dst, Choice::Force(&v.name)))?;
+            let t = b.time(&|s| {
+                s.run_with(
+                    &CopyWords::new(words),
+                    Choice::Force(&v.name),
+                    &[("src", &src), ("dst", &dst)],
+                )
+            })?;
             b.copy_gbs = b.copy_gbs.max(2.0 * bytes as f64 / t.0 / 1e9);
             b.row(
                 "copy",
@@ -243,19 +253,37 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     let tiny = ctx.empty(&[64], DType::U32)?;
     let launches = 200;
     let mut s = ctx.step("overhead warm-up");
-    ops::fill(&mut s, &tiny, 0, Choice::Auto)?;
+    s.run(
+        &Fill {
+            words: tiny.len(),
+            value: 0,
+        },
+        &[("dst", &tiny)],
+    )?;
     s.submit()?;
     ctx.wait()?;
     let plain = Context::new(ContextOptions::default())?;
     let tiny_plain = plain.empty(&[64], DType::U32)?;
     let mut s = plain.step("overhead warm-up");
-    ops::fill(&mut s, &tiny_plain, 0, Choice::Auto)?;
+    s.run(
+        &Fill {
+            words: tiny_plain.len(),
+            value: 0,
+        },
+        &[("dst", &tiny_plain)],
+    )?;
     s.submit()?;
     plain.wait()?;
     let start = Instant::now();
     let mut s = plain.step("overhead");
     for i in 0..launches {
-        ops::fill(&mut s, &tiny_plain, i, Choice::Auto)?;
+        s.run(
+            &Fill {
+                words: tiny_plain.len(),
+                value: i,
+            },
+            &[("dst", &tiny_plain)],
+        )?;
     }
     s.submit()?;
     plain.wait()?;
@@ -267,7 +295,15 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     if want("fill") {
         let words = (16usize << 20) / 4;
         let dst = ctx.empty(&[words], DType::U32)?;
-        let t = b.time(&|s| ops::fill(s, &dst, 7, Choice::Auto))?;
+        let t = b.time(&|s| {
+            s.run(
+                &Fill {
+                    words: dst.len(),
+                    value: 7,
+                },
+                &[("dst", &dst)],
+            )
+        })?;
         b.row("fill", "u32", "16 MiB".into(), t, (words * 4) as f64, 0.0);
     }
     if want("binary") {
@@ -295,7 +331,18 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 _ => (ctx.upload(&[n], &data)?, ctx.upload(&[n], &data)?),
             };
             let c = ctx.empty(&[n], dt)?;
-            let t = b.time(&|s| ops::binary(s, op, &a, &bb, &c, Choice::Force(&v.name)))?;
+            let t = b.time(&|s| {
+                s.run_with(
+                    &Binary {
+                        op,
+                        dtype: dt,
+                        n,
+                        nb: n,
+                    },
+                    Choice::Force(&v.name),
+                    &[("a", &a), ("b", &bb), ("c", &c)],
+                )
+            })?;
             b.row(
                 "binary",
                 &v.name,
@@ -311,7 +358,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         let a = ctx.upload(&[n], &ramp(n, 4.0))?;
         let bb = ctx.upload(&[n], &ramp(n, 1.0))?;
         let y = ctx.empty(&[n], DType::F32)?;
-        let t = b.time(&|s| ops::silu_mul(s, &a, &bb, &y, Choice::Auto))?;
+        let t = b.time(&|s| s.run(&SiluMul::dense(n, 1), &[("a", &a), ("b", &bb), ("y", &y)]))?;
         b.row("silu_mul", "f32", format!("{n}"), t, (12 * n) as f64, 0.0);
     }
     if want("matvec") {
@@ -335,7 +382,17 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             for &(n, k) in shapes {
                 let (w, x) = weights(&ctx, n, k, f16_in)?;
                 let y = ctx.empty(&[n], DType::F32)?;
-                let t = b.time(&|s| ops::matvec(s, &w, &x, &y, Choice::Force(&v.name)))?;
+                let t = b.time(&|s| {
+                    s.run_with(
+                        &Matvec {
+                            dtype: w.dtype(),
+                            n,
+                            k,
+                        },
+                        Choice::Force(&v.name),
+                        &[("w", &w), ("x", &x), ("y", &y)],
+                    )
+                })?;
                 let es = if f16_in { 2 } else { 4 };
                 b.row(
                     "matvec",
@@ -387,16 +444,17 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         } else {
                             Choice::Force(&name)
                         };
-                        let plan = wring_kernels::qmatvec::plan(
-                            f,
-                            DType::F32,
+                        let unit = Qmatvec {
+                            format: f,
+                            act: DType::F32,
                             n,
                             k,
                             batch,
-                            ctx.caps(),
-                            choice,
-                        )?;
-                        let t = b.time(&|s| ops::qmatvec(s, &tw, &x, &y, choice))?;
+                        };
+                        let plan = unit.plan(ctx.caps(), choice)?;
+                        let t = b.time(&|s| {
+                            s.run_with(&unit, choice, &[("w", &tw), ("x", &x), ("y", &y)])
+                        })?;
                         b.row(
                             "qmatvec",
                             &plan.variant.name,
@@ -408,9 +466,14 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     }
                     if batch > 8 {
                         // The GPU prefill kernel, on the same shapes, beside qmatvec's 8-row tiles.
-                        let plan =
-                            wring_kernels::qmatmul::plan(f, batch, n, k, ctx.caps(), Choice::Auto)?;
-                        let t = b.time(&|s| ops::qmatmul(s, &tw, &x, &y, Choice::Auto))?;
+                        let unit = Qmatmul {
+                            format: f,
+                            m: batch,
+                            n,
+                            k,
+                        };
+                        let plan = unit.plan(ctx.caps(), Choice::Auto)?;
+                        let t = b.time(&|s| s.run(&unit, &[("a", &x), ("w", &tw), ("c", &y)]))?;
                         b.row(
                             "qmatmul",
                             &plan.variant.name,
@@ -447,7 +510,18 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 let (a, _) = weights(&ctx, m, k, f16_in)?;
                 let (w, _) = weights(&ctx, n, k, f16_in)?;
                 let c = ctx.empty(&[m, n], DType::F32)?;
-                let t = b.time(&|s| ops::matmul(s, &a, &w, &c, Choice::Force(&v.name)))?;
+                let t = b.time(&|s| {
+                    s.run_with(
+                        &Matmul {
+                            dtype: a.dtype(),
+                            m,
+                            n,
+                            k,
+                        },
+                        Choice::Force(&v.name),
+                        &[("a", &a), ("b", &w), ("c", &c)],
+                    )
+                })?;
                 let es = if f16_in { 2 } else { 4 };
                 let flops = (2 * m * n * k) as f64;
                 matmul_best = matmul_best.max(flops / t.0 / 1e9);
@@ -485,13 +559,32 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     }
                     let residual = v.define("RESIDUAL").is_some();
                     let t = if kernel == "rmsnorm" && residual {
-                        b.time(&|s| {
-                            ops::rmsnorm_add(s, &x, &x, &w, &y, &sum, 1e-5, Choice::Force(&v.name))
-                        })?
+                        let unit = Rmsnorm {
+                            n,
+                            rows,
+                            eps: 1e-5,
+                            residual: true,
+                        };
+                        let ops = [("x", &x), ("r", &x), ("w", &w), ("y", &y), ("s", &sum)];
+                        b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &ops))?
                     } else if kernel == "rmsnorm" {
-                        b.time(&|s| ops::rmsnorm(s, &x, &w, &y, 1e-5, Choice::Force(&v.name)))?
+                        let unit = Rmsnorm {
+                            n,
+                            rows,
+                            eps: 1e-5,
+                            residual: false,
+                        };
+                        let ops = [("x", &x), ("w", &w), ("y", &y)];
+                        b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &ops))?
                     } else {
-                        b.time(&|s| ops::softmax(s, &x, &y, 0.125, Choice::Force(&v.name)))?
+                        let unit = Softmax {
+                            n,
+                            rows,
+                            scale: 0.125,
+                        };
+                        b.time(&|s| {
+                            s.run_with(&unit, Choice::Force(&v.name), &[("x", &x), ("y", &y)])
+                        })?
                     };
                     // Bytes moved: read x and write y, plus read r and write s with a residual.
                     let bytes = if residual {
@@ -524,7 +617,13 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             let x = ctx.upload(&[r.tokens, r.n_heads, r.head_dim], &ramp(n, 1.0))?;
             let pos = ctx.upload(&[r.tokens], &(0..r.tokens as i32).collect::<Vec<_>>())?;
             let y = ctx.empty(&[r.tokens, r.n_heads, r.head_dim], DType::F32)?;
-            let t = b.time(&|s| ops::rope(s, &r, &x, &pos, &y, Choice::Force(&v.name)))?;
+            let t = b.time(&|s| {
+                s.run_with(
+                    &r,
+                    Choice::Force(&v.name),
+                    &[("x", &x), ("pos", &pos), ("y", &y)],
+                )
+            })?;
             b.row(
                 "rope",
                 &v.name,
@@ -539,7 +638,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         // SmolLM2's heads (9 query over 3 key/value, 64 dims): one decode token against 512 cached positions,
         // and a 128-token prefill. GB/s counts the cache read once.
         for (tokens, pos0) in [(1usize, 511usize), (128, 0)] {
-            let a = wring_kernels::attention::Attention {
+            let a = Attention {
                 tokens,
                 kv_len: pos0 + tokens,
                 n_heads: 9,
@@ -554,15 +653,85 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             let s1 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
             let s2 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
             let o = ctx.empty(&[tokens * 9 * 64], DType::F32)?;
-            let t = b.time(&|s| ops::attention(s, &a, &q, &kc, &vc, &s1, &s2, &o))?;
+            let t = b.time(&|s| wring_llm::layers::attention(s, &a, &q, &kc, &vc, &s1, &s2, &o))?;
             let flops = (4 * tokens * 9 * a.kv_len * 64) as f64;
+            let shape = format!("t{tokens} kv{}", a.kv_len);
+            let cache_bytes = (a.kv_len * 3 * 64 * 4) as f64;
             b.row(
                 "attention",
                 "scores+softmax+pv",
-                format!("t{tokens} kv{}", a.kv_len),
+                shape.clone(),
                 t,
-                (2 * a.kv_len * 3 * 64 * 4) as f64,
+                2.0 * cache_bytes,
                 flops,
+            );
+            // The two attention kernels on their own: each reads the cache once and half the flops.
+            let t = b.time(&|s| s.run(&a.scores(), &[("q", &q), ("k", &kc), ("s", &s1)]))?;
+            b.row(
+                "attn_scores",
+                "f32",
+                shape.clone(),
+                t,
+                cache_bytes,
+                flops / 2.0,
+            );
+            let t = b.time(&|s| s.run(&a.pv(), &[("p", &s2), ("v", &vc), ("o", &o)]))?;
+            b.row("attn_pv", "f32", shape, t, cache_bytes, flops / 2.0);
+        }
+    }
+    if want("rope_qkv") {
+        // A 512-token prefill of SmolLM2's fused q|k|v projection output: rotate q and k, append k and v.
+        let (t, h, hkv, hd) = (512usize, 9usize, 3usize, 64usize);
+        let row = (h + 2 * hkv) * hd;
+        let qkv = ctx.upload(&[t, row], &ramp(t * row, 1.0))?;
+        let pos = ctx.upload(&[t], &(0..t as i32).collect::<Vec<_>>())?;
+        let q_out = ctx.empty(&[t * h * hd], DType::F32)?;
+        let kc = ctx.empty(&[t * hkv * hd], DType::F32)?;
+        let vc = ctx.empty(&[t * hkv * hd], DType::F32)?;
+        for v in variant::of_kernel("rope_qkv") {
+            let mode = if v.name == "neox" {
+                RopeMode::Neox
+            } else {
+                RopeMode::Normal
+            };
+            let rope = Rope {
+                mode,
+                tokens: t,
+                n_heads: h,
+                head_dim: hd,
+                n_dims: hd,
+                freq_base: 100_000.0,
+                freq_scale: 1.0,
+            };
+            let strided = |offset| wring_runtime::kernels::Strided {
+                stride: row,
+                offset,
+            };
+            let unit = RopeQkv {
+                rope,
+                n_kv_heads: hkv,
+                cache_pos: 0,
+                q: strided(0),
+                k: strided(h * hd),
+                v: strided((h + hkv) * hd),
+            };
+            let operands = [
+                ("q", &qkv),
+                ("k", &qkv),
+                ("v", &qkv),
+                ("pos", &pos),
+                ("q_out", &q_out),
+                ("k_cache", &kc),
+                ("v_cache", &vc),
+            ];
+            let tm = b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &operands))?;
+            b.row(
+                "rope_qkv",
+                &v.name,
+                format!("{t}x{row}"),
+                tm,
+                (8 * t * row) as f64,
+                0.0,
             );
         }
     }
@@ -583,7 +752,13 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 .collect::<Vec<_>>(),
         )?;
         let out = ctx.empty(&[tokens, k], DType::F32)?;
-        let t = b.time(&|s| ops::get_rows(s, &table, &ids, &out, Choice::Auto))?;
+        let unit = GetRows {
+            table: table.dtype(),
+            rows,
+            k,
+            tokens,
+        };
+        let t = b.time(&|s| s.run(&unit, &[("w", &table), ("ids", &ids), ("out", &out)]))?;
         b.row(
             "get_rows",
             "q8_0",
@@ -591,6 +766,69 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             t,
             (tokens * (k / 32 * 34 + k * 4)) as f64,
             0.0,
+        );
+    }
+    if want("dwt") {
+        // One level of bior4.4 (10 taps) along each axis of a 2048 x 2048 image, in periodization: GB/s
+        // counts the samples read and written once.
+        let (hgt, wid) = (2048usize, 2048usize);
+        let wav = Wavelet::Bior4_4;
+        let filters = ctx.upload(&[4 * wav.taps()], &wav.filter_bank())?;
+        for v in variant::of_kernel("dwt") {
+            let f16_in = v.define("ELEM") == Some("f16");
+            if (f16_in && !ctx.caps().f16) || v.define_u32("TAPS") as usize != wav.taps() {
+                continue;
+            }
+            let dt = if f16_in { DType::F16 } else { DType::F32 };
+            let forward = v.define("INVERSE").is_none();
+            // Along rows: [hgt][wid] in, two bands [2][hgt][wid / 2] out (or back).
+            let m = Mode::Periodization.coeffs(wid, wav.taps());
+            let d = Dwt {
+                wavelet: wav,
+                mode: Mode::Periodization,
+                forward,
+                dtype: dt,
+                n: wid,
+                outer_hi: 1,
+                outer_lo: hgt,
+                inner: 1,
+                band_stride: hgt * m,
+                hi_stride: 0,
+                lo_stride: m,
+                k_stride: 1,
+            };
+            let data = ramp(hgt * wid, 1.0);
+            let (src, dst) = if f16_in {
+                (
+                    ctx.upload(&[hgt * wid], &to_f16(&data))?,
+                    ctx.empty(&[2 * hgt * m], dt)?,
+                )
+            } else {
+                (
+                    ctx.upload(&[hgt * wid], &data)?,
+                    ctx.empty(&[2 * hgt * m], dt)?,
+                )
+            };
+            let (src, dst) = if forward { (src, dst) } else { (dst, src) };
+            let operands = [("filters", &filters), ("src", &src), ("dst", &dst)];
+            let t = b.time(&|s| s.run_with(&d, Choice::Force(&v.name), &operands))?;
+            let bytes = (2 * hgt * wid * dt.size()) as f64;
+            b.row("dwt", &v.name, format!("{hgt}x{wid} rows"), t, bytes, 0.0);
+        }
+    }
+    if want("vq") {
+        vq_rows(&ctx, &mut b, opts.quick)?;
+    }
+    // Every kernel the build produced should have a row; say which do not, rather than hide them.
+    let mut missing: Vec<String> = variant::all()
+        .map(|v| v.kernel.to_string())
+        .filter(|k| want(k) && !b.rows.iter().any(|r| &r.kernel == k))
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        println!(
+            "kernels without a bench row in this run: {}",
+            missing.join(", ")
         );
     }
     Ok(Report {
@@ -628,4 +866,182 @@ fn weights(
     } else {
         Ok((ctx.upload(&[n, k], &w)?, ctx.upload(&[k], &x)?))
     }
+}
+
+/// The VQ kernels at a 4096-query, 1024-codeword, 128-dimension top-10 L2 search (the middle of
+/// `cargo xtask bench vq`'s shapes, which time whole searches against faiss): each kernel of the search
+/// alone, then the norms, lookup and k-means update on the same data. GB/s counts the bytes each must
+/// read and write at least; the search's GFLOP/s is 2 * queries * codewords * d.
+fn vq_rows(ctx: &Context, b: &mut Bench<'_>, quick: bool) -> wring_runtime::Result<()> {
+    use wring_runtime::kernels::vq::{
+        Lookup, LookupOp, Merge, Metric, Norms, Refine, Search, Update, vq,
+    };
+    let (nq, n, d, k) = if quick {
+        (1024, 1024, 128, 10)
+    } else {
+        (4096, 1024, 128, 10)
+    };
+    let x = ctx.upload(&[nq, d], &ramp(nq * d, 1.0))?;
+    let codes = ctx.upload(&[n, d], &ramp(n * d, 0.9))?;
+    let cnorm = ctx.empty(&[n], DType::F32)?;
+    let norms = Norms {
+        rows: n,
+        d,
+        stride: d,
+        offset: 0,
+        dtype: DType::F32,
+    };
+    let t = b.time(&|s| s.run(&norms, &[("x", &codes), ("out", &cnorm)]))?;
+    b.row(
+        "vq_norms",
+        "f32",
+        format!("{n}x{d}"),
+        t,
+        (4 * n * d + 4 * n) as f64,
+        0.0,
+    );
+    let split_len = Search::split_len_for(nq, n, ctx.caps());
+    let search = Search {
+        nq,
+        d,
+        x_stride: d,
+        x_offset: 0,
+        n_codes: n,
+        code_base: 0,
+        split_len,
+        k,
+        metric: Metric::L2,
+        lists: 0,
+        list_base: 0,
+        dtype: DType::F32,
+    };
+    let search = Search {
+        lists: search.launch_lists(),
+        ..search
+    };
+    let scratch = nq * search.lists * k;
+    let (keys, ids) = (
+        ctx.empty(&[scratch], DType::F32)?,
+        ctx.empty(&[scratch], DType::U32)?,
+    );
+    let (dist, idx) = (
+        ctx.empty(&[nq * k], DType::F32)?,
+        ctx.empty(&[nq * k], DType::U32)?,
+    );
+    let shape = format!("{nq}q {n}x{d} k{k}");
+    let operands = [
+        ("x", &x),
+        ("codes", &codes),
+        ("cnorm", &cnorm),
+        ("keys", &keys),
+        ("ids", &ids),
+    ];
+    let plan = search.plan(ctx.caps(), Choice::Auto)?;
+    let t = b.time(&|s| s.run(&search, &operands))?;
+    let flops = (2 * nq * n * d) as f64;
+    b.row(
+        "vq_search",
+        &plan.variant.name,
+        shape.clone(),
+        t,
+        (4 * (nq + n) * d + 8 * scratch) as f64,
+        flops,
+    );
+    let merge = Merge {
+        nq,
+        lists: search.lists,
+        k,
+        metric: Metric::L2,
+        d,
+        x_stride: d,
+        x_offset: 0,
+    };
+    let operands = [
+        ("x", &x),
+        ("keys", &keys),
+        ("ids", &ids),
+        ("dist", &dist),
+        ("idx", &idx),
+    ];
+    let plan = merge.plan(ctx.caps(), Choice::Auto)?;
+    let t = b.time(&|s| s.run(&merge, &operands))?;
+    b.row(
+        "vq_merge",
+        &plan.variant.name,
+        shape.clone(),
+        t,
+        (8 * scratch + 8 * nq * k) as f64,
+        0.0,
+    );
+    let refine = Refine {
+        nq,
+        k,
+        d,
+        x_stride: d,
+        x_offset: 0,
+        code_base: 0,
+        n_codes: n,
+        dtype: DType::F32,
+    };
+    // The refinement reads each chosen codeword; initialise the ids so that they are in range.
+    let ids_in_range: Vec<u32> = (0..nq * k).map(|i| (i * 7 % n) as u32).collect();
+    ctx.write(&idx, &ids_in_range)?;
+    let operands = [("x", &x), ("codes", &codes), ("idx", &idx), ("dist", &dist)];
+    let t = b.time(&|s| s.run(&refine, &operands))?;
+    b.row(
+        "vq_refine",
+        "f32",
+        shape,
+        t,
+        (4 * nq * k * (d + 2) + 4 * nq * d) as f64,
+        0.0,
+    );
+    let out = ctx.empty(&[nq, d], DType::F32)?;
+    let lookup = Lookup {
+        n: nq,
+        d,
+        out_stride: d,
+        out_offset: 0,
+        code_base: 0,
+        n_codes: n,
+        op: LookupOp::Sub,
+        dtype: DType::F32,
+    };
+    let ids1 = ctx.upload(&[nq], &ids_in_range[..nq])?;
+    let t = b.time(&|s| s.run(&lookup, &[("ids", &ids1), ("codes", &codes), ("out", &out)]))?;
+    b.row(
+        "vq_lookup",
+        "f32",
+        format!("{nq}x{d} sub"),
+        t,
+        (12 * nq * d) as f64,
+        0.0,
+    );
+    let assign: Vec<u32> = (0..nq).map(|i| (i * 7 % n) as u32).collect();
+    let (order, offsets) = vq::group_by_cluster(&assign, n);
+    let (to, toff) = (ctx.upload(&[nq], &order)?, ctx.upload(&[n + 1], &offsets)?);
+    let cent = ctx.empty(&[n, d], DType::F32)?;
+    let update = Update {
+        k: n,
+        d,
+        x_stride: d,
+        x_offset: 0,
+        points: nq,
+    };
+    let operands = [
+        ("x", &x),
+        ("order", &to),
+        ("offsets", &toff),
+        ("centroids", &cent),
+    ];
+    let t = b.time(&|s| s.run(&update, &operands))?;
+    b.row(
+        "vq_update",
+        "f32",
+        format!("{nq} points {n}x{d}"),
+        t,
+        (4 * nq * d + 4 * n * d) as f64,
+        0.0,
+    );
+    Ok(())
 }

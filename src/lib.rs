@@ -4,8 +4,8 @@
 
 pub use wring_codec as codec;
 pub use wring_gguf as gguf;
-pub use wring_kernels as kernels;
 pub use wring_llm as llm;
 pub use wring_quant as quant;
 pub use wring_runtime as runtime;
+pub use wring_runtime::kernels;
 pub use wring_vq as vq;

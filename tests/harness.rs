@@ -2,12 +2,14 @@
 //! adapter, judged against the CPU twin by NaN/Inf checks then an NMSE budget, with sentinel bytes around
 //! the output to catch out-of-bounds writes.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Mutex, OnceLock};
 
 use wring::kernels::DType;
 use wring::kernels::check::{Tolerance, compare};
+use wring::kernels::tensor::CopyWords;
 use wring::runtime::{Context, ContextOptions, Step, Tensor};
 
 /// Every adapter wgpu finds, opened once for the whole test binary.
@@ -58,6 +60,98 @@ impl Rng {
     pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
+}
+
+/// A buffer a case's launches write besides the checked output (scratch lists, the caches of rope_qkv, the
+/// sum of rmsnorm_add), with sentinel words before and after it.
+struct Guarded {
+    whole: Tensor,
+    pad: u64,
+    data_bytes: u64,
+    bound: u64,
+    what: String,
+}
+
+thread_local! {
+    /// The guarded buffers the case being recorded on this thread allocated.
+    static GUARDED: RefCell<Vec<Guarded>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A device tensor wrapped in sentinels: a kernel that writes outside it fails the case it belongs to,
+/// exactly as for the checked output. Use it for every buffer a case's launches write.
+pub fn guarded(ctx: &Context, shape: &[usize], dtype: DType) -> wring::runtime::Result<Tensor> {
+    let len: usize = shape.iter().product();
+    let data_bytes = dtype
+        .bytes_for(len)
+        .ok_or_else(|| wring::runtime::Error::Shape(format!("{len} values do not fit {dtype}")))?
+        as u64;
+    let bound = data_bytes.max(4).next_multiple_of(4);
+    let pad = ctx.view_alignment().max(256);
+    let words = ((2 * pad + bound) / 4) as usize;
+    let whole = ctx.upload(&[words], &vec![SENTINEL; words])?;
+    let t = ctx.view(&whole, pad, shape, dtype)?;
+    GUARDED.with(|g| {
+        g.borrow_mut().push(Guarded {
+            whole,
+            pad,
+            data_bytes,
+            bound,
+            what: format!("{dtype} {shape:?}"),
+        })
+    });
+    Ok(t)
+}
+
+/// A guarded tensor holding `data`.
+pub fn guarded_upload<T: wring::kernels::Element>(
+    ctx: &Context,
+    shape: &[usize],
+    data: &[T],
+) -> wring::runtime::Result<Tensor> {
+    // WebGPU writes whole words: an odd number of 2-byte values would overwrite two sentinel bytes.
+    if !size_of_val(data).is_multiple_of(4) {
+        return Err(wring::runtime::Error::Shape(
+            "a guarded upload must be a whole number of 32-bit words".into(),
+        ));
+    }
+    let t = guarded(ctx, shape, T::DTYPE)?;
+    ctx.write(&t, data)?;
+    Ok(t)
+}
+
+/// Copies all of `src` (32-bit words) into `dst` from word `at`: how cases with several outputs put them
+/// side by side in the one output the harness checks.
+pub fn copy_into(
+    step: &mut Step<'_>,
+    src: &Tensor,
+    dst: &Tensor,
+    at: usize,
+) -> wring::runtime::Result<()> {
+    let unit = CopyWords {
+        words: src.len(),
+        src_offset: 0,
+        dst_offset: at,
+    };
+    step.run(&unit, &[("src", src), ("dst", dst)])
+}
+
+/// Whether the bytes outside `pad..pad + data_bytes` of a sentinel-wrapped buffer are untouched.
+fn sentinels_hold(raw: &[u8], pad: u64, data_bytes: u64, bound: u64) -> Result<(), String> {
+    let sentinel_bytes = SENTINEL.to_le_bytes();
+    let untouched = |range: std::ops::Range<u64>| {
+        range
+            .clone()
+            .all(|i| raw[i as usize] == sentinel_bytes[(i % 4) as usize])
+    };
+    if !untouched(0..pad) {
+        return Err("bytes before it were overwritten".into());
+    }
+    if !untouched(pad + data_bytes..2 * pad + bound) {
+        return Err(format!(
+            "bytes after it were overwritten (it is {data_bytes} bytes)"
+        ));
+    }
+    Ok(())
 }
 
 /// Uploads a case's inputs and records the launch(es) writing its output.
@@ -116,11 +210,16 @@ impl Case<'_> {
     }
 
     pub fn check_on(&self, ctx: &Context) -> Result<Outcome, String> {
-        if self.needs_f16 && !ctx.caps().f16 {
-            return Ok(Outcome::NotApplicable("SHADER_F16"));
-        }
-        if self.needs_subgroup && !ctx.caps().subgroup {
-            return Ok(Outcome::NotApplicable("SUBGROUP"));
+        let missing = if self.needs_f16 && !ctx.caps().f16 {
+            Some("SHADER_F16")
+        } else if self.needs_subgroup && !ctx.caps().subgroup {
+            Some("SUBGROUP")
+        } else {
+            None
+        };
+        if let Some(feature) = missing {
+            log_line(&ctx.label(), &self.name, &format!("n/a:{feature}"));
+            return Ok(Outcome::NotApplicable(feature));
         }
         let fail = |what: String| {
             format!(
@@ -145,10 +244,18 @@ impl Case<'_> {
         let out = ctx
             .view(&whole, pad, &self.out_shape, self.out_dtype)
             .map_err(|e| fail(e.to_string()))?;
+        GUARDED.with(|g| g.borrow_mut().clear());
         let mut step = ctx.step(&self.name);
         (self.record)(ctx, &mut step, &out).map_err(|e| fail(format!("recording failed: {e}")))?;
         step.submit()
             .map_err(|e| fail(format!("submit failed: {e}")))?;
+        for g in GUARDED.with(|g| std::mem::take(&mut *g.borrow_mut())) {
+            let raw = ctx
+                .read_underlying_bytes(&g.whole)
+                .map_err(|e| fail(e.to_string()))?;
+            sentinels_hold(&raw, g.pad, g.data_bytes, g.bound)
+                .map_err(|e| fail(format!("a written buffer ({}): {e}", g.what)))?;
+        }
         let got: Vec<f32> = match self.out_dtype {
             DType::F32 => ctx.read::<f32>(&out).map_err(|e| fail(e.to_string()))?,
             DType::F16 => ctx
@@ -173,22 +280,10 @@ impl Case<'_> {
         let raw = ctx
             .read_underlying_bytes(&whole)
             .map_err(|e| fail(e.to_string()))?;
-        let sentinel_bytes = SENTINEL.to_le_bytes();
-        let untouched = |range: std::ops::Range<u64>| {
-            range
-                .clone()
-                .all(|i| raw[i as usize] == sentinel_bytes[(i % 4) as usize])
-        };
-        if !untouched(0..pad) {
-            return Err(fail("bytes before the output were overwritten".into()));
-        }
-        if !untouched(pad + data_bytes..2 * pad + bound) {
-            return Err(fail(format!(
-                "bytes after the output were overwritten (output is {data_bytes} bytes)"
-            )));
-        }
+        sentinels_hold(&raw, pad, data_bytes, bound)
+            .map_err(|e| fail(format!("the output: {e}")))?;
         let nmse = compare(&got, &self.expected, self.tol).map_err(|e| fail(e.to_string()))?;
-        log_comparison(&ctx.label(), &self.name, nmse);
+        log_line(&ctx.label(), &self.name, &format!("{nmse:.3e}"));
         Ok(Outcome::Passed { nmse })
     }
 
@@ -200,16 +295,17 @@ impl Case<'_> {
     }
 }
 
-/// Appends `adapter<TAB>case<TAB>nmse` to the file named by `WRING_GPU_LOG`, so CI can count how many
-/// comparisons ran on which adapter (and prove they were not skipped).
-fn log_comparison(adapter: &str, case: &str, nmse: f64) {
+/// Appends `adapter<TAB>case<TAB>nmse` (or `n/a:FEATURE` for a case the adapter cannot run) to the file
+/// named by `WRING_GPU_LOG`, so CI can count how many comparisons ran on which adapter, and how many were
+/// not applicable there (and prove they were not skipped).
+fn log_line(adapter: &str, case: &str, outcome: &str) {
     static LOG: Mutex<()> = Mutex::new(());
     let Ok(path) = std::env::var("WRING_GPU_LOG") else {
         return;
     };
     let _guard = LOG.lock();
     let mut line = String::new();
-    let _ = writeln!(line, "{adapter}\t{case}\t{nmse:.3e}");
+    let _ = writeln!(line, "{adapter}\t{case}\t{outcome}");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

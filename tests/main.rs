@@ -8,5 +8,6 @@ mod llm;
 mod quant;
 mod runtime;
 mod shaders;
+mod tidy;
 mod vq;
 mod wavelet;

@@ -2,8 +2,10 @@
 //! a variant did not declare are refused, and a wrong kernel fails the harness.
 
 use wring::kernels::check::Tolerance;
-use wring::kernels::shader_build::{self, Requires};
-use wring::kernels::{Choice, DType, Variant, copy, variant};
+use wring::kernels::shader::{self as shader_build, Requires};
+use wring::kernels::tensor::copy;
+use wring::kernels::tensor::{CopyWords, Matvec};
+use wring::kernels::{self as variant, Choice, DType, Kernel as _, Variant};
 
 use crate::harness::{Case, Rng};
 
@@ -143,6 +145,7 @@ fn permutation_table_rejects_duplicates_and_unknown_requirements() {
             .contains("unknown requirement")
     );
     let p = shader_build::parse_permutations("# c\nb y f16,subgroup A=1 F\na x -\n").unwrap();
+    let p = p.variants;
     assert_eq!(p[0].kernel, "a", "sorted");
     assert!(p[1].requires.f16 && p[1].requires.subgroup);
 }
@@ -272,15 +275,19 @@ fn harness_catches_a_wrong_float_kernel_by_nmse() {
 
 #[test]
 fn forced_variant_names_are_checked() {
-    let e = copy::plan(8, &wring::kernels::Caps::BASELINE, Choice::Force("avx512")).unwrap_err();
+    let e = CopyWords::new(8)
+        .plan(&wring::kernels::Caps::BASELINE, Choice::Force("avx512"))
+        .unwrap_err();
     assert!(
         e.to_string().contains("u32, vec4"),
         "lists what exists: {e}"
     );
-    let e = wring::kernels::matvec::plan(
-        DType::F32,
-        4,
-        4,
+    let e = Matvec {
+        dtype: DType::F32,
+        n: 4,
+        k: 4,
+    }
+    .plan(
         &wring::kernels::Caps::BASELINE,
         Choice::Force("f32_subgroup"),
     )

@@ -9,12 +9,13 @@
 //! Every distance is checked finite. k-means: each iteration's objective within 1% of faiss's.
 
 use serde_json::Value;
-use wring::kernels::vq::{self, Metric, Search};
-use wring::kernels::{Choice, DType, variant};
-use wring::runtime::{Context, ContextOptions, ops};
+use wring::kernels::vq::{Metric, vq};
+use wring::kernels::{self as variant, DType};
+use wring::runtime::{Context, ContextOptions};
 use wring::vq::{Codebook, Init, KMeansOptions, Neighbours, Quantizer, Rows, kmeans, search};
 
 use crate::harness::{Rng, ctx};
+use crate::kernels::vq::{Forced, Query, record_search};
 
 fn fixture() -> (Value, Vec<u8>) {
     let index: Value = serde_json::from_str(include_str!("fixtures/vq_reference.json")).unwrap();
@@ -169,7 +170,7 @@ fn search_variants_match_twins() {
     let ctx = ctx();
     let mut seed = 0;
     let mut runs = 0;
-    for v in variant::all().iter().filter(|v| v.kernel == "vq_search") {
+    for v in variant::of_kernel("vq_search") {
         let f16 = v.define("ELEM") == Some("f16");
         if f16 && !ctx.caps().f16 {
             continue;
@@ -216,7 +217,7 @@ fn search_variants_match_twins() {
     assert!(runs >= 60, "only {runs} runs");
 }
 
-/// One search with a forced variant, the codebook in two launches (chunks at code_base 0 and n / 2).
+/// One search with a forced search variant, recorded as the kernel catalogue's VQ cases record it.
 #[allow(clippy::too_many_arguments, reason = "a test helper")]
 fn run_forced(
     ctx: &Context,
@@ -229,107 +230,19 @@ fn run_forced(
     metric: Metric,
     f16: bool,
 ) -> Neighbours {
-    let n = codes.len() / d;
-    let x = ctx.upload(&[nq, d], queries).unwrap();
-    let halves = if n > 1 {
-        vec![(0, n / 2), (n / 2, n - n / 2)]
-    } else {
-        vec![(0, 1)]
-    };
-    let caps = *ctx.caps();
-    let mut parts = Vec::new();
-    let mut lists = 0;
-    for &(base, len) in &halves {
-        let c = &codes[base * d..(base + len) * d];
-        let t = if f16 {
-            ctx.upload(
-                &[len, d],
-                &c.iter()
-                    .map(|&v| half::f16::from_f32(v))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap()
-        } else {
-            ctx.upload(&[len, d], c).unwrap()
-        };
-        let norms = ctx
-            .upload(
-                &[len],
-                &c.chunks_exact(d).map(vq::norm2).collect::<Vec<_>>(),
-            )
-            .unwrap();
-        let split_len = Search::split_len_for(nq, len, &caps).min(32);
-        lists += len.div_ceil(split_len) * vq::SEARCH_WX;
-        parts.push((t, norms, base, len, split_len));
-    }
-    let keys = ctx.empty(&[nq * lists * k], DType::F32).unwrap();
-    let ids = ctx.empty(&[nq * lists * k], DType::U32).unwrap();
     let dist = ctx.empty(&[nq * k], DType::F32).unwrap();
     let idx = ctx.empty(&[nq * k], DType::U32).unwrap();
     let mut step = ctx.step("vq test");
-    let mut list_base = 0;
-    for (t, norms, base, len, split_len) in &parts {
-        let s = Search {
-            nq,
-            d,
-            x_stride: d,
-            x_offset: 0,
-            n_codes: *len,
-            code_base: *base,
-            split_len: *split_len,
-            k,
-            metric,
-            lists,
-            list_base,
-            dtype: if f16 { DType::F16 } else { DType::F32 },
-        };
-        ops::vq_search(
-            &mut step,
-            &s,
-            &x,
-            t,
-            norms,
-            &keys,
-            &ids,
-            Choice::Force(variant),
-        )
-        .unwrap();
-        list_base += s.launch_lists();
-    }
-    let m = vq::Merge {
+    let q = Query {
+        x: queries,
         nq,
-        lists,
+        d,
+        codes,
         k,
         metric,
-        d,
-        x_stride: d,
-        x_offset: 0,
+        f16,
     };
-    ops::vq_merge(&mut step, &m, &x, &keys, &ids, &dist, &idx, Choice::Auto).unwrap();
-    if metric == Metric::L2 {
-        for (t, _, base, len, _) in &parts {
-            let r = vq::Refine {
-                nq: nq as u32,
-                k: k as u32,
-                d: d as u32,
-                x_stride: d as u32,
-                x_offset: 0,
-                code_base: *base as u32,
-                n_codes: *len as u32,
-                pad0: 0,
-            };
-            ops::vq_refine(
-                &mut step,
-                &r,
-                &x,
-                t,
-                &idx,
-                &dist,
-                Choice::Force(if f16 { "f16" } else { "f32" }),
-            )
-            .unwrap();
-        }
-    }
+    record_search(ctx, &mut step, Forced::Search(variant), &q, &dist, &idx).unwrap();
     step.submit().unwrap();
     let (mut distances, mut ids): (Vec<f32>, Vec<u32>) =
         (ctx.read(&dist).unwrap(), ctx.read(&idx).unwrap());
@@ -393,21 +306,27 @@ fn kmeans_matches_faiss_and_is_deterministic() {
         .map(|v| v.as_f64().unwrap())
         .collect();
     assert_eq!(a.objective.len(), want.len());
-    for (i, (g, w)) in a.objective.iter().zip(&want).enumerate() {
-        assert!(
-            (g / w - 1.0).abs() <= 0.01,
-            "iteration {i}: objective {g} vs faiss {w}"
-        );
-    }
+    // Each iteration's objective, and the final one, within 0.001% of faiss's (README's claim); measured
+    // here: final 1.5e-6, worst iteration 1.9e-6 (f32 sums on the device, f32 BLAS in faiss).
+    let worst = a
+        .objective
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g / w - 1.0).abs())
+        .fold(0.0f64, f64::max);
     let final_want = km["final_objective"].as_f64().unwrap();
     let ratio = a.final_objective / final_want;
-    assert!(
-        (ratio - 1.0).abs() <= 0.01,
-        "final objective {} vs faiss {final_want}",
+    eprintln!(
+        "k-means objective {:.3} vs faiss {final_want:.3} (ratio {ratio:.7}); worst iteration {worst:.2e}",
         a.final_objective
     );
-    eprintln!(
-        "k-means objective {:.3} vs faiss {final_want:.3} (ratio {ratio:.5})",
+    assert!(
+        worst <= 1e-5,
+        "an iteration's objective is {worst:.2e} from faiss's"
+    );
+    assert!(
+        (ratio - 1.0).abs() <= 1e-5,
+        "final objective {} vs faiss {final_want}",
         a.final_objective
     );
     let b = kmeans(ctx, rows, &opts, &mut |_, _| {}).unwrap();

@@ -15,10 +15,9 @@ use half::f16;
 use serde_json::Value;
 use wring::codec::Packet;
 use wring::kernels::DType;
-use wring::kernels::check::Tolerance;
 use wring::kernels::wavelet::{Mode, Wavelet};
 
-use crate::harness::{Case, Rng, ctx};
+use crate::harness::ctx;
 
 fn fixture() -> (Value, Vec<f32>) {
     let index: Value =
@@ -192,87 +191,6 @@ fn f16_packets_match_pywavelets_on_real_data() {
         "f16: worst relative error against pywavelets: coefficients {:.2e}, reconstruction {:.2e}",
         worst.0, worst.1
     );
-}
-
-fn packet_case(p: Packet, forward: bool, seed: u64) -> Case<'static> {
-    let mut rng = Rng::new(seed);
-    let f16 = p.dtype == DType::F16;
-    let mut input = rng.vec(
-        if forward {
-            p.signal_len()
-        } else {
-            p.coeff_len()
-        },
-        -4.0,
-        4.0,
-    );
-    if f16 {
-        input
-            .iter_mut()
-            .for_each(|v| *v = f16::from_f32(*v).to_f32());
-    }
-    let expected = if forward {
-        p.forward_cpu(&input)
-    } else {
-        p.inverse_cpu(&input)
-    };
-    Case {
-        name: format!("dwt packet forward={forward} {p:?} seed={seed}"),
-        tol: Tolerance::Nmse(if f16 { 1e-6 } else { 1e-10 }),
-        out_dtype: p.dtype,
-        out_shape: vec![expected.len()],
-        expected,
-        record: Box::new(move |ctx, step, out| {
-            let tx = if f16 {
-                ctx.upload(
-                    &[input.len()],
-                    &input.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(),
-                )?
-            } else {
-                ctx.upload(&[input.len()], &input)?
-            };
-            p.run_into(ctx, step, &tx, forward, out)
-                .map_err(|e| match e {
-                    wring::codec::CodecError::Runtime(e) => e,
-                    other => wring::runtime::Error::Shape(other.to_string()),
-                })
-        }),
-        needs_f16: f16,
-        needs_subgroup: false,
-    }
-}
-
-/// GPU against the twins, both directions, on shapes the fixtures do not reach: 1x1 images, single samples,
-/// odd sizes, tall and wide images, many channels, deep trees.
-#[test]
-fn packets_match_twins_on_odd_shapes() {
-    let shapes: &[(usize, &[usize], usize)] = &[
-        (1, &[1, 1], 3),
-        (1, &[1], 4),
-        (2, &[7], 2),
-        (3, &[5, 9], 2),
-        (40, &[3, 2], 1),
-        (1, &[1, 33], 2),
-        (2, &[64, 48], 3),
-        (5, &[257], 5),
-    ];
-    let mut seed = 0;
-    for &(channels, dims, levels) in shapes {
-        for w in Wavelet::ALL {
-            for mode in Mode::ALL {
-                let p = Packet::new(w, mode, levels, channels, dims).unwrap();
-                for forward in [true, false] {
-                    seed += 1;
-                    packet_case(p.clone(), forward, seed).assert();
-                    // f16 on every shape with periodization, the mode the codec uses.
-                    if mode == Mode::Periodization {
-                        packet_case(p.clone().with_dtype(DType::F16).unwrap(), forward, seed)
-                            .assert();
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[test]

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 use wring_codec::{Decoded, Image, Options, Rate};
-use wring_kernels::Choice;
-use wring_kernels::dtype::DType;
-use wring_kernels::wavelet::{Mode, Wavelet};
-use wring_runtime::{Context, ContextOptions, ops};
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::tensor::CopyWords;
+use wring_runtime::kernels::wavelet::{Mode, Wavelet};
+use wring_runtime::{Context, ContextOptions};
 
 const TARGETS: [f64; 7] = [0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0];
 
@@ -485,7 +485,10 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         }
         Ok(best)
     };
-    let copy_ms = gpu_ms(&|s| ops::copy(s, &x, &y, Choice::Auto).map_err(|x| e(&x)))?;
+    let copy_ms = gpu_ms(&|s| {
+        s.run(&CopyWords::new(n), &[("src", &x), ("dst", &y)])
+            .map_err(|x| e(&x))
+    })?;
     let copy_gbs = (8 * n) as f64 / copy_ms / 1e6;
     // The f16 variants where the adapter has them: half the bytes, the same arithmetic.
     let x16 = if ctx.caps().f16 {

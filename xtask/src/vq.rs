@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use wring_kernels::{Choice, DType};
-use wring_runtime::{Context, ContextOptions, ops};
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::tensor::Matmul;
+use wring_runtime::{Context, ContextOptions};
 use wring_vq::{Codebook, Metric, Rows, search_rows};
 
 /// One search shape.
@@ -90,7 +91,14 @@ pub fn run(quick: bool) -> Result<VqReport, String> {
         let mut mm_ms = f64::MAX;
         for _ in 0..3 {
             let mut step = ctx.step("matmul");
-            ops::matmul(&mut step, &a, &b, &c, Choice::Auto).map_err(|x| e(&x))?;
+            let unit = Matmul {
+                dtype: DType::F32,
+                m,
+                n,
+                k: d,
+            };
+            step.run(&unit, &[("a", &a), ("b", &b), ("c", &c)])
+                .map_err(|x| e(&x))?;
             let r = step.submit().map_err(|x| e(&x))?;
             mm_ms = mm_ms.min(
                 r.times

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use wring_runtime::{Context, ContextOptions, Tensor, human_bytes, ops};
+use wring_runtime::{Context, ContextOptions, human_bytes};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -373,7 +373,7 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
             "chosen": chosen,
             "why": why,
             "features": { "shader_f16": caps.f16, "subgroup": caps.subgroup,
-                           "timestamp_query": reports[chosen].features.contains(wring_runtime::wgpu::Features::TIMESTAMP_QUERY) },
+                           "timestamp_query": reports[chosen].has_timestamps() },
             "limits": {
                 "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
                 "max_buffer_size": l.max_buffer_size,
@@ -404,13 +404,12 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
         reports[chosen].info.name
     );
     let l = &ctx.info().limits;
-    let f = reports[chosen].features;
     println!("Features used by wring:");
     println!("  SHADER_F16       {}", yes(caps.f16));
     println!("  SUBGROUP         {}", yes(caps.subgroup));
     println!(
         "  TIMESTAMP_QUERY  {}",
-        yes(f.contains(wring_runtime::wgpu::Features::TIMESTAMP_QUERY))
+        yes(reports[chosen].has_timestamps())
     );
     println!("Limits:");
     println!(
@@ -449,47 +448,14 @@ fn yes(b: bool) -> &'static str {
 }
 
 fn probe(mib: u64, reps: usize) -> Result<(), wring_runtime::Error> {
-    let ctx = Context::new(ContextOptions {
-        profile: true,
-        ..Default::default()
-    })?;
-    let words = (mib << 20) as usize / 4;
-    let src = ctx.upload(&[words], &vec![0x5a5a_5a5au32; words])?;
-    let dst: Tensor = ctx.empty(&[words], wring_kernels::DType::U32)?;
-    // One untimed launch compiles the pipeline and touches the memory.
-    let mut warm = ctx.step("probe warm-up");
-    ops::copy(&mut warm, &src, &dst, wring_kernels::Choice::Auto)?;
-    warm.submit()?;
-    ctx.wait()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..reps.max(1) {
-        let start = std::time::Instant::now();
-        let mut s = ctx.step("probe");
-        ops::copy(&mut s, &src, &dst, wring_kernels::Choice::Auto)?;
-        let report = s.submit()?;
-        ctx.wait()?;
-        let secs = match report.times {
-            Some(t) => t.iter().map(|l| l.nanos).sum::<f64>() * 1e-9,
-            None => start.elapsed().as_secs_f64(),
-        };
-        best = best.min(secs);
-    }
-    let gbs = 2.0 * (mib << 20) as f64 / best / 1e9;
-    let check: Vec<u32> = ctx.read(&dst)?;
-    let ok = check.iter().all(|&w| w == 0x5a5a_5a5a);
+    let p = wring_runtime::probe::copy_bandwidth(mib, reps)?;
     println!(
-        "copy kernel on {}: {mib} MiB in {:.3} ms = {gbs:.2} GB/s (read + write), result {}",
-        ctx.label(),
-        best * 1e3,
-        if ok { "verified" } else { "WRONG" }
+        "copy kernel on {}: {mib} MiB in {:.3} ms = {:.2} GB/s (read + write), result verified",
+        p.adapter,
+        p.seconds * 1e3,
+        p.gb_per_s()
     );
-    if ok {
-        Ok(())
-    } else {
-        Err(wring_runtime::Error::Device(
-            "the copy probe read back wrong data".into(),
-        ))
-    }
+    Ok(())
 }
 
 /// The default model: the local model cache that `.ci/fetch-model.sh` fills.
@@ -790,9 +756,9 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
     let ctx = Context::new(ContextOptions::default())?;
     let dtype = |f16: bool| {
         if f16 {
-            wring_kernels::DType::F16
+            wring_runtime::kernels::DType::F16
         } else {
-            wring_kernels::DType::F32
+            wring_runtime::kernels::DType::F32
         }
     };
     match cmd {
@@ -947,8 +913,10 @@ fn is_wav(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
-fn wavelet_named(name: &str) -> Result<wring_kernels::wavelet::Wavelet, wring_codec::CodecError> {
-    wring_kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| {
+fn wavelet_named(
+    name: &str,
+) -> Result<wring_runtime::kernels::wavelet::Wavelet, wring_codec::CodecError> {
+    wring_runtime::kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| {
         wring_codec::CodecError::Request(format!(
             "unknown wavelet `{name}`: use haar, db2, db4, sym4, bior2.2 or bior4.4"
         ))
@@ -1034,7 +1002,7 @@ fn wavelet_cmd(
 ) -> Result<(), wring_codec::CodecError> {
     use wring_codec::CodecError;
     let wavelet = wavelet_named(wavelet)?;
-    let mode = wring_kernels::wavelet::Mode::from_name(mode).ok_or_else(|| {
+    let mode = wring_runtime::kernels::wavelet::Mode::from_name(mode).ok_or_else(|| {
         CodecError::Request(format!(
             "unknown mode `{mode}`: use periodization, symmetric or zero"
         ))
@@ -1083,38 +1051,9 @@ fn wavelet_cmd(
     };
     let ctx = Context::new(ContextOptions::default())?;
     let mut p = wring_codec::Packet::new(wavelet, mode, levels, channels, &dims)?;
-    let x = if f16 {
-        if !ctx.caps().f16 {
-            return Err(CodecError::Request(format!(
-                "--f16: the adapter {} has no SHADER_F16",
-                ctx.info().adapter.name
-            )));
-        }
-        p = p.with_dtype(wring_kernels::DType::F16)?;
-        ctx.upload(
-            &[data.len()],
-            &data
-                .iter()
-                .map(|&v| half::f16::from_f32(v))
-                .collect::<Vec<_>>(),
-        )?
-    } else {
-        ctx.upload(&[data.len()], &data)?
-    };
-    let mut step = ctx.step("wavelet");
-    let y = if forward {
-        p.forward(&ctx, &mut step, &x)?
-    } else {
-        p.inverse(&ctx, &mut step, &x)?
-    };
-    step.submit()?;
-    let out: Vec<f32> = if f16 {
-        ctx.read::<half::f16>(&y)?
-            .into_iter()
-            .map(f32::from)
-            .collect()
-    } else {
-        ctx.read(&y)?
-    };
-    wring_codec::io::write_npy(output, y.shape(), &out)
+    if f16 {
+        p = p.with_dtype(wring_runtime::kernels::DType::F16)?;
+    }
+    let (shape, out) = p.apply(&ctx, &data, forward)?;
+    Ok(wring_codec::io::write_npy(output, &shape, &out)?)
 }

@@ -2,8 +2,8 @@
 //! channel transformed by a wavelet packet tree on the GPU, quantized with a dead-zone uniform quantizer
 //! (one step for the stream, scaled per channel), and entropy coded (see `entropy`).
 
-use wring_kernels::wavelet::{Mode, Wavelet};
 use wring_runtime::Context;
+use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 
 use crate::container::{self, Header, Kind};
 use crate::entropy::{self, SubbandHeader};

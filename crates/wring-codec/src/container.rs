@@ -3,7 +3,7 @@
 //! everything before it. Every number read is checked before it sizes anything, so a truncated, corrupted
 //! or hostile stream is an error, never a panic or an unbounded allocation.
 
-use wring_kernels::wavelet::{Mode, Wavelet};
+use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 
 use crate::CodecError;
 use crate::entropy::{MAX_INDEX, SubbandHeader};

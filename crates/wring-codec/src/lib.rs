@@ -29,3 +29,9 @@ pub enum CodecError {
     #[error("{0}")]
     Io(String),
 }
+
+impl From<wring_io::IoError> for CodecError {
+    fn from(e: wring_io::IoError) -> Self {
+        CodecError::Io(e.to_string())
+    }
+}

@@ -6,10 +6,9 @@
 //! A transform is a list of one-axis launches of the `dwt` kernel whose strides put the bands straight
 //! where the next level reads them; the GPU and the CPU twin run the same list.
 
-use wring_kernels::Choice;
-use wring_kernels::dtype::DType;
-use wring_kernels::wavelet::{Dwt, Mode, Wavelet};
-use wring_runtime::{Context, Step, Tensor, ops};
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::wavelet::{Dwt, Mode, Wavelet};
+use wring_runtime::{Context, Step, Tensor};
 
 use crate::CodecError;
 
@@ -293,7 +292,10 @@ impl Packet {
                 Some(out) if i == last_stage => out.clone(),
                 _ => ctx.empty(&[out_len], self.dtype)?,
             };
-            ops::dwt(step, &dwt, &filters, &cur, &next, Choice::Auto)?;
+            step.run(
+                &dwt,
+                &[("filters", &filters), ("src", &cur), ("dst", &next)],
+            )?;
             cur = next;
         }
         if out.is_some() {
@@ -312,6 +314,45 @@ impl Packet {
         Ok(cur
             .reshape(&shape)
             .expect("the stages end at this many elements"))
+    }
+
+    /// The whole transform of host data on the device: uploads `data` (rounded to f16 when the packet's
+    /// samples are f16), runs one direction in one step, and returns the result's shape and values
+    /// (`[channels * subbands, ...]` forward, `[channels, dims...]` inverse). What `wring wavelet` runs.
+    pub fn apply(
+        &self,
+        ctx: &Context,
+        data: &[f32],
+        forward: bool,
+    ) -> Result<(Vec<usize>, Vec<f32>), CodecError> {
+        let x = if self.dtype == DType::F16 {
+            if !ctx.caps().f16 {
+                return Err(CodecError::Request(format!(
+                    "f16 samples: the adapter {} has no SHADER_F16",
+                    ctx.label()
+                )));
+            }
+            let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+            ctx.upload(&[data.len()], &h)?
+        } else {
+            ctx.upload(&[data.len()], data)?
+        };
+        let mut step = ctx.step("wavelet packet transform");
+        let y = if forward {
+            self.forward(ctx, &mut step, &x)?
+        } else {
+            self.inverse(ctx, &mut step, &x)?
+        };
+        step.submit()?;
+        let out: Vec<f32> = if self.dtype == DType::F16 {
+            ctx.read::<half::f16>(&y)?
+                .into_iter()
+                .map(f32::from)
+                .collect()
+        } else {
+            ctx.read(&y)?
+        };
+        Ok((y.shape().to_vec(), out))
     }
 
     /// CPU twin of [`Packet::forward`] (f16 samples are given and returned as f32 holding f16 values).
@@ -351,7 +392,7 @@ impl Packet {
         let mut cur = x.to_vec();
         for (dwt, out_len) in self.launches(forward) {
             let mut next = vec![0.0; out_len];
-            wring_kernels::wavelet::cpu(&dwt, &cur, &mut next);
+            wring_runtime::kernels::wavelet::dwt::cpu(&dwt, &cur, &mut next);
             cur = next;
         }
         cur

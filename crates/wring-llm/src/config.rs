@@ -35,7 +35,7 @@ pub struct LlamaConfig {
     pub tied_output: bool,
     /// How RoPE pairs dimensions: llama.cpp permutes a llama GGUF's q/k rows for adjacent pairs ("normal");
     /// Hugging Face checkpoints keep the half-split pairing ("NeoX").
-    pub rope_mode: wring_kernels::rope::RopeMode,
+    pub rope_mode: wring_runtime::kernels::tensor::rope::RopeMode,
 }
 
 /// Architectures whose tensors and attention match llama's.
@@ -116,7 +116,7 @@ impl LlamaConfig {
             vocab,
             context: get_u(g, &k("context_length"))?,
             tied_output: g.tensor("output.weight").is_none(),
-            rope_mode: wring_kernels::rope::RopeMode::Normal,
+            rope_mode: wring_runtime::kernels::tensor::rope::RopeMode::Normal,
             architecture: arch,
         };
         cfg.check_tensors(g)?;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use wring_gguf::Gguf;
-use wring_kernels::rope::RopeMode;
 use wring_quant::BlockFormat;
+use wring_runtime::kernels::tensor::rope::RopeMode;
 use wring_runtime::{Context, Tensor};
 
 use crate::model::WeightSource;

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod config;
 pub mod hf;
+pub mod layers;
 pub mod model;
 pub mod sample;
 pub mod tokenizer;

@@ -3,11 +3,13 @@
 
 use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
-use wring_kernels::attention::Attention;
-use wring_kernels::rope::{Rope, RopeQkv};
-use wring_kernels::{Choice, DType, Strided};
 use wring_quant::BlockFormat;
-use wring_runtime::{Context, Tensor, ops};
+use wring_runtime::dispatch::matmul_weights;
+use wring_runtime::kernels::tensor::{Attention, CopyWords, GetRows, Rope, RopeQkv, SiluMul};
+use wring_runtime::kernels::{DType, Strided};
+use wring_runtime::{Context, Tensor};
+
+use crate::layers::{attention, rmsnorm, rmsnorm_add};
 
 use crate::{LlamaConfig, LlmError};
 
@@ -81,7 +83,7 @@ impl Projection {
                     out.stacked = Some(parts);
                 }
                 let parts = out.stacked.as_deref().expect("allocated above");
-                ops::matmul_weights(step, w, x, &parts[0].0)?;
+                matmul_weights(step, w, x, &parts[0].0)?;
                 Ok(parts)
             }
             Projection::Split(ws) => {
@@ -99,7 +101,7 @@ impl Projection {
                 }
                 let parts = out.split.as_deref().expect("allocated above");
                 for (w, (y, _)) in ws.iter().zip(parts) {
-                    ops::matmul_weights(step, w, x, y)?;
+                    matmul_weights(step, w, x, y)?;
                 }
                 Ok(parts)
             }
@@ -358,7 +360,17 @@ impl Llama {
         let f32t = |shape: &[usize]| ctx.empty(shape, DType::F32);
         let mut step = ctx.step("forward");
         let x = f32t(&[t, e])?;
-        ops::get_rows(&mut step, &self.tok_embd, &ids, &x, Choice::Auto)?;
+        let vocab = self.tok_embd.shape().first().copied().unwrap_or(0);
+        let lookup = GetRows {
+            table: self.tok_embd.dtype(),
+            rows: vocab,
+            k: e,
+            tokens: t,
+        };
+        step.run(
+            &lookup,
+            &[("w", &self.tok_embd), ("ids", &ids), ("out", &x)],
+        )?;
         let rope = Rope {
             mode: c.rope_mode,
             tokens: t,
@@ -401,17 +413,13 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
             if i == 0 {
-                ops::rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps, Choice::Auto)?;
+                rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps)?;
             } else {
-                ops::rmsnorm_add(
+                rmsnorm_add(
                     &mut step,
-                    &x_mid,
-                    &d,
-                    &layer.attn_norm,
-                    &h,
-                    &x,
+                    [&x_mid, &d, &layer.attn_norm],
+                    [&h, &x],
                     c.rms_eps,
-                    Choice::Auto,
                 )?;
             }
             let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
@@ -423,19 +431,19 @@ impl Llama {
                 k: qkv[1].1,
                 v: qkv[2].1,
             };
-            ops::rope_qkv(
-                &mut step,
+            step.run(
                 &r,
-                &qkv[0].0,
-                &qkv[1].0,
-                &qkv[2].0,
-                &pos,
-                &qr,
-                &layer.k_cache,
-                &layer.v_cache,
-                Choice::Auto,
+                &[
+                    ("q", &qkv[0].0),
+                    ("k", &qkv[1].0),
+                    ("v", &qkv[2].0),
+                    ("pos", &pos),
+                    ("q_out", &qr),
+                    ("k_cache", &layer.k_cache),
+                    ("v_cache", &layer.v_cache),
+                ],
             )?;
-            ops::attention(
+            attention(
                 &mut step,
                 &attn,
                 &qr,
@@ -445,37 +453,31 @@ impl Llama {
                 &probs,
                 &a,
             )?;
-            ops::matmul_weights(&mut step, &layer.wo, &a, &o)?;
-            ops::rmsnorm_add(
+            matmul_weights(&mut step, &layer.wo, &a, &o)?;
+            rmsnorm_add(
                 &mut step,
-                &x,
-                &o,
-                &layer.ffn_norm,
-                &h2,
-                &x_mid,
+                [&x, &o, &layer.ffn_norm],
+                [&h2, &x_mid],
                 c.rms_eps,
-                Choice::Auto,
             )?;
             let gu = layer.gate_up.apply(ctx, &mut step, &h2, &mut gate_up_out)?;
             if gu[0].0.shares_buffer(&gu[1].0) {
-                ops::silu_mul_halves(&mut step, &gu[0].0, &gated, Choice::Auto)?;
+                let unit = SiluMul::halves(c.n_ff, t);
+                step.run(&unit, &[("a", &gu[0].0), ("b", &gu[0].0), ("y", &gated)])?;
             } else {
-                ops::silu_mul(&mut step, &gu[0].0, &gu[1].0, &gated, Choice::Auto)?;
+                let unit = SiluMul::dense(c.n_ff, t);
+                step.run(&unit, &[("a", &gu[0].0), ("b", &gu[1].0), ("y", &gated)])?;
             }
-            ops::matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
+            matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only
         // the rows whose logits are wanted.
         let xn_all = f32t(&[t, e])?;
-        ops::rmsnorm_add(
+        rmsnorm_add(
             &mut step,
-            &x_mid,
-            &d,
-            &self.output_norm,
-            &xn_all,
-            &x,
+            [&x_mid, &d, &self.output_norm],
+            [&xn_all, &x],
             c.rms_eps,
-            Choice::Auto,
         )?;
         let rows = if all_logits { t } else { 1 };
         let xn = if all_logits {
@@ -485,14 +487,17 @@ impl Llama {
                 .or_else(|_| {
                     // Views need an aligned offset; otherwise copy the last row out.
                     let tmp = f32t(&[1, e])?;
-                    let plan =
-                        wring_kernels::copy::plan_at(e, (t - 1) * e, 0, step.caps(), Choice::Auto)?;
-                    step.launch(&plan, &[("src", &xn_all), ("dst", &tmp)])?;
+                    let last = CopyWords {
+                        words: e,
+                        src_offset: (t - 1) * e,
+                        dst_offset: 0,
+                    };
+                    step.run(&last, &[("src", &xn_all), ("dst", &tmp)])?;
                     Ok::<Tensor, wring_runtime::Error>(tmp)
                 })?
         };
         let logits = f32t(&[rows, c.vocab])?;
-        ops::matmul_weights(
+        matmul_weights(
             &mut step,
             self.output.as_ref().unwrap_or(&self.tok_embd),
             &xn,

@@ -16,6 +16,13 @@ pub struct AdapterReport {
     pub features: wgpu::Features,
 }
 
+impl AdapterReport {
+    /// Whether the adapter can time GPU work with timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+}
+
 /// The adapters found and the one chosen, with the reason.
 #[derive(Debug)]
 pub struct Selection {

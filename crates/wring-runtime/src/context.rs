@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wring_kernels::{BindingKind, Caps, DType, Element, Variant};
+use wring_kernels_core::{BindingKind, Caps, DType, Element, Variant};
 
 use crate::adapter::{self, AdapterReport};
 use crate::error::{Error, Result};
@@ -253,7 +253,7 @@ impl Context {
     pub fn upload_blocks(
         &self,
         shape: &[usize],
-        format: wring_kernels::dtype::BlockFormat,
+        format: wring_kernels_core::dtype::BlockFormat,
         bytes: &[u8],
     ) -> Result<Tensor> {
         let dtype = DType::Block(format);

@@ -1,6 +1,6 @@
 //! The runtime's error type: every variant carries the numbers involved and says what to do.
 
-use wring_kernels::{KernelError, ShaderError};
+use wring_kernels_core::{KernelError, ShaderError};
 
 /// Everything that can go wrong between choosing an adapter and reading a result back.
 #[derive(Debug, thiserror::Error)]

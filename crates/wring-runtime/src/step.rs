@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use wring_kernels::{BindingKind, Plan, Variant};
+use wring_kernels_core::kernel::{self, Kernel};
+use wring_kernels_core::{BindingKind, Choice, Plan, Variant};
 
 use crate::context::{CachedPipeline, Context};
 use crate::error::{Error, Result};
@@ -69,6 +70,84 @@ impl Context {
 }
 
 impl Step<'_> {
+    /// Runs any kernel unit with the planner's choice of variant: see [`Step::run_with`].
+    pub fn run(&mut self, unit: &dyn Kernel, operands: &[(&str, &Tensor)]) -> Result<()> {
+        self.run_with(unit, Choice::Auto, operands)
+    }
+
+    /// Runs any kernel unit: every operand the unit declares must be given once by name and none other;
+    /// each is checked against its declaration (element type, length, shape) before the unit plans, and
+    /// the plan's variant is checked to bind exactly the declared operands with the declared access. The
+    /// launch itself then refuses a written operand that shares its buffer with another operand.
+    pub fn run_with(
+        &mut self,
+        unit: &dyn Kernel,
+        choice: Choice<'_>,
+        operands: &[(&str, &Tensor)],
+    ) -> Result<()> {
+        let name = unit.kernel();
+        let bad = |what: String| Error::Binding {
+            kernel: name.to_string(),
+            what,
+        };
+        let declared = unit.operands();
+        for (given, _) in operands {
+            if !declared.iter().any(|d| d.name == *given) {
+                return Err(bad(format!(
+                    "has no operand `{given}`; it takes {}",
+                    declared
+                        .iter()
+                        .map(|d| d.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        for d in &declared {
+            let mut given = operands.iter().filter(|(n, _)| *n == d.name);
+            let (Some((_, t)), None) = (given.next(), given.next()) else {
+                return Err(bad(format!(
+                    "operand `{}` must be given exactly once",
+                    d.name
+                )));
+            };
+            if !d.elem.accepts(t.dtype()) {
+                return Err(Error::Shape(format!(
+                    "{name}: operand `{}` must be {}, got {}",
+                    d.name,
+                    d.elem,
+                    t.dtype()
+                )));
+            }
+            if let Some(shape) = &d.shape
+                && t.shape() != shape.as_slice()
+            {
+                return Err(Error::Shape(format!(
+                    "{name}: operand `{}` must have shape {shape:?}, got {:?}",
+                    d.name,
+                    t.shape()
+                )));
+            }
+            if t.len() < d.min_len {
+                return Err(Error::Shape(format!(
+                    "{name}: operand `{}` must hold at least {} elements, got {}",
+                    d.name,
+                    d.min_len,
+                    t.len()
+                )));
+            }
+        }
+        let plan = unit.plan(self.caps(), choice)?;
+        if plan.variant.kernel != name {
+            return Err(bad(format!(
+                "the unit planned variant {}, of another kernel",
+                plan.variant.id()
+            )));
+        }
+        kernel::check_declaration(plan.variant, &declared)?;
+        self.launch(&plan, operands)
+    }
+
     /// Records a planned launch. `args` name the kernel's storage bindings; every one must be given once.
     pub fn launch(&mut self, plan: &Plan, args: &[(&str, &Tensor)]) -> Result<()> {
         self.launch_variant(plan.variant, &plan.params, plan.workgroups, args)
@@ -369,7 +448,7 @@ impl Step<'_> {
 
 impl Step<'_> {
     /// The capabilities of the device this step records for.
-    pub fn caps(&self) -> &wring_kernels::Caps {
+    pub fn caps(&self) -> &wring_kernels_core::Caps {
         self.ctx.caps()
     }
 }

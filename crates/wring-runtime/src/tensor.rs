@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use wring_kernels::DType;
+use wring_kernels_core::DType;
 
 /// The usages every pooled storage buffer has, so any buffer can serve any tensor.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE

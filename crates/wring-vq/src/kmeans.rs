@@ -2,9 +2,9 @@
 //! `vq_update`'s fixed-order sums, so a run is deterministic for a seed; empty clusters are reseeded by
 //! splitting a large one, as faiss does.
 
-use wring_kernels::vq::{self, Metric, Update};
-use wring_kernels::{Choice, DType};
-use wring_runtime::{Context, ops};
+use wring_runtime::Context;
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::vq::{Metric, Update, vq};
 
 use crate::search::{Codebook, Rows, search_rows};
 use crate::{Result, request};
@@ -113,11 +113,12 @@ pub fn kmeans(
         }
         Init::PlusPlus => plus_plus(ctx, x, k, &mut rng)?,
     };
-    let update = Update {
-        k: k as u32,
-        d: d as u32,
-        x_stride: x.stride as u32,
-        x_offset: x.offset as u32,
+    let update = |points: usize| Update {
+        k,
+        d,
+        x_stride: x.stride,
+        x_offset: x.offset,
+        points,
     };
     let mut objective = Vec::with_capacity(opts.iters);
     let mut splits = 0;
@@ -131,14 +132,14 @@ pub fn kmeans(
         let order_t = ctx.upload(&[order.len()], &order)?;
         let offsets_t = ctx.upload(&[k + 1], &offsets)?;
         let mut step = ctx.step("k-means update");
-        ops::vq_update(
-            &mut step,
-            &update,
-            x.tensor,
-            &order_t,
-            &offsets_t,
-            &c,
-            Choice::Auto,
+        step.run(
+            &update(order.len()),
+            &[
+                ("x", x.tensor),
+                ("order", &order_t),
+                ("offsets", &offsets_t),
+                ("centroids", &c),
+            ],
         )?;
         step.submit()?;
         centroids = ctx.read(&c)?;

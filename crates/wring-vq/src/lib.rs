@@ -3,7 +3,7 @@
 //! group-residual VQ (G groups of R stages, as HiFi-Codec) and product quantization (M subspaces, one
 //! stage each), with asymmetric-distance search over product codes.
 //!
-//! Every kernel is in `wring_kernels::vq`; this crate schedules them. Codebooks above the adapter's
+//! Every kernel is in the VQ kernel family (`wring_runtime::kernels::vq`); this crate schedules them. Codebooks above the adapter's
 //! binding limit are stored as several device tensors and searched launch by launch; queries are taken in
 //! blocks so that no scratch exceeds the limit either.
 
@@ -14,7 +14,7 @@ pub mod search;
 pub use kmeans::{Init, KMeans, KMeansOptions, kmeans};
 pub use quantizer::Quantizer;
 pub use search::{Codebook, Neighbours, Rows, search, search_rows};
-pub use wring_kernels::vq::Metric;
+pub use wring_runtime::kernels::vq::Metric;
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +30,8 @@ pub enum VqError {
     Io(String),
 }
 
-impl From<wring_codec::CodecError> for VqError {
-    fn from(e: wring_codec::CodecError) -> Self {
+impl From<wring_io::IoError> for VqError {
+    fn from(e: wring_io::IoError) -> Self {
         VqError::Io(e.to_string())
     }
 }

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use wring_kernels::DType;
-use wring_kernels::vq::{LookupOp, Metric};
 use wring_runtime::Context;
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::vq::{LookupOp, Metric};
 
 use crate::kmeans::{Init, KMeansOptions, kmeans};
 use crate::search::{Codebook, Neighbours, Rows, search_rows};
@@ -296,21 +296,23 @@ impl Quantizer {
     /// Saves as safetensors: one f32 tensor `codebooks` [groups, stages, k, d / groups] and the layout in
     /// the metadata.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let bytes: Vec<u8> = self
+        let values: Vec<f32> = self
             .books
             .iter()
-            .flat_map(|b| b.values().iter().flat_map(|v| v.to_le_bytes()))
+            .flat_map(|b| b.values().to_vec())
             .collect();
-        let shape = vec![self.groups, self.stages, self.k, self.d / self.groups];
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
-            .map_err(|e| VqError::Io(e.to_string()))?;
+        let shape = [self.groups, self.stages, self.k, self.d / self.groups];
         let meta = HashMap::from([
             ("format".to_string(), "wring-vq".to_string()),
             ("d".to_string(), self.d.to_string()),
         ]);
-        let data = safetensors::serialize([("codebooks", view)], Some(meta))
-            .map_err(|e| VqError::Io(e.to_string()))?;
-        std::fs::write(path, data).map_err(|e| VqError::Io(format!("{}: {e}", path.display())))
+        Ok(wring_io::safetensors_f32::write(
+            path,
+            "codebooks",
+            &shape,
+            &values,
+            meta,
+        )?)
     }
 
     /// Saves as .npy: [groups, stages, k, d / groups] f32.
@@ -320,7 +322,7 @@ impl Quantizer {
             .iter()
             .flat_map(|b| b.values().to_vec())
             .collect();
-        Ok(wring_codec::io::write_npy(
+        Ok(wring_io::write_npy(
             path,
             &[self.groups, self.stages, self.k, self.d / self.groups],
             &values,
@@ -335,29 +337,9 @@ impl Quantizer {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
         {
-            wring_codec::io::read_npy(path)?
+            wring_io::read_npy(path)?
         } else {
-            let bytes =
-                std::fs::read(path).map_err(|e| VqError::Io(format!("{}: {e}", path.display())))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| VqError::Io(format!("{}: {e}", path.display())))?;
-            let t = st
-                .tensor("codebooks")
-                .map_err(|e| VqError::Io(format!("{}: {e}", path.display())))?;
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(VqError::Io(format!(
-                    "{}: codebooks must be F32, not {:?}",
-                    path.display(),
-                    t.dtype()
-                )));
-            }
-            (
-                t.shape().to_vec(),
-                t.data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            )
+            wring_io::safetensors_f32::read(path, "codebooks")?
         };
         let (groups, stages, k, dg) = match shape[..] {
             [k, d] => (1, 1, k, d),

@@ -1,8 +1,8 @@
 //! Codebooks on the device and exact search against them.
 
-use wring_kernels::vq::{self, Merge, Metric, Norms, Search};
-use wring_kernels::{Choice, DType};
-use wring_runtime::{Context, Tensor, ops};
+use wring_runtime::kernels::DType;
+use wring_runtime::kernels::vq::{Merge, Metric, Norms, Search, vq};
+use wring_runtime::{Context, Tensor};
 
 use crate::{Result, VqError, request};
 
@@ -80,12 +80,13 @@ impl Codebook {
             };
             let norms = ctx.empty(&[n], DType::F32)?;
             let geometry = Norms {
-                rows: n as u32,
-                d: d as u32,
-                stride: d as u32,
+                rows: n,
+                d,
+                stride: d,
                 offset: 0,
+                dtype: codes.dtype(),
             };
-            ops::vq_norms(&mut step, &geometry, &codes, &norms, Choice::Auto)?;
+            step.run(&geometry, &[("x", &codes), ("out", &norms)])?;
             chunks.push(Chunk {
                 codes,
                 norms,
@@ -155,7 +156,7 @@ impl Codebook {
                 op,
                 dtype: self.dtype,
             };
-            ops::vq_lookup(step, &l, ids, &c.codes, out, Choice::Auto)?;
+            step.run(&l, &[("ids", ids), ("codes", &c.codes), ("out", out)])?;
         }
         Ok(())
     }
@@ -314,15 +315,15 @@ pub fn search_rows(
                 list_base,
                 dtype: cb.dtype,
             };
-            ops::vq_search(
-                &mut step,
+            step.run(
                 &s,
-                x.tensor,
-                &c.codes,
-                &c.norms,
-                &keys,
-                &ids,
-                Choice::Auto,
+                &[
+                    ("x", x.tensor),
+                    ("codes", &c.codes),
+                    ("cnorm", &c.norms),
+                    ("keys", &keys),
+                    ("ids", &ids),
+                ],
             )?;
             list_base += s.launch_lists();
         }
@@ -335,29 +336,35 @@ pub fn search_rows(
             x_stride: x.stride,
             x_offset,
         };
-        ops::vq_merge(
-            &mut step,
+        step.run(
             &m,
-            x.tensor,
-            &keys,
-            &ids,
-            &dist,
-            &idx,
-            Choice::Auto,
+            &[
+                ("x", x.tensor),
+                ("keys", &keys),
+                ("ids", &ids),
+                ("dist", &dist),
+                ("idx", &idx),
+            ],
         )?;
         if metric == Metric::L2 {
             for c in &cb.chunks {
                 let r = vq::Refine {
-                    nq: nq as u32,
-                    k: k as u32,
-                    d: x.d as u32,
-                    x_stride: x.stride as u32,
-                    x_offset: x_offset as u32,
-                    code_base: c.base as u32,
-                    n_codes: c.n as u32,
-                    pad0: 0,
+                    nq,
+                    k,
+                    d: x.d,
+                    x_stride: x.stride,
+                    x_offset,
+                    code_base: c.base,
+                    n_codes: c.n,
+                    dtype: c.codes.dtype(),
                 };
-                ops::vq_refine(&mut step, &r, x.tensor, &c.codes, &idx, &dist, Choice::Auto)?;
+                let operands = [
+                    ("x", x.tensor),
+                    ("codes", &c.codes),
+                    ("idx", &idx),
+                    ("dist", &dist),
+                ];
+                step.run(&r, &operands)?;
             }
         }
         step.submit()?;

@@ -1,0 +1,199 @@
+//! `shaders/attn_scores.wgsl` and `shaders/attn_pv.wgsl`: causal grouped-query attention in three launches
+//! (scores, softmax.wgsl with scale 1, weighted values) over a KV cache laid out [position][kv head][dim].
+
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
+use wring_kernels_core::reduce::NEG_MAX_F32;
+use wring_kernels_core::{DType, Kernel, Operand};
+
+/// The shape of one attention launch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    /// Query tokens (1 when decoding).
+    pub tokens: usize,
+    /// Cache positions filled, including this step's tokens: pos0 + tokens.
+    pub kv_len: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Dimensions per head (a multiple of 4).
+    pub head_dim: usize,
+    /// Position of the first query token.
+    pub pos0: usize,
+    /// Score scale, 1 / sqrt(head_dim) for llama.
+    pub scale: f32,
+}
+
+/// The shaders' `Params` (shared layout; `scale` is padding for attn_pv).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub tokens: u32,
+    pub kv_len: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub pos0: u32,
+    pub scale: f32,
+    pub pad: u32,
+}
+
+impl Attention {
+    fn check(&self) -> Result<Params, KernelError> {
+        plan::ensure(
+            self.head_dim.is_multiple_of(4) && self.head_dim > 0,
+            "attention",
+            || format!("head_dim {} must be a multiple of 4", self.head_dim),
+        )?;
+        plan::ensure(
+            self.n_kv_heads > 0 && self.n_heads.is_multiple_of(self.n_kv_heads),
+            "attention",
+            || {
+                format!(
+                    "{} key/value heads must divide {} query heads",
+                    self.n_kv_heads, self.n_heads
+                )
+            },
+        )?;
+        plan::ensure(self.pos0 + self.tokens == self.kv_len, "attention", || {
+            format!(
+                "kv_len {} must be pos0 {} + tokens {}",
+                self.kv_len, self.pos0, self.tokens
+            )
+        })?;
+        plan::index_u32(
+            "attention",
+            "tokens * heads * kv_len",
+            self.tokens
+                .saturating_mul(self.n_heads)
+                .saturating_mul(self.kv_len),
+        )?;
+        Ok(Params {
+            tokens: self.tokens as u32,
+            kv_len: self.kv_len as u32,
+            n_heads: self.n_heads as u32,
+            n_kv_heads: self.n_kv_heads as u32,
+            head_dim: self.head_dim as u32,
+            pos0: self.pos0 as u32,
+            scale: self.scale,
+            pad: 0,
+        })
+    }
+
+    /// The scores launch of this attention: s [tokens][heads][kv_len].
+    pub fn scores(self) -> AttnScores {
+        AttnScores(self)
+    }
+
+    /// The weighted-values launch of this attention: o [tokens][heads][head_dim].
+    pub fn pv(self) -> AttnPv {
+        AttnPv(self)
+    }
+
+    /// Values in the caches that a launch reads: kv_len positions of every key/value head.
+    fn cache_len(&self) -> usize {
+        self.kv_len * self.n_kv_heads * self.head_dim
+    }
+
+    /// CPU twin of attn_scores: one iteration per (t, h, j).
+    pub fn cpu_scores(&self, q: &[f32], k: &[f32], s: &mut [f32]) {
+        let d = self.head_dim;
+        let group = self.n_heads / self.n_kv_heads;
+        for (idx, out) in s
+            .iter_mut()
+            .enumerate()
+            .take(self.tokens * self.n_heads * self.kv_len)
+        {
+            let j = idx % self.kv_len;
+            let th = idx / self.kv_len;
+            let (h, t) = (th % self.n_heads, th / self.n_heads);
+            if j > self.pos0 + t {
+                *out = NEG_MAX_F32;
+                continue;
+            }
+            let qr = &q[th * d..][..d];
+            let kr = &k[(j * self.n_kv_heads + h / group) * d..][..d];
+            let mut acc = 0.0f32;
+            for i in 0..d / 4 {
+                acc += qr[4 * i] * kr[4 * i]
+                    + qr[4 * i + 1] * kr[4 * i + 1]
+                    + qr[4 * i + 2] * kr[4 * i + 2]
+                    + qr[4 * i + 3] * kr[4 * i + 3];
+            }
+            *out = acc * self.scale;
+        }
+    }
+
+    /// CPU twin of attn_pv: one iteration per (t, h, group of 4 dims).
+    pub fn cpu_pv(&self, p: &[f32], v: &[f32], o: &mut [f32]) {
+        let d = self.head_dim;
+        let group = self.n_heads / self.n_kv_heads;
+        for th in 0..self.tokens * self.n_heads {
+            let (h, t) = (th % self.n_heads, th / self.n_heads);
+            let seen = self.kv_len.min(self.pos0 + t + 1);
+            for c in 0..d {
+                let mut acc = 0.0f32;
+                for j in 0..seen {
+                    acc += p[th * self.kv_len + j] * v[(j * self.n_kv_heads + h / group) * d + c];
+                }
+                o[th * d + c] = acc;
+            }
+        }
+    }
+}
+
+/// `attn_scores`: s[t][h][j] = scale * q[t][h] . k[j][h / group] for causal positions j.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnScores(pub Attention);
+
+impl Kernel for AttnScores {
+    fn kernel(&self) -> &'static str {
+        "attn_scores"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let a = &self.0;
+        let rows = a.tokens * a.n_heads;
+        vec![
+            Operand::read("q", DType::F32, rows * a.head_dim),
+            Operand::read("k", DType::F32, a.cache_len()),
+            Operand::write("s", DType::F32, rows * a.kv_len),
+        ]
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let a = &self.0;
+        let p = a.check()?;
+        let v = crate::select("attn_scores", "f32", "it is the only variant", caps, choice)?;
+        let n = (a.tokens * a.n_heads * a.kv_len) as u64;
+        plan::per_item("attn_scores", v, n, bytemuck::bytes_of(&p), caps)
+    }
+}
+
+/// `attn_pv`: o[t][h] = sum_j p[t][h][j] v[j][h / group].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnPv(pub Attention);
+
+impl Kernel for AttnPv {
+    fn kernel(&self) -> &'static str {
+        "attn_pv"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let a = &self.0;
+        let rows = a.tokens * a.n_heads;
+        vec![
+            Operand::read("p", DType::F32, rows * a.kv_len),
+            Operand::read("v", DType::F32, a.cache_len()),
+            Operand::write("o", DType::F32, rows * a.head_dim),
+        ]
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let a = &self.0;
+        let p = a.check()?;
+        let v = crate::select("attn_pv", "f32", "it is the only variant", caps, choice)?;
+        let n = (a.tokens * a.n_heads * a.head_dim / 4) as u64;
+        plan::per_item("attn_pv", v, n, bytemuck::bytes_of(&p), caps)
+    }
+}

@@ -1,0 +1,136 @@
+//! `shaders/silu_mul.wgsl`: `silu(a) * b`, the SwiGLU gate, over rows read through strides (so the two
+//! halves of a fused gate/up projection can be read in place).
+
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan, Strided};
+use wring_kernels_core::{DType, Kernel, Operand};
+
+/// The shader's `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Elements per row.
+    pub cols: u32,
+    /// rows * cols.
+    pub total: u32,
+    /// Row stride and offset of a, then of b.
+    /// Row stride of a.
+    pub a_stride: u32,
+    /// Offset of a's first entry.
+    pub a_off: u32,
+    /// Row stride of b.
+    pub b_stride: u32,
+    /// Offset of b's first entry.
+    pub b_off: u32,
+    /// Uniform padding to 32 bytes.
+    pub pad: [u32; 2],
+}
+
+/// `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, `a` and `b` read
+/// through strides (so both may be halves of one fused gate/up output) and `y` dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiluMul {
+    /// Values per row.
+    pub cols: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Where rows of `a` are read.
+    pub a: Strided,
+    /// Where rows of `b` are read.
+    pub b: Strided,
+}
+
+impl SiluMul {
+    /// `y = silu(a) * b` on dense tensors of `rows` rows of `cols`.
+    pub fn dense(cols: usize, rows: usize) -> SiluMul {
+        let d = Strided {
+            stride: cols,
+            offset: 0,
+        };
+        SiluMul {
+            cols,
+            rows,
+            a: d,
+            b: d,
+        }
+    }
+
+    /// The SwiGLU gate of a fused gate/up projection: `gu` is [rows, 2 ff] and both halves are read in
+    /// place (bind the same tensor as `a` and `b`).
+    pub fn halves(ff: usize, rows: usize) -> SiluMul {
+        SiluMul {
+            cols: ff,
+            rows,
+            a: Strided {
+                stride: 2 * ff,
+                offset: 0,
+            },
+            b: Strided {
+                stride: 2 * ff,
+                offset: ff,
+            },
+        }
+    }
+}
+
+impl Kernel for SiluMul {
+    fn kernel(&self) -> &'static str {
+        "silu_mul"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        vec![
+            Operand::read("a", DType::F32, self.a.extent(self.rows, self.cols)),
+            Operand::read("b", DType::F32, self.b.extent(self.rows, self.cols)),
+            Operand::write("y", DType::F32, self.rows.saturating_mul(self.cols)),
+        ]
+    }
+
+    /// Plans `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, with `y` dense.
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let SiluMul { cols, rows, a, b } = *self;
+        let v = crate::select("silu_mul", "f32", "it is the only variant", caps, choice)?;
+        plan::ensure(cols > 0, "silu_mul", || "rows must not be empty".into())?;
+        let total = plan::index_u32("silu_mul", "rows * cols", rows.saturating_mul(cols))?;
+        for (s, name) in [(a, "a"), (b, "b")] {
+            plan::ensure(s.stride >= cols || rows <= 1, "silu_mul", || {
+                format!("rows of {name} overlap: stride {} < {cols}", s.stride)
+            })?;
+            plan::index_u32(
+                "silu_mul",
+                name,
+                rows.saturating_sub(1)
+                    .saturating_mul(s.stride)
+                    .saturating_add(s.offset)
+                    .saturating_add(cols),
+            )?;
+        }
+        // The extents were checked against u32 above, so each stride and offset fits.
+        let params = Params {
+            cols: cols as u32,
+            total,
+            a_stride: a.stride as u32,
+            a_off: a.offset as u32,
+            b_stride: b.stride as u32,
+            b_off: b.offset as u32,
+            pad: [0; 2],
+        };
+        let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
+        plan::linear(
+            "silu_mul",
+            v,
+            u64::from(total).div_ceil(per_group),
+            bytemuck::bytes_of(&params),
+            caps,
+        )
+    }
+}
+
+/// CPU twin: `y[row][i] = a / (1 + exp(-a)) * b` with a and b read through their strides.
+pub fn cpu(cols: usize, a: &[f32], sa: Strided, b: &[f32], sb: Strided, y: &mut [f32]) {
+    for (row, yr) in y.chunks_exact_mut(cols).enumerate() {
+        for (i, yi) in yr.iter_mut().enumerate() {
+            let x = a[row * sa.stride + sa.offset + i];
+            *yi = x / (1.0 + (-x).exp()) * b[row * sb.stride + sb.offset + i];
+        }
+    }
+}

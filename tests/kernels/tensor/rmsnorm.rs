@@ -1,0 +1,164 @@
+//! `rmsnorm`: `y = x / sqrt(mean(x^2) + eps) * w`, and with the residual add fused (`_add`: the output
+//! checked is y followed by the sum s, and both are written through sentinel-guarded buffers). Budget:
+//! NMSE 1e-9 (one square root and division).
+
+use proptest::prelude::*;
+use wring::kernels::tensor::rmsnorm;
+use wring::kernels::tensor::{Rmsnorm, Softmax};
+
+use crate::harness::{copy_into, guarded};
+use wring::kernels::check::Tolerance;
+use wring::kernels::{Choice, DType, Kernel as _, Variant};
+
+use crate::harness::{Case, Rng};
+use crate::kernels::{Planned, planned, variants};
+
+/// RMSNorm cases; the `_add` variants' output is y followed by the sum s, both checked.
+fn rmsnorm_case(v: &'static Variant, rows: usize, n: usize, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(rows * n, -3.0, 3.0);
+    let r = rng.vec(rows * n, -1.0, 1.0);
+    let w = rng.vec(n, 0.5, 1.5);
+    let eps = 1e-5;
+    let wg = v.define_u32("WG") as usize;
+    let residual = v.define("RESIDUAL").is_some();
+    let mut y = vec![0.0; rows * n];
+    let mut sum = vec![0.0; rows * n];
+    if residual {
+        rmsnorm::cpu_add(&x, &r, &w, &mut y, &mut sum, n, eps, wg);
+        y.extend_from_slice(&sum);
+    } else {
+        rmsnorm::cpu(&x, &w, &mut y, n, eps, wg);
+    }
+    Case {
+        name: format!("rmsnorm variant={} rows={rows} n={n} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![if residual { 2 * rows } else { rows }, n],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let (tx, tw) = (ctx.upload(&[rows, n], &x)?, ctx.upload(&[n], &w)?);
+            let unit = Rmsnorm {
+                n,
+                rows,
+                eps,
+                residual,
+            };
+            let force = Choice::Force(&v.name);
+            if !residual {
+                let y = out.reshape(&[rows, n]).expect("rows x n");
+                return step.run_with(&unit, force, &[("x", &tx), ("w", &tw), ("y", &y)]);
+            }
+            let tr = ctx.upload(&[rows, n], &r)?;
+            let (ty, ts) = (
+                guarded(ctx, &[rows, n], DType::F32)?,
+                guarded(ctx, &[rows, n], DType::F32)?,
+            );
+            let operands = [("x", &tx), ("r", &tr), ("w", &tw), ("y", &ty), ("s", &ts)];
+            step.run_with(&unit, force, &operands)?;
+            copy_into(step, &ty, out, 0)?;
+            copy_into(step, &ts, out, rows * n)
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+/// Rows of one value, below, at and past the 256-wide workgroup, SmolLM2's 576, and 70,000 rows, which
+/// need more than 65,535 workgroups in x so the grid spills into y.
+pub fn cases() -> Vec<Planned> {
+    let mut out = Vec::new();
+    for v in variants("rmsnorm") {
+        for (i, &(rows, n)) in [(1, 1), (1, 255), (2, 256), (3, 257), (5, 576), (2, 1537)]
+            .iter()
+            .enumerate()
+        {
+            out.push(planned(v, move || rmsnorm_case(v, rows, n, i as u64)));
+        }
+    }
+    let v = crate::kernels::variant("rmsnorm", "shared");
+    out.push(planned(v, move || rmsnorm_case(v, 70_000, 2, 7)));
+    out
+}
+
+#[test]
+fn row_kernels_choose_narrow_workgroups_on_cpu_adapters() {
+    let gpu = wring::kernels::Caps {
+        subgroup: true,
+        ..wring::kernels::Caps::BASELINE
+    };
+    let cpu = wring::kernels::Caps {
+        software: true,
+        ..gpu
+    };
+    assert_eq!(
+        Rmsnorm {
+            n: 576,
+            rows: 4,
+            eps: 1e-5,
+            residual: false
+        }
+        .plan(&cpu, Choice::Auto)
+        .unwrap()
+        .variant
+        .name,
+        "narrow"
+    );
+    assert_eq!(
+        Rmsnorm {
+            n: 576,
+            rows: 4,
+            eps: 1e-5,
+            residual: false
+        }
+        .plan(&gpu, Choice::Auto)
+        .unwrap()
+        .variant
+        .name,
+        "subgroup"
+    );
+    assert_eq!(
+        Rmsnorm {
+            n: 576,
+            rows: 4,
+            eps: 1e-5,
+            residual: true
+        }
+        .plan(&cpu, Choice::Auto)
+        .unwrap()
+        .variant
+        .name,
+        "narrow_add"
+    );
+    let e = Rmsnorm {
+        n: 576,
+        rows: 4,
+        eps: 1e-5,
+        residual: true,
+    }
+    .plan(&cpu, Choice::Force("narrow"))
+    .unwrap_err();
+    assert!(e.to_string().contains("residual"), "{e}");
+    assert_eq!(
+        Softmax {
+            n: 576,
+            rows: 4,
+            scale: 1.0
+        }
+        .plan(&wring::kernels::Caps::BASELINE, Choice::Auto)
+        .unwrap()
+        .variant
+        .name,
+        "shared"
+    );
+}
+
+proptest! {
+    #![proptest_config(crate::kernels::proptest_config(24))]
+
+    #[test]
+    fn prop_rmsnorm(rows in 1usize..6, n in 1usize..1100, vi in 0usize..6, seed in any::<u64>()) {
+        let r = rmsnorm_case(crate::kernels::pick(&variants("rmsnorm"), vi), rows, n, seed).check();
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! The wavelet family's case generators.
+
+pub mod dwt;
