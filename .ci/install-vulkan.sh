@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Mesa's software Vulkan driver (lavapipe) from Debian's bookworm-backports suite when the
-# machine has no Vulkan driver yet. Mesa 25 from backports runs compute about 7x faster than
+# machine has no Vulkan driver yet, and Mesa's EGL and OpenGL drivers (llvmpipe), which the tests also run
+# on through wgpu's OpenGL ES backend (`--features wring/gl`). Mesa 25 from backports runs compute about 7x faster than
 # bookworm's own Mesa 22.3, so the GPU tests and benchmarks use it.
 #
 # The backports entry is derived from the machine's own Debian sources (its main stanza with the suite
@@ -15,8 +16,12 @@ mesa_is_backports() {
   dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -q 'bpo'
 }
 
-if have_lavapipe && mesa_is_backports; then
-  echo "install-vulkan: lavapipe from bookworm-backports is already installed"
+have_egl() {
+  ldconfig -p | grep -q 'libEGL_mesa.so.0' && ldconfig -p | grep -q 'libEGL.so.1'
+}
+
+if have_lavapipe && mesa_is_backports && have_egl; then
+  echo "install-vulkan: lavapipe from bookworm-backports and Mesa's EGL are already installed"
   exit 0
 fi
 
@@ -45,9 +50,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 if [ "$codename" = bookworm ]; then
-  apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1
+  apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
 else
   # Newer Debian and Ubuntu releases already ship a recent Mesa.
-  apt-get install -y -qq mesa-vulkan-drivers libvulkan1
+  apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
 fi
 echo "install-vulkan: installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"

@@ -175,6 +175,25 @@ pub struct Case<'a> {
     pub needs_subgroup: bool,
 }
 
+/// Known wrong behaviour of a driver, as data (wgpu's tests keep theirs the same way): a case on an adapter
+/// whose label contains `adapter` and whose name starts with `case` is not run, and is reported and
+/// counted as not applicable with the reason, never silently passed. Remove a line when the driver is
+/// fixed; the count in CI shows what it still hides.
+const KNOWN_DRIVER_FAILURES: &[(&str, &str, &str)] = &[(
+    "llvmpipe (LLVM 15.0.6, 256 bits) (Gl)",
+    "qmatmul ",
+    // FIXME: Mesa 25.0's llvmpipe compiles the GL version of qmatmul's barrier-separated tile loops into
+    // LLVM coroutines whose frame building (CoroSplit) ran past 4 GiB and did not finish in 10 minutes;
+    // lavapipe (Vulkan) on the same LLVM compiles it in under a second. CPU adapters never choose
+    // qmatmul (they use qmatvec's 8-row tiles), so only the forced cases are affected.
+    "the driver's shader compiler does not finish (llvmpipe GL, LLVM 15 CoroSplit)",
+)];
+
+/// wgpu's OpenGL backend shares one context per adapter and gives up (panics) when another thread holds
+/// it for more than a second, which a long shader compile on llvmpipe does; GL cases therefore run one at
+/// a time, while the other adapters' cases run in parallel.
+static GL_CASES: Mutex<()> = Mutex::new(());
+
 /// The outcome on one adapter.
 #[derive(Debug)]
 pub enum Outcome {
@@ -198,11 +217,9 @@ impl Case<'_> {
                         Outcome::Passed { nmse } => {
                             eprintln!("ok   [{}] on {}: NMSE {nmse:.2e}", self.name, ctx.label())
                         }
-                        Outcome::NotApplicable(f) => eprintln!(
-                            "n/a  [{}] on {}: the adapter lacks {f}",
-                            self.name,
-                            ctx.label()
-                        ),
+                        Outcome::NotApplicable(f) => {
+                            eprintln!("n/a  [{}] on {}: {f}", self.name, ctx.label())
+                        }
                     }
                 }
             }
@@ -211,9 +228,9 @@ impl Case<'_> {
 
     pub fn check_on(&self, ctx: &Context) -> Result<Outcome, String> {
         let missing = if self.needs_f16 && !ctx.caps().f16 {
-            Some("SHADER_F16")
+            Some("the adapter lacks SHADER_F16")
         } else if self.needs_subgroup && !ctx.caps().subgroup {
-            Some("SUBGROUP")
+            Some("the adapter lacks SUBGROUP")
         } else {
             None
         };
@@ -221,6 +238,17 @@ impl Case<'_> {
             log_line(&ctx.label(), &self.name, &format!("n/a:{feature}"));
             return Ok(Outcome::NotApplicable(feature));
         }
+        let label = ctx.label();
+        if let Some((_, _, why)) = KNOWN_DRIVER_FAILURES
+            .iter()
+            .find(|(adapter, case, _)| label.contains(adapter) && self.name.starts_with(case))
+        {
+            log_line(&label, &self.name, &format!("n/a:{why}"));
+            return Ok(Outcome::NotApplicable(why));
+        }
+        let _gl = label
+            .ends_with("(Gl)")
+            .then(|| GL_CASES.lock().unwrap_or_else(|e| e.into_inner()));
         let fail = |what: String| {
             format!(
                 "[{}] {} on {}: {what}",

@@ -38,16 +38,26 @@ fn contiguous(hi: u32, lo: u32, k: u32, r: u32) -> u32 {
     return ((hi * params.outer_lo + lo) * params.n + k) * params.inner + r;
 }
 
+// The remainder of a by m (m > 0) in 0..m. WGSL's % truncates toward zero, and GLSL, which naga's OpenGL
+// backend emits, leaves % undefined for a negative operand (llvmpipe's GL returned garbage), so a negative
+// a is reflected onto non-negative operands: -1 -> m - 1, -m -> 0.
+fn wrap(a: i32, m: i32) -> i32 {
+    if (a >= 0) {
+        return a % m;
+    }
+    return m - 1 - ((-a - 1) % m);
+}
+
 // The position in the signal that extended index `idx` reads, or -1 for a zero.
 fn extended(idx: i32) -> i32 {
     let n = i32(params.n);
     if (params.mode == PERIODIZATION) {
         // An odd signal is first extended by its last sample.
         let np = n + (n & 1);
-        return min(((idx % np) + np) % np, n - 1);
+        return min(wrap(idx, np), n - 1);
     }
     if (params.mode == SYMMETRIC) {
-        let m = ((idx % (2 * n)) + 2 * n) % (2 * n);
+        let m = wrap(idx, 2 * n);
         return select(m, 2 * n - 1 - m, m >= n);
     }
     return select(-1, idx, idx >= 0 && idx < n);
@@ -110,7 +120,7 @@ fn main(inv: Invocation) {
     var i = first + s0;
     // Before the first shift by one, wa[j] holds a[i - j - 1].
     for (var j = 0u; j < HALF - 1u; j++) {
-        let kk = u32((((i - i32(j) - 1) % m) + m) % m);
+        let kk = u32(wrap(i - i32(j) - 1, m));
         wa[j] = f32(src[a_base + kk * kstride]);
         wd[j] = f32(src[d_base + kk * kstride]);
     }
