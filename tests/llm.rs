@@ -1,10 +1,13 @@
 //! The LLM against llama.cpp on the real model: token ids from `llama-tokenize` (recorded by
-//! tools/fixtures/llama_reference.py), greedy continuations from `llama-completion` (recorded by
-//! tools/fixtures/greedy_reference.py), perplexity figures from `llama-perplexity`.
+//! tools/fixtures/llama_reference.py), greedy continuations' token ids (recorded by
+//! tools/fixtures/greedy_reference.py), perplexity from `llama-perplexity` (recorded by
+//! tools/fixtures/perplexity_reference.py).
 
 use serde_json::Value;
 use wring::gguf::Gguf;
 use wring::llm::{Cancel, GgufTokenizer, Llama, Sampler};
+
+use crate::fixture;
 
 fn model() -> Gguf {
     Gguf::open(crate::quant::test_model()).unwrap()
@@ -14,7 +17,7 @@ fn model() -> Gguf {
 fn token_ids_equal_llama_cpp() {
     let g = model();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let fx: Value = serde_json::from_str(include_str!("fixtures/smollm2_tokens.json")).unwrap();
+    let fx: Value = fixture::json("smollm2_tokens.json");
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let want: Vec<u32> = case["ids"]
@@ -85,8 +88,7 @@ fn token_ids_equal_llama_cpp() {
 #[test]
 fn logits_match_an_independent_reference() {
     let g = model();
-    let meta: Value =
-        serde_json::from_str(include_str!("fixtures/smollm2_reference_logits.json")).unwrap();
+    let meta = fixture::json("smollm2_reference_logits.json");
     let ids: Vec<u32> = meta["ids"]
         .as_array()
         .unwrap()
@@ -94,10 +96,7 @@ fn logits_match_an_independent_reference() {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     let vocab = meta["vocab"].as_u64().unwrap() as usize;
-    let want: Vec<f32> = include_bytes!("fixtures/smollm2_reference_logits.bin")
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let want = fixture::f32_file("smollm2_reference_logits.bin");
     assert_eq!(want.len(), ids.len() * vocab);
     let ctx = crate::harness::ctx();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
@@ -181,7 +180,7 @@ fn greedy_ids_equal_llama_cpp() {
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
     let ctx = crate::harness::ctx();
     let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
-    let fx: Value = serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).unwrap();
+    let fx: Value = fixture::json("smollm2_greedy.json");
     let n = fx["tokens"].as_u64().unwrap() as usize;
     let mut failures = Vec::new();
     for case in fx["cases"].as_array().unwrap() {
@@ -251,7 +250,7 @@ fn bad_requests_are_errors() {
 /// its quantized dot products and wring does not, so the two differ slightly; the issue allows 1%.
 #[test]
 fn perplexity_is_within_one_percent_of_llama_cpp() {
-    let fx: Value = serde_json::from_str(include_str!("fixtures/smollm2_perplexity.json")).unwrap();
+    let fx: Value = fixture::json("smollm2_perplexity.json");
     let llama_cpp_ppl = fx["ppl"].as_f64().unwrap();
     let (ctx_len, chunks) = (
         fx["ctx"].as_u64().unwrap() as usize,
@@ -259,9 +258,7 @@ fn perplexity_is_within_one_percent_of_llama_cpp() {
     );
     let g = model();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok
-        .encode(include_str!("fixtures/perplexity_text.txt"))
-        .unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
     let ctx = crate::harness::ctx();
     let mut m = Llama::load(ctx, &g, ctx_len, |_, _| {}).unwrap();
     let p = m
@@ -341,7 +338,7 @@ fn safetensors_export_loads_and_matches_the_gguf() {
     let json_tok =
         GgufTokenizer::from_json_file(&dir.join("tokenizer.json"), tok.bos, tok.eos, tok.add_bos)
             .unwrap();
-    let text = include_str!("fixtures/perplexity_text.txt");
+    let text = &fixture::text("perplexity_text.txt");
     let ids = tok.encode(text).unwrap();
     assert_eq!(
         json_tok.encode(text).unwrap(),

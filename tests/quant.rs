@@ -25,7 +25,7 @@ fn floats(v: &Value) -> Vec<f32> {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(include_str!("fixtures/quant_reference.json")).expect("fixture JSON")
+    crate::fixture::json("quant_reference.json")
 }
 
 #[test]
@@ -144,8 +144,7 @@ pub fn test_model() -> PathBuf {
 
 #[test]
 fn smollm2_tensors_dequantize_to_the_gguf_packages_values() {
-    let sums: Value =
-        serde_json::from_str(include_str!("fixtures/smollm2_q4_1_checksums.json")).unwrap();
+    let sums: Value = crate::fixture::json("smollm2_q4_1_checksums.json");
     let g = Gguf::open(test_model()).unwrap();
     let tensors = sums["tensors"].as_object().unwrap();
     assert_eq!(g.tensors.len(), tensors.len());

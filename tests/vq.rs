@@ -8,42 +8,14 @@
 //! ties the lowest id wins. Distances: within 1e-4 relative to max(|reference|, 1e-3 * the case's largest).
 //! Every distance is checked finite. k-means: each iteration's objective within 1% of faiss's.
 
-use serde_json::Value;
 use wring::kernels::vq::{Metric, vq};
 use wring::kernels::{self as variant, DType};
 use wring::runtime::{Context, ContextOptions};
 use wring::vq::{Codebook, Init, KMeansOptions, Neighbours, Quantizer, Rows, kmeans, search};
 
+use crate::fixture;
 use crate::harness::{Rng, ctx};
 use crate::kernels::vq::{Forced, Query, record_search};
-
-fn fixture() -> (Value, Vec<u8>) {
-    let index: Value = serde_json::from_str(include_str!("fixtures/vq_reference.json")).unwrap();
-    (index, include_bytes!("fixtures/vq_reference.bin").to_vec())
-}
-
-fn f32s(bin: &[u8], e: &Value) -> (Vec<f32>, Vec<usize>) {
-    let shape: Vec<usize> = e["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let at = e["offset"].as_u64().unwrap() as usize * 4;
-    let n: usize = shape.iter().product();
-    (
-        bin[at..at + 4 * n]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        shape,
-    )
-}
-
-fn i32s(bin: &[u8], e: &Value) -> Vec<u32> {
-    let (v, _) = f32s(bin, e);
-    v.into_iter().map(|x| x.to_bits()).collect()
-}
 
 /// The exact distance of a query and a codeword under a metric, in f64.
 fn exact(metric: Metric, x: &[f32], c: &[f32]) -> f64 {
@@ -106,23 +78,24 @@ fn check(
 
 #[test]
 fn search_matches_faiss() {
-    let (index, bin) = fixture();
+    let fx = fixture::load("vq_reference");
+    let index = &fx.index;
     let ctx = ctx();
     let mut ties = 0;
     let mut cases = 0;
     for s in index["searches"].as_array().unwrap() {
         let set = &index["datasets"][s["dataset"].as_str().unwrap()];
-        let (queries, qshape) = f32s(&bin, &set["queries"]);
-        let (codes, _) = f32s(&bin, &set["codebook"]);
+        let (queries, qshape) = fx.array(&set["queries"]);
+        let (codes, _) = fx.array(&set["codebook"]);
         let d = qshape[1];
         let metric = Metric::from_name(s["metric"].as_str().unwrap()).unwrap();
         let k = s["k"].as_u64().unwrap() as usize;
-        let (want_d, _) = f32s(&bin, &s["distances"]);
-        let want_i = i32s(&bin, &s["indices"]);
-        let cb = Codebook::new(ctx, codes.clone(), d, DType::F32).unwrap();
-        let got = search(ctx, &cb, &queries, k, metric).unwrap();
+        let (want_d, _) = fx.array(&s["distances"]);
+        let want_i = fx.words(&s["indices"]);
+        let cb = Codebook::new(ctx, codes.to_vec(), d, DType::F32).unwrap();
+        let got = search(ctx, &cb, queries, k, metric).unwrap();
         let name = format!("{} {} k={k}", s["dataset"], metric.name());
-        let t = check(&name, &got, &want_d, &want_i, &queries, &codes, d, metric);
+        let t = check(&name, &got, want_d, &want_i, queries, codes, d, metric);
         if t > 0 {
             eprintln!("{name}: {t} of {} ranks differ at ties", want_i.len());
         }
@@ -136,12 +109,13 @@ fn search_matches_faiss() {
 /// A codebook split into chunks (a binding limit lowered to 8 KiB) gives the same answer as one piece.
 #[test]
 fn chunked_codebooks_and_query_blocks_match() {
-    let (index, bin) = fixture();
+    let fx = fixture::load("vq_reference");
+    let index = &fx.index;
     let set = &index["datasets"]["gauss"];
-    let (queries, qshape) = f32s(&bin, &set["queries"]);
-    let (codes, _) = f32s(&bin, &set["codebook"]);
+    let (queries, qshape) = fx.array(&set["queries"]);
+    let (codes, _) = fx.array(&set["codebook"]);
     let d = qshape[1];
-    let whole = Codebook::new(ctx(), codes.clone(), d, DType::F32).unwrap();
+    let whole = Codebook::new(ctx(), codes.to_vec(), d, DType::F32).unwrap();
     let adapter = &wring::runtime::adapter::all_adapters().unwrap()[0];
     let small = Context::from_adapter(
         adapter,
@@ -151,10 +125,10 @@ fn chunked_codebooks_and_query_blocks_match() {
         },
     )
     .unwrap();
-    let split = Codebook::new(&small, codes.clone(), d, DType::F32).unwrap();
+    let split = Codebook::new(&small, codes.to_vec(), d, DType::F32).unwrap();
     for k in [1, 10] {
-        let a = search(ctx(), &whole, &queries, k, Metric::L2).unwrap();
-        let b = search(&small, &split, &queries, k, Metric::L2).unwrap();
+        let a = search(ctx(), &whole, queries, k, Metric::L2).unwrap();
+        let b = search(&small, &split, queries, k, Metric::L2).unwrap();
         assert_eq!(
             a.ids, b.ids,
             "k={k}: the chunked search picks other codewords"
@@ -276,20 +250,21 @@ fn ties_go_to_the_lowest_index() {
 
 #[test]
 fn kmeans_matches_faiss_and_is_deterministic() {
-    let (index, bin) = fixture();
+    let fx = fixture::load("vq_reference");
+    let index = &fx.index;
     let km = &index["kmeans"];
-    let (data, shape) = f32s(&bin, &km["data"]);
-    let (init, _) = f32s(&bin, &km["init"]);
+    let (data, shape) = fx.array(&km["data"]);
+    let (init, _) = fx.array(&km["init"]);
     let (n, d) = (shape[0], shape[1]);
     let k = km["k"].as_u64().unwrap() as usize;
     let iters = km["iterations"].as_u64().unwrap() as usize;
     let ctx = ctx();
-    let x = ctx.upload(&[n, d], &data).unwrap();
+    let x = ctx.upload(&[n, d], data).unwrap();
     let opts = KMeansOptions {
         k,
         iters,
         seed: 1,
-        init: Init::Given(init),
+        init: Init::Given(init.to_vec()),
     };
     let rows = Rows {
         tensor: &x,
@@ -389,8 +364,9 @@ fn kmeans_seeding_and_empty_clusters() {
 /// save/load round trips; lookups on f16 codebooks.
 #[test]
 fn quantizers_round_trip() {
-    let (index, bin) = fixture();
-    let (data, shape) = f32s(&bin, &index["kmeans"]["data"]);
+    let fx = fixture::load("vq_reference");
+    let index = &fx.index;
+    let (data, shape) = fx.array(&index["kmeans"]["data"]);
     let d = shape[1];
     let n = 600;
     let data = &data[..n * d];

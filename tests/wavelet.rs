@@ -12,35 +12,12 @@
 //! a sum across an f16 rounding boundary and change one stored value by an f16 ulp.
 
 use half::f16;
-use serde_json::Value;
 use wring::codec::Packet;
 use wring::kernels::DType;
 use wring::kernels::wavelet::{Mode, Wavelet};
 
+use crate::fixture::{self, Fixture};
 use crate::harness::ctx;
-
-fn fixture() -> (Value, Vec<f32>) {
-    let index: Value =
-        serde_json::from_str(include_str!("fixtures/wavelet_reference.json")).unwrap();
-    let bin = include_bytes!("fixtures/wavelet_reference.bin");
-    (
-        index,
-        bin.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
-}
-
-fn slice<'a>(data: &'a [f32], entry: &Value) -> (&'a [f32], Vec<usize>) {
-    let shape: Vec<usize> = entry["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let at = entry["offset"].as_u64().unwrap() as usize;
-    (&data[at..at + shape.iter().product::<usize>()], shape)
-}
 
 /// max |a - b| / max |b|, after checking that a is finite.
 fn relative_error(a: &[f32], b: &[f32], what: &str) -> f64 {
@@ -56,13 +33,11 @@ fn relative_error(a: &[f32], b: &[f32], what: &str) -> f64 {
 }
 
 /// Each recorded case: its name, the input, pywavelets' coefficients, and the transform.
-fn fixture_cases<'a>(
-    index: &Value,
-    data: &'a [f32],
-) -> Vec<(String, &'a [f32], &'a [f32], Packet)> {
+fn fixture_cases(fx: &Fixture) -> Vec<(String, &[f32], &[f32], Packet)> {
+    let index = &fx.index;
     let cases = index["cases"].as_array().unwrap().iter().map(|case| {
-        let (x, xshape) = slice(data, &index["inputs"][case["input"].as_str().unwrap()]);
-        let (want, _) = slice(data, &case["coeffs"]);
+        let (x, xshape) = fx.array(&index["inputs"][case["input"].as_str().unwrap()]);
+        let (want, _) = fx.array(&case["coeffs"]);
         let wavelet = Wavelet::from_name(case["wavelet"].as_str().unwrap()).unwrap();
         let mode = Mode::from_name(case["mode"].as_str().unwrap()).unwrap();
         let level = case["level"].as_u64().unwrap() as usize;
@@ -84,7 +59,8 @@ fn fixture_cases<'a>(
 
 #[test]
 fn filters_are_pywavelets() {
-    let (index, _) = fixture();
+    let fx = fixture::load("wavelet_reference");
+    let index = &fx.index;
     for w in Wavelet::ALL {
         let want = &index["filters"][w.name()];
         for (name, got) in ["dec_lo", "dec_hi", "rec_lo", "rec_hi"]
@@ -114,10 +90,10 @@ fn filters_are_pywavelets() {
 /// pywavelets, and the GPU's inverse of pywavelets' coefficients against the input.
 #[test]
 fn packets_match_pywavelets_on_real_data() {
-    let (index, data) = fixture();
+    let fx = fixture::load("wavelet_reference");
     let ctx = ctx();
     let mut worst = (0f64, 0f64);
-    for (name, x, want, p) in fixture_cases(&index, &data) {
+    for (name, x, want, p) in fixture_cases(&fx) {
         let mut step = ctx.step(&name);
         let tx = ctx.upload(&[x.len()], x).unwrap();
         let coeffs = p.forward(ctx, &mut step, &tx).unwrap();
@@ -150,7 +126,7 @@ fn packets_match_pywavelets_on_real_data() {
 /// reference, GPU and twin alike.
 #[test]
 fn f16_packets_match_pywavelets_on_real_data() {
-    let (index, data) = fixture();
+    let fx = fixture::load("wavelet_reference");
     let ctx = ctx();
     if !ctx.caps().f16 {
         eprintln!("skipped: the adapter has no SHADER_F16");
@@ -158,7 +134,7 @@ fn f16_packets_match_pywavelets_on_real_data() {
     }
     let mut worst = (0f64, 0f64);
     let mut cases = 0;
-    for (name, x, want, p) in fixture_cases(&index, &data) {
+    for (name, x, want, p) in fixture_cases(&fx) {
         let p = p.with_dtype(DType::F16).unwrap();
         let name = format!("f16 {name}");
         let halves = |v: &[f32]| v.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>();

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 use wring_runtime::{Context, ContextOptions, human_bytes};
+use wring_vq::{Init, Metric};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,9 +124,9 @@ enum Command {
         /// Target kilobits per second (audio).
         #[arg(long)]
         kbps: Option<f64>,
-        /// Wavelet: haar, db2, db4, sym4, bior2.2, bior4.4.
-        #[arg(long, default_value = "bior4.4")]
-        wavelet: String,
+        /// The wavelet.
+        #[arg(long, default_value = "bior4.4", value_parser = named(&Wavelet::ALL, Wavelet::name))]
+        wavelet: Wavelet,
         /// Packet levels (default: 3 for images, 6 for audio, fewer for small inputs).
         #[arg(long)]
         levels: Option<usize>,
@@ -146,13 +149,13 @@ enum Command {
         /// The .npy to write: [channels * subbands, ...] forward, [channels, ...] inverse.
         #[arg(short, long)]
         output: std::path::PathBuf,
-        #[arg(long, default_value = "bior4.4")]
-        wavelet: String,
+        #[arg(long, default_value = "bior4.4", value_parser = named(&Wavelet::ALL, Wavelet::name))]
+        wavelet: Wavelet,
         #[arg(long, default_value_t = 1)]
         levels: usize,
-        /// periodization, symmetric or zero.
-        #[arg(long, default_value = "periodization")]
-        mode: String,
+        /// The boundary mode.
+        #[arg(long, default_value = "periodization", value_parser = named(&Mode::ALL, Mode::name))]
+        mode: Mode,
         /// Channels of the original signal (inverse only; default 1).
         #[arg(long, default_value_t = 1)]
         channels: usize,
@@ -208,8 +211,8 @@ enum VqCommand {
         #[arg(long, default_value_t = 1)]
         groups: usize,
         /// plusplus (k-means++) or random.
-        #[arg(long, default_value = "plusplus", value_parser = ["plusplus", "random"])]
-        init: String,
+        #[arg(long, default_value = "plusplus", value_parser = named(&Seeding::ALL, Seeding::name))]
+        init: Seeding,
     },
     /// Encode DATA.npy ([n, d]) into codes ([n, groups * stages] u32 .npy).
     Encode {
@@ -241,9 +244,9 @@ enum VqCommand {
         codebook: std::path::PathBuf,
         #[arg(long, default_value_t = 10)]
         k: usize,
-        /// l2, ip or cosine.
-        #[arg(long, default_value = "l2")]
-        metric: String,
+        /// The distance.
+        #[arg(long, default_value = "l2", value_parser = named(&Metric::ALL, Metric::name))]
+        metric: Metric,
         /// Product codes of a database ([n, groups]) to search instead of the codebook.
         #[arg(long)]
         codes: Option<std::path::PathBuf>,
@@ -306,7 +309,7 @@ fn main() -> ExitCode {
             kbps,
             wavelet,
             levels,
-        } => encode(&input, &output, quality, bpp.or(kbps), &wavelet, levels)
+        } => encode(&input, &output, quality, bpp.or(kbps), wavelet, levels)
             .map_err(|e| e.to_string()),
         Command::Decode { input, output } => decode(&input, &output).map_err(|e| e.to_string()),
         Command::Vq(cmd) => vq_cmd(cmd).map_err(|e| e.to_string()),
@@ -324,9 +327,9 @@ fn main() -> ExitCode {
             direction == "forward",
             &input,
             &output,
-            &wavelet,
+            wavelet,
             levels,
-            &mode,
+            mode,
             channels,
             size.as_deref(),
             f16,
@@ -752,7 +755,7 @@ fn read_matrix(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), wring
 }
 
 fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
-    use wring_vq::{Init, KMeansOptions, Metric, Quantizer, VqError};
+    use wring_vq::{KMeansOptions, Metric, Quantizer, VqError};
     let ctx = Context::new(ContextOptions::default())?;
     let dtype = |f16: bool| {
         if f16 {
@@ -773,11 +776,7 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             init,
         } => {
             let (n, d, values) = read_matrix(&data)?;
-            let init = if init == "random" {
-                Init::Random
-            } else {
-                Init::PlusPlus
-            };
+            let init = init.init();
             let opts = KMeansOptions {
                 k,
                 iters,
@@ -854,9 +853,6 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             output,
             f16,
         } => {
-            let metric = Metric::from_name(&metric).ok_or_else(|| {
-                VqError::Request(format!("unknown metric `{metric}`: use l2, ip or cosine"))
-            })?;
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
             let (n, _, values) = read_matrix(&queries)?;
             let nb = match codes {
@@ -913,22 +909,12 @@ fn is_wav(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
-fn wavelet_named(
-    name: &str,
-) -> Result<wring_runtime::kernels::wavelet::Wavelet, wring_codec::CodecError> {
-    wring_runtime::kernels::wavelet::Wavelet::from_name(name).ok_or_else(|| {
-        wring_codec::CodecError::Request(format!(
-            "unknown wavelet `{name}`: use haar, db2, db4, sym4, bior2.2 or bior4.4"
-        ))
-    })
-}
-
 fn encode(
     input: &std::path::Path,
     output: &std::path::Path,
     quality: Option<f32>,
     target: Option<f64>,
-    wavelet: &str,
+    wavelet: Wavelet,
     levels: Option<usize>,
 ) -> Result<(), wring_codec::CodecError> {
     use wring_codec::{Options, Rate};
@@ -939,7 +925,7 @@ fn encode(
     };
     let opts = Options {
         rate,
-        wavelet: wavelet_named(wavelet)?,
+        wavelet,
         levels,
     };
     let ctx = Context::new(ContextOptions::default())?;
@@ -993,20 +979,14 @@ fn wavelet_cmd(
     forward: bool,
     input: &std::path::Path,
     output: &std::path::Path,
-    wavelet: &str,
+    wavelet: Wavelet,
     levels: usize,
-    mode: &str,
+    mode: Mode,
     channels: usize,
     size: Option<&str>,
     f16: bool,
 ) -> Result<(), wring_codec::CodecError> {
     use wring_codec::CodecError;
-    let wavelet = wavelet_named(wavelet)?;
-    let mode = wring_runtime::kernels::wavelet::Mode::from_name(mode).ok_or_else(|| {
-        CodecError::Request(format!(
-            "unknown mode `{mode}`: use periodization, symmetric or zero"
-        ))
-    })?;
     let is_npy = input
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
@@ -1056,4 +1036,43 @@ fn wavelet_cmd(
     }
     let (shape, out) = p.apply(&ctx, &data, forward)?;
     Ok(wring_codec::io::write_npy(output, &shape, &out)?)
+}
+
+/// A clap value parser for one of the library's enums: the names it accepts are the library's own (`ALL`
+/// and `name`), so the CLI cannot drift from what the library knows, and the kernel crates need no clap.
+fn named<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T> {
+    let names: Vec<&'static str> = all.iter().map(|&v| name(v)).collect();
+    clap::builder::PossibleValuesParser::new(names).map(move |s| {
+        *all.iter()
+            .find(|&&v| name(v) == s)
+            .expect("clap accepted only the library's names")
+    })
+}
+
+/// k-means seeding as the CLI offers it (the library's `Init` also takes given centroids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seeding {
+    PlusPlus,
+    Random,
+}
+
+impl Seeding {
+    const ALL: [Seeding; 2] = [Seeding::PlusPlus, Seeding::Random];
+
+    fn name(self) -> &'static str {
+        match self {
+            Seeding::PlusPlus => "plusplus",
+            Seeding::Random => "random",
+        }
+    }
+
+    fn init(self) -> Init {
+        match self {
+            Seeding::PlusPlus => Init::PlusPlus,
+            Seeding::Random => Init::Random,
+        }
+    }
 }

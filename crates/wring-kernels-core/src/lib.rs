@@ -52,7 +52,27 @@ macro_rules! family {
             include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
         }
 
-        /// Resolves a choice among one kernel's variants in this family's catalogue.
+        /// Resolves a choice: the planner's `auto` variant (a typed handle from `catalogue`), or the
+        /// variant of the same kernel a caller forced by name.
+        #[allow(
+            dead_code,
+            reason = "a family whose planners all compose names from axes does not use it"
+        )]
+        pub(crate) fn choose(
+            auto: &'static $crate::Variant,
+            why: &str,
+            caps: &$crate::Caps,
+            choice: $crate::Choice<'_>,
+        ) -> Result<&'static $crate::Variant, $crate::KernelError> {
+            $crate::plan::select(catalogue::ALL, &auto.kernel, &auto.name, why, caps, choice)
+        }
+
+        /// Resolves a choice among one kernel's variants in this family's catalogue, the planner's own
+        /// choice given by name (kernels whose variant names are composed from their axes).
+        #[allow(
+            dead_code,
+            reason = "a family whose planners all use typed handles does not use it"
+        )]
         pub(crate) fn select(
             kernel: &'static str,
             auto: &str,

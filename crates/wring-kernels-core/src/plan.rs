@@ -127,7 +127,7 @@ pub fn per_item(
 /// `why` logged at debug level.
 pub fn select(
     table: &[&'static Variant],
-    kernel: &'static str,
+    kernel: &str,
     auto: &str,
     why: &str,
     caps: &Caps,
@@ -220,14 +220,25 @@ pub fn index_u32(kernel: &'static str, what: &str, n: usize) -> Result<u32, Kern
 /// On CPU adapters a workgroup is one SIMD batch per core and every barrier switches between batches, so
 /// 8 invocations per row (`narrow`) beat 256; GPUs want the wide workgroup, reduced through subgroups
 /// where they exist.
-pub fn row_reduction(caps: &Caps) -> (&'static str, &'static str) {
+pub fn row_reduction(caps: &Caps) -> (RowReduction, &'static str) {
     if caps.software {
-        ("narrow", "the adapter is a CPU")
+        (RowReduction::Narrow, "the adapter is a CPU")
     } else if caps.subgroup {
-        ("subgroup", "the adapter has subgroups")
+        (RowReduction::Subgroup, "the adapter has subgroups")
     } else {
-        ("shared", "the adapter has no subgroups")
+        (RowReduction::Shared, "the adapter has no subgroups")
     }
+}
+
+/// How a one-workgroup-per-row kernel reduces its row (see [`row_reduction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowReduction {
+    /// 8 invocations, a tree in private memory: CPU adapters.
+    Narrow,
+    /// 256 invocations through shared memory.
+    Shared,
+    /// 256 invocations through subgroup operations.
+    Subgroup,
 }
 
 /// Rows read in place from a wider tensor: element `row * stride + offset + i` holds entry i of a row

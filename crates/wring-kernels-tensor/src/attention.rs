@@ -164,7 +164,12 @@ impl Kernel for AttnScores {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let a = &self.0;
         let p = a.check()?;
-        let v = crate::select("attn_scores", "f32", "it is the only variant", caps, choice)?;
+        let v = crate::choose(
+            &crate::catalogue::attn_scores::F32,
+            "it is the only variant",
+            caps,
+            choice,
+        )?;
         let n = (a.tokens * a.n_heads * a.kv_len) as u64;
         plan::per_item("attn_scores", v, n, bytemuck::bytes_of(&p), caps)
     }
@@ -192,7 +197,12 @@ impl Kernel for AttnPv {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let a = &self.0;
         let p = a.check()?;
-        let v = crate::select("attn_pv", "f32", "it is the only variant", caps, choice)?;
+        let v = crate::choose(
+            &crate::catalogue::attn_pv::F32,
+            "it is the only variant",
+            caps,
+            choice,
+        )?;
         let n = (a.tokens * a.n_heads * a.head_dim / 4) as u64;
         plan::per_item("attn_pv", v, n, bytemuck::bytes_of(&p), caps)
     }

@@ -66,10 +66,15 @@ impl Kernel for Binary {
         plan::ensure(nb > 0 && n.is_multiple_of(nb), "binary", || {
             format!("b has {nb} elements, which must divide a's {n}")
         })?;
-        let auto = format!("{}_{}", op.name(), dtype.name());
-        let v = crate::select(
-            "binary",
-            &auto,
+        use crate::catalogue::binary as bin;
+        let auto = match (op, dtype == DType::F16) {
+            (BinaryOp::Add, false) => &bin::ADD_F32,
+            (BinaryOp::Add, true) => &bin::ADD_F16,
+            (BinaryOp::Mul, false) => &bin::MUL_F32,
+            (BinaryOp::Mul, true) => &bin::MUL_F16,
+        };
+        let v = crate::choose(
+            auto,
             "it matches the operation and element type",
             caps,
             choice,

@@ -3,6 +3,8 @@
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::{DType, Kernel, Operand};
 
+use crate::catalogue::copy::{U32, VEC4};
+
 /// The shader's `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -74,15 +76,12 @@ impl Kernel for CopyWords {
         let aligned =
             words.is_multiple_of(4) && src_offset.is_multiple_of(4) && dst_offset.is_multiple_of(4);
         let (auto, why) = if aligned {
-            ("vec4", "the length and offsets are multiples of 4 words")
+            (&VEC4, "the length and offsets are multiples of 4 words")
         } else {
-            (
-                "u32",
-                "the length or an offset is not a multiple of 4 words",
-            )
+            (&U32, "the length or an offset is not a multiple of 4 words")
         };
-        let v = crate::select("copy", auto, why, caps, choice)?;
-        let per_word = if v.name == "vec4" { 4 } else { 1 };
+        let v = crate::choose(auto, why, caps, choice)?;
+        let per_word = if std::ptr::eq(v, &VEC4) { 4 } else { 1 };
         plan::ensure(
             words.is_multiple_of(per_word) && (per_word == 1 || aligned),
             "copy",

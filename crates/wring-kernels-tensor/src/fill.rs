@@ -36,7 +36,12 @@ impl Kernel for Fill {
     /// Plans filling `words` words with `value`'s bits.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let Fill { words, value } = *self;
-        let v = crate::select("fill", "u32", "it is the only variant", caps, choice)?;
+        let v = crate::choose(
+            &crate::catalogue::fill::U32,
+            "it is the only variant",
+            caps,
+            choice,
+        )?;
         let n = plan::index_u32("fill", "words", words)?;
         let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
         plan::linear(

@@ -54,23 +54,29 @@ impl Kernel for Matmul {
     /// Plans `c[m][n] = sum_k a[m][k] b[n][k]` with a and b of `dtype` and c in f32.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let Matmul { dtype, m, n, k } = *self;
+        use crate::catalogue::matmul as mm;
+        let f16 = dtype == DType::F16;
         let (auto, why) = if caps.software && k.is_multiple_of(4) {
             (
-                format!("{dtype}_direct"),
+                if f16 {
+                    &mm::F16_DIRECT
+                } else {
+                    &mm::F32_DIRECT
+                },
                 "the adapter is a CPU, where barriers cost more than shared tiles save",
             )
         } else if m >= BLOCKED_MIN_DIM && n >= BLOCKED_MIN_DIM {
             (
-                format!("{dtype}_4x4"),
+                if f16 { &mm::F16_4X4 } else { &mm::F32_4X4 },
                 "both output dimensions fill 64 x 64 tiles",
             )
         } else {
             (
-                format!("{dtype}_1x1"),
+                if f16 { &mm::F16_1X1 } else { &mm::F32_1X1 },
                 "an output dimension is below 64, so 64 x 64 tiles would idle",
             )
         };
-        let v = crate::select("matmul", &auto, why, caps, choice)?;
+        let v = crate::choose(auto, why, caps, choice)?;
         plan::ensure(v.define("ELEM") == Some(dtype.name()), "matmul", || {
             format!("variant {} does not take {dtype}", v.id())
         })?;

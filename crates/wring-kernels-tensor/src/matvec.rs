@@ -48,29 +48,32 @@ impl Kernel for Matvec {
     /// wide workgroups only add barrier switches. On GPUs 64 invocations per workgroup keep the cores busy.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let Matvec { dtype, n, k } = *self;
+        use crate::catalogue::matvec as mv;
+        let f16 = dtype == DType::F16;
+        let pick = |a: &'static wring_kernels_core::Variant, b| if f16 { b } else { a };
         let (auto, why) = match (k.is_multiple_of(4), caps.software, caps.subgroup) {
             (true, true, _) => (
-                format!("{dtype}_vec4_narrow"),
+                pick(&mv::F32_VEC4_NARROW, &mv::F16_VEC4_NARROW),
                 "k is a multiple of 4 and the adapter is a CPU",
             ),
             (true, false, true) => (
-                format!("{dtype}_vec4_subgroup"),
+                pick(&mv::F32_VEC4_SUBGROUP, &mv::F16_VEC4_SUBGROUP),
                 "k is a multiple of 4 and the adapter has subgroups",
             ),
             (true, false, false) => (
-                format!("{dtype}_vec4_shared"),
+                pick(&mv::F32_VEC4_SHARED, &mv::F16_VEC4_SHARED),
                 "k is a multiple of 4 and the adapter has no subgroups",
             ),
             (false, _, true) => (
-                format!("{dtype}_subgroup"),
+                pick(&mv::F32_SUBGROUP, &mv::F16_SUBGROUP),
                 "k is not a multiple of 4 and the adapter has subgroups",
             ),
             (false, _, false) => (
-                format!("{dtype}_shared"),
+                pick(&mv::F32_SHARED, &mv::F16_SHARED),
                 "k is not a multiple of 4 and the adapter has no subgroups",
             ),
         };
-        let v = crate::select("matvec", &auto, why, caps, choice)?;
+        let v = crate::choose(auto, why, caps, choice)?;
         plan::ensure(v.define("ELEM") == Some(dtype.name()), "matvec", || {
             format!("variant {} does not take {dtype}", v.id())
         })?;

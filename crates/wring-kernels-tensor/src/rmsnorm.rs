@@ -1,6 +1,6 @@
 //! `shaders/rmsnorm.wgsl`: `y = x / sqrt(mean(x^2) + eps) * w` per row.
 
-use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan, RowReduction};
 use wring_kernels_core::reduce::tree_sum;
 use wring_kernels_core::{DType, Kernel, Operand};
 
@@ -60,13 +60,17 @@ impl Kernel for Rmsnorm {
             eps,
             residual,
         } = *self;
-        let (auto, why) = plan::row_reduction(caps);
-        let auto = if residual {
-            format!("{auto}_add")
-        } else {
-            auto.to_string()
+        use crate::catalogue::rmsnorm as r;
+        let (kind, why) = plan::row_reduction(caps);
+        let auto = match (kind, residual) {
+            (RowReduction::Narrow, false) => &r::NARROW,
+            (RowReduction::Narrow, true) => &r::NARROW_ADD,
+            (RowReduction::Shared, false) => &r::SHARED,
+            (RowReduction::Shared, true) => &r::SHARED_ADD,
+            (RowReduction::Subgroup, false) => &r::SUBGROUP,
+            (RowReduction::Subgroup, true) => &r::SUBGROUP_ADD,
         };
-        let v = crate::select("rmsnorm", &auto, why, caps, choice)?;
+        let v = crate::choose(auto, why, caps, choice)?;
         plan::ensure(
             v.define("RESIDUAL").is_some() == residual,
             "rmsnorm",

@@ -109,10 +109,10 @@ impl Kernel for Rope {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let rope = self;
         let auto = match rope.mode {
-            RopeMode::Normal => "normal",
-            RopeMode::Neox => "neox",
+            RopeMode::Normal => &crate::catalogue::rope::NORMAL,
+            RopeMode::Neox => &crate::catalogue::rope::NEOX,
         };
-        let v = crate::select("rope", auto, "it is the requested pairing", caps, choice)?;
+        let v = crate::choose(auto, "it is the requested pairing", caps, choice)?;
         check_shape(rope, "rope")?;
         let params = rope.params();
         plan::per_item(
@@ -280,16 +280,10 @@ impl Kernel for RopeQkv {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let r = self;
         let auto = match r.rope.mode {
-            RopeMode::Normal => "normal",
-            RopeMode::Neox => "neox",
+            RopeMode::Normal => &crate::catalogue::rope_qkv::NORMAL,
+            RopeMode::Neox => &crate::catalogue::rope_qkv::NEOX,
         };
-        let v = crate::select(
-            "rope_qkv",
-            auto,
-            "it is the requested pairing",
-            caps,
-            choice,
-        )?;
+        let v = crate::choose(auto, "it is the requested pairing", caps, choice)?;
         check_shape(&r.rope, "rope_qkv")?;
         plan::ensure(r.n_kv_heads > 0, "rope_qkv", || {
             "there must be at least one key/value head".into()

@@ -88,7 +88,12 @@ impl Kernel for SiluMul {
     /// Plans `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, with `y` dense.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let SiluMul { cols, rows, a, b } = *self;
-        let v = crate::select("silu_mul", "f32", "it is the only variant", caps, choice)?;
+        let v = crate::choose(
+            &crate::catalogue::silu_mul::F32,
+            "it is the only variant",
+            caps,
+            choice,
+        )?;
         plan::ensure(cols > 0, "silu_mul", || "rows must not be empty".into())?;
         let total = plan::index_u32("silu_mul", "rows * cols", rows.saturating_mul(cols))?;
         for (s, name) in [(a, "a"), (b, "b")] {

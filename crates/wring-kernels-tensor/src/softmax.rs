@@ -1,6 +1,6 @@
 //! `shaders/softmax.wgsl`: numerically stable `softmax(x * scale)` per row.
 
-use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan, RowReduction};
 use wring_kernels_core::reduce::{NEG_MAX_F32, tree_max, tree_sum};
 use wring_kernels_core::{DType, Kernel, Operand};
 
@@ -44,8 +44,13 @@ impl Kernel for Softmax {
     /// Plans softmax over `rows` rows of `n` f32 values.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let Softmax { n, rows, scale } = *self;
-        let (auto, why) = plan::row_reduction(caps);
-        let v = crate::select("softmax", auto, why, caps, choice)?;
+        let (kind, why) = plan::row_reduction(caps);
+        let auto = match kind {
+            RowReduction::Narrow => &crate::catalogue::softmax::NARROW,
+            RowReduction::Shared => &crate::catalogue::softmax::SHARED,
+            RowReduction::Subgroup => &crate::catalogue::softmax::SUBGROUP,
+        };
+        let v = crate::choose(auto, why, caps, choice)?;
         plan::ensure(n > 0, "softmax", || "rows must not be empty".into())?;
         plan::index_u32("softmax", "rows * n", rows.saturating_mul(n))?;
         let params = Params {

@@ -332,13 +332,12 @@ impl Kernel for Merge {
             "vq_merge",
             || format!("k = {} must be in 1..={MAX_K}, with queries and lists", m.k),
         )?;
-        let v = crate::select(
-            "vq_merge",
-            if m.k == 1 { "top1" } else { "topk" },
-            "it holds k neighbours",
-            caps,
-            choice,
-        )?;
+        let auto = if m.k == 1 {
+            &crate::catalogue::vq_merge::TOP1
+        } else {
+            &crate::catalogue::vq_merge::TOPK
+        };
+        let v = crate::choose(auto, "it holds k neighbours", caps, choice)?;
         plan::ensure(v.define_u32("KMAX") as usize >= m.k, "vq_merge", || {
             format!("variant {} keeps fewer than {} neighbours", v.id(), m.k)
         })?;
@@ -445,13 +444,12 @@ impl Kernel for Refine {
             "vq_refine",
             || "queries, k and dimensions must be at least 1, d within the row".into(),
         )?;
-        let v = crate::select(
-            "vq_refine",
-            dtype.name(),
-            "it reads the codebook's type",
-            caps,
-            choice,
-        )?;
+        let auto = if dtype == DType::F16 {
+            &crate::catalogue::vq_refine::F16
+        } else {
+            &crate::catalogue::vq_refine::F32
+        };
+        let v = crate::choose(auto, "it reads the codebook's type", caps, choice)?;
         plan::ensure(v.define("ELEM") == Some(dtype.name()), "vq_refine", || {
             format!("variant {} reads another type than {dtype}", v.id())
         })?;
@@ -536,13 +534,12 @@ impl Kernel for Norms {
                 n.stride
             )
         })?;
-        let v = crate::select(
-            "vq_norms",
-            dtype.name(),
-            "it reads the matrix's type",
-            caps,
-            choice,
-        )?;
+        let auto = if dtype == DType::F16 {
+            &crate::catalogue::vq_norms::F16
+        } else {
+            &crate::catalogue::vq_norms::F32
+        };
+        let v = crate::choose(auto, "it reads the matrix's type", caps, choice)?;
         plan::ensure(v.define("ELEM") == Some(dtype.name()), "vq_norms", || {
             format!("variant {} reads another type than {dtype}", v.id())
         })?;
@@ -650,13 +647,14 @@ impl Kernel for Lookup {
                 )
             },
         )?;
-        let v = crate::select(
-            "vq_lookup",
-            l.dtype.name(),
-            "it reads the codebook's type",
-            caps,
-            choice,
-        )?;
+        let v = {
+            let auto = if l.dtype == DType::F16 {
+                &crate::catalogue::vq_lookup::F16
+            } else {
+                &crate::catalogue::vq_lookup::F32
+            };
+            crate::choose(auto, "it reads the codebook's type", caps, choice)?
+        };
         plan::ensure(
             v.define("ELEM") == Some(l.dtype.name()),
             "vq_lookup",
@@ -751,7 +749,12 @@ impl Kernel for Update {
                 )
             },
         )?;
-        let v = crate::select("vq_update", "f32", "it is the only one", caps, choice)?;
+        let v = crate::choose(
+            &crate::catalogue::vq_update::F32,
+            "it is the only one",
+            caps,
+            choice,
+        )?;
         plan::index_u32("vq_update", "data", n_points.saturating_mul(up.x_stride))?;
         let u = |what: &str, v: usize| plan::index_u32("vq_update", what, v);
         let params = UpdateParams {
