@@ -155,7 +155,7 @@ fn greedy_generation_is_deterministic() {
         let mut logits = m.forward(ctx, &ids, false).unwrap();
         let mut s = Sampler::greedy();
         for _ in 0..8 {
-            let next = s.sample(&logits, &ids);
+            let next = s.sample(&logits, &ids).unwrap();
             ids.push(next);
             logits = m.forward(ctx, &[next], false).unwrap();
         }

@@ -4,6 +4,7 @@
 mod codec;
 mod fixture;
 mod harness;
+mod hostile;
 mod kernels;
 mod llm;
 mod quant;

@@ -507,4 +507,11 @@ fn bad_requests_are_errors() {
     let q =
         Quantizer::from_books(ctx, 2, 1, 1, vec![vec![0.0, 1.0, 2.0, 3.0]], DType::F32).unwrap();
     assert!(q.decode(ctx, &[2]).is_err(), "a code beyond the codebook");
+    // 8-dimensional data is a whole number of this 2-dimensional quantizer's vectors as a flat slice; the
+    // shape check is what refuses it, and codes of the wrong width likewise.
+    assert!(q.check_vectors(2).is_ok() && q.check_codes(1).is_ok());
+    let e = q.check_vectors(8).unwrap_err().to_string();
+    assert!(e.contains("8 dimensions"), "{e}");
+    let e = q.check_codes(2).unwrap_err().to_string();
+    assert!(e.contains("2 per vector"), "{e}");
 }

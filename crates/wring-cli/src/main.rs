@@ -671,7 +671,7 @@ fn chat(
         cached = ids.clone();
         let mut stream = wring_llm::TextStream::new(&tok);
         for _ in 0..max_tokens {
-            let next = sampler.sample(&logits, &cached);
+            let next = sampler.sample(&logits, &cached)?;
             if tok.stop_tokens.contains(&next) {
                 break;
             }
@@ -743,6 +743,15 @@ fn load_with_progress(
 }
 
 /// Reads an [n, d] f32 .npy.
+/// Codes per vector of a codes array: its last dimension ([n, width]; a 1-D array is one code per vector).
+fn code_width(shape: &[usize]) -> usize {
+    match shape {
+        [_] => 1,
+        [.., w] => *w,
+        [] => 0,
+    }
+}
+
 fn read_matrix(path: &std::path::Path) -> Result<(usize, usize, Vec<f32>), wring_vq::VqError> {
     let (shape, data) = wring_codec::io::read_npy(path)?;
     match shape[..] {
@@ -821,7 +830,8 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             f16,
         } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
-            let (n, _, values) = read_matrix(&data)?;
+            let (n, d, values) = read_matrix(&data)?;
+            q.check_vectors(d)?;
             let codes = q.encode(&ctx, &values)?;
             Ok(wring_codec::io::write_npy_u32(
                 &output,
@@ -836,7 +846,8 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             f16,
         } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
-            let (_, c) = wring_codec::io::read_npy_u32(&codes)?;
+            let (shape, c) = wring_codec::io::read_npy_u32(&codes)?;
+            q.check_codes(code_width(&shape))?;
             let values = q.decode(&ctx, &c)?;
             Ok(wring_codec::io::write_npy(
                 &output,
@@ -854,13 +865,15 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             f16,
         } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
-            let (n, _, values) = read_matrix(&queries)?;
+            let (n, d, values) = read_matrix(&queries)?;
+            q.check_vectors(d)?;
             let nb = match codes {
                 Some(path) => {
                     if metric != Metric::L2 {
                         return Err(VqError::Request("searches over product codes use l2".into()));
                     }
-                    let (_, c) = wring_codec::io::read_npy_u32(&path)?;
+                    let (shape, c) = wring_codec::io::read_npy_u32(&path)?;
+                    q.check_codes(code_width(&shape))?;
                     q.search_codes(&values, &c, k)?
                 }
                 None if q.groups == 1 && q.stages == 1 => wring_vq::search(&ctx, q.book(0, 0), &values, k, metric)?,

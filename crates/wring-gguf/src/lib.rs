@@ -490,6 +490,33 @@ impl Gguf {
                     });
                 }
             }
+            // Tensors must not share bytes: a file whose tensors all alias one range parses, and then every
+            // weight is the same numbers. Duplicate names are refused for the same reason.
+            let mut ranges: Vec<(u64, u64, &str)> = tensors
+                .iter()
+                .filter(|t| t.bytes > 0)
+                .map(|t| (t.offset, t.offset + t.bytes, t.name.as_str()))
+                .collect();
+            ranges.sort_unstable();
+            for w in ranges.windows(2) {
+                if w[1].0 < w[0].1 {
+                    return Err(GgufError::Tensor {
+                        name: w[1].2.to_string(),
+                        what: format!(
+                            "its data at offset {} overlaps `{}` (offsets {}..{})",
+                            w[1].0, w[0].2, w[0].0, w[0].1
+                        ),
+                    });
+                }
+            }
+            let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err(GgufError::Tensor {
+                    name: w[0].to_string(),
+                    what: "the name appears twice".into(),
+                });
+            }
             (version, metadata, tensors, data_offset)
         };
         Ok(Gguf {
@@ -563,6 +590,39 @@ mod tests {
             b.extend_from_slice(&(i as f32).to_le_bytes());
         }
         b
+    }
+
+    /// Two F32 tensors of 2 values each: `a` at offset 0, and `name` at `offset`.
+    fn two_tensors(name: &str, offset: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        for (n, off) in [("a", 0u64), (name, offset)] {
+            b.extend_from_slice(&(n.len() as u64).to_le_bytes());
+            b.extend_from_slice(n.as_bytes());
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&2u64.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&off.to_le_bytes());
+        }
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend_from_slice(&[0u8; 64]);
+        b
+    }
+
+    #[test]
+    fn aliased_or_duplicate_tensors_are_refused() {
+        assert!(Gguf::from_vec(two_tensors("b", 32)).is_ok());
+        let e = Gguf::from_vec(two_tensors("b", 0)).unwrap_err().to_string();
+        assert!(e.contains("overlaps"), "{e}");
+        let e = Gguf::from_vec(two_tensors("a", 32))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]

@@ -129,31 +129,19 @@ fn read_npy_raw(path: &Path) -> Result<(Vec<usize>, String, Vec<u8>), IoError> {
             .ok_or_else(|| bad("truncated header"))?,
     )
     .map_err(|_| bad("header is not text"))?;
-    if header.contains("'fortran_order': True") {
+    let Header {
+        descr,
+        fortran_order,
+        shape,
+    } = parse_header(header).map_err(|e| bad(&format!("header: {e}")))?;
+    if fortran_order {
         return Err(bad("only C order is supported"));
     }
-    let descr = header
-        .split("'descr':")
-        .nth(1)
-        .and_then(|s| s.split('\'').nth(1))
-        .ok_or_else(|| bad("no descr"))?
-        .to_string();
     let item = match descr.as_str() {
         "<f4" | "<u4" | "<i4" => 4,
         "<i8" => 8,
         other => return Err(bad(&format!("element type '{other}' is not supported"))),
     };
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(['(', ')']).nth(1))
-        .ok_or_else(|| bad("no shape"))?;
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_, _>>()?;
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -163,4 +151,209 @@ fn read_npy_raw(path: &Path) -> Result<(Vec<usize>, String, Vec<u8>), IoError> {
         return Err(bad("the data length does not match the shape"));
     }
     Ok((shape, descr, data.to_vec()))
+}
+
+/// The three fields of a .npy header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The dtype descriptor, e.g. `<f4`.
+    pub descr: String,
+    /// Whether the data is in Fortran (column-major) order.
+    pub fortran_order: bool,
+    /// The array's shape.
+    pub shape: Vec<usize>,
+}
+
+/// Parses a .npy header as the Python dictionary literal it is: `{'descr': '<f4', 'fortran_order':
+/// False, 'shape': (3, 4), }` with any spacing, an optional trailing comma, and the padding spaces and
+/// newline numpy writes after it. Exactly those three keys, each once, with a string, a boolean and a
+/// tuple of non-negative integers; anything else (an unclosed tuple, a decoy key inside a value, a
+/// repeated key, trailing text) is an error, so a header cannot be read as something other than it says.
+pub fn parse_header(text: &str) -> Result<Header, String> {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    p.expect(b'{')?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    loop {
+        p.space();
+        if p.eat(b'}') {
+            break;
+        }
+        let key = p.string()?;
+        p.space();
+        p.expect(b':')?;
+        p.space();
+        let fresh = match key.as_str() {
+            "descr" => descr.replace(p.string()?).is_none(),
+            "fortran_order" => fortran.replace(p.boolean()?).is_none(),
+            "shape" => shape.replace(p.tuple()?).is_none(),
+            other => return Err(format!("unknown key '{other}'")),
+        };
+        if !fresh {
+            return Err(format!("key '{key}' appears twice"));
+        }
+        p.space();
+        if p.eat(b',') {
+            continue;
+        }
+        p.space();
+        p.expect(b'}')?;
+        break;
+    }
+    // numpy pads the header with spaces and ends it with a newline; nothing else may follow.
+    if p.s[p.i..].iter().any(|&c| !matches!(c, b' ' | b'\n')) {
+        return Err(format!("text after the dictionary at byte {}", p.i));
+    }
+    Ok(Header {
+        descr: descr.ok_or("no 'descr'")?,
+        fortran_order: fortran.ok_or("no 'fortran_order'")?,
+        shape: shape.ok_or("no 'shape'")?,
+    })
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn space(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!("expected '{}' at byte {}", c as char, self.i))
+        }
+    }
+
+    /// A quoted string without escapes (numpy's keys and descriptors never have them).
+    fn string(&mut self) -> Result<String, String> {
+        let quote = match self.s.get(self.i) {
+            Some(&q @ (b'\'' | b'"')) => q,
+            _ => return Err(format!("expected a string at byte {}", self.i)),
+        };
+        self.i += 1;
+        let start = self.i;
+        while self.i < self.s.len() && self.s[self.i] != quote {
+            if self.s[self.i] == b'\\' {
+                return Err("escapes in strings are not supported".into());
+            }
+            self.i += 1;
+        }
+        let text =
+            std::str::from_utf8(&self.s[start..self.i]).map_err(|_| "a string is not UTF-8")?;
+        self.expect(quote)
+            .map_err(|_| "an unclosed string".to_string())?;
+        Ok(text.to_string())
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        for (word, value) in [(&b"True"[..], true), (&b"False"[..], false)] {
+            if self.s[self.i..].starts_with(word) {
+                self.i += word.len();
+                return Ok(value);
+            }
+        }
+        Err(format!("expected True or False at byte {}", self.i))
+    }
+
+    /// `(d0, d1, ...)`, `(d0,)` or `()`; each dimension a decimal integer that fits usize.
+    fn tuple(&mut self) -> Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        loop {
+            self.space();
+            if self.eat(b')') {
+                return Ok(dims);
+            }
+            let start = self.i;
+            while self.i < self.s.len() && self.s[self.i].is_ascii_digit() {
+                self.i += 1;
+            }
+            if start == self.i {
+                return Err(format!("expected a dimension at byte {}", self.i));
+            }
+            let digits = std::str::from_utf8(&self.s[start..self.i]).expect("ASCII digits");
+            dims.push(
+                digits
+                    .parse()
+                    .map_err(|_| format!("dimension {digits} is too large"))?,
+            );
+            self.space();
+            if !self.eat(b',') {
+                self.space();
+                self.expect(b')')?;
+                return Ok(dims);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_header;
+
+    #[test]
+    fn numpys_headers_parse() {
+        for (text, shape) in [
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }          \n",
+                vec![3, 4],
+            ),
+            (
+                "{'descr': '<u4', 'fortran_order': False, 'shape': (7,), }\n",
+                vec![7],
+            ),
+            (
+                "{\"descr\":\"<i8\",\"fortran_order\":False,\"shape\":()}",
+                vec![],
+            ),
+        ] {
+            let h = parse_header(text).unwrap();
+            assert_eq!(h.shape, shape);
+            assert!(!h.fortran_order);
+        }
+    }
+
+    /// Headers the old substring search read as something else, and other malformed ones.
+    #[test]
+    fn hostile_headers_are_errors() {
+        for text in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4, }",
+            "{'x': \"'descr': '<f4'\", 'descr': '<u4', 'fortran_order': False, 'shape': (1,)}",
+            "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,)}",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} trailing",
+            "{'descr': '<f4, 'fortran_order': False, 'shape': (1,)}",
+            "",
+            "{",
+        ] {
+            assert!(parse_header(text).is_err(), "accepted {text:?}");
+        }
+        // fortran_order True parses (and the reader then refuses it as unsupported).
+        assert!(
+            parse_header("{'descr': '<f4', 'fortran_order':True, 'shape': (3,)}")
+                .unwrap()
+                .fortran_order
+        );
+    }
 }

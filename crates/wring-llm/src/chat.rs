@@ -3,6 +3,30 @@
 
 use crate::LlmError;
 
+/// Template instructions one render may execute: a conversation of thousands of turns through a real
+/// template needs well under this, a template looping `range(100000)` twice runs out.
+pub const FUEL: u64 = 5_000_000;
+
+/// The most bytes a rendered prompt may have: far beyond any context window, far below what would hurt.
+pub const MAX_OUTPUT: usize = 16 << 20;
+
+/// A writer that refuses to grow past [`MAX_OUTPUT`] bytes.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other("the rendered prompt exceeds 16 MiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChatMessage {
@@ -23,6 +47,11 @@ impl ChatMessage {
 }
 
 /// Renders `messages` with a chat template; `add_generation_prompt` appends the assistant's opening.
+///
+/// Templates come from model files, so rendering is bounded: at most [`FUEL`] template instructions, at
+/// most [`MAX_OUTPUT`] bytes of output, and minijinja's own cap on a repeated string (100 MB); a template
+/// past either limit is an error. (A template that doubles a string with `+` many times can still build one
+/// large intermediate value within the fuel; minijinja offers no limit on that.)
 pub fn render(
     template: &str,
     messages: &[ChatMessage],
@@ -31,6 +60,7 @@ pub fn render(
     eos: &str,
 ) -> Result<String, LlmError> {
     let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(FUEL));
     // Templates call raise_exception to reject conversations they cannot format.
     env.add_function(
         "raise_exception",
@@ -46,13 +76,19 @@ pub fn render(
     let t = env
         .get_template("chat")
         .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
-    t.render(minijinja::context! {
-        messages => messages,
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos,
-        eos_token => eos,
-    })
-    .map_err(|e| LlmError::Request(format!("chat template: {e}")))
+    let mut out = Capped(Vec::new());
+    t.render_captured_to(
+        minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos,
+            eos_token => eos,
+        },
+        &mut out,
+    )
+    .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
+    String::from_utf8(out.0)
+        .map_err(|_| LlmError::Request("chat template: the output is not UTF-8".into()))
 }
 
 #[cfg(test)]
@@ -101,5 +137,34 @@ mod tests {
                 .contains("no")
         );
         assert!(render("{% for %}", &[], true, "", "").is_err());
+    }
+
+    /// Hostile templates end in an error, quickly and without exhausting memory: nested loops run out of
+    /// fuel, a repeated string past minijinja's cap is refused, and output past 16 MiB is cut off.
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let msgs = [ChatMessage::new("user", "Hi")];
+        for (template, what) in [
+            (
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                "fuel",
+            ),
+            ("{{ 'x' * 13000000000 }}", "too large"),
+            (
+                "{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}",
+                "16 MiB",
+            ),
+        ] {
+            let start = std::time::Instant::now();
+            let e = render(template, &msgs, true, "", "")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("chat template"), "{what}: {e}");
+            assert!(
+                start.elapsed().as_secs_f64() < 5.0,
+                "{what} took {:?}",
+                start.elapsed()
+            );
+        }
     }
 }

@@ -49,14 +49,22 @@ fn get_u(g: &Gguf, key: &str) -> Result<usize, LlmError> {
         .ok_or_else(|| LlmError::Unsupported(format!("{key} = {v:?} is not a plausible size")))
 }
 
+/// A positive, finite float (a RoPE base, an RMS epsilon): zero, negative, NaN or infinite values load
+/// without complaint elsewhere and then generate nothing or garbage.
 fn get_f(g: &Gguf, key: &str, default: f64) -> Result<f32, LlmError> {
-    match g.get(key) {
-        None => Ok(default as f32),
+    let v = match g.get(key) {
+        None => default as f32,
         Some(v) => v
             .as_f64()
             .map(|v| v as f32)
-            .ok_or_else(|| LlmError::Unsupported(format!("{key} = {v:?} is not a number"))),
+            .ok_or_else(|| LlmError::Unsupported(format!("{key} = {v:?} is not a number")))?,
+    };
+    if !(v.is_finite() && v > 0.0) {
+        return Err(LlmError::Unsupported(format!(
+            "{key} = {v} must be a positive finite number"
+        )));
     }
+    Ok(v)
 }
 
 impl LlamaConfig {
@@ -123,8 +131,24 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    /// Every tensor the forward pass reads must exist with the shape the hyperparameters imply.
+    /// Every tensor the forward pass reads must exist with the shape the hyperparameters imply, and the
+    /// file's blocks must be exactly `block_count` of them: the count is checked against the tensors
+    /// present before anything is sized by it (a count of 16777215 used to size a multi-GB list, and a
+    /// count one short silently dropped the last block).
     fn check_tensors(&self, g: &Gguf) -> Result<(), LlmError> {
+        let blocks = g
+            .tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix("blk."))
+            .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |last| last + 1);
+        if blocks != self.n_layers {
+            return Err(LlmError::Unsupported(format!(
+                "block_count = {} but the file holds tensors of {blocks} blocks",
+                self.n_layers
+            )));
+        }
         let kv = self.n_kv_heads * self.head_dim;
         let mut want: Vec<(String, [usize; 2])> =
             vec![("token_embd.weight".into(), [self.n_embd, self.vocab])];

@@ -10,7 +10,7 @@ pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource};
+pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource, check_kv_budget, kv_budget};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TextStream, TokenizerError};
 
@@ -32,4 +32,8 @@ pub enum LlmError {
     /// A request the model cannot serve (context full, token out of range).
     #[error("{0}")]
     Request(String),
+    /// The model produced NaN or infinite logits (broken weights, or a device fault): generation stops
+    /// with this error instead of sampling garbage.
+    #[error("non-finite logits: {0}")]
+    NonFinite(String),
 }

@@ -284,6 +284,8 @@ impl Llama {
         let max_context = max_context.min(cfg.context).max(1);
         let get = |name: &str| src.matrix(ctx, name);
         let kv = cfg.n_kv_heads * cfg.head_dim;
+        // The KV cache is the one allocation sized by a request rather than by the file's own bytes.
+        check_kv_budget(&cfg, max_context, kv_budget())?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
@@ -506,7 +508,19 @@ impl Llama {
         let report = step.submit()?;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
-        Ok(ctx.read(&logits)?)
+        let out: Vec<f32> = ctx.read(&logits)?;
+        // A cheap guard on the row generation samples from: broken weights or a device fault show up as
+        // NaN or infinite logits, which are reported rather than sampled.
+        let last = &out[out.len() - c.vocab..];
+        let bad = last.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(LlmError::NonFinite(format!(
+                "{bad} of the {} logits at position {} are NaN or infinite",
+                c.vocab,
+                kv_len - 1
+            )));
+        }
+        Ok(out)
     }
 }
 
@@ -660,7 +674,10 @@ impl Iterator for Generation<'_> {
             return None;
         }
         let logits = self.logits.take()?;
-        let next = self.sampler.sample(&logits, &self.seen);
+        let next = match self.sampler.sample(&logits, &self.seen) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
         if self.stop.contains(&next) {
             return None;
         }
@@ -674,4 +691,29 @@ impl Iterator for Generation<'_> {
         }
         Some(Ok(next))
     }
+}
+
+/// Refuses a context whose KV cache would exceed `budget` bytes, naming the numbers, before anything is
+/// allocated (a 170,000-position context of a 30-layer model is 7.5 GiB, in buffers each under the binding
+/// limit, and used to abort on the device allocation).
+pub fn check_kv_budget(cfg: &LlamaConfig, max_context: usize, budget: u64) -> Result<(), LlmError> {
+    let kv = cfg.n_kv_heads * cfg.head_dim;
+    let cache_bytes = (max_context as u128) * (kv as u128) * 4 * 2 * (cfg.n_layers as u128);
+    if cache_bytes > u128::from(budget) {
+        return Err(LlmError::Request(format!(
+            "a context of {max_context} positions needs {} of KV cache ({} layers x 2 x {max_context} x {kv} f32), above the {} budget; ask for a shorter context or raise WRING_KV_BUDGET_MIB",
+            wring_runtime::human_bytes(u64::try_from(cache_bytes).unwrap_or(u64::MAX)),
+            cfg.n_layers,
+            wring_runtime::human_bytes(budget)
+        )));
+    }
+    Ok(())
+}
+
+/// The most bytes a model's KV cache may take: `WRING_KV_BUDGET_MIB`, or 4 GiB.
+pub fn kv_budget() -> u64 {
+    std::env::var("WRING_KV_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(4 << 30, |mib| mib.saturating_mul(1 << 20))
 }

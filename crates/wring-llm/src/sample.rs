@@ -53,8 +53,9 @@ impl Sampler {
         (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// The next token given the logits and the tokens seen so far.
-    pub fn sample(&mut self, logits: &[f32], seen: &[u32]) -> u32 {
+    /// The next token given the logits and the tokens seen so far. NaN and infinite logits are never
+    /// chosen; when no logit is finite (or there are none) this is an error, not a panic.
+    pub fn sample(&mut self, logits: &[f32], seen: &[u32]) -> Result<u32, crate::LlmError> {
         let mut l: Vec<f32> = logits.to_vec();
         if self.repeat_penalty != 1.0 {
             for &t in seen {
@@ -67,20 +68,25 @@ impl Sampler {
                 }
             }
         }
-        // Greedy: the first of the largest logits, as llama.cpp's greedy sampler picks.
-        let argmax = l
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &v)| if v > l[best] { i } else { best });
-        if self.temperature <= 0.0 {
-            return argmax as u32;
-        }
         let mut cand: Vec<(usize, f32)> = l
             .iter()
             .copied()
             .enumerate()
             .filter(|(_, v)| v.is_finite())
             .collect();
+        if cand.is_empty() {
+            return Err(crate::LlmError::NonFinite(format!(
+                "none of the {} logits is finite",
+                l.len()
+            )));
+        }
+        if self.temperature <= 0.0 {
+            // Greedy: the first of the largest finite logits, as llama.cpp's greedy sampler picks.
+            let best = cand
+                .iter()
+                .fold(cand[0], |b, &c| if c.1 > b.1 { c } else { b });
+            return Ok(best.0 as u32);
+        }
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.top_k > 0 {
             cand.truncate(self.top_k);
@@ -112,10 +118,10 @@ impl Sampler {
         for i in 0..keep {
             r -= probs[i];
             if r <= 0.0 {
-                return cand[i].0 as u32;
+                return Ok(cand[i].0 as u32);
             }
         }
-        cand[keep - 1].0 as u32
+        Ok(cand[keep - 1].0 as u32)
     }
 }
 
@@ -125,19 +131,39 @@ mod tests {
 
     #[test]
     fn greedy_picks_the_first_maximum_and_sampling_repeats_with_the_seed() {
-        assert_eq!(Sampler::greedy().sample(&[0.1, 3.0, 3.0, -1.0], &[]), 1);
+        assert_eq!(
+            Sampler::greedy()
+                .sample(&[0.1, 3.0, 3.0, -1.0], &[])
+                .unwrap(),
+            1
+        );
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let draw = |seed| {
             let mut s = Sampler::new(0.8, 40, 0.95, 0.05, 1.1, seed);
             (0..20)
-                .map(|_| s.sample(&logits, &[3, 4]))
+                .map(|_| s.sample(&logits, &[3, 4]).unwrap())
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
         // top_k = 1 is greedy whatever the temperature.
         let mut s = Sampler::new(1.5, 1, 1.0, 0.0, 1.0, 3);
-        let best = Sampler::greedy().sample(&logits, &[]);
-        assert!((0..10).all(|_| s.sample(&logits, &[]) == best));
+        let best = Sampler::greedy().sample(&logits, &[]).unwrap();
+        assert!((0..10).all(|_| s.sample(&logits, &[]).unwrap() == best));
+    }
+
+    /// NaN and infinite logits are skipped; with none finite, or none at all, sampling is an error at any
+    /// temperature, never a panic (NaN logits used to index an empty candidate list).
+    #[test]
+    fn non_finite_logits_are_errors_not_panics() {
+        let nan = f32::NAN;
+        for t in [0.0, 0.8] {
+            let mut s = Sampler::new(t, 40, 0.95, 0.05, 1.1, 1);
+            assert_eq!(s.sample(&[nan, 1.0, f32::INFINITY, nan], &[0]).unwrap(), 1);
+            for bad in [&[nan, nan][..], &[f32::INFINITY, f32::NEG_INFINITY], &[]] {
+                let e = s.sample(bad, &[]).unwrap_err();
+                assert!(matches!(e, crate::LlmError::NonFinite(_)), "{e}");
+            }
+        }
     }
 }

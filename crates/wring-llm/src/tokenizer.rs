@@ -66,11 +66,20 @@ fn strings<'a>(g: &'a Gguf, key: &str) -> Result<Vec<&'a str>, TokenizerError> {
         .collect()
 }
 
-fn token_id(g: &Gguf, key: &str, vocab: usize) -> Option<u32> {
-    g.get(key)
-        .and_then(Value::as_u64)
-        .filter(|&v| (v as usize) < vocab)
-        .map(|v| v as u32)
+/// A special token id: absent is fine, but present it must be an integer naming a token of the
+/// vocabulary (ids of -1, 2^32 or the vocabulary size are refused, not ignored).
+fn token_id(g: &Gguf, key: &str, vocab: usize) -> Result<Option<u32>, TokenizerError> {
+    let Some(v) = g.get(key) else {
+        return Ok(None);
+    };
+    v.as_u64()
+        .filter(|&id| id < vocab as u64)
+        .map(|id| Some(id as u32))
+        .ok_or_else(|| {
+            TokenizerError::Metadata(format!(
+                "{key} = {v:?} is not a token id of the {vocab}-token vocabulary"
+            ))
+        })
 }
 
 fn flag(g: &Gguf, key: &str, default: bool) -> bool {
@@ -92,15 +101,50 @@ impl GgufTokenizer {
         }
         let tokens = strings(g, "tokenizer.ggml.tokens")?;
         let merges = strings(g, "tokenizer.ggml.merges")?;
-        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+        if merges.is_empty() {
+            return Err(TokenizerError::Metadata(
+                "tokenizer.ggml.merges is empty: a gpt2 tokenizer needs its merges".into(),
+            ));
+        }
+        // llama.cpp's token types: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+        // 6 byte. One per token, each an integer in that range.
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
             None => vec![1; tokens.len()],
+            Some(v) => {
+                let a = v.as_array().ok_or_else(|| {
+                    TokenizerError::Metadata("tokenizer.ggml.token_type is not an array".into())
+                })?;
+                if a.len() != tokens.len() {
+                    return Err(TokenizerError::Metadata(format!(
+                        "tokenizer.ggml.token_type has {} entries for {} tokens",
+                        a.len(),
+                        tokens.len()
+                    )));
+                }
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_u64().filter(|&t| t <= 6).ok_or_else(|| {
+                            TokenizerError::Metadata(format!(
+                                "tokenizer.ggml.token_type[{i}] = {v:?} is not a token type (0 to 6)"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
         };
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
             .map(|(i, t)| (t.to_string(), i as u32))
             .collect();
+        if vocab.len() != tokens.len() {
+            return Err(TokenizerError::Metadata(format!(
+                "tokenizer.ggml.tokens has {} tokens but only {} distinct ones",
+                tokens.len(),
+                vocab.len()
+            )));
+        }
         let merges: Vec<(String, String)> = merges
             .iter()
             .map(|m| {
@@ -148,7 +192,7 @@ impl GgufTokenizer {
             })
             .collect();
         inner.add_special_tokens(&specials);
-        let eos = token_id(g, "tokenizer.ggml.eos_token_id", tokens.len());
+        let eos = token_id(g, "tokenizer.ggml.eos_token_id", tokens.len())?;
         if let Some(e) = eos
             && !stop_tokens.contains(&e)
         {
@@ -156,7 +200,7 @@ impl GgufTokenizer {
         }
         Ok(GgufTokenizer {
             inner,
-            bos: token_id(g, "tokenizer.ggml.bos_token_id", tokens.len()),
+            bos: token_id(g, "tokenizer.ggml.bos_token_id", tokens.len())?,
             eos,
             add_bos: flag(g, "tokenizer.ggml.add_bos_token", false),
             add_eos: flag(g, "tokenizer.ggml.add_eos_token", false),

@@ -151,6 +151,32 @@ impl Quantizer {
         &self.books[g * self.stages + r]
     }
 
+    /// Checks that vectors stored `dims` to a row fit this quantizer (`d` dimensions): a flat slice of 8-wide
+    /// rows is also a whole number of 4-wide ones, so callers that know their array's shape check it here.
+    pub fn check_vectors(&self, dims: usize) -> Result<()> {
+        if dims != self.d {
+            return request(format!(
+                "the vectors have {dims} dimensions but the quantizer takes {}",
+                self.d
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that codes stored `width` to a row fit this quantizer ([`Quantizer::code_len`] codes per
+    /// vector: groups * stages).
+    pub fn check_codes(&self, width: usize) -> Result<()> {
+        if width != self.code_len() {
+            return request(format!(
+                "the codes have {width} per vector but the quantizer writes {} (groups {} x stages {})",
+                self.code_len(),
+                self.groups,
+                self.stages
+            ));
+        }
+        Ok(())
+    }
+
     /// Encodes vectors ([n][d]) into codes ([n][groups * stages]), each stage the nearest codeword (L2) to
     /// what the stages before it left.
     pub fn encode(&self, ctx: &Context, points: &[f32]) -> Result<Vec<u32>> {
