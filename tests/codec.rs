@@ -238,9 +238,39 @@ fn hostile_headers_are_refused() {
         },
         // 12 subbands are implied, none present.
         base.clone(),
+        // A 1x1 image of 12 levels in symmetric mode: 16.7 million subbands whose bands grow each level
+        // (this used to allocate gigabytes from one header byte).
+        Header {
+            width: 1,
+            height: 1,
+            levels: 12,
+            mode: Mode::Symmetric,
+            ..base.clone()
+        },
+        // Audio at 0 Hz (hound panicked on writing it) and above any real rate.
+        Header {
+            kind: Kind::Audio,
+            channels: 1,
+            height: 1,
+            sample_rate: 0,
+            ..base.clone()
+        },
+        Header {
+            kind: Kind::Audio,
+            channels: 1,
+            height: 1,
+            sample_rate: 4_000_000_000,
+            ..base.clone()
+        },
     ];
     for h in cases {
+        let start = std::time::Instant::now();
         let e = decode(ctx, &container::write(&h, &[])).unwrap_err();
+        assert!(
+            start.elapsed().as_secs_f64() < 1.0,
+            "{h:?} took {:?}",
+            start.elapsed()
+        );
         eprintln!("{e}");
         assert!(
             matches!(

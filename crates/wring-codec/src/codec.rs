@@ -124,12 +124,36 @@ fn default_levels(dims: &[usize], wanted: Option<usize>, default: usize) -> usiz
     })
 }
 
+/// The packet transform a header describes. Its coefficient count is bounded by the samples it
+/// transforms: more levels than the signal has samples for (12 levels of a 1x1 image: 16.7 million
+/// subbands), or a boundary mode that grows bands level after level, would otherwise size the decoder's
+/// allocations from one header byte. Encoder and decoder apply the same bound.
 fn packet_of(h: &Header) -> Result<Packet, CodecError> {
     let dims: Vec<usize> = match h.kind {
         Kind::Image => vec![h.height, h.width],
         Kind::Audio => vec![h.width],
     };
-    Packet::new(h.wavelet, h.mode, h.levels, h.channels, &dims)
+    let samples = h.channels * dims.iter().product::<usize>();
+    // 4^levels subbands of at least one coefficient each, checked before the packet is built.
+    let min_subbands = 1u128 << (h.levels * 2 * dims.len()).min(120);
+    let limit = 2 * samples as u128 + 4096 * h.channels as u128;
+    if min_subbands * h.channels as u128 > limit {
+        return Err(CodecError::Request(format!(
+            "{} levels of a {dims:?} signal make {min_subbands} subbands per channel, more than its samples can fill",
+            h.levels
+        )));
+    }
+    let p = Packet::new(h.wavelet, h.mode, h.levels, h.channels, &dims)?;
+    if p.coeff_len() as u128 > limit {
+        return Err(CodecError::Request(format!(
+            "{} levels of {} in {} mode turn {samples} samples into {} coefficients; at most {limit} are allowed",
+            h.levels,
+            h.wavelet.name(),
+            h.mode.name(),
+            p.coeff_len()
+        )));
+    }
+    Ok(p)
 }
 
 /// Planes [channel][samples] of an image in the coded color space: Y centred on zero, Co and Cg.
@@ -316,8 +340,11 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
 
 /// Decodes a stream.
 pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
-    let (h, payload) = container::read(bytes, |h| Ok(h.channels * packet_of(h)?.subbands()))?;
-    let p = packet_of(&h)?;
+    let corrupt = |e: CodecError| CodecError::Corrupt(e.to_string());
+    let (h, payload) = container::read(bytes, |h| {
+        Ok(h.channels * packet_of(h).map_err(corrupt)?.subbands())
+    })?;
+    let p = packet_of(&h).map_err(corrupt)?;
     let (bh, bw, two_d) = band_shape(&p);
     let q = entropy::decode(payload, &h.subbands, p.subbands(), bh, bw, two_d)?;
     let weights = channel_weights(h.kind, h.channels);

@@ -207,6 +207,10 @@ pub fn read(
             "{channels} x {width} x {height} samples exceed the format's limit of {MAX_SAMPLES}"
         )));
     }
+    // hound refuses (by panicking) a WAV of rate 0; no real audio is above 768 kHz.
+    if kind == Kind::Audio && !(1..=768_000).contains(&sample_rate) {
+        return Err(bad(format!("implausible sample rate {sample_rate} Hz")));
+    }
     if !(step.is_finite() && step > 0.0) {
         return Err(bad(format!(
             "quantizer step {step} is not a positive number"

@@ -197,12 +197,13 @@ pub fn decode(
         // Undo the prediction in coding order, so each prediction sees the values it saw when encoding.
         let lowpass = b % per_channel == 0;
         for i in 0..size {
-            band[i] = res[i]
-                + if lowpass {
-                    predict(band, i / w, i % w, w, two_d)
-                } else {
-                    0
-                };
+            let predicted = if lowpass {
+                predict(band, i / w, i % w, w, two_d)
+            } else {
+                0
+            };
+            // Residuals of a crafted payload can walk a prediction chain past i32: an error, not a wrap.
+            band[i] = res[i].checked_add(predicted).ok_or_else(corrupt)?;
         }
     }
     if !coder.is_empty() {

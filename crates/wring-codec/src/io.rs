@@ -87,6 +87,16 @@ pub fn read_wav(path: &Path) -> Result<Audio, CodecError> {
 
 /// Writes 16-bit PCM WAV.
 pub fn write_wav(path: &Path, a: &Audio) -> Result<(), CodecError> {
+    // hound panics on some of these; they are the caller's mistake, so they are errors here.
+    if a.sample_rate == 0 || a.channels == 0 || a.channels > usize::from(u16::MAX) {
+        return Err(io(
+            path,
+            format!(
+                "cannot write {} channels at {} Hz as WAV",
+                a.channels, a.sample_rate
+            ),
+        ));
+    }
     let spec = hound::WavSpec {
         channels: a.channels as u16,
         sample_rate: a.sample_rate,
