@@ -36,11 +36,70 @@ enum Command {
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
     },
+    /// Fuzz the file parsers with cargo-fuzz (nightly): each target in `fuzz/` for the given time,
+    /// starting from and adding to its corpus in `fuzz/corpus/<target>/`; a crash stops with the input
+    /// saved under `fuzz/artifacts/`, to be added to the corpus as a regression case once fixed.
+    Fuzz {
+        /// Only this target (gguf, npy, safetensors).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+/// The fuzz targets, as named in fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 3] = ["gguf", "npy", "safetensors"];
+
+/// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.
+fn fuzz(target: Option<&str>, seconds: u64) -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // cargo-fuzz needs nightly's -Z flags: the nightly toolchain where rustup has one, otherwise the
+    // installed toolchain told to accept them.
+    let nightly = std::process::Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    for t in FUZZ_TARGETS
+        .iter()
+        .filter(|t| target.is_none_or(|w| w == **t))
+    {
+        println!("== fuzzing {t} for {seconds} s");
+        let corpus = root.join("fuzz/corpus").join(t);
+        let mut cmd = std::process::Command::new("cargo");
+        cmd.current_dir(&root);
+        if nightly {
+            cmd.arg("+nightly");
+        } else {
+            cmd.env("RUSTC_BOOTSTRAP", "1");
+        }
+        let status = cmd
+            .args(["fuzz", "run", t])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("fuzz target {t} failed ({s}); the input is under fuzz/artifacts/{t}/");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!(
+                    "could not run cargo-fuzz ({e}); install it with `cargo install cargo-fuzz`"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Fuzz { target, seconds } => fuzz(target.as_deref(), seconds),
         Command::Bench {
             filter,
             quick,

@@ -104,13 +104,20 @@ pub fn read_npy_u32(path: &Path) -> Result<(Vec<usize>, Vec<u32>), IoError> {
     Ok((shape, values))
 }
 
-/// The shape, the dtype descriptor and the data bytes of a little-endian C-order .npy. The header is
-/// checked against the file's length before anything is allocated.
+/// The shape, the dtype descriptor and the data bytes of a little-endian C-order .npy file.
 fn read_npy_raw(path: &Path) -> Result<(Vec<usize>, String, Vec<u8>), IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::new(path, e))?;
-    let bad = |what: &str| IoError::new(path, format!("not a .npy file wring reads: {what}"));
+    let (h, data) = parse(&bytes)
+        .map_err(|what| IoError::new(path, format!("not a .npy file wring reads: {what}")))?;
+    Ok((h.shape, h.descr, data.to_vec()))
+}
+
+/// Parses a whole .npy held in memory: the header (see [`parse_header`]) and the data bytes, which must
+/// be exactly what the shape and the element type ('<f4', '<u4', '<i4', '<i8', C order) imply. Every
+/// number is checked against the bytes present before anything is allocated.
+pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("bad magic"));
+        return Err("bad magic".into());
     }
     let (len, start) = match bytes[6] {
         1 => (
@@ -121,36 +128,33 @@ fn read_npy_raw(path: &Path) -> Result<(Vec<usize>, String, Vec<u8>), IoError> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
-        _ => return Err(bad("unknown version")),
+        _ => return Err("unknown version".into()),
     };
     let header = std::str::from_utf8(
         bytes
             .get(start..start.saturating_add(len))
-            .ok_or_else(|| bad("truncated header"))?,
+            .ok_or("truncated header")?,
     )
-    .map_err(|_| bad("header is not text"))?;
-    let Header {
-        descr,
-        fortran_order,
-        shape,
-    } = parse_header(header).map_err(|e| bad(&format!("header: {e}")))?;
-    if fortran_order {
-        return Err(bad("only C order is supported"));
+    .map_err(|_| "header is not text")?;
+    let h = parse_header(header).map_err(|e| format!("header: {e}"))?;
+    if h.fortran_order {
+        return Err("only C order is supported".into());
     }
-    let item = match descr.as_str() {
+    let item = match h.descr.as_str() {
         "<f4" | "<u4" | "<i4" => 4,
         "<i8" => 8,
-        other => return Err(bad(&format!("element type '{other}' is not supported"))),
+        other => return Err(format!("element type '{other}' is not supported")),
     };
-    let count = shape
+    let count = h
+        .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("shape overflows"))?;
+        .ok_or("shape overflows")?;
     let data = &bytes[start + len..];
     if count.checked_mul(item) != Some(data.len()) {
-        return Err(bad("the data length does not match the shape"));
+        return Err("the data length does not match the shape".into());
     }
-    Ok((shape, descr, data.to_vec()))
+    Ok((h, data))
 }
 
 /// The three fields of a .npy header.

@@ -26,13 +26,15 @@ pub fn write(
 /// against the file before any tensor is read.
 pub fn read(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>), IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::new(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| IoError::new(path, e))?;
-    let t = st.tensor(name).map_err(|e| IoError::new(path, e))?;
+    parse(&bytes, name).map_err(|e| IoError::new(path, e))
+}
+
+/// Reads the f32 tensor `name` from a safetensors file held in memory.
+pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let t = st.tensor(name).map_err(|e| e.to_string())?;
     if t.dtype() != safetensors::Dtype::F32 {
-        return Err(IoError::new(
-            path,
-            format!("{name} must be F32, not {:?}", t.dtype()),
-        ));
+        return Err(format!("{name} must be F32, not {:?}", t.dtype()));
     }
     Ok((
         t.shape().to_vec(),
