@@ -306,3 +306,99 @@ fn a_context_beyond_the_kv_budget_is_refused() {
     assert!(e.contains("170000 positions") && e.contains("GiB"), "{e}");
     assert!(check_kv_budget(&c, 8192, 4 << 30).is_ok());
 }
+
+/// A WAV with a header as given and a few bytes of data.
+fn wav(channels: u16, rate: u32, bits: u16, data_len: u32) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut fmt = Vec::new();
+    for v in [1u16, channels] {
+        fmt.extend_from_slice(&v.to_le_bytes());
+    }
+    fmt.extend_from_slice(&rate.to_le_bytes());
+    fmt.extend_from_slice(&(rate.wrapping_mul(u32::from(block))).to_le_bytes());
+    fmt.extend_from_slice(&block.to_le_bytes());
+    fmt.extend_from_slice(&bits.to_le_bytes());
+    let mut body = b"WAVEfmt ".to_vec();
+    body.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    body.extend_from_slice(&fmt);
+    body.extend_from_slice(b"data");
+    body.extend_from_slice(&data_len.to_le_bytes());
+    body.extend_from_slice(&[0, 1].repeat(8));
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A PNG whose header declares `w` x `h` RGB pixels, with almost no data.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crate::codec::crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A stored (uncompressed) zlib block of ten zero bytes.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 10, 0, 0xF5, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0A, 0, 0x01,
+        ],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Audio and image files from strangers: a WAV whose data chunk claims 4 GB (read lazily, so nothing is
+/// sized by the claim), zero channels, a PNG declaring 100,000 x 100,000 pixels (the image crate's
+/// allocation limit): each an error within a second, never a panic or an abort. A WAV at 0 Hz reads, and
+/// the encoder refuses it.
+#[test]
+fn audio_and_image_files_are_checked() {
+    let dir = std::env::temp_dir().join(format!("wring-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "huge-data.wav",
+            wav(1, 16_000, 16, 0xFFFF_FF00),
+            "enough bytes",
+        ),
+        ("no-channels.wav", wav(0, 16_000, 16, 16), "zero channels"),
+        ("zero-bits.wav", wav(1, 16_000, 0, 16), "bits per sample"),
+        ("huge.png", png(100_000, 100_000), "Memory limit"),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let start = std::time::Instant::now();
+        let r = if name.ends_with(".wav") {
+            wring::codec::io::read_wav(&path).map(|_| ())
+        } else {
+            wring::codec::io::read_image(&path).map(|_| ())
+        };
+        let e = r.expect_err(name).to_string();
+        assert!(e.contains(needle), "{name}: {e}");
+        assert!(
+            start.elapsed().as_secs_f64() < 1.0,
+            "{name} took {:?}",
+            start.elapsed()
+        );
+    }
+    let path = dir.join("zero-rate.wav");
+    std::fs::write(&path, wav(1, 0, 16, 16)).unwrap();
+    if let Ok(a) = wring::codec::io::read_wav(&path) {
+        let ctx = crate::harness::ctx();
+        let e = wring::codec::encode_audio(ctx, &a, &wring::codec::Options::default());
+        assert!(e.is_err(), "audio at 0 Hz was encoded");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
