@@ -191,6 +191,23 @@ pub fn dim(kernel: &'static str, groups: u64, caps: &Caps) -> Result<u32, Kernel
     Ok(groups.max(1) as u32)
 }
 
+/// A 2D grid covering `cols` x `rows` items with one workgroup per `tile_cols` x `tile_rows` block (x over
+/// columns, y over rows): how the tiled products and the row-tiled matrix-vector kernels size dispatches.
+pub fn grid_2d(
+    kernel: &'static str,
+    cols: usize,
+    rows: usize,
+    tile_cols: u64,
+    tile_rows: u64,
+    caps: &Caps,
+) -> Result<[u32; 3], KernelError> {
+    Ok([
+        dim(kernel, (cols as u64).div_ceil(tile_cols.max(1)), caps)?,
+        dim(kernel, (rows as u64).div_ceil(tile_rows.max(1)), caps)?,
+        1,
+    ])
+}
+
 /// Fails with a shape error unless `ok`.
 pub fn ensure(
     ok: bool,

@@ -79,11 +79,7 @@ impl Kernel for Qmatmul {
             16 * u64::from(v.define_u32("TM")),
             16 * u64::from(v.define_u32("TN")),
         );
-        let workgroups = [
-            plan::dim("qmatmul", (n as u64).div_ceil(bn), caps)?,
-            plan::dim("qmatmul", (m as u64).div_ceil(bm), caps)?,
-            1,
-        ];
+        let workgroups = plan::grid_2d("qmatmul", n, m, bn, bm, caps)?;
         let params = Params {
             m: m as u32,
             n: n as u32,

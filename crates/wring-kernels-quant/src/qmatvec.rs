@@ -128,11 +128,7 @@ impl Kernel for Qmatvec {
         } else {
             1
         };
-        let workgroups = [
-            plan::dim("qmatvec", (n as u64).div_ceil(rows_per_group), caps)?,
-            plan::dim("qmatvec", batch.div_ceil(tile) as u64, caps)?,
-            1,
-        ];
+        let workgroups = plan::grid_2d("qmatvec", n, batch, rows_per_group, tile as u64, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),

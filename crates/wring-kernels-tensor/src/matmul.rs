@@ -103,11 +103,7 @@ impl Kernel for Matmul {
                 16 * u64::from(v.define_u32("TN")),
             )
         };
-        let workgroups = [
-            plan::dim("matmul", (n as u64).div_ceil(bn), caps)?,
-            plan::dim("matmul", (m as u64).div_ceil(bm), caps)?,
-            1,
-        ];
+        let workgroups = plan::grid_2d("matmul", n, m, bn, bm, caps)?;
         let params = Params {
             m: m as u32,
             n: n as u32,
