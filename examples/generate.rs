@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for token in llm.generate(
         &ctx,
         &ids,
-        Sampler::new(0.8, 40, 0.95, 0.05, 1.1, 42),
+        Sampler::new(0.8, 40, 0.95, 0.05, 1.1, 42)?,
         &tokenizer.stop_tokens,
         64,
         cancel,

@@ -278,11 +278,9 @@ fn main() -> ExitCode {
             seed,
             stop,
             profile,
-        } => {
-            let sampler =
-                wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed);
-            generate(model, &prompt, max_tokens, sampler, &stop, profile).map_err(|e| e.to_string())
-        }
+        } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
+            .and_then(|sampler| generate(model, &prompt, max_tokens, sampler, &stop, profile))
+            .map_err(|e| e.to_string()),
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
         Command::Convert { model, to: _, out } => convert(model, &out).map_err(|e| e.to_string()),
         Command::Logits { model, prompt, out } => {
@@ -294,13 +292,9 @@ fn main() -> ExitCode {
             max_tokens,
             temperature,
             seed,
-        } => chat(
-            model,
-            system,
-            max_tokens,
-            wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed),
-        )
-        .map_err(|e| e.to_string()),
+        } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
+            .and_then(|sampler| chat(model, system, max_tokens, sampler))
+            .map_err(|e| e.to_string()),
         Command::Encode {
             input,
             output,

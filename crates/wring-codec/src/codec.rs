@@ -99,6 +99,32 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Checks the settings before any work: a quality from 1 to 100, a positive finite target rate, at most
+    /// 12 levels (the container's limit). They come from command lines, where `nan` parses as a number.
+    pub fn check(&self) -> Result<(), CodecError> {
+        match self.rate {
+            Rate::Quality(q) if !(1.0..=100.0).contains(&q) => {
+                return Err(CodecError::Request(format!(
+                    "quality {q} must be from 1 to 100"
+                )));
+            }
+            Rate::Target(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(CodecError::Request(format!(
+                    "target rate {t} must be a positive finite number"
+                )));
+            }
+            _ => {}
+        }
+        if let Some(l) = self.levels.filter(|&l| l > 12) {
+            return Err(CodecError::Request(format!(
+                "{l} levels requested; the format holds at most 12"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The quantizer step of a quality: 0.5 at 100, doubling every 12.5 points below.
 pub fn step_of_quality(q: f32) -> f32 {
     0.5 * 2f32.powf((100.0 - q.clamp(1.0, 100.0)) / 12.5)
@@ -278,6 +304,7 @@ fn encode_planes(
 
 /// Encodes an image.
 pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8>, CodecError> {
+    opts.check()?;
     if !(img.channels == 1 || img.channels == 3)
         || img.width == 0
         || img.height == 0
@@ -310,6 +337,7 @@ pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8
 
 /// Encodes audio.
 pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>, CodecError> {
+    opts.check()?;
     if a.channels == 0
         || a.channels > 16
         || a.samples.is_empty()
@@ -338,12 +366,44 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
     encode_planes(ctx, h, &planes, opts.rate, |kbps| kbps * 1000.0 * seconds)
 }
 
-/// Decodes a stream.
-pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
+/// Resource limits of decoding. A stream's shape is not bounded by its length (an all-black image codes
+/// to a few bytes at any size), so the decoder refuses shapes above a limit instead; it allocates about
+/// 20 bytes per declared sample (indices, coefficients, planes, output), about 640 MiB at the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most samples (pixels times channels, or audio samples times channels) a stream may declare.
+    pub max_samples: u64,
+}
+
+impl Default for Limits {
+    /// 2^25 samples: a 5,792 x 5,792 RGB image or 6 minutes of 48 kHz stereo, and 128 MiB of f32 planes,
+    /// the smallest storage binding limit wgpu guarantees on desktop adapters.
+    fn default() -> Limits {
+        Limits {
+            max_samples: 1 << 25,
+        }
+    }
+}
+
+/// The part of decoding that needs no device: parses and checks the container, entropy-decodes every
+/// subband and dequantizes, giving the header, the packet layout and the wavelet coefficients the inverse
+/// transform takes. Everything a stranger's bytes can reach before the GPU is here, so this is what the
+/// `.wrg` fuzz target runs.
+pub fn decode_coefficients(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Header, Packet, Vec<f32>), CodecError> {
     let corrupt = |e: CodecError| CodecError::Corrupt(e.to_string());
     let (h, payload) = container::read(bytes, |h| {
         Ok(h.channels * packet_of(h).map_err(corrupt)?.subbands())
     })?;
+    let samples = (h.channels * h.width) as u64 * h.height as u64;
+    if samples > limits.max_samples {
+        return Err(CodecError::Request(format!(
+            "the stream declares {samples} samples; the decoder's limit is {} (Limits::max_samples)",
+            limits.max_samples
+        )));
+    }
     let p = packet_of(&h).map_err(corrupt)?;
     let (bh, bw, two_d) = band_shape(&p);
     let q = entropy::decode(payload, &h.subbands, p.subbands(), bh, bw, two_d)?;
@@ -353,6 +413,17 @@ pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
     for (c, w) in q.chunks_exact(per_channel).zip(&weights) {
         coeffs.extend(entropy::dequantize(c, h.step * w));
     }
+    Ok((h, p, coeffs))
+}
+
+/// Decodes a stream within the default [`Limits`].
+pub fn decode(ctx: &Context, bytes: &[u8]) -> Result<Decoded, CodecError> {
+    decode_with(ctx, bytes, &Limits::default())
+}
+
+/// Decodes a stream within `limits`.
+pub fn decode_with(ctx: &Context, bytes: &[u8], limits: &Limits) -> Result<Decoded, CodecError> {
+    let (h, p, coeffs) = decode_coefficients(bytes, limits)?;
     let planes = transform(ctx, &p, &coeffs, false)?;
     Ok(match h.kind {
         Kind::Image => Decoded::Image(planes_to_image(&planes, &h)),

@@ -168,6 +168,31 @@ pub fn encode(
     Ok((headers, coder.into_compressed().unwrap_infallible()))
 }
 
+/// The fewest bits any symbol of a coded subband (one whose `max` is above 0) can take: the model's
+/// Laplace scale is at least 0.12 (see [`scale`]), so no symbol is more likely than
+/// P(|x| <= 0.5) = 1 - exp(-0.5 / 0.12), about 0.9845, and each costs at least -log2 of that, about
+/// 0.0225 bits. Taken as 0.01 for margin against the quantized probabilities.
+const MIN_BITS_PER_CODED_SYMBOL: f64 = 0.01;
+
+/// Checks that `words` of payload can hold the coded subbands before anything is sized by them: an ANS
+/// stream carries at most its bits plus its 64-bit state of information, and every symbol of a coded
+/// subband consumes at least [`MIN_BITS_PER_CODED_SYMBOL`]. (All-zero subbands cost nothing and are not
+/// bounded by the payload: the declared shape's own limit covers them.)
+pub fn check_payload(
+    words: usize,
+    headers: &[SubbandHeader],
+    size: usize,
+) -> Result<(), CodecError> {
+    let coded = headers.iter().filter(|h| h.max > 0).count() as f64 * size as f64;
+    let bits = 32.0 * words as f64 + 64.0;
+    if coded * MIN_BITS_PER_CODED_SYMBOL > bits {
+        return Err(CodecError::Corrupt(format!(
+            "{coded} coded coefficients cannot fit in a payload of {words} words"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes what [`encode`] wrote.
 pub fn decode(
     words: Vec<u32>,
@@ -178,6 +203,7 @@ pub fn decode(
     two_d: bool,
 ) -> Result<Vec<i32>, CodecError> {
     let size = h * w;
+    check_payload(words.len(), headers, size)?;
     let corrupt = || CodecError::Corrupt("the entropy-coded payload is malformed".into());
     let mut coder = DefaultAnsCoder::from_compressed(words).map_err(|_| corrupt())?;
     let mut out = vec![0i32; size * headers.len()];

@@ -7,7 +7,10 @@ pub mod entropy;
 pub mod io;
 pub mod wpt;
 
-pub use codec::{Audio, Decoded, Image, Options, Rate, decode, encode_audio, encode_image};
+pub use codec::{
+    Audio, Decoded, Image, Limits, Options, Rate, decode, decode_coefficients, decode_with,
+    encode_audio, encode_image,
+};
 pub use wpt::Packet;
 
 /// What can go wrong in the codec.

@@ -401,8 +401,17 @@ impl Gguf {
                 });
             }
             let mut metadata = Vec::with_capacity(n_kv as usize);
+            // A key given twice would mean one thing to this reader (the first) and another to a reader
+            // that keeps the last: refused, as ggml's own reader refuses it.
+            let mut keys = std::collections::HashSet::new();
             for _ in 0..n_kv {
                 let key = c.string("metadata key")?;
+                if !keys.insert(key.clone()) {
+                    return Err(GgufError::Metadata {
+                        key,
+                        what: "the key appears twice".into(),
+                    });
+                }
                 let ty = c.u32("metadata type")?;
                 let v = c.value(ty, 0)?;
                 metadata.push((key, v));

@@ -10,12 +10,14 @@ pub const FUEL: u64 = 5_000_000;
 /// The most bytes a rendered prompt may have: far beyond any context window, far below what would hurt.
 pub const MAX_OUTPUT: usize = 16 << 20;
 
-/// A writer that refuses to grow past [`MAX_OUTPUT`] bytes.
-struct Capped(Vec<u8>);
+/// A writer that refuses to grow past [`MAX_OUTPUT`] bytes, and remembers that it did (minijinja reports
+/// a failed write without its message).
+struct Capped(Vec<u8>, bool);
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.0.len() + buf.len() > MAX_OUTPUT {
+            self.1 = true;
             return Err(std::io::Error::other("the rendered prompt exceeds 16 MiB"));
         }
         self.0.extend_from_slice(buf);
@@ -76,8 +78,8 @@ pub fn render(
     let t = env
         .get_template("chat")
         .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
-    let mut out = Capped(Vec::new());
-    t.render_captured_to(
+    let mut out = Capped(Vec::new(), false);
+    let rendered = t.render_captured_to(
         minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -85,8 +87,14 @@ pub fn render(
             eos_token => eos,
         },
         &mut out,
-    )
-    .map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
+    );
+    if out.1 {
+        return Err(LlmError::Request(format!(
+            "chat template: the rendered prompt exceeds {} MiB",
+            MAX_OUTPUT >> 20
+        )));
+    }
+    rendered.map_err(|e| LlmError::Request(format!("chat template: {e}")))?;
     String::from_utf8(out.0)
         .map_err(|_| LlmError::Request("chat template: the output is not UTF-8".into()))
 }

@@ -20,7 +20,9 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// A sampler with these settings.
+    /// A sampler with these settings, checked: the temperature finite and not negative, `top_p` in
+    /// (0, 1], `min_p` in [0, 1], the repeat penalty finite and positive. These come from command lines and
+    /// API requests, and a NaN among them would otherwise filter out every candidate or none.
     pub fn new(
         temperature: f32,
         top_k: usize,
@@ -28,8 +30,25 @@ impl Sampler {
         min_p: f32,
         repeat_penalty: f32,
         seed: u64,
-    ) -> Sampler {
-        Sampler {
+    ) -> Result<Sampler, crate::LlmError> {
+        let bad = |what: &str, v: f32, want: &str| {
+            Err(crate::LlmError::Request(format!(
+                "sampling: {what} = {v} must be {want}"
+            )))
+        };
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return bad("temperature", temperature, "finite and at least 0");
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return bad("top_p", top_p, "in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&min_p) {
+            return bad("min_p", min_p, "in [0, 1]");
+        }
+        if !(repeat_penalty.is_finite() && repeat_penalty > 0.0) {
+            return bad("repeat_penalty", repeat_penalty, "finite and above 0");
+        }
+        Ok(Sampler {
             temperature,
             top_k,
             top_p,
@@ -37,12 +56,12 @@ impl Sampler {
             repeat_penalty,
             seed,
             state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
-        }
+        })
     }
 
     /// Greedy decoding.
     pub fn greedy() -> Sampler {
-        Sampler::new(0.0, 0, 1.0, 0.0, 1.0, 0)
+        Sampler::new(0.0, 0, 1.0, 0.0, 1.0, 0).expect("greedy settings are valid")
     }
 
     fn uniform(&mut self) -> f64 {
@@ -139,7 +158,7 @@ mod tests {
         );
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let draw = |seed| {
-            let mut s = Sampler::new(0.8, 40, 0.95, 0.05, 1.1, seed);
+            let mut s = Sampler::new(0.8, 40, 0.95, 0.05, 1.1, seed).unwrap();
             (0..20)
                 .map(|_| s.sample(&logits, &[3, 4]).unwrap())
                 .collect::<Vec<_>>()
@@ -147,7 +166,7 @@ mod tests {
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
         // top_k = 1 is greedy whatever the temperature.
-        let mut s = Sampler::new(1.5, 1, 1.0, 0.0, 1.0, 3);
+        let mut s = Sampler::new(1.5, 1, 1.0, 0.0, 1.0, 3).unwrap();
         let best = Sampler::greedy().sample(&logits, &[]).unwrap();
         assert!((0..10).all(|_| s.sample(&logits, &[]).unwrap() == best));
     }
@@ -158,7 +177,7 @@ mod tests {
     fn non_finite_logits_are_errors_not_panics() {
         let nan = f32::NAN;
         for t in [0.0, 0.8] {
-            let mut s = Sampler::new(t, 40, 0.95, 0.05, 1.1, 1);
+            let mut s = Sampler::new(t, 40, 0.95, 0.05, 1.1, 1).unwrap();
             assert_eq!(s.sample(&[nan, 1.0, f32::INFINITY, nan], &[0]).unwrap(), 1);
             for bad in [&[nan, nan][..], &[f32::INFINITY, f32::NEG_INFINITY], &[]] {
                 let e = s.sample(bad, &[]).unwrap_err();

@@ -192,6 +192,14 @@ impl GgufTokenizer {
             })
             .collect();
         inner.add_special_tokens(&specials);
+        // Every special id the file names is checked, including those wring does not use itself
+        // (padding, unknown, separator, ...): a file whose ids point outside its vocabulary is broken,
+        // and another reader of the same file would index out of bounds with them.
+        for (key, _) in &g.metadata {
+            if key.starts_with("tokenizer.ggml.") && key.ends_with("_token_id") {
+                token_id(g, key, tokens.len())?;
+            }
+        }
         let eos = token_id(g, "tokenizer.ggml.eos_token_id", tokens.len())?;
         if let Some(e) = eos
             && !stop_tokens.contains(&e)

@@ -1,0 +1,862 @@
+//! Hostile files of the other kinds wring reads, and the numbers a command line hands the library: `.npy`
+//! arrays, safetensors codebooks, `.wrg` streams, WAV and PNG files, chat templates, VQ codebooks and codes,
+//! and sampling and encoder settings. Files go through the same path-taking functions the commands call.
+
+use super::{Case, typed};
+use std::path::PathBuf;
+use wring::codec::{Options, Rate};
+use wring::kernels::DType;
+use wring::llm::chat::{ChatMessage, MAX_OUTPUT, render};
+use wring::llm::{LlmError, Sampler};
+use wring::vq::Quantizer;
+
+/// Writes `bytes` to a fresh file under the test's temporary directory and returns its path.
+fn file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wring-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("temporary file");
+    path
+}
+
+/// A `.npy` file (version 1) with this header text, padded as numpy pads it, and `data`.
+fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+fn npy_cases() -> Vec<Case> {
+    let f32s = |n: usize| vec![0u8; 4 * n];
+    let mut c = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &[&'static str]| {
+        let n = bytes.len();
+        let path = file(&format!("{}.npy", c.len()), &bytes);
+        let run = move || wring::codec::io::read_npy(&path).map(|_| ()).map_err(typed);
+        c.push(if expect.is_empty() {
+            Case::control("npy", name, n, run)
+        } else {
+            Case::new("npy", name, n, expect, run)
+        });
+    };
+    let ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+    add("a valid [2, 3] f32 array (control)", npy(ok, &f32s(6)), &[]);
+    add("no magic", b"NUMPY\x01\x00".to_vec(), &["IoError"]);
+    add("an empty file", vec![], &["IoError"]);
+    add(
+        "a header length past the file",
+        b"\x93NUMPY\x01\x00\xff\xff{".to_vec(),
+        &["IoError"],
+    );
+    add(
+        "format version 9",
+        {
+            let mut b = npy(ok, &f32s(6));
+            b[6] = 9;
+            b
+        },
+        &["IoError", "version"],
+    );
+    for (what, header) in [
+        (
+            "an unclosed shape tuple",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, }",
+        ),
+        (
+            "fortran_order:True without a space",
+            "{'descr': '<f4', 'fortran_order':True, 'shape': (2, 3), }",
+        ),
+        (
+            "a decoy 'descr' inside another value",
+            "{'shape': (6,), 'fortran_order': False, 'x': \"'descr': '<f4'\", 'descr': '>f8', }",
+        ),
+        (
+            "Fortran order",
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+        ),
+        (
+            "big-endian floats",
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
+        ),
+        (
+            "f8 where f4 is read",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
+        ),
+        (
+            "an object array",
+            "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
+        ),
+        (
+            "a structured dtype",
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
+        ),
+        (
+            "a negative dimension",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 6), }",
+        ),
+        (
+            "a shape whose product overflows",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }",
+        ),
+        (
+            "a shape far larger than the data",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }",
+        ),
+        (
+            "a missing shape",
+            "{'descr': '<f4', 'fortran_order': False, }",
+        ),
+        (
+            "a repeated key",
+            "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+        ),
+        (
+            "an unknown key",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'x': 1, }",
+        ),
+        ("not a dictionary", "['descr', '<f4']"),
+        (
+            "a header that is not text",
+            "{'descr': '\u{fffd}', 'fortran_order': False, 'shape': (6,), }",
+        ),
+    ] {
+        add(what, npy(header, &f32s(6)), &["IoError"]);
+    }
+    add(
+        "data shorter than the shape",
+        npy(ok, &f32s(5)),
+        &["IoError"],
+    );
+    add(
+        "data longer than the shape",
+        npy(ok, &f32s(7)),
+        &["IoError"],
+    );
+    c
+}
+
+/// A safetensors file with this JSON header and `data`.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+fn safetensors_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &[&'static str]| {
+        let n = bytes.len();
+        let path = file(&format!("{}.safetensors", c.len()), &bytes);
+        // The VQ commands load codebooks through this; it reads, checks shapes and builds on the device.
+        let run = move || {
+            Quantizer::load(crate::harness::ctx(), &path, DType::F32)
+                .map(|_| ())
+                .map_err(typed)
+        };
+        c.push(if expect.is_empty() {
+            Case::control("safetensors", name, n, run)
+        } else {
+            Case::new("safetensors", name, n, expect, run)
+        });
+    };
+    let book = |dtype: &str, shape: &str, end: usize| {
+        format!(r#"{{"codebooks":{{"dtype":"{dtype}","shape":{shape},"data_offsets":[0,{end}]}}}}"#)
+    };
+    let data = vec![0u8; 64];
+    add(
+        "a valid [1, 1, 4, 4] codebook (control)",
+        safetensors(&book("F32", "[1,1,4,4]", 64), &data),
+        &[],
+    );
+    add(
+        "a header length of 2^63",
+        {
+            let mut b = (1u64 << 63).to_le_bytes().to_vec();
+            b.extend_from_slice(b"{}");
+            b
+        },
+        &["Io"],
+    );
+    add(
+        "a header length past the file",
+        safetensors(&book("F32", "[4,4]", 64), &data)[..20].to_vec(),
+        &["Io"],
+    );
+    add(
+        "a header that is not JSON",
+        safetensors("{codebooks", &data),
+        &["Io"],
+    );
+    add(
+        "a header that is JSON but not an object",
+        safetensors("[1,2,3]", &data),
+        &["Io"],
+    );
+    add(
+        "no codebooks tensor",
+        safetensors(
+            r#"{"other":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}}"#,
+            &data,
+        ),
+        &["codebooks"],
+    );
+    add(
+        "F16 codebooks where F32 is read",
+        safetensors(&book("F16", "[4,8]", 64), &data),
+        &["Io"],
+    );
+    add(
+        "I64 codebooks",
+        safetensors(&book("I64", "[2,4]", 64), &data),
+        &["Io"],
+    );
+    add(
+        "a shape that does not match the bytes",
+        safetensors(&book("F32", "[4,5]", 64), &data),
+        &["Io"],
+    );
+    add(
+        "a shape whose product overflows",
+        safetensors(&book("F32", "[4294967296,4294967296,4]", 64), &data),
+        &["Io"],
+    );
+    add(
+        "data offsets past the file",
+        safetensors(&book("F32", "[4,4]", 6400), &data),
+        &["Io"],
+    );
+    add(
+        "data offsets reversed",
+        safetensors(
+            r#"{"codebooks":{"dtype":"F32","shape":[4,4],"data_offsets":[64,0]}}"#,
+            &data,
+        ),
+        &["Io"],
+    );
+    add(
+        "a rank-3 codebook",
+        safetensors(&book("F32", "[2,2,4]", 64), &data),
+        &["Request", "codebooks must be"],
+    );
+    add(
+        "a codebook of zero codewords",
+        safetensors(&book("F32", "[0,4]", 0), &[]),
+        &["Request"],
+    );
+    add(
+        "a codebook of zero width",
+        safetensors(&book("F32", "[4,0]", 0), &[]),
+        &["Request"],
+    );
+    let nan: Vec<u8> = [f32::NAN; 16]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    add(
+        "NaN codewords",
+        safetensors(&book("F32", "[4,4]", 64), &nan),
+        &["Request", "NaN"],
+    );
+    c
+}
+
+/// A `.wrg` stream of a 4 x 4 gray image, made by the encoder, and one of 64 samples of mono audio.
+fn streams() -> (Vec<u8>, Vec<u8>) {
+    let ctx = crate::harness::ctx();
+    let img = wring::codec::Image {
+        width: 4,
+        height: 4,
+        channels: 1,
+        pixels: (0..16).map(|i| (i * 16) as u8).collect(),
+    };
+    let image =
+        wring::codec::encode_image(ctx, &img, &Options::default()).expect("a 4 x 4 image encodes");
+    let a = wring::codec::Audio {
+        sample_rate: 8000,
+        channels: 1,
+        samples: (0..64).map(|i| (i * 300) as i16).collect(),
+    };
+    let audio =
+        wring::codec::encode_audio(ctx, &a, &Options::default()).expect("64 samples encode");
+    (image, audio)
+}
+
+/// `s` with `edit` applied and the checksum recomputed, so the edit reaches the checks behind the CRC.
+fn resealed(s: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut b = s[..s.len() - 4].to_vec();
+    edit(&mut b);
+    let crc = crate::codec::crc32(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn wrg_cases() -> Vec<Case> {
+    let (image, audio) = streams();
+    let mut c = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &[&'static str]| {
+        let n = bytes.len();
+        let run = move || {
+            wring::codec::decode(crate::harness::ctx(), &bytes)
+                .map(|_| ())
+                .map_err(typed)
+        };
+        c.push(if expect.is_empty() {
+            Case::control("wrg", name, n, run)
+        } else {
+            Case::new("wrg", name, n, expect, run)
+        });
+    };
+    // Header layout: magic 0..4, version 4, kind 5, channels 6, wavelet 7, mode 8, levels 9, width 10..14,
+    // height 14..18, sample rate 18..22, step 22..26, then the subband headers and the payload.
+    let put =
+        |at: usize, v: u32| move |b: &mut Vec<u8>| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    add("a valid 4 x 4 image (control)", image.clone(), &[]);
+    add(
+        "a valid 64-sample audio stream (control)",
+        audio.clone(),
+        &[],
+    );
+    add("an empty stream", vec![], &["Corrupt"]);
+    add(
+        "a bad magic",
+        {
+            let mut b = image.clone();
+            b[0] ^= 1;
+            b
+        },
+        &["Corrupt", "magic"],
+    );
+    add(
+        "a flipped payload bit",
+        {
+            let mut b = image.clone();
+            let n = b.len();
+            b[n - 6] ^= 4;
+            b
+        },
+        &["Corrupt", "checksum"],
+    );
+    add(
+        "the stream cut short",
+        image[..image.len() - 3].to_vec(),
+        &["Corrupt"],
+    );
+    add(
+        "format version 99",
+        resealed(&image, |b| b[4] = 99),
+        &["Unsupported", "version"],
+    );
+    add(
+        "signal kind 7",
+        resealed(&image, |b| b[5] = 7),
+        &["Corrupt", "kind"],
+    );
+    add(
+        "an image of 2 channels",
+        resealed(&image, |b| b[6] = 2),
+        &["Corrupt", "channels"],
+    );
+    add(
+        "an image of 0 channels",
+        resealed(&image, |b| b[6] = 0),
+        &["Corrupt", "channels"],
+    );
+    add(
+        "audio of 255 channels",
+        resealed(&audio, |b| b[6] = 255),
+        &["Corrupt", "channels"],
+    );
+    add(
+        "wavelet 200",
+        resealed(&image, |b| b[7] = 200),
+        &["Corrupt", "wavelet"],
+    );
+    add(
+        "boundary mode 200",
+        resealed(&image, |b| b[8] = 200),
+        &["Corrupt", "mode"],
+    );
+    add("13 levels", resealed(&image, |b| b[9] = 13), &["Corrupt"]);
+    add(
+        "a 1 x 1 image declaring 12 levels (subbands outgrow the samples)",
+        resealed(&image, |b| {
+            b[9] = 12;
+            put(10, 1)(b);
+            put(14, 1)(b);
+        }),
+        &["Corrupt", "levels"],
+    );
+    add(
+        "width 0",
+        resealed(&image, put(10, 0)),
+        &["Corrupt", "shape"],
+    );
+    add(
+        "a 2^32 - 1 square image",
+        resealed(&image, |b| {
+            put(10, u32::MAX)(b);
+            put(14, u32::MAX)(b);
+        }),
+        &["Corrupt", "limit"],
+    );
+    add(
+        "a width the payload does not hold",
+        resealed(&image, put(10, 4096)),
+        &["Corrupt"],
+    );
+    add(
+        "a 2048 x 2048 image with coded subbands in a 50-byte stream",
+        resealed(&image, |b| {
+            put(10, 2048)(b);
+            put(14, 2048)(b);
+        }),
+        &["Corrupt", "cannot fit"],
+    );
+    add(
+        "an 8192 x 8192 image (above the decoder's sample limit)",
+        resealed(&image, |b| {
+            put(10, 8192)(b);
+            put(14, 8192)(b);
+        }),
+        &["Request", "limit"],
+    );
+    add(
+        "audio at 0 Hz",
+        resealed(&audio, put(18, 0)),
+        &["Corrupt", "sample rate"],
+    );
+    add(
+        "audio at 2^32 - 1 Hz",
+        resealed(&audio, put(18, u32::MAX)),
+        &["Corrupt", "sample rate"],
+    );
+    add(
+        "a NaN step",
+        resealed(&image, put(22, f32::NAN.to_bits())),
+        &["Corrupt", "step"],
+    );
+    add(
+        "a negative step",
+        resealed(&image, put(22, (-1f32).to_bits())),
+        &["Corrupt", "step"],
+    );
+    add(
+        "a zero step",
+        resealed(&image, put(22, 0)),
+        &["Corrupt", "step"],
+    );
+    add(
+        "audio of height 2",
+        resealed(&audio, put(14, 2)),
+        &["Corrupt", "shape"],
+    );
+    add(
+        "a payload with a word appended",
+        resealed(&image, |b| b.extend_from_slice(&[0, 0, 0, 0])),
+        &["Corrupt"],
+    );
+    add(
+        "a payload word changed (residuals from a crafted payload)",
+        resealed(&image, |b| {
+            let n = b.len();
+            b[n - 1] ^= 0x40;
+        }),
+        &["Corrupt"],
+    );
+    c
+}
+
+/// A WAV with a header as given and a few bytes of data.
+fn wav(channels: u16, rate: u32, bits: u16, data_len: u32) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut fmt = Vec::new();
+    for v in [1u16, channels] {
+        fmt.extend_from_slice(&v.to_le_bytes());
+    }
+    fmt.extend_from_slice(&rate.to_le_bytes());
+    fmt.extend_from_slice(&(rate.wrapping_mul(u32::from(block))).to_le_bytes());
+    fmt.extend_from_slice(&block.to_le_bytes());
+    fmt.extend_from_slice(&bits.to_le_bytes());
+    let mut body = b"WAVEfmt ".to_vec();
+    body.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+    body.extend_from_slice(&fmt);
+    body.extend_from_slice(b"data");
+    body.extend_from_slice(&data_len.to_le_bytes());
+    body.extend_from_slice(&[0, 1].repeat(8));
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A PNG whose header declares `w` x `h` pixels of this colour type and depth, with almost no data.
+fn png(w: u32, h: u32, colour: u8, depth: u8) -> Vec<u8> {
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crate::codec::crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A stored (uncompressed) zlib block of ten zero bytes.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 10, 0, 0xF5, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0A, 0, 0x01,
+        ],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Audio and image files: a WAV whose data chunk claims 4 GB (read lazily, so nothing is sized by the
+/// claim), zero channels or bits, a rate of 0 (read, then refused by the encoder, which hound would panic
+/// on), a PNG declaring 100,000 x 100,000 pixels (the image crate's allocation limit).
+fn media_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    for (name, bytes, expect) in [
+        (
+            "huge-data.wav",
+            wav(1, 16_000, 16, 0xFFFF_FF00),
+            &["Io", "enough bytes"][..],
+        ),
+        (
+            "no-channels.wav",
+            wav(0, 16_000, 16, 16),
+            &["zero channels"],
+        ),
+        ("zero-bits.wav", wav(1, 16_000, 0, 16), &["bits per sample"]),
+        ("float-bits.wav", wav(1, 16_000, 7, 16), &["bits"]),
+        ("not-riff.wav", b"RIFX\0\0\0\0WAVE".to_vec(), &["Io"]),
+        ("empty.wav", vec![], &["Io"]),
+    ] {
+        let n = bytes.len();
+        let path = file(name, &bytes);
+        c.push(Case::new("wav", name, n, expect, move || {
+            wring::codec::io::read_wav(&path).map(|_| ()).map_err(typed)
+        }));
+    }
+    let zero_rate = file("zero-rate.wav", &wav(1, 0, 16, 16));
+    c.push(Case::new(
+        "wav",
+        "zero-rate.wav encoded",
+        60,
+        &["Request", "sample rate"],
+        move || {
+            let a = wring::codec::io::read_wav(&zero_rate).map_err(typed)?;
+            wring::codec::encode_audio(crate::harness::ctx(), &a, &Options::default())
+                .map(|_| ())
+                .map_err(typed)
+        },
+    ));
+    for (name, bytes, expect) in [
+        (
+            "huge.png",
+            png(100_000, 100_000, 2, 8),
+            &["Memory limit"][..],
+        ),
+        ("zero-width.png", png(0, 16, 2, 8), &["Io"]),
+        ("bad-depth.png", png(4, 4, 2, 3), &["Io"]),
+        ("short-data.png", png(64, 64, 2, 8), &["Io"]),
+        ("truncated.png", png(4, 4, 2, 8)[..30].to_vec(), &["Io"]),
+    ] {
+        let n = bytes.len();
+        let path = file(name, &bytes);
+        c.push(Case::new("png", name, n, expect, move || {
+            wring::codec::io::read_image(&path)
+                .map(|_| ())
+                .map_err(typed)
+        }));
+    }
+    c
+}
+
+/// Chat templates from model files: bounded by fuel and an output cap. A render may build up to the
+/// output cap plus minijinja's own intermediate strings, so these cases' allocation bound is 4x the cap.
+fn template_cases() -> Vec<Case> {
+    let msgs = || [ChatMessage::new("user", "Hi")];
+    let mut c = vec![Case::control(
+        "chat template",
+        "ChatML (control)",
+        200,
+        move || {
+            render(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+            &msgs(),
+            true,
+            "",
+            "",
+        )
+        .map(|_| ())
+        .map_err(typed)
+        },
+    )];
+    for (what, template, expect) in [
+        (
+            "nested range(100000) loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &["Request", "fuel"][..],
+        ),
+        (
+            "a string times 13 billion",
+            "{{ 'x' * 13000000000 }}",
+            &["Request", "too large"],
+        ),
+        (
+            "output past 16 MiB",
+            "{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}",
+            &["Request", "16 MiB"],
+        ),
+        (
+            "recursion through a macro",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            &["Request"],
+        ),
+        (
+            "unclosed block",
+            "{% for m in messages %}",
+            &["Request", "chat template"],
+        ),
+        (
+            "raise_exception",
+            "{{ raise_exception('no system role') }}",
+            &["Request", "no system role"],
+        ),
+        ("an unknown filter", "{{ messages | shell }}", &["Request"]),
+        (
+            "an include of a file",
+            "{% include '/etc/passwd' %}",
+            &["Request"],
+        ),
+    ] {
+        c.push(
+            Case::new("chat template", what, template.len(), expect, move || {
+                render(template, &msgs(), true, "", "")
+                    .map(|_| ())
+                    .map_err(typed)
+            })
+            .with_cap(4 * MAX_OUTPUT),
+        );
+    }
+    c
+}
+
+/// VQ shapes checked against each other.
+fn vq_cases() -> Vec<Case> {
+    let q = |d: usize, groups: usize| {
+        let dg = d / groups;
+        let books = (0..groups)
+            .map(|g| (0..4 * dg).map(|i| (i + g) as f32).collect())
+            .collect();
+        Quantizer::from_books(crate::harness::ctx(), d, groups, 1, books, DType::F32)
+    };
+    let mut c = vec![Case::control(
+        "vq",
+        "4-dim data with a 4-dim codebook (control)",
+        64,
+        move || {
+            q(4, 1)
+                .and_then(|q| q.encode(crate::harness::ctx(), &[0.0; 16]))
+                .map(|_| ())
+                .map_err(typed)
+        },
+    )];
+    let mut add = |what: &str,
+                   expect: &[&'static str],
+                   run: Box<dyn Fn() -> Result<(), wring::vq::VqError>>| {
+        c.push(Case::new("vq", what, 64, expect, move || {
+            run().map_err(typed)
+        }));
+    };
+    add(
+        "8-dim data with a 4-dim codebook",
+        &["Request"],
+        Box::new(move || q(4, 1)?.check_vectors(8)),
+    );
+    add(
+        "data not a whole number of vectors",
+        &["Request"],
+        Box::new(move || {
+            q(4, 1)?
+                .encode(crate::harness::ctx(), &[0.0; 10])
+                .map(|_| ())
+        }),
+    );
+    add(
+        "codes of the wrong width for a product quantizer",
+        &["Request"],
+        Box::new(move || q(8, 2)?.check_codes(3)),
+    );
+    add(
+        "codes past the codebook",
+        &["Request"],
+        Box::new(move || {
+            q(4, 1)?
+                .decode(crate::harness::ctx(), &[4, 0, 99])
+                .map(|_| ())
+        }),
+    );
+    add(
+        "groups that do not divide the width",
+        &["Request"],
+        Box::new(move || q(6, 4).map(|_| ())),
+    );
+    add(
+        "zero groups",
+        &["Request"],
+        Box::new(move || {
+            Quantizer::from_books(crate::harness::ctx(), 4, 0, 1, vec![], DType::F32).map(|_| ())
+        }),
+    );
+    add(
+        "codebooks of different sizes",
+        &["Request"],
+        Box::new(move || {
+            Quantizer::from_books(
+                crate::harness::ctx(),
+                4,
+                2,
+                1,
+                vec![vec![0.0; 8], vec![0.0; 6]],
+                DType::F32,
+            )
+            .map(|_| ())
+        }),
+    );
+    c
+}
+
+/// Values a command line passes to the library (clap parses `nan` and `inf` as numbers).
+fn argument_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    for (what, args) in [
+        ("--temperature nan", (f32::NAN, 1.0, 0.0, 1.0)),
+        ("--temperature -1", (-1.0, 1.0, 0.0, 1.0)),
+        ("--temperature inf", (f32::INFINITY, 1.0, 0.0, 1.0)),
+        ("--top-p 0", (1.0, 0.0, 0.0, 1.0)),
+        ("--top-p nan", (1.0, f32::NAN, 0.0, 1.0)),
+        ("--top-p 2", (1.0, 2.0, 0.0, 1.0)),
+        ("--min-p -0.5", (1.0, 1.0, -0.5, 1.0)),
+        ("--min-p nan", (1.0, 1.0, f32::NAN, 1.0)),
+        ("--repeat-penalty 0", (1.0, 1.0, 0.0, 0.0)),
+        ("--repeat-penalty nan", (1.0, 1.0, 0.0, f32::NAN)),
+    ] {
+        c.push(Case::new(
+            "cli arguments",
+            what,
+            16,
+            &["Request", "sampling"],
+            move || {
+                let (t, p, m, r) = args;
+                Sampler::new(t, 40, p, m, r, 0)
+                    .map(|_| ())
+                    .map_err(|e: LlmError| typed(e))
+            },
+        ));
+    }
+    let img = wring::codec::Image {
+        width: 4,
+        height: 4,
+        channels: 1,
+        pixels: vec![0; 16],
+    };
+    for (what, opts) in [
+        (
+            "--quality nan",
+            Options {
+                rate: Rate::Quality(f32::NAN),
+                ..Options::default()
+            },
+        ),
+        (
+            "--quality 0",
+            Options {
+                rate: Rate::Quality(0.0),
+                ..Options::default()
+            },
+        ),
+        (
+            "--quality 101",
+            Options {
+                rate: Rate::Quality(101.0),
+                ..Options::default()
+            },
+        ),
+        (
+            "--bpp 0",
+            Options {
+                rate: Rate::Target(0.0),
+                ..Options::default()
+            },
+        ),
+        (
+            "--bpp -1",
+            Options {
+                rate: Rate::Target(-1.0),
+                ..Options::default()
+            },
+        ),
+        (
+            "--kbps inf",
+            Options {
+                rate: Rate::Target(f64::INFINITY),
+                ..Options::default()
+            },
+        ),
+        (
+            "--levels 13",
+            Options {
+                levels: Some(13),
+                ..Options::default()
+            },
+        ),
+        (
+            "--levels 18446744073709551615",
+            Options {
+                levels: Some(usize::MAX),
+                ..Options::default()
+            },
+        ),
+    ] {
+        let img = img.clone();
+        c.push(Case::new(
+            "cli arguments",
+            what,
+            16,
+            &["Request"],
+            move || {
+                wring::codec::encode_image(crate::harness::ctx(), &img, &opts)
+                    .map(|_| ())
+                    .map_err(typed)
+            },
+        ));
+    }
+    c
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut c = npy_cases();
+    c.extend(safetensors_cases());
+    c.extend(wrg_cases());
+    c.extend(media_cases());
+    c.extend(template_cases());
+    c.extend(vq_cases());
+    c.extend(argument_cases());
+    c
+}

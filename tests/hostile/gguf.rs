@@ -1,0 +1,716 @@
+//! Hostile GGUF files: the parser classes that broke the most used GGUF reader in 2026 (element types,
+//! unbounded lengths, dimension products wrapping, alignment, aliasing), truncations, metadata that passes
+//! the parser but not the model, and tokenizer metadata that disagrees with the vocabulary. Each goes
+//! through what `wring generate` runs before any device work: the reader, the tokenizer, and model
+//! loading up to the KV cache budget.
+
+use super::{Case, typed};
+use wring::gguf::Gguf;
+use wring::llm::{GgufTokenizer, Llama, LlamaConfig, LlmError, check_kv_budget};
+
+/// A GGUF metadata value as the builder writes it.
+#[derive(Clone)]
+pub enum Meta {
+    U32(u32),
+    F32(f32),
+    Str(&'static str),
+    Strs(Vec<String>),
+    I32(i32),
+    U64(u64),
+    U32s(Vec<u32>),
+}
+
+/// Writes a little GGUF (version 3): the metadata given and F32 tensors of the given dims, zero-filled.
+pub fn gguf(meta: &[(&str, Meta)], tensors: &[(String, Vec<u64>)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, s: &str| {
+        b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    };
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    for (k, v) in meta {
+        s(&mut b, k);
+        match v {
+            Meta::U32(x) => {
+                b.extend_from_slice(&4u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Meta::F32(x) => {
+                b.extend_from_slice(&6u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Meta::Str(x) => {
+                b.extend_from_slice(&8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+            Meta::Strs(xs) => {
+                b.extend_from_slice(&9u32.to_le_bytes());
+                b.extend_from_slice(&8u32.to_le_bytes());
+                b.extend_from_slice(&(xs.len() as u64).to_le_bytes());
+                for x in xs {
+                    s(&mut b, x);
+                }
+            }
+            Meta::I32(x) => {
+                b.extend_from_slice(&5u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Meta::U64(x) => {
+                b.extend_from_slice(&10u32.to_le_bytes());
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            Meta::U32s(xs) => {
+                b.extend_from_slice(&9u32.to_le_bytes());
+                b.extend_from_slice(&4u32.to_le_bytes());
+                b.extend_from_slice(&(xs.len() as u64).to_le_bytes());
+                for x in xs {
+                    b.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, dims) in tensors {
+        s(&mut b, name);
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        offset += (dims.iter().product::<u64>() * 4).next_multiple_of(32);
+    }
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.resize(b.len() + offset as usize, 0);
+    b
+}
+
+/// A tiny llama: 8 embedding dimensions, 2 heads of 4, 16 feed-forward, a vocabulary of 5, `blocks`
+/// blocks of tensors, and the metadata given over the defaults.
+pub fn tiny(blocks: usize, overrides: &[(&str, Meta)]) -> Vec<u8> {
+    let mut meta: Vec<(&str, Meta)> = vec![
+        ("general.architecture", Meta::Str("llama")),
+        ("llama.embedding_length", Meta::U32(8)),
+        ("llama.attention.head_count", Meta::U32(2)),
+        ("llama.feed_forward_length", Meta::U32(16)),
+        ("llama.block_count", Meta::U32(blocks as u32)),
+        ("llama.context_length", Meta::U32(64)),
+        ("llama.rope.freq_base", Meta::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5)),
+        ("tokenizer.ggml.model", Meta::Str("gpt2")),
+        (
+            "tokenizer.ggml.tokens",
+            Meta::Strs(["a", "b", "ab", "c", "<|end|>"].map(String::from).to_vec()),
+        ),
+        ("tokenizer.ggml.merges", Meta::Strs(vec!["a b".into()])),
+        ("tokenizer.ggml.token_type", Meta::U32s(vec![1, 1, 1, 1, 3])),
+        ("tokenizer.ggml.eos_token_id", Meta::U32(4)),
+    ];
+    for (k, v) in overrides {
+        meta.retain(|(m, _)| m != k);
+        meta.push((k, v.clone()));
+    }
+    let mut t = vec![
+        ("token_embd.weight".to_string(), vec![8, 5]),
+        ("output_norm.weight".to_string(), vec![8]),
+    ];
+    for l in 0..blocks {
+        for (n, dims) in [
+            ("attn_norm", vec![8]),
+            ("attn_q", vec![8, 8]),
+            ("attn_k", vec![8, 8]),
+            ("attn_v", vec![8, 8]),
+            ("attn_output", vec![8, 8]),
+            ("ffn_norm", vec![8]),
+            ("ffn_gate", vec![8, 16]),
+            ("ffn_up", vec![8, 16]),
+            ("ffn_down", vec![16, 8]),
+        ] {
+            t.push((format!("blk.{l}.{n}.weight"), dims));
+        }
+    }
+    gguf(&meta, &t)
+}
+
+fn config(bytes: Vec<u8>) -> Result<LlamaConfig, LlmError> {
+    LlamaConfig::from_gguf(&Gguf::from_vec(bytes)?)
+}
+
+/// What `wring generate` does with a model file before the first token: read it, build the tokenizer,
+/// load the model with a cache of `positions` (checking the configuration against the tensors present and
+/// the cache against the memory budget before any device allocation).
+fn load(bytes: &[u8], positions: usize) -> Result<(), String> {
+    let g = Gguf::from_vec(bytes.to_vec()).map_err(|e| typed(LlmError::from(e)))?;
+    GgufTokenizer::from_gguf(&g).map_err(typed)?;
+    Llama::load(crate::harness::ctx(), &g, positions, |_, _| {}).map_err(typed)?;
+    Ok(())
+}
+
+/// Model loading alone, for files that carry no tokenizer.
+fn load_model(bytes: &[u8]) -> Result<(), String> {
+    let g = Gguf::from_vec(bytes.to_vec()).map_err(|e| typed(LlmError::from(e)))?;
+    Llama::load(crate::harness::ctx(), &g, 64, |_, _| {}).map_err(typed)?;
+    Ok(())
+}
+
+fn case(name: impl Into<String>, bytes: Vec<u8>, expect: &[&'static str]) -> Case {
+    let n = bytes.len();
+    Case::new("gguf", name, n, expect, move || load(&bytes, 64))
+}
+
+/// Raw GGUF bytes for parser-level attacks: the header, then whatever the case writes.
+struct Raw(Vec<u8>);
+
+impl Raw {
+    fn header(version: u32, tensors: u64, kvs: u64) -> Raw {
+        let mut r = Raw(b"GGUF".to_vec());
+        r.u32(version).u64(tensors).u64(kvs);
+        r
+    }
+    fn u32(&mut self, v: u32) -> &mut Raw {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Raw {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, s: &[u8]) -> &mut Raw {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s);
+        self
+    }
+    /// A tensor record: name, dims, ggml type, offset.
+    fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Raw {
+        self.str(name.as_bytes()).u32(dims.len() as u32);
+        for &d in dims {
+            self.u64(d);
+        }
+        self.u32(ty).u64(offset)
+    }
+    fn pad(&mut self, to: usize, data: usize) -> Vec<u8> {
+        while !self.0.len().is_multiple_of(to) {
+            self.0.push(0);
+        }
+        self.0.resize(self.0.len() + data, 0);
+        std::mem::take(&mut self.0)
+    }
+    fn done(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// The reader's own classes: each file is a few dozen bytes claiming far more.
+fn parser_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    let key = |r: &mut Raw, k: &str, ty: u32| {
+        r.str(k.as_bytes()).u32(ty);
+    };
+    c.push(case("an empty file", vec![], &["Gguf", "truncated"]));
+    c.push(case(
+        "wrong magic",
+        b"GGUG\x03\0\0\0".to_vec(),
+        &["BadMagic", "not a GGUF file"],
+    ));
+    for v in [0u32, 1, 4, u32::MAX] {
+        c.push(case(
+            format!("format version {v}"),
+            Raw::header(v, 0, 0).done(),
+            &["Version", "not supported"],
+        ));
+    }
+    c.push(case(
+        "2^63 tensors declared in a 24-byte file",
+        Raw::header(3, 1 << 63, 0).done(),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "2^63 metadata pairs declared (the 43-byte file that hung a reader)",
+        Raw::header(3, 0, 1 << 63).u64(3).done(),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a key of length 2^63",
+        Raw::header(3, 0, 1).u64(1 << 63).done(),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a key that is not UTF-8",
+        Raw::header(3, 0, 1).str(b"\xff\xfe").u32(4).u32(1).done(),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "general.name", 8);
+    c.push(case(
+        "a string value of length 2^63",
+        r.u64(1 << 63).done(),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "tokenizer.ggml.scores", 9);
+    c.push(case(
+        "an f32 array of length 2^63",
+        r.u32(6).u64(1 << 63).done(),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "tokenizer.ggml.tokens", 9);
+    c.push(case(
+        "a string array of length 2^62 in a few bytes",
+        r.u32(8).u64(1 << 62).u64(1).done(),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "x", 9);
+    for _ in 0..64 {
+        r.u32(9).u64(1);
+    }
+    c.push(case("arrays nested 64 deep", r.done(), &["Gguf", "nest"]));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "x", 9);
+    c.push(case(
+        "an array of element type 13 (none exists)",
+        r.u32(13).u64(1).u32(0).done(),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "x", 99);
+    c.push(case("a value of type 99", r.u32(0).done(), &["Gguf"]));
+    let mut r = Raw::header(3, 0, 1);
+    key(&mut r, "x", 7);
+    c.push(case(
+        "a bool of 2",
+        {
+            r.0.push(2);
+            r.done()
+        },
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 0, 2);
+    key(&mut r, "general.name", 4);
+    r.u32(1);
+    key(&mut r, "general.name", 4);
+    c.push(case(
+        "a key given twice",
+        r.u32(2).done(),
+        &["Gguf", "general.name", "twice"],
+    ));
+    for (what, ty, v) in [
+        ("general.alignment 0", 4u32, 0u64),
+        ("general.alignment 3 (not a power of two)", 4, 3),
+        ("general.alignment 2^31", 4, 1 << 31),
+        ("general.alignment 2^40 as u64", 10, 1 << 40),
+        ("general.alignment as a float", 6, 32f32.to_bits() as u64),
+    ] {
+        let mut r = Raw::header(3, 0, 1);
+        key(&mut r, "general.alignment", ty);
+        if ty == 10 {
+            r.u64(v);
+        } else {
+            r.u32(v as u32);
+        }
+        c.push(case(what, r.done(), &["Gguf", "alignment"]));
+    }
+    let one = |dims: &[u64], ty: u32, offset: u64, data: usize| {
+        let mut r = Raw::header(3, 1, 0);
+        r.tensor("token_embd.weight", dims, ty, offset);
+        r.pad(32, data)
+    };
+    c.push(case(
+        "a tensor of 0 dimensions",
+        one(&[], 0, 0, 32),
+        &["Gguf", "dimensions"],
+    ));
+    c.push(case(
+        "a tensor of 5 dimensions",
+        one(&[1; 5], 0, 0, 32),
+        &["Gguf", "dimensions"],
+    ));
+    c.push(case(
+        "a tensor of 2^32 - 1 dimensions",
+        {
+            let mut r = Raw::header(3, 1, 0);
+            r.str(b"t").u32(u32::MAX).done()
+        },
+        &["Gguf", "remain"],
+    ));
+    c.push(case(
+        "dimensions whose product wraps to zero (2^32 x 2^32)",
+        one(&[1 << 32, 1 << 32], 0, 0, 32),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "an element count whose byte size wraps (2^62 f32)",
+        one(&[1 << 62], 0, 0, 32),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a tensor of ggml type 99",
+        one(&[8], 99, 0, 32),
+        &["Gguf", "type"],
+    ));
+    c.push(case(
+        "a tensor of the removed type Q4_2",
+        one(&[32], 4, 0, 32),
+        &["Gguf", "type"],
+    ));
+    c.push(case(
+        "a Q4_0 row of 31 values (not whole blocks)",
+        one(&[31], 2, 0, 32),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a tensor offset not aligned",
+        one(&[8], 0, 4, 64),
+        &["Gguf", "aligned"],
+    ));
+    c.push(case(
+        "a tensor past the end of the file",
+        one(&[8], 0, 1 << 20, 32),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a tensor whose data runs past the end",
+        one(&[64], 0, 0, 32),
+        &["Gguf"],
+    ));
+    c.push(case(
+        "a tensor offset of 2^64 - 32",
+        one(&[8], 0, u64::MAX - 31, 32),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[8], 0, 0).tensor("b", &[8], 0, 0);
+    c.push(case(
+        "two tensors on one byte range",
+        r.pad(32, 32),
+        &["Gguf"],
+    ));
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32);
+    c.push(case("a tensor name given twice", r.pad(32, 64), &["Gguf"]));
+    let mut r = Raw::header(3, 1, 0);
+    c.push(case(
+        "a tensor name of length 2^63",
+        r.u64(1 << 63).done(),
+        &["Gguf"],
+    ));
+    // Every truncation of a valid model is an error (the cut points spread over header, metadata,
+    // tensor records and data).
+    let whole = tiny(1, &[]);
+    for cut in [
+        4,
+        8,
+        23,
+        30,
+        100,
+        400,
+        700,
+        1000,
+        whole.len() / 2,
+        whole.len() - 1,
+    ] {
+        c.push(case(
+            format!("a valid model cut to {cut} of {} bytes", whole.len()),
+            whole[..cut].to_vec(),
+            &["Gguf"],
+        ));
+    }
+    c
+}
+
+/// Metadata that passes the parser but not the model: each is refused by name before anything is sized by
+/// it.
+fn model_cases() -> Vec<Case> {
+    let mut c = vec![Case::control(
+        "gguf",
+        "a tiny valid model (control)",
+        0,
+        || load(&tiny(2, &[]), 64),
+    )];
+    for (what, bytes, expect) in [
+        (
+            "block_count far above the blocks present",
+            tiny(2, &[("llama.block_count", Meta::U32(16_777_215))]),
+            &["Unsupported", "block_count"][..],
+        ),
+        (
+            "block_count one short of the blocks present",
+            tiny(2, &[("llama.block_count", Meta::U32(1))]),
+            &["Unsupported", "block_count"],
+        ),
+        (
+            "block_count 0 with a block present",
+            tiny(1, &[("llama.block_count", Meta::U32(0))]),
+            &["Unsupported", "block_count"],
+        ),
+        (
+            "rope.freq_base 0",
+            tiny(1, &[("llama.rope.freq_base", Meta::F32(0.0))]),
+            &["Unsupported", "freq_base"],
+        ),
+        (
+            "rope.freq_base negative",
+            tiny(1, &[("llama.rope.freq_base", Meta::F32(-1.0))]),
+            &["Unsupported", "freq_base"],
+        ),
+        (
+            "rope.freq_base infinite",
+            tiny(1, &[("llama.rope.freq_base", Meta::F32(f32::INFINITY))]),
+            &["Unsupported", "freq_base"],
+        ),
+        (
+            "rope.freq_base a string",
+            tiny(1, &[("llama.rope.freq_base", Meta::Str("10000"))]),
+            &["Unsupported", "freq_base"],
+        ),
+        (
+            "rms epsilon NaN",
+            tiny(
+                1,
+                &[(
+                    "llama.attention.layer_norm_rms_epsilon",
+                    Meta::F32(f32::NAN),
+                )],
+            ),
+            &["Unsupported", "epsilon"],
+        ),
+        (
+            "rms epsilon negative",
+            tiny(
+                1,
+                &[("llama.attention.layer_norm_rms_epsilon", Meta::F32(-1e-5))],
+            ),
+            &["Unsupported", "epsilon"],
+        ),
+        (
+            "heads that do not divide the embedding",
+            tiny(1, &[("llama.attention.head_count", Meta::U32(3))]),
+            &["Unsupported", "divide"],
+        ),
+        (
+            "zero heads",
+            tiny(1, &[("llama.attention.head_count", Meta::U32(0))]),
+            &["Unsupported"],
+        ),
+        (
+            "zero key/value heads",
+            tiny(1, &[("llama.attention.head_count_kv", Meta::U32(0))]),
+            &["Unsupported"],
+        ),
+        (
+            "key/value heads that do not divide the heads",
+            tiny(1, &[("llama.attention.head_count_kv", Meta::U32(3))]),
+            &["Unsupported", "divide"],
+        ),
+        (
+            "an odd RoPE dimension count",
+            tiny(1, &[("llama.rope.dimension_count", Meta::U32(3))]),
+            &["Unsupported", "rope"],
+        ),
+        (
+            "RoPE dimensions above the head size",
+            tiny(1, &[("llama.rope.dimension_count", Meta::U32(64))]),
+            &["Unsupported", "rope"],
+        ),
+        (
+            "an embedding length the tensors do not have",
+            tiny(1, &[("llama.embedding_length", Meta::U32(16))]),
+            &["Unsupported", "shape"],
+        ),
+        (
+            "a feed-forward length the tensors do not have",
+            tiny(1, &[("llama.feed_forward_length", Meta::U32(32))]),
+            &["Unsupported", "shape"],
+        ),
+        (
+            "a vocab_size the embedding does not have",
+            tiny(1, &[("llama.vocab_size", Meta::U32(6))]),
+            &["Unsupported", "shape"],
+        ),
+        (
+            "an architecture wring does not run",
+            tiny(1, &[("general.architecture", Meta::Str("gpt2"))]),
+            &["Unsupported", "architecture"],
+        ),
+        (
+            "no architecture",
+            tiny(1, &[("general.architecture", Meta::U32(1))]),
+            &["Unsupported", "architecture"],
+        ),
+    ] {
+        c.push(case(what, bytes, expect));
+    }
+    // A block missing a tensor, and a tensor of the wrong rank.
+    let meta = [
+        ("general.architecture", Meta::Str("llama")),
+        ("llama.embedding_length", Meta::U32(8)),
+        ("llama.attention.head_count", Meta::U32(2)),
+        ("llama.feed_forward_length", Meta::U32(16)),
+        ("llama.block_count", Meta::U32(1)),
+        ("llama.context_length", Meta::U32(64)),
+        ("llama.vocab_size", Meta::U32(5)),
+    ];
+    for (what, bytes, expect) in [
+        (
+            "a model with no blocks' tensors but block_count 1",
+            gguf(&meta, &[("token_embd.weight".into(), vec![8, 5])]),
+            &["Unsupported", "block_count"][..],
+        ),
+        (
+            "a model missing blk.0.ffn_down",
+            gguf(
+                &meta,
+                &[
+                    ("token_embd.weight".into(), vec![8, 5]),
+                    ("output_norm.weight".into(), vec![8]),
+                    ("blk.0.attn_norm.weight".into(), vec![8]),
+                ],
+            ),
+            &["Unsupported", "missing"],
+        ),
+    ] {
+        let n = bytes.len();
+        c.push(Case::new("gguf", what, n, expect, move || {
+            load_model(&bytes)
+        }));
+    }
+    c.push(case(
+        "context_length 2^40",
+        tiny(1, &[("llama.context_length", Meta::U64(1 << 40))]),
+        &["Unsupported", "context_length", "plausible"],
+    ));
+    // A context whose KV cache would not fit: refused with the numbers before any allocation (five
+    // blocks of 8 key/value values per position at 16,777,215 positions are 5 GiB in f32).
+    let huge = tiny(5, &[("llama.context_length", Meta::U32(16_777_215))]);
+    let n = huge.len();
+    c.push(Case::new(
+        "gguf",
+        "context_length 16777215 requested in full",
+        n,
+        &["16777215 positions", "GiB"],
+        move || load(&huge, 16_777_215),
+    ));
+    c.push(Case::new(
+        "gguf",
+        "SmolLM2's cache shape at 170,000 positions (7.5 GiB)",
+        0,
+        &["170000 positions", "GiB"],
+        || {
+            let mut cfg = config(tiny(1, &[])).map_err(typed)?;
+            (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) = (30, 3, 64);
+            check_kv_budget(&cfg, 170_000, 4 << 30).map_err(typed)
+        },
+    ));
+    c
+}
+
+/// Tokenizer metadata checked against the vocabulary: type arrays of the wrong length, element type or
+/// values, special ids outside the vocabulary (-1, 2^32, 2^40, the vocabulary size), no merges,
+/// duplicate tokens.
+fn tokenizer_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    for (what, over, needle) in [
+        (
+            "token_type shorter than the vocabulary",
+            ("tokenizer.ggml.token_type", Meta::U32s(vec![1, 1])),
+            "entries",
+        ),
+        (
+            "token_type longer than the vocabulary",
+            ("tokenizer.ggml.token_type", Meta::U32s(vec![1; 9])),
+            "entries",
+        ),
+        (
+            "token_type of strings",
+            ("tokenizer.ggml.token_type", Meta::Strs(vec!["x".into(); 5])),
+            "token type",
+        ),
+        (
+            "token_type out of range",
+            (
+                "tokenizer.ggml.token_type",
+                Meta::U32s(vec![1, 1, 1, 99, 3]),
+            ),
+            "token type",
+        ),
+        (
+            "token_type not an array",
+            ("tokenizer.ggml.token_type", Meta::U32(1)),
+            "not an array",
+        ),
+        (
+            "eos id -1",
+            ("tokenizer.ggml.eos_token_id", Meta::I32(-1)),
+            "eos_token_id",
+        ),
+        (
+            "eos id 2^32",
+            ("tokenizer.ggml.eos_token_id", Meta::U64(1 << 32)),
+            "eos_token_id",
+        ),
+        (
+            "bos id 2^40",
+            ("tokenizer.ggml.bos_token_id", Meta::U64(1 << 40)),
+            "bos_token_id",
+        ),
+        (
+            "bos id equal to the vocabulary size",
+            ("tokenizer.ggml.bos_token_id", Meta::U32(5)),
+            "bos_token_id",
+        ),
+        (
+            "padding id -1",
+            ("tokenizer.ggml.padding_token_id", Meta::I32(-1)),
+            "padding_token_id",
+        ),
+        (
+            "an empty merges list",
+            ("tokenizer.ggml.merges", Meta::Strs(vec![])),
+            "merges",
+        ),
+        (
+            "a merge of tokens not in the vocabulary",
+            ("tokenizer.ggml.merges", Meta::Strs(vec!["x y".into()])),
+            "out of vocabulary",
+        ),
+        (
+            "duplicate tokens",
+            (
+                "tokenizer.ggml.tokens",
+                Meta::Strs(["a", "b", "ab", "a", "<|end|>"].map(String::from).to_vec()),
+            ),
+            "distinct",
+        ),
+        (
+            "an empty vocabulary",
+            ("tokenizer.ggml.tokens", Meta::Strs(vec![])),
+            "token",
+        ),
+        (
+            "a tokenizer model wring does not know",
+            ("tokenizer.ggml.model", Meta::Str("rwkv")),
+            "rwkv",
+        ),
+    ] {
+        let bytes = tiny(1, &[over]);
+        let n = bytes.len();
+        c.push(Case::new("gguf tokenizer", what, n, &[needle], move || {
+            let g = Gguf::from_vec(bytes.clone()).map_err(typed)?;
+            GgufTokenizer::from_gguf(&g).map(|_| ()).map_err(typed)
+        }));
+    }
+    c
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut c = parser_cases();
+    c.extend(model_cases());
+    c.extend(tokenizer_cases());
+    c
+}

@@ -1,0 +1,151 @@
+//! The hostile corpus: inputs a stranger could hand wring (GGUF models, safetensors, `.wrg` streams, `.npy`
+//! arrays, WAV and PNG files, chat templates, VQ codebooks and codes, command-line values), each generated
+//! here, run through the library entry point a command would call, and held to four rules: the result is
+//! the typed error the case names (matched on the error's variant and message), nothing panics, it takes
+//! under a second, and the thread's peak allocation stays within a small multiple of the input's size (or
+//! the documented cap of the command, where the command legitimately builds more, as a template's output).
+//! A few valid controls run under the same rules and must succeed, so the harness is seen to pass good input.
+
+mod alloc;
+mod files;
+mod gguf;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// What a case must end in.
+pub enum Expect {
+    /// An error whose `Debug: Display` text contains every one of these.
+    Error(Vec<&'static str>),
+    /// Success: a valid control.
+    Ok,
+}
+
+/// One hostile input.
+pub struct Case {
+    /// Which file kind or argument it attacks.
+    pub format: &'static str,
+    /// What it is, in words.
+    pub name: String,
+    /// The input's size in bytes, for the allocation bound.
+    pub bytes: usize,
+    /// Peak allocation allowed, if not the default [`default_cap`] of the input's size.
+    pub cap: Option<usize>,
+    pub expect: Expect,
+    /// Runs the input through the library; an error comes back as `{e:?}: {e}` of its typed error.
+    pub run: Box<dyn Fn() -> Result<(), String>>,
+}
+
+impl Case {
+    pub fn new(
+        format: &'static str,
+        name: impl Into<String>,
+        bytes: usize,
+        expect: &[&'static str],
+        run: impl Fn() -> Result<(), String> + 'static,
+    ) -> Case {
+        Case {
+            format,
+            name: name.into(),
+            bytes,
+            cap: None,
+            expect: Expect::Error(expect.to_vec()),
+            run: Box::new(run),
+        }
+    }
+
+    /// A valid input that must succeed.
+    pub fn control(
+        format: &'static str,
+        name: impl Into<String>,
+        bytes: usize,
+        run: impl Fn() -> Result<(), String> + 'static,
+    ) -> Case {
+        Case {
+            expect: Expect::Ok,
+            ..Case::new(format, name, bytes, &[], run)
+        }
+    }
+
+    pub fn with_cap(mut self, cap: usize) -> Case {
+        self.cap = Some(cap);
+        self
+    }
+}
+
+/// Formats a typed error as the cases match it: variant and fields, then the message.
+pub fn typed<E: std::fmt::Debug + std::fmt::Display>(e: E) -> String {
+    format!("{e:?}: {e}")
+}
+
+/// The default peak-allocation bound: 16 times the input plus 2 MiB for the fixed costs of a parser
+/// (error messages, small tables, a tokenizer's regexes).
+pub fn default_cap(bytes: usize) -> usize {
+    16 * bytes + (2 << 20)
+}
+
+/// The cases, from every generator.
+fn corpus() -> Vec<Case> {
+    let mut cases = gguf::cases();
+    cases.extend(files::cases());
+    cases
+}
+
+/// Every case under the four rules; all failures are listed together.
+#[test]
+fn the_hostile_corpus_is_refused_safely() {
+    // The device is set up before measuring: its allocations belong to no case.
+    let _ = crate::harness::ctx();
+    let cases = corpus();
+    let mut failures = Vec::new();
+    let mut per_format = std::collections::BTreeMap::<&str, usize>::new();
+    let (mut slowest, mut heaviest) = ((0.0, String::new()), (0usize, String::new()));
+    for case in &cases {
+        *per_format.entry(case.format).or_default() += 1;
+        let start = Instant::now();
+        let (outcome, peak) = alloc::peak_of(|| catch_unwind(AssertUnwindSafe(|| (case.run)())));
+        let took = start.elapsed();
+        let cap = case.cap.unwrap_or_else(|| default_cap(case.bytes));
+        let what = format!("{} / {}", case.format, case.name);
+        match (&outcome, &case.expect) {
+            (Err(_), _) => failures.push(format!("{what}: panicked")),
+            (Ok(Ok(())), Expect::Error(_)) => failures.push(format!("{what}: accepted")),
+            (Ok(Err(e)), Expect::Ok) => failures.push(format!("{what}: valid input refused: {e}")),
+            (Ok(Err(e)), Expect::Error(needles)) => {
+                if let Some(n) = needles.iter().find(|n| !e.contains(**n)) {
+                    failures.push(format!("{what}: error lacks `{n}`: {e}"));
+                }
+            }
+            (Ok(Ok(())), Expect::Ok) => {}
+        }
+        if took.as_secs_f64() > slowest.0 {
+            slowest = (took.as_secs_f64(), what.clone());
+        }
+        if peak > heaviest.0 {
+            heaviest = (peak, what.clone());
+        }
+        if took.as_secs_f64() >= 1.0 {
+            failures.push(format!("{what}: took {took:?}"));
+        }
+        if peak > cap {
+            failures.push(format!(
+                "{what}: peak allocation {peak} bytes for a {}-byte input (cap {cap})",
+                case.bytes
+            ));
+        }
+    }
+    println!(
+        "hostile corpus: {} cases {per_format:?}; slowest {:.3} s ({}); largest peak allocation {} bytes ({})",
+        cases.len(),
+        slowest.0,
+        slowest.1,
+        heaviest.0,
+        heaviest.1
+    );
+    assert!(
+        cases.len() >= 100,
+        "the corpus shrank to {} cases",
+        cases.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
