@@ -449,6 +449,11 @@ fn wrg_cases() -> Vec<Case> {
         &["Corrupt", "step"],
     );
     add(
+        "a step of 3e38 (coefficients overflow to infinity; found by fuzzing)",
+        resealed(&image, put(22, 3e38f32.to_bits())),
+        &["Corrupt", "step"],
+    );
+    add(
         "a zero step",
         resealed(&image, put(22, 0)),
         &["Corrupt", "step"],

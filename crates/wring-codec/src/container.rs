@@ -15,6 +15,9 @@ pub const VERSION: u8 = 1;
 /// The most samples (pixels times channels) a stream may describe: 2^28, about a 16k x 16k RGB image.
 pub const MAX_SAMPLES: u64 = 1 << 28;
 
+/// The largest quantizer step a stream may declare.
+pub const MAX_STEP: f32 = 65_536.0;
+
 /// What the stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -211,9 +214,11 @@ pub fn read(
     if kind == Kind::Audio && !(1..=768_000).contains(&sample_rate) {
         return Err(bad(format!("implausible sample rate {sample_rate} Hz")));
     }
-    if !(step.is_finite() && step > 0.0) {
+    // The encoder's steps stay below 2^12; the bound keeps every dequantized coefficient (an index of at
+    // most 2^31 times the step and a channel weight) finite in f32.
+    if !(step.is_finite() && step > 0.0 && step <= MAX_STEP) {
         return Err(bad(format!(
-            "quantizer step {step} is not a positive number"
+            "quantizer step {step} is not a positive number up to {MAX_STEP}"
         )));
     }
     let mut header = Header {
