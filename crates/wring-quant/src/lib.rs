@@ -5,14 +5,19 @@
 //! operations in the same order as llama.cpp's `dequantize_row_*` and `quantize_row_*_ref`, so their
 //! results agree bit for bit (checked against the `gguf` Python package in the tests).
 //!
-//! This crate does no IO and touches no device; the GPU kernels that read these layouts live in
-//! `wring-kernels`, with this crate as their CPU twin's ground truth.
+//! [`group`] holds wring's own sub-4-bit layout (group quantization with affine or SpQR bilevel statistics
+//! and a sparse outlier part) and [`gptq`] its quantizers (round-to-nearest, GPTQ, SpQR).
+//!
+//! This crate does no IO and touches no device; the GPU kernels that read these layouts live in the
+//! `wring-kernels-*` family crates, with this crate as their CPU twins' ground truth.
 
 #![allow(
     clippy::needless_range_loop,
     reason = "index loops mirror llama.cpp's C so the two read side by side"
 )]
 
+pub mod gptq;
+pub mod group;
 mod kquants;
 mod legacy;
 

@@ -1,0 +1,720 @@
+//! Quantizers for [`GroupMatrix`]: round-to-nearest, GPTQ and SpQR.
+//!
+//! All three run the same column loop over the (optionally permuted) weight matrix, following SpQR's
+//! reference engine (`spqr_engine.py`, `quant_groups.py`):
+//! - statistics are fitted per (row, group) from the current weights when a group starts;
+//! - each column is quantized with them; GPTQ and SpQR then spread the column's error over the columns not
+//!   yet quantized through the upper Cholesky factor U of the damped inverse Hessian (H = 2/N XᵀX of the
+//!   layer's inputs); round-to-nearest does not;
+//! - SpQR marks a weight an outlier when its Hessian-weighted error ((w - ŵ) / U_jj)² exceeds τ times the
+//!   mean over columns of var(W[:, j]) / U_jj², keeps it exactly (as an f16 correction beside the dense
+//!   code), and fits each group's statistics without the weights a leave-one-out test marks as likely
+//!   outliers (greedily, one weight at a time: see [`likely_outliers`]).
+//!
+//! Every decision uses the values as stored (f16 statistics, quantized second-order statistics), so the
+//! error the loop propagates is the error the kernels will see.
+
+use half::f16;
+
+use crate::group::{Builder, GroupError, GroupMatrix, Layout, Stats};
+
+/// Second moments of a linear layer's inputs: H = 2/N Σ x xᵀ over the N input rows seen (SpQR's running
+/// form), kept in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hessian {
+    /// Input width.
+    pub n: usize,
+    /// [n][n], row-major.
+    pub h: Vec<f64>,
+    /// Input rows accumulated.
+    pub samples: usize,
+}
+
+impl Hessian {
+    /// An empty accumulator for inputs of width `n`.
+    pub fn new(n: usize) -> Hessian {
+        Hessian {
+            n,
+            h: vec![0.0; n * n],
+            samples: 0,
+        }
+    }
+
+    /// Adds input rows `x` [rows][n].
+    pub fn add(&mut self, x: &[f32]) {
+        let n = self.n;
+        let rows = x.len() / n;
+        if rows == 0 {
+            return;
+        }
+        let total = self.samples + rows;
+        let keep = self.samples as f64 / total as f64;
+        let add = 2.0 / total as f64;
+        for v in &mut self.h {
+            *v *= keep;
+        }
+        for r in x.chunks_exact(n) {
+            for i in 0..n {
+                let xi = f64::from(r[i]) * add;
+                if xi == 0.0 {
+                    continue;
+                }
+                let row = &mut self.h[i * n..][..n];
+                for (h, &xj) in row.iter_mut().zip(r) {
+                    *h += xi * f64::from(xj);
+                }
+            }
+        }
+        self.samples = total;
+    }
+
+    /// The identity (what round-to-nearest assumes).
+    pub fn identity(n: usize) -> Hessian {
+        let mut h = Hessian::new(n);
+        for i in 0..n {
+            h.h[i * n + i] = 1.0;
+        }
+        h
+    }
+}
+
+/// Which quantizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Round to nearest, no error feedback.
+    Rtn,
+    /// GPTQ: error feedback through the inverse Hessian.
+    Gptq,
+    /// SpQR: GPTQ with bilevel statistics and Hessian-weighted outliers.
+    Spqr,
+}
+
+/// Quantizer settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    pub method: Method,
+    /// Bits per code.
+    pub bits: u32,
+    /// Columns per group.
+    pub group: usize,
+    /// Statistics form.
+    pub stats: Stats,
+    /// Quantize columns in order of decreasing Hessian diagonal (GPTQ's and SpQR's act_order).
+    pub act_order: bool,
+    /// Damping added to the Hessian's diagonal, relative to its mean (SpQR: 1.0, GPTQ: 0.01).
+    pub damp: f64,
+    /// SpQR's τ: `None` keeps no outliers.
+    pub outlier_threshold: Option<f64>,
+    /// Skip the leave-one-out refit (SpQR's `simplified_outliers`).
+    pub simplified_outliers: bool,
+}
+
+impl Config {
+    /// SpQR's README recipe at `bits`: groups of 16, 3-bit statistics over 16 rows, act_order, damping 1.0,
+    /// τ = 0.2.
+    pub fn spqr(bits: u32) -> Config {
+        Config {
+            method: Method::Spqr,
+            bits,
+            group: 16,
+            stats: Stats::Bilevel { bits: 3, rows: 16 },
+            act_order: true,
+            damp: 1.0,
+            outlier_threshold: Some(0.2),
+            simplified_outliers: false,
+        }
+    }
+
+    /// A plain group quantizer (affine f16 statistics) by `method` (round-to-nearest or GPTQ).
+    pub fn plain(method: Method, bits: u32, group: usize) -> Config {
+        Config {
+            method,
+            bits,
+            group,
+            stats: Stats::Affine,
+            act_order: method == Method::Gptq,
+            damp: 0.01,
+            outlier_threshold: None,
+            simplified_outliers: true,
+        }
+    }
+}
+
+/// What a quantization did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Σ over weights of ((w - ŵ) / U_jj)², GPTQ's objective (0 for round-to-nearest's identity Hessian
+    /// would be meaningless, so there it is the plain squared error).
+    pub proxy_error: f64,
+    /// Weights kept as outliers.
+    pub outliers: usize,
+}
+
+/// The upper-triangular U with H⁻¹ = Uᵀ U, from one Cholesky factorisation of H with its rows and columns
+/// reversed (J H J = L Lᵀ gives U = J L⁻¹ J): two n³/3 passes instead of an inverse and a second
+/// factorisation.
+pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Result<Vec<f64>, GroupError> {
+    // L of the reversed matrix, in place, lower triangle.
+    let mut l = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            l[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+        }
+    }
+    for j in 0..n {
+        let mut d = l[j * n + j];
+        for k in 0..j {
+            d -= l[j * n + k] * l[j * n + k];
+        }
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(GroupError::Shape(format!(
+                "the Hessian is not positive definite (pivot {j} is {d}); more damping is needed"
+            )));
+        }
+        let d = d.sqrt();
+        l[j * n + j] = d;
+        for i in j + 1..n {
+            let mut s = l[i * n + j];
+            for k in 0..j {
+                s -= l[i * n + k] * l[j * n + k];
+            }
+            l[i * n + j] = s / d;
+        }
+        for i in 0..j {
+            l[i * n + j] = 0.0;
+        }
+    }
+    // M = L⁻¹ (lower), column by column by forward substitution.
+    let mut m = vec![0.0f64; n * n];
+    for c in 0..n {
+        m[c * n + c] = 1.0 / l[c * n + c];
+        for i in c + 1..n {
+            let mut s = 0.0;
+            for k in c..i {
+                s -= l[i * n + k] * m[k * n + c];
+            }
+            m[i * n + c] = s / l[i * n + i];
+        }
+    }
+    // U = J M J.
+    let mut u = vec![0.0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            u[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+        }
+    }
+    Ok(u)
+}
+
+/// An asymmetric min-max fit over `xs` (SpQR's `find_params`, zero not rounded): a range of zero width
+/// becomes [-1, 1].
+fn minmax_scale_zero(xs: impl Iterator<Item = f32>, maxq: f32) -> (f32, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for x in xs {
+        lo = lo.min(x);
+        hi = hi.max(x);
+    }
+    if lo == hi {
+        (lo, hi) = (-1.0, 1.0);
+    }
+    let scale = (hi - lo) / maxq;
+    (scale, -lo / scale)
+}
+
+fn round_code(x: f32, scale: f32, zero: f32, maxq: f32) -> f32 {
+    (x / scale.max(1e-9) + zero).round().clamp(0.0, maxq)
+}
+
+/// One group's fitted statistics for every row, as stored and as the kernels decode them.
+enum Fitted {
+    Affine(Vec<(f16, f16)>),
+    Bilevel {
+        quantized: Vec<(u8, u8)>,
+        second: Vec<[f16; 4]>,
+        /// The decoded (s, z) per row.
+        sz: Vec<(f32, f32)>,
+    },
+}
+
+impl Fitted {
+    /// The code and dense reconstruction of `x` in `row`.
+    fn quantize(&self, row: usize, x: f32, maxq: f32) -> (u8, f32) {
+        match self {
+            Fitted::Affine(dm) => {
+                let (d, m) = (dm[row].0.to_f32(), dm[row].1.to_f32());
+                let q = if d > 0.0 {
+                    ((x - m) / d).round().clamp(0.0, maxq)
+                } else {
+                    0.0
+                };
+                (q as u8, d * q + m)
+            }
+            Fitted::Bilevel { sz, .. } => {
+                let (s, z) = sz[row];
+                let q = round_code(x, s, z, maxq);
+                (q as u8, s * (q - z))
+            }
+        }
+    }
+}
+
+/// Fits one group: `cols` [rows][group] holds the group's current weights (likely outliers already
+/// replaced).
+fn fit(cols: &[f32], rows: usize, group: usize, cfg: &Config) -> Fitted {
+    let maxq = ((1u32 << cfg.bits) - 1) as f32;
+    match cfg.stats {
+        Stats::Affine => Fitted::Affine(
+            cols.chunks_exact(group)
+                .take(rows)
+                .map(|xs| {
+                    let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
+                    let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    (f16::from_f32((hi - lo) / maxq), f16::from_f32(lo))
+                })
+                .collect(),
+        ),
+        Stats::Bilevel {
+            bits: sbits,
+            rows: srows,
+        } => {
+            let first: Vec<(f32, f32)> = cols
+                .chunks_exact(group)
+                .map(|xs| minmax_scale_zero(xs.iter().copied(), maxq))
+                .collect();
+            let smaxq = ((1u32 << sbits) - 1) as f32;
+            let mut quantized = Vec::with_capacity(rows);
+            let mut second = Vec::with_capacity(rows / srows);
+            let mut sz = Vec::with_capacity(rows);
+            for block in first.chunks_exact(srows) {
+                // The scales, then the zeros, of the block's rows quantized to `sbits` bits (f16 second-order
+                // parameters, rounded before use so the codes match what is stored).
+                let (ss, sz0) = minmax_scale_zero(block.iter().map(|p| p.0), smaxq);
+                let (zs, zz) = minmax_scale_zero(block.iter().map(|p| p.1), smaxq);
+                let p = [ss, sz0, zs, zz].map(f16::from_f32);
+                let [ss, sz0, zs, zz] = p.map(f16::to_f32);
+                second.push(p);
+                for &(s, z) in block {
+                    let qs = round_code(s, ss, sz0, smaxq);
+                    let qz = round_code(z, zs, zz, smaxq);
+                    quantized.push((qs as u8, qz as u8));
+                    sz.push((ss * (qs - sz0), zs * (qz - zz)));
+                }
+            }
+            Fitted::Bilevel {
+                quantized,
+                second,
+                sz,
+            }
+        }
+    }
+}
+
+/// SpQR's leave-one-out test for one row of a group: which weights to leave out when fitting the group's
+/// statistics. A weight is left out when fitting without it lowers the Hessian-weighted squared error of
+/// the others by more than the outlier threshold (first-level statistics only, as the reference does).
+///
+/// Unlike the reference, which tests every weight against the fit of all the others at once, the test is
+/// greedy: the weight with the largest gain goes first and the gains are recomputed without it, at most a
+/// quarter of the group. With one outlier the two agree; with an outlier that stretches the range, the
+/// reference's one-shot test finds that removing *any* weight removes its (large) error, marks the whole
+/// group and fits it to nothing.
+fn likely_outliers(xs: &[f32], u_diag: &[f64], maxq: f32, threshold: f64) -> Vec<bool> {
+    let err = |vals: &[(f32, f64)]| -> f64 {
+        let (s, z) = minmax_scale_zero(vals.iter().map(|v| v.0), maxq);
+        vals.iter()
+            .map(|&(x, d)| {
+                let q = round_code(x, s, z, maxq);
+                (f64::from(s * (q - z) - x) / d).powi(2)
+            })
+            .sum()
+    };
+    let mut out = vec![false; xs.len()];
+    for _ in 0..xs.len() / 4 {
+        let kept: Vec<(usize, (f32, f64))> = (0..xs.len())
+            .filter(|&i| !out[i])
+            .map(|i| (i, (xs[i], u_diag[i])))
+            .collect();
+        let all: Vec<(f32, f64)> = kept.iter().map(|p| p.1).collect();
+        let base = err(&all);
+        let best = (0..kept.len())
+            .map(|k| {
+                let rest: Vec<(f32, f64)> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|&(m, _)| m != k)
+                    .map(|(_, &v)| v)
+                    .collect();
+                (base - err(&rest), kept[k].0)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        match best {
+            Some((gain, i)) if gain > threshold => out[i] = true,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Quantizes `w` [rows][cols] with the layer's Hessian `h` (unused by round-to-nearest).
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+    cfg: &Config,
+) -> Result<(GroupMatrix, Report), GroupError> {
+    let layout = Layout {
+        rows,
+        cols,
+        bits: cfg.bits,
+        group: cfg.group,
+        stats: cfg.stats,
+    };
+    layout.check()?;
+    if w.len() != rows * cols || h.n != cols {
+        return Err(GroupError::Shape(format!(
+            "{} weights and a Hessian of width {} for a {rows} x {cols} matrix",
+            w.len(),
+            h.n
+        )));
+    }
+    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+        return Err(GroupError::Shape(format!("a non-finite weight ({bad})")));
+    }
+    let feedback = cfg.method != Method::Rtn;
+    let n = cols;
+    // The column order: decreasing Hessian diagonal under act_order.
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+    if cfg.act_order && feedback {
+        perm.sort_by(|&a, &b| {
+            h.h[b as usize * n + b as usize].total_cmp(&h.h[a as usize * n + a as usize])
+        });
+    }
+    let mut wp = vec![0f32; rows * n];
+    for r in 0..rows {
+        for j in 0..n {
+            wp[r * n + j] = w[r * n + perm[j] as usize];
+        }
+    }
+    let u = if feedback {
+        let mut hp = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                hp[i * n + j] = h.h[perm[i] as usize * n + perm[j] as usize];
+            }
+        }
+        let mean_diag = (0..n).map(|i| hp[i * n + i].abs()).sum::<f64>() / n as f64;
+        for i in 0..n {
+            // Inputs that never vary carry no signal: their weights are zeroed and their row made the
+            // identity, as the reference does.
+            if hp[i * n + i] == 0.0 {
+                hp[i * n + i] = 1.0;
+                for r in 0..rows {
+                    wp[r * n + i] = 0.0;
+                }
+            }
+            hp[i * n + i] += cfg.damp * mean_diag;
+        }
+        inverse_cholesky_upper(&hp, n)?
+    } else {
+        Hessian::identity(n).h
+    };
+    let u_diag: Vec<f64> = (0..n).map(|j| u[j * n + j]).collect();
+    let threshold = cfg.outlier_threshold.map(|tau| {
+        let scale = (0..n)
+            .map(|j| {
+                let mean = (0..rows).map(|r| f64::from(wp[r * n + j])).sum::<f64>() / rows as f64;
+                let var = (0..rows)
+                    .map(|r| (f64::from(wp[r * n + j]) - mean).powi(2))
+                    .sum::<f64>()
+                    / (rows.max(2) - 1) as f64;
+                var / (u_diag[j] * u_diag[j])
+            })
+            .sum::<f64>()
+            / n as f64;
+        tau * scale
+    });
+    let maxq = ((1u32 << cfg.bits) - 1) as f32;
+    let groups = n / cfg.group;
+    let mut codes = vec![0u8; rows * n];
+    let mut affine = Vec::new();
+    let mut quantized = vec![(0u8, 0u8); rows * groups];
+    let mut second_all: Vec<Vec<[f16; 4]>> = Vec::new();
+    let mut outliers: Vec<Vec<(u16, f16)>> = vec![Vec::new(); rows];
+    let mut report = Report {
+        proxy_error: 0.0,
+        outliers: 0,
+    };
+    let mut fitted = None;
+    let mut err = vec![0f64; rows];
+    for j in 0..n {
+        let g = j / cfg.group;
+        if j % cfg.group == 0 {
+            let mut block = vec![0f32; rows * cfg.group];
+            for r in 0..rows {
+                let xs = &wp[r * n + j..][..cfg.group];
+                let dst = &mut block[r * cfg.group..][..cfg.group];
+                dst.copy_from_slice(xs);
+                if let (Some(t), false) = (threshold, cfg.simplified_outliers) {
+                    let out = likely_outliers(xs, &u_diag[j..j + cfg.group], maxq, t);
+                    let kept = out.iter().filter(|&&o| !o).count();
+                    if kept < cfg.group {
+                        let mean = xs
+                            .iter()
+                            .zip(&out)
+                            .filter(|p| !*p.1)
+                            .map(|p| *p.0)
+                            .sum::<f32>()
+                            / kept as f32;
+                        for (d, &o) in dst.iter_mut().zip(&out) {
+                            if o {
+                                *d = mean;
+                            }
+                        }
+                    }
+                }
+            }
+            let f = fit(&block, rows, cfg.group, cfg);
+            match &f {
+                Fitted::Affine(dm) => affine.extend_from_slice(dm),
+                Fitted::Bilevel {
+                    quantized: q,
+                    second,
+                    ..
+                } => {
+                    for r in 0..rows {
+                        quantized[r * groups + g] = q[r];
+                    }
+                    second_all.push(second.clone());
+                }
+            }
+            fitted = Some(f);
+        }
+        let f = fitted.as_ref().expect("fitted at the group's first column");
+        let d = u_diag[j];
+        for r in 0..rows {
+            let x = wp[r * n + j];
+            let (mut q, mut deq) = f.quantize(r, x, maxq);
+            let mut e = f64::from(x - deq) / d;
+            if threshold.is_some_and(|t| e * e > t) {
+                // An outlier: the dense code is that of 0 (as the reference quantizes the masked weight),
+                // and an f16 correction restores the weight.
+                let (q0, base) = f.quantize(r, 0.0, maxq);
+                let c = f16::from_f32(x - base);
+                q = q0;
+                deq = base + c.to_f32();
+                e = f64::from(x - deq) / d;
+                outliers[r].push((j as u16, c));
+                report.outliers += 1;
+            }
+            codes[r * n + j] = q;
+            wp[r * n + j] = deq;
+            err[r] = e;
+            report.proxy_error += e * e;
+        }
+        if feedback {
+            let urow = &u[j * n..][..n];
+            for r in 0..rows {
+                let e = err[r] as f32;
+                if e == 0.0 {
+                    continue;
+                }
+                let wr = &mut wp[r * n..][..n];
+                for k in j + 1..n {
+                    wr[k] -= e * urow[k] as f32;
+                }
+            }
+        }
+    }
+    // Affine statistics were gathered group by group for all rows; the layout wants [rows][groups].
+    let affine: Vec<(f16, f16)> = if cfg.stats == Stats::Affine {
+        (0..rows * groups)
+            .map(|i| affine[(i % groups) * rows + i / groups])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Second-order parameters likewise, to [row blocks][groups].
+    let second: Vec<[f16; 4]> = match cfg.stats {
+        Stats::Bilevel { rows: srows, .. } => {
+            let blocks = rows / srows;
+            (0..blocks * groups)
+                .map(|i| second_all[i % groups][i / groups])
+                .collect()
+        }
+        Stats::Affine => Vec::new(),
+    };
+    let m = Builder {
+        layout,
+        codes: &codes,
+        affine: &affine,
+        quantized: &quantized,
+        second: &second,
+        perm: Some(&perm),
+        outliers: &outliers,
+    }
+    .build()?;
+    Ok((m, report))
+}
+
+/// tr((W - Ŵ) H (W - Ŵ)ᵀ): the output error a quantization causes on inputs with second moments H (what
+/// GPTQ minimizes), for comparing quantizers.
+pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &Hessian) -> f64 {
+    let n = cols;
+    w.chunks_exact(n)
+        .zip(w_hat.chunks_exact(n))
+        .map(|(a, b)| {
+            let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| f64::from(x - y)).collect();
+            let mut s = 0.0;
+            for i in 0..n {
+                if d[i] == 0.0 {
+                    continue;
+                }
+                let row = &h.h[i * n..][..n];
+                s += d[i] * row.iter().zip(&d).map(|(h, dj)| h * dj).sum::<f64>();
+            }
+            s
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BlockFormat;
+
+    /// A small deterministic generator (xorshift).
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// Inputs with correlated, unevenly scaled features, as real activations have: 16 shared factors
+    /// plus independent noise.
+    fn inputs(rng: &mut Rng, samples: usize, n: usize) -> Vec<f32> {
+        const F: usize = 16;
+        let mix: Vec<f32> = (0..n * F).map(|_| rng.next()).collect();
+        (0..samples)
+            .flat_map(|_| {
+                let z: Vec<f32> = (0..F).map(|_| rng.next()).collect();
+                let noise: Vec<f32> = (0..n).map(|_| 0.5 * rng.next()).collect();
+                (0..n)
+                    .map(|j| {
+                        let s = 1.0 + 4.0 * (j % 7) as f32 / 7.0;
+                        s * ((0..F).map(|k| mix[j * F + k] * z[k]).sum::<f32>() / 4.0 + noise[j])
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_inverse_cholesky_factor_is_one() {
+        let mut rng = Rng(7);
+        let n = 24;
+        let mut h = Hessian::new(n);
+        h.add(&inputs(&mut rng, 200, n));
+        for i in 0..n {
+            h.h[i * n + i] += 0.01;
+        }
+        let u = inverse_cholesky_upper(&h.h, n).unwrap();
+        // Uᵀ U H = I.
+        for i in 0..n {
+            for j in 0..n {
+                let mut v = 0.0;
+                for k in 0..n {
+                    let hinv: f64 = (0..n).map(|m| u[m * n + i] * u[m * n + k]).sum();
+                    v += hinv * h.h[k * n + j];
+                }
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-8, "({i}, {j}): {v}");
+            }
+        }
+        assert!((0..n).all(|i| (0..i).all(|j| u[i * n + j] == 0.0)));
+    }
+
+    /// Round-to-nearest with 4-bit groups of 32 and affine f16 statistics is Q4_1's grid: a Q4_1 matrix
+    /// dequantized and re-quantized comes back bit for bit.
+    #[test]
+    fn rtn_4bit_g32_rebuilds_q4_1_exactly() {
+        let mut rng = Rng(11);
+        let (rows, cols) = (8, 128);
+        let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * rng.next()).collect();
+        let packed = BlockFormat::Q4_1.quantize_to_vec(&w).unwrap();
+        let mut base = vec![0f32; rows * cols];
+        BlockFormat::Q4_1.dequantize(&packed, &mut base).unwrap();
+        let cfg = Config::plain(Method::Rtn, 4, 32);
+        let (m, _) = quantize(&base, rows, cols, &Hessian::identity(cols), &cfg).unwrap();
+        assert_eq!(m.dequantize(), base);
+        assert!(!m.permuted());
+        // 4 bits of codes and 32 bits of statistics per 32 weights, plus the empty outlier offsets.
+        let expect = 4.0 + 1.0 + ((rows + 1) * 32) as f64 / (rows * cols) as f64;
+        assert!((m.bits_per_weight() - expect).abs() < 1e-12);
+    }
+
+    pub fn layer(rng: &mut Rng, rows: usize, cols: usize) -> (Vec<f32>, Hessian) {
+        let w: Vec<f32> = (0..rows * cols).map(|_| 0.05 * rng.next()).collect();
+        let mut h = Hessian::new(cols);
+        h.add(&inputs(rng, 4 * cols, cols));
+        (w, h)
+    }
+
+    /// GPTQ lowers the output error of round-to-nearest at the same format, and what the loop tracked is
+    /// what the packed matrix decodes to.
+    #[test]
+    fn gptq_beats_round_to_nearest() {
+        let mut rng = Rng(3);
+        let (rows, cols) = (32, 64);
+        let (w, h) = layer(&mut rng, rows, cols);
+        let rtn = quantize(&w, rows, cols, &h, &Config::plain(Method::Rtn, 3, 16))
+            .unwrap()
+            .0;
+        let gptq = quantize(&w, rows, cols, &h, &Config::plain(Method::Gptq, 3, 16))
+            .unwrap()
+            .0;
+        let (e_rtn, e_gptq) = (
+            output_error(&w, &rtn.dequantize(), cols, &h),
+            output_error(&w, &gptq.dequantize(), cols, &h),
+        );
+        assert!(gptq.permuted());
+        assert!(e_gptq < 0.8 * e_rtn, "GPTQ {e_gptq} vs RTN {e_rtn}");
+    }
+
+    /// SpQR finds planted outliers, keeps them, and its output error is below the same quantizer without
+    /// outliers; its storage is 3 + 6/16 + 64/256 bits per weight plus the outliers and offsets.
+    #[test]
+    fn spqr_keeps_outliers() {
+        let mut rng = Rng(5);
+        // 256 columns make 16 groups, whose 6-bit statistics fill whole words (no padding in the count).
+        let (rows, cols) = (32, 256);
+        let (mut w, h) = layer(&mut rng, rows, cols);
+        for i in 0..12 {
+            w[(i * 173) % (rows * cols)] = if i % 2 == 0 { 0.9 } else { -0.8 };
+        }
+        let with = Config::spqr(3);
+        let without = Config {
+            outlier_threshold: None,
+            ..with
+        };
+        let (a, ra) = quantize(&w, rows, cols, &h, &with).unwrap();
+        let (b, rb) = quantize(&w, rows, cols, &h, &without).unwrap();
+        assert!(
+            ra.outliers >= 12 && ra.outliers < rows * cols / 50,
+            "{ra:?}"
+        );
+        assert_eq!(rb.outliers, 0);
+        let (ea, eb) = (
+            output_error(&w, &a.dequantize(), cols, &h),
+            output_error(&w, &b.dequantize(), cols, &h),
+        );
+        assert!(ea < 0.5 * eb, "with outliers {ea}, without {eb}");
+        let dense = 3.0 + 6.0 / 16.0 + 64.0 / 256.0;
+        let extra = ((cols + rows + 1 + ra.outliers) * 32) as f64 / (rows * cols) as f64;
+        assert!((a.bits_per_weight() - dense - extra).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,457 @@
+//! Group-quantized weights below 4 bits, with a sparse outlier part: the layout wring's `sparse` kernel
+//! family reads, and its CPU reference.
+//!
+//! A matrix W [rows][cols] (rows = outputs) is stored with its columns in an optional order `perm`
+//! (stored column j holds input column `perm[j]`), cut into groups of `group` consecutive stored columns.
+//! Each weight is a `bits`-bit code q (2 to 8 bits) with statistics per (row, group) in one of two forms:
+//!
+//! - [`Stats::Affine`]: an f16 step d and an f16 minimum m per (row, group); w = d q + m. This is Q4_1's
+//!   grid (RTN and GPTQ baselines), so 4-bit groups of 32 rebuild a Q4_1 model exactly.
+//! - [`Stats::Bilevel`]: SpQR's two-level statistics. Each (row, group) has a scale s and a zero z that are
+//!   themselves quantized to `stat_bits` bits, asymmetrically, over blocks of `stat_rows` consecutive rows,
+//!   with f16 second-order parameters per (row block, group): s = ss (qs - sz), z = zs (qz - zz), and
+//!   w = s (q - z).
+//!
+//! Outliers are stored apart, per row (CSR): an f16 value added to the dense weight at a stored column, so
+//! dense + sparse rebuilds the quantizer's output. The value is the correction (the weight minus its dense
+//! reconstruction), which is smaller than the weight and keeps more of f16's precision.
+//!
+//! Buffers (all u32 words, as the kernels bind them):
+//! - `codes`: per row, `cols * bits` bits packed from bit 0 of the row's first word upwards (a code may
+//!   straddle two words), rows padded to whole words.
+//! - `stats`: affine: per (row, group) one word, `d` in the low half and `m` in the high half (f16 bits);
+//!   bilevel: per row, `2 * stat_bits` bits per group (qs, then qz above it), packed like the codes.
+//! - `second`: bilevel only: per (row block, group) two words, (ss, sz) and (zs, zz) as f16 pairs.
+//! - `perm`: one word per stored column (the identity when the matrix is not permuted).
+//! - `outliers`: `rows + 1` row offsets, then one word per outlier: the stored column in the low 16 bits, the
+//!   f16 value in the high 16 bits.
+
+use half::f16;
+
+/// How a group's statistics are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stats {
+    /// f16 step and minimum per (row, group): w = d q + m.
+    Affine,
+    /// SpQR's quantized scale and zero per (row, group), with f16 second-order parameters per block of
+    /// `rows` rows: w = s (q - z).
+    Bilevel {
+        /// Bits of each quantized scale and zero (SpQR: 3).
+        bits: u32,
+        /// Rows sharing second-order parameters (SpQR: 16).
+        rows: usize,
+    },
+}
+
+/// Errors from building or checking a group-quantized matrix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// A shape or parameter the format cannot hold.
+    #[error("group quantization: {0}")]
+    Shape(String),
+}
+
+fn shape_err<T>(what: impl Into<String>) -> Result<T, GroupError> {
+    Err(GroupError::Shape(what.into()))
+}
+
+/// The shape and parameters of a group-quantized matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Layout {
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// Bits per weight code, 2 to 8.
+    pub bits: u32,
+    /// Columns per group.
+    pub group: usize,
+    /// How statistics are stored.
+    pub stats: Stats,
+}
+
+impl Layout {
+    /// Checks the parameters: 2 to 8 bits, groups dividing the columns, statistics rows dividing the rows,
+    /// at most 65,536 columns (outlier columns are 16-bit).
+    pub fn check(&self) -> Result<(), GroupError> {
+        let Layout {
+            rows,
+            cols,
+            bits,
+            group,
+            stats,
+        } = *self;
+        if !(2..=8).contains(&bits) {
+            return shape_err(format!("{bits}-bit codes; 2 to 8 bits are supported"));
+        }
+        if rows == 0 || cols == 0 || cols > 1 << 16 {
+            return shape_err(format!(
+                "a {rows} x {cols} matrix (1 to 65536 columns, at least one row)"
+            ));
+        }
+        if group == 0 || !cols.is_multiple_of(group) {
+            return shape_err(format!("groups of {group} do not divide {cols} columns"));
+        }
+        if let Stats::Bilevel { bits: sb, rows: sr } = stats {
+            if !(1..=8).contains(&sb) {
+                return shape_err(format!("{sb}-bit statistics; 1 to 8 bits are supported"));
+            }
+            if sr == 0 || !rows.is_multiple_of(sr) {
+                return shape_err(format!(
+                    "statistics blocks of {sr} rows do not divide {rows} rows"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Groups per row.
+    pub fn groups(&self) -> usize {
+        self.cols / self.group
+    }
+
+    /// Words of codes per row.
+    pub fn code_words(&self) -> usize {
+        (self.cols * self.bits as usize).div_ceil(32)
+    }
+
+    /// Words of statistics per row.
+    pub fn stat_words(&self) -> usize {
+        match self.stats {
+            Stats::Affine => self.groups(),
+            Stats::Bilevel { bits, .. } => (self.groups() * 2 * bits as usize).div_ceil(32),
+        }
+    }
+
+    /// Words of second-order parameters in all.
+    pub fn second_words(&self) -> usize {
+        match self.stats {
+            Stats::Affine => 0,
+            Stats::Bilevel { rows, .. } => 2 * (self.rows / rows) * self.groups(),
+        }
+    }
+}
+
+/// Reads the `bits`-bit field at bit `at` of `words` (fields may straddle two words).
+pub fn get_bits(words: &[u32], at: usize, bits: u32) -> u32 {
+    let (w, s) = (at / 32, (at % 32) as u32);
+    let mut v = words[w] >> s;
+    if s + bits > 32 {
+        v |= words[w + 1] << (32 - s);
+    }
+    v & ((1u32 << bits) - 1)
+}
+
+/// Writes the `bits`-bit field `v` at bit `at` of `words` (which start zeroed there).
+pub fn put_bits(words: &mut [u32], at: usize, bits: u32, v: u32) {
+    let (w, s) = (at / 32, (at % 32) as u32);
+    words[w] |= v << s;
+    if s + bits > 32 {
+        words[w + 1] |= v >> (32 - s);
+    }
+}
+
+/// Two f16 values as one word, the first in the low half (WGSL's `pack2x16float` order).
+pub fn pack_f16x2(lo: f16, hi: f16) -> u32 {
+    u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16)
+}
+
+/// The inverse of [`pack_f16x2`], widened to f32.
+pub fn unpack_f16x2(w: u32) -> (f32, f32) {
+    (
+        f16::from_bits(w as u16).to_f32(),
+        f16::from_bits((w >> 16) as u16).to_f32(),
+    )
+}
+
+/// A group-quantized matrix in the kernels' layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMatrix {
+    /// Shape and parameters.
+    pub layout: Layout,
+    /// Codes, `rows * code_words` words.
+    pub codes: Vec<u32>,
+    /// Statistics, `rows * stat_words` words.
+    pub stats: Vec<u32>,
+    /// Second-order parameters (bilevel only).
+    pub second: Vec<u32>,
+    /// Stored column order (`perm[j]` is the input column of stored column j).
+    pub perm: Vec<u32>,
+    /// Row offsets then entries (see the module documentation).
+    pub outliers: Vec<u32>,
+}
+
+impl GroupMatrix {
+    /// Checks that every buffer has the length the layout implies, the permutation is one, and the outlier
+    /// offsets and columns are in range: what a file's contents must pass before a kernel reads them.
+    pub fn check(&self) -> Result<(), GroupError> {
+        let l = &self.layout;
+        l.check()?;
+        let want = [
+            ("codes", self.codes.len(), l.rows * l.code_words()),
+            ("stats", self.stats.len(), l.rows * l.stat_words()),
+            ("second", self.second.len(), l.second_words()),
+            ("perm", self.perm.len(), l.cols),
+        ];
+        for (name, got, want) in want {
+            if got != want {
+                return shape_err(format!("{name} holds {got} words, the layout needs {want}"));
+            }
+        }
+        let mut seen = vec![false; l.cols];
+        for &p in &self.perm {
+            match seen.get_mut(p as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return shape_err(format!("perm is not a permutation (entry {p})")),
+            }
+        }
+        if self.outliers.len() < l.rows + 1 {
+            return shape_err("the outlier buffer lacks its row offsets");
+        }
+        let (offsets, entries) = self.outliers.split_at(l.rows + 1);
+        if offsets[0] as usize != l.rows + 1
+            || offsets.windows(2).any(|w| w[1] < w[0])
+            || offsets[l.rows] as usize != self.outliers.len()
+        {
+            return shape_err(
+                "outlier row offsets must rise from the end of the offsets to the end of the buffer",
+            );
+        }
+        if let Some(e) = entries.iter().find(|&&e| (e & 0xFFFF) as usize >= l.cols) {
+            return shape_err(format!("an outlier at column {} of {}", e & 0xFFFF, l.cols));
+        }
+        if let Some(e) = entries
+            .iter()
+            .find(|&&e| !f16::from_bits((e >> 16) as u16).is_finite())
+        {
+            return shape_err(format!("a non-finite outlier value (word {e:#x})"));
+        }
+        Ok(())
+    }
+
+    /// Outliers in all.
+    pub fn outlier_count(&self) -> usize {
+        self.outliers.len() - (self.layout.rows + 1)
+    }
+
+    /// Whether the columns are stored in another order.
+    pub fn permuted(&self) -> bool {
+        self.perm.iter().enumerate().any(|(j, &p)| p as usize != j)
+    }
+
+    /// Storage bits per weight, everything counted: codes with their padding, statistics, second-order
+    /// parameters, the permutation (when not the identity) and the outliers with their row offsets.
+    pub fn bits_per_weight(&self) -> f64 {
+        let words = self.codes.len()
+            + self.stats.len()
+            + self.second.len()
+            + if self.permuted() { self.perm.len() } else { 0 }
+            + self.outliers.len();
+        (words * 32) as f64 / (self.layout.rows * self.layout.cols) as f64
+    }
+
+    /// The dense part's weight at (row, stored column j): the shader's arithmetic, in its order.
+    pub fn dense(&self, row: usize, j: usize) -> f32 {
+        let l = &self.layout;
+        let g = j / l.group;
+        let q = get_bits(
+            &self.codes[row * l.code_words()..],
+            j * l.bits as usize,
+            l.bits,
+        ) as f32;
+        match l.stats {
+            Stats::Affine => {
+                let (d, m) = unpack_f16x2(self.stats[row * l.groups() + g]);
+                d * q + m
+            }
+            Stats::Bilevel { bits, rows } => {
+                let base = 2 * ((row / rows) * l.groups() + g);
+                let (ss, sz) = unpack_f16x2(self.second[base]);
+                let (zs, zz) = unpack_f16x2(self.second[base + 1]);
+                let f = get_bits(
+                    &self.stats[row * l.stat_words()..],
+                    g * 2 * bits as usize,
+                    2 * bits,
+                );
+                let (qs, qz) = ((f & ((1 << bits) - 1)) as f32, (f >> bits) as f32);
+                let s = ss * (qs - sz);
+                let z = zs * (qz - zz);
+                s * (q - z)
+            }
+        }
+    }
+
+    /// The whole matrix in input-column order [rows][cols], outliers added.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let l = &self.layout;
+        let mut out = vec![0f32; l.rows * l.cols];
+        for r in 0..l.rows {
+            for j in 0..l.cols {
+                out[r * l.cols + self.perm[j] as usize] = self.dense(r, j);
+            }
+            let (a, b) = (self.outliers[r] as usize, self.outliers[r + 1] as usize);
+            for &e in &self.outliers[a..b] {
+                let j = (e & 0xFFFF) as usize;
+                out[r * l.cols + self.perm[j] as usize] +=
+                    f16::from_bits((e >> 16) as u16).to_f32();
+            }
+        }
+        out
+    }
+}
+
+/// Builds the buffers from per-weight codes, per-(row, group) statistics and outliers, all in stored column
+/// order: `codes` [rows][cols]; for affine statistics `affine` [rows][groups] of (d, m); for bilevel ones
+/// `quantized` [rows][groups] of (qs, qz) and `second` [row blocks][groups] of (ss, sz, zs, zz); `outliers`
+/// per row as (stored column, value).
+#[derive(Debug)]
+pub struct Builder<'a> {
+    pub layout: Layout,
+    pub codes: &'a [u8],
+    pub affine: &'a [(f16, f16)],
+    pub quantized: &'a [(u8, u8)],
+    pub second: &'a [[f16; 4]],
+    pub perm: Option<&'a [u32]>,
+    pub outliers: &'a [Vec<(u16, f16)>],
+}
+
+impl Builder<'_> {
+    /// Packs and checks.
+    pub fn build(&self) -> Result<GroupMatrix, GroupError> {
+        let l = self.layout;
+        l.check()?;
+        if self.codes.len() != l.rows * l.cols || self.outliers.len() != l.rows {
+            return shape_err("codes or outlier rows do not match the shape");
+        }
+        let mut codes = vec![0u32; l.rows * l.code_words()];
+        for r in 0..l.rows {
+            let row = &mut codes[r * l.code_words()..][..l.code_words()];
+            for j in 0..l.cols {
+                let q = u32::from(self.codes[r * l.cols + j]);
+                if q >> l.bits != 0 {
+                    return shape_err(format!("code {q} does not fit in {} bits", l.bits));
+                }
+                put_bits(row, j * l.bits as usize, l.bits, q);
+            }
+        }
+        let groups = l.groups();
+        let (stats, second) = match l.stats {
+            Stats::Affine => {
+                if self.affine.len() != l.rows * groups {
+                    return shape_err("affine statistics do not match the shape");
+                }
+                (
+                    self.affine.iter().map(|&(d, m)| pack_f16x2(d, m)).collect(),
+                    Vec::new(),
+                )
+            }
+            Stats::Bilevel { bits, rows } => {
+                if self.quantized.len() != l.rows * groups
+                    || self.second.len() != (l.rows / rows) * groups
+                {
+                    return shape_err("bilevel statistics do not match the shape");
+                }
+                let mut stats = vec![0u32; l.rows * l.stat_words()];
+                for r in 0..l.rows {
+                    let row = &mut stats[r * l.stat_words()..][..l.stat_words()];
+                    for g in 0..groups {
+                        let (qs, qz) = self.quantized[r * groups + g];
+                        let (qs, qz) = (u32::from(qs), u32::from(qz));
+                        if (qs | qz) >> bits != 0 {
+                            return shape_err(format!(
+                                "a quantized statistic does not fit in {bits} bits"
+                            ));
+                        }
+                        put_bits(row, g * 2 * bits as usize, 2 * bits, qs | (qz << bits));
+                    }
+                }
+                let second = self
+                    .second
+                    .iter()
+                    .flat_map(|p| [pack_f16x2(p[0], p[1]), pack_f16x2(p[2], p[3])])
+                    .collect();
+                (stats, second)
+            }
+        };
+        let perm = match self.perm {
+            Some(p) => p.to_vec(),
+            None => (0..l.cols as u32).collect(),
+        };
+        let mut outliers = Vec::with_capacity(l.rows + 1);
+        let mut at = (l.rows + 1) as u32;
+        outliers.push(at);
+        for row in self.outliers {
+            at += row.len() as u32;
+            outliers.push(at);
+        }
+        for row in self.outliers {
+            outliers.extend(
+                row.iter()
+                    .map(|&(j, v)| u32::from(j) | (u32::from(v.to_bits()) << 16)),
+            );
+        }
+        let m = GroupMatrix {
+            layout: l,
+            codes,
+            stats,
+            second,
+            perm,
+            outliers,
+        };
+        m.check()?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_fields_round_trip_across_word_boundaries() {
+        for bits in 2..=8u32 {
+            let n = 100;
+            let mut words = vec![0u32; (n * bits as usize).div_ceil(32)];
+            for i in 0..n {
+                put_bits(
+                    &mut words,
+                    i * bits as usize,
+                    bits,
+                    (i as u32 * 7) % (1 << bits),
+                );
+            }
+            for i in 0..n {
+                assert_eq!(
+                    get_bits(&words, i * bits as usize, bits),
+                    (i as u32 * 7) % (1 << bits),
+                    "{bits} bits, field {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_are_checked() {
+        let ok = Layout {
+            rows: 32,
+            cols: 64,
+            bits: 3,
+            group: 16,
+            stats: Stats::Bilevel { bits: 3, rows: 16 },
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            Layout { bits: 1, ..ok },
+            Layout { bits: 9, ..ok },
+            Layout { group: 24, ..ok },
+            Layout { rows: 24, ..ok },
+            Layout { cols: 0, ..ok },
+            Layout {
+                stats: Stats::Bilevel { bits: 0, rows: 16 },
+                ..ok
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}
