@@ -17,6 +17,7 @@ use wring::quant::BlockFormat;
 use crate::harness::Case;
 
 mod quant;
+mod sparse;
 mod tensor;
 pub mod vq;
 mod wavelet;
@@ -73,6 +74,7 @@ catalogue! {
     tensor::softmax,
     quant::qmatmul,
     quant::qmatvec,
+    sparse::gmatvec,
     wavelet::dwt,
     vq::vq_lookup,
     vq::vq_merge,

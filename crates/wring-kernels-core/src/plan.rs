@@ -258,6 +258,18 @@ pub enum RowReduction {
     Subgroup,
 }
 
+impl RowReduction {
+    /// The axis value the matrix-vector kernels (qmatvec, gmatvec) name this choice by: their narrow form
+    /// gives each of 8 lanes whole rows (`lanes`), their wide forms a 64-invocation workgroup per row.
+    pub fn matvec_name(self) -> &'static str {
+        match self {
+            RowReduction::Narrow => "lanes",
+            RowReduction::Shared => "shared",
+            RowReduction::Subgroup => "subgroup",
+        }
+    }
+}
+
 /// Rows read in place from a wider tensor: element `row * stride + offset + i` holds entry i of a row
 /// (how fused kernels read the parts of a fused projection's output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,13 +89,8 @@ impl Kernel for Qmatvec {
         })?;
         let fmt = DType::Block(format).name();
         let b = if batch == 1 { 1 } else { 8 };
-        let (kind, why) = if caps.software {
-            ("lanes", "the adapter is a CPU")
-        } else if caps.subgroup {
-            ("subgroup", "the adapter has subgroups")
-        } else {
-            ("shared", "the adapter has no subgroups")
-        };
+        let (reduction, why) = plan::row_reduction(caps);
+        let kind = reduction.matvec_name();
         let suffix = if act == DType::F16 { "_f16" } else { "" };
         let v = crate::select(
             "qmatvec",

@@ -1,0 +1,229 @@
+//! `shaders/sparse/gmatvec.wgsl`: `y[b] = W x[b]` with W in `wring_quant::group`'s layout (codes below 4
+//! bits, affine or SpQR bilevel statistics, an optional input permutation, per-row f16 outliers), decoded
+//! on the fly, for any number of activation rows b (decode: 1; prefill: tiles of 8).
+
+use wring_quant::group::{GroupMatrix, Layout, Stats};
+
+use wring_kernels_core::dtype::DType;
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
+use wring_kernels_core::reduce::tree_sum;
+use wring_kernels_core::{Kernel, Operand};
+
+/// Activation rows one workgroup takes in the batched variants.
+pub const TILE: usize = 8;
+
+/// The shader's `Params`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Rows of W (outputs).
+    pub rows: u32,
+    /// Columns of W (inputs).
+    pub cols: u32,
+    /// Bits per code.
+    pub bits: u32,
+    /// Columns per group.
+    pub group: u32,
+    /// Words of codes per row.
+    pub code_words: u32,
+    /// Words of statistics per row.
+    pub stat_words: u32,
+    /// Bits of each quantized scale and zero (bilevel; 0 for affine).
+    pub stat_bits: u32,
+    /// Rows per block of second-order parameters (bilevel; 1 for affine).
+    pub stat_rows: u32,
+    /// Activation rows.
+    pub batch: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+/// `y[batch][rows] = W[rows][cols] x[batch][cols]` for a group-quantized W with its sparse outliers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gmatvec {
+    /// W's shape and format.
+    pub layout: Layout,
+    /// Activation rows.
+    pub batch: usize,
+}
+
+impl Kernel for Gmatvec {
+    fn kernel(&self) -> &'static str {
+        "gmatvec"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let l = &self.layout;
+        let mut ops = vec![
+            Operand::read("codes", DType::U32, 0).shape(&[l.rows, l.code_words()]),
+            Operand::read("stats", DType::U32, 0).shape(&[l.rows, l.stat_words()]),
+        ];
+        if matches!(l.stats, Stats::Bilevel { .. }) {
+            ops.push(Operand::read("second", DType::U32, 0).shape(&[l.second_words()]));
+        }
+        ops.extend([
+            Operand::read("perm", DType::U32, 0).shape(&[l.cols]),
+            // Row offsets and then the entries: at least the offsets.
+            Operand::read("outliers", DType::U32, l.rows + 1),
+            Operand::read("x", DType::F32, 0).shape(&[self.batch, l.cols]),
+            Operand::write("y", DType::F32, 0).shape(&[self.batch, l.rows]),
+        ]);
+        ops
+    }
+
+    /// Plans the product. Batch 1 uses the single-row variants, more rows the 8-row variants over tiles of
+    /// 8 (the grid's y dimension), which decode each weight once per tile. CPU adapters get the `lanes`
+    /// variants (each of 8 invocations owns a whole row); GPUs one 64-invocation workgroup per row,
+    /// reduced through subgroups where they exist.
+    ///
+    /// The outlier entries' columns and offsets are data: [`GroupMatrix::check`] is what vouches for them,
+    /// and callers upload only checked matrices.
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let Gmatvec { layout: l, batch } = *self;
+        l.check().map_err(|e| KernelError::Shape {
+            kernel: "gmatvec",
+            what: e.to_string(),
+        })?;
+        plan::ensure(batch >= 1, "gmatvec", || {
+            "the batch must have at least one row".into()
+        })?;
+        let stats = match l.stats {
+            Stats::Affine => "affine",
+            Stats::Bilevel { .. } => "bilevel",
+        };
+        let b = if batch == 1 { 1 } else { TILE };
+        let (reduction, why) = plan::row_reduction(caps);
+        let kind = reduction.matvec_name();
+        let v = crate::select(
+            "gmatvec",
+            &format!("{stats}_b{b}_{kind}"),
+            why,
+            caps,
+            choice,
+        )?;
+        plan::ensure(
+            v.define("BILEVEL").is_some() == matches!(l.stats, Stats::Bilevel { .. }),
+            "gmatvec",
+            || format!("variant {} does not read {stats} statistics", v.id()),
+        )?;
+        let tile = v.define_u32("BATCH") as u64;
+        plan::index_u32("gmatvec", "rows * code words", l.rows * l.code_words())?;
+        plan::index_u32("gmatvec", "batch * cols", batch.saturating_mul(l.cols))?;
+        plan::index_u32("gmatvec", "batch * rows", batch.saturating_mul(l.rows))?;
+        let (stat_bits, stat_rows) = match l.stats {
+            Stats::Affine => (0, 1),
+            Stats::Bilevel { bits, rows } => (bits, rows as u32),
+        };
+        let params = Params {
+            rows: l.rows as u32,
+            cols: l.cols as u32,
+            bits: l.bits,
+            group: l.group as u32,
+            code_words: l.code_words() as u32,
+            stat_words: l.stat_words() as u32,
+            stat_bits,
+            stat_rows,
+            batch: batch as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
+        let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
+            u64::from(v.define_u32("WG"))
+        } else {
+            1
+        };
+        let workgroups = plan::grid_2d("gmatvec", l.rows, batch, rows_per_group, tile, caps)?;
+        Ok(Plan {
+            variant: v,
+            params: bytemuck::bytes_of(&params).to_vec(),
+            workgroups,
+        })
+    }
+}
+
+/// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (each decoded with
+/// `GroupMatrix::dense`, the shader's arithmetic) and then the row's outliers lane, lane + wg, ...,
+/// accumulating in that order; the tree of `shaders/common/reduce.wgsl` combines the lanes. With `wg = 1`
+/// this is the `lanes` variants' order.
+pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
+    let l = &m.layout;
+    let mut slots = vec![vec![0f32; wg]; batch];
+    for row in 0..l.rows {
+        for s in slots.iter_mut() {
+            s.fill(0.0);
+        }
+        for lane in 0..wg {
+            let mut g = lane;
+            while g < l.groups() {
+                for t in 0..l.group {
+                    let j = g * l.group + t;
+                    let w = m.dense(row, j);
+                    let c = m.perm[j] as usize;
+                    for (b, s) in slots.iter_mut().enumerate() {
+                        s[lane] += w * x[b * l.cols + c];
+                    }
+                }
+                g += wg;
+            }
+            let (start, end) = (m.outliers[row] as usize, m.outliers[row + 1] as usize);
+            let mut e = start + lane;
+            while e < end {
+                let word = m.outliers[e];
+                let v = half::f16::from_bits((word >> 16) as u16).to_f32();
+                let c = m.perm[(word & 0xFFFF) as usize] as usize;
+                for (b, s) in slots.iter_mut().enumerate() {
+                    s[lane] += v * x[b * l.cols + c];
+                }
+                e += wg;
+            }
+        }
+        for (b, s) in slots.iter_mut().enumerate() {
+            y[b * l.rows + row] = tree_sum(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wring_quant::gptq::{Config, Hessian, Method, quantize};
+
+    /// The twin's lane-ordered sums agree with the plain product of the dequantized matrix (which
+    /// applies the permutation and outliers independently), for each statistics form and lane count.
+    #[test]
+    fn the_twin_is_the_product_of_the_dequantized_matrix() {
+        let (rows, cols) = (32, 64);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut h = Hessian::new(cols);
+        let xs: Vec<f32> = (0..4 * cols * cols)
+            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        h.add(&xs);
+        for cfg in [Config::spqr(3), Config::plain(Method::Gptq, 4, 32)] {
+            let (m, _) = quantize(&w, rows, cols, &h, &cfg).unwrap();
+            let dense = m.dequantize();
+            let x: Vec<f32> = (0..2 * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            let want: Vec<f64> = (0..2)
+                .flat_map(|b| {
+                    let (dense, x) = (&dense, &x);
+                    (0..rows).map(move |r| {
+                        (0..cols)
+                            .map(|c| f64::from(dense[r * cols + c]) * f64::from(x[b * cols + c]))
+                            .sum::<f64>()
+                    })
+                })
+                .collect();
+            for wg in [1, 8, 64] {
+                let mut y = vec![0f32; 2 * rows];
+                cpu(&m, &x, &mut y, 2, wg);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!((f64::from(*a) - b).abs() < 1e-4, "{a} vs {b}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! wring's sparse-outlier family: products with weights kept in `wring-quant`'s group layout below 4 bits
+//! (2- to 8-bit codes in groups along the input, affine f16 or SpQR bilevel statistics, an optional input
+//! permutation) and a sparse part of f16 outlier corrections stored per row (CSR). `gmatvec` dequantizes
+//! in registers, never in device memory, and gathers each row's outliers in the same workgroup after its
+//! dense part, so no row waits on another. The layout and its reference dequantizer are
+//! `wring_quant::group`'s.
+
+pub mod gmatvec;
+
+pub use gmatvec::Gmatvec;
+
+wring_kernels_core::family!();

@@ -1,0 +1,162 @@
+// y[b][row] = sum_j W[row][j] x[b][j] for W in wring's group layout (wring_quant::group): `bits`-bit codes
+// packed along each row, statistics per (row, group of `group` stored columns), the columns stored in the
+// order `perm` (stored column j multiplies x[perm[j]]), and a sparse part of f16 corrections per row.
+// Activation rows are taken BATCH at a time (the grid's y dimension), so each weight is decoded once per
+// tile of BATCH rows.
+//
+// Statistics: affine (f16 d and m per (row, group): w = d q + m), or, in the BILEVEL variants, SpQR's
+// quantized scale and zero per (row, group) with f16 second-order parameters per block of `stat_rows`
+// rows: s = ss (qs - sz), z = zs (qz - zz), w = s (q - z).
+//
+// Outliers: `outliers` starts with rows + 1 offsets; a row's entries hold the stored column in the low 16
+// bits and the f16 correction in the high 16. They are added by the same lanes after the dense part.
+#import reduce
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    bits: u32,
+    group: u32,
+    code_words: u32,
+    stat_words: u32,
+    stat_bits: u32,
+    stat_rows: u32,
+    batch: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> stats: array<u32>;
+#ifdef BILEVEL
+@group(0) @binding(3) var<storage, read> second: array<u32>;
+#endif
+@group(0) @binding(4) var<storage, read> perm: array<u32>;
+@group(0) @binding(5) var<storage, read> outliers: array<u32>;
+@group(0) @binding(6) var<storage, read> x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+
+// The n-bit field starting at bit s of w0, continued in w1 when it straddles the word boundary.
+fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
+    var v = w0 >> s;
+    if (s + n > 32u) {
+        v |= w1 << (32u - s);
+    }
+    return v & ((1u << n) - 1u);
+}
+
+// The code of stored column j in a row whose codes start at word `base`.
+fn code_at(base: u32, j: u32) -> f32 {
+    let at = j * params.bits;
+    let w = base + at / 32u;
+    let s = at % 32u;
+    var w1 = 0u;
+    if (s + params.bits > 32u) {
+        w1 = codes[w + 1u];
+    }
+    return f32(field(codes[w], w1, s, params.bits));
+}
+
+// A group's statistics as (a, b) with w = a (q - b): affine d q + m is d (q - (-m / d)), but it is
+// evaluated as d q + m to match the reference bit for bit, so the affine case returns (d, m) and
+// `weight` tells the two apart.
+fn group_stats(row: u32, g: u32) -> vec2<f32> {
+#ifdef BILEVEL
+    let groups = params.cols / params.group;
+    let base = 2u * ((row / params.stat_rows) * groups + g);
+    let a = unpack2x16float(second[base]);
+    let b = unpack2x16float(second[base + 1u]);
+    let fb = 2u * params.stat_bits;
+    let at = g * fb;
+    let w = row * params.stat_words + at / 32u;
+    let s = at % 32u;
+    var w1 = 0u;
+    if (s + fb > 32u) {
+        w1 = stats[w + 1u];
+    }
+    let f = field(stats[w], w1, s, fb);
+    let qs = f32(f & ((1u << params.stat_bits) - 1u));
+    let qz = f32(f >> params.stat_bits);
+    return vec2<f32>(a.x * (qs - a.y), b.x * (qz - b.y));
+#else
+    return unpack2x16float(stats[row * (params.cols / params.group) + g]);
+#endif
+}
+
+fn weight(st: vec2<f32>, q: f32) -> f32 {
+#ifdef BILEVEL
+    return st.x * (q - st.y);
+#else
+    return st.x * q + st.y;
+#endif
+}
+
+// The activation of tile row b at input column c (rows past the batch are clamped; their sums are not
+// stored).
+fn act(b0: u32, b: u32, c: u32) -> f32 {
+    return x[min(b0 + b, params.batch - 1u) * params.cols + c];
+}
+
+// Adds row `row`'s products for the groups lane, lane + lanes, ... and then its outliers lane,
+// lane + lanes, ... to sums.
+fn row_sums(row: u32, b0: u32, lane: u32, lanes: u32) -> array<f32, BATCH> {
+    var sums: array<f32, BATCH>;
+    let groups = params.cols / params.group;
+    let base = row * params.code_words;
+    for (var g = lane; g < groups; g += lanes) {
+        let st = group_stats(row, g);
+        for (var t = 0u; t < params.group; t++) {
+            let j = g * params.group + t;
+            let w = weight(st, code_at(base, j));
+            let c = perm[j];
+            for (var b = 0u; b < BATCH; b++) {
+                sums[b] += w * act(b0, b, c);
+            }
+        }
+    }
+    let end = outliers[row + 1u];
+    for (var e = outliers[row] + lane; e < end; e += lanes) {
+        let word = outliers[e];
+        let v = unpack2x16float(word).y;
+        let c = perm[word & 0xFFFFu];
+        for (var b = 0u; b < BATCH; b++) {
+            sums[b] += v * act(b0, b, c);
+        }
+    }
+    return sums;
+}
+
+#ifdef ROW_PER_LANE
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row = inv.wid.x * WG + inv.lid;
+    let b0 = inv.wid.y * BATCH;
+    if (row >= params.rows) {
+        return;
+    }
+    let sums = row_sums(row, b0, 0u, 1u);
+    for (var b = 0u; b < BATCH; b++) {
+        if (b0 + b < params.batch) {
+            y[(b0 + b) * params.rows + row] = sums[b];
+        }
+    }
+}
+#else
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row = inv.wid.x;
+    let b0 = inv.wid.y * BATCH;
+    if (row >= params.rows) {
+        return;
+    }
+    let sums = row_sums(row, b0, inv.lid, WG);
+    for (var b = 0u; b < BATCH; b++) {
+        let total = reduce_sum(sums[b], inv);
+        if (inv.lid == 0u && b0 + b < params.batch) {
+            y[(b0 + b) * params.rows + row] = total;
+        }
+    }
+}
+#endif

@@ -1,0 +1,193 @@
+//! `gmatvec`: `y[b] = W x[b]` with W group-quantized below 4 bits (affine or SpQR bilevel statistics,
+//! permuted columns, per-row f16 outliers). Budget: NMSE 1e-9 (the twin decodes with the reference
+//! `GroupMatrix::dense` and adds in the shader's order; only the subgroup variants' reduction order and
+//! the driver's contraction of multiply-adds differ). Matrices are random in every field (codes over their
+//! whole range, statistics, permutation, 0 to 4 outliers per row), at 2, 3, 4 and 8 bits, groups of 16 and
+//! 32, rows that end inside a workgroup of the lanes variants, codes that straddle words (48 columns of 3
+//! bits), SmolLM2's 576 columns, and batches within one tile, exactly one, and ragged tiles.
+
+use half::f16;
+use wring::kernels::check::Tolerance;
+use wring::kernels::sparse::{Gmatvec, gmatvec};
+use wring::kernels::{Choice, DType, Variant};
+use wring::quant::group::{Builder, GroupMatrix, Layout, Stats};
+
+use crate::harness::{Case, Rng};
+use crate::kernels::{Planned, planned, variants};
+
+/// A random matrix of this layout: every field drawn over its range.
+pub fn random_matrix(layout: Layout, seed: u64) -> GroupMatrix {
+    let mut rng = Rng::new(seed);
+    let Layout {
+        rows, cols, bits, ..
+    } = layout;
+    let groups = layout.groups();
+    let maxq = (1u32 << bits) as f32;
+    let codes: Vec<u8> = rng
+        .vec(rows * cols, 0.0, maxq - 0.01)
+        .into_iter()
+        .map(|v| v as u8)
+        .collect();
+    let affine: Vec<(f16, f16)> = (0..rows * groups)
+        .map(|_| {
+            let v = rng.vec(2, 0.0, 1.0);
+            (
+                f16::from_f32(0.002 + 0.02 * v[0]),
+                f16::from_f32(-0.1 * v[1]),
+            )
+        })
+        .collect();
+    let (quantized, second) = match layout.stats {
+        Stats::Affine => (Vec::new(), Vec::new()),
+        Stats::Bilevel { bits: sb, rows: sr } => {
+            let top = (1u32 << sb) as f32 - 0.01;
+            let q: Vec<(u8, u8)> = (0..rows * groups)
+                .map(|_| {
+                    let v = rng.vec(2, 0.0, top);
+                    (v[0] as u8, v[1] as u8)
+                })
+                .collect();
+            let s: Vec<[f16; 4]> = (0..(rows / sr) * groups)
+                .map(|_| {
+                    let v = rng.vec(4, 0.0, 1.0);
+                    [
+                        f16::from_f32(0.001 + 0.004 * v[0]),
+                        f16::from_f32(-2.0 * v[1]),
+                        f16::from_f32(0.1 + 0.5 * v[2]),
+                        f16::from_f32(-v[3]),
+                    ]
+                })
+                .collect();
+            (q, s)
+        }
+    };
+    // A permutation by sorting random keys.
+    let keys = rng.vec(cols, 0.0, 1.0);
+    let mut perm: Vec<u32> = (0..cols as u32).collect();
+    perm.sort_by(|&a, &b| keys[a as usize].total_cmp(&keys[b as usize]));
+    let outliers: Vec<Vec<(u16, f16)>> = (0..rows)
+        .map(|_| {
+            let n = rng.vec(1, 0.0, 4.99)[0] as usize;
+            let mut cs: Vec<u16> = rng
+                .vec(n, 0.0, cols as f32 - 0.01)
+                .into_iter()
+                .map(|v| v as u16)
+                .collect();
+            cs.sort_unstable();
+            cs.dedup();
+            cs.into_iter()
+                .map(|c| (c, f16::from_f32(rng.vec(1, -0.5, 0.5)[0])))
+                .collect()
+        })
+        .collect();
+    Builder {
+        layout,
+        codes: &codes,
+        affine: &affine,
+        quantized: &quantized,
+        second: &second,
+        perm: Some(&perm),
+        outliers: &outliers,
+    }
+    .build()
+    .expect("a valid random matrix")
+}
+
+fn gmatvec_case(v: &'static Variant, layout: Layout, batch: usize, seed: u64) -> Case<'static> {
+    let m = random_matrix(layout, seed);
+    let mut rng = Rng::new(seed ^ 0x5151);
+    let x = rng.vec(batch * layout.cols, -1.0, 1.0);
+    let mut y = vec![0f32; batch * layout.rows];
+    let lanes = if v.define("ROW_PER_LANE").is_some() {
+        1
+    } else {
+        v.define_u32("WG") as usize
+    };
+    gmatvec::cpu(&m, &x, &mut y, batch, lanes);
+    Case {
+        name: format!(
+            "gmatvec variant={} rows={} cols={} bits={} group={} stats={:?} batch={batch} seed={seed}",
+            v.name, layout.rows, layout.cols, layout.bits, layout.group, layout.stats
+        ),
+        tol: Tolerance::Nmse(1e-9),
+        out_dtype: DType::F32,
+        out_shape: vec![batch, layout.rows],
+        expected: y,
+        record: Box::new(move |ctx, step, out| {
+            let up = |name: &str, shape: &[usize], data: &[u32]| {
+                ctx.upload(shape, data).map(|t| (name.to_string(), t))
+            };
+            let (rows, words) = (layout.rows, layout.code_words());
+            let mut ts = vec![
+                up("codes", &[rows, words], &m.codes)?,
+                up("stats", &[rows, layout.stat_words()], &m.stats)?,
+                up("perm", &[layout.cols], &m.perm)?,
+                up("outliers", &[m.outliers.len()], &m.outliers)?,
+            ];
+            if matches!(layout.stats, Stats::Bilevel { .. }) {
+                ts.push(up("second", &[m.second.len()], &m.second)?);
+            }
+            let tx = ctx.upload(&[batch, layout.cols], &x)?;
+            let unit = Gmatvec { layout, batch };
+            let mut ops: Vec<(&str, &wring::runtime::Tensor)> =
+                ts.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            ops.push(("x", &tx));
+            ops.push(("y", out));
+            step.run_with(&unit, Choice::Force(&v.name), &ops)
+        }),
+        needs_f16: v.requires.f16,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+pub fn cases() -> Vec<Planned> {
+    let mut out = Vec::new();
+    for v in variants("gmatvec") {
+        let bilevel = v.define("BILEVEL").is_some();
+        let batches: &[usize] = if v.define_u32("BATCH") == 1 {
+            &[1, 3]
+        } else {
+            &[2, 8, 21]
+        };
+        // (rows, cols, bits, group): rows ending inside a lanes workgroup (67, or 20 with 4-row statistics
+        // blocks), codes straddling words, SmolLM2's width.
+        let shapes: &[(usize, usize, u32, usize)] = if bilevel {
+            &[
+                (20, 48, 3, 16),
+                (48, 64, 2, 16),
+                (32, 576, 3, 16),
+                (16, 64, 4, 32),
+            ]
+        } else {
+            &[
+                (67, 48, 3, 16),
+                (16, 64, 2, 32),
+                (32, 576, 4, 32),
+                (9, 64, 8, 16),
+            ]
+        };
+        for (i, &(rows, cols, bits, group)) in shapes.iter().enumerate() {
+            let stats = if bilevel {
+                Stats::Bilevel {
+                    bits: 3,
+                    rows: if rows % 16 == 0 { 16 } else { 4 },
+                }
+            } else {
+                Stats::Affine
+            };
+            let layout = Layout {
+                rows,
+                cols,
+                bits,
+                group,
+                stats,
+            };
+            for &batch in batches {
+                out.push(planned(v, move || {
+                    gmatvec_case(v, layout, batch, (i * 100 + batch) as u64)
+                }));
+            }
+        }
+    }
+    out
+}

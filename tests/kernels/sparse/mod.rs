@@ -1,0 +1,3 @@
+//! The sparse-outlier family's case generators.
+
+pub mod gmatvec;
