@@ -10,6 +10,7 @@ use wring_gguf::Gguf;
 use wring_quant::BlockFormat;
 use wring_runtime::kernels::tensor::rope::RopeMode;
 use wring_runtime::{Context, Tensor};
+use wring_runtime::dispatch::Weights;
 
 use crate::model::WeightSource;
 use crate::{GgufTokenizer, LlamaConfig, LlmError};
@@ -250,9 +251,9 @@ impl WeightSource for HfModel {
         Ok(self.cfg.clone())
     }
 
-    fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Weights, LlmError> {
         let (shape, values) = self.values(name)?;
-        Ok(ctx.upload(&shape, &values)?)
+        Ok(ctx.upload(&shape, &values)?.into())
     }
 
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
@@ -260,7 +261,7 @@ impl WeightSource for HfModel {
         Ok(ctx.upload(&[values.len()], &values)?)
     }
 
-    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Weights>, LlmError> {
         // Every matrix is widened to f32 here, so any with one inner dimension stack.
         let mut rows = 0;
         let mut inner = None;
@@ -274,6 +275,6 @@ impl WeightSource for HfModel {
             rows += r;
             all.extend_from_slice(&values);
         }
-        Ok(Some(ctx.upload(&[rows, inner.unwrap_or(0)], &all)?))
+        Ok(Some(ctx.upload(&[rows, inner.unwrap_or(0)], &all)?.into()))
     }
 }

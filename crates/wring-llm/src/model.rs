@@ -4,7 +4,7 @@
 use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
-use wring_runtime::dispatch::matmul_weights;
+use wring_runtime::dispatch::{Weights, matmul_weights};
 use wring_runtime::kernels::tensor::{Attention, CopyWords, GetRows, Rope, RopeQkv, SiluMul};
 use wring_runtime::kernels::{DType, Strided};
 use wring_runtime::{Context, Tensor};
@@ -17,11 +17,11 @@ struct Layer {
     attn_norm: Tensor,
     /// q, k and v projections.
     qkv: Projection,
-    wo: Tensor,
+    wo: Weights,
     ffn_norm: Tensor,
     /// Gate and up projections.
     gate_up: Projection,
-    w_down: Tensor,
+    w_down: Weights,
     k_cache: Tensor,
     v_cache: Tensor,
 }
@@ -29,8 +29,8 @@ struct Layer {
 /// Projections that read the same input: stacked row-wise into one weight tensor when the source stores
 /// them in one type (one launch computes them all), else kept apart.
 enum Projection {
-    Stacked(Tensor),
-    Split(Vec<Tensor>),
+    Stacked(Weights),
+    Split(Vec<Weights>),
 }
 
 impl Projection {
@@ -133,7 +133,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     tok_embd: Tensor,
     output_norm: Tensor,
-    output: Option<Tensor>,
+    /// The logits projection: `output.weight`, or the token embedding where the model ties them.
+    output: Weights,
     /// Positions the cache holds.
     pub max_context: usize,
     /// Positions filled so far.
@@ -207,14 +208,24 @@ fn upload_vector(ctx: &Context, g: &Gguf, name: &str) -> Result<Tensor, LlmError
 pub trait WeightSource {
     /// The hyperparameters.
     fn config(&self) -> Result<LlamaConfig, LlmError>;
-    /// A weight matrix (shape [outer, inner]) in the type the source stores.
-    fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
+    /// A weight matrix (shape [outer, inner]) in the format the source stores.
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Weights, LlmError>;
     /// A norm weight as f32.
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError>;
     /// Matrices with one inner dimension and stored type stacked row-wise into one tensor, or `None` when
     /// they cannot be (different types or widths, or a source that does not stack).
-    fn stacked(&self, _ctx: &Context, _names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+    fn stacked(&self, _ctx: &Context, _names: &[&str]) -> Result<Option<Weights>, LlmError> {
         Ok(None)
+    }
+}
+
+/// The token embedding as one tensor (its rows are gathered by id, which only a tensor supports).
+fn embedding(src: &dyn WeightSource, ctx: &Context) -> Result<Tensor, LlmError> {
+    match src.matrix(ctx, "token_embd.weight")? {
+        Weights::Tensor(t) => Ok(t),
+        Weights::Group(_) => Err(LlmError::Unsupported(
+            "a group-quantized token embedding (its rows cannot be gathered yet)".into(),
+        )),
     }
 }
 
@@ -223,18 +234,18 @@ impl WeightSource for Gguf {
         LlamaConfig::from_gguf(self)
     }
 
-    fn matrix(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Weights, LlmError> {
         let t = self
             .tensor(name)
             .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
-        upload(ctx, self, t)
+        Ok(upload(ctx, self, t)?.into())
     }
 
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
         upload_vector(ctx, self, name)
     }
 
-    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Tensor>, LlmError> {
+    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Weights>, LlmError> {
         let infos: Vec<&TensorInfo> = names
             .iter()
             .map(|n| {
@@ -258,7 +269,7 @@ impl WeightSource for Gguf {
             dims: vec![first.dims[0], rows],
             ..first.clone()
         };
-        Ok(Some(upload_bytes(ctx, &stacked, &bytes)?))
+        Ok(Some(upload_bytes(ctx, &stacked, &bytes)?.into()))
     }
 }
 
@@ -301,14 +312,15 @@ impl Llama {
             });
             progress(l + 1, cfg.n_layers);
         }
+        let tok_embd = embedding(src, ctx)?;
         Ok(Llama {
-            tok_embd: get("token_embd.weight")?,
-            output_norm: src.vector(ctx, "output_norm.weight")?,
             output: if cfg.tied_output {
-                None
+                Weights::Tensor(tok_embd.clone())
             } else {
-                Some(get("output.weight")?)
+                get("output.weight")?
             },
+            tok_embd,
+            output_norm: src.vector(ctx, "output_norm.weight")?,
             layers,
             max_context,
             pos: 0,
@@ -499,12 +511,7 @@ impl Llama {
                 })?
         };
         let logits = f32t(&[rows, c.vocab])?;
-        matmul_weights(
-            &mut step,
-            self.output.as_ref().unwrap_or(&self.tok_embd),
-            &xn,
-            &logits,
-        )?;
+        matmul_weights(&mut step, &self.output, &xn, &logits)?;
         let report = step.submit()?;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;

@@ -281,6 +281,44 @@ impl GroupMatrix {
         }
     }
 
+    /// Matrices with the same columns, format and column order stacked row-wise into one (the q, k and v
+    /// projections read one input, so act_order gives them one order): `None` when they differ.
+    pub fn stack(parts: &[&GroupMatrix]) -> Option<GroupMatrix> {
+        let first = parts.first()?;
+        let l0 = first.layout;
+        if parts
+            .iter()
+            .any(|p| Layout { rows: l0.rows, ..p.layout } != l0 || p.perm != first.perm)
+        {
+            return None;
+        }
+        let rows: usize = parts.iter().map(|p| p.layout.rows).sum();
+        let mut offsets = Vec::with_capacity(rows + 1);
+        let mut entries = Vec::new();
+        let mut at = (rows + 1) as u32;
+        offsets.push(at);
+        for p in parts {
+            let r = p.layout.rows;
+            for w in p.outliers[..=r].windows(2) {
+                at += w[1] - w[0];
+                offsets.push(at);
+            }
+            entries.extend_from_slice(&p.outliers[r + 1..]);
+        }
+        offsets.extend(entries);
+        let cat = |f: fn(&GroupMatrix) -> &Vec<u32>| -> Vec<u32> {
+            parts.iter().flat_map(|p| f(p).iter().copied()).collect()
+        };
+        Some(GroupMatrix {
+            layout: Layout { rows, ..l0 },
+            codes: cat(|p| &p.codes),
+            stats: cat(|p| &p.stats),
+            second: cat(|p| &p.second),
+            perm: first.perm.clone(),
+            outliers: offsets,
+        })
+    }
+
     /// The whole matrix in input-column order [rows][cols], outliers added.
     pub fn dequantize(&self) -> Vec<f32> {
         let l = &self.layout;
@@ -428,6 +466,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn stacking_concatenates_rows() {
+        use crate::gptq::{Config, Hessian, quantize};
+        let h = Hessian::identity(32);
+        let cfg = Config {
+            act_order: false,
+            ..Config::spqr(3)
+        };
+        let a_w: Vec<f32> = (0..16 * 32).map(|i| ((i * 37) % 17) as f32 * 0.01).collect();
+        let mut b_w: Vec<f32> = (0..32 * 32).map(|i| ((i * 11) % 13) as f32 * 0.02).collect();
+        b_w[5] = 3.0;
+        let a = quantize(&a_w, 16, 32, &h, &cfg).unwrap().0;
+        let b = quantize(&b_w, 32, 32, &h, &cfg).unwrap().0;
+        let s = GroupMatrix::stack(&[&a, &b]).unwrap();
+        s.check().unwrap();
+        let mut want = a.dequantize();
+        want.extend(b.dequantize());
+        assert_eq!(s.dequantize(), want);
+        assert_eq!(s.outlier_count(), a.outlier_count() + b.outlier_count());
     }
 
     #[test]

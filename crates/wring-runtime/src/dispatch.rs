@@ -3,12 +3,97 @@
 //! projection, so the weight's format stays a property of the tensor and one model implementation serves
 //! quantized and float weights.
 
+use wring_quant::group::{GroupMatrix, Layout, Stats};
+
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::DType;
 use crate::kernels::quant::{Qmatmul, Qmatvec};
+use crate::kernels::sparse::Gmatvec;
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
 use crate::tensor::Tensor;
+
+/// A weight matrix [rows, cols] on the device in any format wring multiplies activations by: one tensor
+/// (f32, f16 or packed GGUF blocks), or a group-quantized matrix below 4 bits in the sparse-outlier
+/// family's layout (several buffers).
+#[derive(Debug, Clone)]
+pub enum Weights {
+    /// A tensor of shape [rows, cols].
+    Tensor(Tensor),
+    /// A group-quantized matrix.
+    Group(GroupWeights),
+}
+
+impl From<Tensor> for Weights {
+    fn from(t: Tensor) -> Weights {
+        Weights::Tensor(t)
+    }
+}
+
+impl Weights {
+    /// (rows, cols).
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            Weights::Tensor(t) => dims2(t, "w"),
+            Weights::Group(g) => Ok((g.layout.rows, g.layout.cols)),
+        }
+    }
+
+    /// Bytes on the device.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Weights::Tensor(t) => t.bytes(),
+            Weights::Group(g) => g.buffers().iter().map(|(_, t)| t.bytes()).sum(),
+        }
+    }
+}
+
+/// The device buffers of a [`GroupMatrix`].
+#[derive(Debug, Clone)]
+pub struct GroupWeights {
+    /// Shape and format.
+    pub layout: Layout,
+    codes: Tensor,
+    stats: Tensor,
+    second: Option<Tensor>,
+    perm: Tensor,
+    outliers: Tensor,
+}
+
+impl GroupWeights {
+    /// Checks `m` (every buffer's length, the permutation, the outlier offsets and columns: what the kernel
+    /// trusts) and uploads it.
+    pub fn upload(ctx: &Context, m: &GroupMatrix) -> Result<GroupWeights> {
+        m.check().map_err(|e| Error::Shape(e.to_string()))?;
+        let l = m.layout;
+        Ok(GroupWeights {
+            layout: l,
+            codes: ctx.upload(&[l.rows, l.code_words()], &m.codes)?,
+            stats: ctx.upload(&[l.rows, l.stat_words()], &m.stats)?,
+            second: match l.stats {
+                Stats::Bilevel { .. } => Some(ctx.upload(&[m.second.len()], &m.second)?),
+                Stats::Affine => None,
+            },
+            perm: ctx.upload(&[l.cols], &m.perm)?,
+            outliers: ctx.upload(&[m.outliers.len()], &m.outliers)?,
+        })
+    }
+
+    /// The buffers by their kernel operand names.
+    fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut b = vec![
+            ("codes", &self.codes),
+            ("stats", &self.stats),
+            ("perm", &self.perm),
+            ("outliers", &self.outliers),
+        ];
+        if let Some(s) = &self.second {
+            b.push(("second", s));
+        }
+        b
+    }
+}
 
 fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
     match t.shape() {
@@ -21,7 +106,27 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 /// [m, n]. Quantized weights go to qmatvec for one row, for batches on CPU adapters (its 8-row tiles
 /// need no barriers) and for f16 activations, and to the tiled qmatmul for batches on GPUs; float
 /// weights go to matvec for one row and matmul otherwise.
-pub fn matmul_weights(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Result<()> {
+///
+/// Group-quantized weights go to gmatvec (one row, or tiles of 8 rows), whatever the adapter.
+pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) -> Result<()> {
+    match w {
+        Weights::Tensor(t) => matmul_tensor(step, t, x, y),
+        Weights::Group(g) => {
+            let (m, _) = dims2(x, "x")?;
+            let mut ops = g.buffers();
+            ops.extend([("x", x), ("y", y)]);
+            step.run(
+                &Gmatvec {
+                    layout: g.layout,
+                    batch: m,
+                },
+                &ops,
+            )
+        }
+    }
+}
+
+fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Result<()> {
     let (n, k) = dims2(w, "w")?;
     let (m, _) = dims2(x, "x")?;
     let caps = *step.caps();

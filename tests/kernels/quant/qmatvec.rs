@@ -10,7 +10,8 @@ use wring::kernels::quant::Qmatvec;
 use wring::kernels::quant::qmatvec;
 use wring::kernels::{Choice, DType, Kernel as _, Variant};
 use wring::quant::BlockFormat;
-use wring::runtime::dispatch::matmul_weights;
+use wring::quant::gptq::{Config, Hessian, quantize};
+use wring::runtime::dispatch::{GroupWeights, Weights, matmul_weights};
 
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variant_format, variants};
@@ -225,30 +226,38 @@ fn qmatvec_plans_refuse_bad_shapes() {
 
 #[test]
 fn quantized_and_float_weights_share_one_entry_point() {
-    // The same weights as Q8_0 blocks and as their dequantized f32 values give the same product
-    // through matmul_weights, for one row and for a batch.
+    // The same weights as Q8_0 blocks and as their dequantized f32 values, and a group-quantized matrix
+    // (SpQR's format) and its dequantized values, give the same products through matmul_weights, for one
+    // row and for a batch.
     let ctx = crate::harness::ctx();
-    let (n, k) = (40, 64);
+    let (n, k) = (48, 64);
     let mut rng = Rng::new(77);
     let wq = BlockFormat::Q8_0
         .quantize_to_vec(&rng.vec(n * k, -0.1, 0.1))
         .unwrap();
     let wf = BlockFormat::Q8_0.dequantize_to_vec(&wq, n * k).unwrap();
-    let tq = ctx.upload_blocks(&[n, k], BlockFormat::Q8_0, &wq).unwrap();
-    let tf = ctx.upload(&[n, k], &wf).unwrap();
+    let tq: Weights = ctx.upload_blocks(&[n, k], BlockFormat::Q8_0, &wq).unwrap().into();
+    let tf: Weights = ctx.upload(&[n, k], &wf).unwrap().into();
+    let mut h = Hessian::new(k);
+    h.add(&rng.vec(8 * k * k, -1.0, 1.0));
+    let gm = quantize(&wf, n, k, &h, &Config::spqr(3)).unwrap().0;
+    let tg = Weights::Group(GroupWeights::upload(ctx, &gm).unwrap());
+    let tgf: Weights = ctx.upload(&[n, k], &gm.dequantize()).unwrap().into();
     for m in [1, 5] {
         let x = ctx.upload(&[m, k], &rng.vec(m * k, -1.0, 1.0)).unwrap();
-        let (yq, yf) = (
-            ctx.empty(&[m, n], DType::F32).unwrap(),
-            ctx.empty(&[m, n], DType::F32).unwrap(),
-        );
-        let mut s = ctx.step("one entry point");
-        matmul_weights(&mut s, &tq, &x, &yq).unwrap();
-        matmul_weights(&mut s, &tf, &x, &yf).unwrap();
-        s.submit().unwrap();
-        let (a, b) = (ctx.read::<f32>(&yq).unwrap(), ctx.read::<f32>(&yf).unwrap());
-        let e = wring::kernels::check::compare(&a, &b, Tolerance::Nmse(1e-10));
-        assert!(e.is_ok(), "m={m}: {}", e.unwrap_err());
+        for (what, a, b) in [("Q8_0", &tq, &tf), ("SpQR", &tg, &tgf)] {
+            let (ya, yb) = (
+                ctx.empty(&[m, n], DType::F32).unwrap(),
+                ctx.empty(&[m, n], DType::F32).unwrap(),
+            );
+            let mut s = ctx.step("one entry point");
+            matmul_weights(&mut s, a, &x, &ya).unwrap();
+            matmul_weights(&mut s, b, &x, &yb).unwrap();
+            s.submit().unwrap();
+            let (a, b) = (ctx.read::<f32>(&ya).unwrap(), ctx.read::<f32>(&yb).unwrap());
+            let e = wring::kernels::check::compare(&a, &b, Tolerance::Nmse(1e-10));
+            assert!(e.is_ok(), "{what} m={m}: {}", e.unwrap_err());
+        }
     }
 }
 
