@@ -2,6 +2,7 @@
 //! when there is none (CI installs Mesa's software Vulkan driver for that reason).
 
 mod codec;
+mod compress;
 mod fixture;
 mod harness;
 mod hostile;

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use wring_gguf::Gguf;
 use wring_quant::BlockFormat;
+use wring_runtime::dispatch::Weights;
 use wring_runtime::kernels::tensor::rope::RopeMode;
 use wring_runtime::{Context, Tensor};
-use wring_runtime::dispatch::Weights;
 
 use crate::model::WeightSource;
 use crate::{GgufTokenizer, LlamaConfig, LlmError};

@@ -2,6 +2,7 @@
 //! pass on the GPU. Model code speaks in tensors and `wring_runtime::ops`; it never touches wgpu directly.
 
 pub mod chat;
+pub mod compress;
 pub mod config;
 pub mod hf;
 pub mod layers;

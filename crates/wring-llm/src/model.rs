@@ -347,6 +347,40 @@ impl Llama {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<Vec<f32>, LlmError> {
+        self.run(ctx, tokens, all_logits, None)
+    }
+
+    /// Runs `tokens` like [`Llama::forward`] and also returns what every linear layer read: per layer, the
+    /// inputs of the q/k/v projections, of the output projection, of the gate/up projections and of the
+    /// down projection, each [tokens][width] (what calibration needs for the layer's Hessians).
+    pub fn forward_inputs(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+    ) -> Result<Vec<[Vec<f32>; 4]>, LlmError> {
+        let mut captured = Vec::new();
+        self.run(ctx, tokens, false, Some(&mut captured))?;
+        captured
+            .iter()
+            .map(|sites: &[Tensor; 4]| {
+                let read = |t: &Tensor| ctx.read::<f32>(t);
+                Ok([
+                    read(&sites[0])?,
+                    read(&sites[1])?,
+                    read(&sites[2])?,
+                    read(&sites[3])?,
+                ])
+            })
+            .collect()
+    }
+
+    fn run(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        all_logits: bool,
+        mut capture: Option<&mut Vec<[Tensor; 4]>>,
+    ) -> Result<Vec<f32>, LlmError> {
         let c = &self.cfg;
         let t = tokens.len();
         if t == 0 {
@@ -436,6 +470,20 @@ impl Llama {
                     c.rms_eps,
                 )?;
             }
+            // Calibration keeps a copy of each linear layer's input (the scratch tensors are reused by the
+            // next layer within the same step).
+            let mut keep = |step: &mut wring_runtime::Step<'_>, site: usize, src: &Tensor| {
+                if let Some(cap) = capture.as_deref_mut() {
+                    if cap.len() == i {
+                        let e = |w| ctx.empty(&[t, w], DType::F32);
+                        cap.push([e(c.n_embd)?, e(c.n_embd)?, e(c.n_embd)?, e(c.n_ff)?]);
+                    }
+                    let dst = &cap[i][site];
+                    step.run(&CopyWords::new(dst.len()), &[("src", src), ("dst", dst)])?;
+                }
+                Ok::<(), LlmError>(())
+            };
+            keep(&mut step, 0, &h)?;
             let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
             let r = RopeQkv {
                 rope,
@@ -467,6 +515,7 @@ impl Llama {
                 &probs,
                 &a,
             )?;
+            keep(&mut step, 1, &a)?;
             matmul_weights(&mut step, &layer.wo, &a, &o)?;
             rmsnorm_add(
                 &mut step,
@@ -474,6 +523,7 @@ impl Llama {
                 [&h2, &x_mid],
                 c.rms_eps,
             )?;
+            keep(&mut step, 2, &h2)?;
             let gu = layer.gate_up.apply(ctx, &mut step, &h2, &mut gate_up_out)?;
             if gu[0].0.shares_buffer(&gu[1].0) {
                 let unit = SiluMul::halves(c.n_ff, t);
@@ -482,6 +532,7 @@ impl Llama {
                 let unit = SiluMul::dense(c.n_ff, t);
                 step.run(&unit, &[("a", &gu[0].0), ("b", &gu[1].0), ("y", &gated)])?;
             }
+            keep(&mut step, 3, &gated)?;
             matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only

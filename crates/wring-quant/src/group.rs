@@ -286,10 +286,13 @@ impl GroupMatrix {
     pub fn stack(parts: &[&GroupMatrix]) -> Option<GroupMatrix> {
         let first = parts.first()?;
         let l0 = first.layout;
-        if parts
-            .iter()
-            .any(|p| Layout { rows: l0.rows, ..p.layout } != l0 || p.perm != first.perm)
-        {
+        if parts.iter().any(|p| {
+            Layout {
+                rows: l0.rows,
+                ..p.layout
+            } != l0
+                || p.perm != first.perm
+        }) {
             return None;
         }
         let rows: usize = parts.iter().map(|p| p.layout.rows).sum();
@@ -476,8 +479,12 @@ mod tests {
             act_order: false,
             ..Config::spqr(3)
         };
-        let a_w: Vec<f32> = (0..16 * 32).map(|i| ((i * 37) % 17) as f32 * 0.01).collect();
-        let mut b_w: Vec<f32> = (0..32 * 32).map(|i| ((i * 11) % 13) as f32 * 0.02).collect();
+        let a_w: Vec<f32> = (0..16 * 32)
+            .map(|i| ((i * 37) % 17) as f32 * 0.01)
+            .collect();
+        let mut b_w: Vec<f32> = (0..32 * 32)
+            .map(|i| ((i * 11) % 13) as f32 * 0.02)
+            .collect();
         b_w[5] = 3.0;
         let a = quantize(&a_w, 16, 32, &h, &cfg).unwrap().0;
         let b = quantize(&b_w, 32, 32, &h, &cfg).unwrap().0;

@@ -22,7 +22,7 @@ pub enum Weights {
     /// A tensor of shape [rows, cols].
     Tensor(Tensor),
     /// A group-quantized matrix.
-    Group(GroupWeights),
+    Group(Box<GroupWeights>),
 }
 
 impl From<Tensor> for Weights {
@@ -32,6 +32,11 @@ impl From<Tensor> for Weights {
 }
 
 impl Weights {
+    /// Checks and uploads a group-quantized matrix (see [`GroupWeights::upload`]).
+    pub fn group(ctx: &Context, m: &GroupMatrix) -> Result<Weights> {
+        Ok(Weights::Group(Box::new(GroupWeights::upload(ctx, m)?)))
+    }
+
     /// (rows, cols).
     pub fn dims(&self) -> Result<(usize, usize)> {
         match self {

@@ -11,7 +11,7 @@ use wring::kernels::quant::qmatvec;
 use wring::kernels::{Choice, DType, Kernel as _, Variant};
 use wring::quant::BlockFormat;
 use wring::quant::gptq::{Config, Hessian, quantize};
-use wring::runtime::dispatch::{GroupWeights, Weights, matmul_weights};
+use wring::runtime::dispatch::{Weights, matmul_weights};
 
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variant_format, variants};
@@ -236,12 +236,15 @@ fn quantized_and_float_weights_share_one_entry_point() {
         .quantize_to_vec(&rng.vec(n * k, -0.1, 0.1))
         .unwrap();
     let wf = BlockFormat::Q8_0.dequantize_to_vec(&wq, n * k).unwrap();
-    let tq: Weights = ctx.upload_blocks(&[n, k], BlockFormat::Q8_0, &wq).unwrap().into();
+    let tq: Weights = ctx
+        .upload_blocks(&[n, k], BlockFormat::Q8_0, &wq)
+        .unwrap()
+        .into();
     let tf: Weights = ctx.upload(&[n, k], &wf).unwrap().into();
     let mut h = Hessian::new(k);
     h.add(&rng.vec(8 * k * k, -1.0, 1.0));
     let gm = quantize(&wf, n, k, &h, &Config::spqr(3)).unwrap().0;
-    let tg = Weights::Group(GroupWeights::upload(ctx, &gm).unwrap());
+    let tg = Weights::group(ctx, &gm).unwrap();
     let tgf: Weights = ctx.upload(&[n, k], &gm.dequantize()).unwrap().into();
     for m in [1, 5] {
         let x = ctx.upload(&[m, k], &rng.vec(m * k, -1.0, 1.0)).unwrap();

@@ -1,0 +1,262 @@
+//! Compressing a model's linear layers below 4 bits: calibration statistics gathered by running text
+//! through wring itself on the GPU, every linear layer quantized (round to nearest, GPTQ or SpQR, into
+//! `wring_quant::group`'s layout), and a weight source that serves the quantized matrices in place of the
+//! originals through the same model code.
+//!
+//! The statistics are those of the unquantized model (each layer's inputs come from full-precision
+//! earlier layers), as GPTQ's and SpQR's reference scripts do without their sequential option.
+
+use std::collections::HashMap;
+
+use wring_gguf::Gguf;
+use wring_quant::BlockFormat;
+use wring_quant::gptq::{self, Config, Hessian};
+use wring_quant::group::GroupMatrix;
+use wring_runtime::Context;
+use wring_runtime::dispatch::Weights;
+
+use crate::model::{Llama, WeightSource};
+use crate::{LlamaConfig, LlmError};
+
+/// The linear layers of a block by the input they read: q/k/v, the attention output, gate/up, down.
+pub const SITES: [&[&str]; 4] = [
+    &["attn_q", "attn_k", "attn_v"],
+    &["attn_output"],
+    &["ffn_gate", "ffn_up"],
+    &["ffn_down"],
+];
+
+/// Per block and input site, the Hessian H = 2/N XᵀX of the inputs seen.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// [block][site].
+    pub layers: Vec<[Hessian; 4]>,
+    /// Tokens run.
+    pub tokens: usize,
+}
+
+/// (block, site) of a linear layer's GGUF name.
+pub fn site_of(name: &str) -> Option<(usize, usize)> {
+    let rest = name.strip_prefix("blk.")?;
+    let (block, what) = rest.split_once('.')?;
+    let what = what.strip_suffix(".weight")?;
+    let site = SITES.iter().position(|s| s.contains(&what))?;
+    Some((block.parse().ok()?, site))
+}
+
+impl Calibration {
+    /// The Hessian of the layer named `name` (GGUF naming).
+    pub fn hessian(&self, name: &str) -> Option<&Hessian> {
+        let (b, s) = site_of(name)?;
+        Some(&self.layers.get(b)?[s])
+    }
+}
+
+/// Runs `tokens` through `llama` in windows of `window` tokens (each from an empty cache) and accumulates
+/// every linear layer's input statistics. `progress(done, total)` is called per window.
+pub fn calibrate(
+    llama: &mut Llama,
+    ctx: &Context,
+    tokens: &[u32],
+    window: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Calibration, LlmError> {
+    let cfg = llama.cfg.clone();
+    if window == 0 || tokens.len() < window {
+        return Err(LlmError::Request(format!(
+            "calibration needs at least one window of {window} tokens, got {}",
+            tokens.len()
+        )));
+    }
+    let widths = [cfg.n_embd, cfg.n_embd, cfg.n_embd, cfg.n_ff];
+    let mut layers: Vec<[Hessian; 4]> = (0..cfg.n_layers)
+        .map(|_| widths.map(Hessian::new))
+        .collect();
+    let windows = tokens.len() / window;
+    for w in 0..windows {
+        llama.reset();
+        let inputs = llama.forward_inputs(ctx, &tokens[w * window..(w + 1) * window])?;
+        // The rank-N updates dominate: split the blocks between two threads.
+        let half = layers.len().div_ceil(2);
+        let (a, b) = layers.split_at_mut(half);
+        let (ia, ib) = inputs.split_at(half);
+        std::thread::scope(|s| {
+            s.spawn(|| accumulate(a, ia));
+            accumulate(b, ib);
+        });
+        progress(w + 1, windows);
+    }
+    llama.reset();
+    Ok(Calibration {
+        layers,
+        tokens: windows * window,
+    })
+}
+
+fn accumulate(layers: &mut [[Hessian; 4]], inputs: &[[Vec<f32>; 4]]) {
+    for (hs, xs) in layers.iter_mut().zip(inputs) {
+        for (h, x) in hs.iter_mut().zip(xs) {
+            h.add(x);
+        }
+    }
+}
+
+/// A GGUF matrix as f32 [rows][cols] (rows = outputs).
+pub fn dense_matrix(g: &Gguf, name: &str) -> Result<(usize, usize, Vec<f32>), LlmError> {
+    let t = g
+        .tensor(name)
+        .ok_or_else(|| LlmError::Unsupported(format!("tensor `{name}` is missing")))?;
+    let [cols, rows] = t.dims[..] else {
+        return Err(LlmError::Unsupported(format!("`{name}` is not a matrix")));
+    };
+    let (rows, cols) = (rows as usize, cols as usize);
+    let data = g.tensor_data(t);
+    let values = match t.ggml_type {
+        0 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        1 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        ty => BlockFormat::from_ggml_type(ty)
+            .and_then(|f| f.dequantize_to_vec(data, rows * cols))
+            .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?,
+    };
+    Ok((rows, cols, values))
+}
+
+/// What quantizing a model did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Weights in the quantized linear layers.
+    pub weights: usize,
+    /// Their storage in bits, everything counted.
+    pub bits: f64,
+    /// Outliers kept.
+    pub outliers: usize,
+    /// Σ of GPTQ's objective over the layers.
+    pub proxy_error: f64,
+}
+
+impl Summary {
+    /// Bits per weight of the linear layers.
+    pub fn bits_per_weight(&self) -> f64 {
+        self.bits / self.weights as f64
+    }
+}
+
+/// Quantizes every linear layer of a llama-family GGUF with `cfg`, using the calibration's Hessians
+/// (round to nearest uses none). `progress(name, done, total)` is called per matrix.
+pub fn quantize_linears(
+    g: &Gguf,
+    model: &LlamaConfig,
+    calib: Option<&Calibration>,
+    cfg: &Config,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<(HashMap<String, GroupMatrix>, Summary), LlmError> {
+    let names: Vec<String> = (0..model.n_layers)
+        .flat_map(|b| {
+            SITES
+                .iter()
+                .flat_map(move |s| s.iter().map(move |n| format!("blk.{b}.{n}.weight")))
+        })
+        .collect();
+    let mut out = HashMap::new();
+    let mut summary = Summary {
+        weights: 0,
+        bits: 0.0,
+        outliers: 0,
+        proxy_error: 0.0,
+    };
+    for (i, name) in names.iter().enumerate() {
+        let (rows, cols, w) = dense_matrix(g, name)?;
+        let identity;
+        let h = match (cfg.method, calib) {
+            (gptq::Method::Rtn, _) => {
+                identity = Hessian::identity(cols);
+                &identity
+            }
+            (_, Some(c)) => c.hessian(name).ok_or_else(|| {
+                LlmError::Request(format!("the calibration has no statistics for `{name}`"))
+            })?,
+            (m, None) => {
+                return Err(LlmError::Request(format!(
+                    "{m:?} needs calibration statistics"
+                )));
+            }
+        };
+        let (m, report) = gptq::quantize(&w, rows, cols, h, cfg)
+            .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?;
+        summary.weights += rows * cols;
+        summary.bits += m.bits_per_weight() * (rows * cols) as f64;
+        summary.outliers += report.outliers;
+        summary.proxy_error += report.proxy_error;
+        out.insert(name.clone(), m);
+        progress(name, i + 1, names.len());
+    }
+    Ok((out, summary))
+}
+
+/// A model whose named matrices are replaced by group-quantized ones; everything else comes from `base`.
+pub struct Quantized<'a> {
+    /// Where the other weights, and the configuration, come from.
+    pub base: &'a dyn WeightSource,
+    /// The replacements, by GGUF name.
+    pub matrices: &'a HashMap<String, GroupMatrix>,
+}
+
+impl std::fmt::Debug for Quantized<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quantized")
+            .field("matrices", &self.matrices.len())
+            .finish()
+    }
+}
+
+impl WeightSource for Quantized<'_> {
+    fn config(&self) -> Result<LlamaConfig, LlmError> {
+        self.base.config()
+    }
+
+    fn matrix(&self, ctx: &Context, name: &str) -> Result<Weights, LlmError> {
+        match self.matrices.get(name) {
+            Some(m) => Ok(Weights::group(ctx, m)?),
+            None => self.base.matrix(ctx, name),
+        }
+    }
+
+    fn vector(&self, ctx: &Context, name: &str) -> Result<wring_runtime::Tensor, LlmError> {
+        self.base.vector(ctx, name)
+    }
+
+    fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Weights>, LlmError> {
+        let found: Vec<&GroupMatrix> = names.iter().filter_map(|n| self.matrices.get(*n)).collect();
+        if found.is_empty() {
+            return self.base.stacked(ctx, names);
+        }
+        if found.len() < names.len() {
+            return Ok(None);
+        }
+        match GroupMatrix::stack(&found) {
+            Some(m) => Ok(Some(Weights::group(ctx, &m)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_are_named() {
+        assert_eq!(site_of("blk.3.attn_k.weight"), Some((3, 0)));
+        assert_eq!(site_of("blk.12.attn_output.weight"), Some((12, 1)));
+        assert_eq!(site_of("blk.0.ffn_up.weight"), Some((0, 2)));
+        assert_eq!(site_of("blk.29.ffn_down.weight"), Some((29, 3)));
+        assert_eq!(site_of("token_embd.weight"), None);
+        assert_eq!(site_of("blk.x.attn_q.weight"), None);
+    }
+}
