@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use wring_gguf::Gguf;
-use wring_quant::BlockFormat;
 use wring_quant::gptq::{self, Config, Hessian};
 use wring_quant::group::GroupMatrix;
 use wring_runtime::Context;
@@ -110,20 +109,7 @@ pub fn dense_matrix(g: &Gguf, name: &str) -> Result<(usize, usize, Vec<f32>), Ll
         return Err(LlmError::Unsupported(format!("`{name}` is not a matrix")));
     };
     let (rows, cols) = (rows as usize, cols as usize);
-    let data = g.tensor_data(t);
-    let values = match t.ggml_type {
-        0 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        1 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        ty => BlockFormat::from_ggml_type(ty)
-            .and_then(|f| f.dequantize_to_vec(data, rows * cols))
-            .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?,
-    };
+    let values = crate::model::tensor_f32(g, t)?;
     Ok((rows, cols, values))
 }
 

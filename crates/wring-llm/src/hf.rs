@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use wring_gguf::Gguf;
-use wring_quant::BlockFormat;
 use wring_runtime::dispatch::Weights;
 use wring_runtime::kernels::tensor::rope::RopeMode;
 use wring_runtime::{Context, Tensor};
@@ -73,22 +72,7 @@ pub fn export(g: &Gguf, dir: &Path) -> Result<(), LlmError> {
         let Some(name) = hf_name(&t.name) else {
             continue;
         };
-        let len = t.len() as usize;
-        let data = g.tensor_data(t);
-        let mut values: Vec<f32> = match t.ggml_type {
-            0 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            1 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            ty => BlockFormat::from_ggml_type(ty)
-                .map_err(io)?
-                .dequantize_to_vec(data, len)
-                .map_err(io)?,
-        };
+        let mut values = crate::model::tensor_f32(g, t)?;
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         if t.name.ends_with("attn_q.weight") {
             values = unpermute(&values, cfg.n_heads, cfg.n_embd);

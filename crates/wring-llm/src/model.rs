@@ -189,6 +189,24 @@ fn upload_bytes(ctx: &Context, t: &TensorInfo, data: &[u8]) -> Result<Tensor, Ll
     })
 }
 
+/// A GGUF tensor's values widened to f32 (f32, f16 or any block format wring reads).
+pub fn tensor_f32(g: &Gguf, t: &TensorInfo) -> Result<Vec<f32>, LlmError> {
+    let data = g.tensor_data(t);
+    Ok(match t.ggml_type {
+        0 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        1 => data
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        ty => BlockFormat::from_ggml_type(ty)
+            .and_then(|f| f.dequantize_to_vec(data, t.len() as usize))
+            .map_err(|e| LlmError::Unsupported(format!("`{}`: {e}", t.name)))?,
+    })
+}
+
 /// A 1-D weight (norms) as an f32 vector, whatever its stored float type.
 fn upload_vector(ctx: &Context, g: &Gguf, name: &str) -> Result<Tensor, LlmError> {
     let t = g
