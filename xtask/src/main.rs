@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod codec;
+mod quant;
 #[path = "../../benches/suite.rs"]
 mod suite;
 mod vq;
@@ -22,7 +23,8 @@ struct Cli {
 enum Command {
     /// Benchmark every kernel: GB/s or GFLOP/s, and the fraction of the measured copy bandwidth.
     /// `cargo xtask bench llm` instead measures the LLM as llama-bench does (pp512, tg128);
-    /// `cargo xtask bench codec` the wavelet codec's rate-distortion and the transform's speed.
+    /// `cargo xtask bench codec` the wavelet codec's rate-distortion and the transform's speed;
+    /// `cargo xtask bench quant` bits per weight against quality for the LLM's linears below 4 bits.
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -130,6 +132,19 @@ fn main() -> ExitCode {
                         Ok(())
                     } else {
                         save_json(&dir, "vq.json", r)
+                    }
+                });
+            }
+            if filter.as_deref() == Some("quant") {
+                let dir = out.join(format!("{}-quant", today()));
+                return finish(quant::run(quick), |r| {
+                    for line in &r.summary {
+                        println!("{line}");
+                    }
+                    if no_save {
+                        Ok(())
+                    } else {
+                        save_json(&dir, "quant.json", r)
                     }
                 });
             }

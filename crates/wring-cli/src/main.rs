@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use wring_quant::gptq::{Config, Method};
+use wring_quant::group::Stats;
 use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 use wring_runtime::{Context, ContextOptions, human_bytes};
 use wring_vq::{Init, Metric};
@@ -57,6 +59,9 @@ enum Command {
         /// Time every kernel launch with timestamp queries and print where decode time goes.
         #[arg(long)]
         profile: bool,
+        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
+        #[arg(long)]
+        weights: Option<std::path::PathBuf>,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
     Perplexity {
@@ -71,6 +76,38 @@ enum Command {
         /// Evaluate at most this many chunks.
         #[arg(long)]
         chunks: Option<usize>,
+        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
+        #[arg(long)]
+        weights: Option<std::path::PathBuf>,
+    },
+    /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ or SpQR) into a file of
+    /// compressed weights for `--weights`, calibrating on a text with wring itself.
+    Quantize {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        #[arg(long, value_parser = named(&Method::ALL, Method::name))]
+        method: Method,
+        /// Bits per weight code (2 to 8).
+        #[arg(long, default_value_t = 3)]
+        bits: u32,
+        /// Columns per group (default: 16 for spqr, 32 otherwise).
+        #[arg(long)]
+        group: Option<usize>,
+        /// SpQR's outlier threshold tau (relative to the layer's Hessian-weighted variance); 0 keeps none.
+        #[arg(long, default_value_t = 0.2)]
+        outlier_threshold: f64,
+        /// Quantize columns in their original order instead of by decreasing Hessian diagonal.
+        #[arg(long)]
+        no_act_order: bool,
+        /// Calibration text (needed by gptq and spqr).
+        #[arg(long)]
+        calib: Option<std::path::PathBuf>,
+        /// Calibration tokens at most.
+        #[arg(long, default_value_t = 2048)]
+        calib_tokens: usize,
+        /// The file of compressed weights to write (.safetensors).
+        #[arg(short, long)]
+        output: std::path::PathBuf,
     },
     /// Chat with the model on the terminal, using the model's own chat template; an empty line ends.
     Chat {
@@ -86,6 +123,9 @@ enum Command {
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
+        #[arg(long)]
+        weights: Option<std::path::PathBuf>,
     },
     /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
     Logits {
@@ -278,8 +318,12 @@ fn main() -> ExitCode {
             seed,
             stop,
             profile,
+            weights,
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
-            .and_then(|sampler| generate(model, &prompt, max_tokens, sampler, &stop, profile))
+            .and_then(|sampler| {
+                let source = Source::open(model, weights)?;
+                generate(&source, &prompt, max_tokens, sampler, &stop, profile)
+            })
             .map_err(|e| e.to_string()),
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
         Command::Convert { model, to: _, out } => convert(model, &out).map_err(|e| e.to_string()),
@@ -292,8 +336,12 @@ fn main() -> ExitCode {
             max_tokens,
             temperature,
             seed,
+            weights,
         } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
-            .and_then(|sampler| chat(model, system, max_tokens, sampler))
+            .and_then(|sampler| {
+                let source = Source::open(model, weights)?;
+                chat(&source, system, max_tokens, sampler)
+            })
             .map_err(|e| e.to_string()),
         Command::Encode {
             input,
@@ -334,7 +382,35 @@ fn main() -> ExitCode {
             file,
             ctx,
             chunks,
-        } => perplexity(model, &file, ctx, chunks).map_err(|e| e.to_string()),
+            weights,
+        } => Source::open(model, weights)
+            .and_then(|source| perplexity(&source, &file, ctx, chunks))
+            .map_err(|e| e.to_string()),
+        Command::Quantize {
+            model,
+            method,
+            bits,
+            group,
+            outlier_threshold,
+            no_act_order,
+            calib,
+            calib_tokens,
+            output,
+        } => {
+            let base = match method {
+                Method::Spqr => Config::spqr(bits),
+                m => Config::plain(m, bits, 32),
+            };
+            let cfg = Config {
+                group: group.unwrap_or(base.group),
+                act_order: base.act_order && !no_act_order,
+                outlier_threshold: (method == Method::Spqr && outlier_threshold > 0.0)
+                    .then_some(outlier_threshold),
+                ..base
+            };
+            quantize(model, &cfg, calib.as_deref(), calib_tokens, &output)
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -455,6 +531,114 @@ fn probe(mib: u64, reps: usize) -> Result<(), wring_runtime::Error> {
     Ok(())
 }
 
+/// A model as the commands take it: the GGUF, and the compressed weights replacing its linear layers when
+/// `--weights` names a file (checked against the GGUF it was made from).
+struct Source {
+    gguf: wring_gguf::Gguf,
+    /// The replacements (none without `--weights`).
+    matrices: std::collections::HashMap<String, wring_quant::group::GroupMatrix>,
+}
+
+impl Source {
+    fn open(
+        model: Option<std::path::PathBuf>,
+        weights: Option<std::path::PathBuf>,
+    ) -> Result<Source, wring_llm::LlmError> {
+        let path = model_path(model)?;
+        let gguf = wring_gguf::Gguf::open(&path)?;
+        let matrices = match weights {
+            Some(w) => {
+                let file = wring_llm::compress::open(&w, &path)?;
+                eprintln!(
+                    "compressed weights: {} matrices ({})",
+                    file.matrices.len(),
+                    file.method
+                );
+                file.matrices
+            }
+            None => Default::default(),
+        };
+        Ok(Source { gguf, matrices })
+    }
+
+    /// The weight source the model loads from.
+    fn weights(&self) -> wring_llm::compress::Quantized<'_> {
+        wring_llm::compress::Quantized {
+            base: &self.gguf,
+            matrices: &self.matrices,
+        }
+    }
+}
+
+fn quantize(
+    model: Option<std::path::PathBuf>,
+    cfg: &Config,
+    calib: Option<&std::path::Path>,
+    calib_tokens: usize,
+    output: &std::path::Path,
+) -> Result<(), wring_llm::LlmError> {
+    let path = model_path(model)?;
+    let g = wring_gguf::Gguf::open(&path)?;
+    let text = calib
+        .map(|p| {
+            std::fs::read_to_string(p).map_err(|e| {
+                wring_llm::LlmError::Request(format!("cannot read {}: {e}", p.display()))
+            })
+        })
+        .transpose()?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg:>40} {bar:30} {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let (file, summary) = wring_llm::compress::compress(
+        &ctx,
+        &g,
+        &path,
+        cfg,
+        text.as_deref(),
+        calib_tokens,
+        |stage| match stage {
+            wring_llm::compress::Stage::Calibrating { done, total } => {
+                bar.set_message("calibrating");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            wring_llm::compress::Stage::Quantizing { name, done, total } => {
+                bar.set_message(name.to_string());
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    wring_io::group_file::write(output, &file)
+        .map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
+    let stats = match cfg.stats {
+        Stats::Affine => "affine f16 statistics".to_string(),
+        Stats::Bilevel { bits, rows } => format!("{bits}-bit statistics over {rows} rows"),
+    };
+    eprintln!(
+        "{} matrices, {} weights, {} outliers ({:.3}%), proxy error {:.4e}, in {:.1} s",
+        file.matrices.len(),
+        summary.weights,
+        summary.outliers,
+        100.0 * summary.outliers as f64 / summary.weights as f64,
+        summary.proxy_error,
+        start.elapsed().as_secs_f64()
+    );
+    println!(
+        "{}: {} {}-bit, groups of {}, {stats}: {:.4} bits per weight (linear layers, everything counted)",
+        output.display(),
+        cfg.method.name(),
+        cfg.bits,
+        cfg.group,
+        summary.bits_per_weight()
+    );
+    Ok(())
+}
+
 /// The default model: the local model cache that `.ci/fetch-model.sh` fills.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -480,7 +664,7 @@ fn tokenize(model: Option<std::path::PathBuf>, text: &str) -> Result<(), wring_l
 }
 
 fn generate(
-    model: Option<std::path::PathBuf>,
+    source: &Source,
     prompt: &str,
     max_tokens: usize,
     sampler: wring_llm::Sampler,
@@ -488,14 +672,13 @@ fn generate(
     profile: bool,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
-    let g = wring_gguf::Gguf::open(model_path(model)?)?;
-    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let ctx = Context::new(ContextOptions {
         profile,
         ..Default::default()
     })?;
     let load = std::time::Instant::now();
-    let mut llm = load_with_progress(&ctx, &g)?;
+    let mut llm = load_with_progress(&ctx, &source.weights())?;
     eprintln!(
         "loaded {} layers in {:.2} s on {}",
         llm.cfg.n_layers,
@@ -575,7 +758,7 @@ fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
 }
 
 fn perplexity(
-    model: Option<std::path::PathBuf>,
+    source: &Source,
     file: &std::path::Path,
     n_ctx: usize,
     chunks: Option<usize>,
@@ -583,11 +766,10 @@ fn perplexity(
     let text = std::fs::read_to_string(file).map_err(|e| {
         wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
     })?;
-    let g = wring_gguf::Gguf::open(model_path(model)?)?;
-    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let ids = tok.encode(&text)?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = wring_llm::Llama::load(&ctx, &g, n_ctx, |_, _| {})?;
+    let mut llm = wring_llm::Llama::load_from(&ctx, &source.weights(), n_ctx, |_, _| {})?;
     let start = std::time::Instant::now();
     let p = llm.perplexity(
         &ctx,
@@ -615,21 +797,20 @@ fn perplexity(
 }
 
 fn chat(
-    model: Option<std::path::PathBuf>,
+    source: &Source,
     system: Option<String>,
     max_tokens: usize,
     mut sampler: wring_llm::Sampler,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::{BufRead as _, Write as _};
     use wring_llm::chat::{ChatMessage, render};
-    let g = wring_gguf::Gguf::open(model_path(model)?)?;
-    let tok = wring_llm::GgufTokenizer::from_gguf(&g)?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let template = tok
         .chat_template
         .clone()
         .ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = load_with_progress(&ctx, &g)?;
+    let mut llm = load_with_progress(&ctx, &source.weights())?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let mut messages: Vec<ChatMessage> = system
@@ -722,13 +903,13 @@ fn convert(
 /// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
 fn load_with_progress(
     ctx: &Context,
-    g: &wring_gguf::Gguf,
+    src: &dyn wring_llm::WeightSource,
 ) -> Result<wring_llm::Llama, wring_llm::LlmError> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let llm = wring_llm::Llama::load(ctx, g, 4096, |done, total| {
+    let llm = wring_llm::Llama::load_from(ctx, src, 4096, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

@@ -1,7 +1,9 @@
 //! Array files shared by wring's model crates: numpy's `.npy` (coefficients, codes, vectors) and f32
 //! tensors in safetensors (codebooks). One crate, so the codec and the VQ crate read and write arrays the
-//! same way and neither depends on the other for it.
+//! same way and neither depends on the other for it; and `group_file`, the safetensors file of a model's
+//! group-quantized linear layers.
 
+pub mod group_file;
 pub mod npy;
 pub mod safetensors_f32;
 

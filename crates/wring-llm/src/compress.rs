@@ -14,8 +14,12 @@ use wring_quant::group::GroupMatrix;
 use wring_runtime::Context;
 use wring_runtime::dispatch::Weights;
 
+use std::path::Path;
+
+use wring_io::group_file::{Base, GroupFile};
+
 use crate::model::{Llama, WeightSource};
-use crate::{LlamaConfig, LlmError};
+use crate::{GgufTokenizer, LlamaConfig, LlmError};
 
 /// The linear layers of a block by the input they read: q/k/v, the attention output, gate/up, down.
 pub const SITES: [&[&str]; 4] = [
@@ -185,6 +189,99 @@ pub fn quantize_linears(
     Ok((out, summary))
 }
 
+/// Where [`compress`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage<'a> {
+    /// Calibration windows run so far.
+    Calibrating { done: usize, total: usize },
+    /// Matrices quantized so far, and the last one.
+    Quantizing {
+        name: &'a str,
+        done: usize,
+        total: usize,
+    },
+}
+
+/// Compresses the GGUF at `base_path` (already opened as `g`) with `cfg`: calibration on the first
+/// `calib_tokens` tokens of `calib_text` (in windows of 256 tokens) for GPTQ and SpQR, then every linear
+/// layer, giving the file to write and the summary.
+pub fn compress(
+    ctx: &Context,
+    g: &Gguf,
+    base_path: &Path,
+    cfg: &Config,
+    calib_text: Option<&str>,
+    calib_tokens: usize,
+    mut progress: impl FnMut(Stage<'_>),
+) -> Result<(GroupFile, Summary), LlmError> {
+    let base = Base::of(base_path).map_err(|e| LlmError::Request(e.to_string()))?;
+    let model = LlamaConfig::from_gguf(g)?;
+    let calib = match (cfg.method, calib_text) {
+        (gptq::Method::Rtn, _) => None,
+        (_, None) => {
+            return Err(LlmError::Request(format!(
+                "{} needs calibration text (--calib FILE)",
+                cfg.method.name()
+            )));
+        }
+        (_, Some(text)) => {
+            let tok = GgufTokenizer::from_gguf(g)?;
+            let ids = tok.encode(text)?;
+            let n = ids.len().min(calib_tokens);
+            const WINDOW: usize = 256;
+            if n < WINDOW {
+                return Err(LlmError::Request(format!(
+                    "the calibration text has {} tokens; at least {WINDOW} are needed",
+                    ids.len()
+                )));
+            }
+            let mut llama = Llama::load(ctx, g, WINDOW, |_, _| {})?;
+            Some(calibrate(
+                &mut llama,
+                ctx,
+                &ids[..n],
+                WINDOW,
+                |done, total| progress(Stage::Calibrating { done, total }),
+            )?)
+        }
+    };
+    let (matrices, summary) =
+        quantize_linears(g, &model, calib.as_ref(), cfg, |name, done, total| {
+            progress(Stage::Quantizing { name, done, total })
+        })?;
+    Ok((
+        GroupFile {
+            base,
+            method: format!(
+                "{}; calibration tokens={}",
+                cfg.describe(),
+                calib.as_ref().map_or(0, |c| c.tokens)
+            ),
+            matrices,
+        },
+        summary,
+    ))
+}
+
+/// Reads a file of compressed weights and checks that it was made from the GGUF at `base_path`.
+pub fn open(weights: &Path, base_path: &Path) -> Result<GroupFile, LlmError> {
+    let file = wring_io::group_file::read(weights).map_err(|e| LlmError::Request(e.to_string()))?;
+    let base = Base::of(base_path).map_err(|e| LlmError::Request(e.to_string()))?;
+    if !file.base.matches(&base) {
+        return Err(LlmError::Request(format!(
+            "{} was made from {} ({} bytes, CRC-32 {:08x}), not from {} ({} bytes, CRC-32 {:08x})",
+            weights.display(),
+            file.base.name,
+            file.base.bytes,
+            file.base.crc32,
+            base_path.display(),
+            base.bytes,
+            base.crc32
+        )));
+    }
+    Ok(file)
+}
+
 /// A model whose named matrices are replaced by group-quantized ones; everything else comes from `base`.
 pub struct Quantized<'a> {
     /// Where the other weights, and the configuration, come from.
@@ -230,6 +327,92 @@ impl WeightSource for Quantized<'_> {
             None => Ok(None),
         }
     }
+}
+
+/// A model's next-token distributions on a text, kept to compare other models against (as llama.cpp's
+/// `--kl-divergence-base` does): the log-probabilities at every position llama-perplexity scores.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub n_ctx: usize,
+    pub chunks: usize,
+    pub bos: Option<u32>,
+    /// Per scored position, [vocab] log-probabilities.
+    logprobs: Vec<Vec<f32>>,
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+    let lz = z.ln() as f32 + max;
+    row.iter().map(|&v| v - lz).collect()
+}
+
+/// Records `llama`'s distributions on `tokens` in `chunks` chunks of `n_ctx`.
+pub fn reference(
+    llama: &mut Llama,
+    ctx: &Context,
+    tokens: &[u32],
+    n_ctx: usize,
+    chunks: usize,
+    bos: Option<u32>,
+) -> Result<Reference, LlmError> {
+    let mut logprobs = Vec::new();
+    llama.for_each_scored(ctx, tokens, n_ctx, chunks, bos, |_, row, _| {
+        logprobs.push(log_softmax(row));
+    })?;
+    Ok(Reference {
+        n_ctx,
+        chunks,
+        bos,
+        logprobs,
+    })
+}
+
+/// A model's quality against a reference, with llama.cpp's `--kl-divergence` measures.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Quality {
+    /// Perplexity on the scored positions.
+    pub ppl: f64,
+    /// Mean KL(reference || model) per scored position, in nats.
+    pub kld: f64,
+    /// Fraction of positions where the two models' most likely tokens agree.
+    pub top1: f64,
+    /// Positions scored.
+    pub scored: usize,
+}
+
+/// Scores `llama` on the positions `r` recorded.
+pub fn quality(
+    llama: &mut Llama,
+    ctx: &Context,
+    tokens: &[u32],
+    r: &Reference,
+) -> Result<Quality, LlmError> {
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |p| p.0)
+    };
+    let (mut nll, mut kld, mut same, mut k) = (0.0f64, 0.0f64, 0usize, 0usize);
+    llama.for_each_scored(ctx, tokens, r.n_ctx, r.chunks, r.bos, |_, row, target| {
+        let q = log_softmax(row);
+        let p = &r.logprobs[k];
+        nll -= f64::from(q[target]);
+        kld += p
+            .iter()
+            .zip(&q)
+            .map(|(&lp, &lq)| f64::from(lp).exp() * f64::from(lp - lq))
+            .sum::<f64>();
+        same += usize::from(argmax(p) == argmax(&q));
+        k += 1;
+    })?;
+    Ok(Quality {
+        ppl: (nll / k as f64).exp(),
+        kld: kld / k as f64,
+        top1: same as f64 / k as f64,
+        scored: k,
+    })
 }
 
 #[cfg(test)]

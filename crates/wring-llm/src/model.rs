@@ -642,10 +642,45 @@ impl Llama {
                 tokens.len()
             )));
         }
-        let vocab = self.cfg.vocab;
-        let first = n_ctx / 2;
         let (mut nll, mut count) = (0.0f64, 0usize);
         let mut running = Vec::with_capacity(chunks);
+        self.for_each_scored(ctx, tokens, n_ctx, chunks, bos, |chunk, row, target| {
+            if chunk == running.len() + 1 {
+                running.push((nll / count as f64).exp());
+            }
+            let max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
+            let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+            nll -= f64::from(row[target] - max) - z.ln();
+            count += 1;
+        })?;
+        running.push((nll / count as f64).exp());
+        Ok(Perplexity {
+            ppl: (nll / count as f64).exp(),
+            chunks,
+            scored: count,
+            running,
+        })
+    }
+
+    /// Runs the first `chunks` chunks of `n_ctx` tokens as [`Llama::perplexity`] does and calls
+    /// `visit(chunk, logits, target)` for every scored position: the logits at position j and the token
+    /// j + 1 they predict, for j from n_ctx / 2 to n_ctx - 2.
+    pub fn for_each_scored(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        n_ctx: usize,
+        chunks: usize,
+        bos: Option<u32>,
+        mut visit: impl FnMut(usize, &[f32], usize),
+    ) -> Result<(), LlmError> {
+        let vocab = self.cfg.vocab;
+        if tokens.len() < chunks * n_ctx || n_ctx < 4 || n_ctx > self.max_context {
+            return Err(LlmError::Request(format!(
+                "{chunks} chunks of {n_ctx} tokens need {} tokens and a cache of {n_ctx}",
+                chunks * n_ctx
+            )));
+        }
         for i in 0..chunks {
             let mut batch = tokens[i * n_ctx..(i + 1) * n_ctx].to_vec();
             if let Some(b) = bos {
@@ -653,23 +688,16 @@ impl Llama {
             }
             self.reset();
             let logits = self.forward(ctx, &batch, true)?;
-            for j in first..n_ctx - 1 {
-                let row = &logits[j * vocab..][..vocab];
-                let max = row.iter().fold(f32::MIN, |m, &v| m.max(v));
-                let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
-                let target = tokens[i * n_ctx + j + 1] as usize;
-                nll -= f64::from(row[target] - max) - z.ln();
-                count += 1;
+            for j in n_ctx / 2..n_ctx - 1 {
+                visit(
+                    i,
+                    &logits[j * vocab..][..vocab],
+                    tokens[i * n_ctx + j + 1] as usize,
+                );
             }
-            running.push((nll / count as f64).exp());
         }
         self.reset();
-        Ok(Perplexity {
-            ppl: (nll / count as f64).exp(),
-            chunks,
-            scored: count,
-            running,
-        })
+        Ok(())
     }
 }
 

@@ -89,6 +89,20 @@ pub enum Method {
     Spqr,
 }
 
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 3] = [Method::Rtn, Method::Gptq, Method::Spqr];
+
+    /// The name on command lines and in files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Gptq => "gptq",
+            Method::Spqr => "spqr",
+        }
+    }
+}
+
 /// Quantizer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
@@ -110,6 +124,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// A one-line description, as files record it (`spqr bits=3 group=16 stats=bilevel:3:16 ...`).
+    pub fn describe(&self) -> String {
+        let stats = match self.stats {
+            Stats::Affine => "affine".to_string(),
+            Stats::Bilevel { bits, rows } => format!("bilevel:{bits}:{rows}"),
+        };
+        let tau = self
+            .outlier_threshold
+            .map_or("none".to_string(), |t| t.to_string());
+        format!(
+            "{} bits={} group={} stats={stats} act_order={} damp={} tau={tau}",
+            self.method.name(),
+            self.bits,
+            self.group,
+            self.act_order,
+            self.damp
+        )
+    }
+
     /// SpQR's README recipe at `bits`: groups of 16, 3-bit statistics over 16 rows, act_order, damping 1.0,
     /// τ = 0.2.
     pub fn spqr(bits: u32) -> Config {

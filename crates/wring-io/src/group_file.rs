@@ -1,0 +1,399 @@
+//! wring's file of compressed weights: the group-quantized linear layers of a model, in safetensors, so any
+//! safetensors reader can open it. It holds only the matrices that were quantized and names the GGUF it was
+//! made from (by size and CRC-32), whose other tensors (embedding, norms), configuration and tokenizer the
+//! model takes as they are.
+//!
+//! Schema (version 1). `__metadata__`, all strings:
+//! - `format`: `wring-group`; `version`: `1`;
+//! - `base`: the base model's file name (informational), `base_bytes` and `base_crc32` (decimal): the base
+//!   it must be loaded with;
+//! - `method`: how it was made (informational, e.g. `spqr bits=3 group=16 tau=0.2`);
+//! - for each matrix, its GGUF tensor name as the key and its layout as the value:
+//!   `rows=R cols=C bits=B group=G stats=affine` or `... stats=bilevel:SB:SR` (SB-bit scales and zeros,
+//!   second-order parameters per SR rows; see `wring_quant::group`).
+//!
+//! Tensors, all `U32` (little-endian words, `wring_quant::group`'s buffers): `NAME.codes` [R, code words],
+//! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` [C] (absent when
+//! the columns are in input order), `NAME.outliers` [R + 1 + outliers].
+//!
+//! Reading checks everything before returning a matrix: the schema and version, every layout, each
+//! tensor's type and exact shape, and each matrix's contents (`GroupMatrix::check`: a permutation, rising
+//! outlier offsets, columns in range, finite values); no allocation is sized by a number the file has not
+//! backed with its own bytes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use wring_quant::group::{GroupMatrix, Layout, Stats};
+
+use crate::IoError;
+
+/// The schema's name and version.
+pub const FORMAT: &str = "wring-group";
+pub const VERSION: &str = "1";
+
+/// The most matrices one file may hold (a 405B llama has 126 x 7).
+pub const MAX_MATRICES: usize = 1 << 14;
+
+/// The base model a file was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// File name, for messages.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole file.
+    pub crc32: u32,
+}
+
+/// A file's contents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFile {
+    pub base: Base,
+    /// How it was made.
+    pub method: String,
+    /// The matrices by GGUF tensor name.
+    pub matrices: HashMap<String, GroupMatrix>,
+}
+
+fn layout_string(l: &Layout) -> String {
+    let stats = match l.stats {
+        Stats::Affine => "affine".to_string(),
+        Stats::Bilevel { bits, rows } => format!("bilevel:{bits}:{rows}"),
+    };
+    format!(
+        "rows={} cols={} bits={} group={} stats={stats}",
+        l.rows, l.cols, l.bits, l.group
+    )
+}
+
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    let mut f: HashMap<&str, &str> = HashMap::new();
+    for part in s.split(' ') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("layout field `{part}` is not key=value"))?;
+        if f.insert(k, v).is_some() {
+            return Err(format!("layout field `{k}` is given twice"));
+        }
+    }
+    if f.len() != 5 {
+        return Err(format!(
+            "layout `{s}` must have exactly rows, cols, bits, group, stats"
+        ));
+    }
+    let num = |k: &str| -> Result<usize, String> {
+        let v = f.get(k).ok_or_else(|| format!("layout lacks `{k}`"))?;
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| format!("layout `{k}={v}` is not a number up to 2^32"))
+    };
+    let stats = match f.get("stats").copied() {
+        Some("affine") => Stats::Affine,
+        Some(b) if b.starts_with("bilevel:") => {
+            let mut it = b["bilevel:".len()..].split(':');
+            let (Some(sb), Some(sr), None) = (it.next(), it.next(), it.next()) else {
+                return Err(format!("stats `{b}` is not bilevel:BITS:ROWS"));
+            };
+            Stats::Bilevel {
+                bits: sb.parse().map_err(|_| format!("stats bits `{sb}`"))?,
+                rows: sr.parse().map_err(|_| format!("stats rows `{sr}`"))?,
+            }
+        }
+        other => {
+            return Err(format!(
+                "stats `{}` is not affine or bilevel",
+                other.unwrap_or("")
+            ));
+        }
+    };
+    let l = Layout {
+        rows: num("rows")?,
+        cols: num("cols")?,
+        bits: u32::try_from(num("bits")?).map_err(|e| e.to_string())?,
+        group: num("group")?,
+        stats,
+    };
+    l.check().map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+fn words(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Serializes a file.
+pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
+    let mut meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("version".to_string(), VERSION.to_string()),
+        ("base".to_string(), file.base.name.clone()),
+        ("base_bytes".to_string(), file.base.bytes.to_string()),
+        ("base_crc32".to_string(), file.base.crc32.to_string()),
+        ("method".to_string(), file.method.clone()),
+    ]);
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut names: Vec<&String> = file.matrices.keys().collect();
+    names.sort();
+    for name in names {
+        if meta.contains_key(name.as_str()) {
+            return Err(format!(
+                "a matrix may not be named `{name}` (a metadata key)"
+            ));
+        }
+        let m = &file.matrices[name];
+        m.check().map_err(|e| format!("{name}: {e}"))?;
+        let l = &m.layout;
+        meta.insert(name.clone(), layout_string(l));
+        buffers.push((
+            format!("{name}.codes"),
+            vec![l.rows, l.code_words()],
+            words(&m.codes),
+        ));
+        buffers.push((
+            format!("{name}.stats"),
+            vec![l.rows, l.stat_words()],
+            words(&m.stats),
+        ));
+        if matches!(l.stats, Stats::Bilevel { .. }) {
+            buffers.push((
+                format!("{name}.second"),
+                vec![m.second.len()],
+                words(&m.second),
+            ));
+        }
+        if m.permuted() {
+            buffers.push((format!("{name}.perm"), vec![l.cols], words(&m.perm)));
+        }
+        buffers.push((
+            format!("{name}.outliers"),
+            vec![m.outliers.len()],
+            words(&m.outliers),
+        ));
+    }
+    let views = buffers
+        .iter()
+        .map(|(n, shape, data)| {
+            TensorView::new(Dtype::U32, shape.clone(), data)
+                .map(|v| (n.as_str(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Parses and checks a file held in memory.
+pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let meta = header
+        .metadata()
+        .as_ref()
+        .ok_or("no __metadata__: not a wring-group file")?;
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| format!("metadata lacks `{k}`: not a {FORMAT} file"))
+    };
+    if get("format")? != FORMAT {
+        return Err(format!("format `{}` is not {FORMAT}", get("format")?));
+    }
+    if get("version")? != VERSION {
+        return Err(format!(
+            "{FORMAT} version {} is not supported (this build reads version {VERSION})",
+            get("version")?
+        ));
+    }
+    let base = Base {
+        name: get("base")?.clone(),
+        bytes: get("base_bytes")?
+            .parse()
+            .map_err(|_| "base_bytes is not a number".to_string())?,
+        crc32: get("base_crc32")?
+            .parse()
+            .map_err(|_| "base_crc32 is not a 32-bit number".to_string())?,
+    };
+    let reserved = [
+        "format",
+        "version",
+        "base",
+        "base_bytes",
+        "base_crc32",
+        "method",
+    ];
+    let names: Vec<&String> = meta
+        .keys()
+        .filter(|k| !reserved.contains(&k.as_str()))
+        .collect();
+    if names.len() > MAX_MATRICES {
+        return Err(format!("{} matrices; at most {MAX_MATRICES}", names.len()));
+    }
+    let mut matrices = HashMap::new();
+    for name in names {
+        let layout = parse_layout(&meta[name]).map_err(|e| format!("{name}: {e}"))?;
+        let tensor = |part: &str, shape: Option<Vec<usize>>| -> Result<Option<Vec<u32>>, String> {
+            let full = format!("{name}.{part}");
+            let t = match st.tensor(&full) {
+                Ok(t) => t,
+                Err(safetensors::SafeTensorError::TensorNotFound(_)) => return Ok(None),
+                Err(e) => return Err(format!("{full}: {e}")),
+            };
+            if t.dtype() != Dtype::U32 {
+                return Err(format!("{full} must be U32, not {:?}", t.dtype()));
+            }
+            if let Some(s) = shape
+                && t.shape() != s.as_slice()
+            {
+                return Err(format!(
+                    "{full} has shape {:?}, the layout needs {s:?}",
+                    t.shape()
+                ));
+            }
+            if t.shape().len() != 1 && t.shape().len() != 2 {
+                return Err(format!("{full} must be 1-D or 2-D"));
+            }
+            // The view's bytes are backed by the file (safetensors checked the offsets), so this
+            // allocation is bounded by the file's size.
+            Ok(Some(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ))
+        };
+        let need = |part: &str, shape: Option<Vec<usize>>| {
+            tensor(part, shape)?.ok_or_else(|| format!("{name}.{part} is missing"))
+        };
+        let bilevel = matches!(layout.stats, Stats::Bilevel { .. });
+        let m = GroupMatrix {
+            layout,
+            codes: need("codes", Some(vec![layout.rows, layout.code_words()]))?,
+            stats: need("stats", Some(vec![layout.rows, layout.stat_words()]))?,
+            second: if bilevel {
+                need("second", Some(vec![layout.second_words()]))?
+            } else {
+                Vec::new()
+            },
+            perm: match tensor("perm", Some(vec![layout.cols]))? {
+                Some(p) => p,
+                None => (0..layout.cols as u32).collect(),
+            },
+            outliers: need("outliers", None)?,
+        };
+        m.check().map_err(|e| format!("{name}: {e}"))?;
+        matrices.insert(name.clone(), m);
+    }
+    Ok(GroupFile {
+        base,
+        method: get("method")?.clone(),
+        matrices,
+    })
+}
+
+impl Base {
+    /// The size and CRC-32 of the file at `path` (read in 1 MiB pieces).
+    pub fn of(path: &Path) -> Result<Base, IoError> {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(path).map_err(|e| IoError::new(path, e))?;
+        let mut h = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| IoError::new(path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        Ok(Base {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            bytes,
+            crc32: h.finalize(),
+        })
+    }
+
+    /// Whether `other` (the file a model is being loaded with) is this base: same size and CRC-32.
+    pub fn matches(&self, other: &Base) -> bool {
+        self.bytes == other.bytes && self.crc32 == other.crc32
+    }
+}
+
+/// Writes a file.
+pub fn write(path: &Path, file: &GroupFile) -> Result<(), IoError> {
+    let bytes = to_bytes(file).map_err(|e| IoError::new(path, e))?;
+    std::fs::write(path, bytes).map_err(|e| IoError::new(path, e))
+}
+
+/// Reads and checks a file.
+pub fn read(path: &Path) -> Result<GroupFile, IoError> {
+    let bytes = std::fs::read(path).map_err(|e| IoError::new(path, e))?;
+    parse(&bytes).map_err(|e| IoError::new(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wring_quant::gptq::{Config, Hessian, Method, quantize};
+
+    #[test]
+    fn files_round_trip() {
+        let (rows, cols) = (32, 64);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut h = Hessian::new(cols);
+        h.add(
+            &(0..4 * cols * cols)
+                .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+                .collect::<Vec<_>>(),
+        );
+        let mut matrices = HashMap::new();
+        matrices.insert(
+            "blk.0.attn_q.weight".to_string(),
+            quantize(&w, rows, cols, &h, &Config::spqr(3)).unwrap().0,
+        );
+        matrices.insert(
+            "blk.0.ffn_up.weight".to_string(),
+            quantize(&w, rows, cols, &h, &Config::plain(Method::Rtn, 4, 32))
+                .unwrap()
+                .0,
+        );
+        let file = GroupFile {
+            base: Base {
+                name: "base.gguf".into(),
+                bytes: 1234,
+                crc32: 0xDEAD_BEEF,
+            },
+            method: "test".into(),
+            matrices,
+        };
+        let bytes = to_bytes(&file).unwrap();
+        assert_eq!(parse(&bytes).unwrap(), file);
+        assert!(parse(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn layouts_are_parsed_strictly() {
+        assert!(parse_layout("rows=32 cols=64 bits=3 group=16 stats=bilevel:3:16").is_ok());
+        for bad in [
+            "rows=32 cols=64 bits=3 group=16",
+            "rows=32 cols=64 bits=3 group=16 stats=affine extra=1",
+            "rows=32 rows=32 bits=3 group=16 stats=affine",
+            "rows=32 cols=64 bits=9 group=16 stats=affine",
+            "rows=32 cols=64 bits=3 group=24 stats=affine",
+            "rows=-1 cols=64 bits=3 group=16 stats=affine",
+            "rows=99999999999 cols=64 bits=3 group=16 stats=affine",
+            "rows=32 cols=64 bits=3 group=16 stats=bilevel:3",
+            "rows=32 cols=64 bits=3 group=16 stats=bilevel:3:16:1",
+            "rows=32 cols=64 bits=3 group=16 stats=bilevel:3:24",
+            "rows=32 cols=64 bits=3 group=16 stats=sparse",
+        ] {
+            assert!(parse_layout(bad).is_err(), "{bad}");
+        }
+    }
+}

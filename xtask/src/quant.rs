@@ -1,0 +1,168 @@
+//! `cargo xtask bench quant`: bits per weight against quality for the linear layers of the default model,
+//! compressed below 4 bits by round to nearest, GPTQ and SpQR, each measured against the uncompressed
+//! model (SmolLM2's Q4_1 weights as stored) on the same text with llama.cpp's measures: perplexity, mean
+//! KL divergence and top-1 agreement over the positions llama-perplexity scores.
+//!
+//! The calibration text (README.md and ARCHITECTURE.md) is not the evaluation text
+//! (tests/fixtures/perplexity_text.txt), so the Hessians do not flatter the scores.
+
+use std::path::Path;
+use std::time::Instant;
+
+use wring_gguf::Gguf;
+use wring_llm::compress::{Quality, Quantized, calibrate, quality, quantize_linears, reference};
+use wring_llm::{GgufTokenizer, Llama};
+use wring_quant::gptq::{Config, Method};
+use wring_runtime::{Context, ContextOptions};
+
+#[derive(Debug, serde::Serialize)]
+pub struct Row {
+    /// The quantizer, as files record it.
+    pub config: String,
+    /// Bits per weight of the linear layers, everything counted (codes, statistics, second-order
+    /// parameters, permutations, outliers and their row offsets).
+    pub bpw: f64,
+    pub outliers: usize,
+    pub quality: Quality,
+    /// Perplexity relative to the uncompressed model's, in percent.
+    pub delta_ppl_pct: f64,
+    pub quantize_s: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct QuantReport {
+    pub adapter: String,
+    pub model: String,
+    pub eval_text: String,
+    pub calib_text: String,
+    pub n_ctx: usize,
+    pub chunks: usize,
+    pub calib_tokens: usize,
+    /// The uncompressed model (Q4_1 linears, 5.0 bits per weight) against itself.
+    pub base: Quality,
+    pub rows: Vec<Row>,
+    pub summary: Vec<String>,
+}
+
+fn configs(quick: bool) -> Vec<Config> {
+    let rtn = |bits, group| Config::plain(Method::Rtn, bits, group);
+    let gptq = |bits, group| Config::plain(Method::Gptq, bits, group);
+    let no_outliers = Config {
+        outlier_threshold: None,
+        ..Config::spqr(3)
+    };
+    if quick {
+        return vec![rtn(4, 32), gptq(3, 16), Config::spqr(3)];
+    }
+    vec![
+        rtn(4, 32),
+        Config::spqr(4),
+        rtn(3, 16),
+        gptq(3, 16),
+        no_outliers,
+        Config::spqr(3),
+        rtn(2, 16),
+        gptq(2, 16),
+        Config::spqr(2),
+    ]
+}
+
+pub fn run(quick: bool) -> Result<QuantReport, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let g = Gguf::open(&model).map_err(|x| e(&x))?;
+    let tok = GgufTokenizer::from_gguf(&g).map_err(|x| e(&x))?;
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).map_err(|x| format!("{p}: {x}"));
+    let eval_ids = tok
+        .encode(&read("tests/fixtures/perplexity_text.txt")?)
+        .map_err(|x| e(&x))?;
+    let calib_ids = tok
+        .encode(&(read("README.md")? + &read("ARCHITECTURE.md")?))
+        .map_err(|x| e(&x))?;
+    let (n_ctx, chunks, calib_tokens) = if quick { (128, 2, 512) } else { (256, 2, 2048) };
+    let ctx = Context::new(ContextOptions::default()).map_err(|x| e(&x))?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    let mut base = Llama::load(&ctx, &g, n_ctx, |_, _| {}).map_err(|x| e(&x))?;
+    eprintln!(
+        "== reference: the uncompressed model on {} chunks of {n_ctx}",
+        chunks
+    );
+    let r = reference(&mut base, &ctx, &eval_ids, n_ctx, chunks, bos).map_err(|x| e(&x))?;
+    let base_q = quality(&mut base, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
+    eprintln!("== calibrating on {calib_tokens} tokens of README.md + ARCHITECTURE.md");
+    let n = calib_tokens.min(calib_ids.len() / 256 * 256);
+    let calib = calibrate(&mut base, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
+    drop(base);
+    let mut rows = Vec::new();
+    for cfg in configs(quick) {
+        eprintln!("== {}", cfg.describe());
+        let start = Instant::now();
+        let (matrices, summary) = quantize_linears(
+            &g,
+            &wring_llm::LlamaConfig::from_gguf(&g).map_err(|x| e(&x))?,
+            Some(&calib),
+            &cfg,
+            |_, _, _| {},
+        )
+        .map_err(|x| e(&x))?;
+        let quantize_s = start.elapsed().as_secs_f64();
+        let src = Quantized {
+            base: &g,
+            matrices: &matrices,
+        };
+        let mut q = Llama::load_from(&ctx, &src, n_ctx, |_, _| {}).map_err(|x| e(&x))?;
+        let quality = quality(&mut q, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
+        let row = Row {
+            config: cfg.describe(),
+            bpw: summary.bits_per_weight(),
+            outliers: summary.outliers,
+            delta_ppl_pct: (quality.ppl / base_q.ppl - 1.0) * 100.0,
+            quality,
+            quantize_s,
+        };
+        eprintln!(
+            "   {:.3} bpw, PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%, {} outliers, quantized in {:.0} s",
+            row.bpw,
+            row.quality.ppl,
+            row.delta_ppl_pct,
+            row.quality.kld,
+            100.0 * row.quality.top1,
+            row.outliers,
+            quantize_s
+        );
+        rows.push(row);
+    }
+    let stats = |c: &str| {
+        c.split_whitespace()
+            .find(|w| w.starts_with("stats="))
+            .unwrap_or("")
+            .to_string()
+    };
+    let summary = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}): {:.3} bpw, PPL {:+.1}%, KLD {:.4}, top-1 {:.1}%",
+                r.config.split(" damp").next().unwrap_or(&r.config),
+                stats(&r.config),
+                r.bpw,
+                r.delta_ppl_pct,
+                r.quality.kld,
+                100.0 * r.quality.top1
+            )
+        })
+        .collect();
+    Ok(QuantReport {
+        adapter: ctx.label(),
+        model: model.display().to_string(),
+        eval_text: "tests/fixtures/perplexity_text.txt".into(),
+        calib_text: "README.md + ARCHITECTURE.md".into(),
+        n_ctx,
+        chunks,
+        calib_tokens: calib.tokens,
+        base: base_q,
+        rows,
+        summary,
+    })
+}
