@@ -4,6 +4,7 @@
 
 pub use wring_codec as codec;
 pub use wring_gguf as gguf;
+pub use wring_io as io;
 pub use wring_llm as llm;
 pub use wring_quant as quant;
 pub use wring_runtime as runtime;

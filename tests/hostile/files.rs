@@ -863,5 +863,222 @@ pub fn cases() -> Vec<Case> {
     c.extend(template_cases());
     c.extend(vq_cases());
     c.extend(argument_cases());
+    c.extend(group_file_cases());
+    c
+}
+
+/// A safetensors file from a raw JSON header and data (for headers the library's writer would refuse).
+fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = header.to_string();
+    while !(8 + h.len()).is_multiple_of(8) {
+        h.push(' ');
+    }
+    let mut b = (h.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(h.as_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// Files of compressed weights (`wring quantize`'s output), through what `--weights` runs: the file read
+/// and checked, then its base compared with the model it is loaded over.
+fn group_file_cases() -> Vec<Case> {
+    use wring::io::group_file::{Base, GroupFile, to_bytes};
+    use wring::quant::gptq::{Config, Hessian, Method, quantize};
+    let base_path = file("base.gguf", b"a stand-in for the base model's bytes");
+    let base = Base::of(&base_path).expect("the base file");
+    let (rows, cols) = (16, 32);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37) % 23) as f32 * 0.01 - 0.1)
+        .collect();
+    let mut h = Hessian::new(cols);
+    h.add(
+        &(0..8 * cols * cols)
+            .map(|i| ((i * 101) % 97) as f32 * 0.01 - 0.5)
+            .collect::<Vec<_>>(),
+    );
+    let mut spqr = quantize(&w, rows, cols, &h, &Config::spqr(3)).unwrap().0;
+    // One outlier at least, so the outlier cases have an entry to corrupt.
+    if spqr.outlier_count() == 0 {
+        let mut rows_out: Vec<Vec<(u16, half::f16)>> = vec![Vec::new(); rows];
+        rows_out[0].push((3, half::f16::from_f32(0.5)));
+        let mut offsets = vec![(rows + 1) as u32];
+        for r in &rows_out {
+            offsets.push(offsets.last().unwrap() + r.len() as u32);
+        }
+        offsets.push(3 | (u32::from(half::f16::from_f32(0.5).to_bits()) << 16));
+        spqr.outliers = offsets;
+    }
+    let rtn = quantize(&w, rows, cols, &h, &Config::plain(Method::Rtn, 4, 32))
+        .unwrap()
+        .0;
+    let valid = |m: &wring::quant::group::GroupMatrix| GroupFile {
+        base: base.clone(),
+        method: "test".into(),
+        matrices: [("blk.0.attn_q.weight".to_string(), m.clone())].into(),
+    };
+    let mut c = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &[&'static str]| {
+        let n = bytes.len();
+        let path = file(&format!("group-{}.safetensors", c.len()), &bytes);
+        let base_path = base_path.clone();
+        let run = move || {
+            wring::llm::compress::open(&path, &base_path)
+                .map(|_| ())
+                .map_err(typed)
+        };
+        c.push(if expect.is_empty() {
+            Case::control("group file", name, n, run)
+        } else {
+            Case::new("group file", name, n, expect, run)
+        });
+    };
+    add(
+        "a valid SpQR file (control)",
+        to_bytes(&valid(&spqr)).unwrap(),
+        &[],
+    );
+    add(
+        "a valid RTN file (control)",
+        to_bytes(&valid(&rtn)).unwrap(),
+        &[],
+    );
+    add(
+        "not a safetensors file",
+        b"GGUF\x03\0\0\0 is not safetensors".to_vec(),
+        &["Request"],
+    );
+    add(
+        "a header length of 2^63",
+        (1u64 << 63).to_le_bytes().to_vec(),
+        &["Request"],
+    );
+    add(
+        "no metadata",
+        raw_safetensors("{}", &[]),
+        &["Request", "metadata"],
+    );
+    let meta = |extra: &str| {
+        format!(
+            r#"{{"__metadata__":{{"format":"wring-group","version":"1","base":"base.gguf","base_bytes":"{}","base_crc32":"{}","method":"x"{extra}}}}}"#,
+            base.bytes, base.crc32
+        )
+    };
+    add(
+        "another format",
+        raw_safetensors(&meta("").replace("wring-group", "gguf"), &[]),
+        &["Request", "format"],
+    );
+    add(
+        "version 2",
+        raw_safetensors(
+            &meta("").replace(r#""version":"1""#, r#""version":"2""#),
+            &[],
+        ),
+        &["Request", "version"],
+    );
+    add(
+        "base_bytes not a number",
+        raw_safetensors(
+            &meta("").replace(
+                &format!(r#""base_bytes":"{}""#, base.bytes),
+                r#""base_bytes":"-1""#,
+            ),
+            &[],
+        ),
+        &["Request", "base_bytes"],
+    );
+    add(
+        "made from another model",
+        raw_safetensors(
+            &meta("").replace(
+                &format!(r#""base_crc32":"{}""#, base.crc32),
+                r#""base_crc32":"1""#,
+            ),
+            &[],
+        ),
+        &["Request", "made from"],
+    );
+    add(
+        "a layout of 9-bit codes",
+        raw_safetensors(
+            &meta(r#","m":"rows=16 cols=32 bits=9 group=16 stats=affine""#),
+            &[],
+        ),
+        &["Request", "bits"],
+    );
+    add(
+        "a layout of 2^32 - 1 rows with no data",
+        raw_safetensors(
+            &meta(r#","m":"rows=4294967295 cols=65536 bits=2 group=16 stats=affine""#),
+            &[],
+        ),
+        &["Request", "missing"],
+    );
+    add(
+        "a layout with a field twice",
+        raw_safetensors(
+            &meta(r#","m":"rows=16 rows=16 bits=2 group=16 stats=affine""#),
+            &[],
+        ),
+        &["Request", "twice"],
+    );
+    let many: String = (0..20_000).map(|i| format!(r#","m{i}":"x""#)).collect();
+    add(
+        "20,000 matrices declared",
+        raw_safetensors(&meta(&many), &[]),
+        &["Request", "at most"],
+    );
+    // Valid files with one buffer corrupted: each refused by the contents check.
+    let corrupt = |f: &dyn Fn(&mut wring::quant::group::GroupMatrix)| {
+        let mut m = spqr.clone();
+        f(&mut m);
+        // to_bytes checks too, so the file is assembled from a valid one with the buffer swapped in.
+        let good = to_bytes(&valid(&spqr)).unwrap();
+        let mut out = good.clone();
+        let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+        let old: Vec<u8> = spqr.outliers.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let new: Vec<u8> = m.outliers.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if let Some(at) = find(&out, &old) {
+            out[at..at + new.len()].copy_from_slice(&new);
+        }
+        let old: Vec<u8> = spqr.perm.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let new: Vec<u8> = m.perm.iter().flat_map(|w| w.to_le_bytes()).collect();
+        if let Some(at) = find(&out, &old) {
+            out[at..at + new.len()].copy_from_slice(&new);
+        }
+        out
+    };
+    add(
+        "outlier offsets that fall",
+        corrupt(&|m| m.outliers[1] = m.outliers[2] + 1),
+        &["Request", "offsets"],
+    );
+    add(
+        "an outlier past the last column",
+        corrupt(&|m| {
+            let last = m.outliers.len() - 1;
+            m.outliers[last] = (m.outliers[last] & 0xFFFF_0000) | 40;
+        }),
+        &["Request", "column"],
+    );
+    add(
+        "a NaN outlier",
+        corrupt(&|m| {
+            let last = m.outliers.len() - 1;
+            m.outliers[last] = (m.outliers[last] & 0xFFFF) | (0x7E00 << 16);
+        }),
+        &["Request", "non-finite"],
+    );
+    add(
+        "a permutation with a repeated column",
+        corrupt(&|m| m.perm[1] = m.perm[0]),
+        &["Request", "permutation"],
+    );
+    let good = to_bytes(&valid(&spqr)).unwrap();
+    add(
+        "the file cut short",
+        good[..good.len() - 5].to_vec(),
+        &["Request"],
+    );
     c
 }

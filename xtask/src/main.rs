@@ -42,7 +42,7 @@ enum Command {
     /// starting from and adding to its corpus in `fuzz/corpus/<target>/`; a crash stops with the input
     /// saved under `fuzz/artifacts/`, to be added to the corpus as a regression case once fixed.
     Fuzz {
-        /// Only this target (gguf, npy, safetensors, model, wrg, chat_template).
+        /// Only this target (gguf, npy, safetensors, model, wrg, chat_template, group_file).
         target: Option<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -51,13 +51,14 @@ enum Command {
 }
 
 /// The fuzz targets, as named in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "gguf",
     "npy",
     "safetensors",
     "model",
     "wrg",
     "chat_template",
+    "group_file",
 ];
 
 /// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.
