@@ -217,17 +217,26 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Result<Vec<f64>, GroupErro
             l[i * n + j] = 0.0;
         }
     }
-    // M = L⁻¹ (lower), column by column by forward substitution.
+    // M = L⁻¹ (lower), row by row: row i is -(Σ_k<i L[i][k] M[k][..]) / L[i][i] with M[i][i] = 1 / L[i][i],
+    // so every inner loop runs along a contiguous row.
     let mut m = vec![0.0f64; n * n];
-    for c in 0..n {
-        m[c * n + c] = 1.0 / l[c * n + c];
-        for i in c + 1..n {
-            let mut s = 0.0;
-            for k in c..i {
-                s -= l[i * n + k] * m[k * n + c];
+    let mut acc = vec![0.0f64; n];
+    for i in 0..n {
+        acc[..i].fill(0.0);
+        for k in 0..i {
+            let lik = l[i * n + k];
+            if lik == 0.0 {
+                continue;
             }
-            m[i * n + c] = s / l[i * n + i];
+            for (a, &mk) in acc[..=k].iter_mut().zip(&m[k * n..k * n + k + 1]) {
+                *a += lik * mk;
+            }
         }
+        let d = l[i * n + i];
+        for c in 0..i {
+            m[i * n + c] = -acc[c] / d;
+        }
+        m[i * n + i] = 1.0 / d;
     }
     // U = J M J.
     let mut u = vec![0.0f64; n * n];
@@ -546,15 +555,20 @@ pub fn quantize(
             report.proxy_error += e * e;
         }
         if feedback {
-            let urow = &u[j * n..][..n];
+            // The row of U in f32 once, so the update below is a plain f32 multiply-add the compiler
+            // vectorises (the same values as converting each element where it is used).
+            let urow: Vec<f32> = u[j * n + j + 1..(j + 1) * n]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             for r in 0..rows {
                 let e = err[r] as f32;
                 if e == 0.0 {
                     continue;
                 }
-                let wr = &mut wp[r * n..][..n];
-                for k in j + 1..n {
-                    wr[k] -= e * urow[k] as f32;
+                let wr = &mut wp[r * n + j + 1..(r + 1) * n];
+                for (w, &uk) in wr.iter_mut().zip(&urow) {
+                    *w -= e * uk;
                 }
             }
         }
