@@ -361,32 +361,44 @@ fn fit(cols: &[f32], rows: usize, group: usize, cfg: &Config) -> Fitted {
 /// reference's one-shot test finds that removing *any* weight removes its (large) error, marks the whole
 /// group and fits it to nothing.
 fn likely_outliers(xs: &[f32], u_diag: &[f64], maxq: f32, threshold: f64) -> Vec<bool> {
-    let err = |vals: &[(f32, f64)]| -> f64 {
-        let (s, z) = minmax_scale_zero(vals.iter().map(|v| v.0), maxq);
-        vals.iter()
-            .map(|&(x, d)| {
-                let q = round_code(x, s, z, maxq);
-                (f64::from(s * (q - z) - x) / d).powi(2)
-            })
-            .sum()
+    // The Hessian-weighted squared errors of the kept weights, `skip` left out of the fit and the sum.
+    let errors = |out: &[bool], skip: usize, each: &mut [f64]| -> f64 {
+        let kept = || (0..xs.len()).filter(|&i| !out[i] && i != skip);
+        let (s, z) = minmax_scale_zero(kept().map(|i| xs[i]), maxq);
+        let mut total = 0.0;
+        for i in kept() {
+            let q = round_code(xs[i], s, z, maxq);
+            let e = (f64::from(s * (q - z) - xs[i]) / u_diag[i]).powi(2);
+            each[i] = e;
+            total += e;
+        }
+        total
     };
     let mut out = vec![false; xs.len()];
+    let mut each = vec![0.0f64; xs.len()];
+    let mut scratch = vec![0.0f64; xs.len()];
     for _ in 0..xs.len() / 4 {
-        let kept: Vec<(usize, (f32, f64))> = (0..xs.len())
-            .filter(|&i| !out[i])
-            .map(|i| (i, (xs[i], u_diag[i])))
-            .collect();
-        let all: Vec<(f32, f64)> = kept.iter().map(|p| p.1).collect();
-        let base = err(&all);
-        let best = (0..kept.len())
-            .map(|k| {
-                let rest: Vec<(f32, f64)> = all
-                    .iter()
-                    .enumerate()
-                    .filter(|&(m, _)| m != k)
-                    .map(|(_, &v)| v)
-                    .collect();
-                (base - err(&rest), kept[k].0)
+        let base = errors(&out, usize::MAX, &mut each);
+        // Leaving out a weight that is not the kept group's only minimum or only maximum leaves the fit
+        // as it is, so its gain is just its own error; only the extremes need a refit.
+        let kept: Vec<usize> = (0..xs.len()).filter(|&i| !out[i]).collect();
+        let lo = kept.iter().map(|&i| xs[i]).fold(f32::INFINITY, f32::min);
+        let hi = kept
+            .iter()
+            .map(|&i| xs[i])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let only = |v: f32| kept.iter().filter(|&&i| xs[i] == v).count() == 1;
+        let (lo_only, hi_only) = (only(lo), only(hi));
+        let best = kept
+            .iter()
+            .map(|&k| {
+                let extreme = (xs[k] == lo && lo_only) || (xs[k] == hi && hi_only);
+                let gain = if extreme {
+                    base - errors(&out, k, &mut scratch)
+                } else {
+                    each[k]
+                };
+                (gain, k)
             })
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
