@@ -1041,10 +1041,12 @@ fn group_file_cases() -> Vec<Case> {
         if let Some(at) = find(&out, &old) {
             out[at..at + new.len()].copy_from_slice(&new);
         }
-        let old: Vec<u8> = spqr.perm.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let new: Vec<u8> = m.perm.iter().flat_map(|w| w.to_le_bytes()).collect();
-        if let Some(at) = find(&out, &old) {
-            out[at..at + new.len()].copy_from_slice(&new);
+        for (old, new) in [(&spqr.perm, &m.perm), (&spqr.second, &m.second)] {
+            let old: Vec<u8> = old.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let new: Vec<u8> = new.iter().flat_map(|w| w.to_le_bytes()).collect();
+            if let Some(at) = find(&out, &old) {
+                out[at..at + new.len()].copy_from_slice(&new);
+            }
         }
         out
     };
@@ -1073,6 +1075,11 @@ fn group_file_cases() -> Vec<Case> {
         "a permutation with a repeated column",
         corrupt(&|m| m.perm[1] = m.perm[0]),
         &["Request", "permutation"],
+    );
+    add(
+        "an infinite second-order scale (decodes to infinite weights; found by fuzzing)",
+        corrupt(&|m| m.second[0] = (m.second[0] & 0xFFFF_0000) | 0x7C00),
+        &["Request", "non-finite statistic"],
     );
     let good = to_bytes(&valid(&spqr)).unwrap();
     add(

@@ -198,6 +198,18 @@ impl GroupMatrix {
                 return shape_err(format!("{name} holds {got} words, the layout needs {want}"));
             }
         }
+        // Every f16 statistic finite: then every decoded weight is (|s|, |z| < 2^33 and |w| < 2^67 in the
+        // bilevel form, far inside f32). An infinite step in a file would otherwise decode to infinities.
+        let halves: &[u32] = match l.stats {
+            Stats::Affine => &self.stats,
+            Stats::Bilevel { .. } => &self.second,
+        };
+        if let Some(w) = halves.iter().find(|&&w| {
+            let (a, b) = unpack_f16x2(w);
+            !(a.is_finite() && b.is_finite())
+        }) {
+            return shape_err(format!("a non-finite statistic (word {w:#x})"));
+        }
         let mut seen = vec![false; l.cols];
         for &p in &self.perm {
             match seen.get_mut(p as usize) {
