@@ -139,13 +139,26 @@ fn main() -> ExitCode {
             if filter.as_deref() == Some("quant") {
                 let dir = out.join(format!("{}-quant", today()));
                 return finish(quant::run(quick), |r| {
-                    for line in &r.summary {
-                        println!("{line}");
-                    }
+                    let table = format!(
+                        "# Linear layers below 4 bits on {}\n\n{} chunks of {} tokens of {} against the uncompressed model \
+                         (PPL {:.3} on the {} scored positions); calibration: {} tokens of {}.\n\n\
+                         | quantizer | bpw | outliers | PPL | ΔPPL | mean KLD | same top-1 |\n|---|---|---|---|---|---|---|\n{}\n",
+                        r.adapter,
+                        r.chunks,
+                        r.n_ctx,
+                        r.eval_text,
+                        r.base.ppl,
+                        r.base.scored,
+                        r.calib_tokens,
+                        r.calib_text,
+                        r.summary.join("\n")
+                    );
+                    print!("{table}");
                     if no_save {
                         Ok(())
                     } else {
-                        save_json(&dir, "quant.json", r)
+                        save_json(&dir, "quant.json", r)?;
+                        std::fs::write(dir.join("summary.md"), table)
                     }
                 });
             }

@@ -23,6 +23,8 @@ pub struct Row {
     /// parameters, permutations, outliers and their row offsets).
     pub bpw: f64,
     pub outliers: usize,
+    /// Weights in the linear layers.
+    pub weights: usize,
     pub quality: Quality,
     /// Perplexity relative to the uncompressed model's, in percent.
     pub delta_ppl_pct: f64,
@@ -119,6 +121,7 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
             config: cfg.describe(),
             bpw: summary.bits_per_weight(),
             outliers: summary.outliers,
+            weights: summary.weights,
             delta_ppl_pct: (quality.ppl / base_q.ppl - 1.0) * 100.0,
             quality,
             quantize_s,
@@ -135,20 +138,15 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
         );
         rows.push(row);
     }
-    let stats = |c: &str| {
-        c.split_whitespace()
-            .find(|w| w.starts_with("stats="))
-            .unwrap_or("")
-            .to_string()
-    };
     let summary = rows
         .iter()
         .map(|r| {
             format!(
-                "{} ({}): {:.3} bpw, PPL {:+.1}%, KLD {:.4}, top-1 {:.1}%",
-                r.config.split(" damp").next().unwrap_or(&r.config),
-                stats(&r.config),
+                "| {} | {:.3} | {:.2} % | {:.2} | {:+.1} % | {:.4} | {:.1} % |",
+                r.config,
                 r.bpw,
+                100.0 * r.outliers as f64 / r.weights as f64,
+                r.quality.ppl,
                 r.delta_ppl_pct,
                 r.quality.kld,
                 100.0 * r.quality.top1
