@@ -408,6 +408,15 @@ fn wrg_cases() -> Vec<Case> {
         &["Corrupt", "limit"],
     );
     add(
+        "three channels of 2^32 - 1 squared (overflows u64; found by fuzzing)",
+        resealed(&image, |b| {
+            b[6] = 3;
+            put(10, u32::MAX)(b);
+            put(14, u32::MAX)(b);
+        }),
+        &["Corrupt", "limit"],
+    );
+    add(
         "a width the payload does not hold",
         resealed(&image, put(10, 4096)),
         &["Corrupt"],

@@ -205,7 +205,8 @@ pub fn read(
             "implausible shape: {channels} channels of {width} x {height}, {levels} levels"
         )));
     }
-    if (channels as u64) * (width as u64) * (height as u64) > MAX_SAMPLES {
+    // In u128: three channels of 2^32 - 1 squared overflow u64 (and would wrap under the limit).
+    if (channels as u128) * (width as u128) * (height as u128) > u128::from(MAX_SAMPLES) {
         return Err(bad(format!(
             "{channels} x {width} x {height} samples exceed the format's limit of {MAX_SAMPLES}"
         )));
