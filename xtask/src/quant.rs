@@ -97,19 +97,16 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
     eprintln!("== calibrating on {calib_tokens} tokens of README.md + ARCHITECTURE.md");
     let n = calib_tokens.min(calib_ids.len() / 256 * 256);
     let calib = calibrate(&mut base, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
+    // The loaded model already checked its configuration; every configuration below quantizes against it.
+    let model_cfg = base.cfg.clone();
     drop(base);
     let mut rows = Vec::new();
     for cfg in configs(quick) {
         eprintln!("== {}", cfg.describe());
         let start = Instant::now();
-        let (matrices, summary) = quantize_linears(
-            &g,
-            &wring_llm::LlamaConfig::from_gguf(&g).map_err(|x| e(&x))?,
-            Some(&calib),
-            &cfg,
-            |_, _, _| {},
-        )
-        .map_err(|x| e(&x))?;
+        let (matrices, summary) =
+            quantize_linears(&g, &model_cfg, Some(&calib), &cfg, |_, _, _| {})
+                .map_err(|x| e(&x))?;
         let quantize_s = start.elapsed().as_secs_f64();
         let src = Quantized {
             base: &g,
