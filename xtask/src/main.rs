@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod codec;
+mod quality;
 mod quant;
 #[path = "../../benches/suite.rs"]
 mod suite;
@@ -24,7 +25,9 @@ enum Command {
     /// Benchmark every kernel: GB/s or GFLOP/s, and the fraction of the measured copy bandwidth.
     /// `cargo xtask bench llm` instead measures the LLM as llama-bench does (pp512, tg128);
     /// `cargo xtask bench codec` the wavelet codec's rate-distortion and the transform's speed;
-    /// `cargo xtask bench quant` bits per weight against quality for the LLM's linears below 4 bits.
+    /// `cargo xtask bench quant` bits per weight against quality for the LLM's linears below 4 bits;
+    /// `cargo xtask bench quality` the same at full length (20,480 tokens), scored by llama-perplexity,
+    /// beside llama.cpp's own formats.
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -34,6 +37,9 @@ enum Command {
         /// Print only; do not write bench-results/.
         #[arg(long)]
         no_save: bool,
+        /// `bench quality` only: the quantizers and llama.cpp types whose names contain this.
+        #[arg(long)]
+        only: Option<String>,
         /// Where to keep results (default bench-results/).
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
@@ -114,8 +120,29 @@ fn main() -> ExitCode {
             filter,
             quick,
             no_save,
+            only,
             out,
         } => {
+            if filter.as_deref() == Some("quality") {
+                let dir = out.join(format!("{}-quality", today()));
+                // Every point is written as it comes, merged with an earlier run's other points.
+                let save = |r: &quality::QualityReport| -> std::io::Result<()> {
+                    let mut r = r.clone();
+                    quality::merge_previous(&mut r, &dir.join("quality.json"));
+                    save_json(&dir, "quality.json", &r)?;
+                    std::fs::write(dir.join("summary.md"), quality::table(&r))?;
+                    quality::plot(&dir.join("quality.svg"), &r).map_err(std::io::Error::other)
+                };
+                let mut keep = |r: &quality::QualityReport| {
+                    if !no_save && let Err(e) = save(r) {
+                        eprintln!("could not keep the results so far: {e}");
+                    }
+                };
+                return finish(quality::run(quick, only.as_deref(), &mut keep), |r| {
+                    print!("{}", quality::table(r));
+                    Ok(())
+                });
+            }
             if filter.as_deref() == Some("codec") {
                 let dir = out.join(format!("{}-codec", today()));
                 if !no_save {

@@ -46,7 +46,7 @@ pub struct QuantReport {
     pub summary: Vec<String>,
 }
 
-fn configs(quick: bool) -> Vec<Config> {
+pub fn configs(quick: bool) -> Vec<Config> {
     let rtn = |bits, group| Config::plain(Method::Rtn, bits, group);
     let gptq = |bits, group| Config::plain(Method::Gptq, bits, group);
     let no_outliers = Config {
@@ -57,17 +57,25 @@ fn configs(quick: bool) -> Vec<Config> {
         return vec![rtn(4, 32), gptq(3, 64), Config::spqr(3)];
     }
     // The sanity row first, then the methods at about 3.5 to 4 bits (SpQR w3; affine groups of 64 cost
-    // 0.5 bits of statistics), then about 2.5 to 3 bits, then SpQR w4.
+    // 0.5 bits of statistics), then about 2.5 to 3 bits (SpQR w2 with a threshold that keeps about as many
+    // outliers as w3's 0.2 does: the threshold is absolute and 2-bit errors are about 5 times larger),
+    // then 4 bits, then SpQR's own w2 recipe and the 2- and 8-bit baselines.
     vec![
         rtn(4, 32),
         Config::spqr(3),
         gptq(3, 64),
         rtn(3, 64),
         no_outliers,
+        Config {
+            outlier_threshold: Some(1.0),
+            ..Config::spqr(2)
+        },
+        gptq(4, 64),
+        Config::spqr(4),
         Config::spqr(2),
         gptq(2, 32),
         rtn(2, 32),
-        Config::spqr(4),
+        rtn(8, 64),
     ]
 }
 

@@ -7,6 +7,9 @@
 
 use std::path::Path;
 
+mod write;
+pub use write::{TensorOut, write_gguf};
+
 /// Why a GGUF file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {

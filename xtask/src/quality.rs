@@ -1,0 +1,508 @@
+//! `cargo xtask bench quality`: issue 13's evaluation protocol at full length. Every quantizer's weights
+//! are dequantized into an f32 GGUF and scored by llama.cpp's `llama-perplexity` against the uncompressed
+//! model (SmolLM2's Q4_1 weights, dequantized to f32 the same way) at context 512 on at least 20,000 scored
+//! tokens: perplexity, mean KL divergence and top-1 agreement, as llama.cpp reports them. Where
+//! `llama-quantize` is on PATH, llama.cpp's own formats re-quantized from the same f32 base are scored the
+//! same way, so every point on the plot comes from one tool on one text in one run.
+//!
+//! Why llama.cpp scores wring's weights: wring's forward on a software adapter runs about 7 tokens/s, and
+//! 40,960 tokens per quantizer would take an hour each; the CPU build does the same sums in minutes. The
+//! export is exact (dequantized weights in f32, activations in f32 on both sides), and wring's own engine
+//! gives the same numbers on shorter runs (`cargo xtask bench quant`, and the perplexity test's 0.2%).
+//!
+//! Texts: Jules Verne's *Around the World in Eighty Days* (public domain, the Gutenberg text as the
+//! `esaxx-rs` crate ships it, licence header removed): chapters I-XXIV are the evaluation text
+//! (tests/fixtures/eighty_days_eval.txt), chapters XXX-XXXVII the calibration text
+//! (tests/fixtures/eighty_days_calib.txt), so no scored token was seen by the calibration.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use wring_gguf::{Gguf, TensorOut, Value, write_gguf};
+use wring_llm::compress::{calibrate, quantize_linears, site_of};
+use wring_llm::{GgufTokenizer, Llama};
+use wring_runtime::{Context, ContextOptions};
+
+/// One scored model.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Point {
+    /// `wring` or `llama.cpp`.
+    pub tool: String,
+    /// The quantizer or the llama.cpp type.
+    pub config: String,
+    /// Bits per weight of the linear layers (the seven matrices of every block), everything counted.
+    pub bpw_linear: f64,
+    /// Bits per weight of the whole model: for wring, the compressed linears plus the base file's other
+    /// tensors as stored; for llama.cpp, its file's tensors.
+    pub bpw_file: f64,
+    pub ppl: f64,
+    pub delta_ppl_pct: f64,
+    pub kld: f64,
+    /// Same most likely token as the base, in percent.
+    pub top1_pct: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QualityReport {
+    pub model: String,
+    pub eval_text: String,
+    pub calib_text: String,
+    pub n_ctx: usize,
+    pub chunks: usize,
+    pub scored_tokens: usize,
+    pub calib_tokens: usize,
+    pub base_ppl: f64,
+    pub llama_perplexity: String,
+    pub points: Vec<Point>,
+}
+
+/// The llama.cpp types re-quantized from the f32 base, when llama-quantize is on PATH.
+const LLAMA_TYPES: [&str; 6] = ["Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"];
+
+fn on_path(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file())
+    })
+}
+
+/// Writes `g` with every tensor in f32, the named matrices replaced by `replaced` ([rows][cols]).
+fn export_f32(g: &Gguf, replaced: &HashMap<String, Vec<f32>>, path: &Path) -> Result<(), String> {
+    let mut data = Vec::with_capacity(g.tensors.len());
+    for t in &g.tensors {
+        let v = match replaced.get(&t.name) {
+            Some(v) => v.clone(),
+            None => wring_llm::model::tensor_f32(g, t).map_err(|e| e.to_string())?,
+        };
+        data.push(bytemuck::cast_slice::<f32, u8>(&v).to_vec());
+    }
+    let tensors: Vec<TensorOut> = g
+        .tensors
+        .iter()
+        .zip(&data)
+        .map(|(t, d)| TensorOut {
+            name: &t.name,
+            dims: &t.dims,
+            ggml_type: 0,
+            data: d,
+        })
+        .collect();
+    // The file type says all-f32 (llama.cpp's LLAMA_FTYPE_ALL_F32), so no tool takes it for Q4_1.
+    let metadata: Vec<(String, Value)> = g
+        .metadata
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "general.file_type" => (k.clone(), Value::U32(0)),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
+    write_gguf(&mut f, &metadata, &tensors)?;
+    std::io::Write::flush(&mut f).map_err(|e| e.to_string())
+}
+
+/// Bits per weight of a GGUF's linear layers and of all its tensors, as stored.
+fn file_bits(g: &Gguf) -> (f64, f64) {
+    let (mut lb, mut ln, mut ab, mut an) = (0u64, 0u64, 0u64, 0u64);
+    for t in &g.tensors {
+        if site_of(&t.name).is_some() {
+            lb += t.bytes * 8;
+            ln += t.len();
+        }
+        ab += t.bytes * 8;
+        an += t.len();
+    }
+    (lb as f64 / ln as f64, ab as f64 / an as f64)
+}
+
+/// What llama-perplexity printed, in numbers.
+struct Scores {
+    ppl: f64,
+    kld: f64,
+    top1_pct: f64,
+}
+
+fn number_after(out: &str, label: &str) -> Option<f64> {
+    let i = out.rfind(label)? + label.len();
+    out[i..]
+        .trim_start_matches([' ', ':', '='])
+        .split_whitespace()
+        .next()?
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+}
+
+fn perplexity(
+    tool: &Path,
+    model: &Path,
+    text: &Path,
+    n_ctx: usize,
+    chunks: usize,
+    kld: &Path,
+    save_base: bool,
+) -> Result<Scores, String> {
+    let mut cmd = Command::new(tool);
+    cmd.arg("-m")
+        .arg(model)
+        .arg("-f")
+        .arg(text)
+        .args(["-c", &n_ctx.to_string(), "--chunks", &chunks.to_string()])
+        .args(["-b", "2048", "-t", &num_threads().to_string()])
+        .arg("--kl-divergence-base")
+        .arg(kld);
+    if !save_base {
+        cmd.arg("--kl-divergence");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{}: {e}", tool.display()))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let tail: String = text.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+        return Err(format!(
+            "llama-perplexity failed on {}: {tail}",
+            model.display()
+        ));
+    }
+    let missing =
+        |what: &str| format!("llama-perplexity printed no {what} for {}", model.display());
+    if save_base {
+        return Ok(Scores {
+            ppl: number_after(&text, "Final estimate: PPL").ok_or_else(|| missing("PPL"))?,
+            kld: 0.0,
+            top1_pct: 100.0,
+        });
+    }
+    Ok(Scores {
+        ppl: number_after(&text, "Mean PPL(Q)").ok_or_else(|| missing("PPL"))?,
+        kld: number_after(&text, "Mean    KLD").ok_or_else(|| missing("KLD"))?,
+        top1_pct: number_after(&text, "Same top p").ok_or_else(|| missing("top p"))?,
+    })
+}
+
+fn num_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Runs the protocol; `keep` is given the report after every point, so a long run that is stopped keeps
+/// what it measured.
+pub fn run(
+    quick: bool,
+    only: Option<&str>,
+    keep: &mut dyn FnMut(&QualityReport),
+) -> Result<QualityReport, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let tool = on_path("llama-perplexity").ok_or(
+        "llama-perplexity is not on PATH: build llama.cpp's tools (ARCHITECTURE.md, \"References\") and add their directory to PATH",
+    )?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = root.join("target/quality");
+    std::fs::create_dir_all(&work).map_err(|x| e(&x))?;
+    let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let g = Gguf::open(&model).map_err(|x| e(&x))?;
+    let tok = GgufTokenizer::from_gguf(&g).map_err(|x| e(&x))?;
+    let eval_text = root.join("tests/fixtures/eighty_days_eval.txt");
+    let calib_text = "tests/fixtures/eighty_days_calib.txt";
+    let calib_ids = tok
+        .encode(&std::fs::read_to_string(root.join(calib_text)).map_err(|x| e(&x))?)
+        .map_err(|x| e(&x))?;
+    // llama-perplexity scores the second half of every chunk: 80 chunks of 512 score 20,480 tokens.
+    let (n_ctx, chunks, calib_tokens) = if quick {
+        (512, 4, 512)
+    } else {
+        (512, 80, 2048)
+    };
+
+    // The base: the model's own weights, dequantized to f32; its logits are the reference for every KLD.
+    let base_path = work.join("base-f32.gguf");
+    let kld_path = work.join("base.kld");
+    export_f32(&g, &HashMap::new(), &base_path)?;
+    eprintln!("== base: llama-perplexity on {chunks} chunks of {n_ctx} (saving its logits)");
+    let start = Instant::now();
+    let base = perplexity(
+        &tool, &base_path, &eval_text, n_ctx, chunks, &kld_path, true,
+    )?;
+    eprintln!(
+        "   PPL {:.4} in {:.0} s",
+        base.ppl,
+        start.elapsed().as_secs_f64()
+    );
+    let (base_lin, base_file) = file_bits(&g);
+    let base_point = Point {
+        tool: "base".into(),
+        config: "SmolLM2 Q4_1 as stored (f32 activations)".into(),
+        bpw_linear: base_lin,
+        bpw_file: base_file,
+        ppl: base.ppl,
+        delta_ppl_pct: 0.0,
+        kld: 0.0,
+        top1_pct: 100.0,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let score = |tool_name: &str, config: String, path: &Path, lin: f64, file: f64, t0: Instant| {
+        let s = perplexity(&tool, path, &eval_text, n_ctx, chunks, &kld_path, false)?;
+        let p = Point {
+            tool: tool_name.into(),
+            config,
+            bpw_linear: lin,
+            bpw_file: file,
+            ppl: s.ppl,
+            delta_ppl_pct: (s.ppl / base.ppl - 1.0) * 100.0,
+            kld: s.kld,
+            top1_pct: s.top1_pct,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "   {:.3} bpw (file {:.3}), PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%",
+            p.bpw_linear, p.bpw_file, p.ppl, p.delta_ppl_pct, p.kld, p.top1_pct
+        );
+        Ok::<Point, String>(p)
+    };
+
+    // wring's quantizers, calibrated on the calibration text by wring's own forward.
+    let ctx = Context::new(ContextOptions::default()).map_err(|x| e(&x))?;
+    let mut llama = Llama::load(&ctx, &g, 256, |_, _| {}).map_err(|x| e(&x))?;
+    let n = calib_tokens.min(calib_ids.len() / 256 * 256);
+    eprintln!("== calibrating on {n} tokens of {calib_text}");
+    let calib = calibrate(&mut llama, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
+    let model_cfg = llama.cfg.clone();
+    drop(llama);
+    let mut report = QualityReport {
+        model: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+        eval_text: "tests/fixtures/eighty_days_eval.txt".into(),
+        calib_text: calib_text.into(),
+        n_ctx,
+        chunks,
+        scored_tokens: chunks * (n_ctx - n_ctx / 2),
+        calib_tokens: calib.tokens,
+        base_ppl: base.ppl,
+        llama_perplexity: tool.display().to_string(),
+        points: vec![base_point],
+    };
+    // Bits of everything the compressed linears do not replace, as the base file stores them.
+    let (rest_bits, all_weights) = g.tensors.iter().fold((0u64, 0u64), |(b, n), t| {
+        if site_of(&t.name).is_some() {
+            (b, n + t.len())
+        } else {
+            (b + t.bytes * 8, n + t.len())
+        }
+    });
+    for cfg in crate::quant::configs(quick) {
+        let name = cfg.describe();
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        eprintln!("== wring {name}");
+        let t0 = Instant::now();
+        let (matrices, summary) =
+            quantize_linears(&g, &model_cfg, Some(&calib), &cfg, |_, _, _| {})
+                .map_err(|x| e(&x))?;
+        let replaced: HashMap<String, Vec<f32>> = matrices
+            .iter()
+            .map(|(k, m)| (k.clone(), m.dequantize()))
+            .collect();
+        let path = work.join("wring.gguf");
+        export_f32(&g, &replaced, &path)?;
+        let file = (summary.bits + rest_bits as f64) / all_weights as f64;
+        report.points.push(score(
+            "wring",
+            name,
+            &path,
+            summary.bits_per_weight(),
+            file,
+            t0,
+        )?);
+        keep(&report);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    // llama.cpp's formats from the same f32 base, where its quantizer is available.
+    match on_path("llama-quantize") {
+        None => eprintln!("== llama-quantize is not on PATH: no llama.cpp points"),
+        Some(q) => {
+            for ty in LLAMA_TYPES {
+                if only.is_some_and(|o| !ty.contains(o)) {
+                    continue;
+                }
+                eprintln!("== llama.cpp {ty}");
+                let t0 = Instant::now();
+                let path = work.join(format!("llama-{ty}.gguf"));
+                let out = Command::new(&q)
+                    .arg(&base_path)
+                    .arg(&path)
+                    .arg(ty)
+                    .arg(num_threads().to_string())
+                    .output()
+                    .map_err(|x| e(&x))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "llama-quantize {ty} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let (lin, file) = file_bits(&Gguf::open(&path).map_err(|x| e(&x))?);
+                report
+                    .points
+                    .push(score("llama.cpp", ty.to_string(), &path, lin, file, t0)?);
+                keep(&report);
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&kld_path);
+    Ok(report)
+}
+
+/// Keeps the points of an earlier run in `path` that this run did not measure (`--only` runs one method
+/// at a time), when that run followed the same protocol: same text, context, chunks and calibration, and
+/// the same base perplexity. Points are then ordered by tool and bits.
+pub fn merge_previous(r: &mut QualityReport, path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    let old = &json["report"];
+    let same = old["n_ctx"] == r.n_ctx
+        && old["chunks"] == r.chunks
+        && old["calib_tokens"] == r.calib_tokens
+        && old["eval_text"] == r.eval_text.as_str()
+        && old["base_ppl"].as_f64() == Some(r.base_ppl);
+    if !same {
+        eprintln!("{} followed another protocol: not merged", path.display());
+        return;
+    }
+    let Ok(points) = serde_json::from_value::<Vec<Point>>(old["points"].clone()) else {
+        return;
+    };
+    for p in points {
+        if !r
+            .points
+            .iter()
+            .any(|q| q.tool == p.tool && q.config == p.config)
+        {
+            r.points.push(p);
+        }
+    }
+    let rank = |t: &str| match t {
+        "base" => 0,
+        "wring" => 1,
+        _ => 2,
+    };
+    r.points.sort_by(|a, b| {
+        rank(&a.tool)
+            .cmp(&rank(&b.tool))
+            .then(b.bpw_linear.total_cmp(&a.bpw_linear))
+    });
+}
+
+/// The report as a Markdown table.
+pub fn table(r: &QualityReport) -> String {
+    let mut s = format!(
+        "# Bits per weight against quality, SmolLM2-135M\n\n\
+         llama-perplexity ({}) at context {} on {} chunks ({} scored tokens) of {}, every model's weights in \
+         f32, KLD and top-1 against the base's logits. wring's quantizers calibrated on {} tokens of {}.\n\n\
+         | tool | quantizer / type | bpw (linears) | bpw (file) | PPL | ΔPPL | mean KLD | same top-1 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        r.llama_perplexity,
+        r.n_ctx,
+        r.chunks,
+        r.scored_tokens,
+        r.eval_text,
+        r.calib_tokens,
+        r.calib_text
+    );
+    for p in &r.points {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:+.1} % | {:.4} | {:.1} % |\n",
+            p.tool, p.config, p.bpw_linear, p.bpw_file, p.ppl, p.delta_ppl_pct, p.kld, p.top1_pct
+        );
+    }
+    s
+}
+
+/// Two panels side by side, bits per weight of the linear layers against perplexity relative to the base
+/// and against mean KLD, both on log scales (so +2% and +200% are both readable): wring's quantizers as
+/// circles, llama.cpp's types as squares.
+pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
+    use plotters::prelude::*;
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let pts: Vec<&Point> = r.points.iter().filter(|p| p.tool != "base").collect();
+    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(l, h), p| {
+        (l.min(p.bpw_linear), h.max(p.bpw_linear))
+    });
+    type Metric = fn(&Point) -> f64;
+    let panels: [(&str, Metric); 2] = [
+        ("perplexity / base", |p| 1.0 + p.delta_ppl_pct / 100.0),
+        ("mean KL divergence (nats)", |p| p.kld.max(1e-4)),
+    ];
+    for ((desc, metric), area) in panels.iter().zip(root.split_evenly((1, 2))) {
+        let (lo, hi) = pts.iter().fold((f64::MAX, f64::MIN), |(l, h), p| {
+            (l.min(metric(p)), h.max(metric(p)))
+        });
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!("SmolLM2-135M, {} tokens: {desc}", r.scored_tokens),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (x0.floor() - 0.1)..(x1.ceil() + 0.1),
+                (lo * 0.9..hi * 1.1).log_scale(),
+            )
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("bits per weight, linear layers")
+            .y_desc(*desc)
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (tool, color) in [("wring", BLUE), ("llama.cpp", RED)] {
+            let series: Vec<(f64, f64, &str)> = pts
+                .iter()
+                .filter(|p| p.tool == tool)
+                .map(|p| (p.bpw_linear, metric(p), p.config.as_str()))
+                .collect();
+            chart
+                .draw_series(series.iter().map(|&(x, y, _)| {
+                    if tool == "wring" {
+                        Circle::new((x, y), 4, color.filled()).into_dyn()
+                    } else {
+                        Rectangle::new([(x, y), (x, y)], color.stroke_width(8)).into_dyn()
+                    }
+                }))
+                .map_err(|x| e(&x))?
+                .label(tool)
+                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+            chart
+                .draw_series(series.iter().map(|&(x, y, name)| {
+                    let short: String = name
+                        .split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    Text::new(short, (x, y), ("sans-serif", 10).into_font())
+                }))
+                .map_err(|x| e(&x))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))
+}
