@@ -8,6 +8,9 @@
 // quantized scale and zero per (row, group) with f16 second-order parameters per block of `stat_rows`
 // rows: s = ss (qs - sz), z = zs (qz - zz), w = s (q - z).
 //
+// Codes: `rowcodes` holds each row's first code word and code width (rows may differ in width: MixLLM's
+// mixed precision), so a row's codes are found without summing the rows before it.
+//
 // Outliers: `outliers` starts with rows + 1 offsets; a row's entries hold the stored column in the low 16
 // bits and the f16 correction in the high 16. They are added by the same lanes after the dense part.
 #import reduce
@@ -15,9 +18,8 @@
 struct Params {
     rows: u32,
     cols: u32,
-    bits: u32,
     group: u32,
-    code_words: u32,
+    _unused: u32,
     stat_words: u32,
     stat_bits: u32,
     stat_rows: u32,
@@ -25,6 +27,7 @@ struct Params {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -37,6 +40,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> outliers: array<u32>;
 @group(0) @binding(6) var<storage, read> x: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> rowcodes: array<u32>;
 
 // The n-bit field starting at bit s of w0, continued in w1 when it straddles the word boundary.
 fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
@@ -47,16 +51,16 @@ fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
     return v & ((1u << n) - 1u);
 }
 
-// The code of stored column j in a row whose codes start at word `base`.
-fn code_at(base: u32, j: u32) -> f32 {
-    let at = j * params.bits;
+// The code of stored column j in a row of `bits`-bit codes that start at word `base`.
+fn code_at(base: u32, bits: u32, j: u32) -> f32 {
+    let at = j * bits;
     let w = base + at / 32u;
     let s = at % 32u;
     var w1 = 0u;
-    if (s + params.bits > 32u) {
+    if (s + bits > 32u) {
         w1 = codes[w + 1u];
     }
-    return f32(field(codes[w], w1, s, params.bits));
+    return f32(field(codes[w], w1, s, bits));
 }
 
 // A group's statistics as (a, b) with w = a (q - b): affine d q + m is d (q - (-m / d)), but it is
@@ -104,12 +108,13 @@ fn act(b0: u32, b: u32, c: u32) -> f32 {
 fn row_sums(row: u32, b0: u32, lane: u32, lanes: u32) -> array<f32, BATCH> {
     var sums: array<f32, BATCH>;
     let groups = params.cols / params.group;
-    let base = row * params.code_words;
+    let base = rowcodes[2u * row];
+    let bits = rowcodes[2u * row + 1u];
     for (var g = lane; g < groups; g += lanes) {
         let st = group_stats(row, g);
         for (var t = 0u; t < params.group; t++) {
             let j = g * params.group + t;
-            let w = weight(st, code_at(base, j));
+            let w = weight(st, code_at(base, bits, j));
             let c = perm[j];
             for (var b = 0u; b < BATCH; b++) {
                 sums[b] += w * act(b0, b, c);

@@ -892,7 +892,7 @@ fn raw_safetensors(header: &str, data: &[u8]) -> Vec<u8> {
 /// and checked, then its base compared with the model it is loaded over.
 fn group_file_cases() -> Vec<Case> {
     use wring::io::group_file::{Base, GroupFile, to_bytes};
-    use wring::quant::gptq::{Config, Hessian, Method, quantize};
+    use wring::quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
     let base_path = file("base.gguf", b"a stand-in for the base model's bytes");
     let base = Base::of(&base_path).expect("the base file");
     let (rows, cols) = (16, 32);
@@ -978,12 +978,73 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "format"],
     );
     add(
-        "version 2",
+        "version 3",
         raw_safetensors(
-            &meta("").replace(r#""version":"1""#, r#""version":"2""#),
+            &meta("").replace(r#""version":"1""#, r#""version":"3""#),
             &[],
         ),
         &["Request", "version"],
+    );
+    // MixLLM's per-row widths (version 2): a valid file, then its widths corrupted in place.
+    let widths: Vec<u8> = (0..rows).map(|r| if r % 4 == 0 { 8 } else { 4 }).collect();
+    let mixed_cfg = Config {
+        group: 32,
+        ..Config::mixllm(0.25)
+    };
+    let mixed = quantize_rows(&w, rows, cols, &h, &mixed_cfg, &widths)
+        .unwrap()
+        .0;
+    let mixed_file = to_bytes(&valid(&mixed)).unwrap();
+    add("a valid MixLLM file (control)", mixed_file.clone(), &[]);
+    // The row widths' bytes: the header's data offsets for the one U8 tensor.
+    let header_len = u64::from_le_bytes(mixed_file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&mixed_file[8..8 + header_len]).unwrap();
+    let start = header["blk.0.attn_q.weight.row_bits"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize
+        + 8
+        + header_len;
+    let with_width = |row: usize, bits: u8| {
+        let mut b = mixed_file.clone();
+        b[start + row] = bits;
+        b
+    };
+    add(
+        "a row of 9-bit codes",
+        with_width(1, 9),
+        &["Request", "9-bit"],
+    );
+    add(
+        "a row of 0-bit codes",
+        with_width(2, 0),
+        &["Request", "0-bit"],
+    );
+    add(
+        "row widths that do not match the codes",
+        with_width(1, 5),
+        &["Request", "codes has shape"],
+    );
+    let text = |b: &[u8]| -> Vec<u8> {
+        let h = String::from_utf8_lossy(&b[8..8 + header_len]).replace(r#""U8""#, r#""I8""#);
+        [&b[..8], h.as_bytes(), &b[8 + header_len..]].concat()
+    };
+    add(
+        "row widths stored as I8",
+        text(&mixed_file),
+        &["Request", "must be U8"],
+    );
+    add(
+        "row widths in a version-1 file",
+        {
+            let mut b = mixed_file.clone();
+            let at = b
+                .windows(13)
+                .position(|w| w == br#""version":"2""#)
+                .unwrap();
+            b[at + 11] = b'1';
+            b
+        },
+        &["Request", "version-1"],
     );
     add(
         "base_bytes not a number",

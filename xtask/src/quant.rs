@@ -76,6 +76,14 @@ pub fn configs(quick: bool) -> Vec<Config> {
         gptq(2, 32),
         rtn(2, 32),
         rtn(8, 64),
+        // MixLLM: a tenth of the weights (whole rows, ranked over the model) at 8 bits beside 4; and the
+        // same choice between 3 and 4 bits for half the weights, about 4 bits in all.
+        Config::mixllm(0.1),
+        Config {
+            bits: 3,
+            high_bits: 4,
+            ..Config::mixllm(0.5)
+        },
     ]
 }
 

@@ -80,7 +80,7 @@ enum Command {
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
     },
-    /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ or SpQR) into a file of
+    /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR or MixLLM) into a file of
     /// compressed weights for `--weights`, calibrating on a text with wring itself.
     Quantize {
         #[arg(long)]
@@ -90,7 +90,7 @@ enum Command {
         /// Bits per weight code (2 to 8).
         #[arg(long, default_value_t = 3)]
         bits: u32,
-        /// Columns per group (default: 16 for spqr, 32 otherwise).
+        /// Columns per group (default: 16 for spqr, 64 for mixllm, 32 otherwise).
         #[arg(long)]
         group: Option<usize>,
         /// SpQR's outlier threshold tau (relative to the layer's Hessian-weighted variance); 0 keeps none.
@@ -99,6 +99,13 @@ enum Command {
         /// Quantize columns in their original order instead of by decreasing Hessian diagonal.
         #[arg(long)]
         no_act_order: bool,
+        /// mixllm: the fraction of the weights, in whole output rows ranked by salience over the model,
+        /// kept at --high-bits.
+        #[arg(long, default_value_t = 0.1)]
+        high_precision_fraction: f64,
+        /// mixllm: the code width of the promoted rows.
+        #[arg(long, default_value_t = 8)]
+        high_bits: u32,
         /// Calibration text (needed by gptq and spqr).
         #[arg(long)]
         calib: Option<std::path::PathBuf>,
@@ -393,12 +400,19 @@ fn main() -> ExitCode {
             group,
             outlier_threshold,
             no_act_order,
+            high_precision_fraction,
+            high_bits,
             calib,
             calib_tokens,
             output,
         } => {
             let base = match method {
                 Method::Spqr => Config::spqr(bits),
+                Method::Mixllm => Config {
+                    bits,
+                    high_bits,
+                    ..Config::mixllm(high_precision_fraction)
+                },
                 m => Config::plain(m, bits, 32),
             };
             let cfg = Config {

@@ -3,8 +3,9 @@
 //! made from (by size and CRC-32), whose other tensors (embedding, norms), configuration and tokenizer the
 //! model takes as they are.
 //!
-//! Schema (version 1). `__metadata__`, all strings:
-//! - `format`: `wring-group`; `version`: `1`;
+//! Schema (version 2; version 1 is version 2 without `row_bits`, and files without them are still written
+//! as version 1). `__metadata__`, all strings:
+//! - `format`: `wring-group`; `version`: `1` or `2`;
 //! - `base`: the base model's file name (informational), `base_bytes` and `base_crc32` (decimal): the base
 //!   it must be loaded with;
 //! - `method`: how it was made (informational, e.g. `spqr bits=3 group=16 tau=0.2`);
@@ -14,7 +15,9 @@
 //!
 //! Tensors, all `U32` (little-endian words, `wring_quant::group`'s buffers): `NAME.codes` [R, code words],
 //! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` [C] (absent when
-//! the columns are in input order), `NAME.outliers` [R + 1 + outliers].
+//! the columns are in input order), `NAME.outliers` [R + 1 + outliers]. Version 2 adds `NAME.row_bits`, `U8`
+//! [R]: each row's code width (MixLLM's mixed precision); with it, `NAME.codes` is 1-D, the rows' words one
+//! after another.
 //!
 //! Reading checks everything before returning a matrix: the schema and version, every layout, each
 //! tensor's type and exact shape, and each matrix's contents (`GroupMatrix::check`: a permutation, rising
@@ -31,7 +34,9 @@ use crate::IoError;
 
 /// The schema's name and version.
 pub const FORMAT: &str = "wring-group";
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
+/// The version written when no matrix has per-row widths, so version-1 readers still read those files.
+pub const VERSION_UNIFORM: &str = "1";
 
 /// The most matrices one file may hold (a 405B llama has 126 x 7).
 pub const MAX_MATRICES: usize = 1 << 14;
@@ -128,7 +133,15 @@ fn words(v: &[u32]) -> Vec<u8> {
 pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
-        ("version".to_string(), VERSION.to_string()),
+        (
+            "version".to_string(),
+            if file.matrices.values().any(|m| !m.row_bits.is_empty()) {
+                VERSION
+            } else {
+                VERSION_UNIFORM
+            }
+            .to_string(),
+        ),
         ("base".to_string(), file.base.name.clone()),
         ("base_bytes".to_string(), file.base.bytes.to_string()),
         ("base_crc32".to_string(), file.base.crc32.to_string()),
@@ -147,11 +160,12 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
         m.check().map_err(|e| format!("{name}: {e}"))?;
         let l = &m.layout;
         meta.insert(name.clone(), layout_string(l));
-        buffers.push((
-            format!("{name}.codes"),
-            vec![l.rows, l.code_words()],
-            words(&m.codes),
-        ));
+        let code_shape = if m.row_bits.is_empty() {
+            vec![l.rows, l.code_words()]
+        } else {
+            vec![m.codes.len()]
+        };
+        buffers.push((format!("{name}.codes"), code_shape, words(&m.codes)));
         buffers.push((
             format!("{name}.stats"),
             vec![l.rows, l.stat_words()],
@@ -173,10 +187,28 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
             words(&m.outliers),
         ));
     }
+    let row_bits: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .matrices
+        .iter()
+        .filter(|(_, m)| !m.row_bits.is_empty())
+        .map(|(name, m)| {
+            (
+                format!("{name}.row_bits"),
+                vec![m.row_bits.len()],
+                m.row_bits.clone(),
+            )
+        })
+        .collect();
     let views = buffers
         .iter()
-        .map(|(n, shape, data)| {
-            TensorView::new(Dtype::U32, shape.clone(), data)
+        .map(|(n, shape, data)| (n, Dtype::U32, shape, data))
+        .chain(
+            row_bits
+                .iter()
+                .map(|(n, shape, data)| (n, Dtype::U8, shape, data)),
+        )
+        .map(|(n, dtype, shape, data)| {
+            TensorView::new(dtype, shape.clone(), data)
                 .map(|v| (n.as_str(), v))
                 .map_err(|e| e.to_string())
         })
@@ -199,10 +231,10 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
     if get("format")? != FORMAT {
         return Err(format!("format `{}` is not {FORMAT}", get("format")?));
     }
-    if get("version")? != VERSION {
+    let version = get("version")?;
+    if version != VERSION && version != VERSION_UNIFORM {
         return Err(format!(
-            "{FORMAT} version {} is not supported (this build reads version {VERSION})",
-            get("version")?
+            "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} and {VERSION})"
         ));
     }
     let base = Base {
@@ -266,9 +298,42 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
             tensor(part, shape)?.ok_or_else(|| format!("{name}.{part} is missing"))
         };
         let bilevel = matches!(layout.stats, Stats::Bilevel { .. });
+        let row_bits = match st.tensor(&format!("{name}.row_bits")) {
+            Err(safetensors::SafeTensorError::TensorNotFound(_)) => Vec::new(),
+            Err(e) => return Err(format!("{name}.row_bits: {e}")),
+            Ok(_) if version == VERSION_UNIFORM => {
+                return Err(format!("{name}.row_bits in a version-1 file"));
+            }
+            Ok(t) if t.dtype() != Dtype::U8 || t.shape() != [layout.rows] => {
+                return Err(format!(
+                    "{name}.row_bits must be U8 [{}], not {:?} {:?}",
+                    layout.rows,
+                    t.dtype(),
+                    t.shape()
+                ));
+            }
+            Ok(t) => t.data().to_vec(),
+        };
+        // Widths are checked before they size anything: each 2 to 8 bits, so the codes' length is bounded
+        // by the rows the file itself holds.
+        if let Some(b) = row_bits.iter().find(|b| !(2..=8).contains(*b)) {
+            return Err(format!(
+                "{name}: a row of {b}-bit codes; 2 to 8 bits are supported"
+            ));
+        }
+        let code_shape = if row_bits.is_empty() {
+            vec![layout.rows, layout.code_words()]
+        } else {
+            vec![
+                row_bits
+                    .iter()
+                    .map(|&b| (layout.cols * b as usize).div_ceil(32))
+                    .sum(),
+            ]
+        };
         let m = GroupMatrix {
             layout,
-            codes: need("codes", Some(vec![layout.rows, layout.code_words()]))?,
+            codes: need("codes", Some(code_shape))?,
             stats: need("stats", Some(vec![layout.rows, layout.stat_words()]))?,
             second: if bilevel {
                 need("second", Some(vec![layout.second_words()]))?
@@ -280,6 +345,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
                 None => (0..layout.cols as u32).collect(),
             },
             outliers: need("outliers", None)?,
+            row_bits,
         };
         m.check().map_err(|e| format!("{name}: {e}"))?;
         matrices.insert(name.clone(), m);
@@ -338,7 +404,7 @@ pub fn read(path: &Path) -> Result<GroupFile, IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wring_quant::gptq::{Config, Hessian, Method, quantize};
+    use wring_quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
 
     #[test]
     fn files_round_trip() {
@@ -373,8 +439,32 @@ mod tests {
             matrices,
         };
         let bytes = to_bytes(&file).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"version\":\"1\""));
         assert_eq!(parse(&bytes).unwrap(), file);
         assert!(parse(&bytes[..bytes.len() - 1]).is_err());
+
+        // Mixed row widths make a version-2 file and come back as they went.
+        let mut mixed = file.clone();
+        let widths: Vec<u8> = (0..rows).map(|r| if r % 5 == 0 { 8 } else { 4 }).collect();
+        let cfg = Config::mixllm(0.2);
+        mixed.matrices.insert(
+            "blk.0.ffn_down.weight".to_string(),
+            quantize_rows(&w, rows, cols, &h, &cfg, &widths).unwrap().0,
+        );
+        let bytes = to_bytes(&mixed).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"version\":\"2\""));
+        let back = parse(&bytes).unwrap();
+        assert_eq!(back, mixed);
+        assert_eq!(back.matrices["blk.0.ffn_down.weight"].row_bits, widths);
+        // The same bytes claiming version 1 are refused: version 1 has no row widths.
+        let mut v1 = bytes.clone();
+        let at = v1
+            .windows(13)
+            .position(|w| w == b"\"version\":\"2\"")
+            .unwrap();
+        v1[at + 11] = b'1';
+        let e = parse(&v1).unwrap_err();
+        assert!(e.contains("row_bits in a version-1 file"), "{e}");
     }
 
     /// The fuzz target's seeds (written from the schema by tools/fixtures/fuzz_seeds.py, not by this
@@ -382,7 +472,11 @@ mod tests {
     #[test]
     fn the_seeds_written_from_the_schema_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/group_file");
-        for name in ["affine-4bit.safetensors", "bilevel-3bit.safetensors"] {
+        for name in [
+            "affine-4bit.safetensors",
+            "bilevel-3bit.safetensors",
+            "mixed-4-8bit.safetensors",
+        ] {
             let f = read(&dir.join(name)).unwrap();
             assert_eq!(f.matrices.len(), 1, "{name}");
             assert_eq!(f.base.crc32, 12345);

@@ -20,12 +20,10 @@ pub struct Params {
     pub rows: u32,
     /// Columns of W (inputs).
     pub cols: u32,
-    /// Bits per code.
-    pub bits: u32,
     /// Columns per group.
     pub group: u32,
-    /// Words of codes per row.
-    pub code_words: u32,
+    /// Unused: each row's code width and first word are in the `rowcodes` operand.
+    pub _unused: u32,
     /// Words of statistics per row.
     pub stat_words: u32,
     /// Bits of each quantized scale and zero (bilevel; 0 for affine).
@@ -37,6 +35,7 @@ pub struct Params {
     pub _pad0: u32,
     pub _pad1: u32,
     pub _pad2: u32,
+    pub _pad3: u32,
 }
 
 /// `y[batch][rows] = W[rows][cols] x[batch][cols]` for a group-quantized W with its sparse outliers.
@@ -46,6 +45,19 @@ pub struct Gmatvec {
     pub layout: Layout,
     /// Activation rows.
     pub batch: usize,
+    /// Words of codes in all (`rows * layout.code_words()` when every row has `layout.bits`).
+    pub code_words: usize,
+}
+
+impl Gmatvec {
+    /// The product for `m`'s layout and code length.
+    pub fn of(m: &GroupMatrix, batch: usize) -> Gmatvec {
+        Gmatvec {
+            layout: m.layout,
+            batch,
+            code_words: m.codes.len(),
+        }
+    }
 }
 
 impl Kernel for Gmatvec {
@@ -56,7 +68,7 @@ impl Kernel for Gmatvec {
     fn operands(&self) -> Vec<Operand> {
         let l = &self.layout;
         let mut ops = vec![
-            Operand::read("codes", DType::U32, 0).shape(&[l.rows, l.code_words()]),
+            Operand::read("codes", DType::U32, 0).shape(&[self.code_words]),
             Operand::read("stats", DType::U32, 0).shape(&[l.rows, l.stat_words()]),
         ];
         if matches!(l.stats, Stats::Bilevel { .. }) {
@@ -68,6 +80,9 @@ impl Kernel for Gmatvec {
             Operand::read("outliers", DType::U32, l.rows + 1),
             Operand::read("x", DType::F32, 0).shape(&[self.batch, l.cols]),
             Operand::write("y", DType::F32, 0).shape(&[self.batch, l.rows]),
+            // Each row's first code word and width (GroupMatrix::code_starts): data, vouched for by
+            // GroupMatrix::check like the outliers.
+            Operand::read("rowcodes", DType::U32, 0).shape(&[l.rows, 2]),
         ]);
         ops
     }
@@ -80,7 +95,11 @@ impl Kernel for Gmatvec {
     /// The outlier entries' columns and offsets are data: [`GroupMatrix::check`] is what vouches for them,
     /// and callers upload only checked matrices.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        let Gmatvec { layout: l, batch } = *self;
+        let Gmatvec {
+            layout: l,
+            batch,
+            code_words,
+        } = *self;
         l.check().map_err(|e| KernelError::Shape {
             kernel: "gmatvec",
             what: e.to_string(),
@@ -108,7 +127,7 @@ impl Kernel for Gmatvec {
             || format!("variant {} does not read {stats} statistics", v.id()),
         )?;
         let tile = v.define_u32("BATCH") as u64;
-        plan::index_u32("gmatvec", "rows * code words", l.rows * l.code_words())?;
+        plan::index_u32("gmatvec", "code words", code_words)?;
         plan::index_u32("gmatvec", "batch * cols", batch.saturating_mul(l.cols))?;
         plan::index_u32("gmatvec", "batch * rows", batch.saturating_mul(l.rows))?;
         let (stat_bits, stat_rows) = match l.stats {
@@ -118,9 +137,8 @@ impl Kernel for Gmatvec {
         let params = Params {
             rows: l.rows as u32,
             cols: l.cols as u32,
-            bits: l.bits,
             group: l.group as u32,
-            code_words: l.code_words() as u32,
+            _unused: 0,
             stat_words: l.stat_words() as u32,
             stat_bits,
             stat_rows,
@@ -128,6 +146,7 @@ impl Kernel for Gmatvec {
             _pad0: 0,
             _pad1: 0,
             _pad2: 0,
+            _pad3: 0,
         };
         let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
             u64::from(v.define_u32("WG"))
@@ -144,13 +163,15 @@ impl Kernel for Gmatvec {
 }
 
 /// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (each decoded with
-/// `GroupMatrix::dense`, the shader's arithmetic) and then the row's outliers lane, lane + wg, ...,
+/// `GroupMatrix::dense_at`, the shader's arithmetic) and then the row's outliers lane, lane + wg, ...,
 /// accumulating in that order; the tree of `shaders/common/reduce.wgsl` combines the lanes. With `wg = 1`
 /// this is the `lanes` variants' order.
 pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
     let l = &m.layout;
     let mut slots = vec![vec![0f32; wg]; batch];
+    let starts = m.code_starts();
     for row in 0..l.rows {
+        let start = starts[row][0] as usize;
         for s in slots.iter_mut() {
             s.fill(0.0);
         }
@@ -159,7 +180,7 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
             while g < l.groups() {
                 for t in 0..l.group {
                     let j = g * l.group + t;
-                    let w = m.dense(row, j);
+                    let w = m.dense_at(row, start, j);
                     let c = m.perm[j] as usize;
                     for (b, s) in slots.iter_mut().enumerate() {
                         s[lane] += w * x[b * l.cols + c];

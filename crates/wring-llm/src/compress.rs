@@ -117,6 +117,44 @@ pub fn dense_matrix(g: &Gguf, name: &str) -> Result<(usize, usize, Vec<f32>), Ll
     Ok((rows, cols, values))
 }
 
+/// MixLLM's global choice: every row of every matrix ranked by its salience at `cfg.bits`
+/// ([`gptq::row_salience`]), the top rows promoted to `cfg.high_bits` until they hold `cfg.high_fraction` of
+/// the weights. Returns each matrix's row widths.
+fn promoted_rows<'a>(
+    g: &Gguf,
+    names: &[String],
+    cfg: &Config,
+    hessian: impl Fn(&str) -> Result<&'a Hessian, LlmError>,
+) -> Result<HashMap<String, Vec<u8>>, LlmError> {
+    if !(cfg.bits..=8).contains(&cfg.high_bits) || !(0.0..=1.0).contains(&cfg.high_fraction) {
+        return Err(LlmError::Request(format!(
+            "promoted rows of {} bits for {} of the weights: need {} to 8 bits and a fraction in [0, 1]",
+            cfg.high_bits, cfg.high_fraction, cfg.bits
+        )));
+    }
+    let mut ranked = Vec::new();
+    let mut total = 0usize;
+    let mut widths = HashMap::new();
+    for (m, name) in names.iter().enumerate() {
+        let (rows, cols, w) = dense_matrix(g, name)?;
+        let s = gptq::row_salience(&w, rows, cols, hessian(name)?, cfg.bits, cfg.group);
+        ranked.extend(s.into_iter().enumerate().map(|(r, v)| (v, m, r, cols)));
+        total += rows * cols;
+        widths.insert(name.clone(), vec![cfg.bits as u8; rows]);
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let budget = (cfg.high_fraction * total as f64) as usize;
+    let mut used = 0;
+    for (_, m, r, cols) in ranked {
+        if used + cols > budget {
+            break;
+        }
+        used += cols;
+        widths.get_mut(&names[m]).expect("every matrix has widths")[r] = cfg.high_bits as u8;
+    }
+    Ok(widths)
+}
+
 /// What quantizing a model did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -160,24 +198,32 @@ pub fn quantize_linears(
         outliers: 0,
         proxy_error: 0.0,
     };
+    let hessian = |name: &str| -> Result<&Hessian, LlmError> {
+        match (cfg.method, calib) {
+            (_, Some(c)) => c.hessian(name).ok_or_else(|| {
+                LlmError::Request(format!("the calibration has no statistics for `{name}`"))
+            }),
+            (m, None) => Err(LlmError::Request(format!(
+                "{m:?} needs calibration statistics"
+            ))),
+        }
+    };
+    let row_bits = if cfg.high_fraction > 0.0 {
+        promoted_rows(g, &names, cfg, hessian)?
+    } else {
+        HashMap::new()
+    };
     for (i, name) in names.iter().enumerate() {
         let (rows, cols, w) = dense_matrix(g, name)?;
         let identity;
-        let h = match (cfg.method, calib) {
-            (gptq::Method::Rtn, _) => {
-                identity = Hessian::identity(cols);
-                &identity
-            }
-            (_, Some(c)) => c.hessian(name).ok_or_else(|| {
-                LlmError::Request(format!("the calibration has no statistics for `{name}`"))
-            })?,
-            (m, None) => {
-                return Err(LlmError::Request(format!(
-                    "{m:?} needs calibration statistics"
-                )));
-            }
+        let h = if cfg.method == gptq::Method::Rtn {
+            identity = Hessian::identity(cols);
+            &identity
+        } else {
+            hessian(name)?
         };
-        let (m, report) = gptq::quantize(&w, rows, cols, h, cfg)
+        let widths = row_bits.get(name).map_or(&[][..], Vec::as_slice);
+        let (m, report) = gptq::quantize_rows(&w, rows, cols, h, cfg, widths)
             .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?;
         summary.weights += rows * cols;
         summary.bits += m.bits_per_weight() * (rows * cols) as f64;

@@ -12,12 +12,16 @@
 //!   with f16 second-order parameters per (row block, group): s = ss (qs - sz), z = zs (qz - zz), and
 //!   w = s (q - z).
 //!
+//! Rows may have their own code width (`row_bits`, MixLLM's mixed precision between output rows: the most
+//! salient rows at 8 bits, the rest at 4): each row's codes then take that many bits per weight, rows one
+//! after another, and its statistics fit that width. An empty `row_bits` means every row has `bits`.
+//!
 //! Outliers are stored apart, per row (CSR): an f16 value added to the dense weight at a stored column, so
 //! dense + sparse rebuilds the quantizer's output. The value is the correction (the weight minus its dense
 //! reconstruction), which is smaller than the weight and keeps more of f16's precision.
 //!
 //! Buffers (all u32 words, as the kernels bind them):
-//! - `codes`: per row, `cols * bits` bits packed from bit 0 of the row's first word upwards (a code may
+//! - `codes`: per row, `cols * bits` bits (the row's own bits where `row_bits` is given) packed from bit 0 of the row's first word upwards (a code may
 //!   straddle two words), rows padded to whole words.
 //! - `stats`: affine: per (row, group) one word, `d` in the low half and `m` in the high half (f16 bits);
 //!   bilevel: per row, `2 * stat_bits` bits per group (qs, then qz above it), packed like the codes.
@@ -179,6 +183,8 @@ pub struct GroupMatrix {
     pub perm: Vec<u32>,
     /// Row offsets then entries (see the module documentation).
     pub outliers: Vec<u32>,
+    /// Each row's code width, when rows differ (empty: every row has `layout.bits`).
+    pub row_bits: Vec<u8>,
 }
 
 impl GroupMatrix {
@@ -187,8 +193,20 @@ impl GroupMatrix {
     pub fn check(&self) -> Result<(), GroupError> {
         let l = &self.layout;
         l.check()?;
+        if !self.row_bits.is_empty() {
+            if self.row_bits.len() != l.rows {
+                return shape_err(format!(
+                    "row_bits has {} entries for {} rows",
+                    self.row_bits.len(),
+                    l.rows
+                ));
+            }
+            if let Some(b) = self.row_bits.iter().find(|b| !(2..=8).contains(*b)) {
+                return shape_err(format!("a row of {b}-bit codes; 2 to 8 bits are supported"));
+            }
+        }
         let want = [
-            ("codes", self.codes.len(), l.rows * l.code_words()),
+            ("codes", self.codes.len(), self.code_start(l.rows)),
             ("stats", self.stats.len(), l.rows * l.stat_words()),
             ("second", self.second.len(), l.second_words()),
             ("perm", self.perm.len(), l.cols),
@@ -241,6 +259,40 @@ impl GroupMatrix {
         Ok(())
     }
 
+    /// Row `row`'s code width.
+    pub fn bits_of(&self, row: usize) -> u32 {
+        self.row_bits
+            .get(row)
+            .map_or(self.layout.bits, |&b| u32::from(b))
+    }
+
+    /// The word where row `row`'s codes start (`row == rows`: the words of codes in all). Linear in the
+    /// rows when they differ in width: loops over rows use [`GroupMatrix::code_starts`].
+    pub fn code_start(&self, row: usize) -> usize {
+        let l = &self.layout;
+        if self.row_bits.is_empty() {
+            return row * l.code_words();
+        }
+        self.row_bits[..row.min(l.rows)]
+            .iter()
+            .map(|&b| (l.cols * b as usize).div_ceil(32))
+            .sum()
+    }
+
+    /// Every row's (first code word, bits), as the kernels bind them.
+    pub fn code_starts(&self) -> Vec<[u32; 2]> {
+        let l = &self.layout;
+        let mut at = 0usize;
+        (0..l.rows)
+            .map(|r| {
+                let b = self.bits_of(r);
+                let start = at as u32;
+                at += (l.cols * b as usize).div_ceil(32);
+                [start, b]
+            })
+            .collect()
+    }
+
     /// Outliers in all.
     pub fn outlier_count(&self) -> usize {
         self.outliers.len() - (self.layout.rows + 1)
@@ -259,18 +311,17 @@ impl GroupMatrix {
             + self.second.len()
             + if self.permuted() { self.perm.len() } else { 0 }
             + self.outliers.len();
-        (words * 32) as f64 / (self.layout.rows * self.layout.cols) as f64
+        // Per-row widths are stored as one byte per row.
+        (words * 32 + self.row_bits.len() * 8) as f64 / (self.layout.rows * self.layout.cols) as f64
     }
 
     /// The dense part's weight at (row, stored column j): the shader's arithmetic, in its order.
-    pub fn dense(&self, row: usize, j: usize) -> f32 {
+    /// `start` is the row's first code word ([`GroupMatrix::code_start`]).
+    pub fn dense_at(&self, row: usize, start: usize, j: usize) -> f32 {
         let l = &self.layout;
         let g = j / l.group;
-        let q = get_bits(
-            &self.codes[row * l.code_words()..],
-            j * l.bits as usize,
-            l.bits,
-        ) as f32;
+        let bits = self.bits_of(row);
+        let q = get_bits(&self.codes[start..], j * bits as usize, bits) as f32;
         match l.stats {
             Stats::Affine => {
                 let (d, m) = unpack_f16x2(self.stats[row * l.groups() + g]);
@@ -291,6 +342,11 @@ impl GroupMatrix {
                 s * (q - z)
             }
         }
+    }
+
+    /// [`GroupMatrix::dense_at`] for one weight.
+    pub fn dense(&self, row: usize, j: usize) -> f32 {
+        self.dense_at(row, self.code_start(row), j)
     }
 
     /// Matrices with the same columns, format and column order stacked row-wise into one (the q, k and v
@@ -331,6 +387,15 @@ impl GroupMatrix {
             second: cat(|p| &p.second),
             perm: first.perm.clone(),
             outliers: offsets,
+            // Per-row widths stack with their rows; uniform parts spell theirs out when any part varies.
+            row_bits: if parts.iter().all(|p| p.row_bits.is_empty()) {
+                Vec::new()
+            } else {
+                parts
+                    .iter()
+                    .flat_map(|p| (0..p.layout.rows).map(|r| p.bits_of(r) as u8))
+                    .collect()
+            },
         })
     }
 
@@ -338,9 +403,9 @@ impl GroupMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let l = &self.layout;
         let mut out = vec![0f32; l.rows * l.cols];
-        for r in 0..l.rows {
+        for (r, &[start, _]) in self.code_starts().iter().enumerate() {
             for j in 0..l.cols {
-                out[r * l.cols + self.perm[j] as usize] = self.dense(r, j);
+                out[r * l.cols + self.perm[j] as usize] = self.dense_at(r, start as usize, j);
             }
             let (a, b) = (self.outliers[r] as usize, self.outliers[r + 1] as usize);
             for &e in &self.outliers[a..b] {
@@ -366,6 +431,8 @@ pub struct Builder<'a> {
     pub second: &'a [[f16; 4]],
     pub perm: Option<&'a [u32]>,
     pub outliers: &'a [Vec<(u16, f16)>],
+    /// Each row's code width, or empty for `layout.bits` everywhere.
+    pub row_bits: &'a [u8],
 }
 
 impl Builder<'_> {
@@ -376,15 +443,26 @@ impl Builder<'_> {
         if self.codes.len() != l.rows * l.cols || self.outliers.len() != l.rows {
             return shape_err("codes or outlier rows do not match the shape");
         }
-        let mut codes = vec![0u32; l.rows * l.code_words()];
+        if !self.row_bits.is_empty() && self.row_bits.len() != l.rows {
+            return shape_err("row_bits does not match the rows");
+        }
+        let bits_of = |r: usize| self.row_bits.get(r).map_or(l.bits, |&b| u32::from(b));
+        let words = |r: usize| (l.cols * bits_of(r) as usize).div_ceil(32);
+        let mut codes = vec![0u32; (0..l.rows).map(words).sum()];
+        let mut start = 0;
         for r in 0..l.rows {
-            let row = &mut codes[r * l.code_words()..][..l.code_words()];
+            let bits = bits_of(r);
+            if !(2..=8).contains(&bits) {
+                return shape_err(format!("a row of {bits}-bit codes"));
+            }
+            let row = &mut codes[start..][..words(r)];
+            start += words(r);
             for j in 0..l.cols {
                 let q = u32::from(self.codes[r * l.cols + j]);
-                if q >> l.bits != 0 {
-                    return shape_err(format!("code {q} does not fit in {} bits", l.bits));
+                if q >> bits != 0 {
+                    return shape_err(format!("code {q} does not fit in {bits} bits"));
                 }
-                put_bits(row, j * l.bits as usize, l.bits, q);
+                put_bits(row, j * bits as usize, bits, q);
             }
         }
         let groups = l.groups();
@@ -450,6 +528,7 @@ impl Builder<'_> {
             second,
             perm,
             outliers,
+            row_bits: self.row_bits.to_vec(),
         };
         m.check()?;
         Ok(m)

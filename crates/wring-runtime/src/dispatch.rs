@@ -64,6 +64,7 @@ pub struct GroupWeights {
     second: Option<Tensor>,
     perm: Tensor,
     outliers: Tensor,
+    rowcodes: Tensor,
 }
 
 impl GroupWeights {
@@ -74,7 +75,7 @@ impl GroupWeights {
         let l = m.layout;
         Ok(GroupWeights {
             layout: l,
-            codes: ctx.upload(&[l.rows, l.code_words()], &m.codes)?,
+            codes: ctx.upload(&[m.codes.len()], &m.codes)?,
             stats: ctx.upload(&[l.rows, l.stat_words()], &m.stats)?,
             second: match l.stats {
                 Stats::Bilevel { .. } => Some(ctx.upload(&[m.second.len()], &m.second)?),
@@ -82,6 +83,10 @@ impl GroupWeights {
             },
             perm: ctx.upload(&[l.cols], &m.perm)?,
             outliers: ctx.upload(&[m.outliers.len()], &m.outliers)?,
+            rowcodes: ctx.upload(
+                &[l.rows, 2],
+                &m.code_starts().into_iter().flatten().collect::<Vec<u32>>(),
+            )?,
         })
     }
 
@@ -92,6 +97,7 @@ impl GroupWeights {
             ("stats", &self.stats),
             ("perm", &self.perm),
             ("outliers", &self.outliers),
+            ("rowcodes", &self.rowcodes),
         ];
         if let Some(s) = &self.second {
             b.push(("second", s));
@@ -124,6 +130,7 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                 &Gmatvec {
                     layout: g.layout,
                     batch: m,
+                    code_words: g.codes.shape()[0],
                 },
                 &ops,
             )

@@ -4,7 +4,8 @@
 //! the driver's contraction of multiply-adds differ). Matrices are random in every field (codes over their
 //! whole range, statistics, permutation, 0 to 4 outliers per row), at 2, 3, 4 and 8 bits, groups of 16 and
 //! 32, rows that end inside a workgroup of the lanes variants, codes that straddle words (48 columns of 3
-//! bits), SmolLM2's 576 columns, and batches within one tile, exactly one, and ragged tiles.
+//! bits), SmolLM2's 576 columns, rows of mixed widths (MixLLM: every row its own 2 to 8 bits, so row starts
+//! fall anywhere in the code words), and batches within one tile, exactly one, and ragged tiles.
 
 use half::f16;
 use wring::kernels::check::Tolerance;
@@ -15,18 +16,30 @@ use wring::quant::group::{Builder, GroupMatrix, Layout, Stats};
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variants};
 
-/// A random matrix of this layout: every field drawn over its range.
-pub fn random_matrix(layout: Layout, seed: u64) -> GroupMatrix {
+/// A random matrix of this layout: every field drawn over its range; with `mixed`, every row its own
+/// width from 2 to 8 bits.
+pub fn random_matrix(layout: Layout, seed: u64, mixed: bool) -> GroupMatrix {
     let mut rng = Rng::new(seed);
     let Layout {
         rows, cols, bits, ..
     } = layout;
     let groups = layout.groups();
-    let maxq = (1u32 << bits) as f32;
-    let codes: Vec<u8> = rng
-        .vec(rows * cols, 0.0, maxq - 0.01)
-        .into_iter()
-        .map(|v| v as u8)
+    let row_bits: Vec<u8> = if mixed {
+        rng.vec(rows, 2.0, 8.99)
+            .into_iter()
+            .map(|v| v as u8)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let codes: Vec<u8> = (0..rows)
+        .flat_map(|r| {
+            let maxq = (1u32 << row_bits.get(r).map_or(bits, |&b| u32::from(b))) as f32;
+            rng.vec(cols, 0.0, maxq - 0.01)
+                .into_iter()
+                .map(|v| v as u8)
+                .collect::<Vec<_>>()
+        })
         .collect();
     let affine: Vec<(f16, f16)> = (0..rows * groups)
         .map(|_| {
@@ -88,13 +101,20 @@ pub fn random_matrix(layout: Layout, seed: u64) -> GroupMatrix {
         second: &second,
         perm: Some(&perm),
         outliers: &outliers,
+        row_bits: &row_bits,
     }
     .build()
     .expect("a valid random matrix")
 }
 
-fn gmatvec_case(v: &'static Variant, layout: Layout, batch: usize, seed: u64) -> Case<'static> {
-    let m = random_matrix(layout, seed);
+fn gmatvec_case(
+    v: &'static Variant,
+    layout: Layout,
+    batch: usize,
+    seed: u64,
+    mixed: bool,
+) -> Case<'static> {
+    let m = random_matrix(layout, seed, mixed);
     let mut rng = Rng::new(seed ^ 0x5151);
     let x = rng.vec(batch * layout.cols, -1.0, 1.0);
     let mut y = vec![0f32; batch * layout.rows];
@@ -106,8 +126,14 @@ fn gmatvec_case(v: &'static Variant, layout: Layout, batch: usize, seed: u64) ->
     gmatvec::cpu(&m, &x, &mut y, batch, lanes);
     Case {
         name: format!(
-            "gmatvec variant={} rows={} cols={} bits={} group={} stats={:?} batch={batch} seed={seed}",
-            v.name, layout.rows, layout.cols, layout.bits, layout.group, layout.stats
+            "gmatvec variant={} rows={} cols={} bits={}{} group={} stats={:?} batch={batch} seed={seed}",
+            v.name,
+            layout.rows,
+            layout.cols,
+            layout.bits,
+            if mixed { " (mixed rows)" } else { "" },
+            layout.group,
+            layout.stats
         ),
         tol: Tolerance::Nmse(1e-9),
         out_dtype: DType::F32,
@@ -117,9 +143,11 @@ fn gmatvec_case(v: &'static Variant, layout: Layout, batch: usize, seed: u64) ->
             let up = |name: &str, shape: &[usize], data: &[u32]| {
                 ctx.upload(shape, data).map(|t| (name.to_string(), t))
             };
-            let (rows, words) = (layout.rows, layout.code_words());
+            let rows = layout.rows;
+            let rowcodes: Vec<u32> = m.code_starts().into_iter().flatten().collect();
             let mut ts = vec![
-                up("codes", &[rows, words], &m.codes)?,
+                up("codes", &[m.codes.len()], &m.codes)?,
+                up("rowcodes", &[rows, 2], &rowcodes)?,
                 up("stats", &[rows, layout.stat_words()], &m.stats)?,
                 up("perm", &[layout.cols], &m.perm)?,
                 up("outliers", &[m.outliers.len()], &m.outliers)?,
@@ -128,7 +156,7 @@ fn gmatvec_case(v: &'static Variant, layout: Layout, batch: usize, seed: u64) ->
                 ts.push(up("second", &[m.second.len()], &m.second)?);
             }
             let tx = ctx.upload(&[batch, layout.cols], &x)?;
-            let unit = Gmatvec { layout, batch };
+            let unit = Gmatvec::of(&m, batch);
             let mut ops: Vec<(&str, &wring::runtime::Tensor)> =
                 ts.iter().map(|(n, t)| (n.as_str(), t)).collect();
             ops.push(("x", &tx));
@@ -183,9 +211,12 @@ pub fn cases() -> Vec<Planned> {
                 stats,
             };
             for &batch in batches {
-                out.push(planned(v, move || {
-                    gmatvec_case(v, layout, batch, (i * 100 + batch) as u64)
-                }));
+                // The first shape of each form also runs with mixed row widths.
+                for mixed in [false, true].into_iter().take(if i == 0 { 2 } else { 1 }) {
+                    out.push(planned(v, move || {
+                        gmatvec_case(v, layout, batch, (i * 100 + batch) as u64, mixed)
+                    }));
+                }
             }
         }
     }
