@@ -487,6 +487,89 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             }
         }
     }
+    if want("gmatvec") {
+        // The sparse-outlier family on SmolLM2's shapes, per format below 4 bits: 4-bit affine groups of 32
+        // (Q4_1's bytes, beside qmatvec's Q4_1 rows), SpQR w3 (bilevel statistics over 16 rows, permuted)
+        // with no outliers and with 1 % (what the outlier pass costs), and MixLLM rows (a tenth at 8 bits
+        // beside 4-bit groups of 64). GB/s counts every stored word the product reads.
+        use wring_quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
+        use wring_runtime::kernels::sparse::Gmatvec;
+        let shapes: &[(usize, usize)] = if opts.quick {
+            &[(1536, 576)]
+        } else {
+            &[(576, 576), (1536, 576), (576, 1536)]
+        };
+        for &(n, k) in shapes {
+            let w = ramp(n * k, 0.05);
+            let h = Hessian::identity(k);
+            let spqr = Config {
+                method: Method::Rtn,
+                outlier_threshold: None,
+                ..Config::spqr(3)
+            };
+            let mixed = Config {
+                method: Method::Rtn,
+                ..Config::mixllm(0.1)
+            };
+            let widths: Vec<u8> = (0..n).map(|r| if r % 10 == 0 { 8 } else { 4 }).collect();
+            let quantized = |cfg: &Config, widths: &[u8]| {
+                quantize_rows(&w, n, k, &h, cfg, widths).map(|q| q.0)
+            };
+            let mut formats = vec![
+                (
+                    "rtn4 g32",
+                    quantize(&w, n, k, &h, &Config::plain(Method::Rtn, 4, 32))
+                        .map(|q| q.0),
+                ),
+                ("spqr3 0% outliers", quantized(&spqr, &[])),
+            ];
+            // 1 % of the weights as outliers, spread over the rows and columns.
+            let with_outliers = quantized(&spqr, &[]).map(|mut m| {
+                let per_row = k / 100;
+                let mut offsets = vec![(n + 1) as u32];
+                let mut entries = Vec::new();
+                for r in 0..n {
+                    for e in 0..per_row {
+                        let col = ((r * 37 + e * 101) % k) as u32;
+                        entries.push(col | (u32::from(f16::from_f32(0.01).to_bits()) << 16));
+                    }
+                    offsets.push(offsets[0] + entries.len() as u32);
+                }
+                offsets.extend(entries);
+                m.outliers = offsets;
+                m
+            });
+            formats.push(("spqr3 1% outliers", with_outliers));
+            formats.push(("mixllm 4/8 10%", quantized(&mixed, &widths)));
+            for (label, m) in formats {
+                let m = m.map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
+                let gw = wring_runtime::dispatch::GroupWeights::upload(&ctx, &m)?;
+                let bytes = m.bits_per_weight() * (n * k) as f64 / 8.0;
+                for batch in [1usize, 8] {
+                    let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
+                    let y = ctx.empty(&[batch, n], DType::F32)?;
+                    let unit = Gmatvec::of(&m, batch);
+                    let plan = unit.plan(ctx.caps(), Choice::Auto)?;
+                    let t = b.time(&|s| {
+                        wring_runtime::dispatch::matmul_weights(
+                            s,
+                            &wring_runtime::dispatch::Weights::Group(Box::new(gw.clone())),
+                            &x,
+                            &y,
+                        )
+                    })?;
+                    b.row(
+                        "gmatvec",
+                        &plan.variant.name,
+                        format!("{n}x{k} b{batch} {label}"),
+                        t,
+                        bytes,
+                        (2 * n * k * batch) as f64,
+                    );
+                }
+            }
+        }
+    }
     let mut matmul_best = 0.0f64;
     if want("matmul") {
         // (m, n, k): a 512-token prefill through SmolLM2's projections, and square sizes.

@@ -37,7 +37,8 @@ enum Command {
         /// Print only; do not write bench-results/.
         #[arg(long)]
         no_save: bool,
-        /// `bench quality` only: the quantizers and llama.cpp types whose names contain this.
+        /// `bench quant` and `bench quality` only: the quantizers (and llama.cpp types) whose names
+        /// contain this.
         #[arg(long)]
         only: Option<String>,
         /// Where to keep results (default bench-results/).
@@ -165,17 +166,18 @@ fn main() -> ExitCode {
             }
             if filter.as_deref() == Some("quant") {
                 let dir = out.join(format!("{}-quant", today()));
-                return finish(quant::run(quick), |r| {
+                return finish(quant::run(quick, only.as_deref()), |r| {
                     let table = format!(
                         "# Linear layers below 4 bits on {}\n\n{} chunks of {} tokens of {} against the uncompressed model \
-                         (PPL {:.3} on the {} scored positions); calibration: {} tokens of {}.\n\n\
-                         | quantizer | bpw | outliers | PPL | ΔPPL | mean KLD | same top-1 |\n|---|---|---|---|---|---|---|\n{}\n",
+                         (PPL {:.3} on the {} scored positions, decode {:.1} tokens/s); calibration: {} tokens of {}.\n\n\
+                         | quantizer | bpw | outliers | PPL | ΔPPL | mean KLD | same top-1 | decode tokens/s (x base) |\n|---|---|---|---|---|---|---|---|\n{}\n",
                         r.adapter,
                         r.chunks,
                         r.n_ctx,
                         r.eval_text,
                         r.base.ppl,
                         r.base.scored,
+                        r.base_decode_tokens_per_s,
                         r.calib_tokens,
                         r.calib_text,
                         r.summary.join("\n")

@@ -126,15 +126,18 @@ struct Scores {
     top1_pct: f64,
 }
 
+/// The number after `label` on the last line that starts with it and then has only a colon or an equals
+/// sign before the number (`Mean PPL(Q)` must not match `Mean PPL(Q)/PPL(base)`).
 fn number_after(out: &str, label: &str) -> Option<f64> {
-    let i = out.rfind(label)? + label.len();
-    out[i..]
-        .trim_start_matches([' ', ':', '='])
-        .split_whitespace()
-        .next()?
-        .trim_end_matches('%')
-        .parse()
-        .ok()
+    out.lines().rev().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(label)?.trim_start();
+        let rest = rest.strip_prefix(':').or_else(|| rest.strip_prefix('='))?;
+        rest.split_whitespace()
+            .next()?
+            .trim_end_matches('%')
+            .parse()
+            .ok()
+    })
 }
 
 fn perplexity(
@@ -222,17 +225,32 @@ pub fn run(
     // The base: the model's own weights, dequantized to f32; its logits are the reference for every KLD.
     let base_path = work.join("base-f32.gguf");
     let kld_path = work.join("base.kld");
-    export_f32(&g, &HashMap::new(), &base_path)?;
-    eprintln!("== base: llama-perplexity on {chunks} chunks of {n_ctx} (saving its logits)");
+    // The base's logits take minutes; a run with the same protocol on the same model reuses them.
+    let stamp_path = work.join("base.stamp");
+    let stamp = format!("{} {n_ctx} {chunks}", std::fs::metadata(&model).map_err(|x| e(&x))?.len());
     let start = Instant::now();
-    let base = perplexity(
-        &tool, &base_path, &eval_text, n_ctx, chunks, &kld_path, true,
-    )?;
-    eprintln!(
-        "   PPL {:.4} in {:.0} s",
-        base.ppl,
-        start.elapsed().as_secs_f64()
-    );
+    let saved = std::fs::read_to_string(&stamp_path).ok().and_then(|s| {
+        let (head, ppl) = s.rsplit_once(' ')?;
+        (head == stamp && base_path.exists() && kld_path.exists()).then(|| ppl.parse::<f64>().ok())?
+    });
+    let base = match saved {
+        Some(ppl) => {
+            eprintln!("== base: reusing the logits of an earlier run (PPL {ppl:.4})");
+            Scores {
+                ppl,
+                kld: 0.0,
+                top1_pct: 100.0,
+            }
+        }
+        None => {
+            export_f32(&g, &HashMap::new(), &base_path)?;
+            eprintln!("== base: llama-perplexity on {chunks} chunks of {n_ctx} (saving its logits)");
+            let s = perplexity(&tool, &base_path, &eval_text, n_ctx, chunks, &kld_path, true)?;
+            std::fs::write(&stamp_path, format!("{stamp} {}", s.ppl)).map_err(|x| e(&x))?;
+            eprintln!("   PPL {:.4} in {:.0} s", s.ppl, start.elapsed().as_secs_f64());
+            s
+        }
+    };
     let (base_lin, base_file) = file_bits(&g);
     let base_point = Point {
         tool: "base".into(),
@@ -355,7 +373,6 @@ pub fn run(
             }
         }
     }
-    let _ = std::fs::remove_file(&kld_path);
     Ok(report)
 }
 
@@ -505,4 +522,23 @@ pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
             .map_err(|x| e(&x))?;
     }
     root.present().map_err(|x| e(&x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_after;
+
+    #[test]
+    fn llama_perplexitys_numbers_are_read_from_their_own_lines() {
+        let out = "Final estimate: PPL = 22.2479 +/- 0.46836\n\
+                   Mean PPL(Q)                   :  22.247906 ±   0.468361\n\
+                   Mean PPL(Q)/PPL(base)         :   1.000184 ±   0.000093\n\
+                   Mean PPL(Q)-PPL(base)         :   0.004096 ±   0.002065\n\
+                   Mean    KLD:  -0.000000 ±   0.000000\n\
+                   Same top p: 99.980 ± 0.010 %\n";
+        assert_eq!(number_after(out, "Final estimate: PPL"), Some(22.2479));
+        assert_eq!(number_after(out, "Mean PPL(Q)"), Some(22.247906));
+        assert_eq!(number_after(out, "Mean    KLD"), Some(-0.0));
+        assert_eq!(number_after(out, "Same top p"), Some(99.98));
+    }
 }

@@ -29,6 +29,8 @@ pub struct Row {
     /// Perplexity relative to the uncompressed model's, in percent.
     pub delta_ppl_pct: f64,
     pub quantize_s: f64,
+    /// Greedy decode speed on this adapter, one token per forward (see [`decode_speed`]).
+    pub decode_tokens_per_s: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -42,6 +44,8 @@ pub struct QuantReport {
     pub calib_tokens: usize,
     /// The uncompressed model (Q4_1 linears, 5.0 bits per weight) against itself.
     pub base: Quality,
+    /// Its decode speed, measured the same way in the same run.
+    pub base_decode_tokens_per_s: f64,
     pub rows: Vec<Row>,
     pub summary: Vec<String>,
 }
@@ -57,37 +61,49 @@ pub fn configs(quick: bool) -> Vec<Config> {
         return vec![rtn(4, 32), gptq(3, 64), Config::spqr(3)];
     }
     // The sanity row first, then the methods at about 3.5 to 4 bits (SpQR w3; affine groups of 64 cost
-    // 0.5 bits of statistics), then about 2.5 to 3 bits (SpQR w2 with a threshold that keeps about as many
-    // outliers as w3's 0.2 does: the threshold is absolute and 2-bit errors are about 5 times larger),
-    // then 4 bits, then SpQR's own w2 recipe and the 2- and 8-bit baselines.
+    // 0.5 bits of statistics; MixLLM's choice between 3 and 4 bits for half the weights), MixLLM's own
+    // recipe (a tenth of the weights, whole rows ranked over the model, at 8 bits beside 4), then about
+    // 2.5 to 3 bits (SpQR w2 with a threshold that keeps about as many outliers as w3's 0.2 does: the
+    // threshold is absolute and 2-bit errors are about 5 times larger), then the other baselines.
     vec![
         rtn(4, 32),
         Config::spqr(3),
         gptq(3, 64),
-        rtn(3, 64),
-        no_outliers,
+        Config {
+            bits: 3,
+            high_bits: 4,
+            ..Config::mixllm(0.5)
+        },
+        Config::mixllm(0.1),
         Config {
             outlier_threshold: Some(1.0),
             ..Config::spqr(2)
         },
+        rtn(3, 64),
+        no_outliers,
         gptq(4, 64),
         Config::spqr(4),
         Config::spqr(2),
         gptq(2, 32),
         rtn(2, 32),
         rtn(8, 64),
-        // MixLLM: a tenth of the weights (whole rows, ranked over the model) at 8 bits beside 4; and the
-        // same choice between 3 and 4 bits for half the weights, about 4 bits in all.
-        Config::mixllm(0.1),
-        Config {
-            bits: 3,
-            high_bits: 4,
-            ..Config::mixllm(0.5)
-        },
     ]
 }
 
-pub fn run(quick: bool) -> Result<QuantReport, String> {
+/// Tokens per second decoding `n` tokens one forward at a time after a warm-up token (which compiles
+/// the pipelines), as llama-bench's tg test does.
+fn decode_speed(m: &mut Llama, ctx: &Context, n: usize) -> Result<f64, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    m.reset();
+    m.forward(ctx, &[1], false).map_err(|x| e(&x))?;
+    let start = Instant::now();
+    for t in 0..n as u32 {
+        m.forward(ctx, &[2 + t * 7], false).map_err(|x| e(&x))?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -110,6 +126,8 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
     );
     let r = reference(&mut base, &ctx, &eval_ids, n_ctx, chunks, bos).map_err(|x| e(&x))?;
     let base_q = quality(&mut base, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
+    let decode_n = if quick { 8 } else { 32 };
+    let base_decode = decode_speed(&mut base, &ctx, decode_n)?;
     eprintln!("== calibrating on {calib_tokens} tokens of README.md + ARCHITECTURE.md");
     let n = calib_tokens.min(calib_ids.len() / 256 * 256);
     let calib = calibrate(&mut base, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
@@ -118,6 +136,9 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
     drop(base);
     let mut rows = Vec::new();
     for cfg in configs(quick) {
+        if only.is_some_and(|o| !cfg.describe().contains(o)) {
+            continue;
+        }
         eprintln!("== {}", cfg.describe());
         let start = Instant::now();
         let (matrices, summary) =
@@ -130,6 +151,7 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
         };
         let mut q = Llama::load_from(&ctx, &src, n_ctx, |_, _| {}).map_err(|x| e(&x))?;
         let quality = quality(&mut q, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
+        let decode_tokens_per_s = decode_speed(&mut q, &ctx, decode_n)?;
         let row = Row {
             config: cfg.describe(),
             bpw: summary.bits_per_weight(),
@@ -138,16 +160,18 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
             delta_ppl_pct: (quality.ppl / base_q.ppl - 1.0) * 100.0,
             quality,
             quantize_s,
+            decode_tokens_per_s,
         };
         eprintln!(
-            "   {:.3} bpw, PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%, {} outliers, quantized in {:.0} s",
+            "   {:.3} bpw, PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%, {} outliers, quantized in {:.0} s, decode {:.1} tokens/s",
             row.bpw,
             row.quality.ppl,
             row.delta_ppl_pct,
             row.quality.kld,
             100.0 * row.quality.top1,
             row.outliers,
-            quantize_s
+            quantize_s,
+            decode_tokens_per_s
         );
         rows.push(row);
     }
@@ -155,14 +179,16 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
         .iter()
         .map(|r| {
             format!(
-                "| {} | {:.3} | {:.2} % | {:.2} | {:+.1} % | {:.4} | {:.1} % |",
+                "| {} | {:.3} | {:.2} % | {:.2} | {:+.1} % | {:.4} | {:.1} % | {:.1} ({:.2}x) |",
                 r.config,
                 r.bpw,
                 100.0 * r.outliers as f64 / r.weights as f64,
                 r.quality.ppl,
                 r.delta_ppl_pct,
                 r.quality.kld,
-                100.0 * r.quality.top1
+                100.0 * r.quality.top1,
+                r.decode_tokens_per_s,
+                r.decode_tokens_per_s / base_decode
             )
         })
         .collect();
@@ -175,6 +201,7 @@ pub fn run(quick: bool) -> Result<QuantReport, String> {
         chunks,
         calib_tokens: calib.tokens,
         base: base_q,
+        base_decode_tokens_per_s: base_decode,
         rows,
         summary,
     })
