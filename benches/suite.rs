@@ -512,14 +512,12 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 ..Config::mixllm(0.1)
             };
             let widths: Vec<u8> = (0..n).map(|r| if r % 10 == 0 { 8 } else { 4 }).collect();
-            let quantized = |cfg: &Config, widths: &[u8]| {
-                quantize_rows(&w, n, k, &h, cfg, widths).map(|q| q.0)
-            };
+            let quantized =
+                |cfg: &Config, widths: &[u8]| quantize_rows(&w, n, k, &h, cfg, widths).map(|q| q.0);
             let mut formats = vec![
                 (
                     "rtn4 g32",
-                    quantize(&w, n, k, &h, &Config::plain(Method::Rtn, 4, 32))
-                        .map(|q| q.0),
+                    quantize(&w, n, k, &h, &Config::plain(Method::Rtn, 4, 32)).map(|q| q.0),
                 ),
                 ("spqr3 0% outliers", quantized(&spqr, &[])),
             ];

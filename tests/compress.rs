@@ -46,6 +46,55 @@ fn rtn_4bit_g32_rebuilds_smollm2_and_its_logits() {
     assert!(e.is_ok(), "{}", e.unwrap_err());
 }
 
+/// MixLLM's mixed widths end to end: a tenth of the weights, whole rows ranked over the model, at 8 bits
+/// beside Q4_1's grid (round to nearest, so the ranking is by plain squared error and needs no
+/// calibration). The rows keep their widths through stacking (q/k/v and gate/up are served stacked), the
+/// bits add up, and the model on the mixed kernels stays within rounding of the base: the 4-bit rows are
+/// Q4_1's exactly and the 8-bit rows are closer still.
+#[test]
+fn mixed_row_widths_run_the_whole_model() {
+    let g = Gguf::open(crate::quant::test_model()).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut base = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let cfg = Config {
+        method: Method::Rtn,
+        group: 32,
+        ..Config::mixllm(0.1)
+    };
+    let (matrices, summary) = quantize_linears(&g, &base.cfg, None, &cfg, |_, _, _| {}).unwrap();
+    let (wide, all): (usize, usize) = matrices.values().fold((0, 0), |(w, a), m| {
+        let cols = m.layout.cols;
+        (
+            w + m.row_bits.iter().filter(|&&b| b == 8).count() * cols,
+            a + m.layout.rows * cols,
+        )
+    });
+    let share = wide as f64 / all as f64;
+    assert!(
+        (0.099..=0.1).contains(&share),
+        "{share} of the weights at 8 bits"
+    );
+    // 0.9 x 5 + 0.1 x 9 bits, one byte per row of widths, the outlier offsets.
+    let bpw = summary.bits_per_weight();
+    assert!((5.4..5.48).contains(&bpw), "{bpw} bits per weight");
+    let src = Quantized {
+        base: &g,
+        matrices: &matrices,
+    };
+    let mut q = Llama::load_from(ctx, &src, 64, |_, _| {}).unwrap();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode("The capital of France is").unwrap();
+    let (a, b) = (
+        base.forward(ctx, &ids, true).unwrap(),
+        q.forward(ctx, &ids, true).unwrap(),
+    );
+    assert!(b.iter().all(|v| v.is_finite()));
+    let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-3));
+    assert!(e.is_ok(), "{}", e.unwrap_err());
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+    assert_eq!(argmax(&a), argmax(&b));
+}
+
 /// Calibration on the real model gathers each linear layer's input statistics from wring's own forward
 /// pass (symmetric, positive diagonal, the right widths), and SpQR at 3 bits with them beats
 /// round-to-nearest at the same format on GPTQ's objective for a real layer.

@@ -227,11 +227,15 @@ pub fn run(
     let kld_path = work.join("base.kld");
     // The base's logits take minutes; a run with the same protocol on the same model reuses them.
     let stamp_path = work.join("base.stamp");
-    let stamp = format!("{} {n_ctx} {chunks}", std::fs::metadata(&model).map_err(|x| e(&x))?.len());
+    let stamp = format!(
+        "{} {n_ctx} {chunks}",
+        std::fs::metadata(&model).map_err(|x| e(&x))?.len()
+    );
     let start = Instant::now();
     let saved = std::fs::read_to_string(&stamp_path).ok().and_then(|s| {
         let (head, ppl) = s.rsplit_once(' ')?;
-        (head == stamp && base_path.exists() && kld_path.exists()).then(|| ppl.parse::<f64>().ok())?
+        (head == stamp && base_path.exists() && kld_path.exists())
+            .then(|| ppl.parse::<f64>().ok())?
     });
     let base = match saved {
         Some(ppl) => {
@@ -244,10 +248,18 @@ pub fn run(
         }
         None => {
             export_f32(&g, &HashMap::new(), &base_path)?;
-            eprintln!("== base: llama-perplexity on {chunks} chunks of {n_ctx} (saving its logits)");
-            let s = perplexity(&tool, &base_path, &eval_text, n_ctx, chunks, &kld_path, true)?;
+            eprintln!(
+                "== base: llama-perplexity on {chunks} chunks of {n_ctx} (saving its logits)"
+            );
+            let s = perplexity(
+                &tool, &base_path, &eval_text, n_ctx, chunks, &kld_path, true,
+            )?;
             std::fs::write(&stamp_path, format!("{stamp} {}", s.ppl)).map_err(|x| e(&x))?;
-            eprintln!("   PPL {:.4} in {:.0} s", s.ppl, start.elapsed().as_secs_f64());
+            eprintln!(
+                "   PPL {:.4} in {:.0} s",
+                s.ppl,
+                start.elapsed().as_secs_f64()
+            );
             s
         }
     };

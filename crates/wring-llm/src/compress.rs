@@ -137,7 +137,15 @@ fn promoted_rows<'a>(
     let mut widths = HashMap::new();
     for (m, name) in names.iter().enumerate() {
         let (rows, cols, w) = dense_matrix(g, name)?;
-        let s = gptq::row_salience(&w, rows, cols, hessian(name)?, cfg.bits, cfg.group);
+        // Round to nearest ranks by plain squared error, as it quantizes.
+        let identity;
+        let h = if cfg.method == gptq::Method::Rtn {
+            identity = Hessian::identity(cols);
+            &identity
+        } else {
+            hessian(name)?
+        };
+        let s = gptq::row_salience(&w, rows, cols, h, cfg.bits, cfg.group);
         ranked.extend(s.into_iter().enumerate().map(|(r, v)| (v, m, r, cols)));
         total += rows * cols;
         widths.insert(name.clone(), vec![cfg.bits as u8; rows]);
