@@ -126,11 +126,13 @@ struct Scores {
     top1_pct: f64,
 }
 
-/// The number after `label` on the last line that starts with it and then has only a colon or an equals
-/// sign before the number (`Mean PPL(Q)` must not match `Mean PPL(Q)/PPL(base)`).
+/// The number after `label` on the last line that has it followed by only a colon or an equals sign
+/// before the number (`Mean PPL(Q)` must not match `Mean PPL(Q)/PPL(base)`).
 fn number_after(out: &str, label: &str) -> Option<f64> {
     out.lines().rev().find_map(|line| {
-        let rest = line.trim_start().strip_prefix(label)?.trim_start();
+        // llama.cpp's log lines may start with a timestamp and a level.
+        let at = line.find(label)?;
+        let rest = line[at + label.len()..].trim_start();
         let rest = rest.strip_prefix(':').or_else(|| rest.strip_prefix('='))?;
         rest.split_whitespace()
             .next()?
@@ -542,7 +544,7 @@ mod tests {
 
     #[test]
     fn llama_perplexitys_numbers_are_read_from_their_own_lines() {
-        let out = "Final estimate: PPL = 22.2479 +/- 0.46836\n\
+        let out = "0.03.295.915 I Final estimate: PPL = 22.2479 +/- 0.46836\n\
                    Mean PPL(Q)                   :  22.247906 ±   0.468361\n\
                    Mean PPL(Q)/PPL(base)         :   1.000184 ±   0.000093\n\
                    Mean PPL(Q)-PPL(base)         :   0.004096 ±   0.002065\n\
