@@ -297,14 +297,23 @@ pub fn run(
         Ok::<Point, String>(p)
     };
 
-    // wring's quantizers, calibrated on the calibration text by wring's own forward.
-    let ctx = Context::new(ContextOptions::default()).map_err(|x| e(&x))?;
-    let mut llama = Llama::load(&ctx, &g, 256, |_, _| {}).map_err(|x| e(&x))?;
+    // wring's quantizers, calibrated on the calibration text by wring's own forward (not at all when
+    // `only` selects none of them, as when llama.cpp's types run beside another run).
+    let configs: Vec<_> = crate::quant::configs(quick)
+        .into_iter()
+        .filter(|c| only.is_none_or(|o| c.describe().contains(o)))
+        .collect();
     let n = calib_tokens.min(calib_ids.len() / 256 * 256);
-    eprintln!("== calibrating on {n} tokens of {calib_text}");
-    let calib = calibrate(&mut llama, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
-    let model_cfg = llama.cfg.clone();
-    drop(llama);
+    let calibrated = if configs.is_empty() {
+        None
+    } else {
+        let ctx = Context::new(ContextOptions::default()).map_err(|x| e(&x))?;
+        let mut llama = Llama::load(&ctx, &g, 256, |_, _| {}).map_err(|x| e(&x))?;
+        eprintln!("== calibrating on {n} tokens of {calib_text}");
+        let calib =
+            calibrate(&mut llama, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
+        Some((calib, llama.cfg.clone()))
+    };
     let mut report = QualityReport {
         model: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
         eval_text: "tests/fixtures/eighty_days_eval.txt".into(),
@@ -312,7 +321,7 @@ pub fn run(
         n_ctx,
         chunks,
         scored_tokens: chunks * (n_ctx - n_ctx / 2),
-        calib_tokens: calib.tokens,
+        calib_tokens: n,
         base_ppl: base.ppl,
         llama_perplexity: tool.display().to_string(),
         points: vec![base_point],
@@ -325,15 +334,12 @@ pub fn run(
             (b + t.bytes * 8, n + t.len())
         }
     });
-    for cfg in crate::quant::configs(quick) {
+    for (cfg, (calib, model_cfg)) in configs.iter().zip(calibrated.iter().cycle()) {
         let name = cfg.describe();
-        if only.is_some_and(|o| !name.contains(o)) {
-            continue;
-        }
         eprintln!("== wring {name}");
         let t0 = Instant::now();
         let (matrices, summary) =
-            quantize_linears(&g, &model_cfg, Some(&calib), &cfg, |_, _, _| {})
+            quantize_linears(&g, model_cfg, Some(calib), cfg, |_, _, _| {})
                 .map_err(|x| e(&x))?;
         let replaced: HashMap<String, Vec<f32>> = matrices
             .iter()
