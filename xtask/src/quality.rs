@@ -191,6 +191,19 @@ fn perplexity(
     })
 }
 
+/// `llama-perplexity, version: 0.5.0-dev (build 1, commit 0c1e570)`, from the tool itself.
+fn tool_version(tool: &Path) -> String {
+    let out = Command::new(tool).arg("--version").output();
+    let text = out.map_or(String::new(), |o| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    });
+    let version = text
+        .lines()
+        .find(|l| l.starts_with("version"))
+        .unwrap_or("version unknown");
+    format!("llama-perplexity, {version}")
+}
+
 fn num_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -323,7 +336,7 @@ pub fn run(
         scored_tokens: chunks * (n_ctx - n_ctx / 2),
         calib_tokens: n,
         base_ppl: base.ppl,
-        llama_perplexity: tool.display().to_string(),
+        llama_perplexity: tool_version(&tool),
         points: vec![base_point],
     };
     // Bits of everything the compressed linears do not replace, as the base file stores them.
@@ -393,6 +406,8 @@ pub fn run(
             }
         }
     }
+    // Once more at the end, so that a run that measures nothing new still rewrites the table and plot.
+    keep(&report);
     Ok(report)
 }
 
@@ -444,7 +459,7 @@ pub fn merge_previous(r: &mut QualityReport, path: &Path) {
 pub fn table(r: &QualityReport) -> String {
     let mut s = format!(
         "# Bits per weight against quality, SmolLM2-135M\n\n\
-         llama-perplexity ({}) at context {} on {} chunks ({} scored tokens) of {}, every model's weights in \
+         {} (llama.cpp's CPU back end) at context {} on {} chunks ({} scored tokens) of {}, every model's weights in \
          f32, KLD and top-1 against the base's logits. wring's quantizers calibrated on {} tokens of {}.\n\n\
          | tool | quantizer / type | bpw (linears) | bpw (file) | PPL | ΔPPL | mean KLD | same top-1 |\n\
          |---|---|---|---|---|---|---|---|\n",

@@ -58,7 +58,7 @@ pub fn configs(quick: bool) -> Vec<Config> {
         ..Config::spqr(3)
     };
     if quick {
-        return vec![rtn(4, 32), gptq(3, 64), Config::spqr(3)];
+        return vec![rtn(4, 32), gptq(3, 64), Config::spqr(3), Config::mixllm(0.1)];
     }
     // The sanity row first, then the methods at about 3.5 to 4 bits (SpQR w3; affine groups of 64 cost
     // 0.5 bits of statistics; MixLLM's choice between 3 and 4 bits for half the weights), MixLLM's own
@@ -126,7 +126,7 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
     );
     let r = reference(&mut base, &ctx, &eval_ids, n_ctx, chunks, bos).map_err(|x| e(&x))?;
     let base_q = quality(&mut base, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
-    let decode_n = if quick { 8 } else { 32 };
+    let decode_n = 32;
     let base_decode = decode_speed(&mut base, &ctx, decode_n)?;
     eprintln!("== calibrating on {calib_tokens} tokens of README.md + ARCHITECTURE.md");
     let n = calib_tokens.min(calib_ids.len() / 256 * 256);
