@@ -480,9 +480,26 @@ pub fn table(r: &QualityReport) -> String {
     s
 }
 
+/// A plot label from a quantizer's description: the method, bits and group, and what tells variants of
+/// one method apart (SpQR's τ, MixLLM's widths and share).
+fn short_label(config: &str) -> String {
+    let mut words = config.split_whitespace();
+    let Some(method) = words.next() else {
+        return String::new();
+    };
+    let keep = ["bits=", "group=", "high_bits=", "high_fraction="];
+    let mut out = vec![method.to_string()];
+    for w in words {
+        if keep.iter().any(|k| w.starts_with(k)) || (method == "spqr" && w.starts_with("tau=")) {
+            out.push(w.replace("high_bits=", "hi=").replace("high_fraction=", "share="));
+        }
+    }
+    out.join(" ")
+}
+
 /// Two panels side by side, bits per weight of the linear layers against perplexity relative to the base
 /// and against mean KLD, both on log scales (so +2% and +200% are both readable): wring's quantizers as
-/// circles, llama.cpp's types as squares.
+/// circles, llama.cpp's types as triangles.
 pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
     use plotters::prelude::*;
     let e = |x: &dyn std::fmt::Display| x.to_string();
@@ -531,12 +548,18 @@ pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
                     if tool == "wring" {
                         Circle::new((x, y), 4, color.filled()).into_dyn()
                     } else {
-                        Rectangle::new([(x, y), (x, y)], color.stroke_width(8)).into_dyn()
+                        TriangleMarker::new((x, y), 6, color.filled()).into_dyn()
                     }
                 }))
                 .map_err(|x| e(&x))?
                 .label(tool)
-                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+                .legend(move |(x, y)| {
+                    if tool == "wring" {
+                        Circle::new((x, y), 4, color.filled()).into_dyn()
+                    } else {
+                        TriangleMarker::new((x, y), 6, color.filled()).into_dyn()
+                    }
+                });
             chart
                 .draw_series(series.iter().map(|&(x, y, name)| {
                     let short: String = name
