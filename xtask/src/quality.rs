@@ -352,8 +352,7 @@ pub fn run(
         eprintln!("== wring {name}");
         let t0 = Instant::now();
         let (matrices, summary) =
-            quantize_linears(&g, model_cfg, Some(calib), cfg, |_, _, _| {})
-                .map_err(|x| e(&x))?;
+            quantize_linears(&g, model_cfg, Some(calib), cfg, |_, _, _| {}).map_err(|x| e(&x))?;
         let replaced: HashMap<String, Vec<f32>> = matrices
             .iter()
             .map(|(k, m)| (k.clone(), m.dequantize()))
@@ -491,7 +490,10 @@ fn short_label(config: &str) -> String {
     let mut out = vec![method.to_string()];
     for w in words {
         if keep.iter().any(|k| w.starts_with(k)) || (method == "spqr" && w.starts_with("tau=")) {
-            out.push(w.replace("high_bits=", "hi=").replace("high_fraction=", "share="));
+            out.push(
+                w.replace("high_bits=", "hi=")
+                    .replace("high_fraction=", "share="),
+            );
         }
     }
     out.join(" ")
@@ -562,12 +564,7 @@ pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
                 });
             chart
                 .draw_series(series.iter().map(|&(x, y, name)| {
-                    let short: String = name
-                        .split_whitespace()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    Text::new(short, (x, y), ("sans-serif", 10).into_font())
+                    Text::new(short_label(name), (x, y), ("sans-serif", 10).into_font())
                 }))
                 .map_err(|x| e(&x))?;
         }

@@ -58,7 +58,12 @@ pub fn configs(quick: bool) -> Vec<Config> {
         ..Config::spqr(3)
     };
     if quick {
-        return vec![rtn(4, 32), gptq(3, 64), Config::spqr(3), Config::mixllm(0.1)];
+        return vec![
+            rtn(4, 32),
+            gptq(3, 64),
+            Config::spqr(3),
+            Config::mixllm(0.1),
+        ];
     }
     // The sanity row first, then the methods at about 3.5 to 4 bits (SpQR w3; affine groups of 64 cost
     // 0.5 bits of statistics; MixLLM's choice between 3 and 4 bits for half the weights), MixLLM's own
