@@ -198,7 +198,11 @@ fn main() -> ExitCode {
             }
             let opts = suite::Options { quick, filter };
             finish(suite::run(&opts).map_err(|e| e.to_string()), |r| {
-                if no_save { Ok(()) } else { save(&out, r) }
+                if no_save {
+                    Ok(())
+                } else {
+                    save(&out, r, &opts)
+                }
             })
         }
     }
@@ -272,8 +276,16 @@ fn locked_versions() -> serde_json::Value {
     out.into()
 }
 
-fn save(root: &Path, r: &suite::Report) -> std::io::Result<()> {
-    let dir = root.join(format!("{}-{}", today(), slug(&r.adapter)));
+fn save(root: &Path, r: &suite::Report, opts: &suite::Options) -> std::io::Result<()> {
+    // A filtered or quick run keeps its own directory, so it never replaces the day's full run.
+    let mut name = format!("{}-{}", today(), slug(&r.adapter));
+    if let Some(f) = &opts.filter {
+        name += &format!("-{}", slug(f));
+    }
+    if opts.quick {
+        name += "-quick";
+    }
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir)?;
     let rustc = std::process::Command::new("rustc")
         .arg("--version")
