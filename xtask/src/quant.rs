@@ -134,8 +134,11 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
     let decode_n = 32;
     let base_decode = decode_speed(&mut base, &ctx, decode_n)?;
     eprintln!("== calibrating on {calib_tokens} tokens of README.md + ARCHITECTURE.md");
-    let n = calib_tokens.min(calib_ids.len() / 256 * 256);
-    let calib = calibrate(&mut base, &ctx, &calib_ids[..n], 256, |_, _| {}).map_err(|x| e(&x))?;
+    // Calibration windows fit the loaded context (128 in the quick run).
+    let window = n_ctx.min(256);
+    let n = calib_tokens.min(calib_ids.len() / window * window);
+    let calib =
+        calibrate(&mut base, &ctx, &calib_ids[..n], window, |_, _| {}).map_err(|x| e(&x))?;
     // The loaded model already checked its configuration; every configuration below quantizes against it.
     let model_cfg = base.cfg.clone();
     drop(base);
