@@ -8,6 +8,26 @@ use wring::quant::gptq::{self, Config, Method};
 
 use crate::fixture;
 
+/// The last position's logits of `base` and of the same model with `matrices` served in place of its
+/// own, on one short prompt.
+fn base_and_quantized_logits(
+    g: &Gguf,
+    base: &mut Llama,
+    matrices: &std::collections::HashMap<String, wring::quant::group::GroupMatrix>,
+) -> (Vec<f32>, Vec<f32>) {
+    let ctx = crate::harness::ctx();
+    let src = Quantized { base: g, matrices };
+    let mut q = Llama::load_from(ctx, &src, 64, |_, _| {}).unwrap();
+    let ids = GgufTokenizer::from_gguf(g)
+        .unwrap()
+        .encode("The capital of France is")
+        .unwrap();
+    (
+        base.forward(ctx, &ids, true).unwrap(),
+        q.forward(ctx, &ids, true).unwrap(),
+    )
+}
+
 /// The sanity row of every bits-versus-quality table: 4-bit affine groups of 32 (round to nearest) hold
 /// Q4_1's grid, so SmolLM2's Q4_1 linears come back bit for bit, and the model run on the group kernels
 /// gives the logits of the model run on the Q4_1 kernels (to the two kernels' summation orders).
@@ -31,17 +51,7 @@ fn rtn_4bit_g32_rebuilds_smollm2_and_its_logits() {
     let bpw = summary.bits_per_weight();
     assert!((5.0..5.07).contains(&bpw), "{bpw} bits per weight");
     assert_eq!(summary.outliers, 0);
-    let src = Quantized {
-        base: &g,
-        matrices: &matrices,
-    };
-    let mut q = Llama::load_from(ctx, &src, 64, |_, _| {}).unwrap();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok.encode("The capital of France is").unwrap();
-    let (a, b) = (
-        base.forward(ctx, &ids, true).unwrap(),
-        q.forward(ctx, &ids, true).unwrap(),
-    );
+    let (a, b) = base_and_quantized_logits(&g, &mut base, &matrices);
     let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-9));
     assert!(e.is_ok(), "{}", e.unwrap_err());
 }
@@ -77,17 +87,7 @@ fn mixed_row_widths_run_the_whole_model() {
     // 0.9 x 5 + 0.1 x 9 bits, one byte per row of widths, the outlier offsets.
     let bpw = summary.bits_per_weight();
     assert!((5.4..5.48).contains(&bpw), "{bpw} bits per weight");
-    let src = Quantized {
-        base: &g,
-        matrices: &matrices,
-    };
-    let mut q = Llama::load_from(ctx, &src, 64, |_, _| {}).unwrap();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok.encode("The capital of France is").unwrap();
-    let (a, b) = (
-        base.forward(ctx, &ids, true).unwrap(),
-        q.forward(ctx, &ids, true).unwrap(),
-    );
+    let (a, b) = base_and_quantized_logits(&g, &mut base, &matrices);
     assert!(b.iter().all(|v| v.is_finite()));
     let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-3));
     assert!(e.is_ok(), "{}", e.unwrap_err());

@@ -120,11 +120,11 @@ pub fn dense_matrix(g: &Gguf, name: &str) -> Result<(usize, usize, Vec<f32>), Ll
 /// MixLLM's global choice: every row of every matrix ranked by its salience at `cfg.bits`
 /// ([`gptq::row_salience`]), the top rows promoted to `cfg.high_bits` until they hold `cfg.high_fraction` of
 /// the weights. Returns each matrix's row widths.
-fn promoted_rows<'a>(
+fn promoted_rows(
     g: &Gguf,
     names: &[String],
     cfg: &Config,
-    hessian: impl Fn(&str) -> Result<&'a Hessian, LlmError>,
+    calib: Option<&Calibration>,
 ) -> Result<HashMap<String, Vec<u8>>, LlmError> {
     if !(cfg.bits..=8).contains(&cfg.high_bits) || !(0.0..=1.0).contains(&cfg.high_fraction) {
         return Err(LlmError::Request(format!(
@@ -135,17 +135,12 @@ fn promoted_rows<'a>(
     let mut ranked = Vec::new();
     let mut total = 0usize;
     let mut widths = HashMap::new();
+    // Each matrix is decoded here and again when it is quantized: holding every linear layer in f32
+    // between the two passes would cost far more memory than the second decode costs time.
     for (m, name) in names.iter().enumerate() {
         let (rows, cols, w) = dense_matrix(g, name)?;
-        // Round to nearest ranks by plain squared error, as it quantizes.
-        let identity;
-        let h = if cfg.method == gptq::Method::Rtn {
-            identity = Hessian::identity(cols);
-            &identity
-        } else {
-            hessian(name)?
-        };
-        let s = gptq::row_salience(&w, rows, cols, h, cfg.bits, cfg.group);
+        let h = layer_hessian(cfg, calib, name, cols)?;
+        let s = gptq::row_salience(&w, rows, cols, &h, cfg.bits, cfg.group);
         ranked.extend(s.into_iter().enumerate().map(|(r, v)| (v, m, r, cols)));
         total += rows * cols;
         widths.insert(name.clone(), vec![cfg.bits as u8; rows]);
@@ -161,6 +156,25 @@ fn promoted_rows<'a>(
         widths.get_mut(&names[m]).expect("every matrix has widths")[r] = cfg.high_bits as u8;
     }
     Ok(widths)
+}
+
+/// The statistics `cfg` quantizes matrix `name` with: the calibration's Hessian, or for round to nearest
+/// (which ranks and rounds by plain squared error) the identity.
+fn layer_hessian<'a>(
+    cfg: &Config,
+    calib: Option<&'a Calibration>,
+    name: &str,
+    cols: usize,
+) -> Result<std::borrow::Cow<'a, Hessian>, LlmError> {
+    if cfg.method == gptq::Method::Rtn {
+        return Ok(std::borrow::Cow::Owned(Hessian::identity(cols)));
+    }
+    let c = calib.ok_or_else(|| {
+        LlmError::Request(format!("{:?} needs calibration statistics", cfg.method))
+    })?;
+    c.hessian(name)
+        .map(std::borrow::Cow::Borrowed)
+        .ok_or_else(|| LlmError::Request(format!("the calibration has no statistics for `{name}`")))
 }
 
 /// What quantizing a model did.
@@ -206,32 +220,16 @@ pub fn quantize_linears(
         outliers: 0,
         proxy_error: 0.0,
     };
-    let hessian = |name: &str| -> Result<&Hessian, LlmError> {
-        match (cfg.method, calib) {
-            (_, Some(c)) => c.hessian(name).ok_or_else(|| {
-                LlmError::Request(format!("the calibration has no statistics for `{name}`"))
-            }),
-            (m, None) => Err(LlmError::Request(format!(
-                "{m:?} needs calibration statistics"
-            ))),
-        }
-    };
     let row_bits = if cfg.high_fraction > 0.0 {
-        promoted_rows(g, &names, cfg, hessian)?
+        promoted_rows(g, &names, cfg, calib)?
     } else {
         HashMap::new()
     };
     for (i, name) in names.iter().enumerate() {
         let (rows, cols, w) = dense_matrix(g, name)?;
-        let identity;
-        let h = if cfg.method == gptq::Method::Rtn {
-            identity = Hessian::identity(cols);
-            &identity
-        } else {
-            hessian(name)?
-        };
+        let h = layer_hessian(cfg, calib, name, cols)?;
         let widths = row_bits.get(name).map_or(&[][..], Vec::as_slice);
-        let (m, report) = gptq::quantize_rows(&w, rows, cols, h, cfg, widths)
+        let (m, report) = gptq::quantize_rows(&w, rows, cols, &h, cfg, widths)
             .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?;
         summary.weights += rows * cols;
         summary.bits += m.bits_per_weight() * (rows * cols) as f64;
