@@ -95,6 +95,48 @@ fn mixed_row_widths_run_the_whole_model() {
     assert_eq!(argmax(&a), argmax(&b));
 }
 
+/// GQSA's pruned groups end to end: a quarter of every row's groups pruned (round to nearest, so the
+/// choice is by magnitude and needs no calibration), through q/k/v and gate/up stacking, on the masked
+/// kernels. The oracle is the same weights with the pruned groups stored as zero groups on the unmasked
+/// kernels: the logits agree to rounding (the masked kernels skip what the others add as zeros), and the
+/// bits add up.
+#[test]
+fn pruned_groups_run_the_whole_model() {
+    let g = Gguf::open(crate::quant::test_model()).unwrap();
+    let ctx = crate::harness::ctx();
+    let cfg = Config {
+        method: Method::Rtn,
+        ..Config::gqsa(0.25)
+    };
+    let cfg_llama = Llama::load(ctx, &g, 64, |_, _| {}).unwrap().cfg;
+    let (matrices, summary) = quantize_linears(&g, &cfg_llama, None, &cfg, |_, _, _| {}).unwrap();
+    // 576 columns are 18 groups (4.5 pruned, rounded to 5: 13 kept), 1536 are 48 (36 kept).
+    assert_eq!(matrices["blk.3.attn_q.weight"].kept_count(7), 13);
+    assert_eq!(matrices["blk.3.ffn_down.weight"].kept_count(100), 36);
+    let bpw = summary.bits_per_weight();
+    // 5 bits per kept weight (13/18 of the 576-wide rows' weights, 3/4 of ffn_down's): 3.6458; a mask
+    // word per 576-wide row and two per ffn_down row: 0.0521; the outlier offsets, a word per row: 0.0469.
+    assert!((3.744..3.746).contains(&bpw), "{bpw} bits per weight");
+    let plain: std::collections::HashMap<_, _> = matrices
+        .iter()
+        .map(|(n, m)| (n.clone(), m.without_mask()))
+        .collect();
+    let mut oracle = Llama::load_from(
+        ctx,
+        &Quantized {
+            base: &g,
+            matrices: &plain,
+        },
+        64,
+        |_, _| {},
+    )
+    .unwrap();
+    let (a, b) = base_and_quantized_logits(&g, &mut oracle, &matrices);
+    assert!(b.iter().all(|v| v.is_finite()));
+    let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-9));
+    assert!(e.is_ok(), "{}", e.unwrap_err());
+}
+
 /// Calibration on the real model gathers each linear layer's input statistics from wring's own forward
 /// pass (symmetric, positive diagonal, the right widths), and SpQR at 3 bits with them beats
 /// round-to-nearest at the same format on GPTQ's objective for a real layer.

@@ -8,8 +8,13 @@
 // quantized scale and zero per (row, group) with f16 second-order parameters per block of `stat_rows`
 // rows: s = ss (qs - sz), z = zs (qz - zz), w = s (q - z).
 //
-// Codes: `rowcodes` holds each row's first code word and code width (rows may differ in width: MixLLM's
-// mixed precision), so a row's codes are found without summing the rows before it.
+// Codes: `rowcodes` holds each row's first code word, code width and first statistics word (rows may
+// differ in width: MixLLM's mixed precision; and in kept groups), so a row's data is found without summing
+// the rows before it.
+//
+// Pruned groups, in the MASKED variants (GQSA's group sparsity, affine statistics): `mask` holds a bit per
+// (row, group); only kept groups store codes and statistics, in order, so a kept group's position among
+// its row's kept groups (its slot) is the count of mask bits below it.
 //
 // Outliers: `outliers` starts with rows + 1 offsets; a row's entries hold the stored column in the low 16
 // bits and the f16 correction in the high 16. They are added by the same lanes after the dense part.
@@ -41,6 +46,9 @@ struct Params {
 @group(0) @binding(6) var<storage, read> x: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 @group(0) @binding(8) var<storage, read> rowcodes: array<u32>;
+#ifdef MASKED
+@group(0) @binding(9) var<storage, read> mask: array<u32>;
+#endif
 
 // The n-bit field starting at bit s of w0, continued in w1 when it straddles the word boundary.
 fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
@@ -51,7 +59,7 @@ fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
     return v & ((1u << n) - 1u);
 }
 
-// The code of stored column j in a row of `bits`-bit codes that start at word `base`.
+// The code at position j of a row's stored codes (`bits`-bit codes starting at word `base`).
 fn code_at(base: u32, bits: u32, j: u32) -> f32 {
     let at = j * bits;
     let w = base + at / 32u;
@@ -65,8 +73,9 @@ fn code_at(base: u32, bits: u32, j: u32) -> f32 {
 
 // A group's statistics as (a, b) with w = a (q - b): affine d q + m is d (q - (-m / d)), but it is
 // evaluated as d q + m to match the reference bit for bit, so the affine case returns (d, m) and
-// `weight` tells the two apart.
-fn group_stats(row: u32, g: u32) -> vec2<f32> {
+// `weight` tells the two apart. `stat0` is the row's first statistics word, `slot` the group's position
+// among the row's kept groups (its index g when nothing is pruned).
+fn group_stats(row: u32, stat0: u32, slot: u32, g: u32) -> vec2<f32> {
 #ifdef BILEVEL
     let groups = params.cols / params.group;
     let base = 2u * ((row / params.stat_rows) * groups + g);
@@ -74,7 +83,7 @@ fn group_stats(row: u32, g: u32) -> vec2<f32> {
     let b = unpack2x16float(second[base + 1u]);
     let fb = 2u * params.stat_bits;
     let at = g * fb;
-    let w = row * params.stat_words + at / 32u;
+    let w = stat0 + at / 32u;
     let s = at % 32u;
     var w1 = 0u;
     if (s + fb > 32u) {
@@ -85,7 +94,7 @@ fn group_stats(row: u32, g: u32) -> vec2<f32> {
     let qz = f32(f >> params.stat_bits);
     return vec2<f32>(a.x * (qs - a.y), b.x * (qz - b.y));
 #else
-    return unpack2x16float(stats[row * (params.cols / params.group) + g]);
+    return unpack2x16float(stats[stat0 + slot]);
 #endif
 }
 
@@ -108,14 +117,28 @@ fn act(b0: u32, b: u32, c: u32) -> f32 {
 fn row_sums(row: u32, b0: u32, lane: u32, lanes: u32) -> array<f32, BATCH> {
     var sums: array<f32, BATCH>;
     let groups = params.cols / params.group;
-    let base = rowcodes[2u * row];
-    let bits = rowcodes[2u * row + 1u];
+    let base = rowcodes[3u * row];
+    let bits = rowcodes[3u * row + 1u];
+    let stat0 = rowcodes[3u * row + 2u];
     for (var g = lane; g < groups; g += lanes) {
-        let st = group_stats(row, g);
+#ifdef MASKED
+        let mw = (groups + 31u) / 32u;
+        let word = mask[row * mw + g / 32u];
+        let bit = g % 32u;
+        if (((word >> bit) & 1u) == 0u) {
+            continue;
+        }
+        var slot = countOneBits(word & ((1u << bit) - 1u));
+        for (var i = 0u; i < g / 32u; i++) {
+            slot += countOneBits(mask[row * mw + i]);
+        }
+#else
+        let slot = g;
+#endif
+        let st = group_stats(row, stat0, slot, g);
         for (var t = 0u; t < params.group; t++) {
-            let j = g * params.group + t;
-            let w = weight(st, code_at(base, bits, j));
-            let c = perm[j];
+            let w = weight(st, code_at(base, bits, slot * params.group + t));
+            let c = perm[g * params.group + t];
             for (var b = 0u; b < BATCH; b++) {
                 sums[b] += w * act(b0, b, c);
             }

@@ -978,9 +978,9 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "format"],
     );
     add(
-        "version 3",
+        "version 4",
         raw_safetensors(
-            &meta("").replace(r#""version":"1""#, r#""version":"3""#),
+            &meta("").replace(r#""version":"1""#, r#""version":"4""#),
             &[],
         ),
         &["Request", "version"],
@@ -1045,6 +1045,76 @@ fn group_file_cases() -> Vec<Case> {
             b
         },
         &["Request", "version-1"],
+    );
+    // GQSA's pruned groups (version 3): a valid file, then its mask corrupted in place or its header edited.
+    let gqsa_cfg = Config {
+        group: 8,
+        ..Config::gqsa(0.5)
+    };
+    let gqsa = quantize(&w, rows, cols, &h, &gqsa_cfg).unwrap().0;
+    let gqsa_file = to_bytes(&valid(&gqsa)).unwrap();
+    add("a valid GQSA file (control)", gqsa_file.clone(), &[]);
+    let gqsa_header_len = u64::from_le_bytes(gqsa_file[..8].try_into().unwrap()) as usize;
+    let gqsa_header: serde_json::Value =
+        serde_json::from_slice(&gqsa_file[8..8 + gqsa_header_len]).unwrap();
+    let mask_at = gqsa_header["blk.0.attn_q.weight.mask"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize
+        + 8
+        + gqsa_header_len;
+    // Row 0's mask word (4 groups: bits 0 to 3), with `f` applied.
+    let with_mask = |f: &dyn Fn(u32) -> u32| {
+        let mut b = gqsa_file.clone();
+        let word = u32::from_le_bytes(b[mask_at..mask_at + 4].try_into().unwrap());
+        b[mask_at..mask_at + 4].copy_from_slice(&f(word).to_le_bytes());
+        b
+    };
+    // The file with its header edited and re-serialized (the data is unchanged).
+    let edit_header = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = gqsa_header.clone();
+        f(&mut h);
+        raw_safetensors(&h.to_string(), &gqsa_file[8 + gqsa_header_len..])
+    };
+    add(
+        "a mask bit past the last group",
+        with_mask(&|w| w | 1 << 31),
+        &["Request", "past group"],
+    );
+    add(
+        "a mask that keeps a group the codes do not hold",
+        with_mask(&|w| w | 0xF),
+        &["Request", "codes has shape"],
+    );
+    add(
+        "a mask that keeps fewer groups than the codes hold",
+        with_mask(&|w| w & (w - 1)),
+        &["Request", "codes has shape"],
+    );
+    add(
+        "a mask in a version-2 file",
+        edit_header(&|h| h["__metadata__"]["version"] = "2".into()),
+        &["Request", "version-2"],
+    );
+    add(
+        "a mask with bilevel statistics",
+        edit_header(&|h| {
+            let l = h["__metadata__"]["blk.0.attn_q.weight"]
+                .as_str()
+                .unwrap()
+                .replace("stats=affine", "stats=bilevel:3:16");
+            h["__metadata__"]["blk.0.attn_q.weight"] = l.into();
+        }),
+        &["Request", "bilevel"],
+    );
+    add(
+        "a mask stored as I32",
+        edit_header(&|h| h["blk.0.attn_q.weight.mask"]["dtype"] = "I32".into()),
+        &["Request", "must be U32"],
+    );
+    add(
+        "a mask of the wrong shape",
+        edit_header(&|h| h["blk.0.attn_q.weight.mask"]["shape"] = serde_json::json!([1, 16])),
+        &["Request", "mask has shape"],
     );
     add(
         "base_bytes not a number",

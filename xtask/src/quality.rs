@@ -480,19 +480,26 @@ pub fn table(r: &QualityReport) -> String {
 }
 
 /// A plot label from a quantizer's description: the method, bits and group, and what tells variants of
-/// one method apart (SpQR's τ, MixLLM's widths and share).
+/// one method apart (SpQR's τ, MixLLM's widths and share, GQSA's sparsity).
 fn short_label(config: &str) -> String {
     let mut words = config.split_whitespace();
     let Some(method) = words.next() else {
         return String::new();
     };
-    let keep = ["bits=", "group=", "high_bits=", "high_fraction="];
+    let keep = [
+        "bits=",
+        "group=",
+        "high_bits=",
+        "high_fraction=",
+        "sparsity=",
+    ];
     let mut out = vec![method.to_string()];
     for w in words {
         if keep.iter().any(|k| w.starts_with(k)) || (method == "spqr" && w.starts_with("tau=")) {
             out.push(
                 w.replace("high_bits=", "hi=")
-                    .replace("high_fraction=", "share="),
+                    .replace("high_fraction=", "share=")
+                    .replace("sparsity=", "s="),
             );
         }
     }

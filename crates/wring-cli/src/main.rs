@@ -80,16 +80,16 @@ enum Command {
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
     },
-    /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR or MixLLM) into a file of
-    /// compressed weights for `--weights`, calibrating on a text with wring itself.
+    /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
+    /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
     Quantize {
         #[arg(long)]
         model: Option<std::path::PathBuf>,
         #[arg(long, value_parser = named(&Method::ALL, Method::name))]
         method: Method,
-        /// Bits per weight code (2 to 8).
-        #[arg(long, default_value_t = 3)]
-        bits: u32,
+        /// Bits per weight code, 2 to 8 (default: 4 for mixllm and gqsa, 3 otherwise).
+        #[arg(long)]
+        bits: Option<u32>,
         /// Columns per group (default: 16 for spqr, 64 for mixllm, 32 otherwise).
         #[arg(long)]
         group: Option<usize>,
@@ -106,6 +106,9 @@ enum Command {
         /// mixllm: the code width of the promoted rows.
         #[arg(long, default_value_t = 8)]
         high_bits: u32,
+        /// gqsa: the fraction of each row's groups pruned whole (0 to below 1).
+        #[arg(long, default_value_t = 0.5)]
+        sparsity: f64,
         /// Calibration text (needed by gptq and spqr).
         #[arg(long)]
         calib: Option<std::path::PathBuf>,
@@ -402,18 +405,23 @@ fn main() -> ExitCode {
             no_act_order,
             high_precision_fraction,
             high_bits,
+            sparsity,
             calib,
             calib_tokens,
             output,
         } => {
             let base = match method {
-                Method::Spqr => Config::spqr(bits),
+                Method::Spqr => Config::spqr(bits.unwrap_or(3)),
                 Method::Mixllm => Config {
-                    bits,
+                    bits: bits.unwrap_or(4),
                     high_bits,
                     ..Config::mixllm(high_precision_fraction)
                 },
-                m => Config::plain(m, bits, 32),
+                Method::Gqsa => Config {
+                    bits: bits.unwrap_or(4),
+                    ..Config::gqsa(sparsity)
+                },
+                m => Config::plain(m, bits.unwrap_or(3), 32),
             };
             let cfg = Config {
                 group: group.unwrap_or(base.group),
@@ -634,11 +642,12 @@ fn quantize(
         Stats::Bilevel { bits, rows } => format!("{bits}-bit statistics over {rows} rows"),
     };
     eprintln!(
-        "{} matrices, {} weights, {} outliers ({:.3}%), proxy error {:.4e}, in {:.1} s",
+        "{} matrices, {} weights, {} outliers ({:.3}%), {} groups pruned, proxy error {:.4e}, in {:.1} s",
         file.matrices.len(),
         summary.weights,
         summary.outliers,
         100.0 * summary.outliers as f64 / summary.weights as f64,
+        summary.pruned_groups,
         summary.proxy_error,
         start.elapsed().as_secs_f64()
     );

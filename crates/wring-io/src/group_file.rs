@@ -3,9 +3,9 @@
 //! made from (by size and CRC-32), whose other tensors (embedding, norms), configuration and tokenizer the
 //! model takes as they are.
 //!
-//! Schema (version 2; version 1 is version 2 without `row_bits`, and files without them are still written
-//! as version 1). `__metadata__`, all strings:
-//! - `format`: `wring-group`; `version`: `1` or `2`;
+//! Schema (version 3; each version adds an optional tensor, and a file is written with the lowest version
+//! that holds it, so older readers still read what they can). `__metadata__`, all strings:
+//! - `format`: `wring-group`; `version`: `1`, `2` or `3`;
 //! - `base`: the base model's file name (informational), `base_bytes` and `base_crc32` (decimal): the base
 //!   it must be loaded with;
 //! - `method`: how it was made (informational, e.g. `spqr bits=3 group=16 tau=0.2`);
@@ -17,7 +17,9 @@
 //! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` [C] (absent when
 //! the columns are in input order), `NAME.outliers` [R + 1 + outliers]. Version 2 adds `NAME.row_bits`, `U8`
 //! [R]: each row's code width (MixLLM's mixed precision); with it, `NAME.codes` is 1-D, the rows' words one
-//! after another.
+//! after another. Version 3 adds `NAME.mask`, `U32` [R, ceil(G' / 32)] for G' groups per row: bit g of a
+//! row set when the row keeps group g (GQSA's group sparsity; affine statistics only); with it, `NAME.codes`
+//! and `NAME.stats` are 1-D and hold only the kept groups' codes and statistics.
 //!
 //! Reading checks everything before returning a matrix: the schema and version, every layout, each
 //! tensor's type and exact shape, and each matrix's contents (`GroupMatrix::check`: a permutation, rising
@@ -34,8 +36,12 @@ use crate::IoError;
 
 /// The schema's name and version.
 pub const FORMAT: &str = "wring-group";
-pub const VERSION: &str = "2";
-/// The version written when no matrix has per-row widths, so version-1 readers still read those files.
+/// The version written when a matrix has pruned groups.
+pub const VERSION: &str = "3";
+/// The version written when a matrix has per-row widths and none has pruned groups.
+pub const VERSION_ROW_BITS: &str = "2";
+/// The version written when no matrix has per-row widths or pruned groups, so version-1 readers still read
+/// those files.
 pub const VERSION_UNIFORM: &str = "1";
 
 /// The most matrices one file may hold (a 405B llama has 126 x 7).
@@ -129,14 +135,35 @@ fn words(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
+/// The shapes of a matrix's codes and statistics: 2-D [rows, words per row] when every row has the same
+/// width and keeps every group, 1-D otherwise. The mask and widths must already be valid (their shapes
+/// and the mask's spare bits checked), since the lengths are counted from them.
+fn shapes(m: &GroupMatrix) -> (Vec<usize>, Vec<usize>) {
+    let l = &m.layout;
+    let end = m.row_at(l.rows);
+    let codes = if m.row_bits.is_empty() && m.mask.is_empty() {
+        vec![l.rows, l.code_words()]
+    } else {
+        vec![end.code]
+    };
+    let stats = if m.mask.is_empty() {
+        vec![l.rows, l.stat_words()]
+    } else {
+        vec![end.stat]
+    };
+    (codes, stats)
+}
+
 /// Serializes a file.
 pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         (
             "version".to_string(),
-            if file.matrices.values().any(|m| !m.row_bits.is_empty()) {
+            if file.matrices.values().any(|m| !m.mask.is_empty()) {
                 VERSION
+            } else if file.matrices.values().any(|m| !m.row_bits.is_empty()) {
+                VERSION_ROW_BITS
             } else {
                 VERSION_UNIFORM
             }
@@ -160,17 +187,16 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
         m.check().map_err(|e| format!("{name}: {e}"))?;
         let l = &m.layout;
         meta.insert(name.clone(), layout_string(l));
-        let code_shape = if m.row_bits.is_empty() {
-            vec![l.rows, l.code_words()]
-        } else {
-            vec![m.codes.len()]
-        };
+        let (code_shape, stat_shape) = shapes(m);
         buffers.push((format!("{name}.codes"), code_shape, words(&m.codes)));
-        buffers.push((
-            format!("{name}.stats"),
-            vec![l.rows, l.stat_words()],
-            words(&m.stats),
-        ));
+        buffers.push((format!("{name}.stats"), stat_shape, words(&m.stats)));
+        if !m.mask.is_empty() {
+            buffers.push((
+                format!("{name}.mask"),
+                vec![l.rows, l.mask_words()],
+                words(&m.mask),
+            ));
+        }
         if matches!(l.stats, Stats::Bilevel { .. }) {
             buffers.push((
                 format!("{name}.second"),
@@ -232,9 +258,9 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
         return Err(format!("format `{}` is not {FORMAT}", get("format")?));
     }
     let version = get("version")?;
-    if version != VERSION && version != VERSION_UNIFORM {
+    if ![VERSION_UNIFORM, VERSION_ROW_BITS, VERSION].contains(&version.as_str()) {
         return Err(format!(
-            "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} and {VERSION})"
+            "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} to {VERSION})"
         ));
     }
     let base = Base {
@@ -321,32 +347,46 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
                 "{name}: a row of {b}-bit codes; 2 to 8 bits are supported"
             ));
         }
-        let code_shape = if row_bits.is_empty() {
-            vec![layout.rows, layout.code_words()]
-        } else {
-            vec![
-                row_bits
-                    .iter()
-                    .map(|&b| (layout.cols * b as usize).div_ceil(32))
-                    .sum(),
-            ]
+        // The mask likewise: its shape, and no bit past the last group, before it counts anything.
+        let mask = match tensor("mask", Some(vec![layout.rows, layout.mask_words()]))? {
+            None => Vec::new(),
+            Some(_) if version != VERSION => {
+                return Err(format!("{name}.mask in a version-{version} file"));
+            }
+            Some(_) if bilevel => {
+                return Err(format!("{name}.mask with bilevel statistics"));
+            }
+            Some(mask) => mask,
         };
-        let m = GroupMatrix {
+        let mut m = GroupMatrix {
             layout,
-            codes: need("codes", Some(code_shape))?,
-            stats: need("stats", Some(vec![layout.rows, layout.stat_words()]))?,
-            second: if bilevel {
-                need("second", Some(vec![layout.second_words()]))?
-            } else {
-                Vec::new()
-            },
-            perm: match tensor("perm", Some(vec![layout.cols]))? {
-                Some(p) => p,
-                None => (0..layout.cols as u32).collect(),
-            },
-            outliers: need("outliers", None)?,
+            codes: Vec::new(),
+            stats: Vec::new(),
+            second: Vec::new(),
+            perm: Vec::new(),
+            outliers: Vec::new(),
             row_bits,
+            mask,
         };
+        let spare = layout.mask_words() * 32 - layout.groups();
+        if spare > 0
+            && m.mask
+                .chunks_exact(layout.mask_words())
+                .any(|row| row[layout.mask_words() - 1] & (!0u32 << (32 - spare)) != 0)
+        {
+            return Err(format!("{name}: a mask bit past group {}", layout.groups()));
+        }
+        let (code_shape, stat_shape) = shapes(&m);
+        m.codes = need("codes", Some(code_shape))?;
+        m.stats = need("stats", Some(stat_shape))?;
+        if bilevel {
+            m.second = need("second", Some(vec![layout.second_words()]))?;
+        }
+        m.perm = match tensor("perm", Some(vec![layout.cols]))? {
+            Some(p) => p,
+            None => (0..layout.cols as u32).collect(),
+        };
+        m.outliers = need("outliers", None)?;
         m.check().map_err(|e| format!("{name}: {e}"))?;
         matrices.insert(name.clone(), m);
     }

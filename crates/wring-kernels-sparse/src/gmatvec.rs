@@ -1,6 +1,7 @@
 //! `shaders/sparse/gmatvec.wgsl`: `y[b] = W x[b]` with W in `wring_quant::group`'s layout (codes below 4
-//! bits, affine or SpQR bilevel statistics, an optional input permutation, per-row f16 outliers), decoded
-//! on the fly, for any number of activation rows b (decode: 1; prefill: tiles of 8).
+//! bits, affine or SpQR bilevel statistics, an optional input permutation, per-row f16 outliers, an
+//! optional mask of pruned groups), decoded on the fly, for any number of activation rows b (decode: 1;
+//! prefill: tiles of 8).
 
 use wring_quant::group::{GroupMatrix, Layout, Stats};
 
@@ -22,9 +23,9 @@ pub struct Params {
     pub cols: u32,
     /// Columns per group.
     pub group: u32,
-    /// Unused: each row's code width and first word are in the `rowcodes` operand.
+    /// Unused: each row's code width and first words are in the `rowcodes` operand.
     pub _unused: u32,
-    /// Words of statistics per row.
+    /// Words of statistics per row (bilevel; each row's first statistics word is in `rowcodes`).
     pub stat_words: u32,
     /// Bits of each quantized scale and zero (bilevel; 0 for affine).
     pub stat_bits: u32,
@@ -45,17 +46,24 @@ pub struct Gmatvec {
     pub layout: Layout,
     /// Activation rows.
     pub batch: usize,
-    /// Words of codes in all (`rows * layout.code_words()` when every row has `layout.bits`).
+    /// Words of codes in all (`rows * layout.code_words()` when every row has `layout.bits` and keeps
+    /// every group).
     pub code_words: usize,
+    /// Words of statistics in all (`rows * layout.stat_words()` when every row keeps every group).
+    pub stat_words: usize,
+    /// Whether a mask of kept groups is bound (GQSA's group sparsity; affine statistics only).
+    pub masked: bool,
 }
 
 impl Gmatvec {
-    /// The product for `m`'s layout and code length.
+    /// The product for `m`'s layout, code and statistics lengths and mask.
     pub fn of(m: &GroupMatrix, batch: usize) -> Gmatvec {
         Gmatvec {
             layout: m.layout,
             batch,
             code_words: m.codes.len(),
+            stat_words: m.stats.len(),
+            masked: !m.mask.is_empty(),
         }
     }
 }
@@ -69,7 +77,7 @@ impl Kernel for Gmatvec {
         let l = &self.layout;
         let mut ops = vec![
             Operand::read("codes", DType::U32, 0).shape(&[self.code_words]),
-            Operand::read("stats", DType::U32, 0).shape(&[l.rows, l.stat_words()]),
+            Operand::read("stats", DType::U32, 0).shape(&[self.stat_words]),
         ];
         if matches!(l.stats, Stats::Bilevel { .. }) {
             ops.push(Operand::read("second", DType::U32, 0).shape(&[l.second_words()]));
@@ -80,10 +88,13 @@ impl Kernel for Gmatvec {
             Operand::read("outliers", DType::U32, l.rows + 1),
             Operand::read("x", DType::F32, 0).shape(&[self.batch, l.cols]),
             Operand::write("y", DType::F32, 0).shape(&[self.batch, l.rows]),
-            // Each row's first code word and width (GroupMatrix::code_starts): data, vouched for by
-            // GroupMatrix::check like the outliers.
-            Operand::read("rowcodes", DType::U32, 0).shape(&[l.rows, 2]),
+            // Each row's first code word, width and first statistics word (GroupMatrix::rowcodes):
+            // derived from a checked matrix, like the outlier offsets vouched for by GroupMatrix::check.
+            Operand::read("rowcodes", DType::U32, 0).shape(&[l.rows, 3]),
         ]);
+        if self.masked {
+            ops.push(Operand::read("mask", DType::U32, 0).shape(&[l.rows, l.mask_words()]));
+        }
         ops
     }
 
@@ -99,6 +110,8 @@ impl Kernel for Gmatvec {
             layout: l,
             batch,
             code_words,
+            stat_words: _,
+            masked,
         } = *self;
         l.check().map_err(|e| KernelError::Shape {
             kernel: "gmatvec",
@@ -107,9 +120,16 @@ impl Kernel for Gmatvec {
         plan::ensure(batch >= 1, "gmatvec", || {
             "the batch must have at least one row".into()
         })?;
-        let stats = match l.stats {
-            Stats::Affine => "affine",
-            Stats::Bilevel { .. } => "bilevel",
+        let stats = match (l.stats, masked) {
+            (Stats::Affine, false) => "affine",
+            (Stats::Affine, true) => "masked",
+            (Stats::Bilevel { .. }, false) => "bilevel",
+            (Stats::Bilevel { .. }, true) => {
+                return Err(KernelError::Shape {
+                    kernel: "gmatvec",
+                    what: "pruned groups need affine statistics".into(),
+                });
+            }
         };
         let b = if batch == 1 { 1 } else { TILE };
         let (reduction, why) = plan::row_reduction(caps);
@@ -122,7 +142,8 @@ impl Kernel for Gmatvec {
             choice,
         )?;
         plan::ensure(
-            v.define("BILEVEL").is_some() == matches!(l.stats, Stats::Bilevel { .. }),
+            v.define("BILEVEL").is_some() == matches!(l.stats, Stats::Bilevel { .. })
+                && v.define("MASKED").is_some() == masked,
             "gmatvec",
             || format!("variant {} does not read {stats} statistics", v.id()),
         )?;
@@ -162,42 +183,37 @@ impl Kernel for Gmatvec {
     }
 }
 
-/// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (each decoded with
-/// `GroupMatrix::dense_at`, the shader's arithmetic) and then the row's outliers lane, lane + wg, ...,
-/// accumulating in that order; the tree of `shaders/common/reduce.wgsl` combines the lanes. With `wg = 1`
-/// this is the `lanes` variants' order.
+/// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (skipping pruned
+/// ones; each weight decoded with `GroupMatrix::decode`, the shader's arithmetic) and then the row's
+/// outliers lane, lane + wg, ..., accumulating in that order; the tree of `shaders/common/reduce.wgsl`
+/// combines the lanes. With `wg = 1` this is the `lanes` variants' order.
 pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
     let l = &m.layout;
     let mut slots = vec![vec![0f32; wg]; batch];
-    let starts = m.code_starts();
-    for row in 0..l.rows {
-        let start = starts[row][0] as usize;
+    for (row, at) in m.row_starts().iter().enumerate() {
         for s in slots.iter_mut() {
             s.fill(0.0);
         }
         for lane in 0..wg {
-            let mut g = lane;
-            while g < l.groups() {
+            for g in (lane..l.groups()).step_by(wg) {
+                let Some(slot) = m.slot(row, g) else {
+                    continue;
+                };
                 for t in 0..l.group {
-                    let j = g * l.group + t;
-                    let w = m.dense_at(row, start, j);
-                    let c = m.perm[j] as usize;
+                    let w = m.decode(row, at, slot, g, t);
+                    let c = m.perm[g * l.group + t] as usize;
                     for (b, s) in slots.iter_mut().enumerate() {
                         s[lane] += w * x[b * l.cols + c];
                     }
                 }
-                g += wg;
             }
             let (start, end) = (m.outliers[row] as usize, m.outliers[row + 1] as usize);
-            let mut e = start + lane;
-            while e < end {
-                let word = m.outliers[e];
+            for &word in m.outliers[start..end].iter().skip(lane).step_by(wg) {
                 let v = half::f16::from_bits((word >> 16) as u16).to_f32();
                 let c = m.perm[(word & 0xFFFF) as usize] as usize;
                 for (b, s) in slots.iter_mut().enumerate() {
                     s[lane] += v * x[b * l.cols + c];
                 }
-                e += wg;
             }
         }
         for (b, s) in slots.iter_mut().enumerate() {
@@ -224,7 +240,11 @@ mod tests {
             .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
             .collect();
         h.add(&xs);
-        for cfg in [Config::spqr(3), Config::plain(Method::Gptq, 4, 32)] {
+        for cfg in [
+            Config::spqr(3),
+            Config::plain(Method::Gptq, 4, 32),
+            Config::gqsa(0.5),
+        ] {
             let (m, _) = quantize(&w, rows, cols, &h, &cfg).unwrap();
             let dense = m.dequantize();
             let x: Vec<f32> = (0..2 * cols).map(|i| (i as f32 * 0.37).sin()).collect();

@@ -186,6 +186,8 @@ pub struct Summary {
     pub bits: f64,
     /// Outliers kept.
     pub outliers: usize,
+    /// Groups pruned (GQSA).
+    pub pruned_groups: usize,
     /// Σ of GPTQ's objective over the layers.
     pub proxy_error: f64,
 }
@@ -218,6 +220,7 @@ pub fn quantize_linears(
         weights: 0,
         bits: 0.0,
         outliers: 0,
+        pruned_groups: 0,
         proxy_error: 0.0,
     };
     let row_bits = if cfg.high_fraction > 0.0 {
@@ -234,6 +237,7 @@ pub fn quantize_linears(
         summary.weights += rows * cols;
         summary.bits += m.bits_per_weight() * (rows * cols) as f64;
         summary.outliers += report.outliers;
+        summary.pruned_groups += report.pruned;
         summary.proxy_error += report.proxy_error;
         out.insert(name.clone(), m);
         progress(name, i + 1, names.len());

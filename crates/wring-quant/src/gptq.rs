@@ -1,4 +1,5 @@
-//! Quantizers for [`GroupMatrix`]: round-to-nearest, GPTQ and SpQR.
+//! Quantizers for [`GroupMatrix`]: round-to-nearest, GPTQ, SpQR, MixLLM-style mixed rows and GQSA-style
+//! group sparsity.
 //!
 //! All three run the same column loop over the (optionally permuted) weight matrix, following SpQR's
 //! reference engine (`spqr_engine.py`, `quant_groups.py`):
@@ -9,7 +10,11 @@
 //! - SpQR marks a weight an outlier when its Hessian-weighted error ((w - ŵ) / U_jj)² exceeds τ times the
 //!   mean over columns of var(W[:, j]) / U_jj², keeps it exactly (as an f16 correction beside the dense
 //!   code), and fits each group's statistics without the weights a leave-one-out test marks as likely
-//!   outliers (greedily, one weight at a time: see [`likely_outliers`]).
+//!   outliers (greedily, one weight at a time: see [`likely_outliers`]);
+//! - GQSA prunes whole groups: before the loop each row keeps the groups with the largest
+//!   Σ (w / U_jj)² (SparseGPT's saliency, summed over the group) and the loop then quantizes a pruned
+//!   group's weights to 0, so GPTQ's feedback moves their loss onto the kept columns after them, as
+//!   SparseGPT does with a fixed mask.
 //!
 //! Every decision uses the values as stored (f16 statistics, quantized second-order statistics), so the
 //! error the loop propagates is the error the kernels will see.
@@ -90,11 +95,19 @@ pub enum Method {
     /// MixLLM-style: GPTQ with each output row at `bits` or at `high_bits`, the rows with the largest
     /// Hessian-weighted error at `bits` promoted, ranked over the whole model.
     Mixllm,
+    /// GQSA-style: GPTQ with a fraction of each row's groups pruned whole.
+    Gqsa,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 4] = [Method::Rtn, Method::Gptq, Method::Spqr, Method::Mixllm];
+    pub const ALL: [Method; 5] = [
+        Method::Rtn,
+        Method::Gptq,
+        Method::Spqr,
+        Method::Mixllm,
+        Method::Gqsa,
+    ];
 
     /// The name on command lines and in files.
     pub const fn name(self) -> &'static str {
@@ -103,6 +116,7 @@ impl Method {
             Method::Gptq => "gptq",
             Method::Spqr => "spqr",
             Method::Mixllm => "mixllm",
+            Method::Gqsa => "gqsa",
         }
     }
 }
@@ -129,6 +143,8 @@ pub struct Config {
     pub high_bits: u32,
     /// MixLLM: the fraction of the linear layers' weights (whole rows) promoted to `high_bits`.
     pub high_fraction: f64,
+    /// GQSA: the fraction of each row's groups pruned (rounded to whole groups; 0 prunes none).
+    pub sparsity: f64,
 }
 
 impl Config {
@@ -149,8 +165,13 @@ impl Config {
         } else {
             String::new()
         };
+        let sparse = if self.sparsity > 0.0 {
+            format!(" sparsity={}", self.sparsity)
+        } else {
+            String::new()
+        };
         format!(
-            "{} bits={} group={} stats={stats} act_order={} damp={} tau={tau}{mixed}",
+            "{} bits={} group={} stats={stats} act_order={} damp={} tau={tau}{mixed}{sparse}",
             self.method.name(),
             self.bits,
             self.group,
@@ -173,6 +194,20 @@ impl Config {
             simplified_outliers: false,
             high_bits: 0,
             high_fraction: 0.0,
+            sparsity: 0.0,
+        }
+    }
+
+    /// GQSA's W4 recipe at `sparsity`: 4-bit affine groups of 32 (one f16 step and minimum per kept group,
+    /// aligned with Q4_1's blocks when the columns keep their order), a `sparsity` fraction of each row's
+    /// groups pruned, GPTQ feedback without act_order (act_order would scatter Q4_1's blocks over many
+    /// groups, and a kept group of the base then no longer fits its grid exactly).
+    pub fn gqsa(sparsity: f64) -> Config {
+        Config {
+            method: Method::Gqsa,
+            act_order: false,
+            sparsity,
+            ..Config::plain(Method::Gptq, 4, 32)
         }
     }
 
@@ -202,6 +237,7 @@ impl Config {
             simplified_outliers: true,
             high_bits: 0,
             high_fraction: 0.0,
+            sparsity: 0.0,
         }
     }
 }
@@ -214,6 +250,8 @@ pub struct Report {
     pub proxy_error: f64,
     /// Weights kept as outliers.
     pub outliers: usize,
+    /// Groups pruned.
+    pub pruned: usize,
 }
 
 /// The upper-triangular U with H⁻¹ = Uᵀ U, from one Cholesky factorisation of H with its rows and columns
@@ -551,9 +589,11 @@ pub fn quantize_rows(
     let mut quantized = vec![(0u8, 0u8); rows * groups];
     let mut second_all: Vec<Vec<[f16; 4]>> = Vec::new();
     let mut outliers: Vec<Vec<(u16, f16)>> = vec![Vec::new(); rows];
+    let kept = prune_groups(&wp, rows, n, cfg, &u_diag)?;
     let mut report = Report {
         proxy_error: 0.0,
         outliers: 0,
+        pruned: kept.iter().filter(|&&k| !k).count(),
     };
     let mut fitted = None;
     let mut err = vec![0f64; rows];
@@ -604,6 +644,15 @@ pub fn quantize_rows(
         let d = u_diag[j];
         for r in 0..rows {
             let x = wp[r * n + j];
+            if !kept.is_empty() && !kept[r * groups + g] {
+                // A pruned weight: nothing is stored, the kernels read 0, and the feedback below moves its
+                // loss onto the columns after it.
+                let e = f64::from(x) / d;
+                wp[r * n + j] = 0.0;
+                err[r] = e;
+                report.proxy_error += e * e;
+                continue;
+            }
             let (mut q, mut deq) = f.quantize(r, x, maxq[r]);
             let mut e = f64::from(x - deq) / d;
             if threshold.is_some_and(|t| e * e > t) {
@@ -668,9 +717,58 @@ pub fn quantize_rows(
         perm: Some(&perm),
         outliers: &outliers,
         row_bits,
+        kept: &kept,
     }
     .build()?;
     Ok((m, report))
+}
+
+/// GQSA's mask: which groups each row keeps (empty when nothing is pruned), from the weights in stored
+/// column order. Each row keeps the same number of groups (the rest of `cfg.sparsity`, rounded), those with
+/// the largest Σ (w / U_jj)²: SparseGPT's saliency, the loss of removing a weight alone, summed over the
+/// group. Equal counts per row keep the rows of a matrix equally long, so a kernel that gives each row to
+/// one workgroup is balanced without GQSA's task-centric split.
+fn prune_groups(
+    wp: &[f32],
+    rows: usize,
+    n: usize,
+    cfg: &Config,
+    u_diag: &[f64],
+) -> Result<Vec<bool>, GroupError> {
+    if !(0.0..1.0).contains(&cfg.sparsity) {
+        return Err(GroupError::Shape(format!(
+            "sparsity {} (0 to below 1)",
+            cfg.sparsity
+        )));
+    }
+    let groups = n / cfg.group;
+    let pruned = (cfg.sparsity * groups as f64).round() as usize;
+    if pruned == 0 {
+        return Ok(Vec::new());
+    }
+    if pruned >= groups {
+        return Err(GroupError::Shape(format!(
+            "sparsity {} prunes all {groups} groups of a row",
+            cfg.sparsity
+        )));
+    }
+    let mut kept = vec![true; rows * groups];
+    for r in 0..rows {
+        let mut score: Vec<(f64, usize)> = (0..groups)
+            .map(|g| {
+                let s = (g * cfg.group..(g + 1) * cfg.group)
+                    .map(|j| (f64::from(wp[r * n + j]) / u_diag[j]).powi(2))
+                    .sum::<f64>();
+                (s, g)
+            })
+            .collect();
+        // Lowest saliency first; ties go to the later group, so the order is total and deterministic.
+        score.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        for &(_, g) in &score[..pruned] {
+            kept[r * groups + g] = false;
+        }
+    }
+    Ok(kept)
 }
 
 /// Each row's salience for MixLLM's choice of precision: the Hessian-weighted squared error
@@ -904,5 +1002,59 @@ mod tests {
         let s = row_salience(&w, rows, cols, &h, 4, 64);
         let top = (0..rows).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
         assert_eq!(top, 3);
+    }
+
+    /// GQSA prunes the same number of whole groups in every row (the least salient: a group of large
+    /// weights on a busy input survives), the pruned weights decode to 0, GPTQ's feedback lowers the
+    /// output error of pruning and rounding alone, and the storage is the kept groups' codes and
+    /// statistics plus one mask bit per group.
+    #[test]
+    fn gqsa_prunes_whole_groups_and_compensates() {
+        let mut rng = Rng(13);
+        // 1024 columns in groups of 32: 32 groups, one mask word per row, no padding anywhere.
+        let (rows, cols) = (16, 1024);
+        let (mut w, h) = layer(&mut rng, rows, cols);
+        // Group 5 of every row holds large weights: no row may prune it.
+        for r in 0..rows {
+            for t in 0..32 {
+                w[r * cols + 5 * 32 + t] *= 20.0;
+            }
+        }
+        let cfg = Config::gqsa(0.5);
+        let (m, report) = quantize(&w, rows, cols, &h, &cfg).unwrap();
+        assert_eq!(report.pruned, rows * 16);
+        assert!(!m.permuted());
+        let d = m.dequantize();
+        for r in 0..rows {
+            assert_eq!(m.kept_count(r), 16);
+            assert!(m.slot(r, 5).is_some(), "row {r} pruned its salient group");
+            for g in (0..32).filter(|&g| m.slot(r, g).is_none()) {
+                assert!(d[r * cols + g * 32..][..32].iter().all(|&v| v == 0.0));
+            }
+        }
+        let naive = Config {
+            method: Method::Rtn,
+            ..cfg
+        };
+        let (n, _) = quantize(&w, rows, cols, &h, &naive).unwrap();
+        let (e_gqsa, e_naive) = (
+            output_error(&w, &d, cols, &h),
+            output_error(&w, &n.dequantize(), cols, &h),
+        );
+        assert!(
+            e_gqsa < 0.8 * e_naive,
+            "GQSA {e_gqsa} vs pruning alone {e_naive}"
+        );
+        // Half the groups at 4 + 1 bits, one bit per group of mask, and the outlier offsets.
+        let want = 2.5 + 1.0 / 32.0 + ((rows + 1) * 32) as f64 / (rows * cols) as f64;
+        assert!(
+            (m.bits_per_weight() - want).abs() < 1e-12,
+            "{}",
+            m.bits_per_weight()
+        );
+        // A sparsity that prunes every group, or none of a row's groups below one, is refused or a no-op.
+        assert!(quantize(&w, rows, cols, &h, &Config::gqsa(0.999)).is_err());
+        let (dense, r0) = quantize(&w, rows, cols, &h, &Config::gqsa(0.01)).unwrap();
+        assert!(dense.mask.is_empty() && r0.pruned == 0);
     }
 }

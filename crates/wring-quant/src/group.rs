@@ -16,17 +16,25 @@
 //! salient rows at 8 bits, the rest at 4): each row's codes then take that many bits per weight, rows one
 //! after another, and its statistics fit that width. An empty `row_bits` means every row has `bits`.
 //!
+//! Whole groups may be pruned (GQSA's group sparsity): a bit mask per row says which groups are kept, and
+//! only kept groups store codes and statistics, in order. A row's kept groups are found by counting mask
+//! bits, so the index costs one bit per group (GQSA's block-sparse rows store a 16-bit column index per
+//! kept group; the mask is smaller whenever more than one group in sixteen is kept). Pruned weights are 0.
+//! An empty mask means every group is kept.
+//!
 //! Outliers are stored apart, per row (CSR): an f16 value added to the dense weight at a stored column, so
 //! dense + sparse rebuilds the quantizer's output. The value is the correction (the weight minus its dense
 //! reconstruction), which is smaller than the weight and keeps more of f16's precision.
 //!
 //! Buffers (all u32 words, as the kernels bind them):
-//! - `codes`: per row, `cols * bits` bits (the row's own bits where `row_bits` is given) packed from bit 0 of the row's first word upwards (a code may
+//! - `codes`: per row, `cols * bits` bits (the row's own bits where `row_bits` is given; only the kept
+//!   groups' columns where there is a mask) packed from bit 0 of the row's first word upwards (a code may
 //!   straddle two words), rows padded to whole words.
-//! - `stats`: affine: per (row, group) one word, `d` in the low half and `m` in the high half (f16 bits);
+//! - `stats`: affine: per (row, kept group) one word, `d` in the low half and `m` in the high half (f16 bits);
 //!   bilevel: per row, `2 * stat_bits` bits per group (qs, then qz above it), packed like the codes.
 //! - `second`: bilevel only: per (row block, group) two words, (ss, sz) and (zs, zz) as f16 pairs.
 //! - `perm`: one word per stored column (the identity when the matrix is not permuted).
+//! - `mask` (optional): per row `groups.div_ceil(32)` words, bit g set when group g is kept.
 //! - `outliers`: `rows + 1` row offsets, then one word per outlier: the stored column in the low 16 bits, the
 //!   f16 value in the high 16 bits.
 
@@ -127,6 +135,11 @@ impl Layout {
         }
     }
 
+    /// Words of group mask per row.
+    pub fn mask_words(&self) -> usize {
+        self.groups().div_ceil(32)
+    }
+
     /// Words of second-order parameters in all.
     pub fn second_words(&self) -> usize {
         match self.stats {
@@ -185,6 +198,19 @@ pub struct GroupMatrix {
     pub outliers: Vec<u32>,
     /// Each row's code width, when rows differ (empty: every row has `layout.bits`).
     pub row_bits: Vec<u8>,
+    /// Which groups each row keeps, `rows * layout.mask_words()` words (empty: every group).
+    pub mask: Vec<u32>,
+}
+
+/// Where a row's data starts, as the kernels bind it (`rowcodes`: three words per row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowAt {
+    /// The row's first code word.
+    pub code: usize,
+    /// The row's code width.
+    pub bits: u32,
+    /// The row's first statistics word (affine: one word per kept group; bilevel: the row's packed words).
+    pub stat: usize,
 }
 
 impl GroupMatrix {
@@ -205,9 +231,36 @@ impl GroupMatrix {
                 return shape_err(format!("a row of {b}-bit codes; 2 to 8 bits are supported"));
             }
         }
+        if !self.mask.is_empty() {
+            if l.stats != Stats::Affine {
+                return shape_err("pruned groups need affine statistics");
+            }
+            if self.mask.len() != l.rows * l.mask_words() {
+                return shape_err(format!(
+                    "mask holds {} words, {} rows of {} groups need {}",
+                    self.mask.len(),
+                    l.rows,
+                    l.groups(),
+                    l.rows * l.mask_words()
+                ));
+            }
+            // Bits past the last group would count groups that do not exist.
+            let spare = l.mask_words() * 32 - l.groups();
+            if spare > 0 {
+                let high = !0u32 << (32 - spare);
+                if self
+                    .mask
+                    .chunks_exact(l.mask_words())
+                    .any(|row| row[l.mask_words() - 1] & high != 0)
+                {
+                    return shape_err(format!("a mask bit past group {}", l.groups()));
+                }
+            }
+        }
+        let end = self.row_at(l.rows);
         let want = [
-            ("codes", self.codes.len(), self.code_start(l.rows)),
-            ("stats", self.stats.len(), l.rows * l.stat_words()),
+            ("codes", self.codes.len(), end.code),
+            ("stats", self.stats.len(), end.stat),
             ("second", self.second.len(), l.second_words()),
             ("perm", self.perm.len(), l.cols),
         ];
@@ -266,30 +319,101 @@ impl GroupMatrix {
             .map_or(self.layout.bits, |&b| u32::from(b))
     }
 
-    /// The word where row `row`'s codes start (`row == rows`: the words of codes in all). Linear in the
-    /// rows when they differ in width: loops over rows use [`GroupMatrix::code_starts`].
-    pub fn code_start(&self, row: usize) -> usize {
+    /// Groups row `row` keeps.
+    pub fn kept_count(&self, row: usize) -> usize {
         let l = &self.layout;
-        if self.row_bits.is_empty() {
-            return row * l.code_words();
+        if self.mask.is_empty() {
+            return l.groups();
         }
-        self.row_bits[..row.min(l.rows)]
+        let mw = l.mask_words();
+        self.mask[row * mw..][..mw]
             .iter()
-            .map(|&b| (l.cols * b as usize).div_ceil(32))
+            .map(|w| w.count_ones() as usize)
             .sum()
     }
 
-    /// Every row's (first code word, bits), as the kernels bind them.
-    pub fn code_starts(&self) -> Vec<[u32; 2]> {
+    /// Whether row `row` keeps group `g`, and if so its position among the row's kept groups (what
+    /// the shader computes with `countOneBits`).
+    pub fn slot(&self, row: usize, g: usize) -> Option<usize> {
+        if self.mask.is_empty() {
+            return Some(g);
+        }
+        let mw = self.layout.mask_words();
+        let words = &self.mask[row * mw..][..mw];
+        let (w, b) = (g / 32, g % 32);
+        if words[w] >> b & 1 == 0 {
+            return None;
+        }
+        let below: u32 = words[..w].iter().map(|x| x.count_ones()).sum();
+        Some((below + (words[w] & ((1u32 << b) - 1)).count_ones()) as usize)
+    }
+
+    /// Where row `row`'s data starts (`row == rows`: the lengths of the code and statistics buffers).
+    /// Linear in the rows when they differ in width or in kept groups: loops over rows use
+    /// [`GroupMatrix::row_starts`].
+    pub fn row_at(&self, row: usize) -> RowAt {
         let l = &self.layout;
-        let mut at = 0usize;
-        (0..l.rows)
+        if self.row_bits.is_empty() && self.mask.is_empty() {
+            return RowAt {
+                code: row * l.code_words(),
+                bits: l.bits,
+                stat: row * l.stat_words(),
+            };
+        }
+        let mut at = RowAt {
+            code: 0,
+            bits: l.bits,
+            stat: 0,
+        };
+        for r in 0..row.min(l.rows) {
+            at = self.next_row(r, at);
+        }
+        RowAt {
+            bits: if row < l.rows {
+                self.bits_of(row)
+            } else {
+                l.bits
+            },
+            ..at
+        }
+    }
+
+    /// The start of row `r + 1` from that of row `r`.
+    fn next_row(&self, r: usize, at: RowAt) -> RowAt {
+        let l = &self.layout;
+        let kept = self.kept_count(r);
+        let stat = match l.stats {
+            Stats::Affine => kept,
+            Stats::Bilevel { .. } => l.stat_words(),
+        };
+        RowAt {
+            code: at.code + (kept * l.group * self.bits_of(r) as usize).div_ceil(32),
+            bits: self.bits_of(r + 1),
+            stat: at.stat + stat,
+        }
+    }
+
+    /// Every row's start, as the kernels bind them (`rowcodes`).
+    pub fn row_starts(&self) -> Vec<RowAt> {
+        let mut at = RowAt {
+            code: 0,
+            bits: self.bits_of(0),
+            stat: 0,
+        };
+        (0..self.layout.rows)
             .map(|r| {
-                let b = self.bits_of(r);
-                let start = at as u32;
-                at += (l.cols * b as usize).div_ceil(32);
-                [start, b]
+                let this = at;
+                at = self.next_row(r, at);
+                this
             })
+            .collect()
+    }
+
+    /// The `rowcodes` operand: (first code word, bits, first statistics word) per row.
+    pub fn rowcodes(&self) -> Vec<u32> {
+        self.row_starts()
+            .iter()
+            .flat_map(|a| [a.code as u32, a.bits, a.stat as u32])
             .collect()
     }
 
@@ -304,38 +428,39 @@ impl GroupMatrix {
     }
 
     /// Storage bits per weight, everything counted: codes with their padding, statistics, second-order
-    /// parameters, the permutation (when not the identity) and the outliers with their row offsets.
+    /// parameters, the group mask, the permutation (when not the identity) and the outliers with their row
+    /// offsets.
     pub fn bits_per_weight(&self) -> f64 {
         let words = self.codes.len()
             + self.stats.len()
             + self.second.len()
+            + self.mask.len()
             + if self.permuted() { self.perm.len() } else { 0 }
             + self.outliers.len();
         // Per-row widths are stored as one byte per row.
         (words * 32 + self.row_bits.len() * 8) as f64 / (self.layout.rows * self.layout.cols) as f64
     }
 
-    /// The dense part's weight at (row, stored column j): the shader's arithmetic, in its order.
-    /// `start` is the row's first code word ([`GroupMatrix::code_start`]).
-    pub fn dense_at(&self, row: usize, start: usize, j: usize) -> f32 {
+    /// The dense part's weight at column `t` of kept group `slot` (group `g`) of a row that starts at
+    /// `at`: the shader's arithmetic, in its order.
+    pub fn decode(&self, row: usize, at: &RowAt, slot: usize, g: usize, t: usize) -> f32 {
         let l = &self.layout;
-        let g = j / l.group;
-        let bits = self.bits_of(row);
-        let q = get_bits(&self.codes[start..], j * bits as usize, bits) as f32;
+        let bits = at.bits;
+        let q = get_bits(
+            &self.codes[at.code..],
+            (slot * l.group + t) * bits as usize,
+            bits,
+        ) as f32;
         match l.stats {
             Stats::Affine => {
-                let (d, m) = unpack_f16x2(self.stats[row * l.groups() + g]);
+                let (d, m) = unpack_f16x2(self.stats[at.stat + slot]);
                 d * q + m
             }
             Stats::Bilevel { bits, rows } => {
                 let base = 2 * ((row / rows) * l.groups() + g);
                 let (ss, sz) = unpack_f16x2(self.second[base]);
                 let (zs, zz) = unpack_f16x2(self.second[base + 1]);
-                let f = get_bits(
-                    &self.stats[row * l.stat_words()..],
-                    g * 2 * bits as usize,
-                    2 * bits,
-                );
+                let f = get_bits(&self.stats[at.stat..], g * 2 * bits as usize, 2 * bits);
                 let (qs, qz) = ((f & ((1 << bits) - 1)) as f32, (f >> bits) as f32);
                 let s = ss * (qs - sz);
                 let z = zs * (qz - zz);
@@ -344,9 +469,12 @@ impl GroupMatrix {
         }
     }
 
-    /// [`GroupMatrix::dense_at`] for one weight.
+    /// The dense part's weight at (row, stored column j), 0 in a pruned group.
     pub fn dense(&self, row: usize, j: usize) -> f32 {
-        self.dense_at(row, self.code_start(row), j)
+        let g = j / self.layout.group;
+        self.slot(row, g).map_or(0.0, |slot| {
+            self.decode(row, &self.row_at(row), slot, g, j % self.layout.group)
+        })
     }
 
     /// Matrices with the same columns, format and column order stacked row-wise into one (the q, k and v
@@ -387,6 +515,13 @@ impl GroupMatrix {
             second: cat(|p| &p.second),
             perm: first.perm.clone(),
             outliers: offsets,
+            // Masks stack with their rows (the columns, and so the words per row, are the same); unmasked
+            // parts spell theirs out when any part is masked.
+            mask: if parts.iter().all(|p| p.mask.is_empty()) {
+                Vec::new()
+            } else {
+                parts.iter().flat_map(|p| p.full_mask()).collect()
+            },
             // Per-row widths stack with their rows; uniform parts spell theirs out when any part varies.
             row_bits: if parts.iter().all(|p| p.row_bits.is_empty()) {
                 Vec::new()
@@ -399,13 +534,83 @@ impl GroupMatrix {
         })
     }
 
+    /// The same weights with pruned groups stored as groups of zero codes with zero statistics (affine
+    /// only): what a reader without the mask would need, and an oracle for the masked kernels.
+    pub fn without_mask(&self) -> GroupMatrix {
+        let l = &self.layout;
+        if self.mask.is_empty() || l.stats != Stats::Affine {
+            return self.clone();
+        }
+        let groups = l.groups();
+        let mut codes = vec![0u8; l.rows * l.cols];
+        let mut affine = vec![(f16::ZERO, f16::ZERO); l.rows * groups];
+        for (r, at) in self.row_starts().iter().enumerate() {
+            for g in 0..groups {
+                let Some(slot) = self.slot(r, g) else {
+                    continue;
+                };
+                let (d, m) = unpack_f16x2(self.stats[at.stat + slot]);
+                affine[r * groups + g] = (f16::from_f32(d), f16::from_f32(m));
+                for t in 0..l.group {
+                    codes[r * l.cols + g * l.group + t] = get_bits(
+                        &self.codes[at.code..],
+                        (slot * l.group + t) * at.bits as usize,
+                        at.bits,
+                    ) as u8;
+                }
+            }
+        }
+        let outliers: Vec<Vec<(u16, f16)>> = (0..l.rows)
+            .map(|r| {
+                self.outliers[self.outliers[r] as usize..self.outliers[r + 1] as usize]
+                    .iter()
+                    .map(|&e| (e as u16, f16::from_bits((e >> 16) as u16)))
+                    .collect()
+            })
+            .collect();
+        Builder {
+            layout: *l,
+            codes: &codes,
+            affine: &affine,
+            quantized: &[],
+            second: &[],
+            perm: Some(&self.perm),
+            outliers: &outliers,
+            row_bits: &self.row_bits,
+            kept: &[],
+        }
+        .build()
+        .expect("a checked matrix rebuilds")
+    }
+
+    /// The mask spelled out: every row's words, all groups set when the matrix has no mask.
+    pub fn full_mask(&self) -> Vec<u32> {
+        let l = &self.layout;
+        if !self.mask.is_empty() {
+            return self.mask.clone();
+        }
+        let row: Vec<u32> = (0..l.mask_words())
+            .map(|w| {
+                let n = (l.groups() - 32 * w).min(32);
+                if n == 32 { !0 } else { (1u32 << n) - 1 }
+            })
+            .collect();
+        row.repeat(l.rows)
+    }
+
     /// The whole matrix in input-column order [rows][cols], outliers added.
     pub fn dequantize(&self) -> Vec<f32> {
         let l = &self.layout;
         let mut out = vec![0f32; l.rows * l.cols];
-        for (r, &[start, _]) in self.code_starts().iter().enumerate() {
-            for j in 0..l.cols {
-                out[r * l.cols + self.perm[j] as usize] = self.dense_at(r, start as usize, j);
+        for (r, at) in self.row_starts().iter().enumerate() {
+            for g in 0..l.groups() {
+                let Some(slot) = self.slot(r, g) else {
+                    continue;
+                };
+                for t in 0..l.group {
+                    let j = g * l.group + t;
+                    out[r * l.cols + self.perm[j] as usize] = self.decode(r, at, slot, g, t);
+                }
             }
             let (a, b) = (self.outliers[r] as usize, self.outliers[r + 1] as usize);
             for &e in &self.outliers[a..b] {
@@ -421,7 +626,8 @@ impl GroupMatrix {
 /// Builds the buffers from per-weight codes, per-(row, group) statistics and outliers, all in stored column
 /// order: `codes` [rows][cols]; for affine statistics `affine` [rows][groups] of (d, m); for bilevel ones
 /// `quantized` [rows][groups] of (qs, qz) and `second` [row blocks][groups] of (ss, sz, zs, zz); `outliers`
-/// per row as (stored column, value).
+/// per row as (stored column, value); `kept` [rows][groups] (empty: every group), the codes and statistics of
+/// groups not kept being ignored.
 #[derive(Debug)]
 pub struct Builder<'a> {
     pub layout: Layout,
@@ -433,6 +639,8 @@ pub struct Builder<'a> {
     pub outliers: &'a [Vec<(u16, f16)>],
     /// Each row's code width, or empty for `layout.bits` everywhere.
     pub row_bits: &'a [u8],
+    /// Which groups each row keeps, or empty for all.
+    pub kept: &'a [bool],
 }
 
 impl Builder<'_> {
@@ -446,8 +654,16 @@ impl Builder<'_> {
         if !self.row_bits.is_empty() && self.row_bits.len() != l.rows {
             return shape_err("row_bits does not match the rows");
         }
+        let groups = l.groups();
+        if !self.kept.is_empty() && self.kept.len() != l.rows * groups {
+            return shape_err("the kept groups do not match the shape");
+        }
+        let kept = |r: usize, g: usize| self.kept.is_empty() || self.kept[r * groups + g];
         let bits_of = |r: usize| self.row_bits.get(r).map_or(l.bits, |&b| u32::from(b));
-        let words = |r: usize| (l.cols * bits_of(r) as usize).div_ceil(32);
+        let words = |r: usize| {
+            let n = (0..groups).filter(|&g| kept(r, g)).count();
+            (n * l.group * bits_of(r) as usize).div_ceil(32)
+        };
         let mut codes = vec![0u32; (0..l.rows).map(words).sum()];
         let mut start = 0;
         for r in 0..l.rows {
@@ -457,26 +673,38 @@ impl Builder<'_> {
             }
             let row = &mut codes[start..][..words(r)];
             start += words(r);
+            let mut at = 0;
             for j in 0..l.cols {
+                if !kept(r, j / l.group) {
+                    continue;
+                }
                 let q = u32::from(self.codes[r * l.cols + j]);
                 if q >> bits != 0 {
                     return shape_err(format!("code {q} does not fit in {bits} bits"));
                 }
-                put_bits(row, j * bits as usize, bits, q);
+                put_bits(row, at, bits, q);
+                at += bits as usize;
             }
         }
-        let groups = l.groups();
         let (stats, second) = match l.stats {
             Stats::Affine => {
                 if self.affine.len() != l.rows * groups {
                     return shape_err("affine statistics do not match the shape");
                 }
                 (
-                    self.affine.iter().map(|&(d, m)| pack_f16x2(d, m)).collect(),
+                    self.affine
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| kept(i / groups, i % groups))
+                        .map(|(_, &(d, m))| pack_f16x2(d, m))
+                        .collect(),
                     Vec::new(),
                 )
             }
             Stats::Bilevel { bits, rows } => {
+                if !self.kept.is_empty() {
+                    return shape_err("pruned groups need affine statistics");
+                }
                 if self.quantized.len() != l.rows * groups
                     || self.second.len() != (l.rows / rows) * groups
                 {
@@ -529,6 +757,17 @@ impl Builder<'_> {
             perm,
             outliers,
             row_bits: self.row_bits.to_vec(),
+            mask: if self.kept.is_empty() {
+                Vec::new()
+            } else {
+                let mw = l.mask_words();
+                let mut mask = vec![0u32; l.rows * mw];
+                for (i, _) in self.kept.iter().enumerate().filter(|p| *p.1) {
+                    let (r, g) = (i / groups, i % groups);
+                    mask[r * mw + g / 32] |= 1 << (g % 32);
+                }
+                mask
+            },
         };
         m.check()?;
         Ok(m)
@@ -585,6 +824,51 @@ mod tests {
         want.extend(b.dequantize());
         assert_eq!(s.dequantize(), want);
         assert_eq!(s.outlier_count(), a.outlier_count() + b.outlier_count());
+    }
+
+    /// A matrix with pruned groups stacks with one without: the second's mask is spelled out, every row
+    /// still decodes as before, and a mask bit past the last group is refused.
+    #[test]
+    fn masks_stack_and_are_checked() {
+        use crate::gptq::{Config, Hessian, quantize};
+        // 48 groups of 16: two mask words per row, 16 spare bits.
+        let (rows, cols) = (8, 768);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
+            .collect();
+        let h = Hessian::identity(cols);
+        let sparse = Config {
+            group: 16,
+            ..Config::gqsa(0.25)
+        };
+        let a = quantize(&w, rows, cols, &h, &sparse).unwrap().0;
+        let b = quantize(
+            &w,
+            rows,
+            cols,
+            &h,
+            &Config {
+                sparsity: 0.0,
+                ..sparse
+            },
+        )
+        .unwrap()
+        .0;
+        assert_eq!(a.kept_count(0), 36);
+        assert!(b.mask.is_empty());
+        let s = GroupMatrix::stack(&[&a, &b]).unwrap();
+        s.check().unwrap();
+        let mut want = a.dequantize();
+        want.extend(b.dequantize());
+        assert_eq!(s.dequantize(), want);
+        assert_eq!(s.mask[rows * 2..], b.full_mask()[..]);
+        assert_eq!(b.full_mask()[..2], [!0, 0xFFFF]);
+        let plain = a.without_mask();
+        assert!(plain.mask.is_empty());
+        assert_eq!(plain.dequantize(), a.dequantize());
+        let mut bad = a.clone();
+        bad.mask[1] |= 1 << 20;
+        assert!(bad.check().is_err());
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct GroupWeights {
     perm: Tensor,
     outliers: Tensor,
     rowcodes: Tensor,
+    mask: Option<Tensor>,
 }
 
 impl GroupWeights {
@@ -76,17 +77,19 @@ impl GroupWeights {
         Ok(GroupWeights {
             layout: l,
             codes: ctx.upload(&[m.codes.len()], &m.codes)?,
-            stats: ctx.upload(&[l.rows, l.stat_words()], &m.stats)?,
+            stats: ctx.upload(&[m.stats.len()], &m.stats)?,
             second: match l.stats {
                 Stats::Bilevel { .. } => Some(ctx.upload(&[m.second.len()], &m.second)?),
                 Stats::Affine => None,
             },
             perm: ctx.upload(&[l.cols], &m.perm)?,
             outliers: ctx.upload(&[m.outliers.len()], &m.outliers)?,
-            rowcodes: ctx.upload(
-                &[l.rows, 2],
-                &m.code_starts().into_iter().flatten().collect::<Vec<u32>>(),
-            )?,
+            rowcodes: ctx.upload(&[l.rows, 3], &m.rowcodes())?,
+            mask: if m.mask.is_empty() {
+                None
+            } else {
+                Some(ctx.upload(&[l.rows, l.mask_words()], &m.mask)?)
+            },
         })
     }
 
@@ -101,6 +104,9 @@ impl GroupWeights {
         ];
         if let Some(s) = &self.second {
             b.push(("second", s));
+        }
+        if let Some(m) = &self.mask {
+            b.push(("mask", m));
         }
         b
     }
@@ -131,6 +137,8 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                     layout: g.layout,
                     batch: m,
                     code_words: g.codes.shape()[0],
+                    stat_words: g.stats.shape()[0],
+                    masked: g.mask.is_some(),
                 },
                 &ops,
             )

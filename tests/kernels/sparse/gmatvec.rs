@@ -5,7 +5,9 @@
 //! whole range, statistics, permutation, 0 to 4 outliers per row), at 2, 3, 4 and 8 bits, groups of 16 and
 //! 32, rows that end inside a workgroup of the lanes variants, codes that straddle words (48 columns of 3
 //! bits), SmolLM2's 576 columns, rows of mixed widths (MixLLM: every row its own 2 to 8 bits, so row starts
-//! fall anywhere in the code words), and batches within one tile, exactly one, and ragged tiles.
+//! fall anywhere in the code words), pruned groups (GQSA: each group kept with probability one half, with a
+//! row that keeps none and one that keeps all, masks of one to three words per row), and batches within one
+//! tile, exactly one, and ragged tiles.
 
 use half::f16;
 use wring::kernels::check::Tolerance;
@@ -17,8 +19,8 @@ use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variants};
 
 /// A random matrix of this layout: every field drawn over its range; with `mixed`, every row its own
-/// width from 2 to 8 bits.
-pub fn random_matrix(layout: Layout, seed: u64, mixed: bool) -> GroupMatrix {
+/// width from 2 to 8 bits; with `masked`, about half of the groups pruned (row 0 keeps none, row 1 all).
+pub fn random_matrix(layout: Layout, seed: u64, mixed: bool, masked: bool) -> GroupMatrix {
     let mut rng = Rng::new(seed);
     let Layout {
         rows, cols, bits, ..
@@ -93,6 +95,19 @@ pub fn random_matrix(layout: Layout, seed: u64, mixed: bool) -> GroupMatrix {
                 .collect()
         })
         .collect();
+    let kept: Vec<bool> = if masked {
+        rng.vec(rows * groups, 0.0, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match i / groups {
+                0 => false,
+                1 => true,
+                _ => v < 0.5,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Builder {
         layout,
         codes: &codes,
@@ -102,6 +117,7 @@ pub fn random_matrix(layout: Layout, seed: u64, mixed: bool) -> GroupMatrix {
         perm: Some(&perm),
         outliers: &outliers,
         row_bits: &row_bits,
+        kept: &kept,
     }
     .build()
     .expect("a valid random matrix")
@@ -114,7 +130,8 @@ fn gmatvec_case(
     seed: u64,
     mixed: bool,
 ) -> Case<'static> {
-    let m = random_matrix(layout, seed, mixed);
+    let masked = v.define("MASKED").is_some();
+    let m = random_matrix(layout, seed, mixed, masked);
     let mut rng = Rng::new(seed ^ 0x5151);
     let x = rng.vec(batch * layout.cols, -1.0, 1.0);
     let mut y = vec![0f32; batch * layout.rows];
@@ -126,12 +143,13 @@ fn gmatvec_case(
     gmatvec::cpu(&m, &x, &mut y, batch, lanes);
     Case {
         name: format!(
-            "gmatvec variant={} rows={} cols={} bits={}{} group={} stats={:?} batch={batch} seed={seed}",
+            "gmatvec variant={} rows={} cols={} bits={}{}{} group={} stats={:?} batch={batch} seed={seed}",
             v.name,
             layout.rows,
             layout.cols,
             layout.bits,
             if mixed { " (mixed rows)" } else { "" },
+            if masked { " (pruned groups)" } else { "" },
             layout.group,
             layout.stats
         ),
@@ -144,16 +162,18 @@ fn gmatvec_case(
                 ctx.upload(shape, data).map(|t| (name.to_string(), t))
             };
             let rows = layout.rows;
-            let rowcodes: Vec<u32> = m.code_starts().into_iter().flatten().collect();
             let mut ts = vec![
                 up("codes", &[m.codes.len()], &m.codes)?,
-                up("rowcodes", &[rows, 2], &rowcodes)?,
-                up("stats", &[rows, layout.stat_words()], &m.stats)?,
+                up("rowcodes", &[rows, 3], &m.rowcodes())?,
+                up("stats", &[m.stats.len()], &m.stats)?,
                 up("perm", &[layout.cols], &m.perm)?,
                 up("outliers", &[m.outliers.len()], &m.outliers)?,
             ];
             if matches!(layout.stats, Stats::Bilevel { .. }) {
                 ts.push(up("second", &[m.second.len()], &m.second)?);
+            }
+            if !m.mask.is_empty() {
+                ts.push(up("mask", &[rows, layout.mask_words()], &m.mask)?);
             }
             let tx = ctx.upload(&[batch, layout.cols], &x)?;
             let unit = Gmatvec::of(&m, batch);
@@ -185,6 +205,14 @@ pub fn cases() -> Vec<Planned> {
                 (48, 64, 2, 16),
                 (32, 576, 3, 16),
                 (16, 64, 4, 32),
+            ]
+        } else if v.define("MASKED").is_some() {
+            // One to three mask words per row (1088 columns in groups of 16 are 68 groups).
+            &[
+                (67, 48, 3, 16),
+                (12, 1088, 4, 16),
+                (32, 576, 4, 32),
+                (9, 64, 8, 16),
             ]
         } else {
             &[
