@@ -2,7 +2,7 @@
 //! of the originals by `compress::Quantized`, through the same forward pass.
 
 use wring::gguf::Gguf;
-use wring::llm::compress::{Quantized, calibrate, dense_matrix, quantize_linears};
+use wring::llm::compress::{Quantized, calibrate, dense_matrix, quality_against, quantize_linears};
 use wring::llm::{GgufTokenizer, Llama};
 use wring::quant::gptq::{self, Config, Method};
 
@@ -135,6 +135,35 @@ fn pruned_groups_run_the_whole_model() {
     assert!(b.iter().all(|v| v.is_finite()));
     let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-9));
     assert!(e.is_ok(), "{}", e.unwrap_err());
+    // `wring perplexity --kl-base`'s measure, chunk by chunk: the model against itself is exact, the
+    // pruned model against the base is not, and the base's perplexity is the plain perplexity's.
+    let ids = GgufTokenizer::from_gguf(&g)
+        .unwrap()
+        .encode(&fixture::text("perplexity_text.txt"))
+        .unwrap();
+    let mut base = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let mut same = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let (q0, base_ppl) = quality_against(&mut base, &mut same, ctx, &ids, 64, 2, None).unwrap();
+    assert_eq!((q0.kld, q0.top1, q0.scored), (0.0, 1.0, 62));
+    assert!((q0.ppl / base_ppl - 1.0).abs() < 1e-12);
+    let plain_ppl = base.perplexity(ctx, &ids, 64, Some(2), None).unwrap().ppl;
+    // The same positions; the two sum log-probabilities computed in f32 and in f64.
+    assert!(
+        (plain_ppl / base_ppl - 1.0).abs() < 1e-6,
+        "{plain_ppl} vs {base_ppl}"
+    );
+    let mut pruned = Llama::load_from(
+        ctx,
+        &Quantized {
+            base: &g,
+            matrices: &matrices,
+        },
+        64,
+        |_, _| {},
+    )
+    .unwrap();
+    let (q, _) = quality_against(&mut base, &mut pruned, ctx, &ids, 64, 2, None).unwrap();
+    assert!(q.kld > 0.01 && q.top1 < 1.0 && q.ppl.is_finite(), "{q:?}");
 }
 
 /// Calibration on the real model gathers each linear layer's input statistics from wring's own forward

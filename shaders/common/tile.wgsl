@@ -1,7 +1,12 @@
-// The register-blocked core shared by the tiled matrix products (matmul.wgsl, qmatmul.wgsl): shared-memory
-// tiles of a (BK x BM, k-major) and b (BK x BN, k-major), and the per-invocation TM x TN accumulation and
-// store. The including kernel declares TM, TN, TX, TY, BK, BM, BN and the output binding `c`, and fills the
-// tiles between barriers.
+// The register-blocked core shared by the tiled matrix products (matmul.wgsl, qmatmul.wgsl, gmatmul.wgsl):
+// a 16 x 16 workgroup, shared-memory tiles of a (BK x BM, k-major) and b (BK x BN, k-major), and the
+// per-invocation TM x TN accumulation and store. The including kernel declares BK (its tile depth), TM and
+// TN (defines) and the output binding `c`, and fills the tiles between barriers.
+
+const TX: u32 = 16u;
+const TY: u32 = 16u;
+const BM: u32 = TY * TM;
+const BN: u32 = TX * TN;
 
 var<workgroup> a_tile: array<f32, BK * BM>;
 var<workgroup> b_tile: array<f32, BK * BN>;

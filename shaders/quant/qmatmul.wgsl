@@ -20,11 +20,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-const TX: u32 = 16u;
-const TY: u32 = 16u;
 const BK: u32 = 32u;
-const BM: u32 = TY * TM;
-const BN: u32 = TX * TN;
 
 @compute @workgroup_size(TX, TY)
 fn main(inv: Invocation) {

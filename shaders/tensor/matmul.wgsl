@@ -70,11 +70,7 @@ fn main(inv: Invocation) {
 @group(0) @binding(2) var<storage, read> b: array<ELEM>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-const TX: u32 = 16u;
-const TY: u32 = 16u;
 const BK: u32 = 16u;
-const BM: u32 = TY * TM;
-const BN: u32 = TX * TN;
 
 @compute @workgroup_size(TX, TY)
 fn main(inv: Invocation) {

@@ -74,6 +74,7 @@ catalogue! {
     tensor::softmax,
     quant::qmatmul,
     quant::qmatvec,
+    sparse::gmatmul,
     sparse::gmatvec,
     wavelet::dwt,
     vq::vq_lookup,

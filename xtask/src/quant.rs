@@ -92,8 +92,10 @@ pub fn configs(quick: bool) -> Vec<Config> {
         gptq(2, 32),
         rtn(2, 32),
         rtn(8, 64),
-        // GQSA: 4-bit groups of 32 aligned with Q4_1's blocks, 30 to 50 % of each row's groups pruned
-        // (about 3.5 to 2.5 bits).
+        // GQSA: 4-bit groups of 32 aligned with Q4_1's blocks, 10 to 50 % of each row's groups pruned
+        // (about 4.6 to 2.6 bits).
+        Config::gqsa(0.1),
+        Config::gqsa(0.2),
         Config::gqsa(0.3),
         Config::gqsa(0.4),
         Config::gqsa(0.5),

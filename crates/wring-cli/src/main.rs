@@ -79,6 +79,11 @@ enum Command {
         /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
+        /// With --weights: also run the base model and report, beside the perplexity, the mean KL divergence
+        /// from the base's next-token distributions and how often the two agree on the most likely token
+        /// (llama-perplexity's --kl-divergence measures, on the same scored positions).
+        #[arg(long, requires = "weights")]
+        kl_base: bool,
     },
     /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
     /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
@@ -393,8 +398,9 @@ fn main() -> ExitCode {
             ctx,
             chunks,
             weights,
+            kl_base,
         } => Source::open(model, weights)
-            .and_then(|source| perplexity(&source, &file, ctx, chunks))
+            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base))
             .map_err(|e| e.to_string()),
         Command::Quantize {
             model,
@@ -785,6 +791,7 @@ fn perplexity(
     file: &std::path::Path,
     n_ctx: usize,
     chunks: Option<usize>,
+    kl_base: bool,
 ) -> Result<(), wring_llm::LlmError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
@@ -794,13 +801,25 @@ fn perplexity(
     let ctx = Context::new(ContextOptions::default())?;
     let mut llm = wring_llm::Llama::load_from(&ctx, &source.weights(), n_ctx, |_, _| {})?;
     let start = std::time::Instant::now();
-    let p = llm.perplexity(
-        &ctx,
-        &ids,
-        n_ctx,
-        chunks,
-        if tok.add_bos { tok.bos } else { None },
-    )?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    if kl_base {
+        let mut base = wring_llm::Llama::load(&ctx, &source.gguf, n_ctx, |_, _| {})?;
+        let n = (ids.len() / n_ctx).min(chunks.unwrap_or(usize::MAX));
+        let (q, base_ppl) =
+            wring_llm::compress::quality_against(&mut base, &mut llm, &ctx, &ids, n_ctx, n, bos)?;
+        eprintln!(
+            "{n} chunks of {n_ctx} tokens, {} scored, in {:.1} s on {}",
+            q.scored,
+            start.elapsed().as_secs_f64(),
+            ctx.label()
+        );
+        println!("PPL = {:.4}", q.ppl);
+        println!("base PPL = {base_ppl:.4}");
+        println!("mean KLD = {:.6}", q.kld);
+        println!("same top = {:.2} %", 100.0 * q.top1);
+        return Ok(());
+    }
+    let p = llm.perplexity(&ctx, &ids, n_ctx, chunks, bos)?;
     let running: Vec<String> = p
         .running
         .iter()

@@ -68,12 +68,14 @@ impl Gmatvec {
     }
 }
 
-impl Kernel for Gmatvec {
-    fn kernel(&self) -> &'static str {
-        "gmatvec"
-    }
-
-    fn operands(&self) -> Vec<Operand> {
+impl Gmatvec {
+    /// The operands gmatvec and gmatmul share: the weight buffers, the activations `input` [batch][cols] and
+    /// the output `output` [batch][rows] (gmatvec's x and y, gmatmul's a and c).
+    pub(crate) fn weight_operands(
+        &self,
+        input: &'static str,
+        output: &'static str,
+    ) -> Vec<Operand> {
         let l = &self.layout;
         let mut ops = vec![
             Operand::read("codes", DType::U32, 0).shape(&[self.code_words]),
@@ -86,8 +88,8 @@ impl Kernel for Gmatvec {
             Operand::read("perm", DType::U32, 0).shape(&[l.cols]),
             // Row offsets and then the entries: at least the offsets.
             Operand::read("outliers", DType::U32, l.rows + 1),
-            Operand::read("x", DType::F32, 0).shape(&[self.batch, l.cols]),
-            Operand::write("y", DType::F32, 0).shape(&[self.batch, l.rows]),
+            Operand::read(input, DType::F32, 0).shape(&[self.batch, l.cols]),
+            Operand::write(output, DType::F32, 0).shape(&[self.batch, l.rows]),
             // Each row's first code word, width and first statistics word (GroupMatrix::rowcodes):
             // derived from a checked matrix, like the outlier offsets vouched for by GroupMatrix::check.
             Operand::read("rowcodes", DType::U32, 0).shape(&[l.rows, 3]),
@@ -98,14 +100,12 @@ impl Kernel for Gmatvec {
         ops
     }
 
-    /// Plans the product. Batch 1 uses the single-row variants, more rows the 8-row variants over tiles of
-    /// 8 (the grid's y dimension), which decode each weight once per tile. CPU adapters get the `lanes`
-    /// variants (each of 8 invocations owns a whole row); GPUs one 64-invocation workgroup per row,
-    /// reduced through subgroups where they exist.
-    ///
-    /// The outlier entries' columns and offsets are data: [`GroupMatrix::check`] is what vouches for them,
-    /// and callers upload only checked matrices.
-    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+    /// Checks what gmatvec and gmatmul share and gives the statistics form's variant prefix and the
+    /// shaders' `Params`.
+    pub(crate) fn checked_params(
+        &self,
+        kernel: &'static str,
+    ) -> Result<(&'static str, Params), KernelError> {
         let Gmatvec {
             layout: l,
             batch,
@@ -114,10 +114,10 @@ impl Kernel for Gmatvec {
             masked,
         } = *self;
         l.check().map_err(|e| KernelError::Shape {
-            kernel: "gmatvec",
+            kernel,
             what: e.to_string(),
         })?;
-        plan::ensure(batch >= 1, "gmatvec", || {
+        plan::ensure(batch >= 1, kernel, || {
             "the batch must have at least one row".into()
         })?;
         let stats = match (l.stats, masked) {
@@ -126,31 +126,14 @@ impl Kernel for Gmatvec {
             (Stats::Bilevel { .. }, false) => "bilevel",
             (Stats::Bilevel { .. }, true) => {
                 return Err(KernelError::Shape {
-                    kernel: "gmatvec",
+                    kernel,
                     what: "pruned groups need affine statistics".into(),
                 });
             }
         };
-        let b = if batch == 1 { 1 } else { TILE };
-        let (reduction, why) = plan::row_reduction(caps);
-        let kind = reduction.matvec_name();
-        let v = crate::select(
-            "gmatvec",
-            &format!("{stats}_b{b}_{kind}"),
-            why,
-            caps,
-            choice,
-        )?;
-        plan::ensure(
-            v.define("BILEVEL").is_some() == matches!(l.stats, Stats::Bilevel { .. })
-                && v.define("MASKED").is_some() == masked,
-            "gmatvec",
-            || format!("variant {} does not read {stats} statistics", v.id()),
-        )?;
-        let tile = v.define_u32("BATCH") as u64;
-        plan::index_u32("gmatvec", "code words", code_words)?;
-        plan::index_u32("gmatvec", "batch * cols", batch.saturating_mul(l.cols))?;
-        plan::index_u32("gmatvec", "batch * rows", batch.saturating_mul(l.rows))?;
+        plan::index_u32(kernel, "code words", code_words)?;
+        plan::index_u32(kernel, "batch * cols", batch.saturating_mul(l.cols))?;
+        plan::index_u32(kernel, "batch * rows", batch.saturating_mul(l.rows))?;
         let (stat_bits, stat_rows) = match l.stats {
             Stats::Affine => (0, 1),
             Stats::Bilevel { bits, rows } => (bits, rows as u32),
@@ -169,12 +152,55 @@ impl Kernel for Gmatvec {
             _pad2: 0,
             _pad3: 0,
         };
+        Ok((stats, params))
+    }
+
+    /// Whether variant `v` reads this product's statistics form.
+    pub(crate) fn reads(&self, v: &wring_kernels_core::Variant) -> bool {
+        v.define("BILEVEL").is_some() == matches!(self.layout.stats, Stats::Bilevel { .. })
+            && v.define("MASKED").is_some() == self.masked
+    }
+}
+
+impl Kernel for Gmatvec {
+    fn kernel(&self) -> &'static str {
+        "gmatvec"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        self.weight_operands("x", "y")
+    }
+
+    /// Plans the product. Batch 1 uses the single-row variants, more rows the 8-row variants over tiles of
+    /// 8 (the grid's y dimension), which decode each weight once per tile. CPU adapters get the `lanes`
+    /// variants (each of 8 invocations owns a whole row); GPUs one 64-invocation workgroup per row,
+    /// reduced through subgroups where they exist.
+    ///
+    /// The outlier entries' columns and offsets are data: [`GroupMatrix::check`] is what vouches for them,
+    /// and callers upload only checked matrices.
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let (stats, params) = self.checked_params("gmatvec")?;
+        let b = if self.batch == 1 { 1 } else { TILE };
+        let (reduction, why) = plan::row_reduction(caps);
+        let kind = reduction.matvec_name();
+        let v = crate::select(
+            "gmatvec",
+            &format!("{stats}_b{b}_{kind}"),
+            why,
+            caps,
+            choice,
+        )?;
+        plan::ensure(self.reads(v), "gmatvec", || {
+            format!("variant {} does not read {stats} statistics", v.id())
+        })?;
+        let tile = v.define_u32("BATCH") as u64;
+        let l = self.layout;
         let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
             u64::from(v.define_u32("WG"))
         } else {
             1
         };
-        let workgroups = plan::grid_2d("gmatvec", l.rows, batch, rows_per_group, tile, caps)?;
+        let workgroups = plan::grid_2d("gmatvec", l.rows, self.batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),

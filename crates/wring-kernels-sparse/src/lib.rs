@@ -2,11 +2,14 @@
 //! (2- to 8-bit codes in groups along the input, affine f16 or SpQR bilevel statistics, an optional input
 //! permutation) and a sparse part of f16 outlier corrections stored per row (CSR). `gmatvec` dequantizes
 //! in registers, never in device memory, and gathers each row's outliers in the same workgroup after its
-//! dense part, so no row waits on another. The layout and its reference dequantizer are
-//! `wring_quant::group`'s.
+//! dense part, so no row waits on another. `gmatmul` is the prefill product on GPUs: tiles of decoded
+//! weights in shared memory, each decoded once per 64 activation rows. The layout and its reference
+//! dequantizer are `wring_quant::group`'s.
 
+pub mod gmatmul;
 pub mod gmatvec;
 
+pub use gmatmul::Gmatmul;
 pub use gmatvec::Gmatvec;
 
 wring_kernels_core::family!();

@@ -471,6 +471,51 @@ pub fn quality(
     })
 }
 
+/// `llama` scored against `base` as [`quality`] scores it against a [`Reference`], one chunk at a time:
+/// each chunk's reference distributions are recorded from `base` and compared at once, so memory holds one
+/// chunk's (about 50 MB at context 512 for a 49,152-token vocabulary) however long the text. Returns the
+/// quality and the base's own perplexity on the same positions.
+pub fn quality_against(
+    base: &mut Llama,
+    llama: &mut Llama,
+    ctx: &Context,
+    tokens: &[u32],
+    n_ctx: usize,
+    chunks: usize,
+    bos: Option<u32>,
+) -> Result<(Quality, f64), LlmError> {
+    if chunks == 0 || tokens.len() < chunks * n_ctx {
+        return Err(LlmError::Request(format!(
+            "{} tokens do not fill {chunks} chunks of {n_ctx}",
+            tokens.len()
+        )));
+    }
+    let (mut nll, mut base_nll, mut kld, mut same, mut k) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    for c in 0..chunks {
+        let part = &tokens[c * n_ctx..(c + 1) * n_ctx];
+        let r = reference(base, ctx, part, n_ctx, 1, bos)?;
+        let q = quality(llama, ctx, part, &r)?;
+        let n = q.scored as f64;
+        for (j, lp) in r.logprobs.iter().enumerate() {
+            base_nll -= f64::from(lp[part[n_ctx / 2 + j + 1] as usize]);
+        }
+        nll += q.ppl.ln() * n;
+        kld += q.kld * n;
+        same += q.top1 * n;
+        k += q.scored;
+    }
+    let k_f = k as f64;
+    Ok((
+        Quality {
+            ppl: (nll / k_f).exp(),
+            kld: kld / k_f,
+            top1: same / k_f,
+            scored: k,
+        },
+        (base_nll / k_f).exp(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1053,7 +1053,12 @@ mod tests {
             m.bits_per_weight()
         );
         // A sparsity that prunes every group, or none of a row's groups below one, is refused or a no-op.
-        assert!(quantize(&w, rows, cols, &h, &Config::gqsa(0.999)).is_err());
+        for bad in [0.999, 1.0, -0.1, f64::NAN] {
+            assert!(
+                quantize(&w, rows, cols, &h, &Config::gqsa(bad)).is_err(),
+                "{bad}"
+            );
+        }
         let (dense, r0) = quantize(&w, rows, cols, &h, &Config::gqsa(0.01)).unwrap();
         assert!(dense.mask.is_empty() && r0.pruned == 0);
     }

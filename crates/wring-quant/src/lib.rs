@@ -6,7 +6,9 @@
 //! results agree bit for bit (checked against the `gguf` Python package in the tests).
 //!
 //! [`group`] holds wring's own sub-4-bit layout (group quantization with affine or SpQR bilevel statistics
-//! and a sparse outlier part) and [`gptq`] its quantizers (round-to-nearest, GPTQ, SpQR).
+//! and a sparse outlier part) and [`gptq`] its quantizers (round-to-nearest, GPTQ, SpQR, MixLLM-style mixed
+//! rows, GQSA-style pruned groups); [`spqr_layout`] packs SpQR matrices into the SpQR authors' kernel layout
+//! and decodes that layout as their reference does, a cross-check of the format.
 //!
 //! This crate does no IO and touches no device; the GPU kernels that read these layouts live in the
 //! `wring-kernels-*` family crates, with this crate as their CPU twins' ground truth.
@@ -20,6 +22,7 @@ pub mod gptq;
 pub mod group;
 mod kquants;
 mod legacy;
+pub mod spqr_layout;
 
 use half::f16;
 

@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::DType;
 use crate::kernels::quant::{Qmatmul, Qmatvec};
-use crate::kernels::sparse::Gmatvec;
+use crate::kernels::sparse::{Gmatmul, Gmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
 use crate::tensor::Tensor;
@@ -124,24 +124,30 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 /// need no barriers) and for f16 activations, and to the tiled qmatmul for batches on GPUs; float
 /// weights go to matvec for one row and matmul otherwise.
 ///
-/// Group-quantized weights go to gmatvec (one row, or tiles of 8 rows), whatever the adapter.
+/// Group-quantized weights likewise: gmatvec for one row and for batches on CPU adapters (tiles of 8
+/// rows), the tiled gmatmul for batches on GPUs.
 pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) -> Result<()> {
     match w {
         Weights::Tensor(t) => matmul_tensor(step, t, x, y),
         Weights::Group(g) => {
             let (m, _) = dims2(x, "x")?;
+            let unit = Gmatvec {
+                layout: g.layout,
+                batch: m,
+                code_words: g.codes.shape()[0],
+                stat_words: g.stats.shape()[0],
+                masked: g.mask.is_some(),
+            };
             let mut ops = g.buffers();
-            ops.extend([("x", x), ("y", y)]);
-            step.run(
-                &Gmatvec {
-                    layout: g.layout,
-                    batch: m,
-                    code_words: g.codes.shape()[0],
-                    stat_words: g.stats.shape()[0],
-                    masked: g.mask.is_some(),
-                },
-                &ops,
-            )
+            if m == 1 || step.caps().software {
+                tracing::debug!(m, "group weights: gmatvec (one row, or a CPU adapter)");
+                ops.extend([("x", x), ("y", y)]);
+                step.run(&unit, &ops)
+            } else {
+                tracing::debug!(m, "group weights: the tiled gmatmul (a batch on a GPU)");
+                ops.extend([("a", x), ("c", y)]);
+                step.run(&Gmatmul(unit), &ops)
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use half::f16;
 use wring::kernels::check::Tolerance;
-use wring::kernels::sparse::{Gmatvec, gmatvec};
+use wring::kernels::sparse::{Gmatmul, Gmatvec, gmatmul, gmatvec};
 use wring::kernels::{Choice, DType, Variant};
 use wring::quant::group::{Builder, GroupMatrix, Layout, Stats};
 
@@ -123,27 +123,61 @@ pub fn random_matrix(layout: Layout, seed: u64, mixed: bool, masked: bool) -> Gr
     .expect("a valid random matrix")
 }
 
-fn gmatvec_case(
+/// Uploads `m`'s buffers under their operand names.
+pub fn upload(
+    ctx: &wring::runtime::Context,
+    m: &GroupMatrix,
+) -> wring::runtime::Result<Vec<(String, wring::runtime::Tensor)>> {
+    let layout = m.layout;
+    let up = |name: &str, shape: &[usize], data: &[u32]| {
+        ctx.upload(shape, data).map(|t| (name.to_string(), t))
+    };
+    let mut ts = vec![
+        up("codes", &[m.codes.len()], &m.codes)?,
+        up("rowcodes", &[layout.rows, 3], &m.rowcodes())?,
+        up("stats", &[m.stats.len()], &m.stats)?,
+        up("perm", &[layout.cols], &m.perm)?,
+        up("outliers", &[m.outliers.len()], &m.outliers)?,
+    ];
+    if matches!(layout.stats, Stats::Bilevel { .. }) {
+        ts.push(up("second", &[m.second.len()], &m.second)?);
+    }
+    if !m.mask.is_empty() {
+        ts.push(up("mask", &[layout.rows, layout.mask_words()], &m.mask)?);
+    }
+    Ok(ts)
+}
+
+/// A case of gmatvec (`tiled` false: x and y, the lane-ordered twin) or gmatmul (`tiled`: a and c, the
+/// k-ordered twin) on a random matrix of `layout` with `batch` activation rows.
+pub fn product_case(
     v: &'static Variant,
     layout: Layout,
     batch: usize,
     seed: u64,
     mixed: bool,
+    tiled: bool,
 ) -> Case<'static> {
     let masked = v.define("MASKED").is_some();
     let m = random_matrix(layout, seed, mixed, masked);
     let mut rng = Rng::new(seed ^ 0x5151);
     let x = rng.vec(batch * layout.cols, -1.0, 1.0);
     let mut y = vec![0f32; batch * layout.rows];
-    let lanes = if v.define("ROW_PER_LANE").is_some() {
-        1
+    let (kernel, input, output) = if tiled {
+        gmatmul::cpu(&m, &x, &mut y, batch);
+        ("gmatmul", "a", "c")
     } else {
-        v.define_u32("WG") as usize
+        let lanes = if v.define("ROW_PER_LANE").is_some() {
+            1
+        } else {
+            v.define_u32("WG") as usize
+        };
+        gmatvec::cpu(&m, &x, &mut y, batch, lanes);
+        ("gmatvec", "x", "y")
     };
-    gmatvec::cpu(&m, &x, &mut y, batch, lanes);
     Case {
         name: format!(
-            "gmatvec variant={} rows={} cols={} bits={}{}{} group={} stats={:?} batch={batch} seed={seed}",
+            "{kernel} variant={} rows={} cols={} bits={}{}{} group={} stats={:?} batch={batch} seed={seed}",
             v.name,
             layout.rows,
             layout.cols,
@@ -158,33 +192,40 @@ fn gmatvec_case(
         out_shape: vec![batch, layout.rows],
         expected: y,
         record: Box::new(move |ctx, step, out| {
-            let up = |name: &str, shape: &[usize], data: &[u32]| {
-                ctx.upload(shape, data).map(|t| (name.to_string(), t))
-            };
-            let rows = layout.rows;
-            let mut ts = vec![
-                up("codes", &[m.codes.len()], &m.codes)?,
-                up("rowcodes", &[rows, 3], &m.rowcodes())?,
-                up("stats", &[m.stats.len()], &m.stats)?,
-                up("perm", &[layout.cols], &m.perm)?,
-                up("outliers", &[m.outliers.len()], &m.outliers)?,
-            ];
-            if matches!(layout.stats, Stats::Bilevel { .. }) {
-                ts.push(up("second", &[m.second.len()], &m.second)?);
-            }
-            if !m.mask.is_empty() {
-                ts.push(up("mask", &[rows, layout.mask_words()], &m.mask)?);
-            }
+            let ts = upload(ctx, &m)?;
             let tx = ctx.upload(&[batch, layout.cols], &x)?;
-            let unit = Gmatvec::of(&m, batch);
             let mut ops: Vec<(&str, &wring::runtime::Tensor)> =
                 ts.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            ops.push(("x", &tx));
-            ops.push(("y", out));
-            step.run_with(&unit, Choice::Force(&v.name), &ops)
+            ops.push((input, &tx));
+            ops.push((output, out));
+            if tiled {
+                step.run_with(&Gmatmul::of(&m, batch), Choice::Force(&v.name), &ops)
+            } else {
+                step.run_with(&Gmatvec::of(&m, batch), Choice::Force(&v.name), &ops)
+            }
         }),
         needs_f16: v.requires.f16,
         needs_subgroup: v.requires.subgroup,
+    }
+}
+
+/// A case's layout: affine, or SpQR's 3-bit statistics over 16 rows (4 when the rows are not a multiple
+/// of 16, so they end inside a statistics block of the lanes variants).
+pub fn case_layout(bilevel: bool, rows: usize, cols: usize, bits: u32, group: usize) -> Layout {
+    let stats = if bilevel {
+        Stats::Bilevel {
+            bits: 3,
+            rows: if rows.is_multiple_of(16) { 16 } else { 4 },
+        }
+    } else {
+        Stats::Affine
+    };
+    Layout {
+        rows,
+        cols,
+        bits,
+        group,
+        stats,
     }
 }
 
@@ -223,26 +264,12 @@ pub fn cases() -> Vec<Planned> {
             ]
         };
         for (i, &(rows, cols, bits, group)) in shapes.iter().enumerate() {
-            let stats = if bilevel {
-                Stats::Bilevel {
-                    bits: 3,
-                    rows: if rows % 16 == 0 { 16 } else { 4 },
-                }
-            } else {
-                Stats::Affine
-            };
-            let layout = Layout {
-                rows,
-                cols,
-                bits,
-                group,
-                stats,
-            };
+            let layout = case_layout(bilevel, rows, cols, bits, group);
             for &batch in batches {
                 // The first shape of each form also runs with mixed row widths.
                 for mixed in [false, true].into_iter().take(if i == 0 { 2 } else { 1 }) {
                     out.push(planned(v, move || {
-                        gmatvec_case(v, layout, batch, (i * 100 + batch) as u64, mixed)
+                        product_case(v, layout, batch, (i * 100 + batch) as u64, mixed, false)
                     }));
                 }
             }

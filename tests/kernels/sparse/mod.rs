@@ -1,3 +1,4 @@
 //! The sparse-outlier family's case generators.
 
+pub mod gmatmul;
 pub mod gmatvec;

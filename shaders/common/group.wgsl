@@ -1,0 +1,120 @@
+// wring's group layout (wring_quant::group) as the sparse family's kernels bind it, and its decoding one
+// weight at a time. The including kernel binds its activations at binding 6 and its output at binding 7.
+// `rowcodes` holds each row's first code word, code width and first statistics word.
+
+// The shaders' Params (wring_kernels_sparse::gmatvec::Params): `batch` is the number of activation rows.
+struct Params {
+    rows: u32,
+    cols: u32,
+    group: u32,
+    _unused: u32,
+    stat_words: u32,
+    stat_bits: u32,
+    stat_rows: u32,
+    batch: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> stats: array<u32>;
+#ifdef BILEVEL
+@group(0) @binding(3) var<storage, read> second: array<u32>;
+#endif
+@group(0) @binding(4) var<storage, read> perm: array<u32>;
+@group(0) @binding(5) var<storage, read> outliers: array<u32>;
+@group(0) @binding(8) var<storage, read> rowcodes: array<u32>;
+#ifdef MASKED
+@group(0) @binding(9) var<storage, read> mask: array<u32>;
+#endif
+
+// The n-bit field starting at bit s of w0, continued in w1 when it straddles the word boundary.
+fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
+    var v = w0 >> s;
+    if (s + n > 32u) {
+        v |= w1 << (32u - s);
+    }
+    return v & ((1u << n) - 1u);
+}
+
+// The code at position j of a row's stored codes (`bits`-bit codes starting at word `base`).
+fn code_at(base: u32, bits: u32, j: u32) -> f32 {
+    let at = j * bits;
+    let w = base + at / 32u;
+    let s = at % 32u;
+    var w1 = 0u;
+    if (s + bits > 32u) {
+        w1 = codes[w + 1u];
+    }
+    return f32(field(codes[w], w1, s, bits));
+}
+
+// A group's statistics as (a, b) with w = a (q - b): affine d q + m is d (q - (-m / d)), but it is
+// evaluated as d q + m to match the reference bit for bit, so the affine case returns (d, m) and
+// `weight` tells the two apart. `stat0` is the row's first statistics word, `slot` the group's position
+// among the row's kept groups (its index g when nothing is pruned).
+fn group_stats(row: u32, stat0: u32, slot: u32, g: u32) -> vec2<f32> {
+#ifdef BILEVEL
+    let groups = params.cols / params.group;
+    let base = 2u * ((row / params.stat_rows) * groups + g);
+    let a = unpack2x16float(second[base]);
+    let b = unpack2x16float(second[base + 1u]);
+    let fb = 2u * params.stat_bits;
+    let at = g * fb;
+    let w = stat0 + at / 32u;
+    let s = at % 32u;
+    var w1 = 0u;
+    if (s + fb > 32u) {
+        w1 = stats[w + 1u];
+    }
+    let f = field(stats[w], w1, s, fb);
+    let qs = f32(f & ((1u << params.stat_bits) - 1u));
+    let qz = f32(f >> params.stat_bits);
+    return vec2<f32>(a.x * (qs - a.y), b.x * (qz - b.y));
+#else
+    return unpack2x16float(stats[stat0 + slot]);
+#endif
+}
+
+fn weight(st: vec2<f32>, q: f32) -> f32 {
+#ifdef BILEVEL
+    return st.x * (q - st.y);
+#else
+    return st.x * q + st.y;
+#endif
+}
+
+// The slot of group g of row `row` among the row's kept groups, or 0xFFFFFFFF when the group is pruned:
+// the count of mask bits below it (MASKED), or g itself.
+fn group_slot(row: u32, g: u32) -> u32 {
+#ifdef MASKED
+    let mw = (params.cols / params.group + 31u) / 32u;
+    let word = mask[row * mw + g / 32u];
+    let bit = g % 32u;
+    if (((word >> bit) & 1u) == 0u) {
+        return 0xFFFFFFFFu;
+    }
+    var slot = countOneBits(word & ((1u << bit) - 1u));
+    for (var i = 0u; i < g / 32u; i++) {
+        slot += countOneBits(mask[row * mw + i]);
+    }
+    return slot;
+#else
+    return g;
+#endif
+}
+
+// The dense part's weight at stored column j of row `row` (0 in a pruned group).
+fn dense_weight(row: u32, j: u32) -> f32 {
+    let g = j / params.group;
+    let slot = group_slot(row, g);
+    if (slot == 0xFFFFFFFFu) {
+        return 0.0;
+    }
+    let st = group_stats(row, rowcodes[3u * row + 2u], slot, g);
+    let q = code_at(rowcodes[3u * row], rowcodes[3u * row + 1u], slot * params.group + j % params.group);
+    return weight(st, q);
+}
