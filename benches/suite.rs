@@ -490,10 +490,12 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     if want("gmatvec") {
         // The sparse-outlier family on SmolLM2's shapes, per format below 4 bits: 4-bit affine groups of 32
         // (Q4_1's bytes, beside qmatvec's Q4_1 rows), SpQR w3 (bilevel statistics over 16 rows, permuted)
-        // with no outliers and with 1 % (what the outlier pass costs), and MixLLM rows (a tenth at 8 bits
-        // beside 4-bit groups of 64). GB/s counts every stored word the product reads.
+        // with no outliers and with 1 % (what the outlier pass costs), MixLLM rows (a tenth at 8 bits
+        // beside 4-bit groups of 64) and GQSA (half of each row's groups of 32 pruned). Batches of 1 (decode),
+        // 8 and 64 (prefill: gmatmul on GPUs, gmatvec's 8-row tiles on CPU adapters, as the model runs
+        // them). GB/s counts every stored word the product reads.
         use wring_quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
-        use wring_runtime::kernels::sparse::Gmatvec;
+        use wring_runtime::kernels::sparse::{Gmatmul, Gmatvec};
         let shapes: &[(usize, usize)] = if opts.quick {
             &[(1536, 576)]
         } else {
@@ -539,15 +541,25 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             });
             formats.push(("spqr3 1% outliers", with_outliers));
             formats.push(("mixllm 4/8 10%", quantized(&mixed, &widths)));
+            let pruned = Config {
+                method: Method::Rtn,
+                ..Config::gqsa(0.5)
+            };
+            formats.push(("gqsa4 g32 50%", quantized(&pruned, &[])));
             for (label, m) in formats {
                 let m = m.map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
                 let gw = wring_runtime::dispatch::GroupWeights::upload(&ctx, &m)?;
                 let bytes = m.bits_per_weight() * (n * k) as f64 / 8.0;
-                for batch in [1usize, 8] {
+                for batch in [1usize, 8, 64] {
                     let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
                     let y = ctx.empty(&[batch, n], DType::F32)?;
+                    // The kernel matmul_weights runs for this batch on this adapter.
                     let unit = Gmatvec::of(&m, batch);
-                    let plan = unit.plan(ctx.caps(), Choice::Auto)?;
+                    let (kernel, plan) = if batch == 1 || ctx.caps().software {
+                        ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?)
+                    } else {
+                        ("gmatmul", Gmatmul(unit).plan(ctx.caps(), Choice::Auto)?)
+                    };
                     let t = b.time(&|s| {
                         wring_runtime::dispatch::matmul_weights(
                             s,
@@ -557,7 +569,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         )
                     })?;
                     b.row(
-                        "gmatvec",
+                        kernel,
                         &plan.variant.name,
                         format!("{n}x{k} b{batch} {label}"),
                         t,

@@ -129,7 +129,15 @@ fn the_hostile_corpus_is_refused_safely() {
         if peak > heaviest.0 {
             heaviest = (peak, what.clone());
         }
-        if took.as_secs_f64() >= 1.0 {
+        // Hostile input must be refused within a second. The valid controls do real work on the device,
+        // whose queue they share with the kernel and model tests running beside them, so they may wait
+        // behind seconds of others' work; their bound only catches a hang.
+        let limit = if matches!(case.expect, Expect::Ok) {
+            60.0
+        } else {
+            1.0
+        };
+        if took.as_secs_f64() >= limit {
             failures.push(format!("{what}: took {took:?}"));
         }
         if peak > cap {

@@ -165,7 +165,15 @@ fn main() -> ExitCode {
                 });
             }
             if filter.as_deref() == Some("quant") {
-                let dir = out.join(format!("{}-quant", today()));
+                // Like the kernel suite, a filtered or quick run keeps its own directory.
+                let mut name = format!("{}-quant", today());
+                if let Some(o) = &only {
+                    name += &format!("-{}", slug(o));
+                }
+                if quick {
+                    name += "-quick";
+                }
+                let dir = out.join(name);
                 return finish(quant::run(quick, only.as_deref()), |r| {
                     let table = format!(
                         "# Linear layers below 4 bits on {}\n\n{} chunks of {} tokens of {} against the uncompressed model \

@@ -63,6 +63,7 @@ pub fn configs(quick: bool) -> Vec<Config> {
             gptq(3, 64),
             Config::spqr(3),
             Config::mixllm(0.1),
+            Config::gqsa(0.3),
         ];
     }
     // The sanity row first, then the methods at about 3.5 to 4 bits (SpQR w3; affine groups of 64 cost
