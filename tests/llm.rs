@@ -283,6 +283,47 @@ fn perplexity_is_within_one_percent_of_llama_cpp() {
     );
 }
 
+/// The streaming protocol a compressed KV cache is measured with (issue 14): each chunk fed through the
+/// cache 16 tokens at a time, the hook called between steps with the positions cached, gives the
+/// single-pass perplexity when nothing touches the cache (the same positions scored, the same products
+/// per row), and a hook that fails stops the run with its error.
+#[test]
+fn streaming_perplexity_equals_the_single_pass() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let whole = m.perplexity(ctx, &ids, 64, Some(2), None).unwrap();
+    let mut seen = Vec::new();
+    let streamed = m
+        .perplexity_streaming(ctx, &ids, 64, Some(2), None, 16, |_, _, cached| {
+            seen.push(cached);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [16, 32, 48, 16, 32, 48]);
+    assert_eq!(
+        (streamed.chunks, streamed.scored),
+        (whole.chunks, whole.scored)
+    );
+    let off = streamed.ppl / whole.ppl - 1.0;
+    assert!(
+        off.abs() < 1e-5,
+        "streamed {} vs {}",
+        streamed.ppl,
+        whole.ppl
+    );
+    let refused = m.perplexity_streaming(ctx, &ids, 64, Some(1), None, 16, |_, _, _| {
+        Err(wring::llm::LlmError::Request("the hook refused".into()))
+    });
+    assert!(matches!(refused, Err(e) if e.to_string().contains("the hook refused")));
+    assert!(
+        m.perplexity_streaming(ctx, &ids, 64, Some(1), None, 0, |_, _, _| Ok(()))
+            .is_err()
+    );
+}
+
 /// The library API: generation as an iterator that honours max tokens and cancellation, and agrees with
 /// driving forward() by hand.
 #[test]

@@ -84,6 +84,10 @@ enum Command {
         /// (llama-perplexity's --kl-divergence measures, on the same scored positions).
         #[arg(long, requires = "weights")]
         kl_base: bool,
+        /// Feed each chunk through the KV cache this many tokens at a time (the streaming protocol a
+        /// compressed cache is measured with) instead of in one pass.
+        #[arg(long, conflicts_with = "kl_base")]
+        stream: Option<usize>,
     },
     /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
     /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
@@ -399,8 +403,9 @@ fn main() -> ExitCode {
             chunks,
             weights,
             kl_base,
+            stream,
         } => Source::open(model, weights)
-            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base))
+            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base, stream))
             .map_err(|e| e.to_string()),
         Command::Quantize {
             model,
@@ -792,6 +797,7 @@ fn perplexity(
     n_ctx: usize,
     chunks: Option<usize>,
     kl_base: bool,
+    stream: Option<usize>,
 ) -> Result<(), wring_llm::LlmError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
@@ -819,7 +825,15 @@ fn perplexity(
         println!("same top = {:.2} %", 100.0 * q.top1);
         return Ok(());
     }
-    let p = llm.perplexity(&ctx, &ids, n_ctx, chunks, bos)?;
+    let p = llm.perplexity_streaming(
+        &ctx,
+        &ids,
+        n_ctx,
+        chunks,
+        bos,
+        stream.unwrap_or(n_ctx),
+        |_, _, _| Ok(()),
+    )?;
     let running: Vec<String> = p
         .running
         .iter()

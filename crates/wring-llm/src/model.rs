@@ -626,6 +626,27 @@ impl Llama {
         max_chunks: Option<usize>,
         bos: Option<u32>,
     ) -> Result<Perplexity, LlmError> {
+        self.perplexity_streaming(ctx, tokens, n_ctx, max_chunks, bos, n_ctx, |_, _, _| Ok(()))
+    }
+
+    /// [`Llama::perplexity`] with each chunk run through the cache `step` tokens at a time, and
+    /// `between(model, ctx, cached)` called after every step but a chunk's last, with the positions the
+    /// cache then holds: the streaming protocol a compressed KV cache is measured with (a single pass over
+    /// a chunk would never read a compressed past). With `step = n_ctx` it is [`Llama::perplexity`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "perplexity's arguments plus the streaming step and its hook"
+    )]
+    pub fn perplexity_streaming(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+        bos: Option<u32>,
+        step: usize,
+        between: impl FnMut(&mut Llama, &Context, usize) -> Result<(), LlmError>,
+    ) -> Result<Perplexity, LlmError> {
         if n_ctx < 4 || n_ctx > self.max_context {
             return Err(LlmError::Request(format!(
                 "context {n_ctx} must be between 4 and the cache's {}",
@@ -644,7 +665,7 @@ impl Llama {
         }
         let (mut nll, mut count) = (0.0f64, 0usize);
         let mut running = Vec::with_capacity(chunks);
-        self.for_each_scored(ctx, tokens, n_ctx, chunks, bos, |chunk, row, target| {
+        let visit = |chunk: usize, row: &[f32], target: usize| {
             if chunk == running.len() + 1 {
                 running.push((nll / count as f64).exp());
             }
@@ -652,7 +673,8 @@ impl Llama {
             let z: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
             nll -= f64::from(row[target] - max) - z.ln();
             count += 1;
-        })?;
+        };
+        self.for_each_scored_streaming(ctx, tokens, n_ctx, chunks, bos, step, between, visit)?;
         running.push((nll / count as f64).exp());
         Ok(Perplexity {
             ppl: (nll / count as f64).exp(),
@@ -672,6 +694,35 @@ impl Llama {
         n_ctx: usize,
         chunks: usize,
         bos: Option<u32>,
+        visit: impl FnMut(usize, &[f32], usize),
+    ) -> Result<(), LlmError> {
+        self.for_each_scored_streaming(
+            ctx,
+            tokens,
+            n_ctx,
+            chunks,
+            bos,
+            n_ctx,
+            |_, _, _| Ok(()),
+            visit,
+        )
+    }
+
+    /// [`Llama::for_each_scored`] with each chunk run `step` tokens at a time and `between` called after
+    /// every step but a chunk's last (see [`Llama::perplexity_streaming`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "for_each_scored's arguments plus the streaming step and its hook"
+    )]
+    pub fn for_each_scored_streaming(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        n_ctx: usize,
+        chunks: usize,
+        bos: Option<u32>,
+        step: usize,
+        mut between: impl FnMut(&mut Llama, &Context, usize) -> Result<(), LlmError>,
         mut visit: impl FnMut(usize, &[f32], usize),
     ) -> Result<(), LlmError> {
         let vocab = self.cfg.vocab;
@@ -681,19 +732,34 @@ impl Llama {
                 chunks * n_ctx
             )));
         }
+        if step == 0 {
+            return Err(LlmError::Request("a streaming step of 0 tokens".into()));
+        }
         for i in 0..chunks {
             let mut batch = tokens[i * n_ctx..(i + 1) * n_ctx].to_vec();
             if let Some(b) = bos {
                 batch[0] = b;
             }
             self.reset();
-            let logits = self.forward(ctx, &batch, true)?;
-            for j in n_ctx / 2..n_ctx - 1 {
-                visit(
-                    i,
-                    &logits[j * vocab..][..vocab],
-                    tokens[i * n_ctx + j + 1] as usize,
-                );
+            let mut at = 0;
+            while at < n_ctx {
+                let end = (at + step).min(n_ctx);
+                // Only steps that reach the scored second half need their logits read back.
+                let scored = end > n_ctx / 2;
+                let logits = self.forward(ctx, &batch[at..end], scored)?;
+                if scored {
+                    for j in (n_ctx / 2).max(at)..end.min(n_ctx - 1) {
+                        visit(
+                            i,
+                            &logits[(j - at) * vocab..][..vocab],
+                            tokens[i * n_ctx + j + 1] as usize,
+                        );
+                    }
+                }
+                at = end;
+                if at < n_ctx {
+                    between(self, ctx, at)?;
+                }
             }
         }
         self.reset();
