@@ -1091,6 +1091,15 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "codes has shape"],
     );
     add(
+        "a mask that keeps no group of any row",
+        {
+            let mut b = gqsa_file.clone();
+            b[mask_at..mask_at + 4 * rows].fill(0);
+            b
+        },
+        &["Request", "keeps no group"],
+    );
+    add(
         "a mask in a version-2 file",
         edit_header(&|h| h["__metadata__"]["version"] = "2".into()),
         &["Request", "version-2"],

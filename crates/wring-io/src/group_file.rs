@@ -368,14 +368,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
             row_bits,
             mask,
         };
-        let spare = layout.mask_words() * 32 - layout.groups();
-        if spare > 0
-            && m.mask
-                .chunks_exact(layout.mask_words())
-                .any(|row| row[layout.mask_words() - 1] & (!0u32 << (32 - spare)) != 0)
-        {
-            return Err(format!("{name}: a mask bit past group {}", layout.groups()));
-        }
+        m.check_mask().map_err(|e| format!("{name}: {e}"))?;
         let (code_shape, stat_shape) = shapes(&m);
         m.codes = need("codes", Some(code_shape))?;
         m.stats = need("stats", Some(stat_shape))?;

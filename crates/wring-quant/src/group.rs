@@ -231,32 +231,7 @@ impl GroupMatrix {
                 return shape_err(format!("a row of {b}-bit codes; 2 to 8 bits are supported"));
             }
         }
-        if !self.mask.is_empty() {
-            if l.stats != Stats::Affine {
-                return shape_err("pruned groups need affine statistics");
-            }
-            if self.mask.len() != l.rows * l.mask_words() {
-                return shape_err(format!(
-                    "mask holds {} words, {} rows of {} groups need {}",
-                    self.mask.len(),
-                    l.rows,
-                    l.groups(),
-                    l.rows * l.mask_words()
-                ));
-            }
-            // Bits past the last group would count groups that do not exist.
-            let spare = l.mask_words() * 32 - l.groups();
-            if spare > 0 {
-                let high = !0u32 << (32 - spare);
-                if self
-                    .mask
-                    .chunks_exact(l.mask_words())
-                    .any(|row| row[l.mask_words() - 1] & high != 0)
-                {
-                    return shape_err(format!("a mask bit past group {}", l.groups()));
-                }
-            }
-        }
+        self.check_mask()?;
         let end = self.row_at(l.rows);
         let want = [
             ("codes", self.codes.len(), end.code),
@@ -308,6 +283,44 @@ impl GroupMatrix {
             .find(|&&e| !f16::from_bits((e >> 16) as u16).is_finite())
         {
             return shape_err(format!("a non-finite outlier value (word {e:#x})"));
+        }
+        Ok(())
+    }
+
+    /// Checks the mask alone (a reader checks it before counting the codes and statistics it implies):
+    /// affine statistics, one row of words per row, no bit past the last group (it would count a group
+    /// that does not exist), and some group kept somewhere (a matrix with none would have no codes and
+    /// no statistics to bind).
+    pub fn check_mask(&self) -> Result<(), GroupError> {
+        let l = &self.layout;
+        if self.mask.is_empty() {
+            return Ok(());
+        }
+        if l.stats != Stats::Affine {
+            return shape_err("pruned groups need affine statistics");
+        }
+        if self.mask.len() != l.rows * l.mask_words() {
+            return shape_err(format!(
+                "mask holds {} words, {} rows of {} groups need {}",
+                self.mask.len(),
+                l.rows,
+                l.groups(),
+                l.rows * l.mask_words()
+            ));
+        }
+        let spare = l.mask_words() * 32 - l.groups();
+        if spare > 0 {
+            let high = !0u32 << (32 - spare);
+            if self
+                .mask
+                .chunks_exact(l.mask_words())
+                .any(|row| row[l.mask_words() - 1] & high != 0)
+            {
+                return shape_err(format!("a mask bit past group {}", l.groups()));
+            }
+        }
+        if self.mask.iter().all(|&w| w == 0) {
+            return shape_err("the mask keeps no group of any row");
         }
         Ok(())
     }
