@@ -482,14 +482,6 @@ impl GroupMatrix {
         }
     }
 
-    /// The dense part's weight at (row, stored column j), 0 in a pruned group.
-    pub fn dense(&self, row: usize, j: usize) -> f32 {
-        let g = j / self.layout.group;
-        self.slot(row, g).map_or(0.0, |slot| {
-            self.decode(row, &self.row_at(row), slot, g, j % self.layout.group)
-        })
-    }
-
     /// Matrices with the same columns, format and column order stacked row-wise into one (the q, k and v
     /// projections read one input, so act_order gives them one order): `None` when they differ.
     pub fn stack(parts: &[&GroupMatrix]) -> Option<GroupMatrix> {

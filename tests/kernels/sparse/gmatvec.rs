@@ -1,6 +1,6 @@
 //! `gmatvec`: `y[b] = W x[b]` with W group-quantized below 4 bits (affine or SpQR bilevel statistics,
 //! permuted columns, per-row f16 outliers). Budget: NMSE 1e-9 (the twin decodes with the reference
-//! `GroupMatrix::dense` and adds in the shader's order; only the subgroup variants' reduction order and
+//! `GroupMatrix::decode` and adds in the shader's order; only the subgroup variants' reduction order and
 //! the driver's contraction of multiply-adds differ). Matrices are random in every field (codes over their
 //! whole range, statistics, permutation, 0 to 4 outliers per row), at 2, 3, 4 and 8 bits, groups of 16 and
 //! 32, rows that end inside a workgroup of the lanes variants, codes that straddle words (48 columns of 3
