@@ -9,7 +9,7 @@ use wring::llm::{Cancel, GgufTokenizer, Llama, Sampler};
 
 use crate::fixture;
 
-fn model() -> Gguf {
+pub fn model() -> Gguf {
     Gguf::open(crate::quant::test_model()).unwrap()
 }
 

@@ -7,6 +7,7 @@ mod fixture;
 mod harness;
 mod hostile;
 mod kernels;
+mod kv;
 mod llm;
 mod quant;
 mod runtime;

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(cfg) = wring_llm::LlamaConfig::from_gguf(&g) {
-        let _ = wring_llm::check_kv_budget(&cfg, cfg.context, wring_llm::kv_budget());
+        let _ = wring_llm::check_kv_budget(&cfg, cfg.context, wring_llm::KvMode::F32, wring_llm::kv_budget());
     }
     if let Ok(tok) = wring_llm::GgufTokenizer::from_gguf(&g) {
         if let Ok(ids) = tok.encode("Hello, world! 123 <|im_start|>") {

@@ -604,7 +604,7 @@ fn model_cases() -> Vec<Case> {
         || {
             let mut cfg = config(tiny(1, &[])).map_err(typed)?;
             (cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) = (30, 3, 64);
-            check_kv_budget(&cfg, 170_000, 4 << 30).map_err(typed)
+            check_kv_budget(&cfg, 170_000, wring::llm::KvMode::F32, 4 << 30).map_err(typed)
         },
     ));
     c

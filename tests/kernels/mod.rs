@@ -16,6 +16,7 @@ use wring::quant::BlockFormat;
 
 use crate::harness::Case;
 
+mod kv;
 mod quant;
 mod sparse;
 mod tensor;
@@ -76,6 +77,9 @@ catalogue! {
     quant::qmatvec,
     sparse::gmatmul,
     sparse::gmatvec,
+    kv::kv_load,
+    kv::kv_rotate,
+    kv::kv_store,
     wavelet::dwt,
     vq::vq_lookup,
     vq::vq_merge,

@@ -62,6 +62,11 @@ enum Command {
         /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
+        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys).
+        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
+        kv_cache: wring_llm::KvMode,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
     Perplexity {
@@ -88,6 +93,11 @@ enum Command {
         /// compressed cache is measured with) instead of in one pass.
         #[arg(long, conflicts_with = "kl_base")]
         stream: Option<usize>,
+        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys).
+        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
+        kv_cache: wring_llm::KvMode,
     },
     /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
     /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
@@ -145,6 +155,11 @@ enum Command {
         /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
+        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys).
+        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
+        kv_cache: wring_llm::KvMode,
     },
     /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
     Logits {
@@ -338,10 +353,13 @@ fn main() -> ExitCode {
             stop,
             profile,
             weights,
+            kv_cache,
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
             .and_then(|sampler| {
                 let source = Source::open(model, weights)?;
-                generate(&source, &prompt, max_tokens, sampler, &stop, profile)
+                generate(
+                    &source, &prompt, max_tokens, sampler, &stop, profile, kv_cache,
+                )
             })
             .map_err(|e| e.to_string()),
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
@@ -356,10 +374,11 @@ fn main() -> ExitCode {
             temperature,
             seed,
             weights,
+            kv_cache,
         } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
             .and_then(|sampler| {
                 let source = Source::open(model, weights)?;
-                chat(&source, system, max_tokens, sampler)
+                chat(&source, system, max_tokens, sampler, kv_cache)
             })
             .map_err(|e| e.to_string()),
         Command::Encode {
@@ -404,8 +423,9 @@ fn main() -> ExitCode {
             weights,
             kl_base,
             stream,
+            kv_cache,
         } => Source::open(model, weights)
-            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base, stream))
+            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base, stream, kv_cache))
             .map_err(|e| e.to_string()),
         Command::Quantize {
             model,
@@ -704,6 +724,7 @@ fn generate(
     sampler: wring_llm::Sampler,
     stops: &[String],
     profile: bool,
+    kv_cache: wring_llm::KvMode,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
@@ -712,9 +733,9 @@ fn generate(
         ..Default::default()
     })?;
     let load = std::time::Instant::now();
-    let mut llm = load_with_progress(&ctx, &source.weights())?;
+    let mut llm = load_with_progress(&ctx, &source.weights(), kv_cache)?;
     eprintln!(
-        "loaded {} layers in {:.2} s on {}",
+        "loaded {} layers in {:.2} s on {} ({kv_cache} KV cache)",
         llm.cfg.n_layers,
         load.elapsed().as_secs_f64(),
         ctx.label()
@@ -798,6 +819,7 @@ fn perplexity(
     chunks: Option<usize>,
     kl_base: bool,
     stream: Option<usize>,
+    kv_cache: wring_llm::KvMode,
 ) -> Result<(), wring_llm::LlmError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
@@ -805,7 +827,12 @@ fn perplexity(
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let ids = tok.encode(&text)?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = wring_llm::Llama::load_from(&ctx, &source.weights(), n_ctx, |_, _| {})?;
+    let mut llm = wring_llm::Llama::load_with(&ctx, &source.weights(), n_ctx, kv_cache, |_, _| {})?;
+    if kv_cache != wring_llm::KvMode::F32 && stream.is_none() {
+        eprintln!(
+            "note: each chunk runs in one pass, which attends to its own keys and values before they are stored, so the {kv_cache} cache is never read; --stream S measures it"
+        );
+    }
     let start = std::time::Instant::now();
     let bos = if tok.add_bos { tok.bos } else { None };
     if kl_base {
@@ -857,6 +884,7 @@ fn chat(
     system: Option<String>,
     max_tokens: usize,
     mut sampler: wring_llm::Sampler,
+    kv_cache: wring_llm::KvMode,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::{BufRead as _, Write as _};
     use wring_llm::chat::{ChatMessage, render};
@@ -866,7 +894,7 @@ fn chat(
         .clone()
         .ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = load_with_progress(&ctx, &source.weights())?;
+    let mut llm = load_with_progress(&ctx, &source.weights(), kv_cache)?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let mut messages: Vec<ChatMessage> = system
@@ -956,16 +984,22 @@ fn convert(
     Ok(())
 }
 
+/// `--kv-cache`'s parser (the library's, whose error lists the modes).
+fn parse_kv_mode(s: &str) -> Result<wring_llm::KvMode, String> {
+    s.parse().map_err(|e: wring_llm::LlmError| e.to_string())
+}
+
 /// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
 fn load_with_progress(
     ctx: &Context,
     src: &dyn wring_llm::WeightSource,
+    kv_cache: wring_llm::KvMode,
 ) -> Result<wring_llm::Llama, wring_llm::LlmError> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let llm = wring_llm::Llama::load_from(ctx, src, 4096, |done, total| {
+    let llm = wring_llm::Llama::load_with(ctx, src, 4096, kv_cache, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

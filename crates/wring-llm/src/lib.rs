@@ -5,12 +5,14 @@ pub mod chat;
 pub mod compress;
 pub mod config;
 pub mod hf;
+pub mod kv;
 pub mod layers;
 pub mod model;
 pub mod sample;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
+pub use kv::KvMode;
 pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource, check_kv_budget, kv_budget};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TextStream, TokenizerError};

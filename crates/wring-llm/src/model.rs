@@ -5,13 +5,14 @@ use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{Weights, matmul_weights};
+use wring_runtime::kernels::kv::{KvLayout, KvLoad, KvRotate, KvStore};
 use wring_runtime::kernels::tensor::{Attention, CopyWords, GetRows, Rope, RopeQkv, SiluMul};
 use wring_runtime::kernels::{DType, Strided};
 use wring_runtime::{Context, Tensor};
 
 use crate::layers::{attention, rmsnorm, rmsnorm_add};
 
-use crate::{LlamaConfig, LlmError};
+use crate::{KvMode, LlamaConfig, LlmError};
 
 struct Layer {
     attn_norm: Tensor,
@@ -22,8 +23,38 @@ struct Layer {
     /// Gate and up projections.
     gate_up: Projection,
     w_down: Weights,
-    k_cache: Tensor,
-    v_cache: Tensor,
+    cache: LayerCache,
+}
+
+/// One layer's KV cache: f32 keys and values [position][kv head][head_dim] that attention reads directly,
+/// or the packed buffer of a compressed mode (`wring_kernels_kv::cache`'s layout).
+enum LayerCache {
+    F32 { k: Tensor, v: Tensor },
+    Packed(Tensor),
+}
+
+impl LayerCache {
+    fn new(
+        ctx: &Context,
+        layout: Option<&KvLayout>,
+        positions: usize,
+        kv: usize,
+    ) -> Result<LayerCache, LlmError> {
+        Ok(match layout {
+            None => LayerCache::F32 {
+                k: ctx.empty(&[positions * kv], DType::F32)?,
+                v: ctx.empty(&[positions * kv], DType::F32)?,
+            },
+            Some(l) => LayerCache::Packed(ctx.empty(&[l.words()], DType::U32)?),
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            LayerCache::F32 { k, v } => k.bytes() + v.bytes(),
+            LayerCache::Packed(t) => t.bytes(),
+        }
+    }
 }
 
 /// Projections that read the same input: stacked row-wise into one weight tensor when the source stores
@@ -139,6 +170,15 @@ pub struct Llama {
     pub max_context: usize,
     /// Positions filled so far.
     pub pos: usize,
+    /// How the cache stores keys and values.
+    kv_mode: KvMode,
+    /// The packed layout of each layer's cache (None in f32).
+    kv_layout: Option<KvLayout>,
+    /// Positions of a packed cache held as codes (the rest are in its f16 ring).
+    compressed: usize,
+    /// The f32 keys and values a packed cache is decompressed into before each layer's attention, shared
+    /// by every layer (the step's launches run in order).
+    work: Option<[Tensor; 2]>,
     /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
     /// profiles (timestamps); the `--profile` summary of the CLI reads it.
     launch_times: Vec<wring_runtime::LaunchTime>,
@@ -302,11 +342,23 @@ impl Llama {
         Llama::load_from(ctx, g, max_context, progress)
     }
 
-    /// Loads a model from any weight source.
+    /// Loads a model from any weight source, with an f32 KV cache.
     pub fn load_from(
         ctx: &Context,
         src: &dyn WeightSource,
         max_context: usize,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Llama, LlmError> {
+        Llama::load_with(ctx, src, max_context, KvMode::F32, progress)
+    }
+
+    /// Loads a model from any weight source, with a KV cache of `max_context` positions stored as
+    /// `kv_mode` says. The mode and the cache's size are checked before anything is allocated.
+    pub fn load_with(
+        ctx: &Context,
+        src: &dyn WeightSource,
+        max_context: usize,
+        kv_mode: KvMode,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Llama, LlmError> {
         let cfg = src.config()?;
@@ -314,7 +366,8 @@ impl Llama {
         let get = |name: &str| src.matrix(ctx, name);
         let kv = cfg.n_kv_heads * cfg.head_dim;
         // The KV cache is the one allocation sized by a request rather than by the file's own bytes.
-        check_kv_budget(&cfg, max_context, kv_budget())?;
+        let kv_layout = kv_mode.layout(&cfg, max_context)?;
+        check_kv_budget(&cfg, max_context, kv_mode, kv_budget())?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
@@ -325,8 +378,7 @@ impl Llama {
                 ffn_norm: src.vector(ctx, &n("ffn_norm"))?,
                 gate_up: Projection::load(ctx, src, &[n("ffn_gate"), n("ffn_up")])?,
                 w_down: get(&n("ffn_down"))?,
-                k_cache: ctx.empty(&[max_context * kv], DType::F32)?,
-                v_cache: ctx.empty(&[max_context * kv], DType::F32)?,
+                cache: LayerCache::new(ctx, kv_layout.as_ref(), max_context, kv)?,
             });
             progress(l + 1, cfg.n_layers);
         }
@@ -342,9 +394,46 @@ impl Llama {
             layers,
             max_context,
             pos: 0,
+            work: working_cache(ctx, kv_layout.as_ref(), max_context * kv)?,
+            kv_mode,
+            kv_layout,
+            compressed: 0,
             cfg,
             launch_times: Vec::new(),
         })
+    }
+
+    /// Replaces the KV cache with an empty one stored as `mode` (the context is forgotten).
+    pub fn set_kv_mode(&mut self, ctx: &Context, mode: KvMode) -> Result<(), LlmError> {
+        let layout = mode.layout(&self.cfg, self.max_context)?;
+        check_kv_budget(&self.cfg, self.max_context, mode, kv_budget())?;
+        let kv = self.cfg.n_kv_heads * self.cfg.head_dim;
+        self.work = None;
+        for layer in &mut self.layers {
+            layer.cache = LayerCache::new(ctx, layout.as_ref(), self.max_context, kv)?;
+        }
+        self.work = working_cache(ctx, layout.as_ref(), self.max_context * kv)?;
+        self.kv_mode = mode;
+        self.kv_layout = layout;
+        self.reset();
+        Ok(())
+    }
+
+    /// How the KV cache stores keys and values.
+    pub fn kv_mode(&self) -> KvMode {
+        self.kv_mode
+    }
+
+    /// Positions the cache holds as codes (0 unless a KIVI mode has compressed some).
+    pub fn kv_compressed(&self) -> usize {
+        self.compressed
+    }
+
+    /// Device bytes the KV cache takes: every layer's buffers, plus the shared f32 working cache of a
+    /// compressed mode.
+    pub fn kv_bytes(&self) -> u64 {
+        let work: u64 = self.work.iter().flatten().map(Tensor::bytes).sum();
+        self.layers.iter().map(|l| l.cache.bytes()).sum::<u64>() + work
     }
 
     /// The per-launch GPU times collected since the last call (empty unless the context profiles).
@@ -355,6 +444,7 @@ impl Llama {
     /// Forgets the cached context.
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.compressed = 0;
     }
 
     /// Runs `tokens` at the next positions, appends them to the cache, and returns the logits of every
@@ -502,6 +592,23 @@ impl Llama {
                 Ok::<(), LlmError>(())
             };
             keep(&mut step, 0, &h)?;
+            // A packed cache is decompressed into the working cache first; this step's keys and values
+            // are then written there, attended to, and stored into the packed cache.
+            let (k_cache, v_cache) = match (&layer.cache, &self.work, &self.kv_layout) {
+                (LayerCache::F32 { k, v }, _, _) => (k, v),
+                (LayerCache::Packed(store), Some([k, v]), Some(layout)) => {
+                    if pos0 > 0 {
+                        let load = KvLoad {
+                            layout: *layout,
+                            compressed: self.compressed,
+                            upto: pos0,
+                        };
+                        step.run(&load, &[("store", store), ("k", k), ("v", v)])?;
+                    }
+                    (k, v)
+                }
+                _ => unreachable!("a packed cache always has its layout and working cache"),
+            };
             let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
             let r = RopeQkv {
                 rope,
@@ -519,20 +626,27 @@ impl Llama {
                     ("v", &qkv[2].0),
                     ("pos", &pos),
                     ("q_out", &qr),
-                    ("k_cache", &layer.k_cache),
-                    ("v_cache", &layer.v_cache),
+                    ("k_cache", k_cache),
+                    ("v_cache", v_cache),
                 ],
             )?;
-            attention(
-                &mut step,
-                &attn,
-                &qr,
-                &layer.k_cache,
-                &layer.v_cache,
-                &scores,
-                &probs,
-                &a,
-            )?;
+            if self.kv_mode.rotates() {
+                let rotate = KvRotate {
+                    head_dim: hd,
+                    rows_q: t * c.n_heads,
+                    k_first: pos0 * c.n_kv_heads,
+                    rows_k: t * c.n_kv_heads,
+                };
+                step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
+            }
+            attention(&mut step, &attn, &qr, k_cache, v_cache, &scores, &probs, &a)?;
+            if let (LayerCache::Packed(store), Some(layout)) = (&layer.cache, &self.kv_layout) {
+                let store_step = KvStore::after_step(*layout, self.compressed, pos0, kv_len);
+                step.run(
+                    &store_step,
+                    &[("k", k_cache), ("v", v_cache), ("store", store)],
+                )?;
+            }
             keep(&mut step, 1, &a)?;
             matmul_weights(&mut step, &layer.wo, &a, &o)?;
             rmsnorm_add(
@@ -584,6 +698,9 @@ impl Llama {
         let report = step.submit()?;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
+        if let Some(layout) = &self.kv_layout {
+            self.compressed = layout.compressible(self.compressed, kv_len);
+        }
         let out: Vec<f32> = ctx.read(&logits)?;
         // A cheap guard on the row generation samples from: broken weights or a device fault show up as
         // NaN or infinite logits, which are reported rather than sampled.
@@ -866,18 +983,44 @@ impl Iterator for Generation<'_> {
 /// Refuses a context whose KV cache would exceed `budget` bytes, naming the numbers, before anything is
 /// allocated (a 170,000-position context of a 30-layer model is 7.5 GiB, in buffers each under the binding
 /// limit, and used to abort on the device allocation).
-pub fn check_kv_budget(cfg: &LlamaConfig, max_context: usize, budget: u64) -> Result<(), LlmError> {
+pub fn check_kv_budget(
+    cfg: &LlamaConfig,
+    max_context: usize,
+    mode: KvMode,
+    budget: u64,
+) -> Result<(), LlmError> {
     let kv = cfg.n_kv_heads * cfg.head_dim;
-    let cache_bytes = (max_context as u128) * (kv as u128) * 4 * 2 * (cfg.n_layers as u128);
+    let f32_cache = (max_context as u128) * (kv as u128) * 4 * 2;
+    // A packed mode keeps one buffer per layer and one f32 working cache for all of them.
+    let (per_layer, shared) = match mode.layout(cfg, max_context)? {
+        None => (f32_cache, 0),
+        Some(l) => (4 * l.words() as u128, f32_cache),
+    };
+    let cache_bytes = per_layer * (cfg.n_layers as u128) + shared;
     if cache_bytes > u128::from(budget) {
         return Err(LlmError::Request(format!(
-            "a context of {max_context} positions needs {} of KV cache ({} layers x 2 x {max_context} x {kv} f32), above the {} budget; ask for a shorter context or raise WRING_KV_BUDGET_MIB",
+            "a context of {max_context} positions needs {} of {mode} KV cache ({} layers of {max_context} x {kv} keys and values), above the {} budget; ask for a shorter context or raise WRING_KV_BUDGET_MIB",
             wring_runtime::human_bytes(u64::try_from(cache_bytes).unwrap_or(u64::MAX)),
             cfg.n_layers,
             wring_runtime::human_bytes(budget)
         )));
     }
     Ok(())
+}
+
+/// The f32 working cache of a packed mode: keys and values of every position, shared by all layers.
+fn working_cache(
+    ctx: &Context,
+    layout: Option<&KvLayout>,
+    values: usize,
+) -> Result<Option<[Tensor; 2]>, LlmError> {
+    Ok(match layout {
+        None => None,
+        Some(_) => Some([
+            ctx.empty(&[values], DType::F32)?,
+            ctx.empty(&[values], DType::F32)?,
+        ]),
+    })
 }
 
 /// The most bytes a model's KV cache may take: `WRING_KV_BUDGET_MIB`, or 4 GiB.

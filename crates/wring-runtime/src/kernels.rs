@@ -1,9 +1,10 @@
 //! Every kernel family, re-exported for the crates above the runtime, and the catalogue across them.
 //!
 //! What the families share (`Kernel`, `Caps`, `Choice`, `DType`, `Tolerance`, ...) is re-exported from
-//! `wring-kernels-core` at this level; each family is a module (`tensor`, `quant`, `sparse`, `wavelet`, `vq`).
+//! `wring-kernels-core` at this level; each family is a module (`tensor`, `quant`, `sparse`, `kv`, `wavelet`, `vq`).
 
 pub use wring_kernels_core::*;
+pub use wring_kernels_kv as kv;
 pub use wring_kernels_quant as quant;
 pub use wring_kernels_sparse as sparse;
 pub use wring_kernels_tensor as tensor;
@@ -11,10 +12,11 @@ pub use wring_kernels_vq as vq;
 pub use wring_kernels_wavelet as wavelet;
 
 /// The family tables, in the order the catalogue lists them.
-const FAMILIES: [(&str, &[&Variant]); 5] = [
+const FAMILIES: [(&str, &[&Variant]); 6] = [
     ("tensor", tensor::catalogue::ALL),
     ("quant", quant::catalogue::ALL),
     ("sparse", sparse::catalogue::ALL),
+    ("kv", kv::catalogue::ALL),
     ("wavelet", wavelet::catalogue::ALL),
     ("vq", vq::catalogue::ALL),
 ];

@@ -1,0 +1,14 @@
+//! wring's KV-cache family: the kernels behind a compressed KV cache. `kv_store` writes a step's keys and
+//! values into a layer's cache (KIVI-style codes at 8, 4 or 2 bits for the complete groups of tokens older
+//! than a recent window, that window in f16; or every position in f16), `kv_load` materializes the cache
+//! as f32 for the attention kernels before a step, and `kv_rotate` applies the orthonormal Hadamard
+//! rotation to queries and keys (which leaves attention unchanged and makes keys easier to quantize).
+//! The cache's layout is [`cache::KvLayout`]; each kernel's CPU twin is beside its descriptor.
+
+pub mod cache;
+pub mod rotate;
+
+pub use cache::{KvLayout, KvLoad, KvStore};
+pub use rotate::KvRotate;
+
+wring_kernels_core::family!();

@@ -1,0 +1,64 @@
+// The compressed KV cache's layout (kv_load.wgsl, kv_store.wgsl; `wring_kernels_kv::cache` on the host).
+// One u32 buffer per layer holds, at the word offsets below: key codes and value codes, [position][channel]
+// at BITS bits each (32 / BITS to a word, the first channel in the low bits); key statistics
+// [key group][channel] and value statistics [position][channel / value_group], each one word packing the
+// f16 scale (low half) and f16 minimum (high half); and the ring, [slot][channel] f16 pairs for keys and
+// for values, where position p lives at slot p % ring until it is compressed.
+struct Params {
+    kv: u32,
+    group: u32,
+    value_group: u32,
+    ring: u32,
+    k_codes: u32,
+    v_codes: u32,
+    k_stats: u32,
+    v_stats: u32,
+    ring_k: u32,
+    ring_v: u32,
+    // Positions [0, compressed) are codes.
+    compressed: u32,
+    // kv_load: positions [0, upto) are written. kv_store: positions [compressed, upto) become codes.
+    upto: u32,
+    // kv_store: the step's first position and the positions filled after it.
+    pos0: u32,
+    pos: u32,
+    // kv_store: invocations for key groups and for value groups, before those for the ring.
+    items_k: u32,
+    items_v: u32,
+}
+
+// Codes per word.
+const CPW: u32 = 32u / BITS;
+const MASK: u32 = (1u << (BITS % 32u)) - 1u;
+const LEVELS: f32 = f32((1u << (BITS % 32u)) - 1u);
+const F16_MAX: f32 = 65504.0;
+
+// x rounded to the nearest f16 (ties to even) in integer arithmetic on its bits, so that every adapter
+// rounds alike (WGSL leaves pack2x16float's rounding to the implementation), with magnitudes below f16's
+// smallest normal, 2^-14, flushed to zero (some adapters flush f16 subnormals). The caller keeps x within
+// f16's range; the result packs exactly.
+fn f16_round(x: f32) -> f32 {
+    let bits = bitcast<u32>(x);
+    if ((bits & 0x7fffffffu) < 0x38800000u) {
+        return 0.0;
+    }
+    let up = bits + 0x0fffu + ((bits >> 13u) & 1u);
+    return bitcast<f32>(up & 0xffffe000u);
+}
+
+// A group's (scale, minimum) as they are stored: the minimum rounded to f16 first, then the scale that
+// spans the group from that minimum, so that the rounded minimum is what the codes count from. Both are
+// clamped into f16's finite range (a value past it would store an infinity and decode to NaN).
+fn stat_of(mn: f32, mx: f32) -> vec2<f32> {
+    let m = f16_round(clamp(mn, -F16_MAX, F16_MAX));
+    let d = f16_round(clamp((mx - m) / LEVELS, 0.0, F16_MAX));
+    return vec2<f32>(d, m);
+}
+
+// Round to nearest (halves up, the same on every adapter and in the CPU twin, unlike WGSL's round()).
+fn code_of(x: f32, s: vec2<f32>) -> u32 {
+    if (s.x <= 0.0) {
+        return 0u;
+    }
+    return u32(clamp(floor((x - s.y) / s.x + 0.5), 0.0, LEVELS));
+}

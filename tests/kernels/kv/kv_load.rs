@@ -1,0 +1,104 @@
+//! `kv_load`: a layer's compressed cache materialized as f32 keys and values. Each case starts from a
+//! valid random store (codes, statistics, ring) and checks both outputs, sentinel-guarded. Budget: NMSE
+//! 1e-10 (each value is one multiply-add of stored f16 numbers; an adapter may fuse it, the twin does not).
+
+use wring::kernels::kv::{KvLoad, cache};
+use wring::kernels::{Choice, DType, Variant, check::Tolerance};
+
+use super::{layout, random_store, variant_bits};
+use crate::harness::{Case, Rng, copy_into, guarded};
+use crate::kernels::{Planned, planned, variants};
+
+fn load_case(v: &'static Variant, u: KvLoad, seed: u64) -> Case<'static> {
+    let mut rng = Rng::new(seed);
+    let store = random_store(&u.layout, &mut rng);
+    let n = u.upto * u.layout.kv;
+    let (mut k, mut vv) = (vec![0.0; n], vec![0.0; n]);
+    cache::cpu_load(&u, &store, &mut k, &mut vv);
+    let expected = [k, vv].concat();
+    Case {
+        name: format!("kv_load variant={} {u:?} seed={seed}", v.name),
+        tol: Tolerance::Nmse(1e-10),
+        out_dtype: DType::F32,
+        out_shape: vec![expected.len()],
+        expected,
+        record: Box::new(move |ctx, step, out| {
+            let ts = ctx.upload(&[store.len()], &store)?;
+            let (tk, tv) = (
+                guarded(ctx, &[n], DType::F32)?,
+                guarded(ctx, &[n], DType::F32)?,
+            );
+            step.run_with(
+                &u,
+                Choice::Force(&v.name),
+                &[("store", &ts), ("k", &tk), ("v", &tv)],
+            )?;
+            copy_into(step, &tk, out, 0)?;
+            copy_into(step, &tv, out, n)
+        }),
+        needs_f16: false,
+        needs_subgroup: false,
+    }
+}
+
+pub fn cases() -> Vec<Planned> {
+    let mut out = Vec::new();
+    for v in variants("kv_load") {
+        let bits = variant_bits(&v.name);
+        // (small channels, capacity, compressed, upto): SmolLM2's channels with codes and a ring, the ring
+        // alone, a full ring; small channels whose ring wraps around (positions 24..31 in 12 slots).
+        let shapes: &[(bool, usize, usize, usize)] = if bits == 16 {
+            &[(false, 40, 0, 37), (true, 16, 0, 16), (true, 9, 0, 1)]
+        } else {
+            &[
+                (false, 160, 64, 104),
+                (false, 160, 0, 20),
+                (false, 96, 32, 96),
+                (true, 40, 24, 31),
+                (true, 40, 8, 8),
+            ]
+        };
+        for (i, &(small, capacity, compressed, upto)) in shapes.iter().enumerate() {
+            let u = KvLoad {
+                layout: layout(bits, small, capacity),
+                compressed,
+                upto,
+            };
+            out.push(planned(v, move || load_case(v, u, i as u64)));
+        }
+    }
+    out
+}
+
+/// The twin decodes what it is given: a code of 3 with scale 0.5 and minimum -1 is 0.5, and the ring's
+/// f16 pair comes back in order.
+#[test]
+fn kv_load_twin_decodes_codes_and_ring() {
+    let l = layout(4, true, 40);
+    let mut store = vec![0u32; l.words()];
+    let u = KvLoad {
+        layout: l,
+        compressed: 8,
+        upto: 9,
+    };
+    // Position 0, channel 1 (4 bits each, channel 0 in the low bits): code 3.
+    store[0] = 3 << 4;
+    let stat = |d: f32, m: f32| {
+        u32::from(half::f16::from_f32(d).to_bits())
+            | (u32::from(half::f16::from_f32(m).to_bits()) << 16)
+    };
+    let (cw, kgroups) = (l.capacity * l.kv * 4 / 32, l.capacity.div_ceil(l.group));
+    let k_stats = 2 * cw;
+    let v_stats = k_stats + kgroups * l.kv;
+    store[k_stats + 1] = stat(0.5, -1.0);
+    store[v_stats] = stat(0.25, 2.0);
+    let ring_k = v_stats + l.capacity * (l.kv / l.value_group);
+    // Position 8 lives in slot 8 % 12 = 8 of the ring.
+    store[ring_k + 8 * l.kv / 2] = stat(1.5, -0.75);
+    let (mut k, mut v) = (vec![0.0; 9 * 16], vec![0.0; 9 * 16]);
+    cache::cpu_load(&u, &store, &mut k, &mut v);
+    assert_eq!(k[1], 0.5);
+    assert_eq!(k[0], 0.0, "channel 0 has code 0 and a zero statistic");
+    assert_eq!(v[0], 2.0, "value code 0 is the minimum");
+    assert_eq!((k[8 * 16], k[8 * 16 + 1]), (1.5, -0.75));
+}
