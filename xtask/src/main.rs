@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod codec;
+mod kv;
 mod quality;
 mod quant;
 #[path = "../../benches/suite.rs"]
@@ -141,6 +142,31 @@ fn main() -> ExitCode {
                 };
                 return finish(quality::run(quick, only.as_deref(), &mut keep), |r| {
                     print!("{}", quality::table(r));
+                    Ok(())
+                });
+            }
+            if filter.as_deref() == Some("kv") {
+                let mut name = format!("{}-kv", today());
+                if let Some(o) = &only {
+                    name += &format!("-{}", slug(o));
+                }
+                if quick {
+                    name += "-quick";
+                }
+                let dir = out.join(name);
+                // Every row is written as it comes: the full run takes over an hour on a CPU adapter.
+                let save = |r: &kv::KvReport| -> std::io::Result<()> {
+                    save_json(&dir, "kv.json", r)?;
+                    std::fs::write(dir.join("summary.md"), kv::table(r))?;
+                    kv::plot(&dir.join("kv.svg"), r).map_err(std::io::Error::other)
+                };
+                let mut keep = |r: &kv::KvReport| {
+                    if !no_save && let Err(e) = save(r) {
+                        eprintln!("could not keep the results so far: {e}");
+                    }
+                };
+                return finish(kv::run(quick, only.as_deref(), &mut keep), |r| {
+                    print!("{}", kv::table(r));
                     Ok(())
                 });
             }

@@ -392,8 +392,24 @@ pub struct Reference {
     pub n_ctx: usize,
     pub chunks: usize,
     pub bos: Option<u32>,
+    /// Tokens per forward step within a chunk (`n_ctx`: one pass; fewer: the streaming protocol, see
+    /// [`Llama::perplexity_streaming`]); the model scored against the reference runs the same steps.
+    pub step: usize,
     /// Per scored position, [vocab] log-probabilities.
     logprobs: Vec<Vec<f32>>,
+}
+
+impl Reference {
+    /// The reference model's own perplexity on the positions it recorded (`tokens` as recorded).
+    pub fn perplexity(&self, tokens: &[u32]) -> f64 {
+        let per_chunk = self.n_ctx / 2 - 1;
+        let mut nll = 0.0;
+        for (k, lp) in self.logprobs.iter().enumerate() {
+            let (chunk, j) = (k / per_chunk, self.n_ctx / 2 + k % per_chunk);
+            nll -= f64::from(lp[tokens[chunk * self.n_ctx + j + 1] as usize]);
+        }
+        (nll / self.logprobs.len().max(1) as f64).exp()
+    }
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f32> {
@@ -412,14 +428,36 @@ pub fn reference(
     chunks: usize,
     bos: Option<u32>,
 ) -> Result<Reference, LlmError> {
+    reference_streaming(llama, ctx, tokens, n_ctx, chunks, bos, n_ctx)
+}
+
+/// [`reference`] with each chunk run `step` tokens at a time (the streaming protocol a compressed KV
+/// cache is measured with).
+pub fn reference_streaming(
+    llama: &mut Llama,
+    ctx: &Context,
+    tokens: &[u32],
+    n_ctx: usize,
+    chunks: usize,
+    bos: Option<u32>,
+    step: usize,
+) -> Result<Reference, LlmError> {
     let mut logprobs = Vec::new();
-    llama.for_each_scored(ctx, tokens, n_ctx, chunks, bos, |_, row, _| {
-        logprobs.push(log_softmax(row));
-    })?;
+    llama.for_each_scored_streaming(
+        ctx,
+        tokens,
+        n_ctx,
+        chunks,
+        bos,
+        step,
+        |_, _, _| Ok(()),
+        |_, row, _| logprobs.push(log_softmax(row)),
+    )?;
     Ok(Reference {
         n_ctx,
         chunks,
         bos,
+        step,
         logprobs,
     })
 }
@@ -451,7 +489,7 @@ pub fn quality(
             .map_or(0, |p| p.0)
     };
     let (mut nll, mut kld, mut same, mut k) = (0.0f64, 0.0f64, 0usize, 0usize);
-    llama.for_each_scored(ctx, tokens, r.n_ctx, r.chunks, r.bos, |_, row, target| {
+    let visit = |_, row: &[f32], target: usize| {
         let q = log_softmax(row);
         let p = &r.logprobs[k];
         nll -= f64::from(q[target]);
@@ -462,7 +500,9 @@ pub fn quality(
             .sum::<f64>();
         same += usize::from(argmax(p) == argmax(&q));
         k += 1;
-    })?;
+    };
+    let (n_ctx, chunks, bos, step) = (r.n_ctx, r.chunks, r.bos, r.step);
+    llama.for_each_scored_streaming(ctx, tokens, n_ctx, chunks, bos, step, |_, _, _| Ok(()), visit)?;
     Ok(Quality {
         ppl: (nll / k as f64).exp(),
         kld: kld / k as f64,
@@ -496,9 +536,7 @@ pub fn quality_against(
         let r = reference(base, ctx, part, n_ctx, 1, bos)?;
         let q = quality(llama, ctx, part, &r)?;
         let n = q.scored as f64;
-        for (j, lp) in r.logprobs.iter().enumerate() {
-            base_nll -= f64::from(lp[part[n_ctx / 2 + j + 1] as usize]);
-        }
+        base_nll += r.perplexity(part).ln() * n;
         nll += q.ppl.ln() * n;
         kld += q.kld * n;
         same += q.top1 * n;

@@ -424,6 +424,24 @@ impl Llama {
         self.kv_mode
     }
 
+    /// Marks the first `pos` positions as filled without computing them, their keys and values being
+    /// whatever the cache's buffers hold: for timing a decode step at a given context length (the work of a
+    /// step does not depend on the values) without running the prompt that would fill it. Never use it
+    /// for output anyone reads.
+    pub fn assume_filled(&mut self, pos: usize) -> Result<(), LlmError> {
+        if pos >= self.max_context {
+            return Err(LlmError::Request(format!(
+                "{pos} positions leave no room in a context of {}",
+                self.max_context
+            )));
+        }
+        self.pos = pos;
+        self.compressed = self
+            .kv_layout
+            .map_or(0, |l| l.compressible(0, pos));
+        Ok(())
+    }
+
     /// Positions the cache holds as codes (0 unless a KIVI mode has compressed some).
     pub fn kv_compressed(&self) -> usize {
         self.compressed
