@@ -3,6 +3,9 @@
 //! that orders the modes; the generation path compresses as it decodes; the cache's bytes are what the
 //! layout says; bad modes are refused before anything is allocated.
 
+use wring::io::group_file::Base;
+use wring::io::kv_factors::{Factor, KvFactors};
+use wring::llm::model::tensor_f32;
 use wring::llm::{GgufTokenizer, KvMode, Llama, LlamaConfig, check_kv_budget};
 
 use crate::fixture;
@@ -135,4 +138,97 @@ fn bad_kv_modes_are_refused() {
     let budget = 200 << 20;
     assert!(check_kv_budget(&cfg, 8192, KvMode::F32, budget).is_err());
     assert!(check_kv_budget(&cfg, 8192, "q2".parse().unwrap(), budget).is_ok());
+}
+
+/// Factors that keep every channel (B the identity, A the projection itself): the low-rank path (features
+/// stored in f16, read back, rebuilt, keys rotated by RoPE at their positions, the f16 window) must give
+/// the f16 cache's perplexity, to f16 rounding of the features.
+fn identity_factors(g: &wring::gguf::Gguf, cfg: &LlamaConfig) -> KvFactors {
+    let kv = cfg.n_kv_heads * cfg.head_dim;
+    let eye: Vec<f32> = (0..kv * kv)
+        .map(|i| if i / kv == i % kv { 1.0 } else { 0.0 })
+        .collect();
+    let factor = |l: usize, part: &str| Factor {
+        a: tensor_f32(g, g.tensor(&format!("blk.{l}.{part}.weight")).unwrap()).unwrap(),
+        b: eye.clone(),
+    };
+    KvFactors {
+        base: Base {
+            name: "test".into(),
+            bytes: 0,
+            crc32: 0,
+        },
+        method: "identity".into(),
+        rank: kv,
+        hidden: cfg.n_embd,
+        kv,
+        layers: (0..cfg.n_layers)
+            .map(|l| [factor(l, "attn_k"), factor(l, "attn_v")])
+            .collect(),
+    }
+}
+
+#[test]
+fn full_rank_low_rank_cache_equals_the_f16_cache() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load_with(ctx, &g, 128, KvMode::F16, |_, _| {}).unwrap();
+    let run = |m: &mut Llama| {
+        m.perplexity_streaming(ctx, &ids, 128, Some(1), None, 16, |_, _, _| Ok(()))
+            .unwrap()
+            .ppl
+    };
+    let f16 = run(&mut m);
+    let factors = identity_factors(&g, &m.cfg);
+    m.set_kv_lowrank(ctx, &factors).unwrap();
+    assert_eq!(m.kv_mode().to_string(), "lowrank:192");
+    let low = run(&mut m);
+    eprintln!("f16 {f16:.4}, lowrank:192 with identity factors {low:.4}");
+    assert!((low / f16 - 1.0).abs() < 5e-4, "{low} vs {f16}");
+    // Bytes per token: 30 layers x 2 x 192 features x 2 bytes, the f16 cache's.
+    assert_eq!(m.kv_mode().bytes_per_token(&m.cfg), 23_040.0);
+}
+
+/// A low-rank mode without factors, factors with another mode, factors of another rank or shape, and
+/// ranks that are not positive multiples of 4 or exceed the key/value dimension: each refused, naming it.
+#[test]
+fn low_rank_misuse_is_refused() {
+    let g = model();
+    let ctx = crate::harness::ctx();
+    let cfg = LlamaConfig::from_gguf(&g).unwrap();
+    let factors = identity_factors(&g, &cfg);
+    let load = |mode: &str, f: Option<&KvFactors>| {
+        wring::llm::kv::load(ctx, &g, 64, mode.parse().unwrap(), f, |_, _| {})
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(load("lowrank:96", None).contains("needs a file of factors"));
+    assert!(load("q4", Some(&factors)).contains("not q4"));
+    assert!(load("lowrank:96", Some(&factors)).contains("rank 192"));
+    for bad in ["lowrank:0", "lowrank:6", "lowrank:x", "lowrank:"] {
+        assert!(bad.parse::<KvMode>().is_err(), "{bad}");
+    }
+    let err = "lowrank:256"
+        .parse::<KvMode>()
+        .unwrap()
+        .layout(&cfg, 64)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("above the key/value dimension"),
+        "{err}"
+    );
+    let mut m = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let narrow = KvFactors {
+        hidden: 8,
+        ..factors.clone()
+    };
+    let err = m.set_kv_lowrank(ctx, &narrow).unwrap_err().to_string();
+    assert!(
+        err.contains("this model has 30 layers of 576 -> 192"),
+        "{err}"
+    );
+    assert!(m.set_kv_mode(ctx, "lowrank:96".parse().unwrap()).is_err());
 }

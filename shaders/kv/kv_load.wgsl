@@ -1,6 +1,7 @@
 // Materializes the first `upto` positions of one layer's compressed cache as f32 keys and values
-// [position][channel] for the attention kernels: positions before `compressed` decoded from their codes,
-// the rest read from the f16 ring. One invocation per 4 channels of a position.
+// [position][channel] for the attention kernels: positions before `compressed` decoded from their codes
+// (left alone by the f16 variant), the rest read from the f16 ring. One invocation per 4 channels of a
+// position.
 #import invocation
 #import kv
 
@@ -36,6 +37,12 @@ fn main(inv: Invocation) {
         }
         k[idx] = kk;
         v[idx] = vv;
+        return;
+    }
+#else
+    // A 16-bit layout whose older positions are kept in another form (low-rank features) leaves them to
+    // the kernels that rebuild them.
+    if (p < params.compressed) {
         return;
     }
 #endif

@@ -873,6 +873,7 @@ pub fn cases() -> Vec<Case> {
     c.extend(vq_cases());
     c.extend(argument_cases());
     c.extend(group_file_cases());
+    c.extend(kv_factor_cases());
     c
 }
 
@@ -1235,6 +1236,244 @@ fn group_file_cases() -> Vec<Case> {
         "the file cut short",
         good[..good.len() - 5].to_vec(),
         &["Request"],
+    );
+    c
+}
+
+/// One raw tensor: name, safetensors dtype, shape, little-endian data.
+type RawTensor = (String, &'static str, Vec<usize>, Vec<u8>);
+
+/// A safetensors file from metadata and (name, dtype, shape, data) tensors, laid out by hand so that a
+/// case can hold what the library's writer would refuse (a shape that does not match the data's use).
+fn safetensors_with(
+    meta: &[(&str, String)],
+    tensors: &[(String, &str, Vec<usize>, Vec<u8>)],
+) -> Vec<u8> {
+    let mut entries = vec![format!(
+        r#""__metadata__":{{{}}}"#,
+        meta.iter()
+            .map(|(k, v)| format!(r#""{k}":"{v}""#))
+            .collect::<Vec<_>>()
+            .join(",")
+    )];
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+        entries.push(format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{},{}]}}"#,
+            shape.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend_from_slice(bytes);
+    }
+    raw_safetensors(&format!("{{{}}}", entries.join(",")), &data)
+}
+
+/// Files of low-rank KV factors (`wring kv-calibrate`'s output), through what `--kv-factors` runs: the
+/// file read and checked, then its base compared with the model it is loaded with. (Factors whose shapes
+/// do not match the model are refused by `Llama::set_kv_lowrank`, tests/kv.rs.)
+fn kv_factor_cases() -> Vec<Case> {
+    let base_path = file("kv-base.gguf", b"a stand-in for the base model's bytes");
+    let base = wring::io::group_file::Base::of(&base_path).expect("the base file");
+    let (rank, hidden, kv, layers) = (2usize, 8usize, 4usize, 2usize);
+    let meta = |rank: &str, layers: &str| {
+        vec![
+            ("format", "wring-kv-lowrank".to_string()),
+            ("version", "1".to_string()),
+            ("rank", rank.to_string()),
+            ("layers", layers.to_string()),
+            ("method", "lsq".to_string()),
+            ("base", "kv-base.gguf".to_string()),
+            ("base_bytes", base.bytes.to_string()),
+            ("base_crc32", base.crc32.to_string()),
+        ]
+    };
+    let f32s = |n: usize, v: f32| v.to_le_bytes().repeat(n);
+    // Every tensor of `layers` layers; `edit` may change one (name, dtype, shape, data).
+    let tensors = |layers: usize, edit: &dyn Fn(&mut RawTensor)| {
+        let mut t = Vec::new();
+        for l in 0..layers {
+            for part in ["attn_k", "attn_v"] {
+                t.push((
+                    format!("blk.{l}.{part}.a"),
+                    "F32",
+                    vec![rank, hidden],
+                    f32s(rank * hidden, 0.5),
+                ));
+                t.push((
+                    format!("blk.{l}.{part}.b"),
+                    "F32",
+                    vec![kv, rank],
+                    f32s(kv * rank, 0.25),
+                ));
+            }
+        }
+        for x in &mut t {
+            edit(x);
+        }
+        t
+    };
+    let none = |_: &mut RawTensor| {};
+    let valid = || safetensors_with(&meta("2", "2"), &tensors(layers, &none));
+    let mut c = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &[&'static str]| {
+        let n = bytes.len();
+        let path = file(&format!("kv-factors-{}.safetensors", c.len()), &bytes);
+        let base_path = base_path.clone();
+        let run = move || {
+            wring::llm::kv::open_factors(&path, &base_path)
+                .map(|_| ())
+                .map_err(typed)
+        };
+        c.push(if expect.is_empty() {
+            Case::control("kv factors", name, n, run)
+        } else {
+            Case::new("kv factors", name, n, expect, run)
+        });
+    };
+    add("a valid file of 2 layers at rank 2 (control)", valid(), &[]);
+    add(
+        "not a safetensors file",
+        b"GGUF\x03\0\0\0".to_vec(),
+        &["Request"],
+    );
+    add(
+        "no metadata",
+        raw_safetensors("{}", &[]),
+        &["Request", "metadata"],
+    );
+    let with = |k: &str, v: &str| {
+        let m: Vec<(&str, String)> = meta("2", "2")
+            .into_iter()
+            .map(|(key, val)| (key, if key == k { v.to_string() } else { val }))
+            .collect();
+        safetensors_with(&m, &tensors(layers, &none))
+    };
+    add(
+        "another format",
+        with("format", "wring-group"),
+        &["Request", "format"],
+    );
+    add("version 2", with("version", "2"), &["Request", "version"]);
+    add("a rank of 0", with("rank", "0"), &["Request", "rank of 0"]);
+    add(
+        "a rank that is not a number",
+        with("rank", "two"),
+        &["Request", "not a number"],
+    );
+    add(
+        "a rank of 2^70",
+        with("rank", "1180591620717411303424"),
+        &["Request", "not a number"],
+    );
+    add("0 layers", with("layers", "0"), &["Request", "layers"]);
+    add(
+        "a million layers",
+        with("layers", "1000000"),
+        &["Request", "layers"],
+    );
+    add(
+        "3 layers claimed, 2 stored",
+        with("layers", "3"),
+        &["Request", "tensors"],
+    );
+    add(
+        "another base model",
+        with("base_crc32", &(base.crc32 ^ 1).to_string()),
+        &["Request", "made from"],
+    );
+    add(
+        "a rank above the key/value dimension",
+        safetensors_with(
+            &meta("5", "1"),
+            &[
+                (
+                    "blk.0.attn_k.a".into(),
+                    "F32",
+                    vec![5, hidden],
+                    f32s(5 * hidden, 0.5),
+                ),
+                (
+                    "blk.0.attn_k.b".into(),
+                    "F32",
+                    vec![kv, 5],
+                    f32s(kv * 5, 0.5),
+                ),
+                (
+                    "blk.0.attn_v.a".into(),
+                    "F32",
+                    vec![5, hidden],
+                    f32s(5 * hidden, 0.5),
+                ),
+                (
+                    "blk.0.attn_v.b".into(),
+                    "F32",
+                    vec![kv, 5],
+                    f32s(kv * 5, 0.5),
+                ),
+            ],
+        ),
+        &["Request", "above the key/value dimension"],
+    );
+    let edited = |target: &'static str, f: &'static dyn Fn(&mut RawTensor)| {
+        safetensors_with(
+            &meta("2", "2"),
+            &tensors(layers, &|t: &mut (
+                String,
+                &'static str,
+                Vec<usize>,
+                Vec<u8>,
+            )| {
+                if t.0 == target {
+                    f(t)
+                }
+            }),
+        )
+    };
+    add(
+        "an a factor of the wrong rank",
+        edited("blk.1.attn_v.a", &|t| {
+            t.2 = vec![4, 4];
+        }),
+        &["Request", "blk.1.attn_v.a", "shape"],
+    );
+    add(
+        "a b factor of another kv dimension than the others",
+        edited("blk.1.attn_k.b", &|t| {
+            t.2 = vec![2, 2];
+            t.3.truncate(16);
+        }),
+        &["Request", "blk.1.attn_k.b", "same kv"],
+    );
+    add(
+        "a 3-D factor",
+        edited("blk.0.attn_k.a", &|t| {
+            t.2 = vec![2, 2, 4];
+        }),
+        &["Request", "2-D"],
+    );
+    add(
+        "an F16 factor",
+        edited("blk.0.attn_v.b", &|t| {
+            t.1 = "F16";
+            t.2 = vec![4, 4];
+        }),
+        &["Request", "F32"],
+    );
+    add(
+        "a NaN in a factor",
+        edited("blk.0.attn_k.b", &|t| {
+            t.3[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        }),
+        &["Request", "NaN"],
+    );
+    add(
+        "a tensor renamed (layer 2 of 2)",
+        edited("blk.1.attn_v.b", &|t| {
+            t.0 = "blk.2.attn_v.b".into();
+        }),
+        &["Request", "blk.1.attn_v.b"],
     );
     c
 }

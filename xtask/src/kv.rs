@@ -57,14 +57,14 @@ fn modes(n_ctx: usize, quick: bool) -> Vec<&'static str> {
     } else if n_ctx <= 512 {
         vec!["f32", "q8", "q4", "q4h", "q2", "q2h"]
     } else {
-        vec!["q4h", "q2h"]
+        vec!["q4", "q2h"]
     }
 }
 
 fn decode_speed(m: &mut Llama, ctx: &Context, at: usize) -> Result<f64, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let n = 8;
-    m.assume_filled(at).map_err(|x| e(&x))?;
+    m.assume_filled(ctx, at).map_err(|x| e(&x))?;
     // The first step builds any pipeline not built yet; it is not timed.
     m.forward(ctx, &[1], false).map_err(|x| e(&x))?;
     let start = Instant::now();
@@ -74,9 +74,12 @@ fn decode_speed(m: &mut Llama, ctx: &Context, at: usize) -> Result<f64, String> 
     Ok(f64::from(n) / start.elapsed().as_secs_f64())
 }
 
+/// Runs the bench; rows of `previous` (an interrupted run's report, on the same adapter) are kept and not
+/// measured again, though each context's f16 reference is (the other rows' KLD needs its distributions).
 pub fn run(
     quick: bool,
     only: Option<&str>,
+    previous: Option<KvReport>,
     keep: &mut dyn FnMut(&KvReport),
 ) -> Result<KvReport, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
@@ -89,7 +92,10 @@ pub fn run(
         .map_err(|x| e(&x))?;
     let tokens = if quick { 512 } else { 4096 };
     if ids.len() < tokens {
-        return Err(format!("{text} has {} tokens, fewer than {tokens}", ids.len()));
+        return Err(format!(
+            "{text} has {} tokens, fewer than {tokens}",
+            ids.len()
+        ));
     }
     let ids = &ids[..tokens];
     let bos = if tok.add_bos { tok.bos } else { None };
@@ -100,7 +106,15 @@ pub fn run(
         tokens,
         step: STEP,
         f16_ppl: Vec::new(),
-        rows: Vec::new(),
+        rows: previous
+            .filter(|p| p.adapter == ctx.label() && p.tokens == tokens && p.step == STEP)
+            .map(|p| p.rows)
+            .unwrap_or_default(),
+    };
+    let done = |r: &KvReport, mode: &str, n_ctx: usize| {
+        r.rows
+            .iter()
+            .any(|row| row.mode == mode && row.n_ctx == n_ctx)
     };
     // Decode speed and cache bytes at 4,096 positions, from one model with that context.
     let mut long = Llama::load(&ctx, &g, 4096, |_, _| {}).map_err(|x| e(&x))?;
@@ -110,7 +124,8 @@ pub fn run(
         let mut m = Llama::load_with(&ctx, &g, n_ctx, KvMode::F16, |_, _| {}).map_err(|x| e(&x))?;
         eprintln!("== f16 reference: {chunks} chunks of {n_ctx}, steps of {STEP}");
         let start = Instant::now();
-        let r = reference_streaming(&mut m, &ctx, ids, n_ctx, chunks, bos, STEP).map_err(|x| e(&x))?;
+        let r =
+            reference_streaming(&mut m, &ctx, ids, n_ctx, chunks, bos, STEP).map_err(|x| e(&x))?;
         // The f16 row against its own distributions: KLD 0 and top-1 100 % by construction.
         let base = Quality {
             ppl: r.perplexity(ids),
@@ -126,7 +141,7 @@ pub fn run(
         report.f16_ppl.push((n_ctx, base.ppl));
         let mut measured = vec![("f16", base, start.elapsed().as_secs_f64())];
         for mode in modes(n_ctx, quick) {
-            if only.is_some_and(|o| o != mode) {
+            if only.is_some_and(|o| o != mode) || done(&report, mode, n_ctx) {
                 continue;
             }
             let kv: KvMode = mode.parse().map_err(|x| e(&x))?;
@@ -135,12 +150,20 @@ pub fn run(
             let q = quality(&mut m, &ctx, ids, &r).map_err(|x| e(&x))?;
             measured.push((mode, q, start.elapsed().as_secs_f64()));
             let last = measured.len() - 1;
-            report
-                .rows
-                .push(row(&mut long, &ctx, n_ctx, chunks, measured[last], base.ppl)?);
+            report.rows.push(row(
+                &mut long,
+                &ctx,
+                n_ctx,
+                chunks,
+                measured[last],
+                base.ppl,
+            )?);
             keep(&report);
         }
         // The f16 row itself: its speed and bytes.
+        report
+            .rows
+            .retain(|r| !(r.mode == "f16" && r.n_ctx == n_ctx));
         report
             .rows
             .push(row(&mut long, &ctx, n_ctx, chunks, measured[0], base.ppl)?);

@@ -59,7 +59,7 @@ enum Command {
 }
 
 /// The fuzz targets, as named in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 7] = [
+const FUZZ_TARGETS: [&str; 8] = [
     "gguf",
     "npy",
     "safetensors",
@@ -67,6 +67,7 @@ const FUZZ_TARGETS: [&str; 7] = [
     "wrg",
     "chat_template",
     "group_file",
+    "kv_factors",
 ];
 
 /// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.
@@ -165,7 +166,12 @@ fn main() -> ExitCode {
                         eprintln!("could not keep the results so far: {e}");
                     }
                 };
-                return finish(kv::run(quick, only.as_deref(), &mut keep), |r| {
+                // An interrupted run's rows are kept (its file holds the report under "report").
+                let previous = std::fs::read_to_string(dir.join("kv.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| serde_json::from_value(v["report"].clone()).ok());
+                return finish(kv::run(quick, only.as_deref(), previous, &mut keep), |r| {
                     print!("{}", kv::table(r));
                     Ok(())
                 });

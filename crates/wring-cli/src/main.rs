@@ -67,6 +67,9 @@ enum Command {
         /// same after a Hadamard rotation of queries and keys).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
+        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
+        #[arg(long)]
+        kv_factors: Option<std::path::PathBuf>,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
     Perplexity {
@@ -98,6 +101,9 @@ enum Command {
         /// same after a Hadamard rotation of queries and keys).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
+        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
+        #[arg(long)]
+        kv_factors: Option<std::path::PathBuf>,
     },
     /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
     /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
@@ -138,6 +144,29 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
+    /// Low-rank KV factors for `--kv-cache lowrank:R` (CSKV): per layer, the projection of keys and of
+    /// values onto R directions chosen on a calibration text, written as a safetensors file.
+    KvCalibrate {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// Features per position for keys and for values (a multiple of 4, at most the key/value
+        /// dimension; 96 halves SmolLM2's f16 cache).
+        #[arg(long)]
+        rank: usize,
+        /// lsq: the exact layer-wise least-squares optimum on the calibration inputs; asvd: SVD of the
+        /// weights scaled by the inputs' root mean square to the power 1/2; svd: of the weights alone.
+        #[arg(long, default_value = "lsq", value_parser = ["lsq", "asvd", "svd"])]
+        method: String,
+        /// Calibration text.
+        #[arg(long)]
+        calib: std::path::PathBuf,
+        /// Calibration tokens at most.
+        #[arg(long, default_value_t = 2048)]
+        calib_tokens: usize,
+        /// The file of factors to write (.safetensors).
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
     /// Chat with the model on the terminal, using the model's own chat template; an empty line ends.
     Chat {
         #[arg(long)]
@@ -160,6 +189,9 @@ enum Command {
         /// same after a Hadamard rotation of queries and keys).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
+        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
+        #[arg(long)]
+        kv_factors: Option<std::path::PathBuf>,
     },
     /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
     Logits {
@@ -354,9 +386,10 @@ fn main() -> ExitCode {
             profile,
             weights,
             kv_cache,
+            kv_factors,
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
             .and_then(|sampler| {
-                let source = Source::open(model, weights)?;
+                let source = Source::open(model, weights, kv_factors)?;
                 generate(
                     &source, &prompt, max_tokens, sampler, &stop, profile, kv_cache,
                 )
@@ -375,9 +408,10 @@ fn main() -> ExitCode {
             seed,
             weights,
             kv_cache,
+            kv_factors,
         } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
             .and_then(|sampler| {
-                let source = Source::open(model, weights)?;
+                let source = Source::open(model, weights, kv_factors)?;
                 chat(&source, system, max_tokens, sampler, kv_cache)
             })
             .map_err(|e| e.to_string()),
@@ -424,8 +458,18 @@ fn main() -> ExitCode {
             kl_base,
             stream,
             kv_cache,
-        } => Source::open(model, weights)
+            kv_factors,
+        } => Source::open(model, weights, kv_factors)
             .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base, stream, kv_cache))
+            .map_err(|e| e.to_string()),
+        Command::KvCalibrate {
+            model,
+            rank,
+            method,
+            calib,
+            calib_tokens,
+            output,
+        } => kv_calibrate(model, rank, &method, &calib, calib_tokens, &output)
             .map_err(|e| e.to_string()),
         Command::Quantize {
             model,
@@ -590,12 +634,15 @@ struct Source {
     gguf: wring_gguf::Gguf,
     /// The replacements (none without `--weights`).
     matrices: std::collections::HashMap<String, wring_quant::group::GroupMatrix>,
+    /// The factors of a low-rank KV cache (`--kv-factors`).
+    kv_factors: Option<wring_io::kv_factors::KvFactors>,
 }
 
 impl Source {
     fn open(
         model: Option<std::path::PathBuf>,
         weights: Option<std::path::PathBuf>,
+        kv_factors: Option<std::path::PathBuf>,
     ) -> Result<Source, wring_llm::LlmError> {
         let path = model_path(model)?;
         let gguf = wring_gguf::Gguf::open(&path)?;
@@ -611,7 +658,32 @@ impl Source {
             }
             None => Default::default(),
         };
-        Ok(Source { gguf, matrices })
+        let kv_factors = kv_factors
+            .map(|f| wring_llm::kv::open_factors(&f, &path))
+            .transpose()?;
+        Ok(Source {
+            gguf,
+            matrices,
+            kv_factors,
+        })
+    }
+
+    /// Loads the model with its KV cache in `mode` (and the factors, for lowrank:R).
+    fn load(
+        &self,
+        ctx: &Context,
+        max_context: usize,
+        mode: wring_llm::KvMode,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<wring_llm::Llama, wring_llm::LlmError> {
+        wring_llm::kv::load(
+            ctx,
+            &self.weights(),
+            max_context,
+            mode,
+            self.kv_factors.as_ref(),
+            progress,
+        )
     }
 
     /// The weight source the model loads from.
@@ -621,6 +693,52 @@ impl Source {
             matrices: &self.matrices,
         }
     }
+}
+
+fn kv_calibrate(
+    model: Option<std::path::PathBuf>,
+    rank: usize,
+    method: &str,
+    calib: &std::path::Path,
+    calib_tokens: usize,
+    output: &std::path::Path,
+) -> Result<(), wring_llm::LlmError> {
+    use wring_quant::lowrank::Init;
+    let init = Init::ALL
+        .into_iter()
+        .find(|i| i.name() == method)
+        .unwrap_or(Init::Lsq);
+    let path = model_path(model)?;
+    let g = wring_gguf::Gguf::open(&path)?;
+    let text = std::fs::read_to_string(calib).map_err(|e| {
+        wring_llm::LlmError::Request(format!("cannot read {}: {e}", calib.display()))
+    })?;
+    let ctx = Context::new(ContextOptions::default())?;
+    let start = std::time::Instant::now();
+    let (factors, kept) = wring_llm::kv::calibrate_factors(
+        &ctx,
+        &g,
+        &path,
+        rank,
+        init,
+        &text,
+        calib_tokens,
+        |done, total| eprint!("\rcalibrating {done}/{total}"),
+    )?;
+    eprintln!();
+    wring_io::kv_factors::write(output, &factors)
+        .map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
+    let mean = |i: usize| kept.iter().map(|k| k[i]).sum::<f64>() / kept.len().max(1) as f64;
+    println!(
+        "{}: rank {rank} ({}), {} layers, in {:.1} s; mean share of the calibration energy kept: keys {:.2} %, values {:.2} %",
+        output.display(),
+        factors.method,
+        factors.layers.len(),
+        start.elapsed().as_secs_f64(),
+        100.0 * mean(0),
+        100.0 * mean(1)
+    );
+    Ok(())
 }
 
 fn quantize(
@@ -733,7 +851,7 @@ fn generate(
         ..Default::default()
     })?;
     let load = std::time::Instant::now();
-    let mut llm = load_with_progress(&ctx, &source.weights(), kv_cache)?;
+    let mut llm = load_with_progress(&ctx, source, kv_cache)?;
     eprintln!(
         "loaded {} layers in {:.2} s on {} ({kv_cache} KV cache)",
         llm.cfg.n_layers,
@@ -827,7 +945,7 @@ fn perplexity(
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let ids = tok.encode(&text)?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = wring_llm::Llama::load_with(&ctx, &source.weights(), n_ctx, kv_cache, |_, _| {})?;
+    let mut llm = source.load(&ctx, n_ctx, kv_cache, |_, _| {})?;
     if kv_cache != wring_llm::KvMode::F32 && stream.is_none() {
         eprintln!(
             "note: each chunk runs in one pass, which attends to its own keys and values before they are stored, so the {kv_cache} cache is never read; --stream S measures it"
@@ -894,7 +1012,7 @@ fn chat(
         .clone()
         .ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = load_with_progress(&ctx, &source.weights(), kv_cache)?;
+    let mut llm = load_with_progress(&ctx, source, kv_cache)?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let mut messages: Vec<ChatMessage> = system
@@ -992,14 +1110,14 @@ fn parse_kv_mode(s: &str) -> Result<wring_llm::KvMode, String> {
 /// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
 fn load_with_progress(
     ctx: &Context,
-    src: &dyn wring_llm::WeightSource,
+    source: &Source,
     kv_cache: wring_llm::KvMode,
 ) -> Result<wring_llm::Llama, wring_llm::LlmError> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let llm = wring_llm::Llama::load_with(ctx, src, 4096, kv_cache, |done, total| {
+    let llm = source.load(ctx, 4096, kv_cache, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

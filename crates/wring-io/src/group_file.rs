@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, tensor::TensorView};
 use wring_quant::group::{GroupMatrix, Layout, Stats};
 
 use crate::IoError;
@@ -244,34 +244,16 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
 
 /// Parses and checks a file held in memory.
 pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-    let meta = header
-        .metadata()
-        .as_ref()
-        .ok_or("no __metadata__: not a wring-group file")?;
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| format!("metadata lacks `{k}`: not a {FORMAT} file"))
-    };
-    if get("format")? != FORMAT {
-        return Err(format!("format `{}` is not {FORMAT}", get("format")?));
-    }
+    let (st, meta) = crate::schema(bytes, FORMAT)?;
+    let meta = &meta;
+    let get = |k: &str| crate::meta_get(meta, k, FORMAT);
     let version = get("version")?;
     if ![VERSION_UNIFORM, VERSION_ROW_BITS, VERSION].contains(&version.as_str()) {
         return Err(format!(
             "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} to {VERSION})"
         ));
     }
-    let base = Base {
-        name: get("base")?.clone(),
-        bytes: get("base_bytes")?
-            .parse()
-            .map_err(|_| "base_bytes is not a number".to_string())?,
-        crc32: get("base_crc32")?
-            .parse()
-            .map_err(|_| "base_crc32 is not a 32-bit number".to_string())?,
-    };
+    let base = Base::from_metadata(meta, FORMAT)?;
     let reserved = [
         "format",
         "version",
@@ -413,6 +395,20 @@ impl Base {
                 .unwrap_or_default(),
             bytes,
             crc32: h.finalize(),
+        })
+    }
+
+    /// The base a `format` file names in its metadata (`base`, `base_bytes`, `base_crc32`).
+    pub fn from_metadata(meta: &HashMap<String, String>, format: &str) -> Result<Base, String> {
+        let get = |k: &str| crate::meta_get(meta, k, format);
+        Ok(Base {
+            name: get("base")?.clone(),
+            bytes: get("base_bytes")?
+                .parse()
+                .map_err(|_| "base_bytes is not a number".to_string())?,
+            crc32: get("base_crc32")?
+                .parse()
+                .map_err(|_| "base_crc32 is not a 32-bit number".to_string())?,
         })
     }
 

@@ -90,8 +90,8 @@ impl KvLayout {
                     )
                 },
             )?;
-            plan::ensure(self.group > 0, kernel, || "a key group of 0 tokens".into())?;
         }
+        plan::ensure(self.group > 0, kernel, || "a key group of 0 tokens".into())?;
         plan::index_u32(kernel, "cache words", self.words())?;
         Ok(())
     }
@@ -105,14 +105,12 @@ impl KvLayout {
         }
     }
 
-    /// Positions the ring holds: the whole context in f16; `window + group` (or the capacity) otherwise,
-    /// enough for the positions not yet compressed after any step.
+    /// Positions the ring holds: `window + group` (or the capacity), enough for the positions not yet
+    /// compressed after any step. An f16 cache sets the window to the capacity: everything stays in the
+    /// ring. A 16-bit layout with a smaller window is the ring of a cache whose older positions are kept
+    /// elsewhere (the low-rank features): kv_load leaves positions before `compressed` to that other form.
     pub fn ring(&self) -> usize {
-        if self.quantized() {
-            (self.window + self.group).min(self.capacity)
-        } else {
-            self.capacity
-        }
+        (self.window.saturating_add(self.group)).min(self.capacity)
     }
 
     /// Word offsets: key codes, value codes, key statistics, value statistics, ring keys, ring values,
@@ -173,11 +171,7 @@ impl KvLayout {
     /// The positions compressed after a step that fills `pos`, when `compressed` were before: every
     /// complete key group at least `window` positions old.
     pub fn compressible(&self, compressed: usize, pos: usize) -> usize {
-        if self.quantized() {
-            (pos.saturating_sub(self.window) / self.group * self.group).max(compressed)
-        } else {
-            0
-        }
+        (pos.saturating_sub(self.window) / self.group.max(1) * self.group).max(compressed)
     }
 
     fn params(&self) -> Params {
@@ -264,8 +258,7 @@ impl KvLoad {
         plan::ensure(
             self.compressed <= self.upto
                 && self.upto <= l.capacity
-                && self.upto - self.compressed <= l.ring()
-                && (l.quantized() || self.compressed == 0),
+                && self.upto - self.compressed <= l.ring(),
             "kv_load",
             || {
                 format!(
@@ -321,12 +314,14 @@ impl Kernel for KvLoad {
     }
 }
 
-/// CPU twin of `kv_load` (one iteration per 4 channels of a position, the shader's arithmetic).
+/// CPU twin of `kv_load` (one iteration per 4 channels of a position, the shader's arithmetic; a 16-bit
+/// layout leaves positions before `compressed` untouched).
 pub fn cpu_load(u: &KvLoad, store: &[u32], k: &mut [f32], v: &mut [f32]) {
     let l = &u.layout;
     let p = u.checked().expect("a checked unit");
     let (kv, bits) = (l.kv, l.bits as usize);
-    for pos in 0..u.upto {
+    let first = if l.quantized() { 0 } else { u.compressed };
+    for pos in first..u.upto {
         for c in 0..kv {
             let i = pos * kv + c;
             if pos < u.compressed {
@@ -385,8 +380,8 @@ impl KvStore {
     fn checked(&self) -> Result<Params, KernelError> {
         let l = &self.layout;
         l.check("kv_store")?;
-        let groups_whole = !l.quantized()
-            || (self.compressed.is_multiple_of(l.group) && self.upto.is_multiple_of(l.group));
+        let groups_whole =
+            self.compressed.is_multiple_of(l.group) && self.upto.is_multiple_of(l.group);
         plan::ensure(
             self.compressed <= self.upto
                 && self.upto <= self.pos
@@ -394,8 +389,7 @@ impl KvStore {
                 && self.compressed <= self.pos0
                 && self.pos <= l.capacity
                 && self.pos - self.upto <= l.ring()
-                && groups_whole
-                && (l.quantized() || self.upto == 0),
+                && groups_whole,
             "kv_store",
             || {
                 format!(

@@ -322,20 +322,26 @@ pub fn compress(
 /// Reads a file of compressed weights and checks that it was made from the GGUF at `base_path`.
 pub fn open(weights: &Path, base_path: &Path) -> Result<GroupFile, LlmError> {
     let file = wring_io::group_file::read(weights).map_err(|e| LlmError::Request(e.to_string()))?;
+    check_base(weights, &file.base, base_path)?;
+    Ok(file)
+}
+
+/// Refuses a file made from another model than the GGUF at `base_path` (size and CRC-32 differ).
+pub fn check_base(file: &Path, made_from: &Base, base_path: &Path) -> Result<(), LlmError> {
     let base = Base::of(base_path).map_err(|e| LlmError::Request(e.to_string()))?;
-    if !file.base.matches(&base) {
+    if !made_from.matches(&base) {
         return Err(LlmError::Request(format!(
             "{} was made from {} ({} bytes, CRC-32 {:08x}), not from {} ({} bytes, CRC-32 {:08x})",
-            weights.display(),
-            file.base.name,
-            file.base.bytes,
-            file.base.crc32,
+            file.display(),
+            made_from.name,
+            made_from.bytes,
+            made_from.crc32,
             base_path.display(),
             base.bytes,
             base.crc32
         )));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// A model whose named matrices are replaced by group-quantized ones; everything else comes from `base`.
@@ -502,7 +508,16 @@ pub fn quality(
         k += 1;
     };
     let (n_ctx, chunks, bos, step) = (r.n_ctx, r.chunks, r.bos, r.step);
-    llama.for_each_scored_streaming(ctx, tokens, n_ctx, chunks, bos, step, |_, _, _| Ok(()), visit)?;
+    llama.for_each_scored_streaming(
+        ctx,
+        tokens,
+        n_ctx,
+        chunks,
+        bos,
+        step,
+        |_, _, _| Ok(()),
+        visit,
+    )?;
     Ok(Quality {
         ppl: (nll / k as f64).exp(),
         kld: kld / k as f64,

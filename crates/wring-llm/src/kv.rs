@@ -27,10 +27,14 @@ pub enum KvMode {
     /// `bits` (8, 4 or 2), the last [`WINDOW`] positions in f16; `rotate` applies the orthonormal
     /// Hadamard rotation to queries and keys first.
     Kivi { bits: u32, rotate: bool },
+    /// CSKV: R features per position for keys and for values (f16), from factors made by
+    /// `wring kv-calibrate` ([`crate::Llama::set_kv_lowrank`]); keys rebuilt and then rotated by RoPE at
+    /// attention time, values rebuilt; the last [`WINDOW`] positions kept as f16 keys and values.
+    LowRank { rank: usize },
 }
 
 /// The modes `KvMode::from_str` accepts, for error messages and help texts.
-pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys)";
+pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys), lowrank:R (R features per position, with factors from wring kv-calibrate)";
 
 impl std::str::FromStr for KvMode {
     type Err = LlmError;
@@ -46,6 +50,17 @@ impl std::str::FromStr for KvMode {
             "q8h" => kivi(8, true),
             "q4h" => kivi(4, true),
             "q2h" => kivi(2, true),
+            _ if s.starts_with("lowrank:") => {
+                let rank = s["lowrank:".len()..].parse::<usize>().map_err(|_| {
+                    LlmError::Request(format!("KV cache mode {s:?}: the rank must be a number"))
+                })?;
+                if rank == 0 || !rank.is_multiple_of(4) {
+                    return Err(LlmError::Request(format!(
+                        "KV cache mode {s:?}: the rank must be a positive multiple of 4"
+                    )));
+                }
+                KvMode::LowRank { rank }
+            }
             _ => {
                 return Err(LlmError::Request(format!(
                     "unknown KV cache mode {s:?}: choose {MODES}"
@@ -63,6 +78,7 @@ impl std::fmt::Display for KvMode {
             KvMode::Kivi { bits, rotate } => {
                 write!(f, "q{bits}{}", if *rotate { "h" } else { "" })
             }
+            KvMode::LowRank { rank } => write!(f, "lowrank:{rank}"),
         }
     }
 }
@@ -80,7 +96,7 @@ impl KvMode {
                 value_group: cfg.head_dim,
                 capacity,
                 group: 1,
-                window: 0,
+                window: capacity,
             },
             KvMode::Kivi { bits, rotate } => {
                 if rotate && !(cfg.head_dim.is_power_of_two() && cfg.head_dim <= 256) {
@@ -91,6 +107,23 @@ impl KvMode {
                 }
                 KvLayout {
                     bits,
+                    kv,
+                    value_group: cfg.head_dim,
+                    capacity,
+                    group: KEY_GROUP,
+                    window: WINDOW,
+                }
+            }
+            // The ring of recent f16 keys and values; older positions are rebuilt from features.
+            KvMode::LowRank { rank } => {
+                if rank > kv {
+                    return Err(LlmError::Request(format!(
+                        "KV cache mode {self}: rank {rank} is above the key/value dimension, {} heads x {} = {kv}",
+                        cfg.n_kv_heads, cfg.head_dim
+                    )));
+                }
+                KvLayout {
+                    bits: 16,
                     kv,
                     value_group: cfg.head_dim,
                     capacity,
@@ -116,10 +149,148 @@ impl KvMode {
     ///
     /// [`Llama::kv_bytes`]: crate::Llama::kv_bytes
     pub fn bytes_per_token(&self, cfg: &LlamaConfig) -> f64 {
-        let per_layer = match self.layout(cfg, 1) {
-            Ok(Some(l)) => l.bytes_per_position(),
+        let per_layer = match (self, self.layout(cfg, 1)) {
+            (KvMode::LowRank { rank }, _) => 4.0 * *rank as f64,
+            (_, Ok(Some(l))) => l.bytes_per_position(),
             _ => 8.0 * (cfg.n_kv_heads * cfg.head_dim) as f64,
         };
         per_layer * cfg.n_layers as f64
+    }
+
+    /// The f16 store of one layer's low-rank features: `rank` channels for keys and for values, every
+    /// position kept (the f16 layout).
+    pub fn feature_layout(&self, cfg: &LlamaConfig, capacity: usize) -> Option<KvLayout> {
+        match *self {
+            KvMode::LowRank { rank } => Some(KvLayout {
+                bits: 16,
+                kv: rank,
+                value_group: cfg.head_dim,
+                capacity,
+                group: 1,
+                window: capacity,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `wring kv-calibrate`: low-rank KV factors of rank `rank` for every layer of the GGUF at `base_path`,
+/// from the q/k/v projections' inputs on `calib_text` (its first `calib_tokens` tokens, in windows of
+/// 256) and `wring_quant::lowrank::factors` chosen by `init` (`Lsq`: the exact layer-wise least-squares
+/// optimum). Returns the file's contents and, per layer, the share of the calibration keys' and values'
+/// energy the kept subspace holds (under `init`'s weighting).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the model, its path, the rank and method, the text and its length, and progress"
+)]
+pub fn calibrate_factors(
+    ctx: &wring_runtime::Context,
+    g: &wring_gguf::Gguf,
+    base_path: &std::path::Path,
+    rank: usize,
+    init: wring_quant::lowrank::Init,
+    calib_text: &str,
+    calib_tokens: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<(wring_io::kv_factors::KvFactors, Vec<[f64; 2]>), LlmError> {
+    use wring_io::kv_factors::{Factor, KvFactors};
+    let cfg = LlamaConfig::from_gguf(g)?;
+    let kv = cfg.n_kv_heads * cfg.head_dim;
+    // The mode's own checks (a positive multiple of 4, at most the key/value dimension) before any work.
+    KvMode::LowRank { rank }.layout(&cfg, 1)?;
+    if !rank.is_multiple_of(4) || rank == 0 {
+        return Err(LlmError::Request(format!(
+            "rank {rank}: a positive multiple of 4"
+        )));
+    }
+    let base =
+        wring_io::group_file::Base::of(base_path).map_err(|e| LlmError::Request(e.to_string()))?;
+    let tok = crate::GgufTokenizer::from_gguf(g)?;
+    let ids = tok.encode(calib_text)?;
+    const WINDOW: usize = 256;
+    let n = ids.len().min(calib_tokens) / WINDOW * WINDOW;
+    if n == 0 {
+        return Err(LlmError::Request(format!(
+            "the calibration text has {} tokens; at least {WINDOW} are needed",
+            ids.len()
+        )));
+    }
+    let mut llama = crate::Llama::load(ctx, g, WINDOW, |_, _| {})?;
+    let cal = crate::compress::calibrate(&mut llama, ctx, &ids[..n], WINDOW, progress)?;
+    drop(llama);
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    let mut kept = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let gram = &cal.layers[l][0].h;
+        let mut pair = Vec::with_capacity(2);
+        let mut shares = [0.0; 2];
+        for (i, part) in ["attn_k", "attn_v"].iter().enumerate() {
+            let name = format!("blk.{l}.{part}.weight");
+            let info = g
+                .tensor(&name)
+                .ok_or_else(|| LlmError::Unsupported(format!("no tensor {name}")))?;
+            let w = crate::model::tensor_f32(g, info)?;
+            let (a, b, share) = wring_quant::lowrank::factors(&w, kv, cfg.n_embd, gram, init, rank);
+            shares[i] = share;
+            pair.push(Factor { a, b });
+        }
+        let v = pair.pop().expect("two factors");
+        let k = pair.pop().expect("two factors");
+        layers.push([k, v]);
+        kept.push(shares);
+    }
+    Ok((
+        KvFactors {
+            base,
+            method: format!("{}; calibration tokens={}", init.name(), cal.tokens),
+            rank,
+            hidden: cfg.n_embd,
+            kv,
+            layers,
+        },
+        kept,
+    ))
+}
+
+/// Reads a file of low-rank KV factors and checks that it was made from the GGUF at `base_path`.
+pub fn open_factors(
+    path: &std::path::Path,
+    base_path: &std::path::Path,
+) -> Result<wring_io::kv_factors::KvFactors, LlmError> {
+    let f = wring_io::kv_factors::read(path).map_err(|e| LlmError::Request(e.to_string()))?;
+    crate::compress::check_base(path, &f.base, base_path)?;
+    Ok(f)
+}
+
+/// Loads a model with its KV cache in `mode`: [`crate::Llama::load_with`], or for `lowrank:R` a load
+/// followed by [`crate::Llama::set_kv_lowrank`] with `factors` (which must be of rank R). Factors with any
+/// other mode are refused rather than ignored.
+pub fn load(
+    ctx: &wring_runtime::Context,
+    src: &dyn crate::WeightSource,
+    max_context: usize,
+    mode: KvMode,
+    factors: Option<&wring_io::kv_factors::KvFactors>,
+    progress: impl FnMut(usize, usize),
+) -> Result<crate::Llama, LlmError> {
+    match (mode, factors) {
+        (KvMode::LowRank { rank }, Some(f)) => {
+            if f.rank != rank {
+                return Err(LlmError::Request(format!(
+                    "KV cache mode {mode} with factors of rank {}",
+                    f.rank
+                )));
+            }
+            let mut llm = crate::Llama::load_with(ctx, src, max_context, KvMode::F16, progress)?;
+            llm.set_kv_lowrank(ctx, f)?;
+            Ok(llm)
+        }
+        (KvMode::LowRank { .. }, None) => Err(LlmError::Request(format!(
+            "KV cache mode {mode} needs a file of factors (wring kv-calibrate; --kv-factors)"
+        ))),
+        (_, Some(_)) => Err(LlmError::Request(format!(
+            "KV factors are for lowrank:R caches, not {mode}"
+        ))),
+        (_, None) => crate::Llama::load_with(ctx, src, max_context, mode, progress),
     }
 }

@@ -6,7 +6,7 @@ use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{Weights, matmul_weights};
 use wring_runtime::kernels::kv::{KvLayout, KvLoad, KvRotate, KvStore};
-use wring_runtime::kernels::tensor::{Attention, CopyWords, GetRows, Rope, RopeQkv, SiluMul};
+use wring_runtime::kernels::tensor::{Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul};
 use wring_runtime::kernels::{DType, Strided};
 use wring_runtime::{Context, Tensor};
 
@@ -29,8 +29,31 @@ struct Layer {
 /// One layer's KV cache: f32 keys and values [position][kv head][head_dim] that attention reads directly,
 /// or the packed buffer of a compressed mode (`wring_kernels_kv::cache`'s layout).
 enum LayerCache {
-    F32 { k: Tensor, v: Tensor },
+    F32 {
+        k: Tensor,
+        v: Tensor,
+    },
     Packed(Tensor),
+    /// CSKV: the f16 ring of recent keys and values (a 16-bit `KvLayout`), the f16 features of every
+    /// position (keys', values'), and the factors: `a` hidden -> features, `b` features -> keys before RoPE
+    /// and values.
+    LowRank {
+        ring: Tensor,
+        features: Tensor,
+        a: [Weights; 2],
+        b: [Weights; 2],
+    },
+}
+
+/// What a low-rank cache's layers share: the features of positions as f32 (read back to be rebuilt,
+/// and the step's written there before they are stored), the keys rebuilt before RoPE, every position's
+/// index for that RoPE, and the features' store layout.
+struct LowRankScratch {
+    features: [Tensor; 2],
+    rank: usize,
+    rebuilt: Tensor,
+    positions: Tensor,
+    layout: KvLayout,
 }
 
 impl LayerCache {
@@ -53,6 +76,7 @@ impl LayerCache {
         match self {
             LayerCache::F32 { k, v } => k.bytes() + v.bytes(),
             LayerCache::Packed(t) => t.bytes(),
+            LayerCache::LowRank { ring, features, .. } => ring.bytes() + features.bytes(),
         }
     }
 }
@@ -179,6 +203,8 @@ pub struct Llama {
     /// The f32 keys and values a packed cache is decompressed into before each layer's attention, shared
     /// by every layer (the step's launches run in order).
     work: Option<[Tensor; 2]>,
+    /// A low-rank cache's shared scratch.
+    lowrank: Option<LowRankScratch>,
     /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
     /// profiles (timestamps); the `--profile` summary of the CLI reads it.
     launch_times: Vec<wring_runtime::LaunchTime>,
@@ -366,6 +392,9 @@ impl Llama {
         let get = |name: &str| src.matrix(ctx, name);
         let kv = cfg.n_kv_heads * cfg.head_dim;
         // The KV cache is the one allocation sized by a request rather than by the file's own bytes.
+        if let KvMode::LowRank { .. } = kv_mode {
+            return Err(low_rank_needs_factors(kv_mode));
+        }
         let kv_layout = kv_mode.layout(&cfg, max_context)?;
         check_kv_budget(&cfg, max_context, kv_mode, kv_budget())?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -395,6 +424,7 @@ impl Llama {
             max_context,
             pos: 0,
             work: working_cache(ctx, kv_layout.as_ref(), max_context * kv)?,
+            lowrank: None,
             kv_mode,
             kv_layout,
             compressed: 0,
@@ -405,6 +435,9 @@ impl Llama {
 
     /// Replaces the KV cache with an empty one stored as `mode` (the context is forgotten).
     pub fn set_kv_mode(&mut self, ctx: &Context, mode: KvMode) -> Result<(), LlmError> {
+        if let KvMode::LowRank { .. } = mode {
+            return Err(low_rank_needs_factors(mode));
+        }
         let layout = mode.layout(&self.cfg, self.max_context)?;
         check_kv_budget(&self.cfg, self.max_context, mode, kv_budget())?;
         let kv = self.cfg.n_kv_heads * self.cfg.head_dim;
@@ -413,8 +446,76 @@ impl Llama {
             layer.cache = LayerCache::new(ctx, layout.as_ref(), self.max_context, kv)?;
         }
         self.work = working_cache(ctx, layout.as_ref(), self.max_context * kv)?;
+        self.lowrank = None;
         self.kv_mode = mode;
         self.kv_layout = layout;
+        self.reset();
+        Ok(())
+    }
+
+    /// Replaces the KV cache with an empty low-rank one (CSKV) with `factors` from `wring kv-calibrate`,
+    /// checked against the model before anything is allocated.
+    pub fn set_kv_lowrank(
+        &mut self,
+        ctx: &Context,
+        factors: &wring_io::kv_factors::KvFactors,
+    ) -> Result<(), LlmError> {
+        let c = &self.cfg;
+        let kv = c.n_kv_heads * c.head_dim;
+        if (factors.layers.len(), factors.hidden, factors.kv) != (c.n_layers, c.n_embd, kv) {
+            return Err(LlmError::Request(format!(
+                "the KV factors are for {} layers of {} -> {} channels; this model has {} layers of {} -> {kv}",
+                factors.layers.len(),
+                factors.hidden,
+                factors.kv,
+                c.n_layers,
+                c.n_embd
+            )));
+        }
+        let mode: KvMode = format!("lowrank:{}", factors.rank).parse()?;
+        let layout = mode
+            .layout(c, self.max_context)?
+            .expect("a low-rank cache has a ring");
+        let feature_layout = mode
+            .feature_layout(c, self.max_context)
+            .expect("a low-rank cache stores features");
+        feature_layout
+            .check("kv features")
+            .map_err(|e| LlmError::Request(format!("KV cache mode {mode}: {e}")))?;
+        check_kv_budget(c, self.max_context, mode, kv_budget())?;
+        let rank = factors.rank;
+        let upload = |data: &[f32], shape: &[usize]| -> Result<Weights, LlmError> {
+            Ok(Weights::Tensor(ctx.upload(shape, data)?))
+        };
+        self.work = None;
+        for (layer, pair) in self.layers.iter_mut().zip(&factors.layers) {
+            layer.cache = LayerCache::LowRank {
+                ring: ctx.empty(&[layout.words()], DType::U32)?,
+                features: ctx.empty(&[feature_layout.words()], DType::U32)?,
+                a: [
+                    upload(&pair[0].a, &[rank, c.n_embd])?,
+                    upload(&pair[1].a, &[rank, c.n_embd])?,
+                ],
+                b: [
+                    upload(&pair[0].b, &[kv, rank])?,
+                    upload(&pair[1].b, &[kv, rank])?,
+                ],
+            };
+        }
+        let positions: Vec<i32> = (0..self.max_context as i32).collect();
+        self.lowrank = Some(LowRankScratch {
+            features: [
+                ctx.empty(&[self.max_context * rank], DType::F32)?,
+                ctx.empty(&[self.max_context * rank], DType::F32)?,
+            ],
+            rank,
+            rebuilt: ctx.empty(&[self.max_context * kv], DType::F32)?,
+            positions: ctx.upload(&[self.max_context], &positions)?,
+            layout: feature_layout,
+        });
+        self.work = working_cache(ctx, Some(&layout), self.max_context * kv)?;
+        self.kv_mode = mode;
+        self.kv_layout = Some(layout);
         self.reset();
         Ok(())
     }
@@ -428,17 +529,35 @@ impl Llama {
     /// whatever the cache's buffers hold: for timing a decode step at a given context length (the work of a
     /// step does not depend on the values) without running the prompt that would fill it. Never use it
     /// for output anyone reads.
-    pub fn assume_filled(&mut self, pos: usize) -> Result<(), LlmError> {
+    pub fn assume_filled(&mut self, ctx: &Context, pos: usize) -> Result<(), LlmError> {
         if pos >= self.max_context {
             return Err(LlmError::Request(format!(
                 "{pos} positions leave no room in a context of {}",
                 self.max_context
             )));
         }
+        // Pooled buffers may hold another mode's bytes, which decode to anything; zeros decode to zeros.
+        let mut step = ctx.step("zero the cache");
+        let mut zero = |t: &Tensor| {
+            let words = (t.bytes() / 4) as usize;
+            step.run(&Fill { words, value: 0 }, &[("dst", t)])
+        };
+        for layer in &self.layers {
+            match &layer.cache {
+                LayerCache::F32 { k, v } => {
+                    zero(k)?;
+                    zero(v)?;
+                }
+                LayerCache::Packed(t) => zero(t)?,
+                LayerCache::LowRank { ring, features, .. } => {
+                    zero(ring)?;
+                    zero(features)?;
+                }
+            }
+        }
+        step.submit()?;
         self.pos = pos;
-        self.compressed = self
-            .kv_layout
-            .map_or(0, |l| l.compressible(0, pos));
+        self.compressed = self.kv_layout.map_or(0, |l| l.compressible(0, pos));
         Ok(())
     }
 
@@ -625,6 +744,83 @@ impl Llama {
                     }
                     (k, v)
                 }
+                (
+                    LayerCache::LowRank {
+                        ring,
+                        features,
+                        a: factor_a,
+                        b: factor_b,
+                    },
+                    Some([k, v]),
+                    Some(layout),
+                ) => {
+                    let lr = self
+                        .lowrank
+                        .as_ref()
+                        .expect("a low-rank cache has its scratch");
+                    let rank = lr.rank;
+                    // The step's features, stored (f16) with every earlier position's.
+                    let step_features = f32t(&[t, rank])?;
+                    for (a_w, all) in factor_a.iter().zip(&lr.features) {
+                        matmul_weights(&mut step, a_w, &h, &step_features)?;
+                        let copy = CopyWords {
+                            words: t * rank,
+                            src_offset: 0,
+                            dst_offset: pos0 * rank,
+                        };
+                        step.run(&copy, &[("src", &step_features), ("dst", all)])?;
+                    }
+                    let store = KvStore::after_step(lr.layout, 0, pos0, kv_len);
+                    let [fk, fv] = &lr.features;
+                    step.run(&store, &[("k", fk), ("v", fv), ("store", features)])?;
+                    // Positions past the window: features read back and rebuilt, keys rotated by RoPE
+                    // at their positions.
+                    let n = self.compressed;
+                    if n > 0 {
+                        let load = KvLoad {
+                            layout: lr.layout,
+                            compressed: 0,
+                            upto: n,
+                        };
+                        step.run(&load, &[("store", features), ("k", fk), ("v", fv)])?;
+                        let view = |t: &Tensor, shape: &[usize]| ctx.view(t, 0, shape, DType::F32);
+                        matmul_weights(
+                            &mut step,
+                            &factor_b[0],
+                            &view(fk, &[n, rank])?,
+                            &view(&lr.rebuilt, &[n, kv])?,
+                        )?;
+                        let rope_keys = Rope {
+                            tokens: n,
+                            n_heads: c.n_kv_heads,
+                            ..rope
+                        };
+                        let heads = [n, c.n_kv_heads, hd];
+                        step.run(
+                            &rope_keys,
+                            &[
+                                ("x", &view(&lr.rebuilt, &heads)?),
+                                ("pos", &ctx.view(&lr.positions, 0, &[n], DType::I32)?),
+                                ("y", &view(k, &heads)?),
+                            ],
+                        )?;
+                        matmul_weights(
+                            &mut step,
+                            &factor_b[1],
+                            &view(fv, &[n, rank])?,
+                            &view(v, &[n, kv])?,
+                        )?;
+                    }
+                    if pos0 > n {
+                        let load = KvLoad {
+                            layout: *layout,
+                            compressed: n,
+                            upto: pos0,
+                        };
+                        step.run(&load, &[("store", ring), ("k", k), ("v", v)])?;
+                    }
+                    (k, v)
+                }
                 _ => unreachable!("a packed cache always has its layout and working cache"),
             };
             let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
@@ -658,7 +854,12 @@ impl Llama {
                 step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
             }
             attention(&mut step, &attn, &qr, k_cache, v_cache, &scores, &probs, &a)?;
-            if let (LayerCache::Packed(store), Some(layout)) = (&layer.cache, &self.kv_layout) {
+            let packed = match &layer.cache {
+                LayerCache::Packed(store) => Some(store),
+                LayerCache::LowRank { ring, .. } => Some(ring),
+                LayerCache::F32 { .. } => None,
+            };
+            if let (Some(store), Some(layout)) = (packed, &self.kv_layout) {
                 let store_step = KvStore::after_step(*layout, self.compressed, pos0, kv_len);
                 step.run(
                     &store_step,
@@ -1010,10 +1211,15 @@ pub fn check_kv_budget(
     let kv = cfg.n_kv_heads * cfg.head_dim;
     let f32_cache = (max_context as u128) * (kv as u128) * 4 * 2;
     // A packed mode keeps one buffer per layer and one f32 working cache for all of them.
-    let (per_layer, shared) = match mode.layout(cfg, max_context)? {
+    let (mut per_layer, mut shared) = match mode.layout(cfg, max_context)? {
         None => (f32_cache, 0),
         Some(l) => (4 * l.words() as u128, f32_cache),
     };
+    if let Some(f) = mode.feature_layout(cfg, max_context) {
+        // The features' store, and the shared f32 features and rebuilt keys.
+        per_layer += 4 * f.words() as u128;
+        shared += (max_context as u128) * (2 * f.kv as u128 + kv as u128) * 4;
+    }
     let cache_bytes = per_layer * (cfg.n_layers as u128) + shared;
     if cache_bytes > u128::from(budget) {
         return Err(LlmError::Request(format!(
@@ -1024,6 +1230,12 @@ pub fn check_kv_budget(
         )));
     }
     Ok(())
+}
+
+fn low_rank_needs_factors(mode: KvMode) -> LlmError {
+    LlmError::Request(format!(
+        "KV cache mode {mode} needs its factors: load with another mode, then Llama::set_kv_lowrank with a file from wring kv-calibrate (--kv-factors)"
+    ))
 }
 
 /// The f32 working cache of a packed mode: keys and values of every position, shared by all layers.

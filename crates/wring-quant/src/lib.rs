@@ -22,6 +22,7 @@ pub mod gptq;
 pub mod group;
 mod kquants;
 mod legacy;
+pub mod lowrank;
 pub mod spqr_layout;
 
 use half::f16;

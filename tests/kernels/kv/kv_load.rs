@@ -6,14 +6,16 @@ use wring::kernels::kv::{KvLoad, cache};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
 
 use super::{layout, random_store, variant_bits};
-use crate::harness::{Case, Rng, copy_into, guarded};
+use crate::harness::{Case, Rng, copy_into, guarded_upload};
 use crate::kernels::{Planned, planned, variants};
 
 fn load_case(v: &'static Variant, u: KvLoad, seed: u64) -> Case<'static> {
     let mut rng = Rng::new(seed);
     let store = random_store(&u.layout, &mut rng);
     let n = u.upto * u.layout.kv;
-    let (mut k, mut vv) = (vec![0.0; n], vec![0.0; n]);
+    // Outputs start with random values: positions a kernel leaves alone must keep them.
+    let (k0, v0) = (rng.vec(n, -3.0, 3.0), rng.vec(n, -3.0, 3.0));
+    let (mut k, mut vv) = (k0.clone(), v0.clone());
     cache::cpu_load(&u, &store, &mut k, &mut vv);
     let expected = [k, vv].concat();
     Case {
@@ -25,8 +27,8 @@ fn load_case(v: &'static Variant, u: KvLoad, seed: u64) -> Case<'static> {
         record: Box::new(move |ctx, step, out| {
             let ts = ctx.upload(&[store.len()], &store)?;
             let (tk, tv) = (
-                guarded(ctx, &[n], DType::F32)?,
-                guarded(ctx, &[n], DType::F32)?,
+                guarded_upload(ctx, &[n], &k0)?,
+                guarded_upload(ctx, &[n], &v0)?,
             );
             step.run_with(
                 &u,
@@ -65,6 +67,16 @@ pub fn cases() -> Vec<Planned> {
                 upto,
             };
             out.push(planned(v, move || load_case(v, u, i as u64)));
+        }
+        if bits == 16 {
+            // The ring of a low-rank cache: 16 bits with a window, positions before `compressed` left
+            // alone (rebuilt from features by other kernels).
+            let u = KvLoad {
+                layout: super::ring_layout(40),
+                compressed: 24,
+                upto: 31,
+            };
+            out.push(planned(v, move || load_case(v, u, 7)));
         }
     }
     out

@@ -12,7 +12,7 @@ use wring::kernels::kv::{KvLoad, KvStore, cache};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
 
 use super::{layout, random_store, variant_bits};
-use crate::harness::{Case, Rng, copy_into, guarded, guarded_upload};
+use crate::harness::{Case, Rng, copy_into, guarded_upload};
 use crate::kernels::{Planned, planned, variants};
 
 fn store_case(v: &'static Variant, u: KvStore, seed: u64) -> Case<'static> {
@@ -53,9 +53,11 @@ fn store_case(v: &'static Variant, u: KvStore, seed: u64) -> Case<'static> {
                 Choice::Force(&v.name),
                 &[("k", &tk), ("v", &tv), ("store", &ts)],
             )?;
+            // Zeroed as the twin's: a low-rank ring's read-back leaves positions before `upto` alone.
+            let zeros = vec![0f32; n];
             let (ok, ov) = (
-                guarded(ctx, &[n], DType::F32)?,
-                guarded(ctx, &[n], DType::F32)?,
+                guarded_upload(ctx, &[n], &zeros)?,
+                guarded_upload(ctx, &[n], &zeros)?,
             );
             step.run(&back, &[("store", &ts), ("k", &ok), ("v", &ov)])?;
             copy_into(step, &ok, out, 0)?;
@@ -91,6 +93,11 @@ pub fn cases() -> Vec<Planned> {
         for (i, &(small, capacity, compressed, pos0, pos)) in shapes.iter().enumerate() {
             let u = KvStore::after_step(layout(bits, small, capacity), compressed, pos0, pos);
             out.push(planned(v, move || store_case(v, u, 10 + i as u64)));
+        }
+        if bits == 16 {
+            // The ring of a low-rank cache: a step that moves positions [8, 16) out of the ring.
+            let u = KvStore::after_step(super::ring_layout(40), 8, 20, 27);
+            out.push(planned(v, move || store_case(v, u, 17)));
         }
     }
     out

@@ -48,7 +48,16 @@ pub fn layout(bits: u32, small: bool, capacity: usize) -> KvLayout {
         value_group,
         capacity,
         group: if bits == 16 { 1 } else { group },
-        window: if bits == 16 { 0 } else { window },
+        window: if bits == 16 { capacity } else { window },
+    }
+}
+
+/// The ring of a low-rank cache: 16 bits, small channels, a window of 4 and groups of 8 (12 slots).
+pub fn ring_layout(capacity: usize) -> KvLayout {
+    KvLayout {
+        window: 4,
+        group: 8,
+        ..layout(16, true, capacity)
     }
 }
 
