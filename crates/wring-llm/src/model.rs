@@ -968,7 +968,9 @@ impl Llama {
     /// [`Llama::perplexity`] with each chunk run through the cache `step` tokens at a time, and
     /// `between(model, ctx, cached)` called after every step but a chunk's last, with the positions the
     /// cache then holds: the streaming protocol a compressed KV cache is measured with (a single pass over
-    /// a chunk would never read a compressed past). With `step = n_ctx` it is [`Llama::perplexity`].
+    /// a chunk would never read a compressed past). The cache modes need no hook: each compresses inside
+    /// the step that makes positions old enough; the hook is for callers that act between steps. With
+    /// `step = n_ctx` it is [`Llama::perplexity`].
     #[allow(
         clippy::too_many_arguments,
         reason = "perplexity's arguments plus the streaming step and its hook"
