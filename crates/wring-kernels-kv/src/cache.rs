@@ -191,6 +191,22 @@ impl KvLayout {
         }
     }
 
+    /// The variant of `kernel` for this layout's bits: the planner's, or a forced one that must be it
+    /// (the codes' width is a property of the data, not a choice).
+    fn variant(
+        &self,
+        kernel: &'static str,
+        caps: &Caps,
+        choice: Choice<'_>,
+    ) -> Result<&'static wring_kernels_core::Variant, KernelError> {
+        let name = self.variant_name();
+        let v = crate::select(kernel, name, "it is the cache's format", caps, choice)?;
+        plan::ensure(v.name == name, kernel, || {
+            format!("variant {} does not hold {}-bit caches", v.id(), self.bits)
+        })?;
+        Ok(v)
+    }
+
     fn variant_name(&self) -> &'static str {
         match self.bits {
             8 => "q8",
@@ -295,20 +311,7 @@ impl Kernel for KvLoad {
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let p = self.checked()?;
-        let v = crate::select(
-            "kv_load",
-            self.layout.variant_name(),
-            "it is the cache's format",
-            caps,
-            choice,
-        )?;
-        plan::ensure(v.name == self.layout.variant_name(), "kv_load", || {
-            format!(
-                "variant {} does not read {}-bit caches",
-                v.id(),
-                self.layout.bits
-            )
-        })?;
+        let v = self.layout.variant("kv_load", caps, choice)?;
         let items = (self.upto * self.layout.kv / 4) as u64;
         plan::per_item("kv_load", v, items, bytemuck::bytes_of(&p), caps)
     }
@@ -445,20 +448,7 @@ impl Kernel for KvStore {
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let p = self.checked()?;
-        let v = crate::select(
-            "kv_store",
-            self.layout.variant_name(),
-            "it is the cache's format",
-            caps,
-            choice,
-        )?;
-        plan::ensure(v.name == self.layout.variant_name(), "kv_store", || {
-            format!(
-                "variant {} does not write {}-bit caches",
-                v.id(),
-                self.layout.bits
-            )
-        })?;
+        let v = self.layout.variant("kv_store", caps, choice)?;
         let ring = (self.pos - self.ring_first()) * self.layout.kv / 4;
         let items = u64::from(p.items_k) + u64::from(p.items_v) + ring as u64;
         plan::per_item("kv_store", v, items, bytemuck::bytes_of(&p), caps)

@@ -449,16 +449,9 @@ pub fn reference_streaming(
     step: usize,
 ) -> Result<Reference, LlmError> {
     let mut logprobs = Vec::new();
-    llama.for_each_scored_streaming(
-        ctx,
-        tokens,
-        n_ctx,
-        chunks,
-        bos,
-        step,
-        |_, _, _| Ok(()),
-        |_, row, _| logprobs.push(log_softmax(row)),
-    )?;
+    llama.for_each_scored_in_steps(ctx, tokens, n_ctx, chunks, bos, step, |_, row, _| {
+        logprobs.push(log_softmax(row))
+    })?;
     Ok(Reference {
         n_ctx,
         chunks,
@@ -508,16 +501,7 @@ pub fn quality(
         k += 1;
     };
     let (n_ctx, chunks, bos, step) = (r.n_ctx, r.chunks, r.bos, r.step);
-    llama.for_each_scored_streaming(
-        ctx,
-        tokens,
-        n_ctx,
-        chunks,
-        bos,
-        step,
-        |_, _, _| Ok(()),
-        visit,
-    )?;
+    llama.for_each_scored_in_steps(ctx, tokens, n_ctx, chunks, bos, step, visit)?;
     Ok(Quality {
         ppl: (nll / k as f64).exp(),
         kld: kld / k as f64,

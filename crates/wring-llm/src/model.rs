@@ -1034,16 +1034,27 @@ impl Llama {
         bos: Option<u32>,
         visit: impl FnMut(usize, &[f32], usize),
     ) -> Result<(), LlmError> {
-        self.for_each_scored_streaming(
-            ctx,
-            tokens,
-            n_ctx,
-            chunks,
-            bos,
-            n_ctx,
-            |_, _, _| Ok(()),
-            visit,
-        )
+        self.for_each_scored_in_steps(ctx, tokens, n_ctx, chunks, bos, n_ctx, visit)
+    }
+
+    /// [`Llama::for_each_scored`] with each chunk run `step` tokens at a time (the streaming protocol,
+    /// with no hook between steps).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "for_each_scored's arguments plus the streaming step"
+    )]
+    pub fn for_each_scored_in_steps(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        n_ctx: usize,
+        chunks: usize,
+        bos: Option<u32>,
+        step: usize,
+        visit: impl FnMut(usize, &[f32], usize),
+    ) -> Result<(), LlmError> {
+        let no_hook = |_: &mut Llama, _: &Context, _: usize| Ok(());
+        self.for_each_scored_streaming(ctx, tokens, n_ctx, chunks, bos, step, no_hook, visit)
     }
 
     /// [`Llama::for_each_scored`] with each chunk run `step` tokens at a time and `between` called after
