@@ -47,6 +47,38 @@ fn every_kv_mode_follows_the_f32_cache() {
     );
 }
 
+/// GEAR at ctx 128 in steps of 16 (one 64-position block per layer and tensor is compressed from
+/// position 64 on; the scored half of each chunk reads it): each part must earn its bytes. The outliers
+/// and the low-rank correction together bring 2-bit codes closer to the f32 cache than the codes alone,
+/// and 4 bits closer than 2. Measured on lavapipe (126 scored tokens): f32 PPL 30.07; gear:2:q +144.9 %,
+/// gear:2 +80.2 %, gear:4 -1.6 %.
+#[test]
+fn gear_parts_bring_the_cache_closer() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
+    let mut ppl = |mode: &str| {
+        m.set_kv_mode(ctx, mode.parse().unwrap()).unwrap();
+        m.perplexity_streaming(ctx, &ids, 128, Some(2), None, 16, |_, _, _| Ok(()))
+            .unwrap()
+            .ppl
+    };
+    let base = ppl("f32");
+    let off = |p: f64| 100.0 * (p / base - 1.0);
+    let (q2, qls2, qls4) = (off(ppl("gear:2:q")), off(ppl("gear:2")), off(ppl("gear:4")));
+    eprintln!("f32 PPL {base:.4}; gear:2:q {q2:+.3} %, gear:2 {qls2:+.3} %, gear:4 {qls4:+.3} %");
+    assert!(
+        qls2.is_finite() && qls2 < q2,
+        "gear:2 {qls2:+.3} % against its codes alone {q2:+.3} %"
+    );
+    assert!(
+        qls4 < qls2,
+        "gear:4 {qls4:+.3} % against gear:2 {qls2:+.3} %"
+    );
+}
+
 /// Decoding one token at a time crosses key-group boundaries inside the generation: the greedy text from
 /// a q8 cache equals the f32 cache's for 80 tokens past a 20-token prompt (positions are compressed from
 /// 64 on), and the positions compressed follow the layout.
@@ -114,6 +146,17 @@ fn cache_bytes_follow_the_layout() {
     // q4: 192 bytes of codes + 4 x 192 / 32 key statistics + 4 x 3 value statistics, per layer.
     let q4: KvMode = "q4".parse().unwrap();
     assert_eq!(q4.bytes_per_token(&cfg), 30.0 * (192.0 + 24.0 + 12.0));
+    // GEAR's recipe per layer: 96 bytes of 2-bit codes, 4 x 192 / 64 key and 4 x 3 value statistics,
+    // 41 outliers a side of each 64 x 64 block (6 blocks of 64 positions: 6 x 82 words / 64 = 30.75 B),
+    // and rank-2 f16 factors (6 x (64 + 64) x 2 halves / 64 = 48 B).
+    let gear: KvMode = "gear".parse().unwrap();
+    assert_eq!(
+        gear.bytes_per_token(&cfg),
+        30.0 * (96.0 + 12.0 + 12.0 + 30.75 + 48.0)
+    );
+    m.set_kv_mode(ctx, gear).unwrap();
+    let gear_layer = 256.0 * (96.0 + 12.0 + 12.0 + 30.75 + 48.0) + 64.0 * kv as f64 * 4.0;
+    assert_eq!(m.kv_bytes(), layers * gear_layer as u64 + f32_cache);
 }
 
 /// Bad modes: an unknown name lists the modes; a rotation on a head dimension that is not a power of two
@@ -123,6 +166,14 @@ fn bad_kv_modes_are_refused() {
     let err = "q3".parse::<KvMode>().unwrap_err().to_string();
     assert!(err.contains("q3") && err.contains("q4h"), "{err}");
     assert!("".parse::<KvMode>().is_err());
+    for bad in ["gear:3", "gear:2:x", "gear:2:q:1", "gear:"] {
+        let err = bad.parse::<KvMode>().unwrap_err().to_string();
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+    for good in ["gear:2", "gear:4", "gear:2:q", "gear:4:qs", "gear:2:ql"] {
+        assert_eq!(good.parse::<KvMode>().unwrap().to_string(), good);
+    }
+    assert_eq!("gear".parse::<KvMode>().unwrap().to_string(), "gear:2");
     let g = model();
     let cfg: LlamaConfig = LlamaConfig::from_gguf(&g).unwrap();
     let odd = LlamaConfig {

@@ -77,6 +77,8 @@ catalogue! {
     quant::qmatvec,
     sparse::gmatmul,
     sparse::gmatvec,
+    kv::kv_gear,
+    kv::kv_gear_load,
     kv::kv_load,
     kv::kv_rotate,
     kv::kv_store,

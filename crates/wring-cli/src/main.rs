@@ -63,8 +63,10 @@ enum Command {
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
         /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys).
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
+        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
@@ -97,8 +99,10 @@ enum Command {
         #[arg(long, conflicts_with = "kl_base")]
         stream: Option<usize>,
         /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys).
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
+        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
@@ -185,8 +189,10 @@ enum Command {
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
         /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), or q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys).
+        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
+        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
+        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.

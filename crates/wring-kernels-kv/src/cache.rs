@@ -34,6 +34,13 @@ pub struct Params {
     pub pos: u32,
     pub items_k: u32,
     pub items_v: u32,
+    pub outliers: u32,
+    pub rank: u32,
+    pub out_off: u32,
+    pub fac_off: u32,
+    pub block0: u32,
+    pub blocks: u32,
+    pub pad: [u32; 2],
 }
 
 /// How one layer's compressed cache is laid out.
@@ -51,7 +58,21 @@ pub struct KvLayout {
     pub group: usize,
     /// Most recent positions kept in the ring.
     pub window: usize,
+    /// GEAR: outliers kept exactly per side (largest, smallest) of each block of `group` positions x
+    /// `value_group` channels, keys and values each (0: none).
+    pub outliers: usize,
+    /// GEAR: rank of the low-rank correction of each block's quantization error (0: none).
+    pub rank: usize,
 }
+
+/// The largest GEAR block side (tokens or channels): `shaders/kv/permutations`' MAX_SIDE.
+pub const GEAR_MAX_SIDE: usize = 128;
+/// The largest GEAR rank (MAX_FACTOR / MAX_SIDE).
+pub const GEAR_MAX_RANK: usize = 4;
+/// The most entries a GEAR block may have (MARK_WORDS x 32; the selection key's 13-bit index).
+pub const GEAR_MAX_BLOCK: usize = 8192;
+/// Power-iteration rounds (GEAR's `loop`): POWER_ROUNDS.
+pub const GEAR_ROUNDS: usize = 3;
 
 impl KvLayout {
     /// Whether positions become codes (bits below 16).
@@ -92,8 +113,50 @@ impl KvLayout {
             )?;
         }
         plan::ensure(self.group > 0, kernel, || "a key group of 0 tokens".into())?;
+        if self.gear() {
+            let n = self.group.saturating_mul(self.value_group);
+            plan::ensure(
+                self.quantized()
+                    && self.group <= GEAR_MAX_SIDE
+                    && self.value_group <= GEAR_MAX_SIDE
+                    && n <= GEAR_MAX_BLOCK
+                    && self.rank <= GEAR_MAX_RANK
+                    && self.outliers.saturating_mul(2) <= n
+                    && self.group.is_multiple_of(2),
+                kernel,
+                || {
+                    format!(
+                        "a GEAR block of {} tokens x {} channels at {} bits with {} outliers per side and rank {} (codes, sides up to {GEAR_MAX_SIDE} and even tokens, at most {GEAR_MAX_BLOCK} entries, rank up to {GEAR_MAX_RANK}, outliers at most half the entries)",
+                        self.group, self.value_group, self.bits, self.outliers, self.rank
+                    )
+                },
+            )?;
+        }
         plan::index_u32(kernel, "cache words", self.words())?;
         Ok(())
+    }
+
+    /// Whether blocks carry GEAR's outliers or low-rank factors (written by kv_gear, not kv_store).
+    pub fn gear(&self) -> bool {
+        self.outliers > 0 || self.rank > 0
+    }
+
+    /// Key/value heads (value groups per position).
+    pub(crate) fn heads(&self) -> usize {
+        self.kv / self.value_group.max(1)
+    }
+
+    /// GEAR words per block (of `group` positions): outlier lists and factors of every head, keys and
+    /// values.
+    fn gear_words(&self) -> (usize, usize) {
+        if !self.gear() {
+            return (0, 0);
+        }
+        let units = 2 * self.heads();
+        (
+            units * 2 * self.outliers,
+            units * (self.group + self.value_group) * self.rank / 2,
+        )
     }
 
     /// Code words per position (0 in f16).
@@ -114,8 +177,8 @@ impl KvLayout {
     }
 
     /// Word offsets: key codes, value codes, key statistics, value statistics, ring keys, ring values,
-    /// and the end.
-    fn offsets(&self) -> [usize; 7] {
+    /// GEAR outliers, GEAR factors, and the end.
+    pub fn offsets(&self) -> [usize; 9] {
         let cw = self.code_words() * self.capacity;
         let (key_stats, value_stats) = if self.quantized() {
             (
@@ -129,6 +192,9 @@ impl KvLayout {
         let k_stats = 2 * cw;
         let v_stats = k_stats + key_stats;
         let ring_k = v_stats + value_stats;
+        let out = ring_k + 2 * ring;
+        let blocks = self.capacity.div_ceil(self.group);
+        let (ow, fw) = self.gear_words();
         [
             0,
             cw,
@@ -136,7 +202,9 @@ impl KvLayout {
             v_stats,
             ring_k,
             ring_k + ring,
-            ring_k + 2 * ring,
+            out,
+            out + blocks * ow,
+            out + blocks * (ow + fw),
         ]
     }
 
@@ -150,9 +218,19 @@ impl KvLayout {
         } else {
             0
         };
+        let (ow, fw) = if self.value_group > 0 && self.group > 0 {
+            self.gear_words()
+        } else {
+            (0, 0)
+        };
+        let gear = sat(
+            self.capacity.div_ceil(self.group.max(1)),
+            ow.saturating_add(fw),
+        );
         sat(2, cw)
             .saturating_add(stats)
             .saturating_add(sat(self.ring(), self.kv))
+            .saturating_add(gear)
     }
 
     /// Bytes the compressed form takes per position, keys and values, every code and statistic counted
@@ -162,7 +240,9 @@ impl KvLayout {
             let codes = 2.0 * (self.kv * self.bits as usize) as f64 / 8.0;
             let key_stats = 4.0 * self.kv as f64 / self.group as f64;
             let value_stats = 4.0 * (self.kv / self.value_group) as f64;
-            codes + key_stats + value_stats
+            let (ow, fw) = self.gear_words();
+            let gear = 4.0 * (ow + fw) as f64 / self.group as f64;
+            codes + key_stats + value_stats + gear
         } else {
             4.0 * self.kv as f64
         }
@@ -174,7 +254,7 @@ impl KvLayout {
         (pos.saturating_sub(self.window) / self.group.max(1) * self.group).max(compressed)
     }
 
-    fn params(&self) -> Params {
+    pub(crate) fn params(&self) -> Params {
         let o = self.offsets();
         Params {
             kv: self.kv as u32,
@@ -187,13 +267,17 @@ impl KvLayout {
             v_stats: o[3] as u32,
             ring_k: o[4] as u32,
             ring_v: o[5] as u32,
+            outliers: self.outliers as u32,
+            rank: self.rank as u32,
+            out_off: o[6] as u32,
+            fac_off: o[7] as u32,
             ..Params::default()
         }
     }
 
     /// The variant of `kernel` for this layout's bits: the planner's, or a forced one that must be it
     /// (the codes' width is a property of the data, not a choice).
-    fn variant(
+    pub(crate) fn variant(
         &self,
         kernel: &'static str,
         caps: &Caps,
@@ -217,7 +301,7 @@ impl KvLayout {
     }
 
     /// A group's (scale, minimum) as stored: `shaders/common/kv.wgsl`'s `stat_of`.
-    fn stat_of(&self, mn: f32, mx: f32) -> (f32, f32) {
+    pub(crate) fn stat_of(&self, mn: f32, mx: f32) -> (f32, f32) {
         let levels = ((1u32 << self.bits) - 1) as f32;
         let m = f16_round(mn.clamp(-65504.0, 65504.0));
         let d = f16_round(((mx - m) / levels).clamp(0.0, 65504.0));
@@ -225,7 +309,7 @@ impl KvLayout {
     }
 
     /// `shaders/common/kv.wgsl`'s `code_of`.
-    fn code_of(&self, x: f32, (d, m): (f32, f32)) -> u32 {
+    pub(crate) fn code_of(&self, x: f32, (d, m): (f32, f32)) -> u32 {
         if d <= 0.0 {
             return 0;
         }
@@ -245,11 +329,11 @@ pub fn f16_round(x: f32) -> f32 {
     f32::from_bits(up & 0xffff_e000)
 }
 
-fn pack(lo: f32, hi: f32) -> u32 {
+pub(crate) fn pack(lo: f32, hi: f32) -> u32 {
     u32::from(f16::from_f32(lo).to_bits()) | (u32::from(f16::from_f32(hi).to_bits()) << 16)
 }
 
-fn unpack(w: u32) -> (f32, f32) {
+pub(crate) fn unpack(w: u32) -> (f32, f32) {
     (
         f16::from_bits(w as u16).to_f32(),
         f16::from_bits((w >> 16) as u16).to_f32(),
@@ -408,7 +492,8 @@ impl KvStore {
             },
         )?;
         plan::index_u32("kv_store", "values", self.pos.saturating_mul(l.kv))?;
-        let (items_k, items_v) = if l.quantized() {
+        // GEAR's codes are kv_gear's: its quantizer leaves the outliers out of the statistics.
+        let (items_k, items_v) = if l.quantized() && !l.gear() {
             let cpw = 32 / l.bits as usize;
             let span = self.upto - self.compressed;
             (span / l.group * (l.kv / cpw), span * (l.kv / l.value_group))
@@ -460,7 +545,7 @@ pub fn cpu_store(u: &KvStore, k: &[f32], v: &[f32], store: &mut [u32]) {
     let l = &u.layout;
     let p = u.checked().expect("a checked unit");
     let kv = l.kv;
-    if l.quantized() {
+    if l.quantized() && !l.gear() {
         let bits = l.bits as usize;
         let cpw = 32 / bits;
         for g in u.compressed / l.group..u.upto / l.group {

@@ -2,13 +2,16 @@
 //! values into a layer's cache (KIVI-style codes at 8, 4 or 2 bits for the complete groups of tokens older
 //! than a recent window, that window in f16; or every position in f16), `kv_load` materializes the cache
 //! as f32 for the attention kernels before a step, and `kv_rotate` applies the orthonormal Hadamard
-//! rotation to queries and keys (which leaves attention unchanged and makes keys easier to quantize).
+//! rotation to queries and keys (which leaves attention unchanged and makes keys easier to quantize);
+//! `kv_gear` and `kv_gear_load` add GEAR's outliers and low-rank error correction to the codes.
 //! The cache's layout is [`cache::KvLayout`]; each kernel's CPU twin is beside its descriptor.
 
 pub mod cache;
+pub mod gear;
 pub mod rotate;
 
 pub use cache::{KvLayout, KvLoad, KvStore};
+pub use gear::{KvGear, KvGearLoad};
 pub use rotate::KvRotate;
 
 wring_kernels_core::family!();

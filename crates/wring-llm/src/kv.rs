@@ -31,10 +31,28 @@ pub enum KvMode {
     /// `wring kv-calibrate` ([`crate::Llama::set_kv_lowrank`]); keys rebuilt and then rotated by RoPE at
     /// attention time, values rebuilt; the last [`WINDOW`] positions kept as f16 keys and values.
     LowRank { rank: usize },
+    /// GEAR: blocks of [`GEAR_GROUP`] positions x one head kept as Q + L + S: KIVI codes at `bits` (2 or
+    /// 4), with `sparse` the [`GEAR_SPARSITY`] most extreme entries kept exactly (f16 value and index), and
+    /// a rank-`rank` correction of the quantization error from a power iteration (0: none); the newest
+    /// positions stay in an f16 buffer of [`GEAR_GROUP`] until it is full (GEAR's streaming buffer).
+    Gear {
+        bits: u32,
+        sparse: bool,
+        rank: usize,
+    },
 }
 
+/// GEAR's block of positions and its streaming buffer (the recipe's group size and `streaming_gap`, 64).
+pub const GEAR_GROUP: usize = 64;
+
+/// GEAR's outlier share (the recipe's `left = 0.02`): half the largest, half the smallest entries.
+pub const GEAR_SPARSITY: f64 = 0.02;
+
+/// GEAR's rank per block (the recipe's per-chunk rank 2).
+pub const GEAR_RANK: usize = 2;
+
 /// The modes `KvMode::from_str` accepts, for error messages and help texts.
-pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys), lowrank:R (R features per position, with factors from wring kv-calibrate)";
+pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys), lowrank:R (R features per position, with factors from wring kv-calibrate), gear (GEAR at 2 bits: codes + 2% outliers + rank-2 error), gear:B[:PARTS] (B = 2 or 4 bits; PARTS = q, qs, ql or qls: codes with outliers S and/or low rank L)";
 
 impl std::str::FromStr for KvMode {
     type Err = LlmError;
@@ -61,6 +79,40 @@ impl std::str::FromStr for KvMode {
                 }
                 KvMode::LowRank { rank }
             }
+            "gear" => KvMode::Gear {
+                bits: 2,
+                sparse: true,
+                rank: GEAR_RANK,
+            },
+            _ if s.starts_with("gear:") => {
+                let mut parts = s["gear:".len()..].split(':');
+                let bits = match parts.next() {
+                    Some("2") => 2,
+                    Some("4") => 4,
+                    _ => {
+                        return Err(LlmError::Request(format!(
+                            "KV cache mode {s:?}: GEAR keeps 2 or 4 bits (gear:2, gear:4)"
+                        )));
+                    }
+                };
+                let (sparse, rank) = match parts.next() {
+                    None | Some("qls") => (true, GEAR_RANK),
+                    Some("q") => (false, 0),
+                    Some("qs") => (true, 0),
+                    Some("ql") => (false, GEAR_RANK),
+                    Some(p) => {
+                        return Err(LlmError::Request(format!(
+                            "KV cache mode {s:?}: GEAR parts {p:?} are not q, qs, ql or qls"
+                        )));
+                    }
+                };
+                if parts.next().is_some() {
+                    return Err(LlmError::Request(format!(
+                        "KV cache mode {s:?}: expected gear:BITS[:PARTS]"
+                    )));
+                }
+                KvMode::Gear { bits, sparse, rank }
+            }
             _ => {
                 return Err(LlmError::Request(format!(
                     "unknown KV cache mode {s:?}: choose {MODES}"
@@ -79,6 +131,15 @@ impl std::fmt::Display for KvMode {
                 write!(f, "q{bits}{}", if *rotate { "h" } else { "" })
             }
             KvMode::LowRank { rank } => write!(f, "lowrank:{rank}"),
+            KvMode::Gear { bits, sparse, rank } => {
+                let parts = match (sparse, *rank > 0) {
+                    (true, true) => "",
+                    (false, false) => ":q",
+                    (true, false) => ":qs",
+                    (false, true) => ":ql",
+                };
+                write!(f, "gear:{bits}{parts}")
+            }
         }
     }
 }
@@ -97,6 +158,8 @@ impl KvMode {
                 capacity,
                 group: 1,
                 window: capacity,
+                outliers: 0,
+                rank: 0,
             },
             KvMode::Kivi { bits, rotate } => {
                 if rotate && !(cfg.head_dim.is_power_of_two() && cfg.head_dim <= 256) {
@@ -112,6 +175,8 @@ impl KvMode {
                     capacity,
                     group: KEY_GROUP,
                     window: WINDOW,
+                    outliers: 0,
+                    rank: 0,
                 }
             }
             // The ring of recent f16 keys and values; older positions are rebuilt from features.
@@ -129,6 +194,26 @@ impl KvMode {
                     capacity,
                     group: KEY_GROUP,
                     window: WINDOW,
+                    outliers: 0,
+                    rank: 0,
+                }
+            }
+            // Blocks of GEAR_GROUP tokens x one head; no window beyond the buffer of one block.
+            KvMode::Gear { bits, sparse, rank } => {
+                let block = (GEAR_GROUP * cfg.head_dim) as f64;
+                KvLayout {
+                    bits,
+                    kv,
+                    value_group: cfg.head_dim,
+                    capacity,
+                    group: GEAR_GROUP,
+                    window: 0,
+                    outliers: if sparse {
+                        (GEAR_SPARSITY / 2.0 * block).round() as usize
+                    } else {
+                        0
+                    },
+                    rank,
                 }
             }
         };
@@ -168,6 +253,8 @@ impl KvMode {
                 capacity,
                 group: 1,
                 window: capacity,
+                outliers: 0,
+                rank: 0,
             }),
             _ => None,
         }

@@ -5,7 +5,7 @@ use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{Weights, matmul_weights};
-use wring_runtime::kernels::kv::{KvLayout, KvLoad, KvRotate, KvStore};
+use wring_runtime::kernels::kv::{KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore};
 use wring_runtime::kernels::tensor::{Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul};
 use wring_runtime::kernels::{DType, Strided};
 use wring_runtime::{Context, Tensor};
@@ -741,6 +741,14 @@ impl Llama {
                             upto: pos0,
                         };
                         step.run(&load, &[("store", store), ("k", k), ("v", v)])?;
+                        // GEAR blocks: the low-rank correction added, the outliers put back.
+                        if layout.gear() && self.compressed > 0 {
+                            let complete = KvGearLoad {
+                                layout: *layout,
+                                compressed: self.compressed,
+                            };
+                            step.run(&complete, &[("store", store), ("k", k), ("v", v)])?;
+                        }
                     }
                     (k, v)
                 }
@@ -865,6 +873,14 @@ impl Llama {
                     &store_step,
                     &[("k", k_cache), ("v", v_cache), ("store", store)],
                 )?;
+                if layout.gear() && store_step.upto > self.compressed {
+                    let blocks = KvGear {
+                        layout: *layout,
+                        compressed: self.compressed,
+                        upto: store_step.upto,
+                    };
+                    step.run(&blocks, &[("k", k_cache), ("v", v_cache), ("store", store)])?;
+                }
             }
             keep(&mut step, 1, &a)?;
             matmul_weights(&mut step, &layer.wo, &a, &o)?;

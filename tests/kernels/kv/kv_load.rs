@@ -3,44 +3,15 @@
 //! 1e-10 (each value is one multiply-add of stored f16 numbers; an adapter may fuse it, the twin does not).
 
 use wring::kernels::kv::{KvLoad, cache};
-use wring::kernels::{Choice, DType, Variant, check::Tolerance};
+use wring::kernels::Variant;
 
-use super::{layout, random_store, variant_bits};
-use crate::harness::{Case, Rng, copy_into, guarded_upload};
+use super::{layout, read_case, variant_bits};
+use crate::harness::Case;
 use crate::kernels::{Planned, planned, variants};
 
 fn load_case(v: &'static Variant, u: KvLoad, seed: u64) -> Case<'static> {
-    let mut rng = Rng::new(seed);
-    let store = random_store(&u.layout, &mut rng);
     let n = u.upto * u.layout.kv;
-    // Outputs start with random values: positions a kernel leaves alone must keep them.
-    let (k0, v0) = (rng.vec(n, -3.0, 3.0), rng.vec(n, -3.0, 3.0));
-    let (mut k, mut vv) = (k0.clone(), v0.clone());
-    cache::cpu_load(&u, &store, &mut k, &mut vv);
-    let expected = [k, vv].concat();
-    Case {
-        name: format!("kv_load variant={} {u:?} seed={seed}", v.name),
-        tol: Tolerance::Nmse(1e-10),
-        out_dtype: DType::F32,
-        out_shape: vec![expected.len()],
-        expected,
-        record: Box::new(move |ctx, step, out| {
-            let ts = ctx.upload(&[store.len()], &store)?;
-            let (tk, tv) = (
-                guarded_upload(ctx, &[n], &k0)?,
-                guarded_upload(ctx, &[n], &v0)?,
-            );
-            step.run_with(
-                &u,
-                Choice::Force(&v.name),
-                &[("store", &ts), ("k", &tk), ("v", &tv)],
-            )?;
-            copy_into(step, &tk, out, 0)?;
-            copy_into(step, &tv, out, n)
-        }),
-        needs_f16: false,
-        needs_subgroup: false,
-    }
+    read_case(v, u, &u.layout, n, seed, cache::cpu_load)
 }
 
 pub fn cases() -> Vec<Planned> {
