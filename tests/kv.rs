@@ -11,6 +11,22 @@ use wring::llm::{GgufTokenizer, KvMode, Llama, LlamaConfig, check_kv_budget};
 use crate::fixture;
 use crate::llm::model;
 
+/// The streaming protocol at ctx 128 in steps of 16 over 2 chunks of the perplexity text: a closure
+/// from a mode to its perplexity, all on one model whose cache is replaced per mode.
+fn streaming_ppl() -> impl FnMut(&str) -> f64 {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
+    move |mode: &str| {
+        m.set_kv_mode(ctx, mode.parse().unwrap()).unwrap();
+        m.perplexity_streaming(ctx, &ids, 128, Some(2), None, 16, |_, _, _| Ok(()))
+            .unwrap()
+            .ppl
+    }
+}
+
 /// Streaming perplexity at ctx 128 in steps of 16 over 2 chunks: positions are compressed from position
 /// 64 on (a 32-token window, then whole 32-token key groups), so the scored second half of each chunk
 /// reads 32 to 96 compressed positions. Measured on lavapipe (126 scored tokens, so noisy): f16 -0.01 %,
@@ -18,24 +34,14 @@ use crate::llm::model;
 /// within 0.5 %, q4h within 10 %, and q2 worse than q4h but finite.
 #[test]
 fn every_kv_mode_follows_the_f32_cache() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
-    let ctx = crate::harness::ctx();
-    let mut m = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
-    let ppl = |m: &mut Llama, mode: &str| {
-        m.set_kv_mode(ctx, mode.parse().unwrap()).unwrap();
-        m.perplexity_streaming(ctx, &ids, 128, Some(2), None, 16, |_, _, _| Ok(()))
-            .unwrap()
-            .ppl
-    };
-    let base = ppl(&mut m, "f32");
+    let mut ppl = streaming_ppl();
+    let base = ppl("f32");
     let off = |p: f64| 100.0 * (p / base - 1.0);
     let (f16, q8, q4h, q2) = (
-        off(ppl(&mut m, "f16")),
-        off(ppl(&mut m, "q8")),
-        off(ppl(&mut m, "q4h")),
-        off(ppl(&mut m, "q2")),
+        off(ppl("f16")),
+        off(ppl("q8")),
+        off(ppl("q4h")),
+        off(ppl("q2")),
     );
     eprintln!("f32 PPL {base:.4}; f16 {f16:+.3} %, q8 {q8:+.3} %, q4h {q4h:+.3} %, q2 {q2:+.3} %");
     assert!(f16.abs() < 0.1, "f16 {f16:+.3} %");
@@ -54,17 +60,7 @@ fn every_kv_mode_follows_the_f32_cache() {
 /// gear:2 +80.2 %, gear:4 -1.6 %.
 #[test]
 fn gear_parts_bring_the_cache_closer() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
-    let ctx = crate::harness::ctx();
-    let mut m = Llama::load(ctx, &g, 128, |_, _| {}).unwrap();
-    let mut ppl = |mode: &str| {
-        m.set_kv_mode(ctx, mode.parse().unwrap()).unwrap();
-        m.perplexity_streaming(ctx, &ids, 128, Some(2), None, 16, |_, _, _| Ok(()))
-            .unwrap()
-            .ppl
-    };
+    let mut ppl = streaming_ppl();
     let base = ppl("f32");
     let off = |p: f64| 100.0 * (p / base - 1.0);
     let (q2, qls2, qls4) = (off(ppl("gear:2:q")), off(ppl("gear:2")), off(ppl("gear:4")));
@@ -77,6 +73,37 @@ fn gear_parts_bring_the_cache_closer() {
         qls4 < qls2,
         "gear:4 {qls4:+.3} % against gear:2 {qls2:+.3} %"
     );
+}
+
+/// EMS: a budget no smaller than the context never compacts, so it must give the f32 cache's perplexity
+/// exactly (slots are positions and the scores only read attention); a budget of 64 at ctx 128 compacts
+/// after every 16-token step past 64 slots (8 slots merged, 8 evicted) and costs perplexity, but stays
+/// finite and below twice f32's (measured on lavapipe: 31.15 against 30.07, +3.6 %). Decoding past the
+/// budget keeps the slots at the budget while positions go on.
+#[test]
+fn ems_keeps_the_cache_within_its_budget() {
+    let mut ppl = streaming_ppl();
+    let base = ppl("f32");
+    let (whole, tight) = (ppl("ems:128"), ppl("ems:64"));
+    eprintln!("f32 PPL {base:.4}; ems:128 {whole:.4}; ems:64 {tight:.4}");
+    assert_eq!(whole, base, "a budget of the whole context changes nothing");
+    assert!(
+        tight.is_finite() && tight > base && tight < 2.0 * base,
+        "ems:64 {tight}"
+    );
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ids = tok.encode(&fixture::text("perplexity_text.txt")).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load_with(ctx, &g, 128, "ems:48".parse().unwrap(), |_, _| {}).unwrap();
+    let mut logits = m.forward(ctx, &ids[..40], false).unwrap();
+    assert_eq!(m.kv_slots(), 40);
+    for _ in 0..30 {
+        let next = argmax(&logits);
+        logits = m.forward(ctx, &[next], false).unwrap();
+        assert!(logits.iter().all(|x| x.is_finite()));
+    }
+    assert_eq!((m.pos, m.kv_slots()), (70, 48));
 }
 
 /// Decoding one token at a time crosses key-group boundaries inside the generation: the greedy text from
@@ -166,7 +193,16 @@ fn bad_kv_modes_are_refused() {
     let err = "q3".parse::<KvMode>().unwrap_err().to_string();
     assert!(err.contains("q3") && err.contains("q4h"), "{err}");
     assert!("".parse::<KvMode>().is_err());
-    for bad in ["gear:3", "gear:2:x", "gear:2:q:1", "gear:"] {
+    for bad in [
+        "gear:3",
+        "gear:2:x",
+        "gear:2:q:1",
+        "gear:",
+        "ems:0",
+        "ems:32",
+        "ems:x",
+        "ems:9000",
+    ] {
         let err = bad.parse::<KvMode>().unwrap_err().to_string();
         assert!(err.contains(bad), "{bad}: {err}");
     }

@@ -8,22 +8,22 @@
 //
 // Selection is exact and the same on every adapter: each entry gets a unique 29-bit key (its f16 value's
 // order, then its index, lower first) and a radix select over four digits finds the key of the
-// `outliers`-th largest, so that exactly `outliers` entries are taken from each side, ties included.
+// `outliers`-th largest (`shaders/common/radix.wgsl`), so that exactly `outliers` entries are taken from
+// each side, ties included.
 #import invocation
 #import kv
+#import radix
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> store: array<u32>;
 
-var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> mark: array<atomic<u32>, MARK_WORDS>;
 var<workgroup> stat: array<vec2<f32>, MAX_SIDE>;
 // The token factor [group][rank] at 0, the channel factor [value_group][rank] at MAX_FACTOR.
 var<workgroup> fac: array<f32, 2 * MAX_FACTOR>;
 const CHAN: u32 = MAX_FACTOR;
-var<workgroup> chosen: array<u32, 2>;
 
 struct Block {
     tensor: u32,
@@ -60,47 +60,19 @@ fn key_of(x: f32, e: u32, side: u32) -> u32 {
     return select(key, 0x1fffffffu - key, side == 1u);
 }
 
-// The `outliers`-th largest key of one side: four digits (8, 8, 8 and 5 bits) from the top, each found
-// by a histogram of the entries that match the digits above it.
+// The selection keys radix_select ranks: those of the block and side being selected.
+var<private> selecting: Block;
+var<private> selecting_side: u32;
+
+fn radix_key(e: u32) -> u32 {
+    return key_of(entry(selecting, e), e, selecting_side);
+}
+
+// The `outliers`-th largest key of one side.
 fn select_side(b: Block, side: u32, inv: Invocation) -> u32 {
-    let n = params.group * params.value_group;
-    var prefix = 0u;
-    var need = params.outliers;
-    for (var d = 0u; d < 4u; d++) {
-        let shift = select(21u - 8u * d, 0u, d == 3u);
-        let width = select(8u, 5u, d == 3u);
-        let top = shift + width;
-        for (var i = inv.lid; i < 256u; i += WG) {
-            atomicStore(&hist[i], 0u);
-        }
-        workgroupBarrier();
-        for (var e = inv.lid; e < n; e += WG) {
-            let key = key_of(entry(b, e), e, side);
-            if (top >= 29u || (key >> top) == (prefix >> top)) {
-                atomicAdd(&hist[(key >> shift) & ((1u << width) - 1u)], 1u);
-            }
-        }
-        workgroupBarrier();
-        if (inv.lid == 0u) {
-            var cum = 0u;
-            var digit = 0u;
-            for (var j = i32((1u << width) - 1u); j >= 0; j--) {
-                let h = atomicLoad(&hist[j]);
-                if (cum + h >= need) {
-                    digit = u32(j);
-                    break;
-                }
-                cum += h;
-            }
-            chosen[0] = prefix | (digit << shift);
-            chosen[1] = need - cum;
-        }
-        workgroupBarrier();
-        prefix = chosen[0];
-        need = chosen[1];
-        workgroupBarrier();
-    }
-    return prefix;
+    selecting = b;
+    selecting_side = side;
+    return radix_select(params.group * params.value_group, params.outliers, inv);
 }
 
 fn marked(e: u32) -> bool {

@@ -77,6 +77,8 @@ catalogue! {
     quant::qmatvec,
     sparse::gmatmul,
     sparse::gmatvec,
+    kv::kv_ems_compact,
+    kv::kv_ems_score,
     kv::kv_gear,
     kv::kv_gear_load,
     kv::kv_load,

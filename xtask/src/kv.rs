@@ -55,9 +55,26 @@ fn modes(n_ctx: usize, quick: bool) -> Vec<&'static str> {
     if quick {
         vec!["f32", "q8", "q4h", "q2h"]
     } else if n_ctx <= 512 {
-        vec!["f32", "q8", "q4", "q4h", "q2", "q2h"]
+        // GEAR with its ablations (codes alone, + outliers, + low rank, all three) at 2 and 4 bits.
+        vec![
+            "f32",
+            "q8",
+            "q4",
+            "q4h",
+            "q2",
+            "q2h",
+            "gear:2",
+            "gear:2:q",
+            "gear:2:qs",
+            "gear:2:ql",
+            "gear:4",
+            "gear:4:q",
+            "gear:4:qs",
+            "gear:4:ql",
+        ]
     } else {
-        vec!["q4", "q2h"]
+        // EMS at three budgets: 128, 256 and 512 slots per head of the 2,048-token context.
+        vec!["q4", "q2h", "gear:2", "ems:256", "ems:128", "ems:512"]
     }
 }
 
@@ -183,11 +200,18 @@ fn row(
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let kv: KvMode = mode.parse().map_err(|x| e(&x))?;
     long.set_kv_mode(ctx, kv).map_err(|x| e(&x))?;
+    // EMS holds its budget's slots whatever the context: their bytes spread over the context's tokens.
+    let bytes_per_token = match kv {
+        KvMode::Ems { budget } => {
+            kv.bytes_per_token(&long.cfg) * budget.min(n_ctx) as f64 / n_ctx as f64
+        }
+        _ => kv.bytes_per_token(&long.cfg),
+    };
     let r = Row {
         mode: mode.into(),
         n_ctx,
         chunks,
-        bytes_per_token: kv.bytes_per_token(&long.cfg),
+        bytes_per_token,
         cache_bytes_4k: long.kv_bytes(),
         ppl: q.ppl,
         delta_ppl_pct: 100.0 * (q.ppl / f16_ppl - 1.0),
@@ -217,7 +241,8 @@ pub fn table(r: &KvReport) -> String {
         "# KV cache modes on {}\n\nStreaming protocol: the first {} tokens of {}, each chunk run {} tokens at a time, the past \
          stored in the mode's form between steps; llama-perplexity's scored positions (second half of each chunk). \
          ΔPPL, mean KLD and top-1 against the f16 cache (PPL {}). Bytes per token: keys and values of all 30 layers, every \
-         code and statistic (f16: 23,040). Cache at 4k: device bytes of the whole cache for 4,096 positions, including a \
+         code and statistic (f16: 23,040); for ems:B, the B slots per head it keeps (f32 keys and values and their \
+         scores) over the context's tokens. Cache at 4k: device bytes of the whole cache for 4,096 positions, including a \
          packed mode's f32 working cache. Decode: greedy steps per second with 512 / 4,000 positions cached.\n\n\
          | mode | ctx | bytes/token | x smaller than f16 | cache at 4k (MiB) | PPL | ΔPPL | mean KLD | top-1 | decode tok/s @512 | @4k |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -266,7 +291,7 @@ pub fn plot(path: &Path, r: &KvReport) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..50_000.0f64, (0.999..hi * 1.1).log_scale())
+        .build_cartesian_2d(0.0..50_000.0f64, 0.99..hi * 1.05)
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()

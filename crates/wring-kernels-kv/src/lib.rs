@@ -3,14 +3,17 @@
 //! than a recent window, that window in f16; or every position in f16), `kv_load` materializes the cache
 //! as f32 for the attention kernels before a step, and `kv_rotate` applies the orthonormal Hadamard
 //! rotation to queries and keys (which leaves attention unchanged and makes keys easier to quantize);
-//! `kv_gear` and `kv_gear_load` add GEAR's outliers and low-rank error correction to the codes.
+//! `kv_gear` and `kv_gear_load` add GEAR's outliers and low-rank error correction to the codes;
+//! `kv_ems_score` and `kv_ems_compact` keep an f32 cache within a per-head budget (EMS evict-then-merge).
 //! The cache's layout is [`cache::KvLayout`]; each kernel's CPU twin is beside its descriptor.
 
 pub mod cache;
+pub mod ems;
 pub mod gear;
 pub mod rotate;
 
 pub use cache::{KvLayout, KvLoad, KvStore};
+pub use ems::{EmsLayout, KvEmsCompact, KvEmsScore};
 pub use gear::{KvGear, KvGearLoad};
 pub use rotate::KvRotate;
 

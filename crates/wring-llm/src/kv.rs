@@ -5,7 +5,7 @@
 //! each layer's attention; how that compares with reading the codes inside attention is measured by
 //! `cargo xtask bench kv`.
 
-use wring_runtime::kernels::kv::KvLayout;
+use wring_runtime::kernels::kv::{EmsLayout, KvLayout};
 
 use crate::{LlamaConfig, LlmError};
 
@@ -40,7 +40,14 @@ pub enum KvMode {
         sparse: bool,
         rank: usize,
     },
+    /// EMS: an f32 cache of at most `budget` slots per key/value head; when a step leaves more, the last
+    /// [`EMS_WINDOW`] are kept, the best scored older ones kept as centers, the next tier merged into
+    /// them and the rest evicted (`wring_kernels_kv::ems`).
+    Ems { budget: usize },
 }
+
+/// The recent slots an EMS compaction keeps as they are (the local observation window's size).
+pub const EMS_WINDOW: usize = 32;
 
 /// GEAR's block of positions and its streaming buffer (the recipe's group size and `streaming_gap`, 64).
 pub const GEAR_GROUP: usize = 64;
@@ -52,7 +59,7 @@ pub const GEAR_SPARSITY: f64 = 0.02;
 pub const GEAR_RANK: usize = 2;
 
 /// The modes `KvMode::from_str` accepts, for error messages and help texts.
-pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys), lowrank:R (R features per position, with factors from wring kv-calibrate), gear (GEAR at 2 bits: codes + 2% outliers + rank-2 error), gear:B[:PARTS] (B = 2 or 4 bits; PARTS = q, qs, ql or qls: codes with outliers S and/or low rank L)";
+pub const MODES: &str = "f32, f16, q8, q4, q2 (KIVI codes), q8h, q4h, q2h (the same after a Hadamard rotation of queries and keys), lowrank:R (R features per position, with factors from wring kv-calibrate), gear (GEAR at 2 bits: codes + 2% outliers + rank-2 error), gear:B[:PARTS] (B = 2 or 4 bits; PARTS = q, qs, ql or qls: codes with outliers S and/or low rank L), ems:B (evict-then-merge to B slots per head, B above 32)";
 
 impl std::str::FromStr for KvMode {
     type Err = LlmError;
@@ -84,6 +91,18 @@ impl std::str::FromStr for KvMode {
                 sparse: true,
                 rank: GEAR_RANK,
             },
+            _ if s.starts_with("ems:") => {
+                let budget = s["ems:".len()..].parse::<usize>().map_err(|_| {
+                    LlmError::Request(format!("KV cache mode {s:?}: the budget must be a number"))
+                })?;
+                if budget <= EMS_WINDOW || budget > wring_runtime::kernels::kv::ems::MAX_SLOTS {
+                    return Err(LlmError::Request(format!(
+                        "KV cache mode {s:?}: a budget of {budget} slots per head must be above the window of {EMS_WINDOW} and at most {}",
+                        wring_runtime::kernels::kv::ems::MAX_SLOTS
+                    )));
+                }
+                KvMode::Ems { budget }
+            }
             _ if s.starts_with("gear:") => {
                 let mut parts = s["gear:".len()..].split(':');
                 let bits = match parts.next() {
@@ -140,6 +159,7 @@ impl std::fmt::Display for KvMode {
                 };
                 write!(f, "gear:{bits}{parts}")
             }
+            KvMode::Ems { budget } => write!(f, "ems:{budget}"),
         }
     }
 }
@@ -151,6 +171,10 @@ impl KvMode {
         let kv = cfg.n_kv_heads * cfg.head_dim;
         let layout = match *self {
             KvMode::F32 => return Ok(None),
+            KvMode::Ems { .. } => {
+                self.ems_layout(cfg, capacity)?;
+                return Ok(None);
+            }
             KvMode::F16 => KvLayout {
                 bits: 16,
                 kv,
@@ -223,6 +247,28 @@ impl KvMode {
         Ok(Some(layout))
     }
 
+    /// An EMS cache's layout for `capacity` slots (None for other modes), checked.
+    pub fn ems_layout(
+        &self,
+        cfg: &LlamaConfig,
+        capacity: usize,
+    ) -> Result<Option<EmsLayout>, LlmError> {
+        let KvMode::Ems { budget } = *self else {
+            return Ok(None);
+        };
+        let l = EmsLayout {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            capacity,
+            budget,
+            window: EMS_WINDOW,
+        };
+        l.check("kv cache")
+            .map_err(|e| LlmError::Request(format!("KV cache mode {self}: {e}")))?;
+        Ok(Some(l))
+    }
+
     /// Whether queries and keys are rotated.
     pub fn rotates(&self) -> bool {
         matches!(self, KvMode::Kivi { rotate: true, .. })
@@ -233,9 +279,14 @@ impl KvMode {
     /// `(WINDOW + KEY_GROUP)` positions at f16 cost, whatever the context ([`Llama::kv_bytes`] counts it).
     ///
     /// [`Llama::kv_bytes`]: crate::Llama::kv_bytes
+    /// For EMS it is the bytes of one kept slot (f32 keys and values and three f32 of state per head):
+    /// the cache never holds more than `budget` (plus one step) of them, whatever the context.
     pub fn bytes_per_token(&self, cfg: &LlamaConfig) -> f64 {
         let per_layer = match (self, self.layout(cfg, 1)) {
             (KvMode::LowRank { rank }, _) => 4.0 * *rank as f64,
+            (KvMode::Ems { .. }, _) => {
+                8.0 * (cfg.n_kv_heads * cfg.head_dim) as f64 + 12.0 * cfg.n_kv_heads as f64
+            }
             (_, Ok(Some(l))) => l.bytes_per_position(),
             _ => 8.0 * (cfg.n_kv_heads * cfg.head_dim) as f64,
         };

@@ -5,7 +5,9 @@ use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{Weights, matmul_weights};
-use wring_runtime::kernels::kv::{KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore};
+use wring_runtime::kernels::kv::{
+    EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore,
+};
 use wring_runtime::kernels::tensor::{Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul};
 use wring_runtime::kernels::{DType, Strided};
 use wring_runtime::{Context, Tensor};
@@ -34,6 +36,13 @@ enum LayerCache {
         v: Tensor,
     },
     Packed(Tensor),
+    /// EMS: f32 keys and values in slots (at most the budget per head after each step) and the slots'
+    /// scores and compaction scratch (`wring_kernels_kv::ems`).
+    Ems {
+        k: Tensor,
+        v: Tensor,
+        state: Tensor,
+    },
     /// CSKV: the f16 ring of recent keys and values (a 16-bit `KvLayout`), the f16 features of every
     /// position (keys', values'), and the factors: `a` hidden -> features, `b` features -> keys before RoPE
     /// and values.
@@ -60,9 +69,17 @@ impl LayerCache {
     fn new(
         ctx: &Context,
         layout: Option<&KvLayout>,
+        ems: Option<&EmsLayout>,
         positions: usize,
         kv: usize,
     ) -> Result<LayerCache, LlmError> {
+        if let Some(e) = ems {
+            return Ok(LayerCache::Ems {
+                k: ctx.empty(&[positions * kv], DType::F32)?,
+                v: ctx.empty(&[positions * kv], DType::F32)?,
+                state: ctx.empty(&[e.state_words()], DType::U32)?,
+            });
+        }
         Ok(match layout {
             None => LayerCache::F32 {
                 k: ctx.empty(&[positions * kv], DType::F32)?,
@@ -76,6 +93,7 @@ impl LayerCache {
         match self {
             LayerCache::F32 { k, v } => k.bytes() + v.bytes(),
             LayerCache::Packed(t) => t.bytes(),
+            LayerCache::Ems { k, v, state } => k.bytes() + v.bytes() + state.bytes(),
             LayerCache::LowRank { ring, features, .. } => ring.bytes() + features.bytes(),
         }
     }
@@ -200,6 +218,10 @@ pub struct Llama {
     kv_layout: Option<KvLayout>,
     /// Positions of a packed cache held as codes (the rest are in its f16 ring).
     compressed: usize,
+    /// An EMS cache's layout, and the slots each of its heads holds (positions once compacted are
+    /// merged or gone, so slots and positions part ways).
+    ems: Option<EmsLayout>,
+    slots: usize,
     /// The f32 keys and values a packed cache is decompressed into before each layer's attention, shared
     /// by every layer (the step's launches run in order).
     work: Option<[Tensor; 2]>,
@@ -396,6 +418,7 @@ impl Llama {
             return Err(low_rank_needs_factors(kv_mode));
         }
         let kv_layout = kv_mode.layout(&cfg, max_context)?;
+        let ems = kv_mode.ems_layout(&cfg, max_context)?;
         check_kv_budget(&cfg, max_context, kv_mode, kv_budget())?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
@@ -407,7 +430,7 @@ impl Llama {
                 ffn_norm: src.vector(ctx, &n("ffn_norm"))?,
                 gate_up: Projection::load(ctx, src, &[n("ffn_gate"), n("ffn_up")])?,
                 w_down: get(&n("ffn_down"))?,
-                cache: LayerCache::new(ctx, kv_layout.as_ref(), max_context, kv)?,
+                cache: LayerCache::new(ctx, kv_layout.as_ref(), ems.as_ref(), max_context, kv)?,
             });
             progress(l + 1, cfg.n_layers);
         }
@@ -427,6 +450,8 @@ impl Llama {
             lowrank: None,
             kv_mode,
             kv_layout,
+            ems,
+            slots: 0,
             compressed: 0,
             cfg,
             launch_times: Vec::new(),
@@ -439,12 +464,15 @@ impl Llama {
             return Err(low_rank_needs_factors(mode));
         }
         let layout = mode.layout(&self.cfg, self.max_context)?;
+        let ems = mode.ems_layout(&self.cfg, self.max_context)?;
         check_kv_budget(&self.cfg, self.max_context, mode, kv_budget())?;
         let kv = self.cfg.n_kv_heads * self.cfg.head_dim;
         self.work = None;
         for layer in &mut self.layers {
-            layer.cache = LayerCache::new(ctx, layout.as_ref(), self.max_context, kv)?;
+            layer.cache =
+                LayerCache::new(ctx, layout.as_ref(), ems.as_ref(), self.max_context, kv)?;
         }
+        self.ems = ems;
         self.work = working_cache(ctx, layout.as_ref(), self.max_context * kv)?;
         self.lowrank = None;
         self.kv_mode = mode;
@@ -549,6 +577,11 @@ impl Llama {
                     zero(v)?;
                 }
                 LayerCache::Packed(t) => zero(t)?,
+                LayerCache::Ems { k, v, state } => {
+                    zero(k)?;
+                    zero(v)?;
+                    zero(state)?;
+                }
                 LayerCache::LowRank { ring, features, .. } => {
                     zero(ring)?;
                     zero(features)?;
@@ -558,6 +591,7 @@ impl Llama {
         step.submit()?;
         self.pos = pos;
         self.compressed = self.kv_layout.map_or(0, |l| l.compressible(0, pos));
+        self.slots = self.ems.map_or(pos, |e| pos.min(e.budget));
         Ok(())
     }
 
@@ -582,6 +616,16 @@ impl Llama {
     pub fn reset(&mut self) {
         self.pos = 0;
         self.compressed = 0;
+        self.slots = 0;
+    }
+
+    /// Slots an EMS cache holds per head (the positions filled in other modes).
+    pub fn kv_slots(&self) -> usize {
+        if self.ems.is_some() {
+            self.slots
+        } else {
+            self.pos
+        }
     }
 
     /// Runs `tokens` at the next positions, appends them to the cache, and returns the logits of every
@@ -647,6 +691,10 @@ impl Llama {
         let (e, kv, hd) = (c.n_embd, c.n_kv_heads * c.head_dim, c.head_dim);
         let pos0 = self.pos;
         let kv_len = pos0 + t;
+        // Where the step's keys go and what attention reads: the positions themselves, except in an EMS
+        // cache, whose heads hold `slots` (RoPE still rotates by position).
+        let cache_pos = if self.ems.is_some() { self.slots } else { pos0 };
+        let cache_len = cache_pos + t;
         let ids = ctx.upload(&[t], tokens)?;
         let positions: Vec<i32> = (pos0..kv_len).map(|p| p as i32).collect();
         let pos = ctx.upload(&[t], &positions)?;
@@ -675,11 +723,11 @@ impl Llama {
         };
         let attn = Attention {
             tokens: t,
-            kv_len,
+            kv_len: cache_len,
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
-            pos0,
+            pos0: cache_pos,
             scale: 1.0 / (hd as f32).sqrt(),
         };
         // One set of scratch tensors serves every layer: the step's launches run in order, and wgpu puts a
@@ -687,8 +735,8 @@ impl Llama {
         // layer would keep all of them alive until the step is submitted (hundreds of MiB for a long prompt).
         let (h, h2, qr) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_heads, hd])?);
         let (scores, probs) = (
-            f32t(&[t * c.n_heads * kv_len])?,
-            f32t(&[t * c.n_heads * kv_len])?,
+            f32t(&[t * c.n_heads * cache_len])?,
+            f32t(&[t * c.n_heads * cache_len])?,
         );
         let (a, o, x_mid, d, gated) = (
             f32t(&[t, e])?,
@@ -732,7 +780,7 @@ impl Llama {
             // A packed cache is decompressed into the working cache first; this step's keys and values
             // are then written there, attended to, and stored into the packed cache.
             let (k_cache, v_cache) = match (&layer.cache, &self.work, &self.kv_layout) {
-                (LayerCache::F32 { k, v }, _, _) => (k, v),
+                (LayerCache::F32 { k, v }, _, _) | (LayerCache::Ems { k, v, .. }, _, _) => (k, v),
                 (LayerCache::Packed(store), Some([k, v]), Some(layout)) => {
                     if pos0 > 0 {
                         let load = KvLoad {
@@ -835,7 +883,7 @@ impl Llama {
             let r = RopeQkv {
                 rope,
                 n_kv_heads: c.n_kv_heads,
-                cache_pos: pos0,
+                cache_pos,
                 q: qkv[0].1,
                 k: qkv[1].1,
                 v: qkv[2].1,
@@ -862,10 +910,27 @@ impl Llama {
                 step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
             }
             attention(&mut step, &attn, &qr, k_cache, v_cache, &scores, &probs, &a)?;
+            // EMS: the step's attention added to the slots' scores, then the cache brought back to its
+            // budget when the step left more.
+            if let (LayerCache::Ems { k, v, state }, Some(e)) = (&layer.cache, &self.ems) {
+                let score = KvEmsScore {
+                    layout: *e,
+                    cache_pos,
+                    tokens: t,
+                };
+                step.run(&score, &[("probs", &probs), ("state", state)])?;
+                if cache_len > e.budget {
+                    let compact = KvEmsCompact {
+                        layout: *e,
+                        n: cache_len,
+                    };
+                    step.run(&compact, &[("k", k), ("v", v), ("state", state)])?;
+                }
+            }
             let packed = match &layer.cache {
                 LayerCache::Packed(store) => Some(store),
                 LayerCache::LowRank { ring, .. } => Some(ring),
-                LayerCache::F32 { .. } => None,
+                LayerCache::F32 { .. } | LayerCache::Ems { .. } => None,
             };
             if let (Some(store), Some(layout)) = (packed, &self.kv_layout) {
                 let store_step = KvStore::after_step(*layout, self.compressed, pos0, kv_len);
@@ -933,6 +998,7 @@ impl Llama {
         let report = step.submit()?;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
+        self.slots = self.ems.map_or(kv_len, |e| cache_len.min(e.budget));
         if let Some(layout) = &self.kv_layout {
             self.compressed = layout.compressible(self.compressed, kv_len);
         }
@@ -1248,6 +1314,10 @@ pub fn check_kv_budget(
         // The features' store, and the shared f32 features and rebuilt keys.
         per_layer += 4 * f.words() as u128;
         shared += (max_context as u128) * (2 * f.kv as u128 + kv as u128) * 4;
+    }
+    if let Some(e) = mode.ems_layout(cfg, max_context)? {
+        // EMS allocates the f32 cache for the whole context (one step may fill it) and the slots' state.
+        per_layer += 4 * e.state_words() as u128;
     }
     let cache_bytes = per_layer * (cfg.n_layers as u128) + shared;
     if cache_bytes > u128::from(budget) {

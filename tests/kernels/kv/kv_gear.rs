@@ -21,7 +21,11 @@ fn inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let x = rng.uniform(-1.0, 1.0) + 0.5 * ((i % 13) as f32 * 0.3).sin();
-            if rng.next_u64().is_multiple_of(97) { 8.0 * x } else { x }
+            if rng.next_u64().is_multiple_of(97) {
+                8.0 * x
+            } else {
+                x
+            }
         })
         .collect()
 }

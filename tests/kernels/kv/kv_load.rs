@@ -2,8 +2,8 @@
 //! valid random store (codes, statistics, ring) and checks both outputs, sentinel-guarded. Budget: NMSE
 //! 1e-10 (each value is one multiply-add of stored f16 numbers; an adapter may fuse it, the twin does not).
 
-use wring::kernels::kv::{KvLoad, cache};
 use wring::kernels::Variant;
+use wring::kernels::kv::{KvLoad, cache};
 
 use super::{layout, read_case, variant_bits};
 use crate::harness::Case;

@@ -1,5 +1,8 @@
 //! The KV-cache family's case generators, and the store every case starts from.
 
+pub mod kv_ems;
+pub mod kv_ems_compact;
+pub mod kv_ems_score;
 pub mod kv_gear;
 pub mod kv_gear_load;
 pub mod kv_load;
