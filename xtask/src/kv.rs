@@ -135,7 +135,8 @@ pub fn run(
     };
     // Decode speed and cache bytes at 4,096 positions, from one model with that context.
     let mut long = Llama::load(&ctx, &g, 4096, |_, _| {}).map_err(|x| e(&x))?;
-    let contexts: &[usize] = if quick { &[256] } else { &[512, 2048] };
+    // The long context first: its rows (EMS budgets) are the ones no other context gives.
+    let contexts: &[usize] = if quick { &[256] } else { &[2048, 512] };
     for &n_ctx in contexts {
         let chunks = tokens / n_ctx;
         let mut m = Llama::load_with(&ctx, &g, n_ctx, KvMode::F16, |_, _| {}).map_err(|x| e(&x))?;

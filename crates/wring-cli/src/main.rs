@@ -66,7 +66,8 @@ enum Command {
         /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
         /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
         /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
+        /// at most B f32 slots per head, B above 32).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
@@ -102,7 +103,8 @@ enum Command {
         /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
         /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
         /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
+        /// at most B f32 slots per head, B above 32).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
@@ -192,7 +194,8 @@ enum Command {
         /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
         /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
         /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls).
+        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
+        /// at most B f32 slots per head, B above 32).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
