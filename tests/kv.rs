@@ -269,6 +269,8 @@ fn full_rank_low_rank_cache_equals_the_f16_cache() {
     };
     let f16 = run(&mut m);
     let factors = identity_factors(&g, &m.cfg);
+    // From an EMS cache, whose slots must not outlive it (the low-rank cache counts positions).
+    m.set_kv_mode(ctx, "ems:64".parse().unwrap()).unwrap();
     m.set_kv_lowrank(ctx, &factors).unwrap();
     assert_eq!(m.kv_mode().to_string(), "lowrank:192");
     let low = run(&mut m);

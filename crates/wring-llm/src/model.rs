@@ -543,6 +543,7 @@ impl Llama {
         });
         self.work = working_cache(ctx, Some(&layout), self.max_context * kv)?;
         self.kv_mode = mode;
+        self.ems = None;
         self.kv_layout = Some(layout);
         self.reset();
         Ok(())
