@@ -12,7 +12,7 @@
 use wring::kernels::kv::{KvGear, KvGearLoad, KvLayout, KvLoad, cache, gear};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
 
-use super::{gear_layout, random_store, read_case, variant_bits};
+use super::{code_step_budget, gear_layout, random_store, read_case, variant_bits};
 use crate::harness::{Case, Rng, copy_into, guarded_upload};
 use crate::kernels::{Planned, planned, variant, variants};
 
@@ -58,9 +58,7 @@ fn gear_case(v: &'static Variant, u: KvGear, seed: u64) -> Case<'static> {
     gear::cpu_gear(&u, &k, &vv, &mut store);
     // Blocks before `compressed` are the random store's: read back as they are, on both sides.
     let expected = twin_back(l, &store, u.upto);
-    let step = 4.0 / ((1u32 << l.bits) - 1) as f64;
-    let energy: f64 = expected.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-    let budget = (4.0 * step * step / energy).max(1e-9);
+    let budget = code_step_budget(&l, &expected, 4.0, 1e-9);
     Case {
         name: format!("kv_gear variant={} {u:?} seed={seed}", v.name),
         tol: Tolerance::Nmse(budget),

@@ -11,7 +11,7 @@
 use wring::kernels::kv::{KvLoad, KvStore, cache};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
 
-use super::{layout, random_store, variant_bits};
+use super::{code_step_budget, layout, random_store, variant_bits};
 use crate::harness::{Case, Rng, copy_into, guarded_upload};
 use crate::kernels::{Planned, planned, variants};
 
@@ -31,14 +31,7 @@ fn store_case(v: &'static Variant, u: KvStore, seed: u64) -> Case<'static> {
     let (mut k_out, mut v_out) = (vec![0.0; n], vec![0.0; n]);
     cache::cpu_load(&back, &store, &mut k_out, &mut v_out);
     let expected = [k_out, v_out].concat();
-    // One code step of the coarsest group: a range of 4 (inputs in [-2, 2]) over the levels.
-    let step = if l.quantized() {
-        4.0 / ((1u32 << l.bits) - 1) as f64
-    } else {
-        0.0
-    };
-    let energy: f64 = expected.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-    let budget = (2.0 * step * step / energy).max(1e-10);
+    let budget = code_step_budget(&l, &expected, 2.0, 1e-10);
     Case {
         name: format!("kv_store variant={} {u:?} seed={seed}", v.name),
         tol: Tolerance::Nmse(budget),

@@ -146,6 +146,18 @@ pub fn ring_layout(capacity: usize) -> KvLayout {
     }
 }
 
+/// An NMSE budget of `codes` values each off by one code step of the coarsest group (a range of 4: inputs
+/// in [-2, 2]) over the energy of `expected`, at least `floor`; no steps in f16.
+pub fn code_step_budget(l: &KvLayout, expected: &[f32], codes: f64, floor: f64) -> f64 {
+    let step = if l.quantized() {
+        4.0 / ((1u32 << l.bits) - 1) as f64
+    } else {
+        0.0
+    };
+    let energy: f64 = expected.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    (codes * step * step / energy).max(floor)
+}
+
 /// The bits a variant stores.
 pub fn variant_bits(name: &str) -> u32 {
     match name {
