@@ -205,6 +205,7 @@ fn fallback_device_without_optional_features_runs_auto_choices() {
             disable_subgroup: true,
             profile: false,
             max_binding_bytes: None,
+            q8_activations: false,
         },
     )
     .unwrap();

@@ -75,6 +75,8 @@ catalogue! {
     tensor::softmax,
     quant::qmatmul,
     quant::qmatvec,
+    quant::qmatvec_q8,
+    quant::quantize_q8,
     sparse::gmatmul,
     sparse::gmatvec,
     kv::kv_ems_compact,

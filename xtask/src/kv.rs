@@ -139,6 +139,22 @@ pub fn run(
     let contexts: &[usize] = if quick { &[256] } else { &[2048, 512] };
     for &n_ctx in contexts {
         let chunks = tokens / n_ctx;
+        // A resumed run skips a context whose rows are all kept: its f16 reference alone costs a
+        // quarter of an hour on a CPU adapter, and the kept f16 row already holds its perplexity.
+        let kept_f16 = report
+            .rows
+            .iter()
+            .find(|r| r.mode == "f16" && r.n_ctx == n_ctx)
+            .map(|r| r.ppl);
+        if let Some(ppl) = kept_f16
+            && modes(n_ctx, quick)
+                .iter()
+                .all(|m| only.is_some_and(|o| o != *m) || done(&report, m, n_ctx))
+        {
+            eprintln!("== ctx {n_ctx}: every row kept from the interrupted run");
+            report.f16_ppl.push((n_ctx, ppl));
+            continue;
+        }
         let mut m = Llama::load_with(&ctx, &g, n_ctx, KvMode::F16, |_, _| {}).map_err(|x| e(&x))?;
         eprintln!("== f16 reference: {chunks} chunks of {n_ctx}, steps of {STEP}");
         let start = Instant::now();

@@ -59,6 +59,11 @@ enum Command {
         /// Time every kernel launch with timestamp queries and print where decode time goes.
         #[arg(long)]
         profile: bool,
+        /// Keep decode activations in f32. By default, products with Q4_0, Q4_1 and Q8_0 weights quantize
+        /// each decode step's activations to 8 bits and use integer dot products, as llama.cpp's CPU back
+        /// end does.
+        #[arg(long)]
+        f32_activations: bool,
         /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
         #[arg(long)]
         weights: Option<std::path::PathBuf>,
@@ -393,14 +398,20 @@ fn main() -> ExitCode {
             seed,
             stop,
             profile,
+            f32_activations,
             weights,
             kv_cache,
             kv_factors,
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
             .and_then(|sampler| {
                 let source = Source::open(model, weights, kv_factors)?;
+                let options = ContextOptions {
+                    profile,
+                    q8_activations: !f32_activations,
+                    ..Default::default()
+                };
                 generate(
-                    &source, &prompt, max_tokens, sampler, &stop, profile, kv_cache,
+                    &source, &prompt, max_tokens, sampler, &stop, options, kv_cache,
                 )
             })
             .map_err(|e| e.to_string()),
@@ -850,15 +861,13 @@ fn generate(
     max_tokens: usize,
     sampler: wring_llm::Sampler,
     stops: &[String],
-    profile: bool,
+    options: ContextOptions,
     kv_cache: wring_llm::KvMode,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
-    let ctx = Context::new(ContextOptions {
-        profile,
-        ..Default::default()
-    })?;
+    let profile = options.profile;
+    let ctx = Context::new(options)?;
     let load = std::time::Instant::now();
     let mut llm = load_with_progress(&ctx, source, kv_cache)?;
     eprintln!(

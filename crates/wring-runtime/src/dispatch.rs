@@ -8,7 +8,7 @@ use wring_quant::group::{GroupMatrix, Layout, Stats};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::DType;
-use crate::kernels::quant::{Qmatmul, Qmatvec};
+use crate::kernels::quant::{Qmatmul, Qmatvec, QmatvecQ8, QuantizeQ8, qmatvec_q8};
 use crate::kernels::sparse::{Gmatmul, Gmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
@@ -120,7 +120,9 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 }
 
 /// `y = x w^T` for a weight tensor `w` [n, k] of any format and activations `x` [m, k]; `y` is f32
-/// [m, n]. Quantized weights go to qmatvec for one row, for batches on CPU adapters (its 8-row tiles
+/// [m, n]. One row of f32 activations against Q4_0, Q4_1 or Q8_0 weights, in a context with
+/// `q8_activations`, is quantized to 8 bits and multiplied with integer dot products (quantize_q8 +
+/// qmatvec_q8). Otherwise quantized weights go to qmatvec for one row, for batches on CPU adapters (its 8-row tiles
 /// need no barriers) and for f16 activations, and to the tiled qmatmul for batches on GPUs; float
 /// weights go to matvec for one row and matmul otherwise.
 ///
@@ -157,6 +159,26 @@ fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Res
     let (m, _) = dims2(x, "x")?;
     let caps = *step.caps();
     match w.dtype() {
+        DType::Block(format)
+            if m == 1
+                && x.dtype() == DType::F32
+                && step.context().q8_activations()
+                && qmatvec_q8::FORMATS.contains(&format) =>
+        {
+            tracing::debug!(
+                "quantized weights: quantize_q8 + qmatvec_q8 (one row, 8-bit activations)"
+            );
+            let quantize = QuantizeQ8 { k, rows: 1 };
+            let q = step.context().empty(&[quantize.words()], DType::U32)?;
+            step.run(&quantize, &[("x", x), ("q", &q)])?;
+            let yv = y
+                .reshape(&[n])
+                .ok_or_else(|| Error::Shape(format!("y must be [1, {n}]")))?;
+            step.run(
+                &QmatvecQ8 { format, n, k },
+                &[("w", w), ("x", &q), ("y", &yv)],
+            )
+        }
         DType::Block(format) if m == 1 || caps.software || x.dtype() == DType::F16 => {
             tracing::debug!(
                 m,

@@ -447,6 +447,11 @@ impl Step<'_> {
 }
 
 impl Step<'_> {
+    /// The context this step records for (scratch tensors, options).
+    pub fn context(&self) -> &Context {
+        self.ctx
+    }
+
     /// The capabilities of the device this step records for.
     pub fn caps(&self) -> &wring_kernels_core::Caps {
         self.ctx.caps()

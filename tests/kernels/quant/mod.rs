@@ -2,3 +2,5 @@
 
 pub mod qmatmul;
 pub mod qmatvec;
+pub mod qmatvec_q8;
+pub mod quantize_q8;

@@ -1,0 +1,159 @@
+//! `shaders/quant/qmatvec_q8.wgsl`: the decode product `y = W x` with W in Q4_0, Q4_1 or Q8_0 blocks and x
+//! quantized to 8 bits by `quantize_q8`, through packed integer dot products: llama.cpp's CPU back end's
+//! method, beside the f32-activation `qmatvec`.
+
+use wring_quant::BlockFormat;
+
+use wring_kernels_core::dtype::DType;
+use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
+use wring_kernels_core::reduce::tree_sum;
+use wring_kernels_core::{Kernel, Operand};
+
+use crate::qmatvec::Params;
+use crate::quantize_q8::UNIT_WORDS;
+
+/// The weight formats with an integer-dot product.
+pub const FORMATS: [BlockFormat; 3] = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0];
+
+/// `y[n] = W[n][k] x[k]` for one activation row `x` quantized by [`crate::QuantizeQ8`] (`k / 32 *
+/// UNIT_WORDS` words) and W in one of [`FORMATS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QmatvecQ8 {
+    /// W's block format.
+    pub format: BlockFormat,
+    /// Rows of W (outputs).
+    pub n: usize,
+    /// Columns of W (inputs), a whole number of blocks.
+    pub k: usize,
+}
+
+impl Kernel for QmatvecQ8 {
+    fn kernel(&self) -> &'static str {
+        "qmatvec_q8"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        vec![
+            Operand::read("w", DType::Block(self.format), 0).shape(&[self.n, self.k]),
+            Operand::read("x", DType::U32, self.k / 32 * UNIT_WORDS),
+            Operand::write("y", DType::F32, self.n),
+        ]
+    }
+
+    /// CPU adapters get the `lanes` variant (8 invocations, each owning 8 whole rows, so an activation unit
+    /// is loaded once for 8 rows); GPUs a 64-invocation workgroup per row, reduced through subgroups where
+    /// they exist.
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let QmatvecQ8 { format, n, k } = *self;
+        plan::ensure(FORMATS.contains(&format), "qmatvec_q8", || {
+            format!("{format} has no integer-dot product (Q4_0, Q4_1 and Q8_0 have)")
+        })?;
+        plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec_q8", || {
+            format!("k = {k} is not a whole number of {format} blocks")
+        })?;
+        let fmt = DType::Block(format).name();
+        let (reduction, why) = plan::row_reduction(caps);
+        let v = crate::select(
+            "qmatvec_q8",
+            &format!("{fmt}_{}", reduction.matvec_name()),
+            why,
+            caps,
+            choice,
+        )?;
+        plan::ensure(v.name.starts_with(fmt), "qmatvec_q8", || {
+            format!("variant {} does not read {format}", v.id())
+        })?;
+        let row_bytes = format.bytes_for(k).map_err(|e| KernelError::Shape {
+            kernel: "qmatvec_q8",
+            what: e.to_string(),
+        })?;
+        plan::index_u32("qmatvec_q8", "n * row bytes", n.saturating_mul(row_bytes))?;
+        let params = Params {
+            n: n as u32,
+            k: k as u32,
+            batch: 1,
+            row_bytes: row_bytes as u32,
+        };
+        let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
+            u64::from(v.define_u32("WG") * v.define_u32("ROWS"))
+        } else {
+            1
+        };
+        let workgroups = plan::grid_2d("qmatvec_q8", n, 1, rows_per_group, 1, caps)?;
+        Ok(Plan {
+            variant: v,
+            params: bytemuck::bytes_of(&params).to_vec(),
+            workgroups,
+        })
+    }
+}
+
+/// One unit's scaled integer dot product, as the shader's `unit_dot`: the 32 products summed exactly, then
+/// the format's scaling in the shader's order.
+fn unit_dot(format: BlockFormat, block: &[u8], codes: &[i8], d: f32, s: f32) -> f32 {
+    let f16 = |at: usize| half::f16::from_le_bytes([block[at], block[at + 1]]).to_f32();
+    match format {
+        BlockFormat::Q8_0 => {
+            let acc: i32 = (0..32)
+                .map(|j| i32::from(block[2 + j] as i8) * i32::from(codes[j]))
+                .sum();
+            f16(0) * d * acc as f32
+        }
+        BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+            let qs = if format == BlockFormat::Q4_0 { 2 } else { 4 };
+            let acc: i32 = (0..16)
+                .map(|j| {
+                    let b = block[qs + j];
+                    i32::from(b & 15) * i32::from(codes[j])
+                        + i32::from(b >> 4) * i32::from(codes[j + 16])
+                })
+                .sum();
+            if format == BlockFormat::Q4_0 {
+                f16(0) * (d * acc as f32 - 8.0 * s)
+            } else {
+                f16(0) * d * acc as f32 + f16(2) * s
+            }
+        }
+        other => unreachable!("{other} has no integer-dot product"),
+    }
+}
+
+/// CPU twin: each of `wg` invocations takes the row's units in turn and adds their scaled dot products in
+/// order, then the tree of `shaders/common/reduce.wgsl` combines the invocations (`wg = 1`: the `lanes`
+/// variant's order). `xq` is [`crate::quantize_q8::cpu`]'s output.
+pub fn cpu(
+    format: BlockFormat,
+    w: &[u8],
+    xq: &[u32],
+    y: &mut [f32],
+    n: usize,
+    k: usize,
+    wg: usize,
+) {
+    let row_bytes = format.bytes_for(k).expect("k is a whole number of blocks");
+    let units = k / 32;
+    let unit_bytes = format.block_bytes();
+    let mut slots = vec![0f32; wg];
+    for (row, out) in y.iter_mut().enumerate().take(n) {
+        slots.fill(0.0);
+        for (lid, slot) in slots.iter_mut().enumerate() {
+            for u in (lid..units).step_by(wg) {
+                let unit = &xq[u * UNIT_WORDS..][..UNIT_WORDS];
+                let codes: Vec<i8> = unit[..8]
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect();
+                let block = &w[row * row_bytes + u * unit_bytes..][..unit_bytes];
+                *slot += unit_dot(
+                    format,
+                    block,
+                    &codes,
+                    f32::from_bits(unit[8]),
+                    f32::from_bits(unit[9]),
+                );
+            }
+        }
+        *out = tree_sum(&mut slots);
+    }
+}
