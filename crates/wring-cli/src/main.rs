@@ -112,6 +112,11 @@ enum Command {
         /// at most B f32 slots per head, B above 32).
         #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
         kv_cache: wring_llm::KvMode,
+        /// Quantize activations to 8 bits in the products with Q4_0, Q4_1 and Q8_0 weights (integer dot
+        /// products, as llama.cpp's CPU back end and llama-perplexity on such a file do); by default they
+        /// stay f32.
+        #[arg(long)]
+        q8_activations: bool,
         /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
         #[arg(long)]
         kv_factors: Option<std::path::PathBuf>,
@@ -478,9 +483,18 @@ fn main() -> ExitCode {
             kl_base,
             stream,
             kv_cache,
+            q8_activations,
             kv_factors,
         } => Source::open(model, weights, kv_factors)
-            .and_then(|source| perplexity(&source, &file, ctx, chunks, kl_base, stream, kv_cache))
+            .and_then(|source| {
+                let options = ContextOptions {
+                    q8_activations,
+                    ..Default::default()
+                };
+                perplexity(
+                    &source, &file, ctx, chunks, kl_base, stream, kv_cache, options,
+                )
+            })
             .map_err(|e| e.to_string()),
         Command::KvCalibrate {
             model,
@@ -956,13 +970,14 @@ fn perplexity(
     kl_base: bool,
     stream: Option<usize>,
     kv_cache: wring_llm::KvMode,
+    options: ContextOptions,
 ) -> Result<(), wring_llm::LlmError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         wring_llm::LlmError::Request(format!("cannot read {}: {e}", file.display()))
     })?;
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let ids = tok.encode(&text)?;
-    let ctx = Context::new(ContextOptions::default())?;
+    let ctx = Context::new(options)?;
     let mut llm = source.load(&ctx, n_ctx, kv_cache, |_, _| {})?;
     if kv_cache != wring_llm::KvMode::F32 && stream.is_none() {
         eprintln!(

@@ -15,8 +15,8 @@ use crate::quantize_q8::UNIT_WORDS;
 /// The weight formats with an integer-dot product.
 pub const FORMATS: [BlockFormat; 3] = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0];
 
-/// `y[n] = W[n][k] x[k]` for one activation row `x` quantized by [`crate::QuantizeQ8`] (`k / 32 *
-/// UNIT_WORDS` words) and W in one of [`FORMATS`].
+/// `y[b][n] = W[n][k] x[b][k]` for `batch` activation rows quantized by [`crate::QuantizeQ8`] (`k / 32 *
+/// UNIT_WORDS` words each) and W in one of [`FORMATS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QmatvecQ8 {
     /// W's block format.
@@ -25,6 +25,8 @@ pub struct QmatvecQ8 {
     pub n: usize,
     /// Columns of W (inputs), a whole number of blocks.
     pub k: usize,
+    /// Activation rows.
+    pub batch: usize,
 }
 
 impl Kernel for QmatvecQ8 {
@@ -35,16 +37,25 @@ impl Kernel for QmatvecQ8 {
     fn operands(&self) -> Vec<Operand> {
         vec![
             Operand::read("w", DType::Block(self.format), 0).shape(&[self.n, self.k]),
-            Operand::read("x", DType::U32, self.k / 32 * UNIT_WORDS),
-            Operand::write("y", DType::F32, self.n),
+            Operand::read("x", DType::U32, self.batch * self.k / 32 * UNIT_WORDS),
+            Operand::write("y", DType::F32, 0).shape(&[self.batch, self.n]),
         ]
     }
 
-    /// CPU adapters get the `lanes` variant (8 invocations, each owning 8 whole rows, so an activation unit
-    /// is loaded once for 8 rows); GPUs a 64-invocation workgroup per row, reduced through subgroups where
-    /// they exist.
+    /// CPU adapters get the `lanes` variants (8 invocations, each owning whole rows, so an activation unit
+    /// is loaded once for several rows), over tiles of 8 activation rows for a batch (each weight unit read
+    /// once per tile); GPUs a 64-invocation workgroup per row and activation row, reduced through subgroups
+    /// where they exist.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        let QmatvecQ8 { format, n, k } = *self;
+        let QmatvecQ8 {
+            format,
+            n,
+            k,
+            batch,
+        } = *self;
+        plan::ensure(batch >= 1, "qmatvec_q8", || {
+            "the batch must have at least one row".into()
+        })?;
         plan::ensure(FORMATS.contains(&format), "qmatvec_q8", || {
             format!("{format} has no integer-dot product (Q4_0, Q4_1 and Q8_0 have)")
         })?;
@@ -53,9 +64,14 @@ impl Kernel for QmatvecQ8 {
         })?;
         let fmt = DType::Block(format).name();
         let (reduction, why) = plan::row_reduction(caps);
+        let b = if batch > 1 && reduction == plan::RowReduction::Narrow {
+            8
+        } else {
+            1
+        };
         let v = crate::select(
             "qmatvec_q8",
-            &format!("{fmt}_{}", reduction.matvec_name()),
+            &format!("{fmt}_b{b}_{}", reduction.matvec_name()),
             why,
             caps,
             choice,
@@ -71,15 +87,16 @@ impl Kernel for QmatvecQ8 {
         let params = Params {
             n: n as u32,
             k: k as u32,
-            batch: 1,
+            batch: batch as u32,
             row_bytes: row_bytes as u32,
         };
+        let tile = u64::from(v.define_u32("BATCH"));
         let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
             u64::from(v.define_u32("WG") * v.define_u32("ROWS"))
         } else {
             1
         };
-        let workgroups = plan::grid_2d("qmatvec_q8", n, 1, rows_per_group, 1, caps)?;
+        let workgroups = plan::grid_2d("qmatvec_q8", n, batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),
@@ -118,9 +135,13 @@ fn unit_dot(format: BlockFormat, block: &[u8], codes: &[i8], d: f32, s: f32) -> 
     }
 }
 
-/// CPU twin: each of `wg` invocations takes the row's units in turn and adds their scaled dot products in
-/// order, then the tree of `shaders/common/reduce.wgsl` combines the invocations (`wg = 1`: the `lanes`
-/// variant's order). `xq` is [`crate::quantize_q8::cpu`]'s output.
+/// CPU twin: for each activation row, each of `wg` invocations takes the row's units in turn and adds
+/// their scaled dot products in order, then the tree of `shaders/common/reduce.wgsl` combines the
+/// invocations (`wg = 1`: the `lanes` variants' order). `xq` is [`crate::quantize_q8::cpu`]'s output.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a matrix product's shape and the shader's lane count"
+)]
 pub fn cpu(
     format: BlockFormat,
     w: &[u8],
@@ -128,17 +149,19 @@ pub fn cpu(
     y: &mut [f32],
     n: usize,
     k: usize,
+    batch: usize,
     wg: usize,
 ) {
     let row_bytes = format.bytes_for(k).expect("k is a whole number of blocks");
     let units = k / 32;
     let unit_bytes = format.block_bytes();
     let mut slots = vec![0f32; wg];
-    for (row, out) in y.iter_mut().enumerate().take(n) {
+    for i in 0..batch * n {
+        let (bi, row) = (i / n, i % n);
         slots.fill(0.0);
         for (lid, slot) in slots.iter_mut().enumerate() {
             for u in (lid..units).step_by(wg) {
-                let unit = &xq[u * UNIT_WORDS..][..UNIT_WORDS];
+                let unit = &xq[(bi * units + u) * UNIT_WORDS..][..UNIT_WORDS];
                 let codes: Vec<i8> = unit[..8]
                     .iter()
                     .flat_map(|w| w.to_le_bytes())
@@ -154,6 +177,6 @@ pub fn cpu(
                 );
             }
         }
-        *out = tree_sum(&mut slots);
+        y[i] = tree_sum(&mut slots);
     }
 }

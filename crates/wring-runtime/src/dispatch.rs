@@ -120,9 +120,9 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 }
 
 /// `y = x w^T` for a weight tensor `w` [n, k] of any format and activations `x` [m, k]; `y` is f32
-/// [m, n]. One row of f32 activations against Q4_0, Q4_1 or Q8_0 weights, in a context with
-/// `q8_activations`, is quantized to 8 bits and multiplied with integer dot products (quantize_q8 +
-/// qmatvec_q8). Otherwise quantized weights go to qmatvec for one row, for batches on CPU adapters (its 8-row tiles
+/// [m, n]. f32 activations against Q4_0, Q4_1 or Q8_0 weights, in a context with `q8_activations`, are
+/// quantized to 8 bits and multiplied with integer dot products (quantize_q8 + qmatvec_q8) for one row,
+/// and for batches on CPU adapters. Otherwise quantized weights go to qmatvec for one row, for batches on CPU adapters (its 8-row tiles
 /// need no barriers) and for f16 activations, and to the tiled qmatmul for batches on GPUs; float
 /// weights go to matvec for one row and matmul otherwise.
 ///
@@ -160,24 +160,25 @@ fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Res
     let caps = *step.caps();
     match w.dtype() {
         DType::Block(format)
-            if m == 1
+            if (m == 1 || caps.software)
                 && x.dtype() == DType::F32
                 && step.context().q8_activations()
                 && qmatvec_q8::FORMATS.contains(&format) =>
         {
             tracing::debug!(
-                "quantized weights: quantize_q8 + qmatvec_q8 (one row, 8-bit activations)"
+                m,
+                "quantized weights: quantize_q8 + qmatvec_q8 (8-bit activations; one row, or a CPU adapter)"
             );
-            let quantize = QuantizeQ8 { k, rows: 1 };
+            let quantize = QuantizeQ8 { k, rows: m };
             let q = step.context().empty(&[quantize.words()], DType::U32)?;
             step.run(&quantize, &[("x", x), ("q", &q)])?;
-            let yv = y
-                .reshape(&[n])
-                .ok_or_else(|| Error::Shape(format!("y must be [1, {n}]")))?;
-            step.run(
-                &QmatvecQ8 { format, n, k },
-                &[("w", w), ("x", &q), ("y", &yv)],
-            )
+            let unit = QmatvecQ8 {
+                format,
+                n,
+                k,
+                batch: m,
+            };
+            step.run(&unit, &[("w", w), ("x", &q), ("y", y)])
         }
         DType::Block(format) if m == 1 || caps.software || x.dtype() == DType::F16 => {
             tracing::debug!(

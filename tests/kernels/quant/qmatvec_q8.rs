@@ -3,7 +3,8 @@
 //! and the sums over units are f32). The twin's own error against the f32-activation product (the
 //! activations' 8-bit rounding) is bounded separately below: NMSE under 2e-4 on unit-scale inputs, the
 //! order of ggml test-backend-ops' 5e-4 for its Q8_1 matrix products. Shapes: one block, three, SmolLM2's
-//! 576 and 1536; 1 row and 67 (two workgroups of the lanes variants, ending inside a lane).
+//! 576 and 1536; 1 row and 67 (two workgroups of the b1 lanes variants, ending inside a lane); batches of
+//! 1 and 2 for the b1 variants, 3, 8 and 21 for the 8-row tiles.
 
 use wring::kernels::check::Tolerance;
 use wring::kernels::quant::{QmatvecQ8, qmatvec, qmatvec_q8, quantize_q8};
@@ -13,38 +14,52 @@ use wring::quant::BlockFormat;
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variant_format, variants};
 
-fn inputs(f: BlockFormat, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f32>, Vec<u32>) {
+fn inputs(
+    f: BlockFormat,
+    n: usize,
+    k: usize,
+    batch: usize,
+    seed: u64,
+) -> (Vec<u8>, Vec<f32>, Vec<u32>) {
     let mut rng = Rng::new(seed);
     let w = f
         .quantize_to_vec(&rng.vec(n * k, -0.08, 0.08))
         .expect("whole blocks");
-    let x = rng.vec(k, -1.0, 1.0);
-    let mut xq = vec![0u32; k / 32 * quantize_q8::UNIT_WORDS];
+    let x = rng.vec(batch * k, -1.0, 1.0);
+    let mut xq = vec![0u32; batch * k / 32 * quantize_q8::UNIT_WORDS];
     quantize_q8::cpu(&x, &mut xq);
     (w, x, xq)
 }
 
-fn case(v: &'static Variant, n: usize, k: usize, seed: u64) -> Case<'static> {
+fn case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Case<'static> {
     let f = variant_format(v);
-    let (w, _, xq) = inputs(f, n, k, seed);
+    let (w, _, xq) = inputs(f, n, k, batch, seed);
     let lanes = if v.define("ROW_PER_LANE").is_some() {
         1
     } else {
         v.define_u32("WG") as usize
     };
-    let mut y = vec![0f32; n];
-    qmatvec_q8::cpu(f, &w, &xq, &mut y, n, k, lanes);
+    let mut y = vec![0f32; batch * n];
+    qmatvec_q8::cpu(f, &w, &xq, &mut y, n, k, batch, lanes);
     Case {
-        name: format!("qmatvec_q8 variant={} n={n} k={k} seed={seed}", v.name),
+        name: format!(
+            "qmatvec_q8 variant={} n={n} k={k} batch={batch} seed={seed}",
+            v.name
+        ),
         tol: Tolerance::Nmse(1e-10),
         out_dtype: DType::F32,
-        out_shape: vec![n],
+        out_shape: vec![batch, n],
         expected: y,
         record: Box::new(move |ctx, step, out| {
             let tw = ctx.upload_blocks(&[n, k], f, &w)?;
             let tx = ctx.upload(&[xq.len()], &xq)?;
             step.run_with(
-                &QmatvecQ8 { format: f, n, k },
+                &QmatvecQ8 {
+                    format: f,
+                    n,
+                    k,
+                    batch,
+                },
                 Choice::Force(&v.name),
                 &[("w", &tw), ("x", &tx), ("y", out)],
             )
@@ -58,9 +73,19 @@ pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("qmatvec_q8") {
         let bl = variant_format(v).block_len();
+        // Decode variants: one row and two (GPU variants take batches through the grid); the 8-row tiles:
+        // within one tile, exactly one, and a ragged last one.
+        let batches: &[usize] = if v.define_u32("BATCH") == 1 {
+            &[1, 2]
+        } else {
+            &[3, 8, 21]
+        };
         for (i, k) in [bl, 3 * bl, 576, 1536].into_iter().enumerate() {
             for n in [1, 67] {
-                out.push(planned(v, move || case(v, n, k, (i * 100 + n) as u64)));
+                for &batch in batches {
+                    let seed = (i * 100 + n + 1000 * batch) as u64;
+                    out.push(planned(v, move || case(v, n, k, batch, seed)));
+                }
             }
         }
     }
@@ -74,10 +99,10 @@ fn q8_activations_stay_within_their_budget() {
     for f in qmatvec_q8::FORMATS {
         for k in [576, 1536] {
             let n = 64;
-            let (w, x, xq) = inputs(f, n, k, k as u64);
+            let (w, x, xq) = inputs(f, n, k, 1, k as u64);
             let (mut exact, mut q8) = (vec![0f32; n], vec![0f32; n]);
             qmatvec::cpu(f, &w, &x, &mut exact, n, k, 1, 1);
-            qmatvec_q8::cpu(f, &w, &xq, &mut q8, n, k, 1);
+            qmatvec_q8::cpu(f, &w, &xq, &mut q8, n, k, 1, 1);
             let num: f64 = exact
                 .iter()
                 .zip(&q8)
@@ -100,6 +125,7 @@ fn qmatvec_q8_refuses_other_formats() {
         format: BlockFormat::Q4_K,
         n: 4,
         k: 256,
+        batch: 1,
     }
     .plan(&wring::kernels::Caps::BASELINE, Choice::Auto)
     .unwrap_err();
