@@ -389,13 +389,31 @@ fn save(root: &Path, r: &suite::Report, opts: &suite::Options) -> std::io::Resul
     Ok(())
 }
 
-/// One llama-bench style measurement: tokens per second over repetitions.
+/// One llama-bench style measurement: tokens per second over repetitions, for one configuration.
 #[derive(Debug, serde::Serialize)]
 struct LlmRow {
+    config: String,
     test: String,
     reps: Vec<f64>,
     mean_tokens_per_s: f64,
     stddev: f64,
+    /// This row's mean over llama-bench's mean for the same test, in the same run.
+    vs_llama_cpp: Option<f64>,
+}
+
+/// What one configuration costs beside its speed.
+#[derive(Debug, serde::Serialize)]
+struct LlmConfig {
+    config: String,
+    /// Kernel launches of one decode step (the per-token launch budget).
+    launches_per_token: usize,
+    /// Seconds from a fresh context (no compiled pipelines) to the first token of a 5-token prompt,
+    /// loading included.
+    ttft_cold_s: f64,
+    /// Seconds to the first token of another 5-token prompt in the same context (pipelines compiled).
+    ttft_warm_s: f64,
+    /// Seconds to load the model (upload included), within the cold figure.
+    load_s: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -403,8 +421,13 @@ struct LlmReport {
     model: String,
     adapter: String,
     rows: Vec<LlmRow>,
+    configs: Vec<LlmConfig>,
     llama_bench: Option<String>,
+    /// llama-bench's mean tokens/s per test, parsed from its table.
+    llama_cpp: Vec<(String, f64)>,
     peak_rss_mib: f64,
+    model_file_mib: f64,
+    kv_cache_mib: f64,
 }
 
 fn stats(xs: &[f64]) -> (f64, f64) {
@@ -427,61 +450,95 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// llama-bench's method: pp512 (a 512-token prompt in one batch) and tg128 (128 tokens one at a time from
-/// an empty cache), random tokens, 5 repetitions after a warm-up, mean and standard deviation.
+/// an empty cache), random tokens, 5 repetitions after a warm-up, mean and standard deviation; for each
+/// configuration (f32 activations, the state before 8-bit activations, and q8 activations), with the
+/// launches per decode step and the time to first token cold and warm. llama-bench itself (on PATH, or
+/// `LLAMA_BENCH`) runs in the same command on the same file, and each row carries its ratio.
 fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     let path = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let g = wring_gguf::Gguf::open(&path)
         .map_err(|e| format!("{e} (fetch it with `bash .ci/fetch-model.sh`)"))?;
-    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions::default())
-        .map_err(|e| e.to_string())?;
-    let mut m = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {}).map_err(|e| e.to_string())?;
-    let vocab = m.cfg.vocab as u64;
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut random = |n: usize| -> Vec<u32> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % vocab) as u32
-            })
-            .collect()
-    };
+    let e = |x: &dyn std::fmt::Display| x.to_string();
     let (pp, tg, reps) = if quick { (64, 16, 2) } else { (512, 128, 5) };
     let mut rows = Vec::new();
-    for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
-        let mut runs = Vec::new();
-        for rep in 0..=reps {
-            let toks = random(n);
-            m.reset();
-            let start = std::time::Instant::now();
-            if test.starts_with("pp") {
-                m.forward(&ctx, &toks, false).map_err(|e| e.to_string())?;
-            } else {
-                for &t in &toks {
-                    m.forward(&ctx, &[t], false).map_err(|e| e.to_string())?;
+    let mut configs = Vec::new();
+    let mut adapter = String::new();
+    let mut kv_cache_mib = 0.0;
+    for (config, q8) in [("f32 activations", false), ("q8 activations", true)] {
+        let cold = std::time::Instant::now();
+        let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+            q8_activations: q8,
+            ..Default::default()
+        })
+        .map_err(|x| e(&x))?;
+        let mut m = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {}).map_err(|x| e(&x))?;
+        let load_s = cold.elapsed().as_secs_f64();
+        adapter = ctx.label();
+        kv_cache_mib = m.kv_bytes() as f64 / (1 << 20) as f64;
+        let vocab = m.cfg.vocab as u64;
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = |n: usize| -> Vec<u32> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % vocab) as u32
+                })
+                .collect()
+        };
+        m.forward(&ctx, &random(5), false).map_err(|x| e(&x))?;
+        let ttft_cold_s = cold.elapsed().as_secs_f64();
+        m.reset();
+        let warm = std::time::Instant::now();
+        m.forward(&ctx, &random(5), false).map_err(|x| e(&x))?;
+        let ttft_warm_s = warm.elapsed().as_secs_f64();
+        m.forward(&ctx, &random(1), false).map_err(|x| e(&x))?;
+        let launches_per_token = m.last_launches();
+        println!(
+            "{config}: {launches_per_token} launches per decode step; first token {ttft_cold_s:.2} s cold (load {load_s:.2} s), {ttft_warm_s:.3} s warm"
+        );
+        configs.push(LlmConfig {
+            config: config.into(),
+            launches_per_token,
+            ttft_cold_s,
+            ttft_warm_s,
+            load_s,
+        });
+        for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
+            let mut runs = Vec::new();
+            for rep in 0..=reps {
+                let toks = random(n);
+                m.reset();
+                let start = std::time::Instant::now();
+                if test.starts_with("pp") {
+                    m.forward(&ctx, &toks, false).map_err(|x| e(&x))?;
+                } else {
+                    for &t in &toks {
+                        m.forward(&ctx, &[t], false).map_err(|x| e(&x))?;
+                    }
+                }
+                let tps = n as f64 / start.elapsed().as_secs_f64();
+                // The first run compiles pipelines and warms the pool: not counted, as llama-bench's warm-up.
+                if rep > 0 {
+                    runs.push(tps);
                 }
             }
-            let tps = n as f64 / start.elapsed().as_secs_f64();
-            // The first run compiles pipelines and warms the pool: not counted, as llama-bench's warm-up.
-            if rep > 0 {
-                runs.push(tps);
-            }
+            let (mean, sd) = stats(&runs);
+            println!("{config:>16} {test:>6}: {mean:8.2} ± {sd:.2} tokens/s on {adapter}");
+            rows.push(LlmRow {
+                config: config.into(),
+                test,
+                reps: runs,
+                mean_tokens_per_s: mean,
+                stddev: sd,
+                vs_llama_cpp: None,
+            });
         }
-        let (mean, sd) = stats(&runs);
-        println!(
-            "{test:>6}: {mean:8.2} ± {sd:.2} tokens/s on {}",
-            ctx.label()
-        );
-        rows.push(LlmRow {
-            test,
-            reps: runs,
-            mean_tokens_per_s: mean,
-            stddev: sd,
-        });
     }
-    // llama.cpp's own numbers on this machine, in the same command, when llama-bench is on PATH.
-    let llama_bench = std::process::Command::new("llama-bench")
+    // llama.cpp's own numbers on this machine, in the same command.
+    let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
+    let llama_bench = std::process::Command::new(&exe)
         .args([
             "-m",
             &path.display().to_string(),
@@ -498,38 +555,50 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    let mut llama_cpp = Vec::new();
     match &llama_bench {
         Some(out) => {
             println!("{out}");
-            for r in &rows {
+            for test in [format!("pp{pp}"), format!("tg{tg}")] {
                 let theirs = out
                     .lines()
-                    .find(|l| {
-                        l.contains(&format!("| {:>13} |", r.test))
-                            || l.contains(&format!(" {} ", r.test))
-                    })
+                    .find(|l| l.contains(&format!(" {test} ")))
                     .and_then(|l| l.split('|').rev().nth(1))
                     .and_then(|c| c.split('±').next())
                     .and_then(|v| v.trim().parse::<f64>().ok());
                 if let Some(t) = theirs {
+                    llama_cpp.push((test, t));
+                }
+            }
+            for r in &mut rows {
+                if let Some((_, t)) = llama_cpp.iter().find(|(k, _)| *k == r.test) {
+                    r.vs_llama_cpp = Some(r.mean_tokens_per_s / t);
                     println!(
-                        "{}: wring / llama.cpp (CPU) = {:.2}",
+                        "{} {}: wring / llama.cpp (CPU) = {:.2}",
+                        r.config,
                         r.test,
                         r.mean_tokens_per_s / t
                     );
                 }
             }
         }
-        None => println!("llama-bench is not on PATH: no llama.cpp numbers in this run"),
+        None => println!("{exe} did not run: no llama.cpp numbers in this run"),
     }
     let peak = peak_rss_mib();
-    println!("peak host memory: {peak:.0} MiB");
+    let model_file_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
+    println!(
+        "peak host memory: {peak:.0} MiB (model file {model_file_mib:.0} MiB, KV cache {kv_cache_mib:.0} MiB)"
+    );
     Ok(LlmReport {
         model: path.display().to_string(),
-        adapter: ctx.label(),
+        adapter,
         rows,
+        configs,
         llama_bench,
+        llama_cpp,
         peak_rss_mib: peak,
+        model_file_mib,
+        kv_cache_mib,
     })
 }
 
@@ -562,6 +631,37 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
         dir.join("llm.json"),
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
+    let mut md = format!(
+        "# wring vs llama.cpp, {}\n\nCommand: `{command}`  \nModel: `{}`  \nAdapter: {}  \nPeer: llama-bench (llama.cpp's CPU back end, same file, same command)\n\n",
+        today(),
+        r.model,
+        r.adapter
+    );
+    md += "| configuration | test | wring tokens/s | llama.cpp tokens/s | ratio |\n|---|---|---:|---:|---:|\n";
+    for row in &r.rows {
+        let theirs = r.llama_cpp.iter().find(|(t, _)| *t == row.test).map(|(_, v)| *v);
+        md += &format!(
+            "| {} | {} | {:.2} ± {:.2} | {} | {} |\n",
+            row.config,
+            row.test,
+            row.mean_tokens_per_s,
+            row.stddev,
+            theirs.map_or("-".into(), |v| format!("{v:.2}")),
+            row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
+        );
+    }
+    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) |\n|---|---:|---:|---:|---:|\n";
+    for c in &r.configs {
+        md += &format!(
+            "| {} | {} | {:.2} | {:.2} | {:.3} |\n",
+            c.config, c.launches_per_token, c.ttft_cold_s, c.load_s, c.ttft_warm_s
+        );
+    }
+    md += &format!(
+        "\nPeak host memory (VmHWM, whole command): {:.0} MiB; model file {:.0} MiB; KV cache (1,024 positions) {:.0} MiB.\n",
+        r.peak_rss_mib, r.model_file_mib, r.kv_cache_mib
+    );
+    std::fs::write(dir.join("summary.md"), md)?;
     println!("results written to {}", dir.join("llm.json").display());
     Ok(())
 }

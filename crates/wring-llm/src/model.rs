@@ -230,6 +230,8 @@ pub struct Llama {
     /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
     /// profiles (timestamps); the `--profile` summary of the CLI reads it.
     launch_times: Vec<wring_runtime::LaunchTime>,
+    /// Kernel launches of the last forward step.
+    last_launches: usize,
 }
 
 impl std::fmt::Debug for Llama {
@@ -455,6 +457,7 @@ impl Llama {
             compressed: 0,
             cfg,
             launch_times: Vec::new(),
+            last_launches: 0,
         })
     }
 
@@ -606,6 +609,11 @@ impl Llama {
     pub fn kv_bytes(&self) -> u64 {
         let work: u64 = self.work.iter().flatten().map(Tensor::bytes).sum();
         self.layers.iter().map(|l| l.cache.bytes()).sum::<u64>() + work
+    }
+
+    /// Kernel launches the last forward step submitted (the per-token launch budget, for a decode step).
+    pub fn last_launches(&self) -> usize {
+        self.last_launches
     }
 
     /// The per-launch GPU times collected since the last call (empty unless the context profiles).
@@ -997,6 +1005,7 @@ impl Llama {
         let logits = f32t(&[rows, c.vocab])?;
         matmul_weights(&mut step, &self.output, &xn, &logits)?;
         let report = step.submit()?;
+        self.last_launches = report.launches;
         self.launch_times.extend(report.times.unwrap_or_default());
         self.pos = kv_len;
         self.slots = self.ems.map_or(kv_len, |e| cache_len.min(e.budget));
