@@ -60,6 +60,7 @@ macro_rules! catalogue {
 }
 
 catalogue! {
+    tensor::attn_fused,
     tensor::attn_pv,
     tensor::attn_scores,
     tensor::binary,

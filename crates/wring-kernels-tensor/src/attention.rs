@@ -1,5 +1,7 @@
 //! `shaders/attn_scores.wgsl` and `shaders/attn_pv.wgsl`: causal grouped-query attention in three launches
-//! (scores, softmax.wgsl with scale 1, weighted values) over a KV cache laid out [position][kv head][dim].
+//! (scores, softmax.wgsl with scale 1, weighted values) over a KV cache laid out [position][kv head][dim],
+//! for callers that need the probabilities (EMS scores its slots by them); `shaders/attn_fused.wgsl`: the
+//! same attention in one launch with an online softmax and no scores tensor.
 
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::reduce::NEG_MAX_F32;
@@ -88,6 +90,47 @@ impl Attention {
     /// The weighted-values launch of this attention: o [tokens][heads][head_dim].
     pub fn pv(self) -> AttnPv {
         AttnPv(self)
+    }
+
+    /// The whole attention in one launch with an online softmax and no scores tensor: o
+    /// [tokens][heads][head_dim].
+    pub fn fused(self) -> AttnFused {
+        AttnFused(self)
+    }
+
+    /// CPU twin of attn_fused, operation for operation: per (token, head), the keys in order with the
+    /// running maximum, the rescaled running sum and the rescaled accumulator.
+    pub fn cpu_fused(&self, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32]) {
+        let d = self.head_dim;
+        let group = self.n_heads / self.n_kv_heads;
+        for th in 0..self.tokens * self.n_heads {
+            let (h, t) = (th % self.n_heads, th / self.n_heads);
+            let qr = &q[th * d..][..d];
+            let mut acc = vec![0f32; d];
+            let (mut m, mut l) = (NEG_MAX_F32, 0f32);
+            for j in 0..self.kv_len.min(self.pos0 + t + 1) {
+                let base = (j * self.n_kv_heads + h / group) * d;
+                let kr = &k[base..][..d];
+                let mut s = 0f32;
+                for i in 0..d / 4 {
+                    s += qr[4 * i] * kr[4 * i]
+                        + qr[4 * i + 1] * kr[4 * i + 1]
+                        + qr[4 * i + 2] * kr[4 * i + 2]
+                        + qr[4 * i + 3] * kr[4 * i + 3];
+                }
+                s *= self.scale;
+                let m_new = m.max(s);
+                let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
+                l = l * c + p;
+                for (a, x) in acc.iter_mut().zip(&v[base..][..d]) {
+                    *a = *a * c + p * x;
+                }
+                m = m_new;
+            }
+            for (out, a) in o[th * d..][..d].iter_mut().zip(&acc) {
+                *out = a / l;
+            }
+        }
     }
 
     /// Values in the caches that a launch reads: kv_len positions of every key/value head.
@@ -205,5 +248,48 @@ impl Kernel for AttnPv {
         )?;
         let n = (a.tokens * a.n_heads * a.head_dim / 4) as u64;
         plan::per_item("attn_pv", v, n, bytemuck::bytes_of(&p), caps)
+    }
+}
+
+/// The head dimension attn_fused's private arrays hold at most.
+pub const FUSED_MAX_HEAD_DIM: usize = 128;
+
+/// `attn_fused`: the whole causal grouped-query attention in one launch (see [`Attention::fused`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnFused(pub Attention);
+
+impl Kernel for AttnFused {
+    fn kernel(&self) -> &'static str {
+        "attn_fused"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let a = &self.0;
+        let rows = a.tokens * a.n_heads;
+        vec![
+            Operand::read("q", DType::F32, rows * a.head_dim),
+            Operand::read("k", DType::F32, a.cache_len()),
+            Operand::read("v", DType::F32, a.cache_len()),
+            Operand::write("o", DType::F32, rows * a.head_dim),
+        ]
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let a = &self.0;
+        let p = a.check()?;
+        plan::ensure(a.head_dim <= FUSED_MAX_HEAD_DIM, "attn_fused", || {
+            format!(
+                "head_dim {} exceeds the {FUSED_MAX_HEAD_DIM} its private arrays hold",
+                a.head_dim
+            )
+        })?;
+        let v = crate::choose(
+            &crate::catalogue::attn_fused::F32,
+            "it is the only variant",
+            caps,
+            choice,
+        )?;
+        let n = (a.tokens * a.n_heads) as u64;
+        plan::per_item("attn_fused", v, n, bytemuck::bytes_of(&p), caps)
     }
 }

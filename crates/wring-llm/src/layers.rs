@@ -1,5 +1,6 @@
-//! The LLM's composites of kernel units: attention in three launches, and the RMSNorm with and without
-//! the residual add fused into it. Each checks nothing itself: `Step::run` checks every operand against
+//! The LLM's composites of kernel units: attention in three launches (for an EMS cache, which needs the
+//! probabilities; every other cache uses the one-launch attn_fused), and the RMSNorm with and without the
+//! residual add fused into it. Each checks nothing itself: `Step::run` checks every operand against
 //! its unit's declaration.
 
 use wring_runtime::kernels::tensor::{Attention, Rmsnorm, Softmax};

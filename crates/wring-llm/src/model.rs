@@ -743,10 +743,15 @@ impl Llama {
         // barrier between launches that write and then read (or overwrite) the same buffer. Allocating per
         // layer would keep all of them alive until the step is submitted (hundreds of MiB for a long prompt).
         let (h, h2, qr) = (f32t(&[t, e])?, f32t(&[t, e])?, f32t(&[t, c.n_heads, hd])?);
-        let (scores, probs) = (
-            f32t(&[t * c.n_heads * cache_len])?,
-            f32t(&[t * c.n_heads * cache_len])?,
-        );
+        // Attention runs in one launch with no scores tensor (attn_fused), except in an EMS cache, whose
+        // slot scores need the probabilities: there the three-launch composite fills these two.
+        let ems_scratch = match self.ems {
+            Some(_) => Some((
+                f32t(&[t * c.n_heads * cache_len])?,
+                f32t(&[t * c.n_heads * cache_len])?,
+            )),
+            None => None,
+        };
         let (a, o, x_mid, d, gated) = (
             f32t(&[t, e])?,
             f32t(&[t, e])?,
@@ -918,16 +923,26 @@ impl Llama {
                 };
                 step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
             }
-            attention(&mut step, &attn, &qr, k_cache, v_cache, &scores, &probs, &a)?;
+            match &ems_scratch {
+                Some((scores, probs)) => {
+                    attention(&mut step, &attn, &qr, k_cache, v_cache, scores, probs, &a)?;
+                }
+                None => step.run(
+                    &attn.fused(),
+                    &[("q", &qr), ("k", k_cache), ("v", v_cache), ("o", &a)],
+                )?,
+            }
             // EMS: the step's attention added to the slots' scores, then the cache brought back to its
             // budget when the step left more.
-            if let (LayerCache::Ems { k, v, state }, Some(e)) = (&layer.cache, &self.ems) {
+            if let (LayerCache::Ems { k, v, state }, Some(e), Some((_, probs))) =
+                (&layer.cache, &self.ems, &ems_scratch)
+            {
                 let score = KvEmsScore {
                     layout: *e,
                     cache_pos,
                     tokens: t,
                 };
-                step.run(&score, &[("probs", &probs), ("state", state)])?;
+                step.run(&score, &[("probs", probs), ("state", state)])?;
                 if cache_len > e.budget {
                     let compact = KvEmsCompact {
                         layout: *e,

@@ -1,5 +1,6 @@
 //! The tensor family's case generators.
 
+pub mod attn_fused;
 pub mod attn_pv;
 pub mod attn_scores;
 pub mod binary;
