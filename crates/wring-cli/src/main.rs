@@ -962,6 +962,10 @@ fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
     eprintln!("{:<44} {:>9} {:>11.2}", "total", times.len(), total / 1e6);
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per perplexity option of the command line"
+)]
 fn perplexity(
     source: &Source,
     file: &std::path::Path,

@@ -156,7 +156,7 @@ pub fn cpu(
     let units = k / 32;
     let unit_bytes = format.block_bytes();
     let mut slots = vec![0f32; wg];
-    for i in 0..batch * n {
+    for (i, out) in y.iter_mut().enumerate().take(batch * n) {
         let (bi, row) = (i / n, i % n);
         slots.fill(0.0);
         for (lid, slot) in slots.iter_mut().enumerate() {
@@ -177,6 +177,6 @@ pub fn cpu(
                 );
             }
         }
-        y[i] = tree_sum(&mut slots);
+        *out = tree_sum(&mut slots);
     }
 }
