@@ -3,7 +3,8 @@
 //! and the sums over units are f32). The twin's own error against the f32-activation product (the
 //! activations' 8-bit rounding) is bounded separately below: NMSE under 2e-4 on unit-scale inputs, the
 //! order of ggml test-backend-ops' 5e-4 for its Q8_1 matrix products. Shapes: one block, three, SmolLM2's
-//! 576 and 1536; 1 row and 67 (two workgroups of the b1 lanes variants, ending inside a lane); batches of
+//! 576 and 1536; 1 row, 67 (two workgroups of the b1 lanes variants, ending inside a lane) and 131 (two
+//! of the b8 lanes variants' 128); batches of
 //! 1 and 2 for the b1 variants, 3, 8 and 21 for the 8-row tiles.
 
 use wring::kernels::check::Tolerance;
@@ -81,7 +82,7 @@ pub fn cases() -> Vec<Planned> {
             &[3, 8, 21]
         };
         for (i, k) in [bl, 3 * bl, 576, 1536].into_iter().enumerate() {
-            for n in [1, 67] {
+            for n in [1, 67, 131] {
                 for &batch in batches {
                     let seed = (i * 100 + n + 1000 * batch) as u64;
                     out.push(planned(v, move || case(v, n, k, batch, seed)));
