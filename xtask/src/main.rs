@@ -585,7 +585,8 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         None => println!("{exe} did not run: no llama.cpp numbers in this run"),
     }
     let peak = peak_rss_mib();
-    let model_file_mib = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
+    let model_file_mib =
+        std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
     println!(
         "peak host memory: {peak:.0} MiB (model file {model_file_mib:.0} MiB, KV cache {kv_cache_mib:.0} MiB)"
     );
@@ -639,7 +640,11 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
     );
     md += "| configuration | test | wring tokens/s | llama.cpp tokens/s | ratio |\n|---|---|---:|---:|---:|\n";
     for row in &r.rows {
-        let theirs = r.llama_cpp.iter().find(|(t, _)| *t == row.test).map(|(_, v)| *v);
+        let theirs = r
+            .llama_cpp
+            .iter()
+            .find(|(t, _)| *t == row.test)
+            .map(|(_, v)| *v);
         md += &format!(
             "| {} | {} | {:.2} ± {:.2} | {} | {} |\n",
             row.config,
