@@ -168,6 +168,16 @@ pub fn variant(kernel: &str, name: &str) -> &'static Variant {
     kernels::find(kernel, name).unwrap_or_else(|| panic!("no variant {kernel}/{name}"))
 }
 
+/// The invocations a matrix-vector variant's twin splits a row between: 1 for the `lanes` variants (one
+/// lane walks a whole row), the workgroup size for those that share a row.
+pub fn twin_lanes(v: &Variant) -> usize {
+    if v.define("ROW_PER_LANE").is_some() {
+        1
+    } else {
+        v.define_u32("WG") as usize
+    }
+}
+
 /// The block format a quantized variant reads, from its FMT_* define.
 pub fn variant_format(v: &Variant) -> BlockFormat {
     BlockFormat::ALL

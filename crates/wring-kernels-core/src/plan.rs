@@ -247,6 +247,17 @@ pub fn row_reduction(caps: &Caps) -> (RowReduction, &'static str) {
     }
 }
 
+/// Output rows one workgroup of a matrix-vector variant covers: with `ROW_PER_LANE` each of its WG lanes
+/// owns ROWS whole rows (one where the variant defines no ROWS); otherwise the workgroup shares one row.
+pub fn rows_per_workgroup(v: &Variant) -> u64 {
+    if v.define("ROW_PER_LANE").is_some() {
+        let rows = v.define("ROWS").map_or(1, |_| v.define_u32("ROWS"));
+        u64::from(v.define_u32("WG") * rows)
+    } else {
+        1
+    }
+}
+
 /// How a one-workgroup-per-row kernel reduces its row (see [`row_reduction`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowReduction {

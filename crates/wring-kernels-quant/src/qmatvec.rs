@@ -118,11 +118,7 @@ impl Kernel for Qmatvec {
             batch: batch as u32,
             row_bytes: row_bytes as u32,
         };
-        let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
-            u64::from(v.define_u32("WG") * v.define_u32("ROWS"))
-        } else {
-            1
-        };
+        let rows_per_group = plan::rows_per_workgroup(v);
         let workgroups = plan::grid_2d("qmatvec", n, batch, rows_per_group, tile as u64, caps)?;
         Ok(Plan {
             variant: v,

@@ -91,11 +91,7 @@ impl Kernel for QmatvecQ8 {
             row_bytes: row_bytes as u32,
         };
         let tile = u64::from(v.define_u32("BATCH"));
-        let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
-            u64::from(v.define_u32("WG") * v.define_u32("ROWS"))
-        } else {
-            1
-        };
+        let rows_per_group = plan::rows_per_workgroup(v);
         let workgroups = plan::grid_2d("qmatvec_q8", n, batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,

@@ -195,11 +195,7 @@ impl Kernel for Gmatvec {
         })?;
         let tile = v.define_u32("BATCH") as u64;
         let l = self.layout;
-        let rows_per_group = if v.define("ROW_PER_LANE").is_some() {
-            u64::from(v.define_u32("WG"))
-        } else {
-            1
-        };
+        let rows_per_group = plan::rows_per_workgroup(v);
         let workgroups = plan::grid_2d("gmatvec", l.rows, self.batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,

@@ -14,7 +14,7 @@ use wring::quant::gptq::{Config, Hessian, quantize};
 use wring::runtime::dispatch::{Weights, matmul_weights};
 
 use crate::harness::{Case, Rng};
-use crate::kernels::{Planned, planned, variant_format, variants};
+use crate::kernels::{Planned, planned, twin_lanes, variant_format, variants};
 
 fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Case<'static> {
     let f = variant_format(v);
@@ -32,12 +32,7 @@ fn qmatvec_case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64
         x.clone()
     };
     let mut y = vec![0.0f32; batch * n];
-    let lanes = if v.define("ROW_PER_LANE").is_some() {
-        1
-    } else {
-        v.define_u32("WG") as usize
-    };
-    qmatvec::cpu(f, &w, &x_seen, &mut y, n, k, batch, lanes);
+    qmatvec::cpu(f, &w, &x_seen, &mut y, n, k, batch, twin_lanes(v));
     Case {
         name: format!(
             "qmatvec variant={} n={n} k={k} batch={batch} seed={seed}",
@@ -109,13 +104,6 @@ pub fn cases() -> Vec<Planned> {
 fn qmatvec_on_smollm2_weights() {
     let g = wring::gguf::Gguf::open(crate::quant::test_model()).unwrap();
     let ctx = crate::harness::ctx();
-    let lanes = |v: &Variant| {
-        if v.define("ROW_PER_LANE").is_some() {
-            1
-        } else {
-            v.define_u32("WG") as usize
-        }
-    };
     for name in [
         "blk.0.attn_q.weight",
         "blk.0.attn_k.weight",
@@ -139,7 +127,7 @@ fn qmatvec_on_smollm2_weights() {
             };
             let plan = unit.plan(ctx.caps(), Choice::Auto).unwrap();
             let mut want = vec![0.0f32; batch * n];
-            qmatvec::cpu(f, w, &x, &mut want, n, k, batch, lanes(plan.variant));
+            qmatvec::cpu(f, w, &x, &mut want, n, k, batch, twin_lanes(plan.variant));
             let tx = ctx.upload(&[batch, k], &x).unwrap();
             let ty = ctx.empty(&[batch, n], DType::F32).unwrap();
             let mut s = ctx.step(name);

@@ -13,7 +13,7 @@ use wring::kernels::{Choice, DType, Variant};
 use wring::quant::BlockFormat;
 
 use crate::harness::{Case, Rng};
-use crate::kernels::{Planned, planned, variant_format, variants};
+use crate::kernels::{Planned, planned, twin_lanes, variant_format, variants};
 
 fn inputs(
     f: BlockFormat,
@@ -35,13 +35,8 @@ fn inputs(
 fn case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Case<'static> {
     let f = variant_format(v);
     let (w, _, xq) = inputs(f, n, k, batch, seed);
-    let lanes = if v.define("ROW_PER_LANE").is_some() {
-        1
-    } else {
-        v.define_u32("WG") as usize
-    };
     let mut y = vec![0f32; batch * n];
-    qmatvec_q8::cpu(f, &w, &xq, &mut y, n, k, batch, lanes);
+    qmatvec_q8::cpu(f, &w, &xq, &mut y, n, k, batch, twin_lanes(v));
     Case {
         name: format!(
             "qmatvec_q8 variant={} n={n} k={k} batch={batch} seed={seed}",

@@ -16,7 +16,7 @@ use wring::kernels::{Choice, DType, Variant};
 use wring::quant::group::{Builder, GroupMatrix, Layout, Stats};
 
 use crate::harness::{Case, Rng};
-use crate::kernels::{Planned, planned, variants};
+use crate::kernels::{Planned, planned, twin_lanes, variants};
 
 /// A random matrix of this layout: every field drawn over its range; with `mixed`, every row its own
 /// width from 2 to 8 bits; with `masked`, about half of the groups pruned (row 0 keeps none, row 1 all).
@@ -167,12 +167,7 @@ pub fn product_case(
         gmatmul::cpu(&m, &x, &mut y, batch);
         ("gmatmul", "a", "c")
     } else {
-        let lanes = if v.define("ROW_PER_LANE").is_some() {
-            1
-        } else {
-            v.define_u32("WG") as usize
-        };
-        gmatvec::cpu(&m, &x, &mut y, batch, lanes);
+        gmatvec::cpu(&m, &x, &mut y, batch, twin_lanes(v));
         ("gmatvec", "x", "y")
     };
     Case {
