@@ -414,6 +414,12 @@ struct LlmConfig {
     ttft_warm_s: f64,
     /// Seconds to load the model (upload included), within the cold figure.
     load_s: f64,
+    /// `wring perplexity`'s result on tests/fixtures/perplexity_text.txt at ctx 512 (every chunk).
+    ppl: f64,
+    /// Its speed: tokens evaluated per second.
+    ppl_tokens_per_s: f64,
+    /// Its speed over llama-perplexity's on the same text, file and context, in the same command.
+    ppl_vs_llama_cpp: Option<f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -425,6 +431,8 @@ struct LlmReport {
     llama_bench: Option<String>,
     /// llama-bench's mean tokens/s per test, parsed from its table.
     llama_cpp: Vec<(String, f64)>,
+    /// llama-perplexity on the same text: (PPL, tokens per second), when it ran.
+    llama_perplexity: Option<(f64, f64)>,
     peak_rss_mib: f64,
     model_file_mib: f64,
     kv_cache_mib: f64,
@@ -464,6 +472,11 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     let mut configs = Vec::new();
     let mut adapter = String::new();
     let mut kv_cache_mib = 0.0;
+    let ppl_file = PathBuf::from("tests/fixtures/perplexity_text.txt");
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g).map_err(|x| e(&x))?;
+    let ppl_text = std::fs::read_to_string(&ppl_file).map_err(|x| e(&x))?;
+    let ppl_ids = tok.encode(&ppl_text).map_err(|x| e(&x))?;
+    let bos = if tok.add_bos { tok.bos } else { None };
     for (config, q8) in [("f32 activations", false), ("q8 activations", true)] {
         let cold = std::time::Instant::now();
         let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
@@ -504,6 +517,9 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             ttft_cold_s,
             ttft_warm_s,
             load_s,
+            ppl: 0.0,
+            ppl_tokens_per_s: 0.0,
+            ppl_vs_llama_cpp: None,
         });
         for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
             let mut runs = Vec::new();
@@ -535,6 +551,19 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
                 vs_llama_cpp: None,
             });
         }
+        // Perplexity as `wring perplexity` runs it (every chunk of 512 in one pass each).
+        let start = std::time::Instant::now();
+        let p = m
+            .perplexity(&ctx, &ppl_ids, 512, if quick { Some(1) } else { None }, bos)
+            .map_err(|x| e(&x))?;
+        let ppl_tokens_per_s = (p.chunks * 512) as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "{config:>16} perplexity: {:.4} over {} chunks of 512 at {ppl_tokens_per_s:.1} tokens/s",
+            p.ppl, p.chunks
+        );
+        let last = configs.last_mut().expect("pushed above");
+        last.ppl = p.ppl;
+        last.ppl_tokens_per_s = ppl_tokens_per_s;
     }
     // llama.cpp's own numbers on this machine, in the same command.
     let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
@@ -584,6 +613,37 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         }
         None => println!("{exe} did not run: no llama.cpp numbers in this run"),
     }
+    // llama-perplexity beside it: the same file, text and context, two threads, as this machine has.
+    let perplexity_exe = Path::new(&exe).with_file_name("llama-perplexity");
+    let start = std::time::Instant::now();
+    let llama_perplexity = std::process::Command::new(&perplexity_exe)
+        .args(["-m", &path.display().to_string(), "-f"])
+        .arg(&ppl_file)
+        .args(["-c", "512"])
+        .args(if quick { vec!["--chunks", "1"] } else { vec![] })
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let secs = start.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            let ppl = text
+                .lines()
+                .find_map(|l| l.split("Final estimate: PPL = ").nth(1))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())?;
+            let chunks = if quick { 1 } else { ppl_ids.len() / 512 };
+            Some((ppl, (chunks * 512) as f64 / secs))
+        });
+    match llama_perplexity {
+        Some((ppl, tps)) => {
+            println!("llama-perplexity: {ppl:.4} at {tps:.1} tokens/s (process start included)");
+            for c in &mut configs {
+                c.ppl_vs_llama_cpp = Some(c.ppl_tokens_per_s / tps);
+            }
+        }
+        None => println!("{} did not run", perplexity_exe.display()),
+    }
     let peak = peak_rss_mib();
     let model_file_mib =
         std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
@@ -597,6 +657,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         configs,
         llama_bench,
         llama_cpp,
+        llama_perplexity,
         peak_rss_mib: peak,
         model_file_mib,
         kv_cache_mib,
@@ -655,11 +716,24 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
         );
     }
-    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) |\n|---|---:|---:|---:|---:|\n";
+    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for c in &r.configs {
         md += &format!(
-            "| {} | {} | {:.2} | {:.2} | {:.3} |\n",
-            c.config, c.launches_per_token, c.ttft_cold_s, c.load_s, c.ttft_warm_s
+            "| {} | {} | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} |\n",
+            c.config,
+            c.launches_per_token,
+            c.ttft_cold_s,
+            c.load_s,
+            c.ttft_warm_s,
+            c.ppl,
+            c.ppl_tokens_per_s,
+            c.ppl_vs_llama_cpp
+                .map_or("-".into(), |v| format!("{v:.2}x"))
+        );
+    }
+    if let Some((ppl, tps)) = r.llama_perplexity {
+        md += &format!(
+            "\nllama-perplexity (same file, text and context): PPL {ppl:.4} at {tps:.1} tokens/s, its process start included.\n"
         );
     }
     md += &format!(
