@@ -9,4 +9,5 @@ pub use wring_llm as llm;
 pub use wring_quant as quant;
 pub use wring_runtime as runtime;
 pub use wring_runtime::kernels;
+pub use wring_server as server;
 pub use wring_vq as vq;

@@ -11,6 +11,7 @@ mod kv;
 mod llm;
 mod quant;
 mod runtime;
+mod server;
 mod shaders;
 mod tidy;
 mod vq;

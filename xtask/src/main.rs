@@ -10,6 +10,7 @@ mod codec;
 mod kv;
 mod quality;
 mod quant;
+mod serve;
 #[path = "../../benches/suite.rs"]
 mod suite;
 mod vq;
@@ -28,7 +29,8 @@ enum Command {
     /// `cargo xtask bench codec` the wavelet codec's rate-distortion and the transform's speed;
     /// `cargo xtask bench quant` bits per weight against quality for the LLM's linears below 4 bits;
     /// `cargo xtask bench quality` the same at full length (20,480 tokens), scored by llama-perplexity,
-    /// beside llama.cpp's own formats.
+    /// beside llama.cpp's own formats; `cargo xtask bench serve` a bounded load test of `wring serve` on
+    /// loopback with the queue at capacity.
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -50,7 +52,8 @@ enum Command {
     /// starting from and adding to its corpus in `fuzz/corpus/<target>/`; a crash stops with the input
     /// saved under `fuzz/artifacts/`, to be added to the corpus as a regression case once fixed.
     Fuzz {
-        /// Only this target (gguf, npy, safetensors, model, wrg, chat_template, group_file).
+        /// Only this target (gguf, npy, safetensors, model, wrg, chat_template, group_file, kv_factors,
+        /// openai_request).
         target: Option<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -59,7 +62,7 @@ enum Command {
 }
 
 /// The fuzz targets, as named in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 8] = [
+const FUZZ_TARGETS: [&str; 9] = [
     "gguf",
     "npy",
     "safetensors",
@@ -68,6 +71,7 @@ const FUZZ_TARGETS: [&str; 8] = [
     "chat_template",
     "group_file",
     "kv_factors",
+    "openai_request",
 ];
 
 /// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.
@@ -228,6 +232,29 @@ fn main() -> ExitCode {
                     } else {
                         save_json(&dir, "quant.json", r)?;
                         std::fs::write(dir.join("summary.md"), table)
+                    }
+                });
+            }
+            if filter.as_deref() == Some("serve") {
+                let mut name = format!("{}-serve", today());
+                if quick {
+                    name += "-quick";
+                }
+                let dir = out.join(name);
+                return finish(serve::run(quick), |r| {
+                    let t = serve::table(r);
+                    print!("{t}");
+                    if r.errors > 0 {
+                        return Err(std::io::Error::other(format!(
+                            "{} of {} requests failed at the queue's capacity",
+                            r.errors, r.requests
+                        )));
+                    }
+                    if no_save {
+                        Ok(())
+                    } else {
+                        save_json(&dir, "serve.json", r)?;
+                        std::fs::write(dir.join("summary.md"), t)
                     }
                 });
             }

@@ -212,6 +212,44 @@ enum Command {
         #[arg(long)]
         kv_factors: Option<std::path::PathBuf>,
     },
+    /// Serve the model over HTTP with the OpenAI API (chat and text completions, streaming or not), for chat
+    /// UIs and the OpenAI SDKs; one model, requests run in order from a bounded queue.
+    Serve {
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// The address to listen on: loopback unless told otherwise.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The name `/v1/models` lists (default: the model file's stem).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Positions of the KV cache: a request's prompt and generated tokens together fit in it.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
+        /// Requests that may wait while one runs; more are refused with 429.
+        #[arg(long, default_value_t = 8)]
+        queue: usize,
+        /// Tokens one request may ask for at most.
+        #[arg(long, default_value_t = 2048)]
+        max_tokens_limit: usize,
+        /// Require `Authorization: Bearer KEY` on /v1 (default: the WRING_API_KEY environment variable, if set).
+        #[arg(long, env = "WRING_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Keep decode activations in f32 (by default Q4_0/Q4_1/Q8_0 products use 8-bit activations).
+        #[arg(long)]
+        f32_activations: bool,
+        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
+        #[arg(long)]
+        weights: Option<std::path::PathBuf>,
+        /// How the KV cache stores keys and values (as for generate).
+        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
+        kv_cache: wring_llm::KvMode,
+        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
+        #[arg(long)]
+        kv_factors: Option<std::path::PathBuf>,
+    },
     /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
     Logits {
         #[arg(long)]
@@ -440,6 +478,38 @@ fn main() -> ExitCode {
                 chat(&source, system, max_tokens, sampler, kv_cache)
             })
             .map_err(|e| e.to_string()),
+        Command::Serve {
+            model,
+            host,
+            port,
+            model_id,
+            ctx,
+            queue,
+            max_tokens_limit,
+            api_key,
+            f32_activations,
+            weights,
+            kv_cache,
+            kv_factors,
+        } => (|| {
+            let source =
+                Source::open(model.clone(), weights, kv_factors).map_err(|e| e.to_string())?;
+            let id = model_id.unwrap_or_else(|| {
+                model_path(model)
+                    .ok()
+                    .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "wring".into())
+            });
+            let options = ContextOptions {
+                q8_activations: !f32_activations,
+                ..Default::default()
+            };
+            let mut opts = wring_server::ServeOptions::new(&id);
+            opts.api_key = api_key;
+            opts.max_tokens_limit = max_tokens_limit;
+            let addr = std::net::SocketAddr::new(host, port);
+            serve(source, addr, opts, ctx, queue, options, kv_cache).map_err(|e| e.to_string())
+        })(),
         Command::Encode {
             input,
             output,
@@ -1097,6 +1167,38 @@ fn chat(
         println!("{}", stream.finish());
         messages.push(ChatMessage::new("assistant", stream.text()));
     }
+}
+
+/// Loads the model on the server's engine thread and serves until Ctrl-C.
+fn serve(
+    source: Source,
+    addr: std::net::SocketAddr,
+    opts: wring_server::ServeOptions,
+    max_context: usize,
+    queue: usize,
+    options: ContextOptions,
+    kv_cache: wring_llm::KvMode,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let load = std::time::Instant::now();
+    let engine = wring_server::Engine::start(queue, move || {
+        let ctx = Context::new(options)?;
+        let model = source.load(&ctx, max_context, kv_cache, |_, _| {})?;
+        let tokenizer = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
+        eprintln!(
+            "loaded {} layers on {} ({kv_cache} KV cache, {} positions)",
+            model.cfg.n_layers,
+            ctx.label(),
+            model.max_context
+        );
+        Ok(wring_server::Loaded {
+            ctx,
+            model,
+            tokenizer,
+        })
+    })?;
+    eprintln!("ready in {:.2} s", load.elapsed().as_secs_f64());
+    wring_server::run_until_ctrl_c(addr, engine, opts)?;
+    Ok(())
 }
 
 fn logits(
