@@ -21,6 +21,28 @@ struct Cli {
     command: Command,
 }
 
+/// The model a command runs and how: the GGUF, compressed weights replacing its linears, and the KV cache.
+#[derive(clap::Args, Debug)]
+struct ModelArgs {
+    /// A GGUF model (default: the local model cache, models/SmolLM2-135M-Instruct.Q4_1.gguf).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
+    #[arg(long)]
+    weights: Option<std::path::PathBuf>,
+    /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
+    /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
+    /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
+    /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
+    /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
+    /// at most B f32 slots per head, B above 32).
+    #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
+    kv_cache: wring_llm::KvMode,
+    /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
+    #[arg(long)]
+    kv_factors: Option<std::path::PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List the GPU adapters wgpu finds, the one wring chooses and why, and its limits and features.
@@ -31,9 +53,8 @@ enum Command {
     },
     /// Generate text from a prompt, streaming tokens as they are produced.
     Generate {
-        /// A GGUF model (default: the local model cache, models/SmolLM2-135M-Instruct.Q4_1.gguf).
-        #[arg(long)]
-        model: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        src: ModelArgs,
         /// The prompt.
         #[arg(long)]
         prompt: String,
@@ -64,25 +85,11 @@ enum Command {
         /// end does.
         #[arg(long)]
         f32_activations: bool,
-        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
-        #[arg(long)]
-        weights: Option<std::path::PathBuf>,
-        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
-        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
-        /// at most B f32 slots per head, B above 32).
-        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
-        kv_cache: wring_llm::KvMode,
-        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
-        #[arg(long)]
-        kv_factors: Option<std::path::PathBuf>,
     },
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it (prints `PPL = x`).
     Perplexity {
-        #[arg(long)]
-        model: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        src: ModelArgs,
         /// The text file.
         #[arg(long)]
         file: std::path::PathBuf,
@@ -92,9 +99,6 @@ enum Command {
         /// Evaluate at most this many chunks.
         #[arg(long)]
         chunks: Option<usize>,
-        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
-        #[arg(long)]
-        weights: Option<std::path::PathBuf>,
         /// With --weights: also run the base model and report, beside the perplexity, the mean KL divergence
         /// from the base's next-token distributions and how often the two agree on the most likely token
         /// (llama-perplexity's --kl-divergence measures, on the same scored positions).
@@ -104,22 +108,11 @@ enum Command {
         /// compressed cache is measured with) instead of in one pass.
         #[arg(long, conflicts_with = "kl_base")]
         stream: Option<usize>,
-        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
-        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
-        /// at most B f32 slots per head, B above 32).
-        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
-        kv_cache: wring_llm::KvMode,
         /// Quantize activations to 8 bits in the products with Q4_0, Q4_1 and Q8_0 weights (integer dot
         /// products, as llama.cpp's CPU back end and llama-perplexity on such a file do); by default they
         /// stay f32.
         #[arg(long)]
         q8_activations: bool,
-        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
-        #[arg(long)]
-        kv_factors: Option<std::path::PathBuf>,
     },
     /// Compress a model's linear layers below 4 bits (round to nearest, GPTQ, SpQR, MixLLM or GQSA) into a
     /// file of compressed weights for `--weights`, calibrating on a text with wring itself.
@@ -185,8 +178,8 @@ enum Command {
     },
     /// Chat with the model on the terminal, using the model's own chat template; an empty line ends.
     Chat {
-        #[arg(long)]
-        model: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        src: ModelArgs,
         /// A system prompt (otherwise the template's default).
         #[arg(long)]
         system: Option<String>,
@@ -197,26 +190,12 @@ enum Command {
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
-        #[arg(long)]
-        weights: Option<std::path::PathBuf>,
-        /// How the KV cache stores keys and values: f32 (exact), f16, q8, q4, q2 (KIVI codes: keys per
-        /// channel over 32 tokens, values per token, the last 32 positions in f16), q8h, q4h, q2h (the
-        /// same after a Hadamard rotation of queries and keys), lowrank:R (with --kv-factors), gear
-        /// (GEAR: 2-bit codes + 2% outliers + a rank-2 error correction per 64-token block) or
-        /// gear:BITS[:PARTS] (BITS 2 or 4; PARTS q, qs, ql or qls), or ems:B (EMS evict-then-merge:
-        /// at most B f32 slots per head, B above 32).
-        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
-        kv_cache: wring_llm::KvMode,
-        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
-        #[arg(long)]
-        kv_factors: Option<std::path::PathBuf>,
     },
     /// Serve the model over HTTP with the OpenAI API (chat and text completions, streaming or not), for chat
     /// UIs and the OpenAI SDKs; one model, requests run in order from a bounded queue.
     Serve {
-        #[arg(long)]
-        model: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        src: ModelArgs,
         /// The address to listen on: loopback unless told otherwise.
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
@@ -240,15 +219,6 @@ enum Command {
         /// Keep decode activations in f32 (by default Q4_0/Q4_1/Q8_0 products use 8-bit activations).
         #[arg(long)]
         f32_activations: bool,
-        /// Compressed weights made from this model by `wring quantize` (replacing its linear layers).
-        #[arg(long)]
-        weights: Option<std::path::PathBuf>,
-        /// How the KV cache stores keys and values (as for generate).
-        #[arg(long, default_value = "f32", value_parser = parse_kv_mode)]
-        kv_cache: wring_llm::KvMode,
-        /// The factors of a lowrank:R cache, made from this model by `wring kv-calibrate`.
-        #[arg(long)]
-        kv_factors: Option<std::path::PathBuf>,
     },
     /// Write the f32 logits [tokens, vocab] of every position of a prompt as a .npy file.
     Logits {
@@ -430,7 +400,7 @@ fn main() -> ExitCode {
         Command::Info { json } => info(json).map_err(|e| e.to_string()),
         Command::Probe { mib, reps } => probe(mib, reps).map_err(|e| e.to_string()),
         Command::Generate {
-            model,
+            src,
             prompt,
             max_tokens,
             temperature,
@@ -442,12 +412,10 @@ fn main() -> ExitCode {
             stop,
             profile,
             f32_activations,
-            weights,
-            kv_cache,
-            kv_factors,
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
             .and_then(|sampler| {
-                let source = Source::open(model, weights, kv_factors)?;
+                let kv_cache = src.kv_cache;
+                let source = Source::open(src)?;
                 let options = ContextOptions {
                     profile,
                     q8_activations: !f32_activations,
@@ -464,22 +432,20 @@ fn main() -> ExitCode {
             logits(model, &prompt, &out).map_err(|e| e.to_string())
         }
         Command::Chat {
-            model,
+            src,
             system,
             max_tokens,
             temperature,
             seed,
-            weights,
-            kv_cache,
-            kv_factors,
         } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
             .and_then(|sampler| {
-                let source = Source::open(model, weights, kv_factors)?;
+                let kv_cache = src.kv_cache;
+                let source = Source::open(src)?;
                 chat(&source, system, max_tokens, sampler, kv_cache)
             })
             .map_err(|e| e.to_string()),
         Command::Serve {
-            model,
+            src,
             host,
             port,
             model_id,
@@ -488,18 +454,15 @@ fn main() -> ExitCode {
             max_tokens_limit,
             api_key,
             f32_activations,
-            weights,
-            kv_cache,
-            kv_factors,
         } => (|| {
-            let source =
-                Source::open(model.clone(), weights, kv_factors).map_err(|e| e.to_string())?;
+            let kv_cache = src.kv_cache;
             let id = model_id.unwrap_or_else(|| {
-                model_path(model)
+                model_path(src.model.clone())
                     .ok()
                     .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
                     .unwrap_or_else(|| "wring".into())
             });
+            let source = Source::open(src).map_err(|e| e.to_string())?;
             let options = ContextOptions {
                 q8_activations: !f32_activations,
                 ..Default::default()
@@ -545,27 +508,27 @@ fn main() -> ExitCode {
         )
         .map_err(|e| e.to_string()),
         Command::Perplexity {
-            model,
+            src,
             file,
             ctx,
             chunks,
-            weights,
             kl_base,
             stream,
-            kv_cache,
             q8_activations,
-            kv_factors,
-        } => Source::open(model, weights, kv_factors)
-            .and_then(|source| {
-                let options = ContextOptions {
-                    q8_activations,
-                    ..Default::default()
-                };
-                perplexity(
-                    &source, &file, ctx, chunks, kl_base, stream, kv_cache, options,
-                )
-            })
-            .map_err(|e| e.to_string()),
+        } => {
+            let kv_cache = src.kv_cache;
+            Source::open(src)
+                .and_then(|source| {
+                    let options = ContextOptions {
+                        q8_activations,
+                        ..Default::default()
+                    };
+                    perplexity(
+                        &source, &file, ctx, chunks, kl_base, stream, kv_cache, options,
+                    )
+                })
+                .map_err(|e| e.to_string())
+        }
         Command::KvCalibrate {
             model,
             rank,
@@ -744,9 +707,12 @@ struct Source {
 
 impl Source {
     fn open(
-        model: Option<std::path::PathBuf>,
-        weights: Option<std::path::PathBuf>,
-        kv_factors: Option<std::path::PathBuf>,
+        ModelArgs {
+            model,
+            weights,
+            kv_factors,
+            ..
+        }: ModelArgs,
     ) -> Result<Source, wring_llm::LlmError> {
         let path = model_path(model)?;
         let gguf = wring_gguf::Gguf::open(&path)?;
