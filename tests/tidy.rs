@@ -46,7 +46,14 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-const MODEL_CRATES: [&str; 4] = ["wring-llm", "wring-codec", "wring-vq", "wring-cli"];
+const MODEL_CRATES: [&str; 6] = [
+    "wring-llm",
+    "wring-codec",
+    "wring-vq",
+    "wring-cli",
+    "wring-server",
+    "wring-capi",
+];
 
 /// **Architecture Invariant:** model crates and the CLI never touch wgpu or a kernel crate: they go
 /// through the runtime, which re-exports the kernel families and not wgpu.

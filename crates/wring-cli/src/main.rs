@@ -43,6 +43,18 @@ struct ModelArgs {
     kv_factors: Option<std::path::PathBuf>,
 }
 
+/// A batch over many files: INPUT a directory (or with --list a file of paths) and OUTPUT a directory.
+#[derive(clap::Args, Debug)]
+struct BatchArgs {
+    /// INPUT is a text file of input paths, one per line (relative to the list's directory).
+    #[arg(long)]
+    list: bool,
+    /// With a directory or a list: run only shard I of N (every N-th input from the I-th, 0-based), so
+    /// machines can split a dataset; finished outputs are skipped and written atomically.
+    #[arg(long, default_value = "0/1")]
+    shard: wring_io::batch::Shard,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List the GPU adapters wgpu finds, the one wring chooses and why, and its limits and features.
@@ -243,11 +255,13 @@ enum Command {
     },
     /// Compress an image (PNG/JPEG) or a WAV file into a .wrg stream with the wavelet codec.
     Encode {
-        /// The image or WAV file.
+        /// The image or WAV file, or a directory of them (or a list, with --list).
         input: std::path::PathBuf,
-        /// The .wrg file to write.
+        /// The .wrg file to write (a directory for a batch: one <stem>.wrg per input).
         #[arg(short, long)]
         output: std::path::PathBuf,
+        #[command(flatten)]
+        batch: BatchArgs,
         /// 1 (smallest) to 100 (best).
         #[arg(long, conflicts_with_all = ["bpp", "kbps"])]
         quality: Option<f32>,
@@ -266,11 +280,16 @@ enum Command {
     },
     /// Decode a .wrg stream into a PNG (images) or WAV (audio).
     Decode {
-        /// The .wrg file.
+        /// The .wrg file, or a directory of them (or a list, with --list).
         input: std::path::PathBuf,
-        /// The image or WAV file to write.
+        /// The image or WAV file to write (a directory for a batch).
         #[arg(short, long)]
         output: std::path::PathBuf,
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// A batch's output format: <stem>.png or <stem>.wav per input.
+        #[arg(long, default_value = "png", value_parser = ["png", "wav"])]
+        ext: String,
     },
     /// Wavelet packet transform of an image, a WAV or a .npy array [channels, ...], written as .npy.
     Wavelet {
@@ -349,11 +368,15 @@ enum VqCommand {
     },
     /// Encode DATA.npy ([n, d]) into codes ([n, groups * stages] u32 .npy).
     Encode {
+        /// A .npy of vectors, or a directory of them (or a list, with --list).
         data: std::path::PathBuf,
         #[arg(long)]
         codebook: std::path::PathBuf,
+        /// The codes .npy (a directory for a batch: one <stem>.codes.npy per input).
         #[arg(short, long)]
         output: std::path::PathBuf,
+        #[command(flatten)]
+        batch: BatchArgs,
         /// Keep the codebooks as f16 on the device.
         #[arg(long)]
         f16: bool,
@@ -476,14 +499,27 @@ fn main() -> ExitCode {
         Command::Encode {
             input,
             output,
+            batch,
             quality,
             bpp,
             kbps,
             wavelet,
             levels,
-        } => encode(&input, &output, quality, bpp.or(kbps), wavelet, levels)
-            .map_err(|e| e.to_string()),
-        Command::Decode { input, output } => decode(&input, &output).map_err(|e| e.to_string()),
+        } => encode(
+            &input,
+            &output,
+            &batch,
+            quality,
+            bpp.or(kbps),
+            wavelet,
+            levels,
+        ),
+        Command::Decode {
+            input,
+            output,
+            batch,
+            ext,
+        } => decode(&input, &output, &batch, &ext),
         Command::Vq(cmd) => vq_cmd(cmd).map_err(|e| e.to_string()),
         Command::Wavelet {
             direction,
@@ -1315,17 +1351,29 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
             data,
             codebook,
             output,
+            batch,
             f16,
         } => {
             let q = Quantizer::load(&ctx, &codebook, dtype(f16))?;
-            let (n, d, values) = read_matrix(&data)?;
-            q.check_vectors(d)?;
-            let codes = q.encode(&ctx, &values)?;
-            Ok(wring_codec::io::write_npy_u32(
+            each_file(
+                &data,
                 &output,
-                &[n, q.code_len()],
-                &codes,
-            )?)
+                &batch,
+                &["npy"],
+                "codes.npy",
+                |data, output| {
+                    let encode = || -> Result<usize, VqError> {
+                        let (n, d, values) = read_matrix(data)?;
+                        q.check_vectors(d)?;
+                        let codes = q.encode(&ctx, &values)?;
+                        wring_codec::io::write_npy_u32(output, &[n, q.code_len()], &codes)?;
+                        Ok(n)
+                    };
+                    let n = encode().map_err(|e| e.to_string())?;
+                    Ok(format!("{}: {n} vectors", data.display()))
+                },
+            )
+            .map_err(VqError::Request)
         }
         VqCommand::Decode {
             codes,
@@ -1410,14 +1458,74 @@ fn is_wav(path: &std::path::Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
+/// Runs `one(input, output)` once, or over each input of a batch (INPUT a directory, or a list with
+/// --list; OUTPUT a directory, one `<stem>.<ext>` per input, shard and skip rules of `wring_io::batch`),
+/// printing what `one` reports for each file.
+fn each_file(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    batch: &BatchArgs,
+    accept: &[&str],
+    ext: &str,
+    mut one: impl FnMut(&std::path::Path, &std::path::Path) -> Result<String, String>,
+) -> Result<(), String> {
+    use wring_io::batch::{self, Outcome, Shard};
+    if !batch.list && !input.is_dir() {
+        if batch.shard != Shard::ALL {
+            return Err("--shard needs a directory or a --list of inputs".into());
+        }
+        eprintln!("{}", one(input, output)?);
+        return Ok(());
+    }
+    let accepted = |p: &std::path::Path| {
+        let name = p.to_string_lossy().to_ascii_lowercase();
+        accept.iter().any(|a| name.ends_with(&format!(".{a}")))
+    };
+    let inputs = batch::inputs(input, batch.list, &accepted).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let items = batch::plan(&inputs, output, ext, batch.shard).map_err(|e| e.to_string())?;
+    eprintln!(
+        "shard {}/{}: {} of {} inputs",
+        batch.shard.index,
+        batch.shard.count,
+        items.len(),
+        inputs.len()
+    );
+    let summary = batch::run(
+        &items,
+        |item, tmp| one(&item.input, tmp).map(|line| eprintln!("{line}")),
+        |item, outcome| match outcome {
+            Outcome::Done => eprintln!("  -> {}", item.output.display()),
+            Outcome::Skipped => eprintln!("skipped {} (exists)", item.output.display()),
+            Outcome::Failed(e) => eprintln!("FAILED {}: {e}", item.input.display()),
+        },
+    );
+    eprintln!(
+        "{} written, {} skipped, {} failed",
+        summary.done,
+        summary.skipped,
+        summary.failed.len()
+    );
+    if summary.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} inputs failed (listed above); rerunning the shard retries only them",
+            summary.failed.len(),
+            items.len()
+        ))
+    }
+}
+
 fn encode(
     input: &std::path::Path,
     output: &std::path::Path,
+    batch: &BatchArgs,
     quality: Option<f32>,
     target: Option<f64>,
     wavelet: Wavelet,
     levels: Option<usize>,
-) -> Result<(), wring_codec::CodecError> {
+) -> Result<(), String> {
     use wring_codec::{Options, Rate};
     let rate = match (quality, target) {
         (_, Some(t)) => Rate::Target(t),
@@ -1429,12 +1537,25 @@ fn encode(
         wavelet,
         levels,
     };
-    let ctx = Context::new(ContextOptions::default())?;
+    let ctx = Context::new(ContextOptions::default()).map_err(|e| e.to_string())?;
+    let accept = ["png", "jpg", "jpeg", "wav"];
+    each_file(input, output, batch, &accept, "wrg", |input, output| {
+        encode_one(&ctx, input, output, &opts).map_err(|e| e.to_string())
+    })
+}
+
+/// Encodes one file; returns the line to print.
+fn encode_one(
+    ctx: &Context,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    opts: &wring_codec::Options,
+) -> Result<String, wring_codec::CodecError> {
     let start = std::time::Instant::now();
     let (bytes, what, units) = if is_wav(input) {
         let a = wring_codec::io::read_wav(input)?;
         let seconds = a.samples.len() as f64 / a.channels as f64 / f64::from(a.sample_rate);
-        let s = wring_codec::encode_audio(&ctx, &a, &opts)?;
+        let s = wring_codec::encode_audio(ctx, &a, opts)?;
         let kbps = s.len() as f64 * 8.0 / 1000.0 / seconds;
         (
             s,
@@ -1443,7 +1564,7 @@ fn encode(
         )
     } else {
         let img = wring_codec::io::read_image(input)?;
-        let s = wring_codec::encode_image(&ctx, &img, &opts)?;
+        let s = wring_codec::encode_image(ctx, &img, opts)?;
         let bpp = s.len() as f64 * 8.0 / (img.width * img.height) as f64;
         (
             s,
@@ -1453,26 +1574,39 @@ fn encode(
     };
     std::fs::write(output, &bytes)
         .map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", output.display())))?;
-    eprintln!(
-        "{what} -> {} bytes ({units}) in {:.1} ms on {}",
+    Ok(format!(
+        "{}: {what} -> {} bytes ({units}) in {:.1} ms on {}",
+        input.display(),
         bytes.len(),
         start.elapsed().as_secs_f64() * 1e3,
         ctx.label()
-    );
-    Ok(())
+    ))
 }
 
 fn decode(
     input: &std::path::Path,
     output: &std::path::Path,
-) -> Result<(), wring_codec::CodecError> {
+    batch: &BatchArgs,
+    ext: &str,
+) -> Result<(), String> {
+    let ctx = Context::new(ContextOptions::default()).map_err(|e| e.to_string())?;
+    each_file(input, output, batch, &["wrg"], ext, |input, output| {
+        decode_one(&ctx, input, output).map_err(|e| e.to_string())
+    })
+}
+
+fn decode_one(
+    ctx: &Context,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<String, wring_codec::CodecError> {
     let bytes = std::fs::read(input)
         .map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", input.display())))?;
-    let ctx = Context::new(ContextOptions::default())?;
-    match wring_codec::decode(&ctx, &bytes)? {
-        wring_codec::Decoded::Image(img) => wring_codec::io::write_image(output, &img),
-        wring_codec::Decoded::Audio(a) => wring_codec::io::write_wav(output, &a),
+    match wring_codec::decode(ctx, &bytes)? {
+        wring_codec::Decoded::Image(img) => wring_codec::io::write_image(output, &img)?,
+        wring_codec::Decoded::Audio(a) => wring_codec::io::write_wav(output, &a)?,
     }
+    Ok(format!("{} -> {}", input.display(), output.display()))
 }
 
 #[allow(clippy::too_many_arguments, reason = "the command's options")]

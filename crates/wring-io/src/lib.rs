@@ -3,6 +3,7 @@
 //! same way and neither depends on the other for it; and `group_file`, the safetensors file of a model's
 //! group-quantized linear layers.
 
+pub mod batch;
 pub mod group_file;
 pub mod kv_factors;
 pub mod npy;
