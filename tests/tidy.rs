@@ -46,13 +46,14 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-const MODEL_CRATES: [&str; 6] = [
+const MODEL_CRATES: [&str; 7] = [
     "wring-llm",
     "wring-codec",
     "wring-vq",
     "wring-cli",
     "wring-server",
     "wring-capi",
+    "wring-py",
 ];
 
 /// **Architecture Invariant:** model crates and the CLI never touch wgpu or a kernel crate: they go
