@@ -76,7 +76,9 @@ fn gear_parts_bring_the_cache_closer() {
 }
 
 /// EMS: a budget no smaller than the context never compacts, so it must give the f32 cache's perplexity
-/// exactly (slots are positions and the scores only read attention); a budget of 64 at ctx 128 compacts
+/// (slots are positions and the scores only read attention) up to rounding: the f32 cache attends in one
+/// fused online-softmax launch, EMS in the three launches whose probabilities it scores, which sum in
+/// another order (measured: 30.0726 against 30.0725, 3e-6 relative; budget 1e-5). A budget of 64 at ctx 128 compacts
 /// after every 16-token step past 64 slots (8 slots merged, 8 evicted) and costs perplexity, but stays
 /// finite and below twice f32's (measured on lavapipe: 31.15 against 30.07, +3.6 %). Decoding past the
 /// budget keeps the slots at the budget while positions go on.
@@ -86,7 +88,10 @@ fn ems_keeps_the_cache_within_its_budget() {
     let base = ppl("f32");
     let (whole, tight) = (ppl("ems:128"), ppl("ems:64"));
     eprintln!("f32 PPL {base:.4}; ems:128 {whole:.4}; ems:64 {tight:.4}");
-    assert_eq!(whole, base, "a budget of the whole context changes nothing");
+    assert!(
+        (whole / base - 1.0).abs() < 1e-5,
+        "a budget of the whole context changes nothing but rounding: {whole} against {base}"
+    );
     assert!(
         tight.is_finite() && tight > base && tight < 2.0 * base,
         "ems:64 {tight}"

@@ -1,7 +1,7 @@
 //! Python bindings (`import wring`): the LLM (tokenize, streaming generation, logits, perplexity), the
 //! wavelet codec on numpy arrays, and VQ (k-means training, nearest-codeword search). Every call that runs
 //! on the GPU releases the GIL, so other Python threads go on meanwhile. Built by maturin
-//! (`pip install ./crates/wring-py`); tested by pytest (`tests/test_wring.py`).
+//! (`pip install .` at the repository root, or `pip install ./crates/wring-py`); tested by pytest (`tests/test_wring.py`).
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -322,6 +322,18 @@ impl Drop for TextIterator {
     }
 }
 
+/// The codec's settings at a quality (1-100, default 75) or a target rate (bpp or kbps, which wins).
+fn codec_options(quality: Option<f32>, target: Option<f64>) -> wring_codec::Options {
+    wring_codec::Options {
+        rate: match (quality, target) {
+            (_, Some(t)) => wring_codec::Rate::Target(t),
+            (Some(q), None) => wring_codec::Rate::Quality(q),
+            (None, None) => wring_codec::Rate::Quality(75.0),
+        },
+        ..Default::default()
+    }
+}
+
 /// Runs an encoder on the shared context with the GIL released, at a quality or a target rate, and
 /// returns its stream as `bytes`.
 fn encoded<'py>(
@@ -331,14 +343,7 @@ fn encoded<'py>(
     encode: impl FnOnce(&Context, &wring_codec::Options) -> Result<Vec<u8>, wring_codec::CodecError>
     + Send,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let opts = wring_codec::Options {
-        rate: match (quality, target) {
-            (_, Some(t)) => wring_codec::Rate::Target(t),
-            (Some(q), None) => wring_codec::Rate::Quality(q),
-            (None, None) => wring_codec::Rate::Quality(75.0),
-        },
-        ..Default::default()
-    };
+    let opts = codec_options(quality, target);
     let ctx = shared_context()?;
     let bytes = py
         .allow_threads(|| encode(ctx, &opts))
@@ -394,6 +399,74 @@ fn encode_audio<'py>(
     encoded(py, quality, kbps, |ctx, opts| {
         wring_codec::encode_audio(ctx, &audio, opts)
     })
+}
+
+/// Encodes shard `index` of `count` of the images and WAV files in `input` (a directory, or with
+/// `list=True` a file of paths) into `output/<stem>.wrg`, as `wring encode DIR --shard I/N` does: every
+/// count-th input in name order, each output written under a temporary name and renamed when complete,
+/// finished outputs skipped, failed inputs listed while the rest go on. Returns {"done", "skipped",
+/// "failed": [(path, message)]}. For schedulers that map shards to workers (Ray, Dask, multiprocessing).
+#[pyfunction]
+#[pyo3(signature = (input, output, index = 0, count = 1, list = false, quality = None, bpp = None))]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batch and rate settings as Python keywords"
+)]
+fn encode_shard<'py>(
+    py: Python<'py>,
+    input: std::path::PathBuf,
+    output: std::path::PathBuf,
+    index: usize,
+    count: usize,
+    list: bool,
+    quality: Option<f32>,
+    bpp: Option<f64>,
+) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    use wring_io::batch;
+    if count == 0 || index >= count {
+        return Err(value_error(format!(
+            "shard {index}/{count} must have index < count"
+        )));
+    }
+    let shard = batch::Shard { index, count };
+    let accept = |p: &std::path::Path| {
+        let name = p.to_string_lossy().to_ascii_lowercase();
+        [".png", ".jpg", ".jpeg", ".wav"]
+            .iter()
+            .any(|e| name.ends_with(e))
+    };
+    let inputs = batch::inputs(&input, list, &accept).map_err(value_error)?;
+    std::fs::create_dir_all(&output).map_err(value_error)?;
+    let items = batch::plan(&inputs, &output, "wrg", shard).map_err(value_error)?;
+    let opts = codec_options(quality, bpp);
+    let ctx = shared_context()?;
+    let summary = py.allow_threads(|| {
+        batch::run(
+            &items,
+            |item, tmp| -> Result<(), wring_codec::CodecError> {
+                let bytes = if item
+                    .input
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+                {
+                    wring_codec::encode_audio(ctx, &wring_codec::io::read_wav(&item.input)?, &opts)?
+                } else {
+                    wring_codec::encode_image(
+                        ctx,
+                        &wring_codec::io::read_image(&item.input)?,
+                        &opts,
+                    )?
+                };
+                std::fs::write(tmp, bytes).map_err(|e| wring_codec::CodecError::Io(e.to_string()))
+            },
+            |_, _| {},
+        )
+    });
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("done", summary.done)?;
+    d.set_item("skipped", summary.skipped)?;
+    d.set_item("failed", summary.failed)?;
+    Ok(d)
 }
 
 /// Decodes a .wrg stream: an image as uint8 [h, w, c], or audio as (int16 [samples, channels], rate).
@@ -503,6 +576,7 @@ fn wring_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_image, m)?)?;
     m.add_function(wrap_pyfunction!(encode_audio, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_shard, m)?)?;
     m.add_function(wrap_pyfunction!(vq_train, m)?)?;
     m.add_function(wrap_pyfunction!(vq_search, m)?)?;
     Ok(())

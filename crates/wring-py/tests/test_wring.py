@@ -1,6 +1,6 @@
 """wring from Python: the same answers as the Rust library, on numpy arrays, with the GIL released.
 
-Needs the test model (`bash .ci/fetch-model.sh`, or WRING_TEST_MODEL) and `pip install ./crates/wring-py`."""
+Needs the test model (`bash .ci/fetch-model.sh`, or WRING_TEST_MODEL) and `pip install .` at the repository root."""
 
 import os
 import pathlib
@@ -136,3 +136,36 @@ def test_vq_train_and_search_agree_with_numpy():
         wring.vq_search(book, queries[:, :3])
     with pytest.raises(ValueError):
         wring.vq_search(book, queries, metric="manhattan")
+
+
+def test_encode_shard_splits_a_directory_and_skips_finished_outputs(tmp_path):
+    import zlib, struct
+
+    def png(path, w, h, seed):
+        rng = np.random.default_rng(seed)
+        rows = [b"\x00" + rng.integers(0, 256, w * 3, dtype=np.uint8).tobytes() for _ in range(h)]
+
+        def chunk(t, d):
+            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b"")
+        )
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(5):
+        png(src / f"img{i}.png", 16, 12, i)
+    (src / "broken.png").write_bytes(b"not a png")
+    results = [wring.encode_shard(str(src), str(dst), index=i, count=2, quality=80) for i in range(2)]
+    assert sum(r["done"] for r in results) == 5
+    assert sum(len(r["failed"]) for r in results) == 1
+    assert sorted(p.name for p in dst.iterdir()) == [f"img{i}.wrg" for i in range(5)]
+    again = wring.encode_shard(str(src), str(dst))
+    assert (again["done"], again["skipped"], len(again["failed"])) == (0, 5, 1)
+    assert wring.decode((dst / "img0.wrg").read_bytes()).shape == (12, 16, 3)
+    with pytest.raises(ValueError):
+        wring.encode_shard(str(src), str(dst), index=2, count=2)
