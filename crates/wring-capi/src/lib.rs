@@ -254,17 +254,7 @@ pub unsafe extern "C" fn wring_generate(
         let mut count = 0u32;
         let result = (|| -> Result<WringStatus, LlmError> {
             let ids = tokenizer.encode(prompt)?;
-            if ids.is_empty() {
-                return Err(LlmError::Request("the prompt has no tokens".into()));
-            }
-            if ids.len() + o.max_tokens as usize > model.max_context {
-                return Err(LlmError::Request(format!(
-                    "the prompt's {} tokens and max_tokens {} exceed the context of {} positions",
-                    ids.len(),
-                    o.max_tokens,
-                    model.max_context
-                )));
-            }
+            wring_llm::check_generation(ids.len(), o.max_tokens as usize, model.max_context)?;
             let stops = tokenizer.stop_tokens.clone();
             let tokens = model.generate(
                 ctx,

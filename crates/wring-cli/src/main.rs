@@ -1453,11 +1453,6 @@ fn vq_cmd(cmd: VqCommand) -> Result<(), wring_vq::VqError> {
     }
 }
 
-fn is_wav(path: &std::path::Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-}
-
 /// Runs `one(input, output)` once, or over each input of a batch (INPUT a directory, or a list with
 /// --list; OUTPUT a directory, one `<stem>.<ext>` per input, shard and skip rules of `wring_io::batch`),
 /// printing what `one` reports for each file.
@@ -1477,19 +1472,13 @@ fn each_file(
         eprintln!("{}", one(input, output)?);
         return Ok(());
     }
-    let accepted = |p: &std::path::Path| {
-        let name = p.to_string_lossy().to_ascii_lowercase();
-        accept.iter().any(|a| name.ends_with(&format!(".{a}")))
-    };
-    let inputs = batch::inputs(input, batch.list, &accepted).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
-    let items = batch::plan(&inputs, output, ext, batch.shard).map_err(|e| e.to_string())?;
+    let (total, items) = batch::prepare(input, batch.list, output, accept, ext, batch.shard)
+        .map_err(|e| e.to_string())?;
     eprintln!(
-        "shard {}/{}: {} of {} inputs",
+        "shard {}/{}: {} of {total} inputs",
         batch.shard.index,
         batch.shard.count,
         items.len(),
-        inputs.len()
     );
     let summary = batch::run(
         &items,
@@ -1526,22 +1515,20 @@ fn encode(
     wavelet: Wavelet,
     levels: Option<usize>,
 ) -> Result<(), String> {
-    use wring_codec::{Options, Rate};
-    let rate = match (quality, target) {
-        (_, Some(t)) => Rate::Target(t),
-        (Some(q), None) => Rate::Quality(q),
-        (None, None) => Rate::Quality(75.0),
-    };
-    let opts = Options {
-        rate,
+    let opts = wring_codec::Options {
+        rate: wring_codec::Rate::choose(quality, target),
         wavelet,
         levels,
     };
     let ctx = Context::new(ContextOptions::default()).map_err(|e| e.to_string())?;
-    let accept = ["png", "jpg", "jpeg", "wav"];
-    each_file(input, output, batch, &accept, "wrg", |input, output| {
-        encode_one(&ctx, input, output, &opts).map_err(|e| e.to_string())
-    })
+    each_file(
+        input,
+        output,
+        batch,
+        &wring_codec::ENCODABLE,
+        "wrg",
+        |input, output| encode_one(&ctx, input, output, &opts).map_err(|e| e.to_string()),
+    )
 }
 
 /// Encodes one file; returns the line to print.
@@ -1552,32 +1539,14 @@ fn encode_one(
     opts: &wring_codec::Options,
 ) -> Result<String, wring_codec::CodecError> {
     let start = std::time::Instant::now();
-    let (bytes, what, units) = if is_wav(input) {
-        let a = wring_codec::io::read_wav(input)?;
-        let seconds = a.samples.len() as f64 / a.channels as f64 / f64::from(a.sample_rate);
-        let s = wring_codec::encode_audio(ctx, &a, opts)?;
-        let kbps = s.len() as f64 * 8.0 / 1000.0 / seconds;
-        (
-            s,
-            format!("{} channel(s), {seconds:.2} s", a.channels),
-            format!("{kbps:.2} kbps"),
-        )
-    } else {
-        let img = wring_codec::io::read_image(input)?;
-        let s = wring_codec::encode_image(ctx, &img, opts)?;
-        let bpp = s.len() as f64 * 8.0 / (img.width * img.height) as f64;
-        (
-            s,
-            format!("{}x{}x{}", img.width, img.height, img.channels),
-            format!("{bpp:.4} bpp"),
-        )
-    };
-    std::fs::write(output, &bytes)
-        .map_err(|e| wring_codec::CodecError::Io(format!("{}: {e}", output.display())))?;
+    let e = wring_codec::encode_file(ctx, input, opts)?;
+    std::fs::write(output, &e.bytes)
+        .map_err(|err| wring_codec::CodecError::Io(format!("{}: {err}", output.display())))?;
     Ok(format!(
-        "{}: {what} -> {} bytes ({units}) in {:.1} ms on {}",
+        "{}: {} -> {} bytes in {:.1} ms on {}",
         input.display(),
-        bytes.len(),
+        e.summary,
+        e.bytes.len(),
         start.elapsed().as_secs_f64() * 1e3,
         ctx.label()
     ))
@@ -1653,7 +1622,7 @@ fn wavelet_cmd(
             )
         })?;
         (*c, dims.to_vec(), data)
-    } else if is_wav(input) {
+    } else if wring_codec::is_wav(input) {
         let a = wring_codec::io::read_wav(input)?;
         (
             a.channels,

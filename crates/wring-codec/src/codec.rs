@@ -78,6 +78,18 @@ pub enum Rate {
     Target(f64),
 }
 
+impl Rate {
+    /// The rate a command or binding asked for: a target (bpp or kbps) wins over a quality; neither is
+    /// quality 75.
+    pub fn choose(quality: Option<f32>, target: Option<f64>) -> Rate {
+        match (quality, target) {
+            (_, Some(t)) => Rate::Target(t),
+            (Some(q), None) => Rate::Quality(q),
+            (None, None) => Rate::Quality(75.0),
+        }
+    }
+}
+
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
@@ -414,6 +426,49 @@ pub fn decode_coefficients(
         coeffs.extend(entropy::dequantize(c, h.step * w));
     }
     Ok((h, p, coeffs))
+}
+
+/// A file's stream and a line saying what it held and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The .wrg stream.
+    pub bytes: Vec<u8>,
+    /// For example `640x480x3, 0.5012 bpp` or `1 channel(s), 2.00 s, 24.10 kbps`.
+    pub summary: String,
+}
+
+/// The file extensions [`encode_file`] reads: the batch commands' inputs.
+pub const ENCODABLE: [&str; 4] = ["png", "jpg", "jpeg", "wav"];
+
+/// Whether a path names a WAV file (by its extension): the file commands' one rule for audio.
+pub fn is_wav(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
+}
+
+/// Encodes an image file (PNG, JPEG) or a WAV file, chosen by the extension.
+pub fn encode_file(
+    ctx: &Context,
+    path: &std::path::Path,
+    opts: &Options,
+) -> Result<Encoded, CodecError> {
+    if is_wav(path) {
+        let a = crate::io::read_wav(path)?;
+        let seconds = a.samples.len() as f64 / a.channels as f64 / f64::from(a.sample_rate);
+        let bytes = encode_audio(ctx, &a, opts)?;
+        let kbps = bytes.len() as f64 * 8.0 / 1000.0 / seconds;
+        let summary = format!("{} channel(s), {seconds:.2} s, {kbps:.2} kbps", a.channels);
+        Ok(Encoded { bytes, summary })
+    } else {
+        let img = crate::io::read_image(path)?;
+        let bytes = encode_image(ctx, &img, opts)?;
+        let bpp = bytes.len() as f64 * 8.0 / (img.width * img.height) as f64;
+        let summary = format!(
+            "{}x{}x{}, {bpp:.4} bpp",
+            img.width, img.height, img.channels
+        );
+        Ok(Encoded { bytes, summary })
+    }
 }
 
 /// Decodes a stream within the default [`Limits`].

@@ -8,8 +8,8 @@ pub mod io;
 pub mod wpt;
 
 pub use codec::{
-    Audio, Decoded, Image, Limits, Options, Rate, decode, decode_coefficients, decode_with,
-    encode_audio, encode_image,
+    Audio, Decoded, ENCODABLE, Encoded, Image, Limits, Options, Rate, decode, decode_coefficients,
+    decode_with, encode_audio, encode_file, encode_image, is_wav,
 };
 pub use wpt::Packet;
 

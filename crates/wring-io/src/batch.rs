@@ -140,6 +140,26 @@ pub fn plan(
     Ok(items)
 }
 
+/// A shard's work, ready to run: the job's inputs whose names end in one of `accept` (a directory, or a
+/// list file when `list`), the output directory created, and the shard's items planned. Returns the job's
+/// input count beside the items.
+pub fn prepare(
+    input: &Path,
+    list: bool,
+    out_dir: &Path,
+    accept: &[&str],
+    ext: &str,
+    shard: Shard,
+) -> Result<(usize, Vec<Item>), IoError> {
+    let accepted = |p: &Path| {
+        let name = p.to_string_lossy().to_ascii_lowercase();
+        accept.iter().any(|a| name.ends_with(&format!(".{a}")))
+    };
+    let all = inputs(input, list, &accepted)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| IoError::new(out_dir, e))?;
+    Ok((all.len(), plan(&all, out_dir, ext, shard)?))
+}
+
 /// What happened to one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -13,7 +13,10 @@ pub mod tokenizer;
 
 pub use config::LlamaConfig;
 pub use kv::KvMode;
-pub use model::{Cancel, Generation, Llama, Perplexity, WeightSource, check_kv_budget, kv_budget};
+pub use model::{
+    Cancel, Generation, Llama, Perplexity, WeightSource, check_generation, check_kv_budget,
+    kv_budget,
+};
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TextStream, TokenizerError};
 

@@ -1319,6 +1319,25 @@ impl Iterator for Generation<'_> {
     }
 }
 
+/// Checks a generation request before any work: a prompt with tokens, and prompt plus `max_tokens`
+/// within the cache's `max_context` positions (the embedding APIs' shared rule; the message names the
+/// numbers).
+pub fn check_generation(
+    prompt_len: usize,
+    max_tokens: usize,
+    max_context: usize,
+) -> Result<(), LlmError> {
+    if prompt_len == 0 {
+        return Err(LlmError::Request("the prompt has no tokens".into()));
+    }
+    if prompt_len + max_tokens > max_context {
+        return Err(LlmError::Request(format!(
+            "the prompt's {prompt_len} tokens and max_tokens {max_tokens} exceed the context of {max_context} positions"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a context whose KV cache would exceed `budget` bytes, naming the numbers, before anything is
 /// allocated (a 170,000-position context of a 30-layer model is 7.5 GiB, in buffers each under the binding
 /// limit, and used to abort on the device allocation).

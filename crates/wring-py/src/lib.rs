@@ -42,6 +42,8 @@ struct Inner {
 struct Model {
     inner: Arc<Mutex<Inner>>,
     tokenizer: Arc<GgufTokenizer>,
+    /// Positions of the KV cache.
+    context: usize,
 }
 
 fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
@@ -71,6 +73,7 @@ impl Model {
             .map_err(runtime_error)?;
             let model = Llama::load(&ctx, &g, context, |_, _| {}).map_err(value_error)?;
             Ok(Model {
+                context: model.max_context,
                 inner: Arc::new(Mutex::new(Inner { ctx, model })),
                 tokenizer: Arc::new(tokenizer),
             })
@@ -80,7 +83,7 @@ impl Model {
     /// Positions of the KV cache.
     #[getter]
     fn context(&self) -> usize {
-        lock(&self.inner).model.max_context
+        self.context
     }
 
     /// Tokens in the vocabulary.
@@ -126,16 +129,8 @@ impl Model {
         let sampler =
             Sampler::new(temperature, top_k, top_p, 0.0, 1.0, seed).map_err(value_error)?;
         let ids = self.tokenizer.encode(prompt).map_err(value_error)?;
-        let context = self.context();
-        if ids.is_empty() {
-            return Err(value_error("the prompt has no tokens"));
-        }
-        if ids.len() + max_tokens > context {
-            return Err(value_error(format!(
-                "the prompt's {} tokens and max_tokens {max_tokens} exceed the context of {context}",
-                ids.len()
-            )));
-        }
+        // The context is kept beside the model: a running generation holds the model's lock.
+        wring_llm::check_generation(ids.len(), max_tokens, self.context).map_err(value_error)?;
         let (tx, rx) = sync_channel(64);
         let cancel = Cancel::new();
         let (inner, tok, c) = (self.inner.clone(), self.tokenizer.clone(), cancel.clone());
@@ -325,11 +320,7 @@ impl Drop for TextIterator {
 /// The codec's settings at a quality (1-100, default 75) or a target rate (bpp or kbps, which wins).
 fn codec_options(quality: Option<f32>, target: Option<f64>) -> wring_codec::Options {
     wring_codec::Options {
-        rate: match (quality, target) {
-            (_, Some(t)) => wring_codec::Rate::Target(t),
-            (Some(q), None) => wring_codec::Rate::Quality(q),
-            (None, None) => wring_codec::Rate::Quality(75.0),
-        },
+        rate: wring_codec::Rate::choose(quality, target),
         ..Default::default()
     }
 }
@@ -423,41 +414,17 @@ fn encode_shard<'py>(
     bpp: Option<f64>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     use wring_io::batch;
-    if count == 0 || index >= count {
-        return Err(value_error(format!(
-            "shard {index}/{count} must have index < count"
-        )));
-    }
-    let shard = batch::Shard { index, count };
-    let accept = |p: &std::path::Path| {
-        let name = p.to_string_lossy().to_ascii_lowercase();
-        [".png", ".jpg", ".jpeg", ".wav"]
-            .iter()
-            .any(|e| name.ends_with(e))
-    };
-    let inputs = batch::inputs(&input, list, &accept).map_err(value_error)?;
-    std::fs::create_dir_all(&output).map_err(value_error)?;
-    let items = batch::plan(&inputs, &output, "wrg", shard).map_err(value_error)?;
+    let shard: batch::Shard = format!("{index}/{count}").parse().map_err(value_error)?;
+    let (_, items) = batch::prepare(&input, list, &output, &wring_codec::ENCODABLE, "wrg", shard)
+        .map_err(value_error)?;
     let opts = codec_options(quality, bpp);
     let ctx = shared_context()?;
     let summary = py.allow_threads(|| {
         batch::run(
             &items,
             |item, tmp| -> Result<(), wring_codec::CodecError> {
-                let bytes = if item
-                    .input
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-                {
-                    wring_codec::encode_audio(ctx, &wring_codec::io::read_wav(&item.input)?, &opts)?
-                } else {
-                    wring_codec::encode_image(
-                        ctx,
-                        &wring_codec::io::read_image(&item.input)?,
-                        &opts,
-                    )?
-                };
-                std::fs::write(tmp, bytes).map_err(|e| wring_codec::CodecError::Io(e.to_string()))
+                let e = wring_codec::encode_file(ctx, &item.input, &opts)?;
+                std::fs::write(tmp, e.bytes).map_err(|e| wring_codec::CodecError::Io(e.to_string()))
             },
             |_, _| {},
         )
