@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use half::f16;
-use wring_runtime::kernels::quant::{Qmatmul, Qmatvec};
+use wring_quant::BlockFormat;
+use wring_runtime::kernels::quant::{Qmatmul, Qmatvec, QmatvecQ8, QuantizeQ8, qmatvec_q8};
 use wring_runtime::kernels::tensor::{
     Attention, Binary, BinaryOp, CopyWords, Fill, GetRows, Matmul, Matvec, Rmsnorm, Rope, RopeMode,
     RopeQkv, SiluMul, Softmax,
@@ -413,7 +414,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         } else {
             &[(576, 576), (1536, 576), (576, 1536), (49_152, 576)]
         };
-        for f in wring_quant::BlockFormat::ALL {
+        for f in BlockFormat::ALL {
             for &(n, k) in shapes {
                 if k % f.block_len() != 0 {
                     continue;
@@ -434,16 +435,8 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     } else {
                         &["auto"]
                     };
-                    for &kind in kinds {
-                        if kind == "subgroup" && !ctx.caps().subgroup {
-                            continue;
-                        }
-                        let name = format!("{}_b{}_{kind}", DType::Block(f).name(), batch.min(8));
-                        let choice = if kind == "auto" {
-                            Choice::Auto
-                        } else {
-                            Choice::Force(&name)
-                        };
+                    for (name, kind) in matvec_kinds(&ctx, f, batch, kinds) {
+                        let choice = kind_choice(kind, &name);
                         let unit = Qmatvec {
                             format: f,
                             act: DType::F32,
@@ -478,6 +471,74 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                             "qmatmul",
                             &plan.variant.name,
                             format!("{n}x{k} m{batch}"),
+                            t,
+                            w.len() as f64,
+                            (2 * n * k * batch) as f64,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if want("qmatvec_q8") || want("quantize_q8") {
+        // The 8-bit-activation decode product (what `wring generate` runs by default) on the same shapes, for
+        // the formats it serves; the activations are quantized once beforehand (quantize_q8's own row times
+        // that launch). GB/s counts the packed weight bytes read, as qmatvec's rows do, so the two compare.
+        let shapes: &[(usize, usize)] = if opts.quick {
+            &[(1536, 576)]
+        } else {
+            &[(576, 576), (1536, 576), (576, 1536), (49_152, 576)]
+        };
+        for &(n, k) in shapes {
+            // 64 rows: a prefill's tiles of 8 side by side, as the model runs them (8 alone would leave
+            // most of a CPU adapter's threads idle on the smaller shapes).
+            for &batch in &[1usize, 64] {
+                if batch > 1 && n > 4096 && opts.quick {
+                    continue;
+                }
+                let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
+                let quantize = QuantizeQ8 { k, rows: batch };
+                let q = ctx.empty(&[quantize.words()], DType::U32)?;
+                let plan = quantize.plan(ctx.caps(), Choice::Auto)?;
+                let t = b.time(&|s| s.run(&quantize, &[("x", &x), ("q", &q)]))?;
+                b.row(
+                    "quantize_q8",
+                    &plan.variant.name,
+                    format!("{batch}x{k}"),
+                    t,
+                    (batch * k * 4 + quantize.words() * 4) as f64,
+                    0.0,
+                );
+                let mut once = ctx.step("quantize once");
+                once.run(&quantize, &[("x", &x), ("q", &q)])?;
+                once.submit()?;
+                let y = ctx.empty(&[batch, n], DType::F32)?;
+                for &f in qmatvec_q8::FORMATS.iter() {
+                    let w = f.quantize_to_vec(&ramp(n * k, 0.05)).expect("whole blocks");
+                    let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+                    let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 {
+                        &["lanes", "shared", "subgroup"]
+                    } else if batch > 1 && f != BlockFormat::Q8_0 {
+                        &["lanes", "pairs"]
+                    } else {
+                        &["auto"]
+                    };
+                    for (name, kind) in matvec_kinds(&ctx, f, batch, kinds) {
+                        let choice = kind_choice(kind, &name);
+                        let unit = QmatvecQ8 {
+                            format: f,
+                            n,
+                            k,
+                            batch,
+                        };
+                        let plan = unit.plan(ctx.caps(), choice)?;
+                        let t = b.time(&|s| {
+                            s.run_with(&unit, choice, &[("w", &tw), ("x", &q), ("y", &y)])
+                        })?;
+                        b.row(
+                            "qmatvec_q8",
+                            &plan.variant.name,
+                            format!("{n}x{k} b{batch}"),
                             t,
                             w.len() as f64,
                             (2 * n * k * batch) as f64,
@@ -831,7 +892,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     if want("get_rows") {
         // The Q8_0 token embedding of SmolLM2 (49152 x 576) gathered for a 512-token prompt.
         let (rows, k, tokens) = (49_152usize, 576usize, 512usize);
-        let f = wring_quant::BlockFormat::Q8_0;
+        let f = BlockFormat::Q8_0;
         let table = ctx.upload_blocks(
             &[rows, k],
             f,
@@ -941,6 +1002,34 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         matmul_gflop_per_s: matmul_best,
         rows: b.rows,
     })
+}
+
+/// The quantized matvecs' variants to time, by kind (`lanes`, `shared`, `subgroup`, `pairs`, or `auto`
+/// for the planner's own choice), with the name a forced kind resolves to; subgroup kinds only where the
+/// adapter has subgroups.
+fn matvec_kinds<'k>(
+    ctx: &Context,
+    f: BlockFormat,
+    batch: usize,
+    kinds: &[&'k str],
+) -> Vec<(String, &'k str)> {
+    kinds
+        .iter()
+        .filter(|&&kind| kind != "subgroup" || ctx.caps().subgroup)
+        .map(|&kind| {
+            let name = format!("{}_b{}_{kind}", DType::Block(f).name(), batch.min(8));
+            (name, kind)
+        })
+        .collect()
+}
+
+/// The choice that times kind `kind` (whose variant is `name`): the planner's for `auto`.
+fn kind_choice<'n>(kind: &str, name: &'n str) -> Choice<'n> {
+    if kind == "auto" {
+        Choice::Auto
+    } else {
+        Choice::Force(name)
+    }
 }
 
 fn weights(

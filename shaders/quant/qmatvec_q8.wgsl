@@ -65,6 +65,11 @@ fn unit_dot(wu: WUnit, a: vec4<u32>, b: vec4<u32>, ds: vec2<f32>) -> f32 {
         acc += dot4I8Packed(wu.q[i], a[i]);
         acc += dot4I8Packed(wu.q[i + 4u], b[i]);
     }
+    return scaled(wu, acc, ds);
+}
+
+// A unit's exact integer dot product scaled as the format needs.
+fn scaled(wu: WUnit, acc: i32, ds: vec2<f32>) -> f32 {
 #ifdef FMT_Q8_0
     return wu.d * ds.x * f32(acc);
 #endif
@@ -77,6 +82,106 @@ fn unit_dot(wu: WUnit, a: vec4<u32>, b: vec4<u32>, ds: vec2<f32>) -> f32 {
 }
 
 #ifdef ROW_PER_LANE
+#ifdef FMT_Q8_0
+// Two consecutive Q8_0 blocks (68 bytes) that start on a word boundary, from 17 aligned words: a lone
+// 34-byte block sits at an offset of 2 mod 4 every other unit, where each of its code words would need two
+// loads. Whether a block is aligned depends only on the unit index (a row is k / 32 * 34 bytes, a multiple
+// of 4 when the unit count is even), which is the same for every invocation, so the choice costs no
+// divergence.
+fn load_pair(bb: u32) -> array<WUnit, 2> {
+    let w0 = bb >> 2u;
+    var words: array<u32, 17>;
+    for (var i = 0u; i < 17u; i++) {
+        words[i] = w[w0 + i];
+    }
+    var p: array<WUnit, 2>;
+    p[0].d = unpack2x16float(words[0] & 0xFFFFu).x;
+    for (var i = 0u; i < 8u; i++) {
+        p[0].q[i] = (words[i] >> 16u) | (words[i + 1u] << 16u);
+    }
+    p[1].d = unpack2x16float(words[8] >> 16u).x;
+    for (var i = 0u; i < 8u; i++) {
+        p[1].q[i] = words[9u + i];
+    }
+    return p;
+}
+#endif
+
+// A tile's activation unit u: codes and (d, s) for each of its BATCH rows.
+struct ActUnit {
+    a: array<vec4<u32>, BATCH>,
+    b: array<vec4<u32>, BATCH>,
+    ds: array<vec2<f32>, BATCH>,
+}
+
+fn act_unit(b0: u32, u: u32, units: u32) -> ActUnit {
+    var r: ActUnit;
+    for (var i = 0u; i < BATCH; i++) {
+        // Activation rows past the batch are clamped to the last one; their sums are not stored.
+        let at = 3u * (min(b0 + i, params.batch - 1u) * units + u);
+        r.a[i] = x[at];
+        r.b[i] = x[at + 1u];
+        r.ds[i] = bitcast<vec2<f32>>(x[at + 2u].xy);
+    }
+    return r;
+}
+
+
+#ifdef PAIRS
+// Two activation rows' products in one 32-bit multiply (the PAIRS variants, 4-bit weights over tiles of 8
+// rows): an 8-bit code pair packed as c0 + c1 * 65536 (i32), times a 4-bit weight w, accumulated over 16
+// values of a unit, is S0 + S1 * 65536 with |S0|, |S1| <= 16 * 15 * 127 = 30480 < 32768 and the whole
+// within i32, so both sums come back exactly: S0 as the low 16 bits sign-extended, S1 as the rest shifted
+// down. That halves the multiplies of the tile's 8 rows, which bound this product on CPU adapters, where
+// the lanes of one invocation hold different rows and no packed dot-product instruction applies.
+//
+// The unit's pairs, once per tile: pc[j][p] packs value j of activation rows 2p and 2p + 1.
+fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
+    var pc: array<vec4<i32>, 32>;
+    for (var word = 0u; word < 4u; word++) {
+        for (var byte = 0u; byte < 4u; byte++) {
+            let shift = 24u - 8u * byte;
+            var lo: vec4<i32>;
+            var hi: vec4<i32>;
+            for (var p = 0u; p < 4u; p++) {
+                let a0 = bitcast<i32>(xu.a[2u * p][word] << shift) >> 24u;
+                let a1 = bitcast<i32>(xu.a[2u * p + 1u][word] << shift) >> 24u;
+                lo[p] = a0 + (a1 << 16u);
+                let b0 = bitcast<i32>(xu.b[2u * p][word] << shift) >> 24u;
+                let b1 = bitcast<i32>(xu.b[2u * p + 1u][word] << shift) >> 24u;
+                hi[p] = b0 + (b1 << 16u);
+            }
+            pc[4u * word + byte] = lo;
+            pc[16u + 4u * word + byte] = hi;
+        }
+    }
+    return pc;
+}
+
+// The 8 rows' exact integer dot products of one weight unit: row 2p's in .x of element p ... as
+// (even rows, odd rows).
+fn pair_dots(wu: WUnit, pc: ptr<function, array<vec4<i32>, 32>>) -> array<vec4<i32>, 2> {
+    var acc0 = vec4<i32>(0);
+    var acc1 = vec4<i32>(0);
+    for (var word = 0u; word < 4u; word++) {
+        let q0 = wu.q[word];
+        let q1 = wu.q[word + 4u];
+        for (var byte = 0u; byte < 4u; byte++) {
+            let j = 4u * word + byte;
+            acc0 += bitcast<i32>((q0 >> (8u * byte)) & 0xFFu) * (*pc)[j];
+            acc1 += bitcast<i32>((q1 >> (8u * byte)) & 0xFFu) * (*pc)[16u + j];
+        }
+    }
+    let s = vec4<u32>(16u);
+    let lo0 = (acc0 << s) >> s;
+    let lo1 = (acc1 << s) >> s;
+    var out: array<vec4<i32>, 2>;
+    out[0] = lo0 + lo1;
+    out[1] = ((acc0 - lo0) >> s) + ((acc1 - lo1) >> s);
+    return out;
+}
+#endif
+
 // The grid's y dimension walks tiles of BATCH activation rows (1 for decode, 8 for prefill on CPU
 // adapters, where each weight unit is read once for the tile's 8 rows).
 @compute @workgroup_size(WG)
@@ -85,26 +190,64 @@ fn main(inv: Invocation) {
     let b0 = inv.wid.y * BATCH;
     let units = params.k / 32u;
     var sums: array<array<f32, BATCH>, ROWS>;
-    for (var u = 0u; u < units; u++) {
-        var a: array<vec4<u32>, BATCH>;
-        var b: array<vec4<u32>, BATCH>;
-        var ds: array<vec2<f32>, BATCH>;
-        for (var i = 0u; i < BATCH; i++) {
-            // Activation rows past the batch are clamped to the last one; their sums are not stored.
-            let at = 3u * (min(b0 + i, params.batch - 1u) * units + u);
-            a[i] = x[at];
-            b[i] = x[at + 1u];
-            ds[i] = bitcast<vec2<f32>>(x[at + 2u].xy);
+#ifdef ROW_OUTER
+    // One row at a time, all of its units before the next row: each invocation streams one row through
+    // memory at a time, so a workgroup has WG streams in flight rather than WG * ROWS (more than a CPU's
+    // prefetchers follow when the weights come from DRAM). The activation units are reloaded per row; they
+    // are the same for every invocation and small enough to stay in the nearest cache.
+    for (var r = 0u; r < ROWS; r++) {
+        let row = min(row0 + r, params.n - 1u);
+        var u = 0u;
+#ifdef FMT_Q8_0
+        if (units % 2u == 0u) {
+            for (; u < units; u += 2u) {
+                let x0 = act_unit(b0, u, units);
+                let x1 = act_unit(b0, u + 1u, units);
+                let p = load_pair(row * params.row_bytes + u * BLOCK_BYTES);
+                for (var i = 0u; i < BATCH; i++) {
+                    sums[r][i] += unit_dot(p[0], x0.a[i], x0.b[i], x0.ds[i]);
+                    sums[r][i] += unit_dot(p[1], x1.a[i], x1.b[i], x1.ds[i]);
+                }
+            }
         }
+#endif
+        for (; u < units; u++) {
+            let xu = act_unit(b0, u, units);
+            let wu = load_unit(row * params.row_bytes + u * BLOCK_BYTES);
+            for (var i = 0u; i < BATCH; i++) {
+                sums[r][i] += unit_dot(wu, xu.a[i], xu.b[i], xu.ds[i]);
+            }
+        }
+    }
+#else
+#ifdef PAIRS
+    for (var u = 0u; u < units; u++) {
+        let xu = act_unit(b0, u, units);
+        var pc = pair_codes(xu);
+        for (var r = 0u; r < ROWS; r++) {
+            let row = min(row0 + r, params.n - 1u);
+            let wu = load_unit(row * params.row_bytes + u * BLOCK_BYTES);
+            let dots = pair_dots(wu, &pc);
+            for (var p = 0u; p < 4u; p++) {
+                sums[r][2u * p] += scaled(wu, dots[0][p], xu.ds[2u * p]);
+                sums[r][2u * p + 1u] += scaled(wu, dots[1][p], xu.ds[2u * p + 1u]);
+            }
+        }
+    }
+#else
+    for (var u = 0u; u < units; u++) {
+        let xu = act_unit(b0, u, units);
         for (var r = 0u; r < ROWS; r++) {
             // Rows past the end are clamped to the last one; their sums are not stored.
             let row = min(row0 + r, params.n - 1u);
             let wu = load_unit(row * params.row_bytes + u * BLOCK_BYTES);
             for (var i = 0u; i < BATCH; i++) {
-                sums[r][i] += unit_dot(wu, a[i], b[i], ds[i]);
+                sums[r][i] += unit_dot(wu, xu.a[i], xu.b[i], xu.ds[i]);
             }
         }
     }
+#endif
+#endif
     for (var r = 0u; r < ROWS; r++) {
         for (var i = 0u; i < BATCH; i++) {
             if (row0 + r < params.n && b0 + i < params.batch) {

@@ -5,7 +5,9 @@
 //! order of ggml test-backend-ops' 5e-4 for its Q8_1 matrix products. Shapes: one block, three, SmolLM2's
 //! 576 and 1536; 1 row, 67 (two workgroups of the b1 lanes variants, ending inside a lane) and 131 (two
 //! of the b8 lanes variants' 128); batches of
-//! 1 and 2 for the b1 variants, 3, 8 and 21 for the 8-row tiles.
+//! 1 and 2 for the b1 variants, 3, 8 and 21 for the 8-row tiles; 300 rows for the PAIRS variants (two of
+//! their 256-row workgroups); and for every variant, weights and activations at the extremes of their
+//! codes (the sums the PAIRS variants pack two to a word reach their bound there).
 
 use wring::kernels::check::Tolerance;
 use wring::kernels::quant::{QmatvecQ8, qmatvec, qmatvec_q8, quantize_q8};
@@ -32,9 +34,42 @@ fn inputs(
     (w, x, xq)
 }
 
+/// Weights and activations at the extremes of their codes: every 4-bit weight 15 (every Q8_0 byte -128),
+/// activation rows of constant sign so that every code is +127 or -127, the signs mixed so that a pair of
+/// rows packed together (the PAIRS variants) holds both, and the odd rows random. A unit's 16-value sums
+/// then reach 16 * 15 * 127 = 30480, the bound the PAIRS variants' packing relies on.
+fn extreme_inputs(f: BlockFormat, n: usize, k: usize, batch: usize) -> (Vec<u8>, Vec<u32>) {
+    let mut w = vec![0u8; f.bytes_for(n * k).expect("whole blocks")];
+    let one = half::f16::from_f32(0.01).to_le_bytes();
+    for block in w.chunks_exact_mut(f.block_bytes()) {
+        block.fill(if f == BlockFormat::Q8_0 { 0x80 } else { 0xFF });
+        block[..2].copy_from_slice(&one);
+        if f == BlockFormat::Q4_1 {
+            block[2..4].copy_from_slice(&half::f16::from_f32(-0.5).to_le_bytes());
+        }
+    }
+    let mut rng = Rng::new(7);
+    let mut x = Vec::with_capacity(batch * k);
+    for t in 0..batch {
+        match t % 4 {
+            0 => x.extend(std::iter::repeat_n(1.0, k)),
+            1 | 2 => x.extend(std::iter::repeat_n(-2.0, k)),
+            _ => x.extend(rng.vec(k, -1.0, 1.0)),
+        }
+    }
+    let mut xq = vec![0u32; batch * k / 32 * quantize_q8::UNIT_WORDS];
+    quantize_q8::cpu(&x, &mut xq);
+    (w, xq)
+}
+
 fn case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Case<'static> {
     let f = variant_format(v);
-    let (w, _, xq) = inputs(f, n, k, batch, seed);
+    let (w, xq) = if seed == EXTREME {
+        extreme_inputs(f, n, k, batch)
+    } else {
+        let (w, _, xq) = inputs(f, n, k, batch, seed);
+        (w, xq)
+    };
     let mut y = vec![0f32; batch * n];
     qmatvec_q8::cpu(f, &w, &xq, &mut y, n, k, batch, twin_lanes(v));
     Case {
@@ -76,17 +111,29 @@ pub fn cases() -> Vec<Planned> {
         } else {
             &[3, 8, 21]
         };
+        // Two workgroups of every lanes variant: 67 for the b1 tiles of 64 rows, 131 for the b8 lanes
+        // variants' 128, 300 for the PAIRS variants' 256.
+        let rows: &[usize] = if v.define("PAIRS").is_some() {
+            &[1, 67, 131, 300]
+        } else {
+            &[1, 67, 131]
+        };
         for (i, k) in [bl, 3 * bl, 576, 1536].into_iter().enumerate() {
-            for n in [1, 67, 131] {
+            for &n in rows {
                 for &batch in batches {
                     let seed = (i * 100 + n + 1000 * batch) as u64;
                     out.push(planned(v, move || case(v, n, k, batch, seed)));
                 }
             }
         }
+        let batch = batches[batches.len() - 1];
+        out.push(planned(v, move || case(v, 67, 576, batch, EXTREME)));
     }
     out
 }
+
+/// The seed that asks [`case`] for [`extreme_inputs`].
+const EXTREME: u64 = u64::MAX;
 
 /// The price of 8-bit activations: the integer-dot twin against the f32-activation twin on the same
 /// weights, for each format, at SmolLM2's widths.
