@@ -518,7 +518,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     let tw = ctx.upload_blocks(&[n, k], f, &w)?;
                     let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 {
                         &["lanes", "shared", "subgroup"]
-                    } else if batch > 1 && f != BlockFormat::Q8_0 {
+                    } else if batch > 1 {
                         &["lanes", "pairs"]
                     } else {
                         &["auto"]

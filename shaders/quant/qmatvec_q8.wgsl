@@ -128,11 +128,12 @@ fn act_unit(b0: u32, u: u32, units: u32) -> ActUnit {
 
 
 #ifdef PAIRS
-// Two activation rows' products in one 32-bit multiply (the PAIRS variants, 4-bit weights over tiles of 8
-// rows): an 8-bit code pair packed as c0 + c1 * 65536 (i32), times a 4-bit weight w, accumulated over 16
+// Two activation rows' products in one 32-bit multiply (the PAIRS variants, over tiles of 8 rows): an
+// 8-bit code pair packed as c0 + c1 * 65536 (i32), times a 4-bit weight w, accumulated over 16
 // values of a unit, is S0 + S1 * 65536 with |S0|, |S1| <= 16 * 15 * 127 = 30480 < 32768 and the whole
 // within i32, so both sums come back exactly: S0 as the low 16 bits sign-extended, S1 as the rest shifted
-// down. That halves the multiplies of the tile's 8 rows, which bound this product on CPU adapters, where
+// down. Q8_0's 8-bit weights would overflow that bound, so they are split into two 4-bit halves, each
+// packed product summed apart. That halves the multiplies of the tile's 8 rows, which bound this product on CPU adapters, where
 // the lanes of one invocation hold different rows and no packed dot-product instruction applies.
 //
 // The unit's pairs, once per tile: pc[j][p] packs value j of activation rows 2p and 2p + 1.
@@ -163,15 +164,41 @@ fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
 fn pair_dots(wu: WUnit, pc: ptr<function, array<vec4<i32>, 32>>) -> array<vec4<i32>, 2> {
     var acc0 = vec4<i32>(0);
     var acc1 = vec4<i32>(0);
+#ifdef FMT_Q8_0
+    // 8-bit weights split as w = 16 wh + wl (wl in 0..15, wh in -8..7), each half within the packing's
+    // bound (16 * 8 * 127 = 16256 for wh), summed apart and joined after the split.
+    var high0 = vec4<i32>(0);
+    var high1 = vec4<i32>(0);
+#endif
     for (var word = 0u; word < 4u; word++) {
         let q0 = wu.q[word];
         let q1 = wu.q[word + 4u];
         for (var byte = 0u; byte < 4u; byte++) {
             let j = 4u * word + byte;
+#ifdef FMT_Q8_0
+            let w0 = bitcast<i32>(q0 << (24u - 8u * byte)) >> 24u;
+            let w1 = bitcast<i32>(q1 << (24u - 8u * byte)) >> 24u;
+            acc0 += (w0 & 15) * (*pc)[j];
+            acc1 += (w1 & 15) * (*pc)[16u + j];
+            high0 += (w0 >> 4u) * (*pc)[j];
+            high1 += (w1 >> 4u) * (*pc)[16u + j];
+#else
             acc0 += bitcast<i32>((q0 >> (8u * byte)) & 0xFFu) * (*pc)[j];
             acc1 += bitcast<i32>((q1 >> (8u * byte)) & 0xFFu) * (*pc)[16u + j];
+#endif
         }
     }
+    var out = split_pairs(acc0, acc1);
+#ifdef FMT_Q8_0
+    let high = split_pairs(high0, high1);
+    out[0] += 16 * high[0];
+    out[1] += 16 * high[1];
+#endif
+    return out;
+}
+
+// Two packed sums over a unit's halves, each S0 + S1 * 65536, back to (S0 of both, S1 of both).
+fn split_pairs(acc0: vec4<i32>, acc1: vec4<i32>) -> array<vec4<i32>, 2> {
     let s = vec4<u32>(16u);
     let lo0 = (acc0 << s) >> s;
     let lo1 = (acc1 << s) >> s;

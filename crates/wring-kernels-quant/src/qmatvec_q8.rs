@@ -65,13 +65,13 @@ impl Kernel for QmatvecQ8 {
         let fmt = DType::Block(format).name();
         let (reduction, why) = plan::row_reduction(caps);
         let tiles = batch > 1 && reduction == plan::RowReduction::Narrow;
-        // On CPU adapters the tiles' integer multiplies bound the product; with 4-bit weights two
-        // activation rows share one (the PAIRS variants), measured 3-4x faster than one product per row
-        // on a prefill of 64 rows (bench-results, qmatvec_q8 rows).
-        let auto = match (tiles, format) {
-            (true, BlockFormat::Q4_0 | BlockFormat::Q4_1) => format!("{fmt}_b8_pairs"),
-            (true, _) => format!("{fmt}_b8_{}", reduction.matvec_name()),
-            (false, _) => format!("{fmt}_b1_{}", reduction.matvec_name()),
+        // On CPU adapters the tiles' integer multiplies bound the product; two activation rows share one
+        // in the PAIRS variants, measured 3-4x faster than one product per row for 4-bit weights on a
+        // prefill of 64 rows (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8).
+        let auto = if tiles {
+            format!("{fmt}_b8_pairs")
+        } else {
+            format!("{fmt}_b1_{}", reduction.matvec_name())
         };
         let v = crate::select("qmatvec_q8", &auto, why, caps, choice)?;
         plan::ensure(v.name.starts_with(fmt), "qmatvec_q8", || {
