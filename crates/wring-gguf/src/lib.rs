@@ -210,6 +210,33 @@ pub struct Gguf {
     pub data_offset: u64,
 }
 
+impl Gguf {
+    /// Tells the kernel that the mapped file's resident pages are not needed now (once the tensors are
+    /// uploaded to the device, they would otherwise stay counted in the process's memory beside the
+    /// device copy). The mapping stays valid: a later read faults its pages back in from the file. A file
+    /// read into memory instead of mapped keeps its bytes.
+    pub fn release_pages(&self) {
+        if let Bytes::Map(m) = &self.bytes {
+            release(m);
+        }
+    }
+}
+
+/// `madvise(MADV_DONTNEED)` over a read-only file mapping; failure only means the pages stay resident.
+pub fn release(m: &memmap2::Mmap) {
+    // SAFETY: the mapping is private, read-only and never written, so dropping its pages loses nothing:
+    // they are reread from the file on the next access (the case memmap2 leaves unchecked is a private
+    // mapping with writes of its own).
+    #[cfg(unix)]
+    #[allow(
+        unsafe_code,
+        reason = "dropping a read-only mapping's pages is the only way to return them without unmapping"
+    )]
+    let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    #[cfg(not(unix))]
+    let _ = m;
+}
+
 impl std::fmt::Debug for Gguf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gguf")
@@ -646,6 +673,21 @@ mod tests {
         let t = g.tensor("t").unwrap();
         assert_eq!((t.dims.as_slice(), t.bytes), (&[3u64, 2][..], 24));
         assert_eq!(&g.tensor_data(t)[4..8], &1.0f32.to_le_bytes());
+    }
+
+    /// A mapped file whose pages were released reads the same afterwards (they come back from the file).
+    #[test]
+    fn released_pages_read_back_from_the_file() {
+        let path = std::env::temp_dir().join(format!("wring-release-{}.gguf", std::process::id()));
+        std::fs::write(&path, sample()).unwrap();
+        let g = Gguf::open(&path).unwrap();
+        let t = g.tensor("t").unwrap();
+        let before = g.tensor_data(t).to_vec();
+        g.release_pages();
+        assert_eq!(g.tensor_data(t), before.as_slice());
+        assert_eq!(g.get("answer").and_then(Value::as_u64), Some(42));
+        drop(g);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

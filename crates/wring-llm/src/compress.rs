@@ -389,6 +389,10 @@ impl WeightSource for Quantized<'_> {
             None => Ok(None),
         }
     }
+
+    fn uploaded(&self) {
+        self.base.uploaded();
+    }
 }
 
 /// A model's next-token distributions on a text, kept to compare other models against (as llama.cpp's

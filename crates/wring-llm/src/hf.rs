@@ -261,4 +261,8 @@ impl WeightSource for HfModel {
         }
         Ok(Some(ctx.upload(&[rows, inner.unwrap_or(0)], &all)?.into()))
     }
+
+    fn uploaded(&self) {
+        wring_gguf::release(&self.map);
+    }
 }

@@ -325,6 +325,8 @@ pub trait WeightSource {
     fn stacked(&self, _ctx: &Context, _names: &[&str]) -> Result<Option<Weights>, LlmError> {
         Ok(None)
     }
+    /// Called once every tensor is on the device: a mapped source lets go of its resident pages.
+    fn uploaded(&self) {}
 }
 
 /// The token embedding as one tensor (its rows are gathered by id, which only a tensor supports).
@@ -351,6 +353,10 @@ impl WeightSource for Gguf {
 
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
         upload_vector(ctx, self, name)
+    }
+
+    fn uploaded(&self) {
+        self.release_pages();
     }
 
     fn stacked(&self, ctx: &Context, names: &[&str]) -> Result<Option<Weights>, LlmError> {
@@ -437,14 +443,17 @@ impl Llama {
             progress(l + 1, cfg.n_layers);
         }
         let tok_embd = embedding(src, ctx)?;
+        let output_norm = src.vector(ctx, "output_norm.weight")?;
+        let output = if cfg.tied_output {
+            Weights::Tensor(tok_embd.clone())
+        } else {
+            get("output.weight")?
+        };
+        src.uploaded();
         Ok(Llama {
-            output: if cfg.tied_output {
-                Weights::Tensor(tok_embd.clone())
-            } else {
-                get("output.weight")?
-            },
+            output,
             tok_embd,
-            output_norm: src.vector(ctx, "output_norm.weight")?,
+            output_norm,
             layers,
             max_context,
             pos: 0,
