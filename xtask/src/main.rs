@@ -449,6 +449,38 @@ struct LlmConfig {
     ppl_vs_llama_cpp: Option<f64>,
 }
 
+/// One prompt length's prefill (8-bit activations, in a context that times every launch).
+#[derive(Debug, serde::Serialize)]
+struct PrefillRow {
+    tokens: usize,
+    seconds: f64,
+    tokens_per_s: f64,
+    /// Attention's share of the step's GPU time (the rest: projections, norms, RoPE, the head).
+    attention_share: f64,
+    /// llama-bench's pp of the same length in the same command, when it ran.
+    llama_cpp_tokens_per_s: Option<f64>,
+}
+
+/// Long inputs: prefill across prompt lengths, decode deep in the cache, and perplexity at ctx 2048 beside
+/// llama-perplexity on the same text (8-bit activations; a 4,096-position cache).
+#[derive(Debug, serde::Serialize)]
+struct LongReport {
+    prefill: Vec<PrefillRow>,
+    /// Decode after a 2,048-token prompt: tokens per second over 64 tokens.
+    tg_at_2048_tokens_per_s: f64,
+    /// llama-bench's tg64 after a 2,048-token prompt (`-d 2048`), when it ran.
+    llama_cpp_tg_at_2048: Option<f64>,
+    /// `wring perplexity` on tests/fixtures/eighty_days_eval.txt (4,096 tokens) at ctx 2048.
+    ppl_2048: f64,
+    ppl_2048_tokens_per_s: f64,
+    /// llama-perplexity on the same text and context: (PPL, tokens per second).
+    llama_perplexity_2048: Option<(f64, f64)>,
+    /// Peak host memory after the long runs (VmHWM of the whole command).
+    peak_rss_mib: f64,
+    /// The 4,096-position cache's bytes.
+    kv_cache_mib: f64,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct LlmReport {
     model: String,
@@ -463,6 +495,8 @@ struct LlmReport {
     peak_rss_mib: f64,
     model_file_mib: f64,
     kv_cache_mib: f64,
+    /// Long inputs (not in a quick run).
+    long: Option<LongReport>,
 }
 
 fn stats(xs: &[f64]) -> (f64, f64) {
@@ -642,26 +676,8 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     }
     // llama-perplexity beside it: the same file, text and context, two threads, as this machine has.
     let perplexity_exe = Path::new(&exe).with_file_name("llama-perplexity");
-    let start = std::time::Instant::now();
-    let llama_perplexity = std::process::Command::new(&perplexity_exe)
-        .args(["-m", &path.display().to_string(), "-f"])
-        .arg(&ppl_file)
-        .args(["-c", "512"])
-        .args(if quick { vec!["--chunks", "1"] } else { vec![] })
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            let secs = start.elapsed().as_secs_f64();
-            let text = String::from_utf8_lossy(&o.stderr).to_string()
-                + &String::from_utf8_lossy(&o.stdout);
-            let ppl = text
-                .lines()
-                .find_map(|l| l.split("Final estimate: PPL = ").nth(1))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())?;
-            let chunks = if quick { 1 } else { ppl_ids.len() / 512 };
-            Some((ppl, (chunks * 512) as f64 / secs))
-        });
+    let chunks = if quick { 1 } else { ppl_ids.len() / 512 };
+    let llama_perplexity = llama_perplexity(&perplexity_exe, &path, &ppl_file, 512, chunks, quick);
     match llama_perplexity {
         Some((ppl, tps)) => {
             println!("llama-perplexity: {ppl:.4} at {tps:.1} tokens/s (process start included)");
@@ -677,6 +693,11 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     println!(
         "peak host memory: {peak:.0} MiB (model file {model_file_mib:.0} MiB, KV cache {kv_cache_mib:.0} MiB)"
     );
+    let long = if quick {
+        None
+    } else {
+        Some(bench_long(&g, &path, &exe, &perplexity_exe)?)
+    };
     Ok(LlmReport {
         model: path.display().to_string(),
         adapter,
@@ -687,6 +708,168 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         llama_perplexity,
         peak_rss_mib: peak,
         model_file_mib,
+        kv_cache_mib,
+        long,
+    })
+}
+
+/// llama-perplexity on `text` at context `n_ctx` (the first `chunks` chunks): its PPL and tokens per
+/// second over `chunks * n_ctx` tokens, its process start included; None when it did not run.
+fn llama_perplexity(
+    exe: &Path,
+    model: &Path,
+    text: &Path,
+    n_ctx: usize,
+    chunks: usize,
+    limit: bool,
+) -> Option<(f64, f64)> {
+    let start = std::time::Instant::now();
+    let n = n_ctx.to_string();
+    let c = chunks.to_string();
+    std::process::Command::new(exe)
+        .args(["-m", &model.display().to_string(), "-f"])
+        .arg(text)
+        .args(["-c", &n])
+        .args(if limit { vec!["--chunks", &c] } else { vec![] })
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let secs = start.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            let ppl = text
+                .lines()
+                .find_map(|l| l.split("Final estimate: PPL = ").nth(1))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())?;
+            Some((ppl, (chunks * n_ctx) as f64 / secs))
+        })
+}
+
+/// llama-bench's mean tokens/s for one test (its markdown table), with extra arguments.
+fn llama_bench_one(exe: &str, model: &Path, args: &[&str], test: &str) -> Option<f64> {
+    let out = std::process::Command::new(exe)
+        .args(["-m", &model.display().to_string(), "-r", "2", "-o", "md"])
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{out}");
+    out.lines()
+        .find(|l| l.contains(&format!(" {test} ")))
+        .and_then(|l| l.split('|').rev().nth(1))
+        .and_then(|c| c.split('±').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
+/// The long-input rows (see [`LongReport`]).
+fn bench_long(
+    g: &wring_gguf::Gguf,
+    path: &Path,
+    llama_bench: &str,
+    llama_perplexity_exe: &Path,
+) -> Result<LongReport, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+        q8_activations: true,
+        profile: true,
+        ..Default::default()
+    })
+    .map_err(|x| e(&x))?;
+    let mut m = wring_llm::Llama::load(&ctx, g, 4096, |_, _| {}).map_err(|x| e(&x))?;
+    let kv_cache_mib = m.kv_bytes() as f64 / (1 << 20) as f64;
+    // Token ids from the evaluation text, so that attention sees real text rather than noise.
+    let tok = wring_llm::GgufTokenizer::from_gguf(g).map_err(|x| e(&x))?;
+    let text_path = PathBuf::from("tests/fixtures/eighty_days_eval.txt");
+    let text = std::fs::read_to_string(&text_path).map_err(|x| e(&x))?;
+    let ids = tok.encode(&text).map_err(|x| e(&x))?;
+    if ids.len() < 4096 {
+        return Err(format!(
+            "{} has fewer than 4,096 tokens",
+            text_path.display()
+        ));
+    }
+    // Pipelines compiled and the pool warmed before anything is timed.
+    m.forward(&ctx, &ids[..64], false).map_err(|x| e(&x))?;
+    let mut prefill = Vec::new();
+    for n in [512usize, 1024, 2048] {
+        m.reset();
+        m.take_launch_times();
+        let start = std::time::Instant::now();
+        m.forward(&ctx, &ids[..n], false).map_err(|x| e(&x))?;
+        let seconds = start.elapsed().as_secs_f64();
+        let times = m.take_launch_times();
+        let total: f64 = times.iter().map(|t| t.nanos).sum();
+        let attention: f64 = times
+            .iter()
+            .filter(|t| t.kernel.starts_with("attn"))
+            .map(|t| t.nanos)
+            .sum();
+        let theirs = llama_bench_one(
+            llama_bench,
+            path,
+            &["-p", &n.to_string(), "-n", "0"],
+            &format!("pp{n}"),
+        );
+        let row = PrefillRow {
+            tokens: n,
+            seconds,
+            tokens_per_s: n as f64 / seconds,
+            attention_share: if total > 0.0 { attention / total } else { 0.0 },
+            llama_cpp_tokens_per_s: theirs,
+        };
+        println!(
+            "prefill {n}: {seconds:.2} s, {:.1} tokens/s, attention {:.0}% of GPU time; llama.cpp {theirs:?}",
+            row.tokens_per_s,
+            row.attention_share * 100.0
+        );
+        prefill.push(row);
+    }
+    // Decode 64 tokens after the 2,048-token prompt (the cache now holds it).
+    let start = std::time::Instant::now();
+    for &t in &ids[2048..2112] {
+        m.forward(&ctx, &[t], false).map_err(|x| e(&x))?;
+    }
+    let tg_at_2048_tokens_per_s = 64.0 / start.elapsed().as_secs_f64();
+    m.take_launch_times();
+    let llama_cpp_tg_at_2048 = llama_bench_one(
+        llama_bench,
+        path,
+        &["-p", "0", "-n", "64", "-d", "2048"],
+        "tg64",
+    );
+    println!(
+        "decode after 2,048 tokens: {tg_at_2048_tokens_per_s:.1} tokens/s; llama.cpp {llama_cpp_tg_at_2048:?}"
+    );
+    // Perplexity at ctx 2048 over the text's 4,096 tokens, in a context that does not time launches.
+    drop(m);
+    let plain = wring_runtime::Context::new(wring_runtime::ContextOptions {
+        q8_activations: true,
+        ..Default::default()
+    })
+    .map_err(|x| e(&x))?;
+    let mut m = wring_llm::Llama::load(&plain, g, 4096, |_, _| {}).map_err(|x| e(&x))?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    let start = std::time::Instant::now();
+    let p = m
+        .perplexity(&plain, &ids[..4096], 2048, None, bos)
+        .map_err(|x| e(&x))?;
+    let ppl_2048_tokens_per_s = (p.chunks * 2048) as f64 / start.elapsed().as_secs_f64();
+    let llama_perplexity_2048 =
+        llama_perplexity(llama_perplexity_exe, path, &text_path, 2048, 2, true);
+    println!(
+        "perplexity at ctx 2048: {:.4} over {} chunks at {ppl_2048_tokens_per_s:.1} tokens/s; llama-perplexity {llama_perplexity_2048:?}",
+        p.ppl, p.chunks
+    );
+    Ok(LongReport {
+        prefill,
+        tg_at_2048_tokens_per_s,
+        llama_cpp_tg_at_2048,
+        ppl_2048: p.ppl,
+        ppl_2048_tokens_per_s,
+        llama_perplexity_2048,
+        peak_rss_mib: peak_rss_mib(),
         kv_cache_mib,
     })
 }
@@ -767,6 +950,53 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
         "\nPeak host memory (VmHWM, whole command): {:.0} MiB; model file {:.0} MiB; KV cache (1,024 positions) {:.0} MiB.\n",
         r.peak_rss_mib, r.model_file_mib, r.kv_cache_mib
     );
+    if let Some(l) = &r.long {
+        let ratio = |ours: f64, theirs: Option<f64>| {
+            theirs.map_or("-".into(), |t| format!("{t:.1} ({:.2}x)", ours / t))
+        };
+        md += "
+## Long inputs (8-bit activations, a 4,096-position cache, tests/fixtures/eighty_days_eval.txt)
+
+";
+        md += "| prompt tokens | seconds | tokens/s | attention's share of GPU time | llama-bench (ratio) |
+|---:|---:|---:|---:|---:|
+";
+        for p in &l.prefill {
+            md += &format!(
+                "| {} | {:.2} | {:.1} | {:.0}% | {} |
+",
+                p.tokens,
+                p.seconds,
+                p.tokens_per_s,
+                p.attention_share * 100.0,
+                ratio(p.tokens_per_s, p.llama_cpp_tokens_per_s)
+            );
+        }
+        md += &format!(
+            "
+Decode after a 2,048-token prompt: {:.1} tokens/s; llama-bench tg64 at depth 2048: {}.
+",
+            l.tg_at_2048_tokens_per_s,
+            ratio(l.tg_at_2048_tokens_per_s, l.llama_cpp_tg_at_2048)
+        );
+        md += &format!(
+            "
+Perplexity at ctx 2048 over 4,096 tokens: PPL {:.4} at {:.1} tokens/s; llama-perplexity (same file, text, context): {}.
+",
+            l.ppl_2048,
+            l.ppl_2048_tokens_per_s,
+            l.llama_perplexity_2048.map_or("-".into(), |(p, t)| format!(
+                "PPL {p:.4} at {t:.1} tokens/s ({:.2}x)",
+                l.ppl_2048_tokens_per_s / t
+            ))
+        );
+        md += &format!(
+            "
+Peak host memory after the long runs: {:.0} MiB (4,096-position KV cache {:.0} MiB).
+",
+            l.peak_rss_mib, l.kv_cache_mib
+        );
+    }
     std::fs::write(dir.join("summary.md"), md)?;
     println!("results written to {}", dir.join("llm.json").display());
     Ok(())
