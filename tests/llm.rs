@@ -453,3 +453,31 @@ fn safetensors_export_loads_and_matches_the_gguf() {
         "safetensors PPL {b:.4} is {off:+.3}% from the GGUF's {a:.4}"
     );
 }
+
+/// All-position logits wider than one storage binding (perplexity at ctx 2048 needs 384 MiB for this
+/// vocabulary): the head runs over blocks of rows that fit, and every row's logits equal those of a context
+/// whose binding holds them all at once.
+#[test]
+fn all_position_logits_past_the_binding_limit_come_in_blocks() {
+    use wring::runtime::{Context, ContextOptions};
+    let g = model();
+    let ids: Vec<u32> = (0..200u32).map(|i| (i * 7919) % 49_000).collect();
+    let ctx = crate::harness::ctx();
+    let mut whole = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+    let want = whole.forward(ctx, &ids, true).unwrap();
+    // 32 MiB holds the tied Q8_0 embedding (29 MiB) but only 170 rows of logits: two blocks, the second
+    // read through a view of the normed rows at row 170.
+    let adapter = &wring::runtime::adapter::all_adapters().unwrap()[0];
+    let small = Context::from_adapter(
+        adapter,
+        ContextOptions {
+            max_binding_bytes: Some(32 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut blocked = Llama::load(&small, &g, 256, |_, _| {}).unwrap();
+    let got = blocked.forward(&small, &ids, true).unwrap();
+    assert_eq!(got.len(), ids.len() * 49_152);
+    assert_eq!(got, want);
+}

@@ -1009,25 +1009,38 @@ impl Llama {
             [&xn_all, &x],
             c.rms_eps,
         )?;
-        let rows = if all_logits { t } else { 1 };
-        let xn = if all_logits {
-            xn_all
-        } else {
-            ctx.view(&xn_all, ((t - 1) * e * 4) as u64, &[1, e], DType::F32)
+        // The logits of rows [first, first + n): the head applied to those rows of xn_all, read in place
+        // where the offset is aligned for a view, else copied out first.
+        let head = |step: &mut wring_runtime::Step<'_>, first: usize, n: usize| {
+            let xn = ctx
+                .view(&xn_all, (first * e * 4) as u64, &[n, e], DType::F32)
                 .or_else(|_| {
-                    // Views need an aligned offset; otherwise copy the last row out.
-                    let tmp = f32t(&[1, e])?;
-                    let last = CopyWords {
-                        words: e,
-                        src_offset: (t - 1) * e,
+                    let tmp = f32t(&[n, e])?;
+                    let rows = CopyWords {
+                        words: n * e,
+                        src_offset: first * e,
                         dst_offset: 0,
                     };
-                    step.run(&last, &[("src", &xn_all), ("dst", &tmp)])?;
+                    step.run(&rows, &[("src", &xn_all), ("dst", &tmp)])?;
                     Ok::<Tensor, wring_runtime::Error>(tmp)
-                })?
+                })?;
+            let logits = f32t(&[n, c.vocab])?;
+            matmul_weights(step, &self.output, &xn, &logits)?;
+            Ok::<Tensor, LlmError>(logits)
         };
-        let logits = f32t(&[rows, c.vocab])?;
-        matmul_weights(&mut step, &self.output, &xn, &logits)?;
+        // Every row's logits (perplexity) may not fit one storage binding (2,048 rows of a 49,152-token
+        // vocabulary are 384 MiB): the head then runs over blocks of rows that do.
+        let blocks: Vec<(usize, usize)> = if all_logits {
+            let limit = ctx.info().limits.max_storage_buffer_binding_size as usize;
+            let per = (limit / (c.vocab * 4)).clamp(1, t);
+            (0..t).step_by(per).map(|r| (r, per.min(t - r))).collect()
+        } else {
+            vec![(t - 1, 1)]
+        };
+        let logits = blocks
+            .iter()
+            .map(|&(first, n)| head(&mut step, first, n))
+            .collect::<Result<Vec<_>, _>>()?;
         let report = step.submit()?;
         self.last_launches = report.launches;
         self.launch_times.extend(report.times.unwrap_or_default());
@@ -1036,7 +1049,10 @@ impl Llama {
         if let Some(layout) = &self.kv_layout {
             self.compressed = layout.compressible(self.compressed, kv_len);
         }
-        let out: Vec<f32> = ctx.read(&logits)?;
+        let mut out: Vec<f32> = Vec::new();
+        for block in &logits {
+            out.extend(ctx.read::<f32>(block)?);
+        }
         // A cheap guard on the row generation samples from: broken weights or a device fault show up as
         // NaN or infinite logits, which are reported rather than sampled.
         let last = &out[out.len() - c.vocab..];
