@@ -126,15 +126,15 @@ fn act_unit(b0: u32, u: u32, units: u32) -> ActUnit {
     return r;
 }
 
-
 #ifdef PAIRS
 // Two activation rows' products in one 32-bit multiply (the PAIRS variants, over tiles of 8 rows): an
 // 8-bit code pair packed as c0 + c1 * 65536 (i32), times a 4-bit weight w, accumulated over 16
 // values of a unit, is S0 + S1 * 65536 with |S0|, |S1| <= 16 * 15 * 127 = 30480 < 32768 and the whole
 // within i32, so both sums come back exactly: S0 as the low 16 bits sign-extended, S1 as the rest shifted
 // down. Q8_0's 8-bit weights would overflow that bound, so they are split into two 4-bit halves, each
-// packed product summed apart. That halves the multiplies of the tile's 8 rows, which bound this product on CPU adapters, where
-// the lanes of one invocation hold different rows and no packed dot-product instruction applies.
+// packed product summed apart. That halves the multiplies of the tile's 8 rows, which bound this product
+// on CPU adapters, where the lanes of one invocation hold different rows and no packed dot-product
+// instruction applies.
 //
 // The unit's pairs, once per tile: pc[j][p] packs value j of activation rows 2p and 2p + 1.
 fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
@@ -159,8 +159,8 @@ fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
     return pc;
 }
 
-// The 8 rows' exact integer dot products of one weight unit: row 2p's in .x of element p ... as
-// (even rows, odd rows).
+// The tile's 8 exact integer dot products with one weight unit: out[0][p] for activation row 2p,
+// out[1][p] for row 2p + 1.
 fn pair_dots(wu: WUnit, pc: ptr<function, array<vec4<i32>, 32>>) -> array<vec4<i32>, 2> {
     var acc0 = vec4<i32>(0);
     var acc1 = vec4<i32>(0);
