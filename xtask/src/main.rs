@@ -650,13 +650,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         Some(out) => {
             println!("{out}");
             for test in [format!("pp{pp}"), format!("tg{tg}")] {
-                let theirs = out
-                    .lines()
-                    .find(|l| l.contains(&format!(" {test} ")))
-                    .and_then(|l| l.split('|').rev().nth(1))
-                    .and_then(|c| c.split('±').next())
-                    .and_then(|v| v.trim().parse::<f64>().ok());
-                if let Some(t) = theirs {
+                if let Some(t) = llama_bench_mean(out, &test) {
                     llama_cpp.push((test, t));
                 }
             }
@@ -756,7 +750,13 @@ fn llama_bench_one(exe: &str, model: &Path, args: &[&str], test: &str) -> Option
         .filter(|o| o.status.success())?;
     let out = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{out}");
-    out.lines()
+    llama_bench_mean(&out, test)
+}
+
+/// The mean tokens/s of `test` (pp512, tg128, "tg64 @ d2048" matches tg64) in llama-bench's markdown table.
+fn llama_bench_mean(table: &str, test: &str) -> Option<f64> {
+    table
+        .lines()
         .find(|l| l.contains(&format!(" {test} ")))
         .and_then(|l| l.split('|').rev().nth(1))
         .and_then(|c| c.split('±').next())

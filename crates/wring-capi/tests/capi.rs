@@ -163,6 +163,21 @@ unsafe extern "C" fn collect(text: *const c_char, len: usize, user: *mut c_void)
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
+/// `wring_generate` with no callback: the status only.
+///
+/// # Safety
+/// As `wring_generate`'s: `model` open or null, `prompt` a NUL-terminated string or null, `options` null or
+/// valid.
+unsafe fn status(
+    model: *mut WringModel,
+    prompt: *const c_char,
+    options: *const WringOptions,
+) -> WringStatus {
+    let mut n = 0u32;
+    // SAFETY: the caller's guarantees, and an out-pointer to a local.
+    unsafe { wring_generate(model, prompt, options, None, std::ptr::null_mut(), &mut n) }
+}
+
 #[test]
 fn errors_are_codes_with_messages_and_cancel_stops_a_generation() {
     let path = CString::new(model_path().to_str().unwrap()).unwrap();
@@ -185,54 +200,23 @@ fn errors_are_codes_with_messages_and_cancel_stops_a_generation() {
         let mut text = String::new();
         let user = (&mut text as *mut String).cast::<c_void>();
         assert_eq!(
-            wring_generate(
-                std::ptr::null_mut(),
-                prompt.as_ptr(),
-                std::ptr::null(),
-                None,
-                std::ptr::null_mut(),
-                &mut n
-            ),
+            status(std::ptr::null_mut(), prompt.as_ptr(), std::ptr::null()),
             WringStatus::InvalidArgument
         );
         let mut o = wring_default_options();
         o.temperature = -1.0;
         assert_eq!(
-            wring_generate(
-                model,
-                prompt.as_ptr(),
-                &o,
-                None,
-                std::ptr::null_mut(),
-                &mut n
-            ),
+            status(model, prompt.as_ptr(), &o),
             WringStatus::InvalidArgument
         );
         assert!(last_error().contains("temperature"), "{}", last_error());
         let mut o = wring_default_options();
         o.max_tokens = 1000;
-        assert_eq!(
-            wring_generate(
-                model,
-                prompt.as_ptr(),
-                &o,
-                None,
-                std::ptr::null_mut(),
-                &mut n
-            ),
-            WringStatus::Request
-        );
+        assert_eq!(status(model, prompt.as_ptr(), &o), WringStatus::Request);
         assert!(last_error().contains("context"), "{}", last_error());
         let empty = CString::new("").unwrap();
         assert_eq!(
-            wring_generate(
-                model,
-                empty.as_ptr(),
-                std::ptr::null(),
-                None,
-                std::ptr::null_mut(),
-                &mut n
-            ),
+            status(model, empty.as_ptr(), std::ptr::null()),
             WringStatus::Request
         );
         // Cancelled from another thread once the first text has arrived.
