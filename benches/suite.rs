@@ -792,18 +792,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         // SmolLM2's heads (9 query over 3 key/value, 64 dims): one decode token against 512 cached positions,
         // and a 128-token prefill. GB/s counts the cache read once.
         for (tokens, pos0) in [(1usize, 511usize), (128, 0)] {
-            let a = Attention {
-                tokens,
-                kv_len: pos0 + tokens,
-                n_heads: 9,
-                n_kv_heads: 3,
-                head_dim: 64,
-                pos0,
-                scale: 0.125,
-            };
-            let q = ctx.upload(&[tokens * 9 * 64], &ramp(tokens * 9 * 64, 1.0))?;
-            let kc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
-            let vc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
+            let (a, q, kc, vc) = smollm_attention(&ctx, tokens, pos0)?;
             let s1 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
             let s2 = ctx.empty(&[tokens * 9 * a.kv_len], DType::F32)?;
             let o = ctx.empty(&[tokens * 9 * 64], DType::F32)?;
@@ -831,6 +820,33 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             );
             let t = b.time(&|s| s.run(&a.pv(), &[("p", &s2), ("v", &vc), ("o", &o)]))?;
             b.row("attn_pv", "f32", shape, t, cache_bytes, flops / 2.0);
+        }
+    }
+    if want("attn_fused") {
+        // The one-launch attention's variants on SmolLM2's heads: decoding deep in a 2,048-position cache,
+        // and a 512-token prefill (the causal half of the scores: flops count the keys each query sees).
+        for (tokens, pos0) in [(1usize, 2047usize), (512, 0)] {
+            let (a, q, kc, vc) = smollm_attention(&ctx, tokens, pos0)?;
+            let o = ctx.empty(&[tokens * 9 * 64], DType::F32)?;
+            let seen: usize = (0..tokens).map(|t| pos0 + t + 1).sum();
+            let flops = (4 * 9 * seen * 64) as f64;
+            let cache_bytes = (a.kv_len * 3 * 64 * 4 * 2) as f64;
+            for v in variant::of_kernel("attn_fused") {
+                if v.define("HD").is_some_and(|hd| hd != "64") {
+                    continue;
+                }
+                let f = a.fused();
+                let operands = [("q", &q), ("k", &kc), ("v", &vc), ("o", &o)];
+                let t = b.time(&|s| s.run_with(&f, Choice::Force(&v.name), &operands))?;
+                b.row(
+                    "attn_fused",
+                    &v.name,
+                    format!("t{tokens} kv{}", a.kv_len),
+                    t,
+                    cache_bytes,
+                    flops,
+                );
+            }
         }
     }
     if want("rope_qkv") {
@@ -1226,4 +1242,26 @@ fn vq_rows(ctx: &Context, b: &mut Bench<'_>, quick: bool) -> wring_runtime::Resu
         0.0,
     );
     Ok(())
+}
+
+/// An attention launch on SmolLM2's heads (9 query over 3 key/value heads of 64) for `tokens` queries after
+/// `pos0` cached positions, with its query and filled key and value caches uploaded.
+fn smollm_attention(
+    ctx: &Context,
+    tokens: usize,
+    pos0: usize,
+) -> wring_runtime::Result<(Attention, Tensor, Tensor, Tensor)> {
+    let a = Attention {
+        tokens,
+        kv_len: pos0 + tokens,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        pos0,
+        scale: 0.125,
+    };
+    let q = ctx.upload(&[tokens * 9 * 64], &ramp(tokens * 9 * 64, 1.0))?;
+    let kc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
+    let vc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;
+    Ok((a, q, kc, vc))
 }

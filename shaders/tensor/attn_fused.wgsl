@@ -5,6 +5,16 @@
 // head h / (n_heads / n_kv_heads). The query and the accumulator live in private arrays of MAX_D4 vec4s,
 // so head_dim is at most 4 * MAX_D4.
 //
+// TILED (head size HD fixed at build time, for CPU adapters): one workgroup of WG lanes owns QR query rows
+// that share a key/value head (consecutive (token, head-in-group) pairs) and walks the keys in blocks of WG,
+// one key per lane. Each lane scores its key against all QR rows (one key load serves QR rows), the block's
+// scores meet in workgroup memory for the per-row maximum and sum (the online softmax now steps by blocks
+// rather than keys), and then each lane accumulates its HD / WG output columns of every row from the value
+// rows, which the lanes read side by side. Every loop has a constant trip count, so the compiler unrolls
+// them and the QR rows' scores, maxima, sums and accumulators stay in registers: where the per-row form
+// keeps a query and an accumulator of head_dim floats per lane in private memory and reads each key once
+// per row, this one reads each key and value once per QR rows.
+//
 // This replaces attn_scores + softmax + attn_pv (three launches and two [tokens][heads][kv_len] scratch
 // tensors, quadratic in a prompt's length) wherever nothing else needs the probabilities.
 #import invocation
@@ -16,8 +26,99 @@
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
 
-const MAX_D4: u32 = 32u;
+
 const NEG_MAX_F32: f32 = -3.40282347e+38;
+
+#ifdef TILED
+// Output columns (vec4) each lane owns per row: lane i holds columns i, i + WG, ...
+const C: u32 = HD / (4u * WG);
+const D4: u32 = HD / 4u;
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let group = params.n_heads / params.n_kv_heads;
+    // Query rows per key/value head, ordered (token, head in the group).
+    let rows = params.tokens * group;
+    let tiles = (rows + QR - 1u) / QR;
+    let wg = linear_workgroup(inv);
+    let hk = wg / tiles;
+    // A grid that spilled into y may hold workgroups past the last tile; they leave together, before any
+    // barrier.
+    if (hk >= params.n_kv_heads) {
+        return;
+    }
+    let u0 = (wg % tiles) * QR;
+    let lane = inv.sg_lane;
+    // Rows past the last are clamped onto it, so every load stays in bounds; they are not stored.
+    var qbase: array<u32, QR>;
+    var limit: array<u32, QR>;
+    var m: array<f32, QR>;
+    var l: array<f32, QR>;
+    var acc: array<vec4<f32>, QR * C>;
+    for (var r = 0u; r < QR; r++) {
+        let u = min(u0 + r, rows - 1u);
+        let t = u / group;
+        qbase[r] = (t * params.n_heads + hk * group + u % group) * D4;
+        limit[r] = min(params.pos0 + t + 1u, params.kv_len);
+        m[r] = NEG_MAX_F32;
+        l[r] = 0.0;
+        for (var c = 0u; c < C; c++) {
+            acc[r * C + c] = vec4<f32>(0.0);
+        }
+    }
+    // The last row sees the most keys.
+    let seen = limit[QR - 1u];
+    let kstride = params.n_kv_heads * D4;
+    for (var j0 = 0u; j0 < seen; j0 += WG) {
+        let j = j0 + lane;
+        // Keys past `seen` are clamped for the load and masked below.
+        let kb = min(j, seen - 1u) * kstride + hk * D4;
+        var s: array<f32, QR>;
+        for (var r = 0u; r < QR; r++) {
+            s[r] = 0.0;
+        }
+        for (var i = 0u; i < D4; i++) {
+            let kv = k[kb + i];
+            for (var r = 0u; r < QR; r++) {
+                s[r] += dot(q[qbase[r] + i], kv);
+            }
+        }
+        // The block's per-row maximum and sum come from the subgroup (the workgroup is one subgroup), so
+        // no barrier is needed; key 0 is visible to every row, so after the first block the maximum is
+        // finite and a masked key's exp(NEG_MAX - m) is exactly 0.
+        var p: array<f32, QR>;
+        for (var r = 0u; r < QR; r++) {
+            let sr = select(NEG_MAX_F32, s[r] * params.scale, j < limit[r]);
+            let mx = max(m[r], subgroupMax(sr));
+            p[r] = exp(sr - mx);
+            let corr = exp(m[r] - mx);
+            m[r] = mx;
+            l[r] = l[r] * corr + subgroupAdd(p[r]);
+            for (var c = 0u; c < C; c++) {
+                acc[r * C + c] *= corr;
+            }
+        }
+        for (var jj = 0u; jj < WG; jj++) {
+            // A masked key's probability is 0, so its clamped value row adds nothing.
+            let vb = min(j0 + jj, seen - 1u) * kstride + hk * D4 + lane;
+            for (var c = 0u; c < C; c++) {
+                let vv = v[vb + c * WG];
+                for (var r = 0u; r < QR; r++) {
+                    acc[r * C + c] += subgroupShuffle(p[r], jj) * vv;
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < QR; r++) {
+        if (u0 + r < rows) {
+            for (var c = 0u; c < C; c++) {
+                o[qbase[r] + lane + c * WG] = acc[r * C + c] / l[r];
+            }
+        }
+    }
+}
+#else
+const MAX_D4: u32 = 32u;
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -60,3 +161,4 @@ fn main(inv: Invocation) {
         o[th * d4 + i] = acc[i] / l;
     }
 }
+#endif

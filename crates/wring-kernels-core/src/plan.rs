@@ -10,6 +10,9 @@ pub struct Caps {
     pub f16: bool,
     /// `SUBGROUP` is enabled on the device.
     pub subgroup: bool,
+    /// The narrowest subgroup the adapter may run (0 without subgroups): kernels that treat a small
+    /// workgroup as one subgroup need at least their workgroup's size.
+    pub subgroup_min_size: u32,
     /// `max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dim: u32,
     /// The adapter is a CPU implementation (lavapipe, WARP, SwiftShader): shared memory is ordinary
@@ -22,6 +25,7 @@ impl Caps {
     pub const BASELINE: Caps = Caps {
         f16: false,
         subgroup: false,
+        subgroup_min_size: 0,
         max_workgroups_per_dim: 65_535,
         software: false,
     };

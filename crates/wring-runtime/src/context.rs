@@ -130,6 +130,11 @@ impl Context {
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: if features.contains(wgpu::Features::SUBGROUP) {
+                info.subgroup_min_size
+            } else {
+                0
+            },
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             software: info.device_type == wgpu::DeviceType::Cpu,
         };

@@ -1,9 +1,14 @@
 //! `attn_fused`: the whole causal grouped-query attention in one launch (online softmax, no scores
-//! tensor). Budget against its twin: NMSE 1e-9 (the same order of operations; the adapter's `exp` may be a
-//! few ulp off, which Vulkan allows). Shapes: attn_scores' four (prefill, decode deep in the cache, a chunk
-//! after a prefix, plain multi-head with a head size that is not a power of two), a 40-token prefill of
-//! SmolLM2's heads spanning several workgroups, and the largest head the private arrays hold (128). A test
-//! below checks it against the three-launch composite's twins.
+//! tensor). Budget against its twin: NMSE 1e-9. The per-row variant keeps the twin's order of operations
+//! (the adapter's `exp` may be a few ulp off, which Vulkan allows); the tiled variants step the online
+//! softmax by blocks of 8 keys (the maximum over a block, then one rescale) and sum each block's
+//! probabilities across lanes, a reordering whose rounding differences stay near 1e-14 in NMSE. Shapes:
+//! attn_scores' four (prefill, decode deep in the cache, a chunk after a prefix, plain multi-head with a
+//! head size that is not a power of two), a 40-token prefill of SmolLM2's heads spanning several
+//! workgroups, the largest head the private arrays hold (128), and for the tiled variants a chunk whose
+//! rows and keys both end inside a tile and a block, plain multi-head at 64, and four query heads per
+//! key/value head at 128. A tiled variant runs only the shapes of its head size. A test below checks the
+//! twin against the three-launch composite's twins.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::tensor::Attention;
@@ -16,7 +21,13 @@ use crate::kernels::{Planned, planned, variants};
 /// The shapes: attn_scores' own, then (tokens, pos0, heads, kv heads, head_dim) of the longer cases.
 fn shapes() -> Vec<(usize, usize, usize, usize, usize)> {
     let mut s = SHAPES.to_vec();
-    s.extend([(40, 0, 9, 3, 64), (2, 5, 4, 2, 128)]);
+    s.extend([
+        (40, 0, 9, 3, 64),
+        (2, 5, 4, 2, 128),
+        (13, 20, 9, 3, 64),
+        (6, 3, 4, 4, 64),
+        (9, 7, 8, 2, 128),
+    ]);
     s
 }
 
@@ -34,7 +45,13 @@ fn inputs(i: usize) -> (Attention, Vec<f32>, Vec<f32>, Vec<f32>) {
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("attn_fused") {
+        let head = v
+            .define("HD")
+            .map(|hd| hd.parse::<usize>().expect("HD is a number"));
         for i in 0..shapes().len() {
+            if head.is_some_and(|hd| hd != shapes()[i].4) {
+                continue;
+            }
             out.push(planned(v, move || {
                 let (a, q, k, vals) = inputs(i);
                 let mut o = vec![0.0f32; a.tokens * a.n_heads * a.head_dim];
@@ -55,7 +72,7 @@ pub fn cases() -> Vec<Planned> {
                         step.run_with(&a.fused(), Choice::Force(&v.name), &operands)
                     }),
                     needs_f16: false,
-                    needs_subgroup: false,
+                    needs_subgroup: v.requires.subgroup,
                 }
             }));
         }
@@ -98,4 +115,69 @@ fn attn_fused_refuses_heads_wider_than_128() {
         .plan(&wring::kernels::Caps::BASELINE, Choice::Auto)
         .unwrap_err();
     assert!(e.to_string().contains("exceeds the 128"), "{e}");
+}
+
+/// The planner takes the tiled form on a CPU adapter with 8-lane subgroups (the smallest tile holding a
+/// decode step's rows, 8 rows for a prompt) and the per-row form elsewhere; a tiled variant forced onto a
+/// head size it was not built for, or onto subgroups that may be narrower than its workgroup, is refused.
+#[test]
+fn attn_fused_plans_the_tiled_form_where_it_measured_faster() {
+    use wring::kernels::{Caps, Kernel as _};
+    let lavapipe = Caps {
+        software: true,
+        subgroup: true,
+        subgroup_min_size: 8,
+        ..Caps::BASELINE
+    };
+    let gpu = Caps {
+        subgroup: true,
+        subgroup_min_size: 32,
+        ..Caps::BASELINE
+    };
+    let name = |a: Attention, caps: &Caps| {
+        a.fused()
+            .plan(caps, Choice::Auto)
+            .unwrap()
+            .variant
+            .name
+            .to_string()
+    };
+    let decode = attention_shape(1, 40, 9, 3, 64);
+    let prompt = attention_shape(40, 0, 9, 3, 64);
+    assert_eq!(name(decode, &lavapipe), "tiled_d64_r3");
+    assert_eq!(
+        name(attention_shape(1, 40, 8, 2, 128), &lavapipe),
+        "tiled_d128_r4"
+    );
+    assert_eq!(name(prompt, &lavapipe), "tiled_d64_r8");
+    assert_eq!(name(attention_shape(5, 0, 9, 3, 12 * 4), &lavapipe), "f32");
+    assert_eq!(name(prompt, &gpu), "f32");
+    assert_eq!(
+        name(
+            prompt,
+            &Caps {
+                subgroup: false,
+                subgroup_min_size: 0,
+                ..lavapipe
+            }
+        ),
+        "f32"
+    );
+    let wrong_head = attention_shape(5, 0, 9, 3, 128)
+        .fused()
+        .plan(&lavapipe, Choice::Force("tiled_d64_r8"))
+        .unwrap_err();
+    assert!(
+        wrong_head.to_string().contains("built for head_dim 64"),
+        "{wrong_head}"
+    );
+    let narrow = Caps {
+        subgroup_min_size: 4,
+        ..lavapipe
+    };
+    let e = prompt
+        .fused()
+        .plan(&narrow, Choice::Force("tiled_d64_r8"))
+        .unwrap_err();
+    assert!(e.to_string().contains("may be 4 wide"), "{e}");
 }
