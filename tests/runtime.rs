@@ -152,6 +152,32 @@ fn pool_reuses_released_buffers() {
     assert!(!u.shares_buffer(&view));
 }
 
+/// Data whose length is not a whole number of words is written whole (the last partial word padded with
+/// zeros inside the tensor's slack), for element writes and packed block uploads alike, and the bytes past
+/// it are left as they were.
+#[test]
+fn writes_of_a_partial_last_word_land_whole() {
+    use wring::quant::BlockFormat as Fmt;
+    let ctx = Context::from_adapter(
+        &adapter::all_adapters().unwrap()[0],
+        ContextOptions::default(),
+    )
+    .unwrap();
+    let halves: Vec<half::f16> = (0..7)
+        .map(|i| half::f16::from_f32(i as f32 - 3.5))
+        .collect();
+    let t = ctx.upload(&[7], &halves).unwrap();
+    assert_eq!(ctx.read::<half::f16>(&t).unwrap(), halves);
+    let raw = ctx.read_underlying_bytes(&t).unwrap();
+    assert_eq!(&raw[14..16], &[0, 0], "the pad half is zero");
+    // Q8_0: 34 bytes per block, so one block ends half way through a word.
+    let block: Vec<u8> = (0..34u8).map(|b| b.wrapping_mul(7)).collect();
+    let q = ctx.upload_blocks(&[32], Fmt::Q8_0, &block).unwrap();
+    let raw = ctx.read_underlying_bytes(&q).unwrap();
+    assert_eq!(&raw[..34], block.as_slice());
+    assert_eq!(&raw[34..36], &[0, 0]);
+}
+
 #[test]
 fn profiling_times_every_launch_where_timestamps_exist() {
     for a in adapter::all_adapters().unwrap() {

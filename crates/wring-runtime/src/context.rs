@@ -282,10 +282,25 @@ impl Context {
                 bytes.len()
             )));
         }
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().next_multiple_of(4), 0);
-        self.queue.write_buffer(&t.buf.buffer, t.offset, &padded);
+        self.write_words(&t, bytes);
         Ok(t)
+    }
+
+    /// Queues `bytes` into `t`'s buffer at its offset. WebGPU writes whole words: a length that is not
+    /// one is padded with zeros, which land in the tensor's own rounding slack. Only the last partial
+    /// word is copied to pad it, never the whole (a model's weights pass through here).
+    fn write_words(&self, t: &Tensor, bytes: &[u8]) {
+        let whole = bytes.len() - bytes.len() % 4;
+        if whole > 0 {
+            self.queue
+                .write_buffer(&t.buf.buffer, t.offset, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue
+                .write_buffer(&t.buf.buffer, t.offset + whole as u64, &tail);
+        }
     }
 
     /// Overwrites a tensor's contents (queued; ordered before the next submitted step).
@@ -299,15 +314,7 @@ impl Context {
                 t.len()
             )));
         }
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.len().is_multiple_of(4) {
-            self.queue.write_buffer(&t.buf.buffer, t.offset, bytes);
-        } else {
-            // WebGPU writes whole words; the pad bytes land in the tensor's own rounding slack.
-            let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(4), 0);
-            self.queue.write_buffer(&t.buf.buffer, t.offset, &padded);
-        }
+        self.write_words(t, bytemuck::cast_slice(data));
         Ok(())
     }
 
