@@ -715,14 +715,14 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     }
     let peak = peak_rss_mib();
     // `wring generate` as a user runs it (its default 4,096-position f32 cache), in its own process so that
-    // its peak is its own: 128 tokens after a short prompt.
+    // its peak is its own: 128 tokens, greedy, after a short prompt that it continues past 128 tokens.
     let wring_exe = std::env::current_exe()
         .map_err(|x| e(&x))?
         .with_file_name("wring");
     let generate_peak_rss_mib = child_peak_rss_mib(
         std::process::Command::new(&wring_exe)
             .args(["generate", "--model", &path.display().to_string()])
-            .args(["--prompt", "Write a story about a lighthouse keeper."])
+            .args(["--prompt", "Once upon a time, in a small village by the sea,"])
             .args(["--max-tokens", &tg.to_string(), "--temperature", "0"]),
     );
     let generate_kv_cache_mib = kv_cache_mib * 4096.0 / 1024.0;
