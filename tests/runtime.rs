@@ -152,6 +152,31 @@ fn pool_reuses_released_buffers() {
     assert!(!u.shares_buffer(&view));
 }
 
+/// The context counts the device memory in its tensors: a tensor's size class is live while it exists,
+/// idle in the pool once dropped, gone after a trim; the peak remembers the most.
+#[test]
+fn device_memory_follows_tensors_and_the_pool() {
+    let ctx = Context::from_adapter(
+        &adapter::all_adapters().unwrap()[0],
+        ContextOptions::default(),
+    )
+    .unwrap();
+    let start = ctx.memory();
+    let t = ctx.empty(&[3 << 20], DType::F32).unwrap();
+    let class = 12u64 << 20;
+    let m = ctx.memory();
+    assert_eq!(m.live_bytes - start.live_bytes, class);
+    drop(t);
+    let m = ctx.memory();
+    assert_eq!(m.live_bytes, start.live_bytes);
+    assert_eq!(m.idle_bytes - start.idle_bytes, class);
+    assert!(m.peak_bytes >= start.live_bytes + class);
+    ctx.trim_pool();
+    let m = ctx.memory();
+    assert_eq!(m.idle_bytes, 0);
+    assert!(m.peak_bytes >= class, "the peak stays");
+}
+
 /// Data whose length is not a whole number of words is written whole (the last partial word padded with
 /// zeros inside the tensor's slack), for element writes and packed block uploads alike, and the bytes past
 /// it are left as they were.

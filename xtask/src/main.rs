@@ -447,6 +447,9 @@ struct LlmConfig {
     ppl_tokens_per_s: f64,
     /// Its speed over llama-perplexity's on the same text, file and context, in the same command.
     ppl_vs_llama_cpp: Option<f64>,
+    /// Device memory in this configuration's tensors at its peak (weights, a 1,024-position cache,
+    /// scratch, idle pooled buffers), from `Context::memory`.
+    device_peak_mib: f64,
 }
 
 /// One prompt length's prefill (8-bit activations, in a context that times every launch).
@@ -613,6 +616,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             ppl: 0.0,
             ppl_tokens_per_s: 0.0,
             ppl_vs_llama_cpp: None,
+            device_peak_mib: 0.0,
         });
         for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
             let mut runs = Vec::new();
@@ -657,6 +661,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         let last = configs.last_mut().expect("pushed above");
         last.ppl = p.ppl;
         last.ppl_tokens_per_s = ppl_tokens_per_s;
+        last.device_peak_mib = ctx.memory().peak_bytes as f64 / (1 << 20) as f64;
     }
     // llama.cpp's own numbers on this machine, in the same command.
     let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
@@ -722,7 +727,10 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     let generate_peak_rss_mib = child_peak_rss_mib(
         std::process::Command::new(&wring_exe)
             .args(["generate", "--model", &path.display().to_string()])
-            .args(["--prompt", "Once upon a time, in a small village by the sea,"])
+            .args([
+                "--prompt",
+                "Once upon a time, in a small village by the sea,",
+            ])
             .args(["--max-tokens", &tg.to_string(), "--temperature", "0"]),
     );
     let generate_kv_cache_mib = kv_cache_mib * 4096.0 / 1024.0;
@@ -978,10 +986,10 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
         );
     }
-    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for c in &r.configs {
         md += &format!(
-            "| {} | {} | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
             c.config,
             c.launches_per_token,
             c.ttft_cold_s,
@@ -990,7 +998,8 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             c.ppl,
             c.ppl_tokens_per_s,
             c.ppl_vs_llama_cpp
-                .map_or("-".into(), |v| format!("{v:.2}x"))
+                .map_or("-".into(), |v| format!("{v:.2}x")),
+            c.device_peak_mib
         );
     }
     if let Some((ppl, tps)) = r.llama_perplexity {

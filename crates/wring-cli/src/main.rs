@@ -995,6 +995,15 @@ fn generate(
     let decode = t1.elapsed().as_secs_f64();
     if profile {
         print_profile(&llm.take_launch_times(), generated.saturating_sub(1).max(1));
+        let mem = ctx.memory();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        eprintln!(
+            "device memory in tensors: {:.1} MiB live (KV cache {:.1} MiB), {:.1} MiB idle in the pool, peak {:.1} MiB",
+            mib(mem.live_bytes),
+            mib(llm.kv_bytes()),
+            mib(mem.idle_bytes),
+            mib(mem.peak_bytes)
+        );
     }
     eprintln!(
         "prompt {prompt_len} tokens in {:.1} ms ({:.1} tokens/s); generated {generated} tokens in {:.2} s ({:.2} tokens/s)",

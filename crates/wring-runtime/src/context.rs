@@ -44,6 +44,17 @@ pub struct DeviceInfo {
     pub timestamps: bool,
 }
 
+/// Device memory held through a context's tensors (see [`Context::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Bytes of buffers that live tensors hold (weights, caches, scratch in use).
+    pub live_bytes: u64,
+    /// Bytes of idle buffers the pool keeps for reuse.
+    pub idle_bytes: u64,
+    /// The most `live_bytes + idle_bytes` has been.
+    pub peak_bytes: u64,
+}
+
 pub(crate) struct CachedPipeline {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
@@ -229,6 +240,9 @@ impl Context {
                 })
             }
         };
+        if let Ok(mut p) = self.pool.lock() {
+            p.lend(class);
+        }
         Ok(Arc::new(PooledBuffer {
             buffer,
             class,
@@ -465,6 +479,19 @@ impl Context {
             .lock()
             .map(|p| (p.hits, p.misses))
             .unwrap_or((0, 0))
+    }
+
+    /// Device memory in wring's tensors: what live tensors hold, what idles in the pool, and the most the
+    /// two came to together since the context opened (size classes counted whole, as allocated).
+    pub fn memory(&self) -> DeviceMemory {
+        self.pool
+            .lock()
+            .map(|p| DeviceMemory {
+                live_bytes: p.live,
+                idle_bytes: p.held,
+                peak_bytes: p.peak,
+            })
+            .unwrap_or_default()
     }
 
     /// Releases every idle pooled buffer.
