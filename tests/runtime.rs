@@ -128,13 +128,18 @@ fn a_whole_chain_is_one_submission_and_correct() {
     );
 }
 
-#[test]
-fn pool_reuses_released_buffers() {
-    let ctx = Context::from_adapter(
+/// A context of its own on the first adapter, so that pool and memory counts see only this test's tensors.
+fn own_context() -> Context {
+    Context::from_adapter(
         &adapter::all_adapters().unwrap()[0],
         ContextOptions::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn pool_reuses_released_buffers() {
+    let ctx = own_context();
     let before = ctx.pool_stats();
     drop(ctx.empty(&[1000], DType::F32).unwrap());
     let t = ctx.empty(&[1000], DType::F32).unwrap();
@@ -156,11 +161,7 @@ fn pool_reuses_released_buffers() {
 /// idle in the pool once dropped, gone after a trim; the peak remembers the most.
 #[test]
 fn device_memory_follows_tensors_and_the_pool() {
-    let ctx = Context::from_adapter(
-        &adapter::all_adapters().unwrap()[0],
-        ContextOptions::default(),
-    )
-    .unwrap();
+    let ctx = own_context();
     let start = ctx.memory();
     let t = ctx.empty(&[3 << 20], DType::F32).unwrap();
     let class = 12u64 << 20;
@@ -183,11 +184,7 @@ fn device_memory_follows_tensors_and_the_pool() {
 #[test]
 fn writes_of_a_partial_last_word_land_whole() {
     use wring::quant::BlockFormat as Fmt;
-    let ctx = Context::from_adapter(
-        &adapter::all_adapters().unwrap()[0],
-        ContextOptions::default(),
-    )
-    .unwrap();
+    let ctx = own_context();
     let halves: Vec<half::f16> = (0..7)
         .map(|i| half::f16::from_f32(i as f32 - 3.5))
         .collect();
