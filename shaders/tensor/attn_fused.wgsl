@@ -7,13 +7,16 @@
 //
 // TILED (head size HD fixed at build time, for CPU adapters): one workgroup of WG lanes owns QR query rows
 // that share a key/value head (consecutive (token, head-in-group) pairs) and walks the keys in blocks of WG,
-// one key per lane. Each lane scores its key against all QR rows (one key load serves QR rows), the block's
-// scores meet in workgroup memory for the per-row maximum and sum (the online softmax now steps by blocks
-// rather than keys), and then each lane accumulates its HD / WG output columns of every row from the value
-// rows, which the lanes read side by side. Every loop has a constant trip count, so the compiler unrolls
-// them and the QR rows' scores, maxima, sums and accumulators stay in registers: where the per-row form
-// keeps a query and an accumulator of head_dim floats per lane in private memory and reads each key once
-// per row, this one reads each key and value once per QR rows.
+// one key per lane. Each lane scores its key against all QR rows (one key load serves QR rows); the block's
+// per-row maximum and sum come from subgroup operations (the 8-lane workgroup is one subgroup, so the
+// planner requires subgroups at least that wide), and the online softmax steps by blocks rather than keys;
+// then each lane accumulates its HD / WG output columns of every row from the value rows, which the lanes
+// read side by side, taking each key's probability from its lane by a shuffle. Every loop but the one over
+// key blocks has a constant trip count, so the compiler unrolls them and the QR rows' scores, maxima, sums
+// and accumulators stay in registers: where the per-row form keeps a query and an accumulator of head_dim
+// floats per lane in private memory and reads each key once per row, this one reads each key and value
+// once per QR rows. Workgroup memory and two barriers per block in place of the subgroup operations took
+// 122 ms against 35 for a 512-token prefill of SmolLM2's heads on lavapipe, where a barrier is costly.
 //
 // This replaces attn_scores + softmax + attn_pv (three launches and two [tokens][heads][kv_len] scratch
 // tensors, quadratic in a prompt's length) wherever nothing else needs the probabilities.
@@ -25,7 +28,6 @@
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
-
 
 const NEG_MAX_F32: f32 = -3.40282347e+38;
 
