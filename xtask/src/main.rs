@@ -516,14 +516,17 @@ fn stats(xs: &[f64]) -> (f64, f64) {
 
 /// Peak resident memory of this process (VmHWM), in MiB, where /proc has it.
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    vmhwm_mib("/proc/self/status").unwrap_or(0.0)
+}
+
+/// The VmHWM line of a /proc status file, in MiB.
+fn vmhwm_mib(status: &str) -> Option<f64> {
+    std::fs::read_to_string(status).ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    })
 }
 
 /// Runs `cmd` to completion and returns its peak resident memory (VmHWM) in MiB, read from /proc every 5 ms
@@ -538,12 +541,8 @@ fn child_peak_rss_mib(cmd: &mut std::process::Command) -> Option<f64> {
     let status = format!("/proc/{}/status", child.id());
     let mut peak = None;
     loop {
-        if let Some(kb) = std::fs::read_to_string(&status).ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        }) {
-            peak = Some(kb / 1024.0);
+        if let Some(mib) = vmhwm_mib(&status) {
+            peak = Some(mib);
         }
         match child.try_wait() {
             Ok(Some(s)) if s.success() => return peak,
