@@ -514,6 +514,11 @@ fn stats(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Bytes in MiB, as every memory figure of the reports is given.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
 /// Peak resident memory of this process (VmHWM), in MiB, where /proc has it.
 fn peak_rss_mib() -> f64 {
     vmhwm_mib("/proc/self/status").unwrap_or(0.0)
@@ -582,7 +587,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         let mut m = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {}).map_err(|x| e(&x))?;
         let load_s = cold.elapsed().as_secs_f64();
         adapter = ctx.label();
-        kv_cache_mib = m.kv_bytes() as f64 / (1 << 20) as f64;
+        kv_cache_mib = mib(m.kv_bytes());
         let vocab = m.cfg.vocab as u64;
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut random = |n: usize| -> Vec<u32> {
@@ -660,7 +665,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         let last = configs.last_mut().expect("pushed above");
         last.ppl = p.ppl;
         last.ppl_tokens_per_s = ppl_tokens_per_s;
-        last.device_peak_mib = ctx.memory().peak_bytes as f64 / (1 << 20) as f64;
+        last.device_peak_mib = mib(ctx.memory().peak_bytes);
     }
     // llama.cpp's own numbers on this machine, in the same command.
     let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
@@ -737,8 +742,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         "wring generate ({}): peak {generate_peak_rss_mib:?} MiB; its KV cache {generate_kv_cache_mib:.0} MiB",
         wring_exe.display()
     );
-    let model_file_mib =
-        std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
+    let model_file_mib = std::fs::metadata(&path).map_or(0.0, |m| mib(m.len()));
     println!(
         "peak host memory: {peak:.0} MiB (model file {model_file_mib:.0} MiB, KV cache {kv_cache_mib:.0} MiB)"
     );
@@ -835,7 +839,7 @@ fn bench_long(
     })
     .map_err(|x| e(&x))?;
     let mut m = wring_llm::Llama::load(&ctx, g, 4096, |_, _| {}).map_err(|x| e(&x))?;
-    let kv_cache_mib = m.kv_bytes() as f64 / (1 << 20) as f64;
+    let kv_cache_mib = mib(m.kv_bytes());
     // Token ids from the evaluation text, so that attention sees real text rather than noise.
     let tok = wring_llm::GgufTokenizer::from_gguf(g).map_err(|x| e(&x))?;
     let text_path = PathBuf::from("tests/fixtures/eighty_days_eval.txt");

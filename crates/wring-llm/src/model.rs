@@ -904,7 +904,7 @@ impl Llama {
             };
             // The launches below see only the positions filled so far. wgpu zeroes a buffer's range the
             // first time it is bound, so binding the whole cache would make all of it resident at the first
-            // step (189 MiB for SmolLM2's 4,096 f32 positions) however short the run.
+            // step (180 MiB for SmolLM2's 4,096 f32 positions) however short the run.
             let (k_cache, v_cache) = (
                 &ctx.view(k_cache, 0, &[cache_len * kv], DType::F32)?,
                 &ctx.view(v_cache, 0, &[cache_len * kv], DType::F32)?,

@@ -36,7 +36,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     }
     // Eight classes per doubling above 64 KiB, so a buffer is at most 1/8 larger than its tensor. Powers of
     // two there would nearly double a model's weights: SmolLM2's 553 KB and 1.1 MB projections would take
-    // 1 and 2 MiB (about 50 MiB of its 94 MiB in slack), device memory a GPU really spends.
+    // 1 and 2 MiB (about 45 MiB of slack beside its 94 MiB), device memory a GPU really spends.
     let step = (1u64 << (63 - bytes.leading_zeros())) / 8;
     bytes.next_multiple_of(step)
 }
