@@ -517,11 +517,11 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     let w = f.quantize_to_vec(&ramp(n * k, 0.05)).expect("whole blocks");
                     let tw = ctx.upload_blocks(&[n, k], f, &w)?;
                     let kinds: &[&str] = if (n, k) == (1536, 576) && batch == 1 {
-                        &["lanes", "shared", "subgroup"]
+                        &["lanes", "swar", "shared", "subgroup"]
                     } else if batch > 1 {
                         &["lanes", "pairs"]
                     } else {
-                        &["auto"]
+                        &["lanes", "swar"]
                     };
                     for (name, kind) in matvec_kinds(&ctx, f, batch, kinds) {
                         let choice = kind_choice(kind, &name);

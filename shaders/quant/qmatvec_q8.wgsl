@@ -8,7 +8,8 @@
 //
 // The `lanes` variants (CPU adapters) give each of 8 invocations ROWS whole rows, as qmatvec's do, so the
 // activation unit is loaded once for ROWS rows (and, in the b8 variants, each weight unit once for 8
-// activation rows); the GPU variants give a 64-invocation workgroup one row,
+// activation rows); the `swar` variants do the same for one activation row of 4-bit weights with two
+// products per 32-bit multiply (see SWAR below); the GPU variants give a 64-invocation workgroup one row,
 // invocations taking its units in turn, then reduce.
 #import reduce
 #import quant
@@ -70,14 +71,19 @@ fn unit_dot(wu: WUnit, a: vec4<u32>, b: vec4<u32>, ds: vec2<f32>) -> f32 {
 
 // A unit's exact integer dot product scaled as the format needs.
 fn scaled(wu: WUnit, acc: i32, ds: vec2<f32>) -> f32 {
+    return scaled_dm(wu.d, wu.m, acc, ds);
+}
+
+// The same from the weight block's scale d and minimum m (Q4_1; unused otherwise).
+fn scaled_dm(d: f32, m: f32, acc: i32, ds: vec2<f32>) -> f32 {
 #ifdef FMT_Q8_0
-    return wu.d * ds.x * f32(acc);
+    return d * ds.x * f32(acc);
 #endif
 #ifdef FMT_Q4_0
-    return wu.d * (ds.x * f32(acc) - 8.0 * ds.y);
+    return d * (ds.x * f32(acc) - 8.0 * ds.y);
 #endif
 #ifdef FMT_Q4_1
-    return wu.d * ds.x * f32(acc) + wu.m * ds.y;
+    return d * ds.x * f32(acc) + m * ds.y;
 #endif
 }
 
@@ -104,6 +110,96 @@ fn load_pair(bb: u32) -> array<WUnit, 2> {
         p[1].q[i] = words[9u + i];
     }
     return p;
+}
+#endif
+
+#ifdef SWAR
+// Two products per 32-bit multiply within one weight row (the SWAR variants, batch 1 on CPU adapters, where
+// dot4I8Packed is emulated byte by byte: four extracts, four multiplies and adds per word). A weight word
+// masked with 0x000F000F holds two 4-bit values w0 (bits 0-3) and w1 (bits 16-19); the matching activation
+// codes are packed as A = a1 + a0 * 65536 (i32). Modulo 2^32 their product is
+//   w0 a1 + (w0 a0 + w1 a1) * 65536,
+// the w1 a0 * 2^32 term falling off the word: the upper half holds the two-value dot product, the lower
+// the cross term w0 a1. Over 8 such products (16 values) the cross sum stays within 8 * 15 * 127 = 15240 and
+// the dot within 16 * 15 * 127 = 30480, both inside 16 signed bits, so the dot comes back exactly: the low
+// half sign-extended is the cross sum, and what is left, shifted down arithmetically, is the dot. Q8_0's
+// signed bytes are offset to w + 128 (0..255) and split into two nibbles, each summed this way; the offset
+// is taken back as 128 * sum(a), summed exactly from the same pairs.
+//
+// The activation unit's 32 codes as 16 pairs: for code word j (values 4j .. 4j + 3),
+// p[2j] = a[4j + 2] + a[4j] * 65536 and p[2j + 1] = a[4j + 3] + a[4j + 1] * 65536, the pairs a weight word
+// masked at shifts 0 and 8 meets.
+fn act_pairs(a: vec4<u32>, b: vec4<u32>) -> array<i32, 16> {
+    var p: array<i32, 16>;
+    for (var j = 0u; j < 8u; j++) {
+        var word: u32;
+        if (j < 4u) {
+            word = a[j];
+        } else {
+            word = b[j - 4u];
+        }
+        let c = bitcast<i32>(word);
+        // Byte 2 sign-extended, plus byte 0 sign-extended into the upper half (its lower half zero).
+        p[2u * j] = ((c << 8u) >> 24u) + ((c << 24u) >> 8u);
+        // Byte 3, plus byte 1 into the upper half.
+        p[2u * j + 1u] = (c >> 24u) + (((c >> 8u) << 24u) >> 8u);
+    }
+    return p;
+}
+
+// The dot product held in the upper half of a packed sum (see above).
+fn swar_dot(t: i32) -> i32 {
+    let cross = (t << 16u) >> 16u;
+    return (t - cross) >> 16u;
+}
+
+// The weight word's two values at `shift` (bits shift .. shift + 3 of bytes 0 and 2 after the shift).
+fn nibble_pair(word: u32, shift: u32) -> i32 {
+    return bitcast<i32>((word >> shift) & 0x000F000Fu);
+}
+
+// One weight unit (block at byte bb) against the activation pairs: the exact integer dot product, scaled.
+// `csum` is the sum of the unit's codes (Q8_0's offset; unused otherwise).
+fn swar_unit(bb: u32, p: ptr<function, array<i32, 16>>, csum: i32, ds: vec2<f32>) -> f32 {
+    let d = f16_at(bb);
+    var m = 0.0;
+#ifdef FMT_Q8_0
+    // Words 0-3 and 4-7 summed apart, each 8 products per nibble half within the bound.
+    var lo = vec2<i32>(0);
+    var hi = vec2<i32>(0);
+    for (var i = 0u; i < 8u; i++) {
+        let word = u32_at(bb + 2u + 4u * i) ^ 0x80808080u;
+        let half = i >> 2u;
+        lo[half] += nibble_pair(word, 0u) * (*p)[2u * i] + nibble_pair(word, 8u) * (*p)[2u * i + 1u];
+        hi[half] += nibble_pair(word, 4u) * (*p)[2u * i] + nibble_pair(word, 12u) * (*p)[2u * i + 1u];
+    }
+    let acc = 16 * (swar_dot(hi.x) + swar_dot(hi.y)) + swar_dot(lo.x) + swar_dot(lo.y) - 128 * csum;
+#else
+#ifdef FMT_Q4_1
+    m = f16_at(bb + 2u);
+#endif
+    // Low nibbles are values 0-15 (code words 0-3), high nibbles values 16-31 (code words 4-7).
+    let q0 = unit_head(bb, 0u).base;
+    var lo = 0;
+    var hi = 0;
+    for (var i = 0u; i < 4u; i++) {
+        let word = u32_at(q0 + 4u * i);
+        lo += nibble_pair(word, 0u) * (*p)[2u * i] + nibble_pair(word, 8u) * (*p)[2u * i + 1u];
+        hi += nibble_pair(word, 4u) * (*p)[2u * i + 8u] + nibble_pair(word, 12u) * (*p)[2u * i + 9u];
+    }
+    let acc = swar_dot(lo) + swar_dot(hi);
+#endif
+    return scaled_dm(d, m, acc, ds);
+}
+
+// The sum of a unit's 32 codes from its pairs: the lower halves sum to at most 16 * 127 in magnitude, so
+// the packed sum splits as the dot products do.
+fn pair_sum(p: ptr<function, array<i32, 16>>) -> i32 {
+    var t = 0;
+    for (var i = 0u; i < 16u; i++) {
+        t += (*p)[i];
+    }
+    return swar_dot(t) + ((t << 16u) >> 16u);
 }
 #endif
 
@@ -217,6 +313,22 @@ fn main(inv: Invocation) {
     let b0 = inv.wid.y * BATCH;
     let units = params.k / 32u;
     var sums: array<array<f32, BATCH>, ROWS>;
+#ifdef SWAR
+    // Rows inner: the activation unit's pairs are built once for the lane's ROWS rows.
+    for (var u = 0u; u < units; u++) {
+        let xu = act_unit(b0, u, units);
+        var p = act_pairs(xu.a[0], xu.b[0]);
+#ifdef FMT_Q8_0
+        let csum = pair_sum(&p);
+#else
+        let csum = 0;
+#endif
+        for (var r = 0u; r < ROWS; r++) {
+            let row = min(row0 + r, params.n - 1u);
+            sums[r][0] += swar_unit(row * params.row_bytes + u * BLOCK_BYTES, &p, csum, xu.ds[0]);
+        }
+    }
+#else
 #ifdef ROW_OUTER
     // One row at a time, all of its units before the next row: each invocation streams one row through
     // memory at a time, so a workgroup has WG streams in flight rather than WG * ROWS (more than a CPU's
@@ -273,6 +385,7 @@ fn main(inv: Invocation) {
             }
         }
     }
+#endif
 #endif
 #endif
     for (var r = 0u; r < ROWS; r++) {

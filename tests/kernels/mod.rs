@@ -157,6 +157,23 @@ fn every_variant_has_a_case() {
 }
 
 /// The variants of one kernel.
+/// Adapter traits for planner tests: lavapipe (a CPU adapter with 8-lane subgroups) and a GPU with
+/// subgroups of at least 32.
+pub fn planner_caps() -> (kernels::Caps, kernels::Caps) {
+    let lavapipe = kernels::Caps {
+        software: true,
+        subgroup: true,
+        subgroup_min_size: 8,
+        ..kernels::Caps::BASELINE
+    };
+    let gpu = kernels::Caps {
+        subgroup: true,
+        subgroup_min_size: 32,
+        ..kernels::Caps::BASELINE
+    };
+    (lavapipe, gpu)
+}
+
 pub fn variants(kernel: &str) -> Vec<&'static Variant> {
     let v: Vec<_> = kernels::of_kernel(kernel).collect();
     assert!(!v.is_empty(), "kernel {kernel} has no variants");

@@ -43,7 +43,7 @@ impl Kernel for QmatvecQ8 {
     }
 
     /// CPU adapters get the `lanes` variants (8 invocations, each owning whole rows, so an activation unit
-    /// is loaded once for several rows), over tiles of 8 activation rows for a batch (each weight unit read
+    /// is loaded once for several rows; `swar` for one activation row of 4-bit weights), over tiles of 8 activation rows for a batch (each weight unit read
     /// once per tile); GPUs a 64-invocation workgroup per row and activation row, reduced through subgroups
     /// where they exist.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
@@ -68,8 +68,15 @@ impl Kernel for QmatvecQ8 {
         // On CPU adapters the tiles' integer multiplies bound the product; two activation rows share one
         // in the PAIRS variants, measured 3-4x faster than one product per row for 4-bit weights on a
         // prefill of 64 rows (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8).
+        // For one activation row of 4-bit weights the lanes instead take two products per 32-bit multiply
+        // within a row (the SWAR variants): on lavapipe 1.2-1.5x the `lanes` variants' rate on SmolLM2's
+        // shapes (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8). Q8_0 keeps `lanes`, whose rows
+        // read two blocks at a time from aligned words; its SWAR form needs two multiplies per pair and
+        // unaligned loads, and measured no faster.
         let auto = if tiles {
             format!("{fmt}_b8_pairs")
+        } else if reduction == plan::RowReduction::Narrow && format != BlockFormat::Q8_0 {
+            format!("{fmt}_b1_swar")
         } else {
             format!("{fmt}_b1_{}", reduction.matvec_name())
         };

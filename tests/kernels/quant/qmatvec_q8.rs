@@ -5,7 +5,7 @@
 //! order of ggml test-backend-ops' 5e-4 for its Q8_1 matrix products. Shapes: one block, three, SmolLM2's
 //! 576 and 1536; 1 row, 67 (two workgroups of the b1 lanes variants, ending inside a lane) and 131 (two
 //! of the b8 lanes variants' 128); batches of
-//! 1 and 2 for the b1 variants, 3, 8 and 21 for the 8-row tiles; 300 rows for the PAIRS variants (two of
+//! 1 and 2 for the b1 variants (lanes, SWAR and the GPU forms), 3, 8 and 21 for the 8-row tiles; 300 rows for the PAIRS variants (two of
 //! their 256-row workgroups); and for every variant, weights and activations at the extremes of their
 //! codes (the sums the PAIRS variants pack two to a word reach their bound there).
 
@@ -34,15 +34,18 @@ fn inputs(
     (w, x, xq)
 }
 
-/// Weights and activations at the extremes of their codes: every 4-bit weight 15 (every Q8_0 byte -128),
+/// Weights and activations at the extremes of their codes: every 4-bit weight 15 (Q8_0 bytes -128 and 127),
 /// activation rows of constant sign so that every code is +127 or -127, the signs mixed so that a pair of
 /// rows packed together (the PAIRS variants) holds both, and the odd rows random. A unit's 16-value sums
-/// then reach 16 * 15 * 127 = 30480, the bound the PAIRS variants' packing relies on.
+/// then reach 16 * 15 * 127 = 30480, the bound the PAIRS and SWAR variants' packing relies on.
 fn extreme_inputs(f: BlockFormat, n: usize, k: usize, batch: usize) -> (Vec<u8>, Vec<u32>) {
     let mut w = vec![0u8; f.bytes_for(n * k).expect("whole blocks")];
     let one = half::f16::from_f32(0.01).to_le_bytes();
-    for block in w.chunks_exact_mut(f.block_bytes()) {
-        block.fill(if f == BlockFormat::Q8_0 { 0x80 } else { 0xFF });
+    for (b, block) in w.chunks_exact_mut(f.block_bytes()).enumerate() {
+        // Q8_0 alternates -128 and +127: the SWAR variants offset each byte by 128, so the two ends give
+        // nibbles of 0 and of 15.
+        let q8 = if b % 2 == 0 { 0x80 } else { 0x7F };
+        block.fill(if f == BlockFormat::Q8_0 { q8 } else { 0xFF });
         block[..2].copy_from_slice(&one);
         if f == BlockFormat::Q4_1 {
             block[2..4].copy_from_slice(&half::f16::from_f32(-0.5).to_le_bytes());
@@ -173,4 +176,31 @@ fn qmatvec_q8_refuses_other_formats() {
     .plan(&wring::kernels::Caps::BASELINE, Choice::Auto)
     .unwrap_err();
     assert!(e.to_string().contains("no integer-dot product"), "{e}");
+}
+
+/// The planner's choice per adapter: on a CPU adapter one activation row of 4-bit weights takes the SWAR
+/// variants (two products per 32-bit multiply), Q8_0 the `lanes` variant and a batch the PAIRS tiles; a
+/// GPU takes a workgroup per row.
+#[test]
+fn qmatvec_q8_plans_swar_for_one_row_of_4_bit_weights_on_cpu_adapters() {
+    use wring::kernels::{Caps, Kernel as _};
+    let (lavapipe, gpu) = crate::kernels::planner_caps();
+    let name = |format, batch, caps: &Caps| {
+        QmatvecQ8 {
+            format,
+            n: 576,
+            k: 576,
+            batch,
+        }
+        .plan(caps, Choice::Auto)
+        .unwrap()
+        .variant
+        .name
+        .to_string()
+    };
+    assert_eq!(name(BlockFormat::Q4_0, 1, &lavapipe), "q4_0_b1_swar");
+    assert_eq!(name(BlockFormat::Q4_1, 1, &lavapipe), "q4_1_b1_swar");
+    assert_eq!(name(BlockFormat::Q8_0, 1, &lavapipe), "q8_0_b1_lanes");
+    assert_eq!(name(BlockFormat::Q4_1, 64, &lavapipe), "q4_1_b8_pairs");
+    assert_eq!(name(BlockFormat::Q4_1, 1, &gpu), "q4_1_b1_subgroup");
 }

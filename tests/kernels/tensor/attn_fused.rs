@@ -123,17 +123,7 @@ fn attn_fused_refuses_heads_wider_than_128() {
 #[test]
 fn attn_fused_plans_the_tiled_form_where_it_measured_faster() {
     use wring::kernels::{Caps, Kernel as _};
-    let lavapipe = Caps {
-        software: true,
-        subgroup: true,
-        subgroup_min_size: 8,
-        ..Caps::BASELINE
-    };
-    let gpu = Caps {
-        subgroup: true,
-        subgroup_min_size: 32,
-        ..Caps::BASELINE
-    };
+    let (lavapipe, gpu) = crate::kernels::planner_caps();
     let name = |a: Attention, caps: &Caps| {
         a.fused()
             .plan(caps, Choice::Auto)
