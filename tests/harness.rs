@@ -319,6 +319,7 @@ impl Case<'_> {
         match self.tol {
             Tolerance::Exact => "exact".into(),
             Tolerance::Nmse(b) => format!("NMSE budget {b:.0e}"),
+            Tolerance::Q8Units(b) => format!("8-bit units, NMSE budget {b:.0e} on their values"),
         }
     }
 }

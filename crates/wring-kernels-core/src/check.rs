@@ -9,6 +9,11 @@ pub enum Tolerance {
     Nmse(f64),
     /// Every element bit-identical (copies, fills, integer results).
     Exact,
+    /// 8-bit activation units ([`crate::q8`], their words as f32 bits): each unit consistent (s = d *
+    /// sum of its codes, padding zero), and the values they stand for within the NMSE budget of the twin's.
+    /// A kernel that computes the values it quantizes (RMSNorm, SwiGLU) may round one the twin rounds at
+    /// an exact half step the other way, which moves one code by one: bits alone would be too strict.
+    Q8Units(f64),
 }
 
 /// Why a comparison failed.
@@ -70,6 +75,22 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
             expected: expected.len(),
         });
     }
+    if let Tolerance::Q8Units(budget) = tol {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        let (g, e) = (bits(got), bits(expected));
+        if let Some(index) = crate::q8::inconsistent(&g) {
+            return Err(Mismatch::Bits {
+                index,
+                got: g[index],
+                expected: e[index],
+            });
+        }
+        return compare(
+            &crate::q8::dequantize(&g),
+            &crate::q8::dequantize(&e),
+            Tolerance::Nmse(budget),
+        );
+    }
     if tol == Tolerance::Exact {
         if let Some(index) = got
             .iter()
@@ -96,7 +117,7 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
         }
     }
     let Tolerance::Nmse(budget) = tol else {
-        unreachable!("Exact returned above")
+        unreachable!("Exact and Q8Units returned above")
     };
     let finite = |v: &[f32]| {
         v.iter()
@@ -125,6 +146,50 @@ pub fn compare(got: &[f32], expected: &[f32], tol: Tolerance) -> Result<f64, Mis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_units_pass_a_moved_code_and_fail_a_wrong_scale_or_sum() {
+        let x: Vec<f32> = (0..96).map(|i| (i as f32 * 0.7).cos() * 2.0).collect();
+        let mut q = vec![0u32; crate::q8::words(x.len())];
+        crate::q8::quantize(&x, &mut q);
+        let as_f32 = |q: &[u32]| q.iter().map(|&w| f32::from_bits(w)).collect::<Vec<_>>();
+        let expected = as_f32(&q);
+        let tol = Tolerance::Q8Units(1e-5);
+        assert_eq!(compare(&expected, &expected, tol), Ok(0.0));
+        // One code moved by one step (its s recomputed as the shader would): within the budget.
+        let mut moved = q.clone();
+        let code = moved[0] as u8 as i8;
+        let step = if code < 127 { 1 } else { -1 };
+        moved[0] = (moved[0] & !0xFF) | u32::from((code + step) as u8);
+        // s as the shader computes it from a unit's d and codes.
+        let resum = |unit: &mut [u32]| {
+            let total: i32 = unit[..8]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .map(|b| i32::from(b as i8))
+                .sum();
+            unit[9] = (f32::from_bits(unit[8]) * total as f32).to_bits();
+        };
+        resum(&mut moved[..12]);
+        assert!(compare(&as_f32(&moved), &expected, tol).is_ok());
+        // The same code moved without s following it: inconsistent.
+        let mut stale = moved.clone();
+        stale[9] = q[9];
+        assert!(matches!(
+            compare(&as_f32(&stale), &expected, tol),
+            Err(Mismatch::Bits { index: 9, .. })
+        ));
+        // Every unit's scale 1 % off (s following it): over the budget.
+        let mut scaled = q.clone();
+        for unit in scaled.chunks_exact_mut(crate::q8::UNIT_WORDS) {
+            unit[8] = (f32::from_bits(unit[8]) * 1.01).to_bits();
+            resum(unit);
+        }
+        assert!(matches!(
+            compare(&as_f32(&scaled), &expected, tol),
+            Err(Mismatch::Nmse { .. })
+        ));
+    }
 
     #[test]
     fn nan_never_passes() {

@@ -8,6 +8,7 @@ pub mod codegen;
 pub mod dtype;
 pub mod kernel;
 pub mod plan;
+pub mod q8;
 pub mod reduce;
 pub mod shader;
 pub mod variant;

@@ -5,8 +5,7 @@ use wring_kernels_core::dtype::DType;
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::{Kernel, Operand};
 
-/// Words one quantized 32-value unit takes: 8 of codes, d, s and two of padding (three vec4s).
-pub const UNIT_WORDS: usize = 12;
+pub use wring_kernels_core::q8::UNIT_WORDS;
 
 /// The shader's `Params`.
 #[repr(C)]
@@ -81,24 +80,7 @@ impl Kernel for QuantizeQ8 {
     }
 }
 
-/// CPU twin, operation for operation: amax over the unit, d = amax / 127, the codes round(x * (127 /
-/// amax)) with ties to even (WGSL's `round`), s = d * (sum of codes).
+/// CPU twin, operation for operation (see [`wring_kernels_core::q8::quantize`]).
 pub fn cpu(x: &[f32], q: &mut [u32]) {
-    for (unit, out) in x.chunks_exact(32).zip(q.chunks_exact_mut(UNIT_WORDS)) {
-        let m = unit.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = m / 127.0;
-        let id = if m > 0.0 { 127.0 / m } else { 0.0 };
-        let codes: Vec<i32> = unit
-            .iter()
-            .map(|v| (v * id).round_ties_even() as i32)
-            .collect();
-        let total: i32 = codes.iter().sum();
-        for (w, c) in out[..8].iter_mut().zip(codes.chunks_exact(4)) {
-            *w = u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
-        }
-        out[8] = d.to_bits();
-        out[9] = (d * total as f32).to_bits();
-        out[10] = 0;
-        out[11] = 0;
-    }
+    wring_kernels_core::q8::quantize(x, q);
 }

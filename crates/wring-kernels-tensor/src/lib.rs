@@ -22,9 +22,9 @@ pub use fill::Fill;
 pub use get_rows::GetRows;
 pub use matmul::Matmul;
 pub use matvec::Matvec;
-pub use rmsnorm::Rmsnorm;
+pub use rmsnorm::{Rmsnorm, RmsnormQ8};
 pub use rope::{Rope, RopeMode, RopeQkv};
-pub use silu_mul::SiluMul;
+pub use silu_mul::{SiluMul, SiluMulQ8};
 pub use softmax::Softmax;
 
 wring_kernels_core::family!();

@@ -2,7 +2,7 @@
 
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan, RowReduction};
 use wring_kernels_core::reduce::tree_sum;
-use wring_kernels_core::{DType, Kernel, Operand};
+use wring_kernels_core::{DType, Kernel, Operand, q8};
 
 /// The shader's `Params`.
 #[repr(C)]
@@ -54,6 +54,44 @@ impl Kernel for Rmsnorm {
     /// Plans RMSNorm over `rows` rows of `n` f32 values; with `residual`, of `x + r`, also writing that sum
     /// (the `_add` variants).
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        self.plan_out(caps, choice, false)
+    }
+}
+
+/// [`Rmsnorm`] writing `y` as 8-bit activation units (`q`, [`wring_kernels_core::q8`]) for `qmatvec_q8`
+/// instead of floats: the `_q8` variants, the quantize_q8 launch folded into the norm. `n` must be a
+/// multiple of 32.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsnormQ8(pub Rmsnorm);
+
+impl Kernel for RmsnormQ8 {
+    fn kernel(&self) -> &'static str {
+        "rmsnorm"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let Rmsnorm { n, rows, .. } = self.0;
+        self.0
+            .operands()
+            .into_iter()
+            .map(|o| {
+                if o.name == "y" {
+                    Operand::write("q", DType::U32, q8::words(rows.saturating_mul(n)))
+                } else {
+                    o
+                }
+            })
+            .collect()
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        self.0.plan_out(caps, choice, true)
+    }
+}
+
+impl Rmsnorm {
+    /// The plan of either output form: floats, or 8-bit units (`q8`).
+    fn plan_out(&self, caps: &Caps, choice: Choice<'_>, q8: bool) -> Result<Plan, KernelError> {
         let Rmsnorm {
             n,
             rows,
@@ -62,13 +100,19 @@ impl Kernel for Rmsnorm {
         } = *self;
         use crate::catalogue::rmsnorm as r;
         let (kind, why) = plan::row_reduction(caps);
-        let auto = match (kind, residual) {
-            (RowReduction::Narrow, false) => &r::NARROW,
-            (RowReduction::Narrow, true) => &r::NARROW_ADD,
-            (RowReduction::Shared, false) => &r::SHARED,
-            (RowReduction::Shared, true) => &r::SHARED_ADD,
-            (RowReduction::Subgroup, false) => &r::SUBGROUP,
-            (RowReduction::Subgroup, true) => &r::SUBGROUP_ADD,
+        let auto = match (kind, residual, q8) {
+            (RowReduction::Narrow, false, false) => &r::NARROW,
+            (RowReduction::Narrow, true, false) => &r::NARROW_ADD,
+            (RowReduction::Shared, false, false) => &r::SHARED,
+            (RowReduction::Shared, true, false) => &r::SHARED_ADD,
+            (RowReduction::Subgroup, false, false) => &r::SUBGROUP,
+            (RowReduction::Subgroup, true, false) => &r::SUBGROUP_ADD,
+            (RowReduction::Narrow, false, true) => &r::NARROW_Q8,
+            (RowReduction::Narrow, true, true) => &r::NARROW_ADD_Q8,
+            (RowReduction::Shared, false, true) => &r::SHARED_Q8,
+            (RowReduction::Shared, true, true) => &r::SHARED_ADD_Q8,
+            (RowReduction::Subgroup, false, true) => &r::SUBGROUP_Q8,
+            (RowReduction::Subgroup, true, true) => &r::SUBGROUP_ADD_Q8,
         };
         let v = crate::choose(auto, why, caps, choice)?;
         plan::ensure(
@@ -76,6 +120,16 @@ impl Kernel for Rmsnorm {
             "rmsnorm",
             || format!("variant {} does not match residual = {residual}", v.id()),
         )?;
+        plan::ensure(v.define("Q8OUT").is_some() == q8, "rmsnorm", || {
+            format!(
+                "variant {} does not write {}",
+                v.id(),
+                if q8 { "8-bit units" } else { "floats" }
+            )
+        })?;
+        plan::ensure(!q8 || n.is_multiple_of(32), "rmsnorm", || {
+            format!("8-bit units need rows of whole 32-value units, not {n}")
+        })?;
         plan::ensure(n > 0, "rmsnorm", || "rows must not be empty".into())?;
         plan::index_u32("rmsnorm", "rows * n", rows.saturating_mul(n))?;
         let params = Params {

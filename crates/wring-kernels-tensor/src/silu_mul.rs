@@ -2,7 +2,7 @@
 //! halves of a fused gate/up projection can be read in place).
 
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan, Strided};
-use wring_kernels_core::{DType, Kernel, Operand};
+use wring_kernels_core::{DType, Kernel, Operand, q8};
 
 /// The shader's `Params`.
 #[repr(C)]
@@ -87,13 +87,29 @@ impl Kernel for SiluMul {
 
     /// Plans `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, with `y` dense.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        let SiluMul { cols, rows, a, b } = *self;
+        let SiluMul { cols, rows, .. } = *self;
         let v = crate::choose(
             &crate::catalogue::silu_mul::F32,
-            "it is the only variant",
+            "it is the only variant writing floats",
             caps,
             choice,
         )?;
+        let params = self.params(rows, cols)?;
+        let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
+        plan::linear(
+            "silu_mul",
+            v,
+            u64::from(params.total).div_ceil(per_group),
+            bytemuck::bytes_of(&params),
+            caps,
+        )
+    }
+}
+
+impl SiluMul {
+    /// The checked uniform of either output form.
+    fn params(&self, rows: usize, cols: usize) -> Result<Params, KernelError> {
+        let SiluMul { a, b, .. } = *self;
         plan::ensure(cols > 0, "silu_mul", || "rows must not be empty".into())?;
         let total = plan::index_u32("silu_mul", "rows * cols", rows.saturating_mul(cols))?;
         for (s, name) in [(a, "a"), (b, "b")] {
@@ -110,7 +126,7 @@ impl Kernel for SiluMul {
             )?;
         }
         // The extents were checked against u32 above, so each stride and offset fits.
-        let params = Params {
+        Ok(Params {
             cols: cols as u32,
             total,
             a_stride: a.stride as u32,
@@ -118,12 +134,45 @@ impl Kernel for SiluMul {
             b_stride: b.stride as u32,
             b_off: b.offset as u32,
             pad: [0; 2],
-        };
-        let per_group = u64::from(v.define_u32("WG") * v.define_u32("ITEMS"));
-        plan::linear(
+        })
+    }
+}
+
+/// [`SiluMul`] writing `y` as 8-bit activation units (`q`, [`wring_kernels_core::q8`]) for the down
+/// projection's `qmatvec_q8` instead of floats: the quantize_q8 launch folded into the gate. `cols` must
+/// be a multiple of 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiluMulQ8(pub SiluMul);
+
+impl Kernel for SiluMulQ8 {
+    fn kernel(&self) -> &'static str {
+        "silu_mul"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let SiluMul { cols, rows, .. } = self.0;
+        let mut ops = self.0.operands();
+        ops[2] = Operand::write("q", DType::U32, q8::words(rows.saturating_mul(cols)));
+        ops
+    }
+
+    /// One invocation per 32-value unit, 64 to a workgroup.
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let SiluMul { cols, rows, .. } = self.0;
+        plan::ensure(cols.is_multiple_of(32), "silu_mul", || {
+            format!("8-bit units need rows of whole 32-value units, not {cols}")
+        })?;
+        let v = crate::choose(
+            &crate::catalogue::silu_mul::Q8,
+            "it is the only variant writing 8-bit units",
+            caps,
+            choice,
+        )?;
+        let params = self.0.params(rows, cols)?;
+        plan::per_item(
             "silu_mul",
             v,
-            u64::from(total).div_ceil(per_group),
+            u64::from(params.total / 32),
             bytemuck::bytes_of(&params),
             caps,
         )

@@ -3,7 +3,7 @@
 //! residual add fused into it. Each checks nothing itself: `Step::run` checks every operand against
 //! its unit's declaration.
 
-use wring_runtime::kernels::tensor::{Attention, Rmsnorm, Softmax};
+use wring_runtime::kernels::tensor::{Attention, Rmsnorm, RmsnormQ8, Softmax};
 use wring_runtime::{Error, Step, Tensor};
 
 /// Causal grouped-query attention over a KV cache: `scores` (scratch, f32 [tokens * heads * kv_len]),
@@ -45,31 +45,40 @@ pub fn attention(
     step.run(&a.pv(), &[("p", probs), ("v", v_cache), ("o", out)])
 }
 
+/// Where an RMSNorm writes `y`: floats, or 8-bit activation units (`RmsnormQ8`) for a product that takes
+/// them (`matmul_weights_q8`), the quantize_q8 launch folded into the norm.
+#[derive(Debug, Clone, Copy)]
+pub enum NormOut<'a> {
+    /// f32 [rows, n].
+    F32(&'a Tensor),
+    /// 8-bit units, `q8::words(rows * n)` words.
+    Q8(&'a Tensor),
+}
+
 /// `y = rmsnorm(x) * w` over the rows of `x` [rows, n].
 pub fn rmsnorm(
     step: &mut Step<'_>,
     x: &Tensor,
     w: &Tensor,
-    y: &Tensor,
+    y: NormOut<'_>,
     eps: f32,
 ) -> Result<(), Error> {
     let (rows, n) = rows_of(x)?;
-    step.run(
-        &Rmsnorm {
-            n,
-            rows,
-            eps,
-            residual: false,
-        },
-        &[("x", x), ("w", w), ("y", y)],
-    )
+    let unit = Rmsnorm {
+        n,
+        rows,
+        eps,
+        residual: false,
+    };
+    run_norm(step, unit, vec![("x", x), ("w", w)], y)
 }
 
 /// The residual add fused with the RMSNorm after it, in one launch: `s = x + r`, `y = rmsnorm(s) * w`.
-pub fn rmsnorm_add(
+pub fn rmsnorm_add<'a>(
     step: &mut Step<'_>,
-    [x, r, w]: [&Tensor; 3],
-    [y, s]: [&Tensor; 2],
+    [x, r, w]: [&'a Tensor; 3],
+    y: NormOut<'a>,
+    s: &'a Tensor,
     eps: f32,
 ) -> Result<(), Error> {
     let (rows, n) = rows_of(x)?;
@@ -79,7 +88,25 @@ pub fn rmsnorm_add(
         eps,
         residual: true,
     };
-    step.run(&unit, &[("x", x), ("r", r), ("w", w), ("y", y), ("s", s)])
+    run_norm(step, unit, vec![("x", x), ("r", r), ("w", w), ("s", s)], y)
+}
+
+fn run_norm<'a>(
+    step: &mut Step<'_>,
+    unit: Rmsnorm,
+    mut operands: Vec<(&'static str, &'a Tensor)>,
+    y: NormOut<'a>,
+) -> Result<(), Error> {
+    match y {
+        NormOut::F32(y) => {
+            operands.push(("y", y));
+            step.run(&unit, &operands)
+        }
+        NormOut::Q8(q) => {
+            operands.push(("q", q));
+            step.run(&RmsnormQ8(unit), &operands)
+        }
+    }
 }
 
 fn rows_of(x: &Tensor) -> Result<(usize, usize), Error> {

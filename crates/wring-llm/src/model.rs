@@ -4,15 +4,17 @@
 use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
-use wring_runtime::dispatch::{Weights, matmul_weights};
+use wring_runtime::dispatch::{Weights, matmul_weights, matmul_weights_q8, takes_q8};
 use wring_runtime::kernels::kv::{
     EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore,
 };
-use wring_runtime::kernels::tensor::{Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul};
-use wring_runtime::kernels::{DType, Strided};
+use wring_runtime::kernels::tensor::{
+    Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8,
+};
+use wring_runtime::kernels::{DType, Strided, q8};
 use wring_runtime::{Context, Tensor};
 
-use crate::layers::{attention, rmsnorm, rmsnorm_add};
+use crate::layers::{NormOut, attention, rmsnorm, rmsnorm_add};
 
 use crate::{KvMode, LlamaConfig, LlmError};
 
@@ -99,6 +101,36 @@ impl LayerCache {
     }
 }
 
+/// A product's input: `rows` rows of f32 activations, or the same already in 8-bit activation units,
+/// written by the kernel that produced them (see [`takes_q8`]).
+#[derive(Debug, Clone, Copy)]
+enum Input<'a> {
+    F32(&'a Tensor),
+    Q8(&'a Tensor, usize),
+}
+
+impl Input<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Input::F32(x) => x.shape()[0],
+            Input::Q8(_, rows) => *rows,
+        }
+    }
+}
+
+/// `y = x w^T` from either form of input.
+fn project(
+    step: &mut wring_runtime::Step<'_>,
+    w: &Weights,
+    x: Input<'_>,
+    y: &Tensor,
+) -> Result<(), wring_runtime::Error> {
+    match x {
+        Input::F32(x) => matmul_weights(step, w, x, y),
+        Input::Q8(q, rows) => matmul_weights_q8(step, w, q, rows, y),
+    }
+}
+
 /// Projections that read the same input: stacked row-wise into one weight tensor when the source stores
 /// them in one type (one launch computes them all), else kept apart.
 enum Projection {
@@ -124,6 +156,14 @@ impl Projection {
         })
     }
 
+    /// Whether every part takes `rows` rows of 8-bit activation units.
+    fn takes_q8(&self, step: &wring_runtime::Step<'_>, rows: usize) -> bool {
+        match self {
+            Projection::Stacked(w) => takes_q8(step, w, rows),
+            Projection::Split(ws) => ws.iter().all(|w| takes_q8(step, w, rows)),
+        }
+    }
+
     /// Multiplies `x` [t, k] by every projection into `out`'s scratch for this kind of projection
     /// (allocated on first use, then shared by every layer). Stacked, the result is one tensor [t, sum of
     /// rows] whose parts are read in place through a stride; split, one dense tensor per part.
@@ -131,10 +171,10 @@ impl Projection {
         &self,
         ctx: &Context,
         step: &mut wring_runtime::Step<'_>,
-        x: &Tensor,
+        x: Input<'_>,
         out: &'o mut ProjectionOutput,
     ) -> Result<&'o [(Tensor, Strided)], LlmError> {
-        let t = x.shape()[0];
+        let t = x.rows();
         let widths = &out.widths;
         match self {
             Projection::Stacked(w) => {
@@ -156,7 +196,7 @@ impl Projection {
                     out.stacked = Some(parts);
                 }
                 let parts = out.stacked.as_deref().expect("allocated above");
-                matmul_weights(step, w, x, &parts[0].0)?;
+                project(step, w, x, &parts[0].0)?;
                 Ok(parts)
             }
             Projection::Split(ws) => {
@@ -174,7 +214,7 @@ impl Projection {
                 }
                 let parts = out.split.as_deref().expect("allocated above");
                 for (w, (y, _)) in ws.iter().zip(parts) {
-                    matmul_weights(step, w, x, y)?;
+                    project(step, w, x, y)?;
                 }
                 Ok(parts)
             }
@@ -772,17 +812,35 @@ impl Llama {
             ProjectionOutput::new(&[e, kv, kv]),
             ProjectionOutput::new(&[c.n_ff, c.n_ff]),
         );
+        // Where a product takes 8-bit activation units (takes_q8), the kernel producing its input writes
+        // them itself (the norms, the SwiGLU gate): one quantize_q8 launch fewer per product. Not while
+        // calibration captures the f32 inputs, nor for the low-rank cache, whose features are computed
+        // from the f32 norm output.
+        let units = capture.is_none();
+        let (hq, gq) = (
+            ctx.empty(&[q8::words(t * e)], DType::U32)?,
+            ctx.empty(&[q8::words(t * c.n_ff)], DType::U32)?,
+        );
         // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
         // residual add is fused with the norm that follows it.
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
+            let qkv_units = units
+                && !matches!(layer.cache, LayerCache::LowRank { .. })
+                && layer.qkv.takes_q8(&step, t);
+            let (h_out, qkv_in) = if qkv_units {
+                (NormOut::Q8(&hq), Input::Q8(&hq, t))
+            } else {
+                (NormOut::F32(&h), Input::F32(&h))
+            };
             if i == 0 {
-                rmsnorm(&mut step, &x, &layer.attn_norm, &h, c.rms_eps)?;
+                rmsnorm(&mut step, &x, &layer.attn_norm, h_out, c.rms_eps)?;
             } else {
                 rmsnorm_add(
                     &mut step,
                     [&x_mid, &d, &layer.attn_norm],
-                    [&h, &x],
+                    h_out,
+                    &x,
                     c.rms_eps,
                 )?;
             }
@@ -909,7 +967,7 @@ impl Llama {
                 &ctx.view(k_cache, 0, &[cache_len * kv], DType::F32)?,
                 &ctx.view(v_cache, 0, &[cache_len * kv], DType::F32)?,
             );
-            let qkv = layer.qkv.apply(ctx, &mut step, &h, &mut qkv_out)?;
+            let qkv = layer.qkv.apply(ctx, &mut step, qkv_in, &mut qkv_out)?;
             let r = RopeQkv {
                 rope,
                 n_kv_heads: c.n_kv_heads,
@@ -989,23 +1047,37 @@ impl Llama {
             }
             keep(&mut step, 1, &a)?;
             matmul_weights(&mut step, &layer.wo, &a, &o)?;
+            let (h2_out, gate_up_in) = if units && layer.gate_up.takes_q8(&step, t) {
+                (NormOut::Q8(&hq), Input::Q8(&hq, t))
+            } else {
+                (NormOut::F32(&h2), Input::F32(&h2))
+            };
             rmsnorm_add(
                 &mut step,
                 [&x, &o, &layer.ffn_norm],
-                [&h2, &x_mid],
+                h2_out,
+                &x_mid,
                 c.rms_eps,
             )?;
             keep(&mut step, 2, &h2)?;
-            let gu = layer.gate_up.apply(ctx, &mut step, &h2, &mut gate_up_out)?;
-            if gu[0].0.shares_buffer(&gu[1].0) {
-                let unit = SiluMul::halves(c.n_ff, t);
-                step.run(&unit, &[("a", &gu[0].0), ("b", &gu[0].0), ("y", &gated)])?;
+            let gu = layer
+                .gate_up
+                .apply(ctx, &mut step, gate_up_in, &mut gate_up_out)?;
+            // The halves of one fused gate/up output bind the same tensor as a and b.
+            let halves = gu[0].0.shares_buffer(&gu[1].0);
+            let (unit, ga, gb) = if halves {
+                (SiluMul::halves(c.n_ff, t), &gu[0].0, &gu[0].0)
             } else {
-                let unit = SiluMul::dense(c.n_ff, t);
-                step.run(&unit, &[("a", &gu[0].0), ("b", &gu[1].0), ("y", &gated)])?;
+                (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
+            };
+            if units && takes_q8(&step, &layer.w_down, t) {
+                step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", &gq)])?;
+                matmul_weights_q8(&mut step, &layer.w_down, &gq, t, &d)?;
+            } else {
+                step.run(&unit, &[("a", ga), ("b", gb), ("y", &gated)])?;
+                keep(&mut step, 3, &gated)?;
+                matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
             }
-            keep(&mut step, 3, &gated)?;
-            matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only
         // the rows whose logits are wanted.
@@ -1013,7 +1085,8 @@ impl Llama {
         rmsnorm_add(
             &mut step,
             [&x_mid, &d, &self.output_norm],
-            [&xn_all, &x],
+            NormOut::F32(&xn_all),
+            &x,
             c.rms_eps,
         )?;
         // The logits of rows [first, first + n): the head applied to those rows of xn_all, read in place

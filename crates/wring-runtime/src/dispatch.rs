@@ -154,32 +154,89 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
     }
 }
 
+/// Whether [`matmul_weights`] multiplies `m` f32 activation rows by `w` through 8-bit activation units
+/// (quantize_q8 + qmatvec_q8): Q4_0, Q4_1 or Q8_0 weights in a context with `q8_activations`, for one
+/// row or on a CPU adapter. A model can then have the kernel producing the activations write the units
+/// itself (`RmsnormQ8`, `SiluMulQ8`) and multiply them with [`matmul_weights_q8`], one launch fewer.
+pub fn takes_q8(step: &Step<'_>, w: &Weights, m: usize) -> bool {
+    match w {
+        Weights::Tensor(t) => q8_format(step, t, m).is_some(),
+        Weights::Group(_) => false,
+    }
+}
+
+/// The block format of `w` when `m` rows of f32 activations take the 8-bit path.
+fn q8_format(step: &Step<'_>, w: &Tensor, m: usize) -> Option<wring_quant::BlockFormat> {
+    match w.dtype() {
+        DType::Block(format)
+            if (m == 1 || step.caps().software)
+                && step.context().q8_activations()
+                && qmatvec_q8::FORMATS.contains(&format) =>
+        {
+            Some(format)
+        }
+        _ => None,
+    }
+}
+
+/// `y = x w^T` for `m` activation rows already quantized to 8-bit units `xq` (as [`QuantizeQ8`] writes
+/// them), for weights where [`takes_q8`] holds; `y` is f32 [m, n].
+pub fn matmul_weights_q8(
+    step: &mut Step<'_>,
+    w: &Weights,
+    xq: &Tensor,
+    m: usize,
+    y: &Tensor,
+) -> Result<()> {
+    match w {
+        Weights::Tensor(t) => match q8_format(step, t, m) {
+            Some(format) => qmatvec_q8_run(step, t, format, xq, m, y),
+            None => Err(Error::Shape(format!(
+                "weights of type {} do not take 8-bit activations here",
+                t.dtype()
+            ))),
+        },
+        Weights::Group(_) => Err(Error::Shape(
+            "group-quantized weights do not take 8-bit activations".into(),
+        )),
+    }
+}
+
+fn qmatvec_q8_run(
+    step: &mut Step<'_>,
+    w: &Tensor,
+    format: wring_quant::BlockFormat,
+    xq: &Tensor,
+    m: usize,
+    y: &Tensor,
+) -> Result<()> {
+    let (n, k) = dims2(w, "w")?;
+    let unit = QmatvecQ8 {
+        format,
+        n,
+        k,
+        batch: m,
+    };
+    step.run(&unit, &[("w", w), ("x", xq), ("y", y)])
+}
+
 fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Result<()> {
     let (n, k) = dims2(w, "w")?;
     let (m, _) = dims2(x, "x")?;
     let caps = *step.caps();
+    if x.dtype() == DType::F32
+        && let Some(format) = q8_format(step, w, m)
+    {
+        tracing::debug!(
+            m,
+            "quantized weights: quantize_q8 + qmatvec_q8 (8-bit activations; one row, or a CPU adapter)"
+        );
+        let quantize = QuantizeQ8 { k, rows: m };
+        let q = step.context().empty(&[quantize.words()], DType::U32)?;
+        step.run(&quantize, &[("x", x), ("q", &q)])?;
+        return qmatvec_q8_run(step, w, format, &q, m, y);
+    }
     match w.dtype() {
-        DType::Block(format)
-            if (m == 1 || caps.software)
-                && x.dtype() == DType::F32
-                && step.context().q8_activations()
-                && qmatvec_q8::FORMATS.contains(&format) =>
-        {
-            tracing::debug!(
-                m,
-                "quantized weights: quantize_q8 + qmatvec_q8 (8-bit activations; one row, or a CPU adapter)"
-            );
-            let quantize = QuantizeQ8 { k, rows: m };
-            let q = step.context().empty(&[quantize.words()], DType::U32)?;
-            step.run(&quantize, &[("x", x), ("q", &q)])?;
-            let unit = QmatvecQ8 {
-                format,
-                n,
-                k,
-                batch: m,
-            };
-            step.run(&unit, &[("w", w), ("x", &q), ("y", y)])
-        }
         DType::Block(format) if m == 1 || caps.software || x.dtype() == DType::F16 => {
             tracing::debug!(
                 m,

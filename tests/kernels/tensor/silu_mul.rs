@@ -1,10 +1,13 @@
-//! `silu_mul`: `y = silu(a) * b`. Budget: NMSE 1e-8 (the device's exp is allowed a few ulp).
+//! `silu_mul`: `y = silu(a) * b`. Budget: NMSE 1e-8 (the device's exp is allowed a few ulp). The `q8`
+//! variant writes y as 8-bit activation units: compared as units (each consistent, their values within
+//! NMSE 1e-5 of the twin's units, room for a code or two that a few-ulp exp moves across a half step; one
+//! such move in a unit costs about 6e-6 of that unit's energy, a wrong scale of 1 % costs 1e-4).
 
 use wring::kernels::Strided;
 use wring::kernels::check::Tolerance;
-use wring::kernels::tensor::SiluMul;
 use wring::kernels::tensor::silu_mul;
-use wring::kernels::{Choice, DType};
+use wring::kernels::tensor::{SiluMul, SiluMulQ8};
+use wring::kernels::{Choice, DType, q8};
 
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variants};
@@ -14,15 +17,28 @@ use crate::kernels::{Planned, planned, variants};
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("silu_mul") {
-        // (rows, cols, halves): dense tensors, and the two halves of one fused gate/up output read in place.
-        for (rows, cols, halves) in [
-            (1usize, 1usize, false),
-            (1, 5, false),
-            (4, 1024, false),
-            (1, 4099, false),
-            (1, 1536, true),
-            (5, 37, true),
-        ] {
+        let units = v.define("Q8OUT").is_some();
+        // (rows, cols, halves): dense tensors, and the two halves of one fused gate/up output read in place;
+        // rows of whole 32-value units for the variant writing them.
+        let shapes: &[(usize, usize, bool)] = if units {
+            &[
+                (1, 32, false),
+                (2, 96, false),
+                (4, 1024, false),
+                (1, 1536, true),
+                (3, 64, true),
+            ]
+        } else {
+            &[
+                (1, 1, false),
+                (1, 5, false),
+                (4, 1024, false),
+                (1, 4099, false),
+                (1, 1536, true),
+                (5, 37, true),
+            ]
+        };
+        for &(rows, cols, halves) in shapes {
             out.push(planned(v, move || {
                 let n = rows * cols;
                 let mut rng = Rng::new(n as u64);
@@ -62,34 +78,51 @@ pub fn cases() -> Vec<Planned> {
                 } else {
                     silu_mul::cpu(cols, &a, sa, &b, sb, &mut y);
                 }
+                let (tol, out_dtype, out_shape, expected) = if units {
+                    let mut q = vec![0u32; q8::words(n)];
+                    q8::quantize(&y, &mut q);
+                    let bits = q.into_iter().map(f32::from_bits).collect();
+                    (
+                        Tolerance::Q8Units(1e-5),
+                        DType::U32,
+                        vec![q8::words(n)],
+                        bits,
+                    )
+                } else {
+                    (Tolerance::Nmse(1e-8), DType::F32, vec![rows, cols], y)
+                };
                 Case {
                     name: format!(
                         "silu_mul variant={} rows={rows} cols={cols} halves={halves}",
                         v.name
                     ),
-                    tol: Tolerance::Nmse(1e-8),
-                    out_dtype: DType::F32,
-                    out_shape: vec![rows, cols],
-                    expected: y,
+                    tol,
+                    out_dtype,
+                    out_shape,
+                    expected,
                     record: Box::new(move |ctx, step, out| {
                         let force = Choice::Force(&v.name);
-                        if halves {
-                            let gu = ctx.upload(&[rows, 2 * cols], &a)?;
-                            step.run_with(
-                                &SiluMul::halves(cols, rows),
-                                force,
-                                &[("a", &gu), ("b", &gu), ("y", out)],
-                            )
+                        let unit = if halves {
+                            SiluMul::halves(cols, rows)
                         } else {
-                            let (ta, tb) = (
+                            SiluMul::dense(cols, rows)
+                        };
+                        let gu;
+                        let (ta, tb) = if halves {
+                            gu = ctx.upload(&[rows, 2 * cols], &a)?;
+                            (gu.clone(), gu)
+                        } else {
+                            (
                                 ctx.upload(&[rows, cols], &a)?,
                                 ctx.upload(&[rows, cols], &b)?,
-                            );
-                            step.run_with(
-                                &SiluMul::dense(cols, rows),
-                                force,
-                                &[("a", &ta), ("b", &tb), ("y", out)],
                             )
+                        };
+                        if units {
+                            let ops = [("a", &ta), ("b", &tb), ("q", out)];
+                            step.run_with(&SiluMulQ8(unit), force, &ops)
+                        } else {
+                            let ops = [("a", &ta), ("b", &tb), ("y", out)];
+                            step.run_with(&unit, force, &ops)
                         }
                     }),
                     needs_f16: false,

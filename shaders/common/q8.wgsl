@@ -1,0 +1,28 @@
+// One 8-bit activation unit (wring_kernels_core::q8) from 32 values, as llama.cpp's quantize_row_q8_1:
+// d = amax / 127, codes q = round(x * 127 / amax) (WGSL's round, ties to even) and s = d * sum(q), the
+// term the weight formats with an offset or a minimum need. A unit is three vec4s: the 32 codes as 8
+// words of 4 signed bytes (values 0-15, then 16-31), then d and s as f32 bits and two zero words, so that
+// qmatvec_q8 reads it in three aligned 16-byte loads. An all-zero unit gets d = 0 and codes 0 (no division
+// by zero).
+fn q8_unit(v: array<vec4<f32>, 8>) -> array<vec4<u32>, 3> {
+    var amax = vec4<f32>(0.0);
+    for (var j = 0u; j < 8u; j++) {
+        amax = max(amax, abs(v[j]));
+    }
+    let m = max(max(amax.x, amax.y), max(amax.z, amax.w));
+    let d = m / 127.0;
+    let id = select(0.0, 127.0 / m, m > 0.0);
+    var codes: array<u32, 8>;
+    var total = vec4<i32>(0);
+    for (var j = 0u; j < 8u; j++) {
+        let c = vec4<i32>(round(v[j] * id));
+        total += c;
+        codes[j] = pack4xI8(c);
+    }
+    let s = d * f32(total.x + total.y + total.z + total.w);
+    return array<vec4<u32>, 3>(
+        vec4<u32>(codes[0], codes[1], codes[2], codes[3]),
+        vec4<u32>(codes[4], codes[5], codes[6], codes[7]),
+        vec4<u32>(bitcast<u32>(d), bitcast<u32>(s), 0u, 0u),
+    );
+}
