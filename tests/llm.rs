@@ -188,11 +188,7 @@ fn greedy_ids_equal_llama_cpp() {
 /// either way.
 #[test]
 fn q8_activations_bring_greedy_ids_closer_to_llama_cpp_on_the_q4_1_file() {
-    let q8 = wring::runtime::Context::new(wring::runtime::ContextOptions {
-        q8_activations: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let q8 = q8_context();
     let fx: Value = fixture::json("smollm2_greedy_q8.json");
     let agree = |ctx: &wring::runtime::Context| -> Vec<usize> {
         greedy_runs(ctx, &fx)
@@ -207,6 +203,52 @@ fn q8_activations_bring_greedy_ids_closer_to_llama_cpp_on_the_q4_1_file() {
             && with_q8.iter().sum::<usize>() > with_f32.iter().sum::<usize>(),
         "ids agreeing with llama.cpp on the Q4_1 file: {with_q8:?} with 8-bit activations, {with_f32:?} with f32"
     );
+}
+
+/// With 8-bit activations, the kernels that write the products' 8-bit units themselves (the two norms,
+/// the attention and the SwiGLU gate) give the logits that floats rounded by quantize_q8 after them give,
+/// bit for bit, for a prompt and for decode steps: the fused kernels quantize the very floats the plain
+/// ones write. And they save 4 launches per layer.
+#[test]
+fn fused_8_bit_units_give_the_same_logits_with_fewer_launches() {
+    let ctx = q8_context();
+    let g = model();
+    let layers = wring::llm::LlamaConfig::from_gguf(&g).unwrap().n_layers;
+    let ids = GgufTokenizer::from_gguf(&g)
+        .unwrap()
+        .encode("Once upon a time, in a small village by the sea,")
+        .unwrap();
+    let run = |fused: bool| {
+        let mut m = Llama::load(&ctx, &g, 64, |_, _| {}).unwrap();
+        m.set_unit_fusion(fused);
+        let mut logits = m.forward(&ctx, &ids, false).unwrap();
+        let mut launches = vec![m.last_launches()];
+        for &t in &[ids[3], ids[5]] {
+            logits.extend(m.forward(&ctx, &[t], false).unwrap());
+            launches.push(m.last_launches());
+        }
+        (logits, launches)
+    };
+    let ((on, on_launches), (off, off_launches)) = (run(true), run(false));
+    assert_eq!(on.len(), off.len());
+    let differing = on
+        .iter()
+        .zip(&off)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differing, 0, "{differing} of {} logits differ", on.len());
+    for (a, b) in on_launches.iter().zip(&off_launches) {
+        assert_eq!(b - a, 4 * layers, "launches fused {a}, unfused {b}");
+    }
+}
+
+/// A context of its own that rounds decode activations to 8 bits (quantize_q8 + qmatvec_q8).
+fn q8_context() -> wring::runtime::Context {
+    wring::runtime::Context::new(wring::runtime::ContextOptions {
+        q8_activations: true,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// Each case's (wring's greedy ids, the fixture's ids), after checking the fixture's ids decode to its text.

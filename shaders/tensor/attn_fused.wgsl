@@ -20,14 +20,26 @@
 //
 // This replaces attn_scores + softmax + attn_pv (three launches and two [tokens][heads][kv_len] scratch
 // tensors, quadratic in a prompt's length) wherever nothing else needs the probabilities.
+//
+// The Q8OUT variants write o as 8-bit activation units (wring_kernels_core::q8) for the output
+// projection's qmatvec_q8 instead of floats: the quantize_q8 launch folded in (head_dim a multiple of 32,
+// so a head holds whole units). The values quantized are the f32 variants' o, and the units equal
+// q8_unit's bit for bit: a unit's maximum and code sum are exact whatever the order they are taken in.
 #import invocation
 #import attention
+#ifdef Q8OUT
+#import q8
+#endif
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#ifdef Q8OUT
+@group(0) @binding(4) var<storage, read_write> oq: array<u32>;
+#else
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
+#endif
 
 const NEG_MAX_F32: f32 = -3.40282347e+38;
 
@@ -112,10 +124,33 @@ fn main(inv: Invocation) {
         }
     }
     for (var r = 0u; r < QR; r++) {
-        if (u0 + r < rows) {
-            for (var c = 0u; c < C; c++) {
-                o[qbase[r] + lane + c * WG] = acc[r * C + c] / l[r];
+        for (var c = 0u; c < C; c++) {
+            let val = acc[r * C + c] / l[r];
+#ifdef Q8OUT
+            // Lane i's columns c * WG + i are values 32c + 4i .. 32c + 4i + 3 of the row: code word i of the
+            // row's unit c (WG = 8). The unit's maximum and code sum come from the subgroup, outside the
+            // store's branch so that every lane takes part.
+            let a = abs(val);
+            let m = subgroupMax(max(max(a.x, a.y), max(a.z, a.w)));
+            let d = m / 127.0;
+            let id = select(0.0, 127.0 / m, m > 0.0);
+            let codes = vec4<i32>(round(val * id));
+            let total = subgroupAdd(codes.x + codes.y + codes.z + codes.w);
+            if (u0 + r < rows) {
+                let at = 12u * (qbase[r] / 8u + c);
+                oq[at + lane] = pack4xI8(codes);
+                if (lane == 0u) {
+                    oq[at + 8u] = bitcast<u32>(d);
+                    oq[at + 9u] = bitcast<u32>(d * f32(total));
+                    oq[at + 10u] = 0u;
+                    oq[at + 11u] = 0u;
+                }
             }
+#else
+            if (u0 + r < rows) {
+                o[qbase[r] + lane + c * WG] = val;
+            }
+#endif
         }
     }
 }
@@ -159,8 +194,23 @@ fn main(inv: Invocation) {
         m = m_new;
     }
     // Every query sees at least its own key, so l >= 1.
+#ifdef Q8OUT
+    // The row's units, 8 columns (32 values) each.
+    for (var u = 0u; u < d4 / 8u; u++) {
+        var vals: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            vals[i] = acc[8u * u + i] / l;
+        }
+        let unit = q8_unit(vals);
+        let at = 12u * (th * d4 / 8u + u);
+        for (var w = 0u; w < 12u; w++) {
+            oq[at + w] = unit[w / 4u][w % 4u];
+        }
+    }
+#else
     for (var i = 0u; i < d4; i++) {
         o[th * d4 + i] = acc[i] / l;
     }
+#endif
 }
 #endif

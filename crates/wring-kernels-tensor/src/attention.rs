@@ -5,7 +5,7 @@
 
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::reduce::NEG_MAX_F32;
-use wring_kernels_core::{DType, Kernel, Operand};
+use wring_kernels_core::{DType, Kernel, Operand, q8};
 
 /// The shape of one attention launch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +96,13 @@ impl Attention {
     /// [tokens][heads][head_dim].
     pub fn fused(self) -> AttnFused {
         AttnFused(self)
+    }
+
+    /// [`Attention::fused`] writing o as 8-bit activation units (`oq`, [`wring_kernels_core::q8`]) for the
+    /// output projection's `qmatvec_q8`: the quantize_q8 launch folded in. head_dim must be a multiple of
+    /// 32.
+    pub fn fused_q8(self) -> AttnFusedQ8 {
+        AttnFusedQ8(self)
     }
 
     /// CPU twin of attn_fused, operation for operation: per (token, head), the keys in order with the
@@ -301,42 +308,92 @@ impl Kernel for AttnFused {
     }
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        plan_fused(&self.0, caps, choice, false)
+    }
+}
+
+/// `attn_fused` writing 8-bit activation units (see [`Attention::fused_q8`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnFusedQ8(pub Attention);
+
+impl Kernel for AttnFusedQ8 {
+    fn kernel(&self) -> &'static str {
+        "attn_fused"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
         let a = &self.0;
-        let p = a.check()?;
-        plan::ensure(a.head_dim <= FUSED_MAX_HEAD_DIM, "attn_fused", || {
+        let mut ops = AttnFused(*a).operands();
+        ops[3] = Operand::write(
+            "oq",
+            DType::U32,
+            q8::words(a.tokens * a.n_heads * a.head_dim),
+        );
+        ops
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        plan::ensure(self.0.head_dim.is_multiple_of(32), "attn_fused", || {
             format!(
-                "head_dim {} exceeds the {FUSED_MAX_HEAD_DIM} its private arrays hold",
-                a.head_dim
+                "8-bit units need heads of whole 32-value units, not {}",
+                self.0.head_dim
             )
         })?;
-        let group = a.n_heads / a.n_kv_heads;
-        let rows = a.tokens * group;
-        let (auto, why) = tiled_choice(a.head_dim, rows, caps);
-        let v = crate::select("attn_fused", &auto, why, caps, choice)?;
-        if let Some(hd) = v.define("HD") {
-            plan::ensure(a.head_dim.to_string() == hd, "attn_fused", || {
-                format!(
-                    "variant {} is built for head_dim {hd}, not {}",
-                    v.name, a.head_dim
-                )
-            })?;
-            let wg = v.define_u32("WG");
-            plan::ensure(caps.subgroup_min_size >= wg, "attn_fused", || {
-                format!(
-                    "variant {} treats its {wg} lanes as one subgroup, and this adapter's subgroups may be {} wide",
-                    v.name, caps.subgroup_min_size
-                )
-            })?;
-            let tiles = (rows as u64).div_ceil(u64::from(v.define_u32("QR")));
-            return plan::linear(
-                "attn_fused",
-                v,
-                tiles * a.n_kv_heads as u64,
-                bytemuck::bytes_of(&p),
-                caps,
-            );
-        }
-        let n = (a.tokens * a.n_heads) as u64;
-        plan::per_item("attn_fused", v, n, bytemuck::bytes_of(&p), caps)
+        plan_fused(&self.0, caps, choice, true)
     }
+}
+
+/// The plan of either output form of attn_fused: floats, or 8-bit units (`q8`).
+fn plan_fused(
+    a: &Attention,
+    caps: &Caps,
+    choice: Choice<'_>,
+    q8: bool,
+) -> Result<Plan, KernelError> {
+    let p = a.check()?;
+    plan::ensure(a.head_dim <= FUSED_MAX_HEAD_DIM, "attn_fused", || {
+        format!(
+            "head_dim {} exceeds the {FUSED_MAX_HEAD_DIM} its private arrays hold",
+            a.head_dim
+        )
+    })?;
+    let group = a.n_heads / a.n_kv_heads;
+    let rows = a.tokens * group;
+    let (mut auto, why) = tiled_choice(a.head_dim, rows, caps);
+    if q8 {
+        auto += "_q8";
+    }
+    let v = crate::select("attn_fused", &auto, why, caps, choice)?;
+    plan::ensure(v.define("Q8OUT").is_some() == q8, "attn_fused", || {
+        format!(
+            "variant {} does not write {}",
+            v.name,
+            if q8 { "8-bit units" } else { "floats" }
+        )
+    })?;
+    if let Some(hd) = v.define("HD") {
+        plan::ensure(a.head_dim.to_string() == hd, "attn_fused", || {
+            format!(
+                "variant {} is built for head_dim {hd}, not {}",
+                v.name, a.head_dim
+            )
+        })?;
+        let wg = v.define_u32("WG");
+        plan::ensure(caps.subgroup_min_size >= wg, "attn_fused", || {
+            format!(
+                "variant {} treats its {wg} lanes as one subgroup, and this adapter's subgroups may be {} wide",
+                v.name, caps.subgroup_min_size
+            )
+        })?;
+        let tiles = (rows as u64).div_ceil(u64::from(v.define_u32("QR")));
+        return plan::linear(
+            "attn_fused",
+            v,
+            tiles * a.n_kv_heads as u64,
+            bytemuck::bytes_of(&p),
+            caps,
+        );
+    }
+    let n = (a.tokens * a.n_heads) as u64;
+    plan::per_item("attn_fused", v, n, bytemuck::bytes_of(&p), caps)
 }

@@ -15,7 +15,7 @@ pub mod rope;
 pub mod silu_mul;
 pub mod softmax;
 
-pub use attention::{Attention, AttnFused, AttnPv, AttnScores};
+pub use attention::{Attention, AttnFused, AttnFusedQ8, AttnPv, AttnScores};
 pub use binary::{Binary, BinaryOp};
 pub use copy::CopyWords;
 pub use fill::Fill;

@@ -272,6 +272,9 @@ pub struct Llama {
     launch_times: Vec<wring_runtime::LaunchTime>,
     /// Kernel launches of the last forward step.
     last_launches: usize,
+    /// Whether kernels producing a product's input write its 8-bit units themselves (see
+    /// [`Llama::set_unit_fusion`]).
+    unit_fusion: bool,
 }
 
 impl std::fmt::Debug for Llama {
@@ -507,6 +510,7 @@ impl Llama {
             cfg,
             launch_times: Vec::new(),
             last_launches: 0,
+            unit_fusion: true,
         })
     }
 
@@ -665,6 +669,14 @@ impl Llama {
         self.last_launches
     }
 
+    /// With 8-bit activations (`ContextOptions::q8_activations`), whether the norms, the attention and the
+    /// SwiGLU gate write the 8-bit units of the products after them (on, the default: 4 launches fewer
+    /// per layer) or floats that quantize_q8 then rounds (off). Both give the same units, bit for bit;
+    /// the switch is there to show that, and to measure the launches it saves.
+    pub fn set_unit_fusion(&mut self, on: bool) {
+        self.unit_fusion = on;
+    }
+
     /// The per-launch GPU times collected since the last call (empty unless the context profiles).
     pub fn take_launch_times(&mut self) -> Vec<wring_runtime::LaunchTime> {
         std::mem::take(&mut self.launch_times)
@@ -816,7 +828,7 @@ impl Llama {
         // them itself (the norms, the SwiGLU gate): one quantize_q8 launch fewer per product. Not while
         // calibration captures the f32 inputs, nor for the low-rank cache, whose features are computed
         // from the f32 norm output.
-        let units = capture.is_none();
+        let units = capture.is_none() && self.unit_fusion;
         let (hq, gq) = (
             ctx.empty(&[q8::words(t * e)], DType::U32)?,
             ctx.empty(&[q8::words(t * c.n_ff)], DType::U32)?,
@@ -997,9 +1009,19 @@ impl Llama {
                 };
                 step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
             }
+            let mut wo_in = Input::F32(&a);
             match &ems_scratch {
                 Some((scores, probs)) => {
                     attention(&mut step, &attn, &qr, k_cache, v_cache, scores, probs, &a)?;
+                }
+                // The output projection's 8-bit units straight from the attention where it takes them
+                // (the norm's units in `hq` were read by the q/k/v product above, so the scratch is free).
+                None if units && hd % 32 == 0 && takes_q8(&step, &layer.wo, t) => {
+                    step.run(
+                        &attn.fused_q8(),
+                        &[("q", &qr), ("k", k_cache), ("v", v_cache), ("oq", &hq)],
+                    )?;
+                    wo_in = Input::Q8(&hq, t);
                 }
                 None => step.run(
                     &attn.fused(),
@@ -1046,7 +1068,7 @@ impl Llama {
                 }
             }
             keep(&mut step, 1, &a)?;
-            matmul_weights(&mut step, &layer.wo, &a, &o)?;
+            project(&mut step, &layer.wo, wo_in, &o)?;
             let (h2_out, gate_up_in) = if units && layer.gate_up.takes_q8(&step, t) {
                 (NormOut::Q8(&hq), Input::Q8(&hq, t))
             } else {

@@ -8,11 +8,14 @@
 //! workgroups, the largest head the private arrays hold (128), and for the tiled variants a chunk whose
 //! rows and keys both end inside a tile and a block, plain multi-head at 64, and four query heads per
 //! key/value head at 128. A tiled variant runs only the shapes of its head size. A test below checks the
-//! twin against the three-launch composite's twins.
+//! twin against the three-launch composite's twins. The `_q8` variants write o as 8-bit activation units,
+//! compared as units against the twin's o quantized (each unit consistent, their values within NMSE 1e-5:
+//! room for a code that the 1e-14-level reordering moves across a half step), on the shapes whose heads
+//! hold whole 32-value units.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::tensor::Attention;
-use wring::kernels::{Choice, DType};
+use wring::kernels::{Choice, DType, q8};
 
 use super::attn_scores::{SHAPES, attention_shape};
 use crate::harness::{Case, Rng};
@@ -48,28 +51,43 @@ pub fn cases() -> Vec<Planned> {
         let head = v
             .define("HD")
             .map(|hd| hd.parse::<usize>().expect("HD is a number"));
+        let units = v.define("Q8OUT").is_some();
         for i in 0..shapes().len() {
-            if head.is_some_and(|hd| hd != shapes()[i].4) {
+            let d = shapes()[i].4;
+            if head.is_some_and(|hd| hd != d) || (units && !d.is_multiple_of(32)) {
                 continue;
             }
             out.push(planned(v, move || {
                 let (a, q, k, vals) = inputs(i);
                 let mut o = vec![0.0f32; a.tokens * a.n_heads * a.head_dim];
                 a.cpu_fused(&q, &k, &vals, &mut o);
+                let (tol, out_dtype, expected) = if units {
+                    let mut oq = vec![0u32; q8::words(o.len())];
+                    q8::quantize(&o, &mut oq);
+                    let bits = oq.into_iter().map(f32::from_bits).collect();
+                    (Tolerance::Q8Units(1e-5), DType::U32, bits)
+                } else {
+                    (Tolerance::Nmse(1e-9), DType::F32, o)
+                };
                 Case {
                     name: format!("attn_fused variant={} {a:?}", v.name),
-                    tol: Tolerance::Nmse(1e-9),
-                    out_dtype: DType::F32,
-                    out_shape: vec![o.len()],
-                    expected: o,
+                    tol,
+                    out_dtype,
+                    out_shape: vec![expected.len()],
+                    expected,
                     record: Box::new(move |ctx, step, out| {
                         let (tq, tk, tv) = (
                             ctx.upload(&[q.len()], &q)?,
                             ctx.upload(&[k.len()], &k)?,
                             ctx.upload(&[vals.len()], &vals)?,
                         );
+                        let force = Choice::Force(&v.name);
+                        if units {
+                            let operands = [("q", &tq), ("k", &tk), ("v", &tv), ("oq", out)];
+                            return step.run_with(&a.fused_q8(), force, &operands);
+                        }
                         let operands = [("q", &tq), ("k", &tk), ("v", &tv), ("o", out)];
-                        step.run_with(&a.fused(), Choice::Force(&v.name), &operands)
+                        step.run_with(&a.fused(), force, &operands)
                     }),
                     needs_f16: false,
                     needs_subgroup: v.requires.subgroup,
@@ -135,6 +153,21 @@ fn attn_fused_plans_the_tiled_form_where_it_measured_faster() {
     let decode = attention_shape(1, 40, 9, 3, 64);
     let prompt = attention_shape(40, 0, 9, 3, 64);
     assert_eq!(name(decode, &lavapipe), "tiled_d64_r3");
+    // The 8-bit-unit form follows the same choice, and needs heads of whole 32-value units.
+    let units = |a: Attention, caps: &Caps| {
+        a.fused_q8()
+            .plan(caps, Choice::Auto)
+            .map(|p| p.variant.name.to_string())
+    };
+    assert_eq!(units(decode, &lavapipe).unwrap(), "tiled_d64_r3_q8");
+    assert_eq!(units(prompt, &gpu).unwrap(), "f32_q8");
+    let e = units(attention_shape(1, 4, 2, 1, 48), &gpu).unwrap_err();
+    assert!(e.to_string().contains("whole 32-value units"), "{e}");
+    let e = decode
+        .fused()
+        .plan(&lavapipe, Choice::Force("tiled_d64_r3_q8"))
+        .unwrap_err();
+    assert!(e.to_string().contains("does not write floats"), "{e}");
     assert_eq!(
         name(attention_shape(1, 40, 8, 2, 128), &lavapipe),
         "tiled_d128_r4"
