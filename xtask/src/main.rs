@@ -434,6 +434,9 @@ struct LlmConfig {
     config: String,
     /// Kernel launches of one decode step (the per-token launch budget).
     launches_per_token: usize,
+    /// The same with the producers' 8-bit unit fusion off (`Llama::set_unit_fusion`): quantize_q8
+    /// launched before each product instead.
+    launches_unfused: usize,
     /// Seconds from a fresh context (no compiled pipelines) to the first token of a 5-token prompt,
     /// loading included.
     ttft_cold_s: f64,
@@ -608,12 +611,17 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         let ttft_warm_s = warm.elapsed().as_secs_f64();
         m.forward(&ctx, &random(1), false).map_err(|x| e(&x))?;
         let launches_per_token = m.last_launches();
+        m.set_unit_fusion(false);
+        m.forward(&ctx, &random(1), false).map_err(|x| e(&x))?;
+        let launches_unfused = m.last_launches();
+        m.set_unit_fusion(true);
         println!(
-            "{config}: {launches_per_token} launches per decode step; first token {ttft_cold_s:.2} s cold (load {load_s:.2} s), {ttft_warm_s:.3} s warm"
+            "{config}: {launches_per_token} launches per decode step ({launches_unfused} without the 8-bit unit fusion); first token {ttft_cold_s:.2} s cold (load {load_s:.2} s), {ttft_warm_s:.3} s warm"
         );
         configs.push(LlmConfig {
             config: config.into(),
             launches_per_token,
+            launches_unfused,
             ttft_cold_s,
             ttft_warm_s,
             load_s,
@@ -989,12 +997,13 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
         );
     }
-    md += "\n| configuration | launches per decode step | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "\n| configuration | launches per decode step (without 8-bit unit fusion) | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for c in &r.configs {
         md += &format!(
-            "| {} | {} | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
+            "| {} | {} ({}) | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
             c.config,
             c.launches_per_token,
+            c.launches_unfused,
             c.ttft_cold_s,
             c.load_s,
             c.ttft_warm_s,
