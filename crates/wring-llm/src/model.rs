@@ -825,25 +825,29 @@ impl Llama {
             ProjectionOutput::new(&[c.n_ff, c.n_ff]),
         );
         // Where a product takes 8-bit activation units (takes_q8), the kernel producing its input writes
-        // them itself (the norms, the SwiGLU gate): one quantize_q8 launch fewer per product. Not while
-        // calibration captures the f32 inputs, nor for the low-rank cache, whose features are computed
-        // from the f32 norm output.
-        let units = capture.is_none() && self.unit_fusion;
-        let (hq, gq) = (
-            ctx.empty(&[q8::words(t * e)], DType::U32)?,
-            ctx.empty(&[q8::words(t * c.n_ff)], DType::U32)?,
-        );
+        // them itself (the norms, the attention, the SwiGLU gate): one quantize_q8 launch fewer per
+        // product. Not while calibration captures the f32 inputs, nor for the low-rank cache, whose
+        // features are computed from the f32 norm output, nor for the EMS cache's three-launch attention.
+        // The scratch: units of an [t, e] row set (the norms' and the attention's, each read by the
+        // product right after it) and of the gate's [t, n_ff].
+        let units = if capture.is_none() && self.unit_fusion && ctx.q8_activations() {
+            Some((
+                ctx.empty(&[q8::words(t * e)], DType::U32)?,
+                ctx.empty(&[q8::words(t * c.n_ff)], DType::U32)?,
+            ))
+        } else {
+            None
+        };
         // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
         // residual add is fused with the norm that follows it.
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
-            let qkv_units = units
-                && !matches!(layer.cache, LayerCache::LowRank { .. })
-                && layer.qkv.takes_q8(&step, t);
-            let (h_out, qkv_in) = if qkv_units {
-                (NormOut::Q8(&hq), Input::Q8(&hq, t))
-            } else {
-                (NormOut::F32(&h), Input::F32(&h))
+            let qkv_units = units.as_ref().filter(|_| {
+                !matches!(layer.cache, LayerCache::LowRank { .. }) && layer.qkv.takes_q8(&step, t)
+            });
+            let (h_out, qkv_in) = match qkv_units {
+                Some((hq, _)) => (NormOut::Q8(hq), Input::Q8(hq, t)),
+                None => (NormOut::F32(&h), Input::F32(&h)),
             };
             if i == 0 {
                 rmsnorm(&mut step, &x, &layer.attn_norm, h_out, c.rms_eps)?;
@@ -1009,21 +1013,24 @@ impl Llama {
                 };
                 step.run(&rotate, &[("q", &qr), ("k", k_cache)])?;
             }
+            // The output projection's 8-bit units straight from the attention where it takes them (the
+            // norm's units were read by the q/k/v product above, so the scratch is free).
+            let attn_units = units
+                .as_ref()
+                .filter(|_| hd.is_multiple_of(32) && takes_q8(&step, &layer.wo, t));
             let mut wo_in = Input::F32(&a);
-            match &ems_scratch {
-                Some((scores, probs)) => {
+            match (&ems_scratch, attn_units) {
+                (Some((scores, probs)), _) => {
                     attention(&mut step, &attn, &qr, k_cache, v_cache, scores, probs, &a)?;
                 }
-                // The output projection's 8-bit units straight from the attention where it takes them
-                // (the norm's units in `hq` were read by the q/k/v product above, so the scratch is free).
-                None if units && hd % 32 == 0 && takes_q8(&step, &layer.wo, t) => {
+                (None, Some((hq, _))) => {
                     step.run(
                         &attn.fused_q8(),
-                        &[("q", &qr), ("k", k_cache), ("v", v_cache), ("oq", &hq)],
+                        &[("q", &qr), ("k", k_cache), ("v", v_cache), ("oq", hq)],
                     )?;
-                    wo_in = Input::Q8(&hq, t);
+                    wo_in = Input::Q8(hq, t);
                 }
-                None => step.run(
+                (None, None) => step.run(
                     &attn.fused(),
                     &[("q", &qr), ("k", k_cache), ("v", v_cache), ("o", &a)],
                 )?,
@@ -1069,11 +1076,11 @@ impl Llama {
             }
             keep(&mut step, 1, &a)?;
             project(&mut step, &layer.wo, wo_in, &o)?;
-            let (h2_out, gate_up_in) = if units && layer.gate_up.takes_q8(&step, t) {
-                (NormOut::Q8(&hq), Input::Q8(&hq, t))
-            } else {
-                (NormOut::F32(&h2), Input::F32(&h2))
-            };
+            let (h2_out, gate_up_in) =
+                match units.as_ref().filter(|_| layer.gate_up.takes_q8(&step, t)) {
+                    Some((hq, _)) => (NormOut::Q8(hq), Input::Q8(hq, t)),
+                    None => (NormOut::F32(&h2), Input::F32(&h2)),
+                };
             rmsnorm_add(
                 &mut step,
                 [&x, &o, &layer.ffn_norm],
@@ -1092,9 +1099,9 @@ impl Llama {
             } else {
                 (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
             };
-            if units && takes_q8(&step, &layer.w_down, t) {
-                step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", &gq)])?;
-                matmul_weights_q8(&mut step, &layer.w_down, &gq, t, &d)?;
+            if let Some((_, gq)) = units.as_ref().filter(|_| takes_q8(&step, &layer.w_down, t)) {
+                step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", gq)])?;
+                matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;
             } else {
                 step.run(&unit, &[("a", ga), ("b", gb), ("y", &gated)])?;
                 keep(&mut step, 3, &gated)?;

@@ -157,7 +157,8 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
 /// Whether [`matmul_weights`] multiplies `m` f32 activation rows by `w` through 8-bit activation units
 /// (quantize_q8 + qmatvec_q8): Q4_0, Q4_1 or Q8_0 weights in a context with `q8_activations`, for one
 /// row or on a CPU adapter. A model can then have the kernel producing the activations write the units
-/// itself (`RmsnormQ8`, `SiluMulQ8`) and multiply them with [`matmul_weights_q8`], one launch fewer.
+/// itself (`RmsnormQ8`, `AttnFusedQ8`, `SiluMulQ8`) and multiply them with [`matmul_weights_q8`], one
+/// launch fewer.
 pub fn takes_q8(step: &Step<'_>, w: &Weights, m: usize) -> bool {
     match w {
         Weights::Tensor(t) => q8_format(step, t, m).is_some(),
