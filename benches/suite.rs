@@ -10,11 +10,11 @@ use half::f16;
 use wring_quant::BlockFormat;
 use wring_runtime::kernels::quant::{Qmatmul, Qmatvec, QmatvecQ8, QuantizeQ8, qmatvec_q8};
 use wring_runtime::kernels::tensor::{
-    Attention, Binary, BinaryOp, CopyWords, Fill, GetRows, Matmul, Matvec, Rmsnorm, Rope, RopeMode,
-    RopeQkv, SiluMul, Softmax,
+    Attention, Binary, BinaryOp, CopyWords, Fill, GetRows, Matmul, Matvec, Rmsnorm, RmsnormQ8,
+    Rope, RopeMode, RopeQkv, SiluMul, SiluMulQ8, Softmax,
 };
 use wring_runtime::kernels::wavelet::{Dwt, Mode, Wavelet};
-use wring_runtime::kernels::{self as variant, Choice, DType, Kernel as _};
+use wring_runtime::kernels::{self as variant, Choice, DType, Kernel as _, q8};
 use wring_runtime::{Context, ContextOptions, Step, Tensor};
 
 /// What to run.
@@ -361,6 +361,110 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         let y = ctx.empty(&[n], DType::F32)?;
         let t = b.time(&|s| s.run(&SiluMul::dense(n, 1), &[("a", &a), ("b", &bb), ("y", &y)]))?;
         b.row("silu_mul", "f32", format!("{n}"), t, (12 * n) as f64, 0.0);
+        let q = ctx.empty(&[q8::words(n)], DType::U32)?;
+        let t = b.time(&|s| {
+            s.run(
+                &SiluMulQ8(SiluMul::dense(n, 1)),
+                &[("a", &a), ("b", &bb), ("q", &q)],
+            )
+        })?;
+        b.row(
+            "silu_mul",
+            "q8",
+            format!("{n}"),
+            t,
+            (8 * n + 6 * n / 4) as f64,
+            0.0,
+        );
+    }
+    if want("q8_fusion") {
+        // What writing the 8-bit units in the producer saves at decode's shapes (one row): the norm, the
+        // gate and the attention each with quantize_q8 after them (two launches) against their _q8 form
+        // (one), as the model runs them (the planner's variants).
+        let (e, ff) = (576usize, 1536usize);
+        let x = ctx.upload(&[1, e], &ramp(e, 3.0))?;
+        let w = ctx.upload(&[e], &ramp(e, 1.0))?;
+        let (y, sum) = (
+            ctx.empty(&[1, e], DType::F32)?,
+            ctx.empty(&[1, e], DType::F32)?,
+        );
+        let qe = ctx.empty(&[q8::words(e)], DType::U32)?;
+        let norm = Rmsnorm {
+            n: e,
+            rows: 1,
+            eps: 1e-5,
+            residual: true,
+        };
+        let norm_ops = [("x", &x), ("r", &x), ("w", &w), ("s", &sum)];
+        let quantize = QuantizeQ8 { k: e, rows: 1 };
+        let t = b.time(&|s| {
+            let mut ops = norm_ops.to_vec();
+            ops.push(("y", &y));
+            s.run(&norm, &ops)?;
+            s.run(&quantize, &[("x", &y), ("q", &qe)])
+        })?;
+        b.row(
+            "q8_fusion",
+            "rmsnorm_add+quantize_q8",
+            format!("1x{e}"),
+            t,
+            0.0,
+            0.0,
+        );
+        let t = b.time(&|s| {
+            let mut ops = norm_ops.to_vec();
+            ops.push(("q", &qe));
+            s.run(&RmsnormQ8(norm), &ops)
+        })?;
+        b.row("q8_fusion", "rmsnorm_add_q8", format!("1x{e}"), t, 0.0, 0.0);
+        let gu = ctx.upload(&[1, 2 * ff], &ramp(2 * ff, 4.0))?;
+        let (g, qf) = (
+            ctx.empty(&[1, ff], DType::F32)?,
+            ctx.empty(&[q8::words(ff)], DType::U32)?,
+        );
+        let gate = SiluMul::halves(ff, 1);
+        let t = b.time(&|s| {
+            s.run(&gate, &[("a", &gu), ("b", &gu), ("y", &g)])?;
+            s.run(&QuantizeQ8 { k: ff, rows: 1 }, &[("x", &g), ("q", &qf)])
+        })?;
+        b.row(
+            "q8_fusion",
+            "silu_mul+quantize_q8",
+            format!("1x{ff}"),
+            t,
+            0.0,
+            0.0,
+        );
+        let t = b.time(&|s| s.run(&SiluMulQ8(gate), &[("a", &gu), ("b", &gu), ("q", &qf)]))?;
+        b.row("q8_fusion", "silu_mul_q8", format!("1x{ff}"), t, 0.0, 0.0);
+        let (a, q, k, v) = smollm_attention(&ctx, 1, 1023)?;
+        let o = ctx.empty(&[1, a.n_heads * a.head_dim], DType::F32)?;
+        let t = b.time(&|s| {
+            s.run(&a.fused(), &[("q", &q), ("k", &k), ("v", &v), ("o", &o)])?;
+            s.run(&quantize, &[("x", &o), ("q", &qe)])
+        })?;
+        b.row(
+            "q8_fusion",
+            "attn_fused+quantize_q8",
+            "decode at 1024".into(),
+            t,
+            0.0,
+            0.0,
+        );
+        let t = b.time(&|s| {
+            s.run(
+                &a.fused_q8(),
+                &[("q", &q), ("k", &k), ("v", &v), ("oq", &qe)],
+            )
+        })?;
+        b.row(
+            "q8_fusion",
+            "attn_fused_q8",
+            "decode at 1024".into(),
+            t,
+            0.0,
+            0.0,
+        );
     }
     if want("matvec") {
         // SmolLM2-135M's projection shapes (outputs x inputs) and its 49152 x 576 tied embedding.
@@ -703,6 +807,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 ctx.empty(&[rows, n], DType::F32)?,
                 ctx.empty(&[rows, n], DType::F32)?,
             );
+            let units = ctx.empty(&[q8::words(rows * n)], DType::U32)?;
             for kernel in ["rmsnorm", "softmax"] {
                 if !want(kernel) {
                     continue;
@@ -712,24 +817,25 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                         continue;
                     }
                     let residual = v.define("RESIDUAL").is_some();
-                    let t = if kernel == "rmsnorm" && residual {
+                    let q8out = v.define("Q8OUT").is_some();
+                    let t = if kernel == "rmsnorm" {
                         let unit = Rmsnorm {
                             n,
                             rows,
                             eps: 1e-5,
-                            residual: true,
+                            residual,
                         };
-                        let ops = [("x", &x), ("r", &x), ("w", &w), ("y", &y), ("s", &sum)];
-                        b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &ops))?
-                    } else if kernel == "rmsnorm" {
-                        let unit = Rmsnorm {
-                            n,
-                            rows,
-                            eps: 1e-5,
-                            residual: false,
-                        };
-                        let ops = [("x", &x), ("w", &w), ("y", &y)];
-                        b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &ops))?
+                        let mut ops = vec![("x", &x), ("w", &w)];
+                        if residual {
+                            ops.extend([("r", &x), ("s", &sum)]);
+                        }
+                        if q8out {
+                            ops.push(("q", &units));
+                            b.time(&|s| s.run_with(&RmsnormQ8(unit), Choice::Force(&v.name), &ops))?
+                        } else {
+                            ops.push(("y", &y));
+                            b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &ops))?
+                        }
                     } else {
                         let unit = Softmax {
                             n,
@@ -740,12 +846,14 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                             s.run_with(&unit, Choice::Force(&v.name), &[("x", &x), ("y", &y)])
                         })?
                     };
-                    // Bytes moved: read x and write y, plus read r and write s with a residual.
-                    let bytes = if residual {
-                        16 * rows * n
+                    // Bytes moved: read x and write y (12 words per 32 values as 8-bit units), plus read r
+                    // and write s with a residual.
+                    let out = if q8out {
+                        6 * rows * n / 4
                     } else {
-                        8 * rows * n
+                        4 * rows * n
                     };
+                    let bytes = 4 * rows * n + out + if residual { 8 * rows * n } else { 0 };
                     b.row(kernel, &v.name, format!("{rows}x{n}"), t, bytes as f64, 0.0);
                 }
             }
@@ -832,7 +940,8 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             let flops = (4 * 9 * seen * 64) as f64;
             let cache_bytes = (a.kv_len * 3 * 64 * 4 * 2) as f64;
             for v in variant::of_kernel("attn_fused") {
-                if v.define("HD").is_some_and(|hd| hd != "64") {
+                // The _q8 forms are timed against attn_fused + quantize_q8 in `q8_fusion`.
+                if v.define("HD").is_some_and(|hd| hd != "64") || v.define("Q8OUT").is_some() {
                     continue;
                 }
                 let f = a.fused();
