@@ -10,6 +10,25 @@ pub fn words(values: usize) -> usize {
     values / 32 * UNIT_WORDS
 }
 
+/// A kernel's operands with its f32 output `from` replaced by 8-bit units of `values` values named `to`:
+/// the declaration of a `_q8` variant, whose other operands are its float form's.
+pub fn units_output(
+    ops: Vec<crate::Operand>,
+    from: &str,
+    to: &'static str,
+    values: usize,
+) -> Vec<crate::Operand> {
+    ops.into_iter()
+        .map(|o| {
+            if o.name == from {
+                crate::Operand::write(to, crate::DType::U32, words(values))
+            } else {
+                o
+            }
+        })
+        .collect()
+}
+
 /// CPU twin of `q8_unit`, operation for operation: amax over the unit, d = amax / 127, the codes
 /// round(x * (127 / amax)) with ties to even (WGSL's `round`), s = d * (sum of codes). `x` is whole units.
 pub fn quantize(x: &[f32], q: &mut [u32]) {

@@ -323,13 +323,8 @@ impl Kernel for AttnFusedQ8 {
 
     fn operands(&self) -> Vec<Operand> {
         let a = &self.0;
-        let mut ops = AttnFused(*a).operands();
-        ops[3] = Operand::write(
-            "oq",
-            DType::U32,
-            q8::words(a.tokens * a.n_heads * a.head_dim),
-        );
-        ops
+        let values = a.tokens * a.n_heads * a.head_dim;
+        q8::units_output(AttnFused(*a).operands(), "o", "oq", values)
     }
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {

@@ -71,17 +71,7 @@ impl Kernel for RmsnormQ8 {
 
     fn operands(&self) -> Vec<Operand> {
         let Rmsnorm { n, rows, .. } = self.0;
-        self.0
-            .operands()
-            .into_iter()
-            .map(|o| {
-                if o.name == "y" {
-                    Operand::write("q", DType::U32, q8::words(rows.saturating_mul(n)))
-                } else {
-                    o
-                }
-            })
-            .collect()
+        q8::units_output(self.0.operands(), "y", "q", rows.saturating_mul(n))
     }
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {

@@ -151,9 +151,7 @@ impl Kernel for SiluMulQ8 {
 
     fn operands(&self) -> Vec<Operand> {
         let SiluMul { cols, rows, .. } = self.0;
-        let mut ops = self.0.operands();
-        ops[2] = Operand::write("q", DType::U32, q8::words(rows.saturating_mul(cols)));
-        ops
+        q8::units_output(self.0.operands(), "y", "q", rows.saturating_mul(cols))
     }
 
     /// One invocation per 32-value unit, 64 to a workgroup.

@@ -279,3 +279,49 @@ proptest! {
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 }
+
+/// The 8-bit-unit forms want rows of whole 32-value units, pick the `_q8` variant of the planner's
+/// reduction, and are refused a float variant (and the float form a `_q8` one).
+#[test]
+fn unit_forms_plan_their_own_variants_and_refuse_partial_units() {
+    use wring::kernels::tensor::{SiluMul, SiluMulQ8};
+    let (lavapipe, gpu) = crate::kernels::planner_caps();
+    let norm = |n| Rmsnorm {
+        n,
+        rows: 1,
+        eps: 1e-5,
+        residual: true,
+    };
+    let name = |caps| {
+        RmsnormQ8(norm(576))
+            .plan(caps, Choice::Auto)
+            .unwrap()
+            .variant
+            .name
+            .to_string()
+    };
+    assert_eq!(name(&lavapipe), "narrow_add_q8");
+    assert_eq!(name(&gpu), "subgroup_add_q8");
+    let e = RmsnormQ8(norm(100)).plan(&gpu, Choice::Auto).unwrap_err();
+    assert!(e.to_string().contains("whole 32-value units"), "{e}");
+    let e = RmsnormQ8(norm(576))
+        .plan(&gpu, Choice::Force("shared_add"))
+        .unwrap_err();
+    assert!(e.to_string().contains("does not write 8-bit units"), "{e}");
+    let e = norm(576)
+        .plan(&gpu, Choice::Force("shared_add_q8"))
+        .unwrap_err();
+    assert!(e.to_string().contains("does not write floats"), "{e}");
+    let e = SiluMulQ8(SiluMul::dense(100, 1))
+        .plan(&gpu, Choice::Auto)
+        .unwrap_err();
+    assert!(e.to_string().contains("whole 32-value units"), "{e}");
+    assert_eq!(
+        SiluMulQ8(SiluMul::halves(1536, 1))
+            .plan(&lavapipe, Choice::Auto)
+            .unwrap()
+            .variant
+            .name,
+        "q8"
+    );
+}
