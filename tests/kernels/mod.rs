@@ -157,6 +157,14 @@ fn every_variant_has_a_case() {
 }
 
 /// The variants of one kernel.
+/// What a `_q8` variant's case expects: the twin's floats quantized to 8-bit units, as f32 bits (compared
+/// with `Tolerance::Q8Units`).
+pub fn expected_units(values: &[f32]) -> Vec<f32> {
+    let mut q = vec![0u32; kernels::q8::words(values.len())];
+    kernels::q8::quantize(values, &mut q);
+    q.into_iter().map(f32::from_bits).collect()
+}
+
 /// Adapter traits for planner tests: lavapipe (a CPU adapter with 8-lane subgroups) and a GPU with
 /// subgroups of at least 32.
 pub fn planner_caps() -> (kernels::Caps, kernels::Caps) {

@@ -35,7 +35,7 @@ pub struct QuantizeQ8 {
 impl QuantizeQ8 {
     /// Words of the quantized activations.
     pub fn words(&self) -> usize {
-        self.rows * self.k / 32 * UNIT_WORDS
+        wring_kernels_core::q8::words(self.rows * self.k)
     }
 }
 
@@ -80,7 +80,5 @@ impl Kernel for QuantizeQ8 {
     }
 }
 
-/// CPU twin, operation for operation (see [`wring_kernels_core::q8::quantize`]).
-pub fn cpu(x: &[f32], q: &mut [u32]) {
-    wring_kernels_core::q8::quantize(x, q);
-}
+/// CPU twin, operation for operation.
+pub use wring_kernels_core::q8::quantize as cpu;
