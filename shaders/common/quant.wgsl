@@ -35,6 +35,13 @@ fn f16_at(at: u32) -> f32 {
     return unpack2x16float(half_word).x;
 }
 
+// The two f16 at byte offset `at` (a multiple of 4: the scale and minimum that open Q4_1, Q5_1, Q4_K and
+// Q5_K blocks, all whole words long) and `at + 2`, widened to f32, from one load: software adapters pay
+// for every load lane by lane, and the two halves share a word.
+fn f16_pair_at(at: u32) -> vec2<f32> {
+    return unpack2x16float(w[at >> 2u]);
+}
+
 // The 6-bit scale and min of sub-block j of a Q4_K/Q5_K block whose 12 scale bytes start at `at`
 // (llama.cpp's get_scale_min_k4).
 fn scale_min_k4(at: u32, j: u32) -> vec2<u32> {
@@ -66,8 +73,9 @@ fn unit_head(bb: u32, sub: u32) -> Head {
     h.base = bb + 2u;
 #endif
 #ifdef FMT_Q4_1
-    h.d = f16_at(bb);
-    h.m = f16_at(bb + 2u);
+    let dm = f16_pair_at(bb);
+    h.d = dm.x;
+    h.m = dm.y;
     h.base = bb + 4u;
 #endif
 #ifdef FMT_Q5_0
@@ -76,8 +84,9 @@ fn unit_head(bb: u32, sub: u32) -> Head {
     h.base = bb + 6u;
 #endif
 #ifdef FMT_Q5_1
-    h.d = f16_at(bb);
-    h.m = f16_at(bb + 2u);
+    let dm = f16_pair_at(bb);
+    h.d = dm.x;
+    h.m = dm.y;
     h.aux = u32_at(bb + 4u);
     h.base = bb + 8u;
 #endif
@@ -89,16 +98,18 @@ fn unit_head(bb: u32, sub: u32) -> Head {
     // d f16 | dmin f16 | scales[12] | qs[128]: sub-block s takes the low (even s) or high (odd s)
     // nibbles of qs[32 * (s / 2) ..]; d is d * sc, m is dmin * min, as llama.cpp's d1 and m1.
     let sm = scale_min_k4(bb + 4u, sub);
-    h.d = f16_at(bb) * f32(sm.x);
-    h.m = f16_at(bb + 2u) * f32(sm.y);
+    let dm = f16_pair_at(bb);
+    h.d = dm.x * f32(sm.x);
+    h.m = dm.y * f32(sm.y);
     h.base = bb + 16u + 32u * (sub >> 1u);
     h.aux = (sub & 1u) * 4u;
 #endif
 #ifdef FMT_Q5_K
     // As Q4_K, after qh[32] at byte 16: the fifth bit of value l of sub-block s is bit s of qh[l].
     let sm = scale_min_k4(bb + 4u, sub);
-    h.d = f16_at(bb) * f32(sm.x);
-    h.m = f16_at(bb + 2u) * f32(sm.y);
+    let dm = f16_pair_at(bb);
+    h.d = dm.x * f32(sm.x);
+    h.m = dm.y * f32(sm.y);
     h.base = bb + 48u + 32u * (sub >> 1u);
     h.aux = (sub & 1u) * 4u;
     h.aux2 = sub;

@@ -36,8 +36,8 @@ struct WUnit {
 
 fn load_unit(bb: u32) -> WUnit {
     var wu: WUnit;
-    wu.d = f16_at(bb);
 #ifdef FMT_Q8_0
+    wu.d = f16_at(bb);
     // d f16, then 32 signed bytes.
     for (var i = 0u; i < 8u; i++) {
         wu.q[i] = u32_at(bb + 2u + 4u * i);
@@ -45,15 +45,14 @@ fn load_unit(bb: u32) -> WUnit {
 #else
     // Q4_0 (d f16) and Q4_1 (d, m f16): 16 bytes whose low nibbles are values 0-15 and high nibbles values
     // 16-31; masked to bytes, each word's nibbles are 4 non-negative signed bytes.
-    let q0 = unit_head(bb, 0u).base;
+    let h = unit_head(bb, 0u);
+    wu.d = h.d;
+    wu.m = h.m;
     for (var i = 0u; i < 4u; i++) {
-        let word = u32_at(q0 + 4u * i);
+        let word = u32_at(h.base + 4u * i);
         wu.q[i] = word & 0x0F0F0F0Fu;
         wu.q[i + 4u] = (word >> 4u) & 0x0F0F0F0Fu;
     }
-#endif
-#ifdef FMT_Q4_1
-    wu.m = f16_at(bb + 2u);
 #endif
     return wu;
 }
@@ -161,8 +160,6 @@ fn nibble_pair(word: u32, shift: u32) -> i32 {
 // One weight unit (block at byte bb) against the activation pairs: the exact integer dot product, scaled.
 // `csum` is the sum of the unit's codes (Q8_0's offset; unused otherwise).
 fn swar_unit(bb: u32, p: ptr<function, array<i32, 16>>, csum: i32, ds: vec2<f32>) -> f32 {
-    let d = f16_at(bb);
-    var m = 0.0;
 #ifdef FMT_Q8_0
     // Words 0-3 and 4-7 summed apart, each 8 products per nibble half within the bound.
     var lo = vec2<i32>(0);
@@ -174,12 +171,11 @@ fn swar_unit(bb: u32, p: ptr<function, array<i32, 16>>, csum: i32, ds: vec2<f32>
         hi[half] += nibble_pair(word, 4u) * (*p)[2u * i] + nibble_pair(word, 12u) * (*p)[2u * i + 1u];
     }
     let acc = 16 * (swar_dot(hi.x) + swar_dot(hi.y)) + swar_dot(lo.x) + swar_dot(lo.y) - 128 * csum;
+    return scaled_dm(f16_at(bb), 0.0, acc, ds);
 #else
-#ifdef FMT_Q4_1
-    m = f16_at(bb + 2u);
-#endif
     // Low nibbles are values 0-15 (code words 0-3), high nibbles values 16-31 (code words 4-7).
-    let q0 = unit_head(bb, 0u).base;
+    let h = unit_head(bb, 0u);
+    let q0 = h.base;
     var lo = 0;
     var hi = 0;
     for (var i = 0u; i < 4u; i++) {
@@ -187,9 +183,8 @@ fn swar_unit(bb: u32, p: ptr<function, array<i32, 16>>, csum: i32, ds: vec2<f32>
         lo += nibble_pair(word, 0u) * (*p)[2u * i] + nibble_pair(word, 8u) * (*p)[2u * i + 1u];
         hi += nibble_pair(word, 4u) * (*p)[2u * i + 8u] + nibble_pair(word, 12u) * (*p)[2u * i + 9u];
     }
-    let acc = swar_dot(lo) + swar_dot(hi);
+    return scaled_dm(h.d, h.m, swar_dot(lo) + swar_dot(hi), ds);
 #endif
-    return scaled_dm(d, m, acc, ds);
 }
 
 // The sum of a unit's 32 codes from its pairs: the lower halves sum to at most 16 * 127 in magnitude, so
