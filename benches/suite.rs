@@ -198,7 +198,6 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         copy_gbs: 0.0,
     };
     let want = |k: &str| opts.filter.as_deref().is_none_or(|f| k.contains(f));
-    let limit = info.limits.max_storage_buffer_binding_size;
 
     // Copy first: every other row's fraction refers to it.
     let sizes_mib: &[u64] = if opts.quick {
@@ -206,41 +205,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     } else {
         &[1, 4, 16, 64, 120]
     };
-    let mut dma_best = 0.0f64;
-    for &mib in sizes_mib {
-        let bytes = (mib << 20).min(limit);
-        let words = (bytes / 4) as usize;
-        let src = ctx.upload(&[words], &vec![1u32; words])?;
-        let dst = ctx.empty(&[words], DType::U32)?;
-        for v in variant::of_kernel("copy") {
-            let t = b.time(&|s| {
-                s.run_with(
-                    &CopyWords::new(words),
-                    Choice::Force(&v.name),
-                    &[("src", &src), ("dst", &dst)],
-                )
-            })?;
-            b.copy_gbs = b.copy_gbs.max(2.0 * bytes as f64 / t.0 / 1e9);
-            b.row(
-                "copy",
-                &v.name,
-                format!("{mib} MiB"),
-                t,
-                2.0 * bytes as f64,
-                0.0,
-            );
-        }
-        let t = b.time(&|s| s.copy(&src, &dst))?;
-        dma_best = dma_best.max(2.0 * bytes as f64 / t.0 / 1e9);
-        b.row(
-            "copy",
-            "dma",
-            format!("{mib} MiB"),
-            t,
-            2.0 * bytes as f64,
-            0.0,
-        );
-    }
+    let dma_best = copy_rows(&mut b, sizes_mib)?;
     // Fractions of the copy rows were computed against a running best; recompute against the final one.
     let copy_gbs = b.copy_gbs;
     for r in &mut b.rows {
@@ -249,49 +214,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
     println!(
         "copy bandwidth (copy kernel, read + write): {copy_gbs:.2} GB/s; DMA copy: {dma_best:.2} GB/s"
     );
-
-    // Dispatch overhead: a step of 200 tiny fills, wall clock after a device wait.
-    let tiny = ctx.empty(&[64], DType::U32)?;
-    let launches = 200;
-    let mut s = ctx.step("overhead warm-up");
-    s.run(
-        &Fill {
-            words: tiny.len(),
-            value: 0,
-        },
-        &[("dst", &tiny)],
-    )?;
-    s.submit()?;
-    ctx.wait()?;
-    let plain = Context::new(ContextOptions::default())?;
-    let tiny_plain = plain.empty(&[64], DType::U32)?;
-    let mut s = plain.step("overhead warm-up");
-    s.run(
-        &Fill {
-            words: tiny_plain.len(),
-            value: 0,
-        },
-        &[("dst", &tiny_plain)],
-    )?;
-    s.submit()?;
-    plain.wait()?;
-    let start = Instant::now();
-    let mut s = plain.step("overhead");
-    for i in 0..launches {
-        s.run(
-            &Fill {
-                words: tiny_plain.len(),
-                value: i,
-            },
-            &[("dst", &tiny_plain)],
-        )?;
-    }
-    s.submit()?;
-    plain.wait()?;
-    let dispatch_overhead_us = start.elapsed().as_secs_f64() / f64::from(launches) * 1e6;
-    println!(
-        "dispatch overhead: {dispatch_overhead_us:.1} us per launch ({launches} launches in one step)"
-    );
+    let dispatch_overhead_us = dispatch_overhead_us()?;
 
     if want("fill") {
         let words = (16usize << 20) / 4;
@@ -1127,6 +1050,93 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         matmul_gflop_per_s: matmul_best,
         rows: b.rows,
     })
+}
+
+/// Rows for the copy kernel's variants and the DMA copy at each size (capped at the storage binding
+/// limit), keeping the best copy-kernel bandwidth in `b.copy_gbs`; returns the best DMA bandwidth.
+fn copy_rows(b: &mut Bench<'_>, sizes_mib: &[u64]) -> wring_runtime::Result<f64> {
+    let ctx = b.ctx;
+    let limit = ctx.info().limits.max_storage_buffer_binding_size;
+    let mut dma_best = 0.0f64;
+    for &mib in sizes_mib {
+        let bytes = (mib << 20).min(limit);
+        let words = (bytes / 4) as usize;
+        let src = ctx.upload(&[words], &vec![1u32; words])?;
+        let dst = ctx.empty(&[words], DType::U32)?;
+        for v in variant::of_kernel("copy") {
+            let t = b.time(&|s| {
+                s.run_with(
+                    &CopyWords::new(words),
+                    Choice::Force(&v.name),
+                    &[("src", &src), ("dst", &dst)],
+                )
+            })?;
+            b.copy_gbs = b.copy_gbs.max(2.0 * bytes as f64 / t.0 / 1e9);
+            b.row(
+                "copy",
+                &v.name,
+                format!("{mib} MiB"),
+                t,
+                2.0 * bytes as f64,
+                0.0,
+            );
+        }
+        let t = b.time(&|s| s.copy(&src, &dst))?;
+        dma_best = dma_best.max(2.0 * bytes as f64 / t.0 / 1e9);
+        b.row(
+            "copy",
+            "dma",
+            format!("{mib} MiB"),
+            t,
+            2.0 * bytes as f64,
+            0.0,
+        );
+    }
+    Ok(dma_best)
+}
+
+/// The copy kernel's best bandwidth (read + write, GB/s) over its variants on 64 MiB (16 MiB in a quick
+/// run), on a context of its own: the roofline the LLM bench's decode bound refers to, measured the way
+/// the kernel suite measures it.
+pub fn copy_bandwidth(quick: bool) -> wring_runtime::Result<f64> {
+    let ctx = Context::new(ContextOptions {
+        profile: true,
+        ..Default::default()
+    })?;
+    let mut b = Bench {
+        ctx: &ctx,
+        reps: if quick { 10 } else { 20 },
+        rows: Vec::new(),
+        copy_gbs: 0.0,
+    };
+    copy_rows(&mut b, &[if quick { 16 } else { 64 }])?;
+    Ok(b.copy_gbs)
+}
+
+/// Wall-clock cost of one tiny launch inside a step of 200 (a fill of 64 words each), after a device wait,
+/// on a context without timestamps: what every launch of a decode step pays beyond its own work.
+pub fn dispatch_overhead_us() -> wring_runtime::Result<f64> {
+    let launches = 200;
+    let plain = Context::new(ContextOptions::default())?;
+    let tiny = plain.empty(&[64], DType::U32)?;
+    let fill = |value: u32| Fill {
+        words: tiny.len(),
+        value,
+    };
+    let mut s = plain.step("overhead warm-up");
+    s.run(&fill(0), &[("dst", &tiny)])?;
+    s.submit()?;
+    plain.wait()?;
+    let start = Instant::now();
+    let mut s = plain.step("overhead");
+    for i in 0..launches {
+        s.run(&fill(i), &[("dst", &tiny)])?;
+    }
+    s.submit()?;
+    plain.wait()?;
+    let us = start.elapsed().as_secs_f64() / f64::from(launches) * 1e6;
+    println!("dispatch overhead: {us:.1} us per launch ({launches} launches in one step)");
+    Ok(us)
 }
 
 /// The quantized matvecs' variants to time, by kind (`lanes`, `shared`, `subgroup`, `pairs`, or `auto`

@@ -508,6 +508,109 @@ struct LlmReport {
     generate_kv_cache_mib: f64,
     /// Long inputs (not in a quick run).
     long: Option<LongReport>,
+    /// What bounds a decode step on this adapter.
+    decode_bound: DecodeBound,
+}
+
+/// What bounds a decode step on this adapter (8-bit activations), from figures measured in the same
+/// command: the weight bytes a step must read at the copy kernel's bandwidth, plus its launches at the
+/// measured per-launch overhead, give the fastest decode this launch count allows if every product ran at
+/// the copy rate; beside it, a profiled step's measured split.
+#[derive(Debug, Clone, serde::Serialize)]
+struct DecodeBound {
+    /// Weight bytes one decode step reads, in MB (10^6): every tensor once (the products read every
+    /// linear's weights, the tied head the whole embedding table; an untied table is only looked up).
+    weight_mb: f64,
+    /// The copy kernel's bandwidth (read + write), measured in this command.
+    copy_gb_per_s: f64,
+    /// One launch's overhead inside a step, measured in this command.
+    dispatch_overhead_us: f64,
+    /// Launches per decode step.
+    launches: usize,
+    /// `weight_mb` at `copy_gb_per_s`, in ms.
+    weights_at_copy_ms: f64,
+    /// `launches` x `dispatch_overhead_us`, in ms.
+    launches_ms: f64,
+    /// The two together: the floor of a step.
+    floor_ms: f64,
+    /// 1 / floor.
+    ceiling_tokens_per_s: f64,
+    /// The ceiling over llama.cpp's tg in this command.
+    ceiling_vs_llama_cpp: Option<f64>,
+    /// Measured (GPU timestamps, 32 decode steps after a 16-token prompt): GPU time per step.
+    step_gpu_ms: f64,
+    /// Of which the quantized products (every `qmatvec` launch).
+    products_gpu_ms: f64,
+    /// `weight_mb` over `products_gpu_ms`.
+    products_gb_per_s: f64,
+    /// Launches per step in the profiled steps.
+    profiled_launches: usize,
+}
+
+/// Measures [`DecodeBound`] for the model in `g`: the copy bandwidth and launch overhead as the kernel
+/// suite measures them, then 32 profiled decode steps with 8-bit activations.
+fn decode_bound(
+    g: &wring_gguf::Gguf,
+    quick: bool,
+    launches: usize,
+    llama_tg: Option<f64>,
+) -> Result<DecodeBound, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let all: u64 = g.tensors.iter().map(|t| t.bytes).sum();
+    let untied_table = match (g.tensor("output.weight"), g.tensor("token_embd.weight")) {
+        (Some(_), Some(table)) => table.bytes,
+        _ => 0,
+    };
+    let weight_mb = (all - untied_table) as f64 / 1e6;
+    let copy_gb_per_s = suite::copy_bandwidth(quick).map_err(|x| e(&x))?;
+    let dispatch_overhead_us = suite::dispatch_overhead_us().map_err(|x| e(&x))?;
+    let weights_at_copy_ms = weight_mb / copy_gb_per_s;
+    let launches_ms = launches as f64 * dispatch_overhead_us / 1e3;
+    let floor_ms = weights_at_copy_ms + launches_ms;
+    let ceiling_tokens_per_s = 1e3 / floor_ms;
+    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+        q8_activations: true,
+        profile: true,
+        ..Default::default()
+    })
+    .map_err(|x| e(&x))?;
+    let mut m = wring_llm::Llama::load(&ctx, g, 1024, |_, _| {}).map_err(|x| e(&x))?;
+    let prompt: Vec<u32> = (0..16u32).map(|i| 100 + 37 * i).collect();
+    m.forward(&ctx, &prompt, false).map_err(|x| e(&x))?;
+    m.take_launch_times();
+    let steps = 32u32;
+    for i in 0..steps {
+        m.forward(&ctx, &[1000 + 13 * i], false).map_err(|x| e(&x))?;
+    }
+    let times = m.take_launch_times();
+    let per_step = |f: &dyn Fn(&str) -> bool| {
+        times
+            .iter()
+            .filter(|t| f(&t.kernel))
+            .map(|t| t.nanos)
+            .sum::<f64>()
+            / 1e6
+            / f64::from(steps)
+    };
+    let step_gpu_ms = per_step(&|_| true);
+    let products_gpu_ms = per_step(&|k| k.starts_with("qmatvec"));
+    let bound = DecodeBound {
+        weight_mb,
+        copy_gb_per_s,
+        dispatch_overhead_us,
+        launches,
+        weights_at_copy_ms,
+        launches_ms,
+        floor_ms,
+        ceiling_tokens_per_s,
+        ceiling_vs_llama_cpp: llama_tg.map(|t| ceiling_tokens_per_s / t),
+        step_gpu_ms,
+        products_gpu_ms,
+        products_gb_per_s: weight_mb / products_gpu_ms,
+        profiled_launches: times.len() / steps as usize,
+    };
+    println!("decode bound: {bound:?}");
+    Ok(bound)
 }
 
 fn stats(xs: &[f64]) -> (f64, f64) {
@@ -759,6 +862,15 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     } else {
         Some(bench_long(&g, &path, &exe, &perplexity_exe)?)
     };
+    let q8_launches = configs
+        .iter()
+        .find(|c| c.config == "q8 activations")
+        .map_or(0, |c| c.launches_per_token);
+    let llama_tg = llama_cpp
+        .iter()
+        .find(|(t, _)| *t == format!("tg{tg}"))
+        .map(|(_, v)| *v);
+    let decode_bound = decode_bound(&g, quick, q8_launches, llama_tg)?;
     Ok(LlmReport {
         model: path.display().to_string(),
         adapter,
@@ -773,6 +885,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         generate_peak_rss_mib,
         generate_kv_cache_mib,
         long,
+        decode_bound,
     })
 }
 
@@ -1032,6 +1145,33 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             g / (r.model_file_mib + r.generate_kv_cache_mib)
         );
     }
+    let b = &r.decode_bound;
+    md += &format!(
+        "\n## What bounds decode (8-bit activations; every figure measured in this command)\n\n\
+         A decode step reads {:.1} MB of weights (every tensor once; the tied head reads the whole embedding table): \
+         {:.1} ms at the copy kernel's {:.2} GB/s. Its {} launches cost {:.1} ms at {:.1} us each (the overhead of one \
+         tiny launch inside a step of 200). Together, {:.1} ms: at most **{:.1} tokens/s** ({}) with this launch count \
+         even if every product ran at the copy rate.\n\n\
+         Measured (GPU timestamps, 32 decode steps, {} launches each): {:.1} ms of GPU time per step, of which the \
+         quantized products {:.1} ms ({:.2} GB/s, {:.0}% of the copy kernel's bandwidth).\n",
+        b.weight_mb,
+        b.weights_at_copy_ms,
+        b.copy_gb_per_s,
+        b.launches,
+        b.launches_ms,
+        b.dispatch_overhead_us,
+        b.floor_ms,
+        b.ceiling_tokens_per_s,
+        b.ceiling_vs_llama_cpp
+            .map_or("llama.cpp's tg did not run".into(), |v| format!(
+                "{v:.2}x llama.cpp's tg in this command"
+            )),
+        b.profiled_launches,
+        b.step_gpu_ms,
+        b.products_gpu_ms,
+        b.products_gb_per_s,
+        100.0 * b.products_gb_per_s / b.copy_gb_per_s
+    );
     if let Some(l) = &r.long {
         let ratio = |ours: f64, theirs: Option<f64>| {
             theirs.map_or("-".into(), |t| format!("{t:.1} ({:.2}x)", ours / t))
