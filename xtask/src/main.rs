@@ -535,7 +535,7 @@ struct DecodeBound {
     floor_ms: f64,
     /// 1 / floor.
     ceiling_tokens_per_s: f64,
-    /// The ceiling over llama.cpp's tg in this command.
+    /// The ceiling over llama.cpp's tg in this command (filled once llama-bench has run).
     ceiling_vs_llama_cpp: Option<f64>,
     /// Measured (GPU timestamps, 32 decode steps after a 16-token prompt): GPU time per step.
     step_gpu_ms: f64,
@@ -553,7 +553,6 @@ fn decode_bound(
     g: &wring_gguf::Gguf,
     quick: bool,
     launches: usize,
-    llama_tg: Option<f64>,
 ) -> Result<DecodeBound, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let all: u64 = g.tensors.iter().map(|t| t.bytes).sum();
@@ -603,7 +602,7 @@ fn decode_bound(
         launches_ms,
         floor_ms,
         ceiling_tokens_per_s,
-        ceiling_vs_llama_cpp: llama_tg.map(|t| ceiling_tokens_per_s / t),
+        ceiling_vs_llama_cpp: None,
         step_gpu_ms,
         products_gpu_ms,
         products_gb_per_s: weight_mb / products_gpu_ms,
@@ -778,6 +777,12 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         last.ppl_tokens_per_s = ppl_tokens_per_s;
         last.device_peak_mib = mib(ctx.memory().peak_bytes);
     }
+    // What bounds decode, measured right after the decode rows (this machine's speed drifts over minutes).
+    let q8_launches = configs
+        .iter()
+        .find(|c| c.config == "q8 activations")
+        .map_or(0, |c| c.launches_per_token);
+    let mut decode_bound = decode_bound(&g, quick, q8_launches)?;
     // llama.cpp's own numbers on this machine, in the same command.
     let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
     let llama_bench = std::process::Command::new(&exe)
@@ -862,15 +867,9 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
     } else {
         Some(bench_long(&g, &path, &exe, &perplexity_exe)?)
     };
-    let q8_launches = configs
-        .iter()
-        .find(|c| c.config == "q8 activations")
-        .map_or(0, |c| c.launches_per_token);
-    let llama_tg = llama_cpp
-        .iter()
-        .find(|(t, _)| *t == format!("tg{tg}"))
-        .map(|(_, v)| *v);
-    let decode_bound = decode_bound(&g, quick, q8_launches, llama_tg)?;
+    if let Some((_, t)) = llama_cpp.iter().find(|(t, _)| *t == format!("tg{tg}")) {
+        decode_bound.ceiling_vs_llama_cpp = Some(decode_bound.ceiling_tokens_per_s / t);
+    }
     Ok(LlmReport {
         model: path.display().to_string(),
         adapter,
