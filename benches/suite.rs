@@ -1098,6 +1098,10 @@ fn copy_rows(b: &mut Bench<'_>, sizes_mib: &[u64]) -> wring_runtime::Result<f64>
 /// The copy kernel's best bandwidth (read + write, GB/s) over its variants on 64 MiB (16 MiB in a quick
 /// run), on a context of its own: the roofline the LLM bench's decode bound refers to, measured the way
 /// the kernel suite measures it.
+#[allow(
+    dead_code,
+    reason = "xtask's LLM bench calls it; `cargo bench`, which compiles this file too, does not"
+)]
 pub fn copy_bandwidth(quick: bool) -> wring_runtime::Result<f64> {
     let ctx = Context::new(ContextOptions {
         profile: true,

@@ -549,11 +549,7 @@ struct DecodeBound {
 
 /// Measures [`DecodeBound`] for the model in `g`: the copy bandwidth and launch overhead as the kernel
 /// suite measures them, then 32 profiled decode steps with 8-bit activations.
-fn decode_bound(
-    g: &wring_gguf::Gguf,
-    quick: bool,
-    launches: usize,
-) -> Result<DecodeBound, String> {
+fn decode_bound(g: &wring_gguf::Gguf, quick: bool, launches: usize) -> Result<DecodeBound, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let all: u64 = g.tensors.iter().map(|t| t.bytes).sum();
     let untied_table = match (g.tensor("output.weight"), g.tensor("token_embd.weight")) {
@@ -579,7 +575,8 @@ fn decode_bound(
     m.take_launch_times();
     let steps = 32u32;
     for i in 0..steps {
-        m.forward(&ctx, &[1000 + 13 * i], false).map_err(|x| e(&x))?;
+        m.forward(&ctx, &[1000 + 13 * i], false)
+            .map_err(|x| e(&x))?;
     }
     let times = m.take_launch_times();
     let per_step = |f: &dyn Fn(&str) -> bool| {
