@@ -69,6 +69,9 @@ pub struct Report {
     pub rows: Vec<Row>,
 }
 
+/// What a timing records into a step: one launch or copy.
+type Record<'r> = dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()> + 'r;
+
 struct Bench<'a> {
     ctx: &'a Context,
     reps: usize,
@@ -79,31 +82,51 @@ struct Bench<'a> {
 impl Bench<'_> {
     /// Times `record` (one launch or copy per step) after one warm-up, `reps` times or until a second of
     /// device time has passed (at least 3 times), returning (median, best) seconds.
-    fn time(
+    fn time(&self, record: &Record<'_>) -> wring_runtime::Result<(f64, f64, usize)> {
+        Ok(self.time_interleaved(&[record])?[0])
+    }
+
+    /// Times several alternatives of one measurement (variants of a kernel on one shape) in rounds, one
+    /// launch of each per round, so that a machine whose speed drifts over seconds (a shared host) shifts
+    /// them all alike rather than favouring whichever ran first: after one warm-up each, `reps` rounds or
+    /// until every alternative has had a second of device time (at least 3 rounds); (median, best, samples)
+    /// seconds for each, in order.
+    fn time_interleaved(
         &self,
-        record: &dyn Fn(&mut Step<'_>) -> wring_runtime::Result<()>,
-    ) -> wring_runtime::Result<(f64, f64, usize)> {
-        let mut warm = self.ctx.step("bench warm-up");
-        record(&mut warm)?;
-        warm.submit()?;
-        self.ctx.wait()?;
-        let mut samples = Vec::with_capacity(self.reps);
-        while samples.len() < self.reps && (samples.len() < 3 || samples.iter().sum::<f64>() < 1.0)
-        {
-            let start = Instant::now();
-            let mut s = self.ctx.step("bench");
-            record(&mut s)?;
-            let report = s.submit()?;
+        records: &[&Record<'_>],
+    ) -> wring_runtime::Result<Vec<(f64, f64, usize)>> {
+        for record in records {
+            let mut warm = self.ctx.step("bench warm-up");
+            record(&mut warm)?;
+            warm.submit()?;
             self.ctx.wait()?;
-            let wall = start.elapsed().as_secs_f64();
-            let secs = match report.times {
-                Some(t) if !t.is_empty() => t.iter().map(|l| l.nanos).sum::<f64>() * 1e-9,
-                _ => wall,
-            };
-            samples.push(secs);
         }
-        samples.sort_by(f64::total_cmp);
-        Ok((samples[samples.len() / 2], samples[0], samples.len()))
+        let mut samples = vec![Vec::with_capacity(self.reps); records.len()];
+        let enough = |s: &Vec<Vec<f64>>| {
+            s[0].len() >= self.reps
+                || (s[0].len() >= 3 && s.iter().all(|x| x.iter().sum::<f64>() >= 1.0))
+        };
+        while !enough(&samples) {
+            for (record, out) in records.iter().zip(&mut samples) {
+                let start = Instant::now();
+                let mut s = self.ctx.step("bench");
+                record(&mut s)?;
+                let report = s.submit()?;
+                self.ctx.wait()?;
+                let wall = start.elapsed().as_secs_f64();
+                out.push(match report.times {
+                    Some(t) if !t.is_empty() => t.iter().map(|l| l.nanos).sum::<f64>() * 1e-9,
+                    _ => wall,
+                });
+            }
+        }
+        Ok(samples
+            .into_iter()
+            .map(|mut x| {
+                x.sort_by(f64::total_cmp);
+                (x[x.len() / 2], x[0], x.len())
+            })
+            .collect())
     }
 
     #[allow(clippy::too_many_arguments, reason = "a row has this many facts")]
@@ -550,18 +573,31 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                     } else {
                         &["lanes", "swar"]
                     };
-                    for (name, kind) in matvec_kinds(&ctx, f, batch, kinds) {
-                        let choice = kind_choice(kind, &name);
-                        let unit = QmatvecQ8 {
-                            format: f,
-                            n,
-                            k,
-                            batch,
-                        };
+                    // The kinds are timed in rounds: their ratios are what the planner's choice rests on.
+                    let unit = QmatvecQ8 {
+                        format: f,
+                        n,
+                        k,
+                        batch,
+                    };
+                    let kinds = matvec_kinds(&ctx, f, batch, kinds);
+                    let choices: Vec<_> = kinds
+                        .iter()
+                        .map(|(name, kind)| kind_choice(kind, name))
+                        .collect();
+                    let records: Vec<Box<Record<'_>>> = choices
+                        .iter()
+                        .map(|&choice| {
+                            let (unit, tw, q, y) = (&unit, &tw, &q, &y);
+                            Box::new(move |s: &mut Step<'_>| {
+                                s.run_with(unit, choice, &[("w", tw), ("x", q), ("y", y)])
+                            }) as Box<Record<'_>>
+                        })
+                        .collect();
+                    let refs: Vec<&Record<'_>> = records.iter().map(|r| r.as_ref()).collect();
+                    let times = b.time_interleaved(&refs)?;
+                    for (&choice, t) in choices.iter().zip(times) {
                         let plan = unit.plan(ctx.caps(), choice)?;
-                        let t = b.time(&|s| {
-                            s.run_with(&unit, choice, &[("w", &tw), ("x", &q), ("y", &y)])
-                        })?;
                         b.row(
                             "qmatvec_q8",
                             &plan.variant.name,
