@@ -71,7 +71,7 @@ impl Kernel for QmatvecQ8 {
         // For one activation row of 4-bit weights the lanes instead take two products per 32-bit multiply
         // within a row (the SWAR variants): on lavapipe 0.98-1.44x the `lanes` variants' rate for Q4_1 and
         // 1.11-1.26x for Q4_0 on SmolLM2's shapes, the variants timed in alternating rounds
-        // (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8; 1.18-1.64x for Q4_1 in three more runs).
+        // (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8).
         // Q8_0 keeps `lanes`, whose rows read two blocks at a time from aligned words; its SWAR form needs
         // two multiplies per pair and unaligned loads, and measured 0.49x on the head's shape.
         let auto = if tiles {
