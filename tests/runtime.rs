@@ -213,6 +213,7 @@ fn profiling_times_every_launch_where_timestamps_exist() {
         .unwrap();
         let t = ctx.empty(&[1 << 16], DType::U32).unwrap();
         let u = ctx.empty(&[1 << 16], DType::U32).unwrap();
+        let start = std::time::Instant::now();
         let mut s = ctx.step("timed");
         s.run(
             &Fill {
@@ -225,6 +226,7 @@ fn profiling_times_every_launch_where_timestamps_exist() {
         s.run(&CopyWords::new(1 << 16), &[("src", &t), ("dst", &u)])
             .unwrap();
         let r = s.submit().unwrap();
+        let step_nanos = start.elapsed().as_nanos() as f64;
         match r.times {
             Some(times) => {
                 assert_eq!(times.len(), 2);
@@ -232,6 +234,14 @@ fn profiling_times_every_launch_where_timestamps_exist() {
                 assert!(
                     times.iter().all(|t| t.nanos > 0.0 && t.nanos < 10e9),
                     "{times:?}"
+                );
+                // Recording and encoding a launch takes some CPU time, and far less than the whole step
+                // (the pipelines' creation on first use is left out of it).
+                assert!(
+                    times
+                        .iter()
+                        .all(|t| t.cpu_nanos > 0.0 && t.cpu_nanos < step_nanos),
+                    "{times:?} against a step of {step_nanos} ns"
                 );
             }
             None => assert!(

@@ -995,6 +995,7 @@ fn generate(
     let decode = t1.elapsed().as_secs_f64();
     if profile {
         print_profile(&llm.take_launch_times(), generated.saturating_sub(1).max(1));
+        eprintln!("launches per decode step: {}", llm.last_launches());
         let mem = ctx.memory();
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         eprintln!(
@@ -1016,31 +1017,45 @@ fn generate(
 }
 
 /// Prints the GPU time per kernel variant over every launch recorded (prefill and decode), biggest first,
-/// with the share of the total and the time per generated token.
+/// with the share of the total and the time per generated token, and beside it the CPU time each launch
+/// cost to record and encode (see [`wring_runtime::LaunchTime::cpu_nanos`]).
 fn print_profile(times: &[wring_runtime::LaunchTime], tokens: usize) {
-    let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64)> =
+    // Per kernel: launches, GPU nanoseconds, CPU nanoseconds.
+    let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64, f64)> =
         std::collections::BTreeMap::new();
     for t in times {
         let e = by_kernel.entry(t.kernel.as_str()).or_default();
         e.0 += 1;
         e.1 += t.nanos;
+        e.2 += t.cpu_nanos;
     }
     let total: f64 = by_kernel.values().map(|v| v.1).sum();
+    let cpu_total: f64 = by_kernel.values().map(|v| v.2).sum();
     let mut rows: Vec<_> = by_kernel.into_iter().collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     eprintln!(
-        "{:<44} {:>9} {:>11} {:>7} {:>12}",
-        "kernel/variant", "launches", "GPU ms", "share", "ms per token"
+        "{:<44} {:>9} {:>11} {:>7} {:>12} {:>9} {:>14}",
+        "kernel/variant", "launches", "GPU ms", "share", "ms per token", "CPU ms", "CPU us/launch"
     );
-    for (k, (n, ns)) in rows {
+    for (k, (n, ns, cpu)) in rows {
         eprintln!(
-            "{k:<44} {n:>9} {:>11.2} {:>6.1}% {:>12.3}",
+            "{k:<44} {n:>9} {:>11.2} {:>6.1}% {:>12.3} {:>9.2} {:>14.1}",
             ns / 1e6,
             100.0 * ns / total.max(1.0),
-            ns / 1e6 / tokens as f64
+            ns / 1e6 / tokens as f64,
+            cpu / 1e6,
+            cpu / 1e3 / n as f64
         );
     }
-    eprintln!("{:<44} {:>9} {:>11.2}", "total", times.len(), total / 1e6);
+    eprintln!(
+        "{:<44} {:>9} {:>11.2} {:>7} {:>12} {:>9.2}",
+        "total",
+        times.len(),
+        total / 1e6,
+        "",
+        "",
+        cpu_total / 1e6
+    );
 }
 
 #[allow(

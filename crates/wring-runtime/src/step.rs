@@ -17,6 +17,8 @@ enum Command {
         params: Option<(u32, Vec<u8>)>,
         args: Vec<(u32, Tensor)>,
         workgroups: [u32; 3],
+        /// CPU time spent recording it (operand checks, plan, binding checks), pipeline creation excluded.
+        record_nanos: f64,
     },
     Copy {
         src: Tensor,
@@ -24,13 +26,18 @@ enum Command {
     },
 }
 
-/// The GPU time of one launch, from timestamp queries.
+/// The GPU time of one launch, from timestamp queries, and the CPU time it took to record and encode.
 #[derive(Debug, Clone)]
 pub struct LaunchTime {
     /// `kernel/variant`.
     pub kernel: String,
     /// Nanoseconds between the start and end of the launch's compute pass.
     pub nanos: f64,
+    /// Nanoseconds of CPU time the launch cost before the device saw it: recording (operand and binding
+    /// checks, the plan), its bind group and its commands in the encoder. Pipeline creation on a
+    /// variant's first use is left out (it is a one-time cost, not a per-launch one), as are the step's
+    /// own submit and wait.
+    pub cpu_nanos: f64,
 }
 
 /// What a submitted step reports.
@@ -85,6 +92,7 @@ impl Step<'_> {
         choice: Choice<'_>,
         operands: &[(&str, &Tensor)],
     ) -> Result<()> {
+        let start = std::time::Instant::now();
         let name = unit.kernel();
         let bad = |what: String| Error::Binding {
             kernel: name.to_string(),
@@ -145,7 +153,13 @@ impl Step<'_> {
             )));
         }
         kernel::check_declaration(plan.variant, &declared)?;
-        self.launch(&plan, operands)
+        let before = start.elapsed().as_nanos() as f64;
+        self.launch(&plan, operands)?;
+        // The checks and the plan belong to this launch's recording too.
+        if let Some(Command::Launch { record_nanos, .. }) = self.commands.last_mut() {
+            *record_nanos += before;
+        }
+        Ok(())
     }
 
     /// Records a planned launch. `args` name the kernel's storage bindings; every one must be given once.
@@ -162,6 +176,7 @@ impl Step<'_> {
         args: &[(&str, &Tensor)],
     ) -> Result<()> {
         let _span = tracing::debug_span!("launch", kernel = %v.id(), ?workgroups).entered();
+        let start = std::time::Instant::now();
         let bad = |what: String| Error::Binding {
             kernel: v.id(),
             what,
@@ -222,6 +237,7 @@ impl Step<'_> {
                 }
             }
         }
+        let checked = start.elapsed().as_nanos() as f64;
         let pipeline = self.ctx.pipeline(v)?;
         self.commands.push(Command::Launch {
             name: v.id(),
@@ -229,6 +245,7 @@ impl Step<'_> {
             params: uniform,
             args: bound.into_iter().map(|(b, _, t)| (b, t)).collect(),
             workgroups,
+            record_nanos: checked,
         });
         Ok(())
     }
@@ -320,17 +337,28 @@ impl Step<'_> {
             });
             (set, resolve, n)
         });
+        // CPU nanoseconds per command: its recording, then its bind group and its encoding added below.
+        let mut cpu: Vec<f64> = self
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Launch { record_nanos, .. } => *record_nanos,
+                Command::Copy { .. } => 0.0,
+            })
+            .collect();
         let bind_groups: Vec<Option<wgpu::BindGroup>> = self
             .commands
             .iter()
             .zip(&offsets)
-            .map(|(c, &off)| match c {
+            .zip(&mut cpu)
+            .map(|((c, &off), cpu)| match c {
                 Command::Launch {
                     pipeline,
                     params,
                     args,
                     ..
                 } => {
+                    let start = std::time::Instant::now();
                     let mut entries: Vec<wgpu::BindGroupEntry> = args
                         .iter()
                         .map(|(binding, t)| wgpu::BindGroupEntry {
@@ -354,11 +382,13 @@ impl Step<'_> {
                             }),
                         });
                     }
-                    Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &pipeline.layout,
                         entries: &entries,
-                    }))
+                    });
+                    *cpu += start.elapsed().as_nanos() as f64;
+                    Some(group)
                 }
                 Command::Copy { .. } => None,
             })
@@ -367,11 +397,12 @@ impl Step<'_> {
             label: Some(&self.label),
         });
         let mut names = Vec::new();
+        let mut launch_cpu = Vec::new();
         {
             // Without timestamps every launch shares one compute pass; with them each launch gets its own
             // pass so that its begin and end can be stamped.
             let mut pass: Option<wgpu::ComputePass<'_>> = None;
-            for (c, bg) in self.commands.iter().zip(&bind_groups) {
+            for ((c, bg), &cpu) in self.commands.iter().zip(&bind_groups).zip(&cpu) {
                 match c {
                     Command::Launch {
                         name,
@@ -379,6 +410,7 @@ impl Step<'_> {
                         workgroups,
                         ..
                     } => {
+                        let start = std::time::Instant::now();
                         if timed || pass.is_none() {
                             drop(pass.take());
                             let q = names.len() as u32;
@@ -402,6 +434,7 @@ impl Step<'_> {
                         p.set_bind_group(0, bg.as_ref(), &[]);
                         p.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
                         names.push(name.clone());
+                        launch_cpu.push(cpu + start.elapsed().as_nanos() as f64);
                     }
                     Command::Copy { src, dst } => {
                         drop(pass.take());
@@ -435,6 +468,7 @@ impl Step<'_> {
                         .map(|(i, k)| LaunchTime {
                             kernel: k.clone(),
                             nanos: ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
+                            cpu_nanos: launch_cpu[i],
                         })
                         .collect(),
                 )
