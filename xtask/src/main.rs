@@ -545,6 +545,23 @@ struct DecodeBound {
     products_gb_per_s: f64,
     /// Launches per step in the profiled steps.
     profiled_launches: usize,
+    /// CPU time per step to record and encode its launches (first-use pipeline creation left out).
+    step_cpu_ms: f64,
+    /// The profiled step per kernel variant, biggest GPU time first.
+    kernels: Vec<KernelBudget>,
+}
+
+/// One kernel variant's share of a profiled decode step.
+#[derive(Debug, Clone, serde::Serialize)]
+struct KernelBudget {
+    /// `kernel/variant`.
+    kernel: String,
+    /// Its launches per step.
+    launches: f64,
+    /// Its GPU time per step, ms.
+    gpu_ms: f64,
+    /// Its CPU time per step to record and encode, ms.
+    cpu_ms: f64,
 }
 
 /// Measures [`DecodeBound`] for the model in `g`: the copy bandwidth and launch overhead as the kernel
@@ -590,6 +607,25 @@ fn decode_bound(g: &wring_gguf::Gguf, quick: bool, launches: usize) -> Result<De
     };
     let step_gpu_ms = per_step(&|_| true);
     let products_gpu_ms = per_step(&|k| k.starts_with("qmatvec"));
+    let n = f64::from(steps);
+    let step_cpu_ms = times.iter().map(|t| t.cpu_nanos).sum::<f64>() / 1e6 / n;
+    let mut by_kernel: std::collections::BTreeMap<&str, KernelBudget> =
+        std::collections::BTreeMap::new();
+    for t in &times {
+        let k = by_kernel
+            .entry(t.kernel.as_str())
+            .or_insert_with(|| KernelBudget {
+                kernel: t.kernel.clone(),
+                launches: 0.0,
+                gpu_ms: 0.0,
+                cpu_ms: 0.0,
+            });
+        k.launches += 1.0 / n;
+        k.gpu_ms += t.nanos / 1e6 / n;
+        k.cpu_ms += t.cpu_nanos / 1e6 / n;
+    }
+    let mut kernels: Vec<KernelBudget> = by_kernel.into_values().collect();
+    kernels.sort_by(|a, b| b.gpu_ms.total_cmp(&a.gpu_ms));
     let bound = DecodeBound {
         weight_mb,
         copy_gb_per_s,
@@ -604,6 +640,8 @@ fn decode_bound(g: &wring_gguf::Gguf, quick: bool, launches: usize) -> Result<De
         products_gpu_ms,
         products_gb_per_s: weight_mb / products_gpu_ms,
         profiled_launches: times.len() / steps as usize,
+        step_cpu_ms,
+        kernels,
     };
     println!("decode bound: {bound:?}");
     Ok(bound)
@@ -1149,7 +1187,8 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
          tiny launch inside a step of 200). Together, {:.1} ms: at most **{:.1} tokens/s** ({}) with this launch count \
          even if every product ran at the copy rate.\n\n\
          Measured (GPU timestamps, 32 decode steps, {} launches each): {:.1} ms of GPU time per step, of which the \
-         quantized products {:.1} ms ({:.2} GB/s, {:.0}% of the copy kernel's bandwidth).\n",
+         quantized products {:.1} ms ({:.2} GB/s, {:.0}% of the copy kernel's bandwidth); recording and encoding \
+         its launches took {:.2} ms of CPU time.\n",
         b.weight_mb,
         b.weights_at_copy_ms,
         b.copy_gb_per_s,
@@ -1166,8 +1205,16 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
         b.step_gpu_ms,
         b.products_gpu_ms,
         b.products_gb_per_s,
-        100.0 * b.products_gb_per_s / b.copy_gb_per_s
+        100.0 * b.products_gb_per_s / b.copy_gb_per_s,
+        b.step_cpu_ms
     );
+    md += "\n| kernel/variant (profiled decode step) | launches | GPU ms | CPU ms to record and encode |\n|---|---:|---:|---:|\n";
+    for k in &b.kernels {
+        md += &format!(
+            "| {} | {:.0} | {:.2} | {:.3} |\n",
+            k.kernel, k.launches, k.gpu_ms, k.cpu_ms
+        );
+    }
     if let Some(l) = &r.long {
         let ratio = |ours: f64, theirs: Option<f64>| {
             theirs.map_or("-".into(), |t| format!("{t:.1} ({:.2}x)", ours / t))
