@@ -564,6 +564,22 @@ struct KernelBudget {
     cpu_ms: f64,
 }
 
+/// The model on a context with 8-bit activations and GPU timestamps, with `n_ctx` cache positions: what
+/// the decode bound and the long-input runs profile.
+fn profiled_q8_model(
+    g: &wring_gguf::Gguf,
+    n_ctx: usize,
+) -> Result<(wring_runtime::Context, wring_llm::Llama), String> {
+    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+        q8_activations: true,
+        profile: true,
+        ..Default::default()
+    })
+    .map_err(|x| x.to_string())?;
+    let m = wring_llm::Llama::load(&ctx, g, n_ctx, |_, _| {}).map_err(|x| x.to_string())?;
+    Ok((ctx, m))
+}
+
 /// Measures [`DecodeBound`] for the model in `g`: the copy bandwidth and launch overhead as the kernel
 /// suite measures them, then 32 profiled decode steps with 8-bit activations.
 fn decode_bound(g: &wring_gguf::Gguf, quick: bool, launches: usize) -> Result<DecodeBound, String> {
@@ -580,13 +596,7 @@ fn decode_bound(g: &wring_gguf::Gguf, quick: bool, launches: usize) -> Result<De
     let launches_ms = launches as f64 * dispatch_overhead_us / 1e3;
     let floor_ms = weights_at_copy_ms + launches_ms;
     let ceiling_tokens_per_s = 1e3 / floor_ms;
-    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
-        q8_activations: true,
-        profile: true,
-        ..Default::default()
-    })
-    .map_err(|x| e(&x))?;
-    let mut m = wring_llm::Llama::load(&ctx, g, 1024, |_, _| {}).map_err(|x| e(&x))?;
+    let (ctx, mut m) = profiled_q8_model(g, 1024)?;
     let prompt: Vec<u32> = (0..16u32).map(|i| 100 + 37 * i).collect();
     m.forward(&ctx, &prompt, false).map_err(|x| e(&x))?;
     m.take_launch_times();
@@ -987,13 +997,7 @@ fn bench_long(
     llama_perplexity_exe: &Path,
 ) -> Result<LongReport, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
-    let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
-        q8_activations: true,
-        profile: true,
-        ..Default::default()
-    })
-    .map_err(|x| e(&x))?;
-    let mut m = wring_llm::Llama::load(&ctx, g, 4096, |_, _| {}).map_err(|x| e(&x))?;
+    let (ctx, mut m) = profiled_q8_model(g, 4096)?;
     let kv_cache_mib = mib(m.kv_bytes());
     // Token ids from the evaluation text, so that attention sees real text rather than noise.
     let tok = wring_llm::GgufTokenizer::from_gguf(g).map_err(|x| e(&x))?;
