@@ -11,6 +11,16 @@
 // activation rows); the `swar` variants do the same for one activation row of 4-bit weights with two
 // products per 32-bit multiply (see SWAR below); the GPU variants give a 64-invocation workgroup one row,
 // invocations taking its units in turn, then reduce.
+//
+// RMSNorm between two products in two halves, so that no launch of its own is needed (one activation row,
+// lanes and SWAR forms, where a workgroup owns whole 32-row units of the output):
+// - RESIDUAL: the product before the norm adds the residual stream res to its output and writes the sum
+//   s = res + y, then the next norm's input units: q8 units of s * nw (the norm's weight, not yet its
+//   scale) and each unit's sum of squares ss, built by the unit's four lanes through subgroup shuffles.
+// - SCALED: the product after it reads those units and applies the norm's scale, 1 / sqrt(sum(ss) / k +
+//   eps), to its sums: the scale is one number for the whole row, and every term of a unit's scaled dot
+//   product is linear in the unit's d, so scaling the sums equals scaling the units. The units quantize
+//   s * nw rather than s * nw * scale; the codes are the same up to a rounding at a half step.
 #import reduce
 #import quant
 
@@ -19,12 +29,28 @@ struct Params {
     k: u32,
     batch: u32,
     row_bytes: u32,
+    // The norm's epsilon (SCALED; unused otherwise).
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;
+#ifdef RESIDUAL
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read> nw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> s: array<f32>;
+@group(0) @binding(7) var<storage, read_write> nq: array<u32>;
+@group(0) @binding(8) var<storage, read_write> ss: array<f32>;
+#else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#endif
+#ifdef SCALED
+@group(0) @binding(9) var<storage, read> ss_in: array<f32>;
+#endif
 
 // One weight unit, read once: 8 words of 4 signed bytes (values 0-15 in q[0..3], 16-31 in q[4..7]) and
 // the block's scale d and minimum m (Q4_1).
@@ -383,13 +409,70 @@ fn main(inv: Invocation) {
 #endif
 #endif
 #endif
+#ifdef RESIDUAL
+    // One activation row. Lane l's ROWS = 8 rows are values 8 (l % 4) .. 8 (l % 4) + 7 of the output unit
+    // row0 / 32, whose four lanes are neighbours in a subgroup (the planner asks for subgroups of at
+    // least 4 lanes): they combine the unit's maximum, code sum and sum of squares by butterfly shuffles.
+    // A workgroup barrier and workgroup memory in their place made lavapipe run these products at 0.4x
+    // the rate of the plain ones. Rows past the end are clamped onto the last one for the loads; they
+    // are neither stored nor part of a unit (n is a whole number of units).
+    var v: array<f32, 8>;
+    var amax = 0.0;
+    var sq = 0.0;
+    for (var i = 0u; i < 8u; i++) {
+        let row = min(row0 + i, params.n - 1u);
+        let sum = res[row] + sums[i][0];
+        if (row0 + i < params.n) {
+            s[row] = sum;
+        }
+        sq += sum * sum;
+        v[i] = sum * nw[row];
+        amax = max(amax, abs(v[i]));
+    }
+    // As q8_unit: d = amax / 127, codes round(v * 127 / amax), s = d * sum(codes).
+    amax = max(amax, subgroupShuffleXor(amax, 1u));
+    amax = max(amax, subgroupShuffleXor(amax, 2u));
+    sq += subgroupShuffleXor(sq, 1u);
+    sq += subgroupShuffleXor(sq, 2u);
+    let d = amax / 127.0;
+    let id = select(0.0, 127.0 / amax, amax > 0.0);
+    let c0 = vec4<i32>(round(vec4<f32>(v[0], v[1], v[2], v[3]) * id));
+    let c1 = vec4<i32>(round(vec4<f32>(v[4], v[5], v[6], v[7]) * id));
+    var total = c0.x + c0.y + c0.z + c0.w + c1.x + c1.y + c1.z + c1.w;
+    total += subgroupShuffleXor(total, 1u);
+    total += subgroupShuffleXor(total, 2u);
+    let u = row0 / 32u;
+    let part = (row0 / 8u) % 4u;
+    if (32u * u < params.n) {
+        nq[12u * u + 2u * part] = pack4xI8(c0);
+        nq[12u * u + 2u * part + 1u] = pack4xI8(c1);
+        if (part == 0u) {
+            nq[12u * u + 8u] = bitcast<u32>(d);
+            nq[12u * u + 9u] = bitcast<u32>(d * f32(total));
+            nq[12u * u + 10u] = 0u;
+            nq[12u * u + 11u] = 0u;
+            ss[u] = sq;
+        }
+    }
+#else
+#ifdef SCALED
+    // The norm's scale, from the units' sums of squares in order (every lane the same).
+    var total = 0.0;
+    for (var u = 0u; u < units; u++) {
+        total += ss_in[u];
+    }
+    let scale = 1.0 / sqrt(total / f32(params.k) + params.eps);
+#else
+    let scale = 1.0;
+#endif
     for (var r = 0u; r < ROWS; r++) {
         for (var i = 0u; i < BATCH; i++) {
             if (row0 + r < params.n && b0 + i < params.batch) {
-                y[(b0 + i) * params.n + row0 + r] = sums[r][i];
+                y[(b0 + i) * params.n + row0 + r] = sums[r][i] * scale;
             }
         }
     }
+#endif
 }
 #else
 // One workgroup per row and activation row (the grid's y dimension); the model sends batches on GPUs to

@@ -9,8 +9,26 @@ use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::reduce::tree_sum;
 use wring_kernels_core::{Kernel, Operand};
 
-use crate::qmatvec::Params;
 use crate::quantize_q8::UNIT_WORDS;
+
+/// The shader's `Params`: `qmatvec`'s fields (the layout check wants them by name), then the norm's
+/// epsilon.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Rows of W (outputs).
+    pub n: u32,
+    /// Columns of W (inputs), a multiple of the block length.
+    pub k: u32,
+    /// Activation rows.
+    pub batch: u32,
+    /// Bytes per row of W.
+    pub row_bytes: u32,
+    /// The norm's epsilon ([`QmatvecQ8Scaled`]; 0 otherwise).
+    pub eps: f32,
+    /// Uniform padding to 32 bytes.
+    pub pad: [u32; 3],
+}
 
 /// The weight formats with an integer-dot product.
 pub const FORMATS: [BlockFormat; 3] = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0];
@@ -47,21 +65,8 @@ impl Kernel for QmatvecQ8 {
     /// once per tile); GPUs a 64-invocation workgroup per row and activation row, reduced through subgroups
     /// where they exist.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        let QmatvecQ8 {
-            format,
-            n,
-            k,
-            batch,
-        } = *self;
-        plan::ensure(batch >= 1, "qmatvec_q8", || {
-            "the batch must have at least one row".into()
-        })?;
-        plan::ensure(FORMATS.contains(&format), "qmatvec_q8", || {
-            format!("{format} has no integer-dot product (Q4_0, Q4_1 and Q8_0 have)")
-        })?;
-        plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec_q8", || {
-            format!("k = {k} is not a whole number of {format} blocks")
-        })?;
+        self.check()?;
+        let QmatvecQ8 { format, batch, .. } = *self;
         let fmt = DType::Block(format).name();
         let (reduction, why) = plan::row_reduction(caps);
         let tiles = batch > 1 && reduction == plan::RowReduction::Narrow;
@@ -82,6 +87,46 @@ impl Kernel for QmatvecQ8 {
             format!("{fmt}_b1_{}", reduction.matvec_name())
         };
         let v = crate::select("qmatvec_q8", &auto, why, caps, choice)?;
+        plan::ensure(
+            v.define("RESIDUAL").is_none() && v.define("SCALED").is_none(),
+            "qmatvec_q8",
+            || format!("variant {} is one half of a split norm", v.id()),
+        )?;
+        self.plan_variant(v, caps, 0.0)
+    }
+}
+
+impl QmatvecQ8 {
+    /// The checks every form makes: a batch, a format with an integer-dot product, whole blocks.
+    fn check(&self) -> Result<(), KernelError> {
+        let QmatvecQ8 {
+            format, k, batch, ..
+        } = *self;
+        plan::ensure(batch >= 1, "qmatvec_q8", || {
+            "the batch must have at least one row".into()
+        })?;
+        plan::ensure(FORMATS.contains(&format), "qmatvec_q8", || {
+            format!("{format} has no integer-dot product (Q4_0, Q4_1 and Q8_0 have)")
+        })?;
+        plan::ensure(k.is_multiple_of(format.block_len()), "qmatvec_q8", || {
+            format!("k = {k} is not a whole number of {format} blocks")
+        })
+    }
+
+    /// The plan of variant `v`, checked to read this format, with the norm's epsilon (SCALED).
+    fn plan_variant(
+        &self,
+        v: &'static wring_kernels_core::Variant,
+        caps: &Caps,
+        eps: f32,
+    ) -> Result<Plan, KernelError> {
+        let QmatvecQ8 {
+            format,
+            n,
+            k,
+            batch,
+        } = *self;
+        let fmt = DType::Block(format).name();
         plan::ensure(v.name.starts_with(fmt), "qmatvec_q8", || {
             format!("variant {} does not read {format}", v.id())
         })?;
@@ -95,6 +140,8 @@ impl Kernel for QmatvecQ8 {
             k: k as u32,
             batch: batch as u32,
             row_bytes: row_bytes as u32,
+            eps,
+            pad: [0; 3],
         };
         let tile = u64::from(v.define_u32("BATCH"));
         let rows_per_group = plan::rows_per_workgroup(v);
@@ -104,6 +151,121 @@ impl Kernel for QmatvecQ8 {
             params: bytemuck::bytes_of(&params).to_vec(),
             workgroups,
         })
+    }
+
+    /// The plan of one half of a split norm (`half` is `res` or `scaled`) for one activation row: the
+    /// `lanes` or `swar` form the planner takes for one row on a CPU adapter. Other adapters give a
+    /// workgroup one row of W, too few for a whole unit of the output, and are refused when the planner
+    /// chooses (so the model runs the norm's own kernel there).
+    fn plan_half(
+        &self,
+        half: &str,
+        caps: &Caps,
+        choice: Choice<'_>,
+        eps: f32,
+    ) -> Result<Plan, KernelError> {
+        self.check()?;
+        let format = self.format;
+        plan::ensure(self.batch == 1, "qmatvec_q8", || {
+            "a split norm's products take one activation row".into()
+        })?;
+        let (reduction, _) = plan::row_reduction(caps);
+        if choice == Choice::Auto {
+            plan::ensure(
+                reduction == plan::RowReduction::Narrow,
+                "qmatvec_q8",
+                || {
+                    "this adapter's product gives a workgroup one row of W, not whole units of the \
+                 output: run the norm's own kernel"
+                        .into()
+                },
+            )?;
+        }
+        let form = if format == BlockFormat::Q8_0 {
+            "lanes"
+        } else {
+            "swar"
+        };
+        let auto = format!("{}_b1_{form}_{half}", DType::Block(format).name());
+        let v = crate::select(
+            "qmatvec_q8",
+            &auto,
+            "a CPU adapter's workgroup owns whole units of the output",
+            caps,
+            choice,
+        )?;
+        plan::ensure(v.name.ends_with(half), "qmatvec_q8", || {
+            format!("variant {} is not the {half} half of a split norm", v.id())
+        })?;
+        // The residual half's unit of 32 rows spans four lanes of 8 rows, which shuffle within a subgroup.
+        plan::ensure(
+            half != "res" || caps.subgroup_min_size >= 4,
+            "qmatvec_q8",
+            || "the residual half needs subgroups of at least 4 lanes".into(),
+        )?;
+        self.plan_variant(v, caps, eps)
+    }
+}
+
+/// The first half of an RMSNorm split between two products, for one activation row: `y = W x` (x in
+/// 8-bit units, as [`QmatvecQ8`]) added to the residual `res`, the sum `s = res + y` written out, and the
+/// next norm's input: 8-bit units `nq` of `s * nw` ([`wring_kernels_core::q8`]) and each unit's sum of
+/// squares `ss`. The norm's scale is left to [`QmatvecQ8Scaled`], which reads them. `n` must be a multiple
+/// of 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QmatvecQ8Residual(pub QmatvecQ8);
+
+impl Kernel for QmatvecQ8Residual {
+    fn kernel(&self) -> &'static str {
+        "qmatvec_q8"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let QmatvecQ8 { format, n, k, .. } = self.0;
+        vec![
+            Operand::read("w", DType::Block(format), 0).shape(&[n, k]),
+            Operand::read("x", DType::U32, k / 32 * UNIT_WORDS),
+            Operand::read("res", DType::F32, n),
+            Operand::read("nw", DType::F32, n),
+            Operand::write("s", DType::F32, n),
+            Operand::write("nq", DType::U32, n / 32 * UNIT_WORDS),
+            Operand::write("ss", DType::F32, n / 32),
+        ]
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let n = self.0.n;
+        plan::ensure(n.is_multiple_of(32) && n > 0, "qmatvec_q8", || {
+            format!("the norm's units need whole 32-value units, not {n} rows")
+        })?;
+        self.0.plan_half("res", caps, choice, 0.0)
+    }
+}
+
+/// The second half of an RMSNorm split between two products, for one activation row: `y = W x * scale`
+/// with x the units [`QmatvecQ8Residual`] wrote (`x`, of the row times the norm's weight) and `scale = 1
+/// / sqrt(sum(ss) / k + eps)` from their sums of squares `ss`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QmatvecQ8Scaled {
+    /// The product.
+    pub product: QmatvecQ8,
+    /// The norm's epsilon.
+    pub eps: f32,
+}
+
+impl Kernel for QmatvecQ8Scaled {
+    fn kernel(&self) -> &'static str {
+        "qmatvec_q8"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let mut ops = self.product.operands();
+        ops.push(Operand::read("ss_in", DType::F32, self.product.k / 32));
+        ops
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        self.product.plan_half("scaled", caps, choice, self.eps)
     }
 }
 
@@ -180,5 +342,60 @@ pub fn cpu(
             }
         }
         *out = tree_sum(&mut slots);
+    }
+}
+
+/// CPU twin of [`QmatvecQ8Residual`] (one activation row, the lanes' order): `y` by [`cpu`], then
+/// `s = res + y`, the units of `s * nw` by [`crate::quantize_q8::cpu`] into `nq`, and each unit's sum of
+/// squares, its 32 values in order, into `ss`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the residual, the norm's weight and the three outputs beside the product's operands"
+)]
+pub fn cpu_residual(
+    format: BlockFormat,
+    w: &[u8],
+    xq: &[u32],
+    res: &[f32],
+    nw: &[f32],
+    s: &mut [f32],
+    nq: &mut [u32],
+    ss: &mut [f32],
+    n: usize,
+    k: usize,
+) {
+    let mut y = vec![0f32; n];
+    cpu(format, w, xq, &mut y, n, k, 1, 1);
+    for (i, si) in s.iter_mut().enumerate().take(n) {
+        *si = res[i] + y[i];
+    }
+    let weighted: Vec<f32> = (0..n).map(|i| s[i] * nw[i]).collect();
+    crate::quantize_q8::cpu(&weighted, nq);
+    for (unit, sq) in s[..n].chunks_exact(32).zip(ss.iter_mut()) {
+        *sq = unit.iter().fold(0.0, |acc, v| acc + v * v);
+    }
+}
+
+/// CPU twin of [`QmatvecQ8Scaled`] (one activation row, the lanes' order): [`cpu`] times the norm's
+/// scale, `1 / sqrt(sum(ss) / k + eps)` with `ss` summed in order.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the units' sums of squares and the norm's epsilon beside the product's operands"
+)]
+pub fn cpu_scaled(
+    format: BlockFormat,
+    w: &[u8],
+    xq: &[u32],
+    ss: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    n: usize,
+    k: usize,
+) {
+    cpu(format, w, xq, y, n, k, 1, 1);
+    let total = ss[..k / 32].iter().fold(0.0f32, |acc, v| acc + v);
+    let scale = 1.0 / (total / k as f32 + eps).sqrt();
+    for v in y.iter_mut() {
+        *v *= scale;
     }
 }

@@ -4,7 +4,10 @@
 use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
-use wring_runtime::dispatch::{Weights, matmul_weights, matmul_weights_q8, takes_q8};
+use wring_runtime::dispatch::{
+    Weights, matmul_weights, matmul_weights_half, matmul_weights_q8, residual_q8, scaled_q8,
+    takes_q8,
+};
 use wring_runtime::kernels::kv::{
     EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore,
 };
@@ -107,6 +110,10 @@ impl LayerCache {
 enum Input<'a> {
     F32(&'a Tensor),
     Q8(&'a Tensor, usize),
+    /// One row of units of a residual sum times a norm's weight, with their sums of squares and the
+    /// norm's epsilon: the second half of a split norm (see [`residual_q8`]), whose scale the product
+    /// applies.
+    Scaled(&'a Tensor, &'a Tensor, f32),
 }
 
 impl Input<'_> {
@@ -114,6 +121,7 @@ impl Input<'_> {
         match self {
             Input::F32(x) => x.shape()[0],
             Input::Q8(_, rows) => *rows,
+            Input::Scaled(..) => 1,
         }
     }
 }
@@ -128,6 +136,14 @@ fn project(
     match x {
         Input::F32(x) => matmul_weights(step, w, x, y),
         Input::Q8(q, rows) => matmul_weights_q8(step, w, q, rows, y),
+        Input::Scaled(nq, ss, eps) => {
+            let unit = scaled_q8(step, w, eps).ok_or_else(|| {
+                wring_runtime::Error::Shape(
+                    "these weights have no scaled 8-bit product here".into(),
+                )
+            })?;
+            matmul_weights_half(step, w, &unit, &[("x", nq), ("ss_in", ss), ("y", y)])
+        }
     }
 }
 
@@ -161,6 +177,14 @@ impl Projection {
         match self {
             Projection::Stacked(w) => takes_q8(step, w, rows),
             Projection::Split(ws) => ws.iter().all(|w| takes_q8(step, w, rows)),
+        }
+    }
+
+    /// Whether every part takes the second half of a split norm (see [`scaled_q8`]).
+    fn scales(&self, step: &wring_runtime::Step<'_>, eps: f32) -> bool {
+        match self {
+            Projection::Stacked(w) => scaled_q8(step, w, eps).is_some(),
+            Projection::Split(ws) => ws.iter().all(|w| scaled_q8(step, w, eps).is_some()),
         }
     }
 
@@ -275,6 +299,9 @@ pub struct Llama {
     /// Whether kernels producing a product's input write its 8-bit units themselves (see
     /// [`Llama::set_unit_fusion`]).
     unit_fusion: bool,
+    /// Whether decode splits each RMSNorm between the products around it (see
+    /// [`Llama::set_norm_split`]).
+    norm_split: bool,
 }
 
 impl std::fmt::Debug for Llama {
@@ -511,6 +538,7 @@ impl Llama {
             launch_times: Vec::new(),
             last_launches: 0,
             unit_fusion: true,
+            norm_split: true,
         })
     }
 
@@ -677,6 +705,15 @@ impl Llama {
         self.unit_fusion = on;
     }
 
+    /// With unit fusion, whether a decode step splits each RMSNorm between the products around it where
+    /// the adapter offers that (on, the default: CPU adapters; two launches fewer per layer and two at the
+    /// head). Its units quantize the row times the norm's weight and the products after it apply the
+    /// norm's scale, so its logits differ from the unsplit norm's by rounding (a code at a half step);
+    /// prompts are not affected.
+    pub fn set_norm_split(&mut self, on: bool) {
+        self.norm_split = on;
+    }
+
     /// The per-launch GPU times collected since the last call (empty unless the context profiles).
     pub fn take_launch_times(&mut self) -> Vec<wring_runtime::LaunchTime> {
         std::mem::take(&mut self.launch_times)
@@ -730,6 +767,60 @@ impl Llama {
                     read(&sites[3])?,
                 ])
             })
+            .collect()
+    }
+
+    /// The last residual add with the output norm (`x = x_mid + d`), then the logits of the last row, or
+    /// of every row with `all_logits`.
+    fn head(
+        &self,
+        ctx: &Context,
+        step: &mut wring_runtime::Step<'_>,
+        [x_mid, d, x]: [&Tensor; 3],
+        all_logits: bool,
+    ) -> Result<Vec<Tensor>, LlmError> {
+        let c = &self.cfg;
+        let (t, e) = (x.shape()[0], c.n_embd);
+        let f32t = |shape: &[usize]| ctx.empty(shape, DType::F32);
+        let xn_all = f32t(&[t, e])?;
+        rmsnorm_add(
+            step,
+            [x_mid, d, &self.output_norm],
+            NormOut::F32(&xn_all),
+            x,
+            c.rms_eps,
+        )?;
+        // The logits of rows [first, first + n): the head applied to those rows of xn_all, read in place
+        // where the offset is aligned for a view, else copied out first.
+        let head = |step: &mut wring_runtime::Step<'_>, first: usize, n: usize| {
+            let xn = ctx
+                .view(&xn_all, (first * e * 4) as u64, &[n, e], DType::F32)
+                .or_else(|_| {
+                    let tmp = f32t(&[n, e])?;
+                    let rows = CopyWords {
+                        words: n * e,
+                        src_offset: first * e,
+                        dst_offset: 0,
+                    };
+                    step.run(&rows, &[("src", &xn_all), ("dst", &tmp)])?;
+                    Ok::<Tensor, wring_runtime::Error>(tmp)
+                })?;
+            let logits = f32t(&[n, c.vocab])?;
+            matmul_weights(step, &self.output, &xn, &logits)?;
+            Ok::<Tensor, LlmError>(logits)
+        };
+        // Every row's logits (perplexity) may not fit one storage binding (2,048 rows of a 49,152-token
+        // vocabulary are 384 MiB): the head then runs over blocks of rows that do.
+        let blocks: Vec<(usize, usize)> = if all_logits {
+            let limit = ctx.info().limits.max_storage_buffer_binding_size as usize;
+            let per = (limit / (c.vocab * 4)).clamp(1, t);
+            (0..t).step_by(per).map(|r| (r, per.min(t - r))).collect()
+        } else {
+            vec![(t - 1, 1)]
+        };
+        blocks
+            .iter()
+            .map(|&(first, n)| head(step, first, n))
             .collect()
     }
 
@@ -838,6 +929,28 @@ impl Llama {
         } else {
             None
         };
+        // For one row (decode), where the adapter offers it, each RMSNorm is split between the products
+        // around it (residual_q8, scaled_q8): the o and down products add the residual and write the next
+        // norm's input units with their sums of squares (`norm_units`), and the q/k/v, gate/up and output
+        // products read those and apply the norm's scale. That takes the norm's launch out, two a layer.
+        let eps = c.rms_eps;
+        let norm_units = if t == 1 && units.is_some() && self.norm_split {
+            Some((
+                ctx.empty(&[q8::words(e)], DType::U32)?,
+                f32t(&[e.div_ceil(32)])?,
+            ))
+        } else {
+            None
+        };
+        // Whether a layer's q/k/v product reads a split norm's units (the low-rank cache needs the
+        // normalized row in f32).
+        let qkv_scales = |step: &wring_runtime::Step<'_>, layer: &Layer| {
+            norm_units.is_some()
+                && !matches!(layer.cache, LayerCache::LowRank { .. })
+                && layer.qkv.scales(step, eps)
+        };
+        // Whether the previous down product wrote this layer's norm units (and the residual sum x).
+        let mut norm_ready = false;
         // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
         // residual add is fused with the norm that follows it.
         for (i, layer) in self.layers.iter().enumerate() {
@@ -845,11 +958,13 @@ impl Llama {
             let qkv_units = units.as_ref().filter(|_| {
                 !matches!(layer.cache, LayerCache::LowRank { .. }) && layer.qkv.takes_q8(&step, t)
             });
-            let (h_out, qkv_in) = match qkv_units {
+            let (h_out, mut qkv_in) = match qkv_units {
                 Some((hq, _)) => (NormOut::Q8(hq), Input::Q8(hq, t)),
                 None => (NormOut::F32(&h), Input::F32(&h)),
             };
-            if i == 0 {
+            if let (true, Some((nq, ss))) = (norm_ready, &norm_units) {
+                qkv_in = Input::Scaled(nq, ss, eps);
+            } else if i == 0 {
                 rmsnorm(&mut step, &x, &layer.attn_norm, h_out, c.rms_eps)?;
             } else {
                 rmsnorm_add(
@@ -1075,19 +1190,38 @@ impl Llama {
                 }
             }
             keep(&mut step, 1, &a)?;
-            project(&mut step, &layer.wo, wo_in, &o)?;
-            let (h2_out, gate_up_in) =
+            let (h2_out, mut gate_up_in) =
                 match units.as_ref().filter(|_| layer.gate_up.takes_q8(&step, t)) {
                     Some((hq, _)) => (NormOut::Q8(hq), Input::Q8(hq, t)),
                     None => (NormOut::F32(&h2), Input::F32(&h2)),
                 };
-            rmsnorm_add(
-                &mut step,
-                [&x, &o, &layer.ffn_norm],
-                h2_out,
-                &x_mid,
-                c.rms_eps,
-            )?;
+            let split_ffn = match (wo_in, &norm_units) {
+                (Input::Q8(aq, _), Some((nq, ss))) if layer.gate_up.scales(&step, eps) => {
+                    residual_q8(&step, &layer.wo).map(|unit| (unit, aq, nq, ss))
+                }
+                _ => None,
+            };
+            if let Some((unit, aq, nq, ss)) = split_ffn {
+                let ops = [
+                    ("x", aq),
+                    ("res", &x),
+                    ("nw", &layer.ffn_norm),
+                    ("s", &x_mid),
+                    ("nq", nq),
+                    ("ss", ss),
+                ];
+                matmul_weights_half(&mut step, &layer.wo, &unit, &ops)?;
+                gate_up_in = Input::Scaled(nq, ss, eps);
+            } else {
+                project(&mut step, &layer.wo, wo_in, &o)?;
+                rmsnorm_add(
+                    &mut step,
+                    [&x, &o, &layer.ffn_norm],
+                    h2_out,
+                    &x_mid,
+                    c.rms_eps,
+                )?;
+            }
             keep(&mut step, 2, &h2)?;
             let gu = layer
                 .gate_up
@@ -1099,9 +1233,35 @@ impl Llama {
             } else {
                 (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
             };
+            // The next norm: the next layer's, or the output norm before the head.
+            let (next_norm, next_scales) = match self.layers.get(i + 1) {
+                Some(next) => (&next.attn_norm, qkv_scales(&step, next)),
+                None => (
+                    &self.output_norm,
+                    norm_units.is_some() && scaled_q8(&step, &self.output, eps).is_some(),
+                ),
+            };
+            norm_ready = false;
             if let Some((_, gq)) = units.as_ref().filter(|_| takes_q8(&step, &layer.w_down, t)) {
                 step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", gq)])?;
-                matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;
+                let split = norm_units
+                    .as_ref()
+                    .filter(|_| next_scales)
+                    .and_then(|nu| Some((residual_q8(&step, &layer.w_down)?, nu)));
+                if let Some((unit, (nq, ss))) = split {
+                    let ops = [
+                        ("x", gq),
+                        ("res", &x_mid),
+                        ("nw", next_norm),
+                        ("s", &x),
+                        ("nq", nq),
+                        ("ss", ss),
+                    ];
+                    matmul_weights_half(&mut step, &layer.w_down, &unit, &ops)?;
+                    norm_ready = true;
+                } else {
+                    matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;
+                }
             } else {
                 step.run(&unit, &[("a", ga), ("b", gb), ("y", &gated)])?;
                 keep(&mut step, 3, &gated)?;
@@ -1109,47 +1269,15 @@ impl Llama {
             }
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only
-        // the rows whose logits are wanted.
-        let xn_all = f32t(&[t, e])?;
-        rmsnorm_add(
-            &mut step,
-            [&x_mid, &d, &self.output_norm],
-            NormOut::F32(&xn_all),
-            &x,
-            c.rms_eps,
-        )?;
-        // The logits of rows [first, first + n): the head applied to those rows of xn_all, read in place
-        // where the offset is aligned for a view, else copied out first.
-        let head = |step: &mut wring_runtime::Step<'_>, first: usize, n: usize| {
-            let xn = ctx
-                .view(&xn_all, (first * e * 4) as u64, &[n, e], DType::F32)
-                .or_else(|_| {
-                    let tmp = f32t(&[n, e])?;
-                    let rows = CopyWords {
-                        words: n * e,
-                        src_offset: first * e,
-                        dst_offset: 0,
-                    };
-                    step.run(&rows, &[("src", &xn_all), ("dst", &tmp)])?;
-                    Ok::<Tensor, wring_runtime::Error>(tmp)
-                })?;
-            let logits = f32t(&[n, c.vocab])?;
-            matmul_weights(step, &self.output, &xn, &logits)?;
-            Ok::<Tensor, LlmError>(logits)
+        // the rows whose logits are wanted. After a split norm's first half the head reads its units.
+        let logits = match (norm_ready, &norm_units) {
+            (true, Some((nq, ss))) => {
+                let logits = f32t(&[1, c.vocab])?;
+                project(&mut step, &self.output, Input::Scaled(nq, ss, eps), &logits)?;
+                vec![logits]
+            }
+            _ => self.head(ctx, &mut step, [&x_mid, &d, &x], all_logits)?,
         };
-        // Every row's logits (perplexity) may not fit one storage binding (2,048 rows of a 49,152-token
-        // vocabulary are 384 MiB): the head then runs over blocks of rows that do.
-        let blocks: Vec<(usize, usize)> = if all_logits {
-            let limit = ctx.info().limits.max_storage_buffer_binding_size as usize;
-            let per = (limit / (c.vocab * 4)).clamp(1, t);
-            (0..t).step_by(per).map(|r| (r, per.min(t - r))).collect()
-        } else {
-            vec![(t - 1, 1)]
-        };
-        let logits = blocks
-            .iter()
-            .map(|&(first, n)| head(&mut step, first, n))
-            .collect::<Result<Vec<_>, _>>()?;
         let report = step.submit()?;
         self.last_launches = report.launches;
         self.launch_times.extend(report.times.unwrap_or_default());

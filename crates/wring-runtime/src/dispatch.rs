@@ -8,7 +8,9 @@ use wring_quant::group::{GroupMatrix, Layout, Stats};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::DType;
-use crate::kernels::quant::{Qmatmul, Qmatvec, QmatvecQ8, QuantizeQ8, qmatvec_q8};
+use crate::kernels::quant::{
+    Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QuantizeQ8, qmatvec_q8,
+};
 use crate::kernels::sparse::{Gmatmul, Gmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
@@ -201,6 +203,61 @@ pub fn matmul_weights_q8(
             "group-quantized weights do not take 8-bit activations".into(),
         )),
     }
+}
+
+/// The two halves of an RMSNorm split between the products around it, for one activation row (decode),
+/// where the planner offers them: [`QmatvecQ8Residual`] for the product before the norm (it adds the
+/// residual and writes the norm's input units), [`QmatvecQ8Scaled`] for the one after (it applies the
+/// norm's scale). `None` where `w` does not take the 8-bit path or the adapter has no such form; then
+/// run the norm's own kernel.
+pub fn residual_q8(step: &Step<'_>, w: &Weights) -> Option<QmatvecQ8Residual> {
+    let unit = QmatvecQ8Residual(q8_row(step, w)?);
+    crate::kernels::Kernel::plan(&unit, step.caps(), crate::kernels::Choice::Auto)
+        .is_ok()
+        .then_some(unit)
+}
+
+/// See [`residual_q8`].
+pub fn scaled_q8(step: &Step<'_>, w: &Weights, eps: f32) -> Option<QmatvecQ8Scaled> {
+    let unit = QmatvecQ8Scaled {
+        product: q8_row(step, w)?,
+        eps,
+    };
+    crate::kernels::Kernel::plan(&unit, step.caps(), crate::kernels::Choice::Auto)
+        .is_ok()
+        .then_some(unit)
+}
+
+/// The 8-bit product of one activation row by `w`, where `w` takes that path.
+fn q8_row(step: &Step<'_>, w: &Weights) -> Option<QmatvecQ8> {
+    let Weights::Tensor(t) = w else {
+        return None;
+    };
+    let format = q8_format(step, t, 1)?;
+    let (n, k) = dims2(t, "w").ok()?;
+    Some(QmatvecQ8 {
+        format,
+        n,
+        k,
+        batch: 1,
+    })
+}
+
+/// Runs a split norm's half (from [`residual_q8`] or [`scaled_q8`]) on `w` with its other operands.
+pub fn matmul_weights_half(
+    step: &mut Step<'_>,
+    w: &Weights,
+    unit: &dyn crate::kernels::Kernel,
+    operands: &[(&str, &Tensor)],
+) -> Result<()> {
+    let Weights::Tensor(t) = w else {
+        return Err(Error::Shape(
+            "group-quantized weights have no split-norm product".into(),
+        ));
+    };
+    let mut ops = vec![("w", t)];
+    ops.extend_from_slice(operands);
+    step.run(unit, &ops)
 }
 
 fn qmatvec_q8_run(

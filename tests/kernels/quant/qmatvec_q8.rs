@@ -10,11 +10,13 @@
 //! codes (the sums the PAIRS variants pack two to a word reach their bound there).
 
 use wring::kernels::check::Tolerance;
-use wring::kernels::quant::{QmatvecQ8, qmatvec, qmatvec_q8, quantize_q8};
+use wring::kernels::quant::{
+    QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, qmatvec, qmatvec_q8, quantize_q8,
+};
 use wring::kernels::{Choice, DType, Variant};
 use wring::quant::BlockFormat;
 
-use crate::harness::{Case, Rng};
+use crate::harness::{Case, Rng, guarded};
 use crate::kernels::{Planned, planned, twin_lanes, variant_format, variants};
 
 fn inputs(
@@ -106,6 +108,10 @@ fn case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Cas
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("qmatvec_q8") {
+        if v.define("RESIDUAL").is_some() || v.define("SCALED").is_some() {
+            out.extend(split_norm_cases(v));
+            continue;
+        }
         let bl = variant_format(v).block_len();
         // Decode variants: one row and two (GPU variants take batches through the grid); the 8-row tiles:
         // within one tile, exactly one, and a ragged last one.
@@ -133,6 +139,124 @@ pub fn cases() -> Vec<Planned> {
         out.push(planned(v, move || case(v, 67, 576, batch, EXTREME)));
     }
     out
+}
+
+/// What a split norm's case checks: the scaled product's y, or one of the residual half's three outputs
+/// (the others still written through guarded buffers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Checks {
+    Y,
+    Sum,
+    Units,
+    Squares,
+}
+
+/// A split norm's case (the `_res` and `_scaled` variants, one activation row): n = 32 (one unit, part of
+/// one workgroup), 96 (a workgroup and a half's units, the last workgroup's rows clamped) and SmolLM2's
+/// 576 and 1536 rows, over k of one block, 576 and 1536. Budgets: y and s NMSE 1e-10 as the product's;
+/// the units as quantize_q8's budget for the norm's units (Q8Units 1e-5); the sums of squares NMSE 1e-9
+/// (a vec4 dot product's order against the twin's sum in order).
+fn split_norm_cases(v: &'static Variant) -> Vec<Planned> {
+    let scaled = v.define("SCALED").is_some();
+    let bl = variant_format(v).block_len();
+    let mut out = Vec::new();
+    for (i, (n, k)) in [(32, bl), (96, 576), (576, 1536), (1536, 576)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 7000 + i as u64;
+        if scaled {
+            out.push(planned(v, move || {
+                split_norm_case(v, n, k, seed, Checks::Y)
+            }));
+        } else {
+            for checks in [Checks::Sum, Checks::Units, Checks::Squares] {
+                out.push(planned(v, move || split_norm_case(v, n, k, seed, checks)));
+            }
+        }
+    }
+    out
+}
+
+fn split_norm_case(
+    v: &'static Variant,
+    n: usize,
+    k: usize,
+    seed: u64,
+    checks: Checks,
+) -> Case<'static> {
+    let f = variant_format(v);
+    let (w, _, xq) = inputs(f, n, k, 1, seed);
+    let mut rng = Rng::new(seed + 1);
+    let (res, nw) = (rng.vec(n, -2.0, 2.0), rng.vec(n, 0.5, 1.5));
+    // The scaled half reads sums of squares as the residual half writes them: k / 32 of them, positive.
+    let ss_in = rng.vec(k / 32, 0.5, 40.0);
+    let eps = 1e-5;
+    let product = QmatvecQ8 {
+        format: f,
+        n,
+        k,
+        batch: 1,
+    };
+    let words = n / 32 * quantize_q8::UNIT_WORDS;
+    let (tol, out_dtype, out_shape, expected) = if checks == Checks::Y {
+        let mut y = vec![0f32; n];
+        qmatvec_q8::cpu_scaled(f, &w, &xq, &ss_in, eps, &mut y, n, k);
+        (Tolerance::Nmse(1e-10), DType::F32, vec![1, n], y)
+    } else {
+        let (mut s, mut nq, mut ss) = (vec![0f32; n], vec![0u32; words], vec![0f32; n / 32]);
+        qmatvec_q8::cpu_residual(f, &w, &xq, &res, &nw, &mut s, &mut nq, &mut ss, n, k);
+        match checks {
+            Checks::Sum => (Tolerance::Nmse(1e-10), DType::F32, vec![n], s),
+            Checks::Units => {
+                let units = nq.into_iter().map(f32::from_bits).collect();
+                (Tolerance::Q8Units(1e-5), DType::U32, vec![words], units)
+            }
+            _ => (Tolerance::Nmse(1e-9), DType::F32, vec![n / 32], ss),
+        }
+    };
+    Case {
+        name: format!(
+            "qmatvec_q8 variant={} n={n} k={k} seed={seed} checks={checks:?}",
+            v.name
+        ),
+        tol,
+        out_dtype,
+        out_shape,
+        expected,
+        record: Box::new(move |ctx, step, out| {
+            let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+            let tx = ctx.upload(&[xq.len()], &xq)?;
+            let force = Choice::Force(&v.name);
+            if checks == Checks::Y {
+                let tss = ctx.upload(&[ss_in.len()], &ss_in)?;
+                let unit = QmatvecQ8Scaled { product, eps };
+                let ops = [("w", &tw), ("x", &tx), ("ss_in", &tss), ("y", out)];
+                return step.run_with(&unit, force, &ops);
+            }
+            let (tr, tn) = (ctx.upload(&[n], &res)?, ctx.upload(&[n], &nw)?);
+            // The outputs not checked in this case are still written through guarded buffers.
+            let pick = |c: Checks, shape: &[usize], dtype: DType| match c == checks {
+                true => Ok(out.clone()),
+                false => guarded(ctx, shape, dtype),
+            };
+            let ts = pick(Checks::Sum, &[n], DType::F32)?;
+            let tq = pick(Checks::Units, &[words], DType::U32)?;
+            let tss = pick(Checks::Squares, &[n / 32], DType::F32)?;
+            let ops = [
+                ("w", &tw),
+                ("x", &tx),
+                ("res", &tr),
+                ("nw", &tn),
+                ("s", &ts),
+                ("nq", &tq),
+                ("ss", &tss),
+            ];
+            step.run_with(&QmatvecQ8Residual(product), force, &ops)
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
 }
 
 /// The seed that asks [`case`] for [`extreme_inputs`].
@@ -203,4 +327,62 @@ fn qmatvec_q8_plans_swar_for_one_row_of_4_bit_weights_on_cpu_adapters() {
     assert_eq!(name(BlockFormat::Q8_0, 1, &lavapipe), "q8_0_b1_lanes");
     assert_eq!(name(BlockFormat::Q4_1, 64, &lavapipe), "q4_1_b8_pairs");
     assert_eq!(name(BlockFormat::Q4_1, 1, &gpu), "q4_1_b1_subgroup");
+}
+
+/// A split norm's halves: on a CPU adapter the SWAR form for 4-bit weights and the lanes form for Q8_0;
+/// a GPU (a workgroup per row of W) is refused them unless a variant is forced, as are a batch, an
+/// output of partial units, subgroups narrower than a unit's four lanes, and the plain product forced
+/// onto a half's variant.
+#[test]
+fn split_norm_halves_plan_on_cpu_adapters_only() {
+    use wring::kernels::{Caps, Kernel as _};
+    let (lavapipe, gpu) = crate::kernels::planner_caps();
+    let product = |format, n, batch| QmatvecQ8 {
+        format,
+        n,
+        k: 576,
+        batch,
+    };
+    let res = |format, n, batch, caps: &Caps| {
+        QmatvecQ8Residual(product(format, n, batch)).plan(caps, Choice::Auto)
+    };
+    let scaled = |format, caps: &Caps| {
+        QmatvecQ8Scaled {
+            product: product(format, 960, 1),
+            eps: 1e-5,
+        }
+        .plan(caps, Choice::Auto)
+    };
+    let name = |p: Result<wring::kernels::Plan, wring::kernels::KernelError>| {
+        p.unwrap().variant.name.to_string()
+    };
+    assert_eq!(
+        name(res(BlockFormat::Q4_1, 576, 1, &lavapipe)),
+        "q4_1_b1_swar_res"
+    );
+    assert_eq!(
+        name(res(BlockFormat::Q8_0, 576, 1, &lavapipe)),
+        "q8_0_b1_lanes_res"
+    );
+    assert_eq!(
+        name(scaled(BlockFormat::Q4_0, &lavapipe)),
+        "q4_0_b1_swar_scaled"
+    );
+    assert_eq!(
+        name(scaled(BlockFormat::Q8_0, &lavapipe)),
+        "q8_0_b1_lanes_scaled"
+    );
+    assert!(res(BlockFormat::Q4_1, 576, 1, &gpu).is_err());
+    assert!(scaled(BlockFormat::Q4_1, &gpu).is_err());
+    assert!(res(BlockFormat::Q4_1, 576, 2, &lavapipe).is_err());
+    assert!(res(BlockFormat::Q4_1, 560, 1, &lavapipe).is_err());
+    let narrow = Caps {
+        subgroup_min_size: 2,
+        ..lavapipe
+    };
+    assert!(res(BlockFormat::Q4_1, 576, 1, &narrow).is_err());
+    let e = product(BlockFormat::Q4_1, 576, 1)
+        .plan(&lavapipe, Choice::Force("q4_1_b1_swar_scaled"))
+        .unwrap_err();
+    assert!(e.to_string().contains("split norm"), "{e}");
 }
