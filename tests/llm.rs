@@ -208,7 +208,8 @@ fn q8_activations_bring_greedy_ids_closer_to_llama_cpp_on_the_q4_1_file() {
 /// With 8-bit activations, the kernels that write the products' 8-bit units themselves (the two norms,
 /// the attention and the SwiGLU gate) give the logits that floats rounded by quantize_q8 after them give,
 /// bit for bit, for a prompt and for decode steps: the fused kernels quantize the very floats the plain
-/// ones write. And they save 4 launches per layer.
+/// ones write. And they save 4 launches per layer, 5 in a decode step on a CPU adapter, where the gate
+/// runs in the gate/up product's epilogue (`swiglu_q8`).
 #[test]
 fn fused_8_bit_units_give_the_same_logits_with_fewer_launches() {
     let ctx = q8_context();
@@ -235,7 +236,10 @@ fn fused_8_bit_units_give_the_same_logits_with_fewer_launches() {
         .count();
     assert_eq!(differing, 0, "{differing} of {} logits differ", on.len());
     for (a, b) in on_launches.iter().zip(&off_launches) {
-        assert_eq!(b - a, 4 * layers, "launches fused {a}, unfused {b}");
+        // The prompt's step keeps the SwiGLU gate's launch (it writes units there; one row folds it
+        // into the gate/up product).
+        let per_layer = if a == &on_launches[0] { 4 } else { 5 };
+        assert_eq!(b - a, per_layer * layers, "launches fused {a}, unfused {b}");
     }
 }
 

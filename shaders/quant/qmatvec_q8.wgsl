@@ -21,6 +21,10 @@
 //   eps), to its sums: the scale is one number for the whole row, and every term of a unit's scaled dot
 //   product is linear in the unit's d, so scaling the sums equals scaling the units. The units quantize
 //   s * nw rather than s * nw * scale; the codes are the same up to a rounding at a half step.
+//
+// SWIGLU (with or without SCALED): the SwiGLU gate in the gate/up product's epilogue. W is the stacked
+// [gate; up] matrix (n = 2 n_ff), a workgroup takes 32 gate rows and the matching 32 up rows, and writes
+// the 8-bit units of silu(gate) * up for the down product instead of y: silu_mul's launch folded in.
 #import reduce
 #import quant
 
@@ -46,10 +50,46 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> nq: array<u32>;
 @group(0) @binding(8) var<storage, read_write> ss: array<f32>;
 #else
+#ifdef SWIGLU
+@group(0) @binding(7) var<storage, read_write> nq: array<u32>;
+#else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#endif
 #endif
 #ifdef SCALED
 @group(0) @binding(9) var<storage, read> ss_in: array<f32>;
+#endif
+
+#ifdef UNITS_OUT
+// Output unit u, 8 of whose values (8 part .. 8 part + 7) this lane holds in v, quantized as q8_unit
+// quantizes a unit, with the three lanes that hold the rest: lanes differing in their two lowest bits,
+// which combine the unit's maximum and code sum by butterfly shuffles (so every lane of the subgroup
+// calls this, from uniform control flow). Only lanes with `store` write; part 0 writes d and s.
+fn store_unit(v: array<f32, 8>, u: u32, part: u32, store: bool) {
+    var amax = 0.0;
+    for (var i = 0u; i < 8u; i++) {
+        amax = max(amax, abs(v[i]));
+    }
+    amax = max(amax, subgroupShuffleXor(amax, 1u));
+    amax = max(amax, subgroupShuffleXor(amax, 2u));
+    let d = amax / 127.0;
+    let id = select(0.0, 127.0 / amax, amax > 0.0);
+    let c0 = vec4<i32>(round(vec4<f32>(v[0], v[1], v[2], v[3]) * id));
+    let c1 = vec4<i32>(round(vec4<f32>(v[4], v[5], v[6], v[7]) * id));
+    var total = c0.x + c0.y + c0.z + c0.w + c1.x + c1.y + c1.z + c1.w;
+    total += subgroupShuffleXor(total, 1u);
+    total += subgroupShuffleXor(total, 2u);
+    if (store) {
+        nq[12u * u + 2u * part] = pack4xI8(c0);
+        nq[12u * u + 2u * part + 1u] = pack4xI8(c1);
+        if (part == 0u) {
+            nq[12u * u + 8u] = bitcast<u32>(d);
+            nq[12u * u + 9u] = bitcast<u32>(d * f32(total));
+            nq[12u * u + 10u] = 0u;
+            nq[12u * u + 11u] = 0u;
+        }
+    }
+}
 #endif
 
 // One weight unit, read once: 8 words of 4 signed bytes (values 0-15 in q[0..3], 16-31 in q[4..7]) and
@@ -330,7 +370,13 @@ fn split_pairs(acc0: vec4<i32>, acc1: vec4<i32>) -> array<vec4<i32>, 2> {
 // adapters, where each weight unit is read once for the tile's 8 rows).
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
+#ifdef SWIGLU
+    // Of the stacked [gate; up] matrix, lanes 0-3 take gate rows 32w .. 32w + 31 (8 each) and lanes 4-7
+    // the up rows n / 2 + 32w ..: both halves of the gate's output unit w in one workgroup.
+    let row0 = select(0u, params.n / 2u, inv.lid >= 4u) + 32u * inv.wid.x + 8u * (inv.lid % 4u);
+#else
     let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+#endif
     let b0 = inv.wid.y * BATCH;
     let units = params.k / 32u;
     var sums: array<array<f32, BATCH>, ROWS>;
@@ -417,7 +463,6 @@ fn main(inv: Invocation) {
     // the rate of the plain ones. Rows past the end are clamped onto the last one for the loads; they
     // are neither stored nor part of a unit (n is a whole number of units).
     var v: array<f32, 8>;
-    var amax = 0.0;
     var sq = 0.0;
     for (var i = 0u; i < 8u; i++) {
         let row = min(row0 + i, params.n - 1u);
@@ -427,32 +472,15 @@ fn main(inv: Invocation) {
         }
         sq += sum * sum;
         v[i] = sum * nw[row];
-        amax = max(amax, abs(v[i]));
     }
-    // As q8_unit: d = amax / 127, codes round(v * 127 / amax), s = d * sum(codes).
-    amax = max(amax, subgroupShuffleXor(amax, 1u));
-    amax = max(amax, subgroupShuffleXor(amax, 2u));
     sq += subgroupShuffleXor(sq, 1u);
     sq += subgroupShuffleXor(sq, 2u);
-    let d = amax / 127.0;
-    let id = select(0.0, 127.0 / amax, amax > 0.0);
-    let c0 = vec4<i32>(round(vec4<f32>(v[0], v[1], v[2], v[3]) * id));
-    let c1 = vec4<i32>(round(vec4<f32>(v[4], v[5], v[6], v[7]) * id));
-    var total = c0.x + c0.y + c0.z + c0.w + c1.x + c1.y + c1.z + c1.w;
-    total += subgroupShuffleXor(total, 1u);
-    total += subgroupShuffleXor(total, 2u);
     let u = row0 / 32u;
     let part = (row0 / 8u) % 4u;
-    if (32u * u < params.n) {
-        nq[12u * u + 2u * part] = pack4xI8(c0);
-        nq[12u * u + 2u * part + 1u] = pack4xI8(c1);
-        if (part == 0u) {
-            nq[12u * u + 8u] = bitcast<u32>(d);
-            nq[12u * u + 9u] = bitcast<u32>(d * f32(total));
-            nq[12u * u + 10u] = 0u;
-            nq[12u * u + 11u] = 0u;
-            ss[u] = sq;
-        }
+    let whole = 32u * u < params.n;
+    store_unit(v, u, part, whole);
+    if (whole && part == 0u) {
+        ss[u] = sq;
     }
 #else
 #ifdef SCALED
@@ -465,6 +493,18 @@ fn main(inv: Invocation) {
 #else
     let scale = 1.0;
 #endif
+#ifdef SWIGLU
+    // One activation row. Lane l < 4 holds gate values 8l .. 8l + 7 of output unit w (the workgroup's
+    // index) and lane l + 4 the matching up values: the gate lanes take their partners' sums by shuffle,
+    // gate them as silu_mul does, and store the unit.
+    var v: array<f32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        let g = sums[i][0] * scale;
+        let up = subgroupShuffleXor(g, 4u);
+        v[i] = g / (1.0 + exp(-g)) * up;
+    }
+    store_unit(v, inv.wid.x, inv.lid % 4u, inv.lid < 4u);
+#else
     for (var r = 0u; r < ROWS; r++) {
         for (var i = 0u; i < BATCH; i++) {
             if (row0 + r < params.n && b0 + i < params.batch) {
@@ -472,6 +512,7 @@ fn main(inv: Invocation) {
             }
         }
     }
+#endif
 #endif
 }
 #else

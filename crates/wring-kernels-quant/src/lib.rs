@@ -12,7 +12,7 @@ pub mod quantize_q8;
 
 pub use qmatmul::Qmatmul;
 pub use qmatvec::Qmatvec;
-pub use qmatvec_q8::{QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled};
+pub use qmatvec_q8::{QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu};
 pub use quantize_q8::QuantizeQ8;
 
 wring_kernels_core::family!();

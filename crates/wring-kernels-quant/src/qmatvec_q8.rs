@@ -88,9 +88,14 @@ impl Kernel for QmatvecQ8 {
         };
         let v = crate::select("qmatvec_q8", &auto, why, caps, choice)?;
         plan::ensure(
-            v.define("RESIDUAL").is_none() && v.define("SCALED").is_none(),
+            v.define("UNITS_OUT").is_none() && v.define("SCALED").is_none(),
             "qmatvec_q8",
-            || format!("variant {} is one half of a split norm", v.id()),
+            || {
+                format!(
+                    "variant {} is one half of a split norm or writes a SwiGLU gate",
+                    v.id()
+                )
+            },
         )?;
         self.plan_variant(v, caps, 0.0)
     }
@@ -153,13 +158,15 @@ impl QmatvecQ8 {
         })
     }
 
-    /// The plan of one half of a split norm (`half` is `res` or `scaled`) for one activation row: the
-    /// `lanes` or `swar` form the planner takes for one row on a CPU adapter. Other adapters give a
-    /// workgroup one row of W, too few for a whole unit of the output, and are refused when the planner
-    /// chooses (so the model runs the norm's own kernel there).
+    /// The plan of one half of a split norm or a SwiGLU epilogue (`half` is the variant's suffix: `res`,
+    /// `scaled`, `swiglu` or `scaled_swiglu`) for one activation row: the `lanes` or `swar` form the planner
+    /// takes for one row on a CPU adapter. Other adapters give a workgroup one row of W, too few for a
+    /// whole unit of the output, and are refused when the planner chooses (so the model runs the norm's or
+    /// the gate's own kernel there). `lanes`: the subgroup width the variant's shuffles need.
     fn plan_half(
         &self,
         half: &str,
+        lanes: u32,
         caps: &Caps,
         choice: Choice<'_>,
         eps: f32,
@@ -194,14 +201,19 @@ impl QmatvecQ8 {
             caps,
             choice,
         )?;
-        plan::ensure(v.name.ends_with(half), "qmatvec_q8", || {
-            format!("variant {} is not the {half} half of a split norm", v.id())
-        })?;
-        // The residual half's unit of 32 rows spans four lanes of 8 rows, which shuffle within a subgroup.
         plan::ensure(
-            half != "res" || caps.subgroup_min_size >= 4,
+            ["lanes", "swar"]
+                .iter()
+                .any(|f| v.name.ends_with(&format!("_{f}_{half}"))),
             "qmatvec_q8",
-            || "the residual half needs subgroups of at least 4 lanes".into(),
+            || format!("variant {} is not a `{half}` variant", v.id()),
+        )?;
+        // A unit of 32 output rows spans four lanes of 8 rows (and the SwiGLU gate's up rows four more),
+        // which shuffle within a subgroup.
+        plan::ensure(
+            lanes == 0 || caps.subgroup_min_size >= lanes,
+            "qmatvec_q8",
+            || format!("the `{half}` variants need subgroups of at least {lanes} lanes"),
         )?;
         self.plan_variant(v, caps, eps)
     }
@@ -238,7 +250,7 @@ impl Kernel for QmatvecQ8Residual {
         plan::ensure(n.is_multiple_of(32) && n > 0, "qmatvec_q8", || {
             format!("the norm's units need whole 32-value units, not {n} rows")
         })?;
-        self.0.plan_half("res", caps, choice, 0.0)
+        self.0.plan_half("res", 4, caps, choice, 0.0)
     }
 }
 
@@ -265,7 +277,52 @@ impl Kernel for QmatvecQ8Scaled {
     }
 
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        self.product.plan_half("scaled", caps, choice, self.eps)
+        self.product.plan_half("scaled", 0, caps, choice, self.eps)
+    }
+}
+
+/// The stacked gate/up product of one activation row with the SwiGLU gate in its epilogue: W is
+/// [gate; up] (`n` = 2 n_ff rows, n_ff a multiple of 32), and the kernel writes the 8-bit units of
+/// `silu(gate) * up` (`nq`, n_ff values, for the down product) instead of y: silu_mul's launch folded into
+/// the product. With `eps`, x is a split norm's units and `ss_in` their sums of squares, as
+/// [`QmatvecQ8Scaled`] reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QmatvecQ8SwiGlu {
+    /// The stacked product.
+    pub product: QmatvecQ8,
+    /// The split norm's epsilon, where x comes from [`QmatvecQ8Residual`].
+    pub eps: Option<f32>,
+}
+
+impl Kernel for QmatvecQ8SwiGlu {
+    fn kernel(&self) -> &'static str {
+        "qmatvec_q8"
+    }
+
+    fn operands(&self) -> Vec<Operand> {
+        let QmatvecQ8 { format, n, k, .. } = self.product;
+        let mut ops = vec![
+            Operand::read("w", DType::Block(format), 0).shape(&[n, k]),
+            Operand::read("x", DType::U32, k / 32 * UNIT_WORDS),
+            Operand::write("nq", DType::U32, n / 64 * UNIT_WORDS),
+        ];
+        if self.eps.is_some() {
+            ops.push(Operand::read("ss_in", DType::F32, k / 32));
+        }
+        ops
+    }
+
+    fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
+        let n = self.product.n;
+        plan::ensure(n.is_multiple_of(64) && n > 0, "qmatvec_q8", || {
+            format!("a stacked gate/up of {n} rows is not two halves of whole 32-value units")
+        })?;
+        match self.eps {
+            Some(eps) => self
+                .product
+                .plan_half("scaled_swiglu", 8, caps, choice, eps),
+            None => self.product.plan_half("swiglu", 8, caps, choice, 0.0),
+        }
     }
 }
 
@@ -398,4 +455,30 @@ pub fn cpu_scaled(
     for v in y.iter_mut() {
         *v *= scale;
     }
+}
+
+/// CPU twin of [`QmatvecQ8SwiGlu`] (the lanes' order): y of the stacked product by [`cpu`] (by
+/// [`cpu_scaled`] with a split norm's `ss` and epsilon), then `silu(y[j]) * y[n / 2 + j]` as silu_mul
+/// computes it, quantized by [`crate::quantize_q8::cpu`] into `nq`.
+pub fn cpu_swiglu(
+    format: BlockFormat,
+    w: &[u8],
+    xq: &[u32],
+    scaled: Option<(&[f32], f32)>,
+    nq: &mut [u32],
+    n: usize,
+    k: usize,
+) {
+    let mut y = vec![0f32; n];
+    match scaled {
+        Some((ss, eps)) => cpu_scaled(format, w, xq, ss, eps, &mut y, n, k),
+        None => cpu(format, w, xq, &mut y, n, k, 1, 1),
+    }
+    let (gate, up) = y.split_at(n / 2);
+    let gated: Vec<f32> = gate
+        .iter()
+        .zip(up)
+        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+        .collect();
+    crate::quantize_q8::cpu(&gated, nq);
 }

@@ -6,7 +6,7 @@ use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{
     Weights, matmul_weights, matmul_weights_half, matmul_weights_q8, residual_q8, scaled_q8,
-    takes_q8,
+    swiglu_q8, takes_q8,
 };
 use wring_runtime::kernels::kv::{
     EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore,
@@ -1223,16 +1223,45 @@ impl Llama {
                 )?;
             }
             keep(&mut step, 2, &h2)?;
-            let gu = layer
-                .gate_up
-                .apply(ctx, &mut step, gate_up_in, &mut gate_up_out)?;
-            // The halves of one fused gate/up output bind the same tensor as a and b.
-            let halves = gu[0].0.shares_buffer(&gu[1].0);
-            let (unit, ga, gb) = if halves {
-                (SiluMul::halves(c.n_ff, t), &gu[0].0, &gu[0].0)
-            } else {
-                (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
+            // The down product's 8-bit input units, where it takes them.
+            let down_units = units
+                .as_ref()
+                .filter(|_| takes_q8(&step, &layer.w_down, t))
+                .map(|(_, gq)| gq);
+            // For one row on CPU adapters the SwiGLU gate runs in the stacked gate/up product's epilogue
+            // (swiglu_q8), which writes the down product's units: silu_mul's launch folded in, the same
+            // units bit for bit.
+            let glu = match (&layer.gate_up, down_units, gate_up_in) {
+                (Projection::Stacked(w), Some(gq), Input::Q8(xq, 1)) => {
+                    swiglu_q8(&step, w, None).map(|unit| (unit, w, gq, xq, None))
+                }
+                (Projection::Stacked(w), Some(gq), Input::Scaled(nq, ss, eps)) => {
+                    swiglu_q8(&step, w, Some(eps)).map(|unit| (unit, w, gq, nq, Some(ss)))
+                }
+                _ => None,
             };
+            if let Some((unit, w, gq, xq, ss)) = glu {
+                let mut ops = vec![("x", xq), ("nq", gq)];
+                ops.extend(ss.map(|ss| ("ss_in", ss)));
+                matmul_weights_half(&mut step, w, &unit, &ops)?;
+            } else {
+                let gu = layer
+                    .gate_up
+                    .apply(ctx, &mut step, gate_up_in, &mut gate_up_out)?;
+                // The halves of one fused gate/up output bind the same tensor as a and b.
+                let halves = gu[0].0.shares_buffer(&gu[1].0);
+                let (unit, ga, gb) = if halves {
+                    (SiluMul::halves(c.n_ff, t), &gu[0].0, &gu[0].0)
+                } else {
+                    (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
+                };
+                if let Some(gq) = down_units {
+                    step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", gq)])?;
+                } else {
+                    step.run(&unit, &[("a", ga), ("b", gb), ("y", &gated)])?;
+                    keep(&mut step, 3, &gated)?;
+                }
+            }
             // The next norm: the next layer's, or the output norm before the head.
             let (next_norm, next_scales) = match self.layers.get(i + 1) {
                 Some(next) => (&next.attn_norm, qkv_scales(&step, next)),
@@ -1242,30 +1271,28 @@ impl Llama {
                 ),
             };
             norm_ready = false;
-            if let Some((_, gq)) = units.as_ref().filter(|_| takes_q8(&step, &layer.w_down, t)) {
-                step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", gq)])?;
-                let split = norm_units
-                    .as_ref()
-                    .filter(|_| next_scales)
-                    .and_then(|nu| Some((residual_q8(&step, &layer.w_down)?, nu)));
-                if let Some((unit, (nq, ss))) = split {
-                    let ops = [
-                        ("x", gq),
-                        ("res", &x_mid),
-                        ("nw", next_norm),
-                        ("s", &x),
-                        ("nq", nq),
-                        ("ss", ss),
-                    ];
-                    matmul_weights_half(&mut step, &layer.w_down, &unit, &ops)?;
-                    norm_ready = true;
-                } else {
-                    matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;
+            match down_units {
+                Some(gq) => {
+                    let split = norm_units
+                        .as_ref()
+                        .filter(|_| next_scales)
+                        .and_then(|nu| Some((residual_q8(&step, &layer.w_down)?, nu)));
+                    if let Some((unit, (nq, ss))) = split {
+                        let ops = [
+                            ("x", gq),
+                            ("res", &x_mid),
+                            ("nw", next_norm),
+                            ("s", &x),
+                            ("nq", nq),
+                            ("ss", ss),
+                        ];
+                        matmul_weights_half(&mut step, &layer.w_down, &unit, &ops)?;
+                        norm_ready = true;
+                    } else {
+                        matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;
+                    }
                 }
-            } else {
-                step.run(&unit, &[("a", ga), ("b", gb), ("y", &gated)])?;
-                keep(&mut step, 3, &gated)?;
-                matmul_weights(&mut step, &layer.w_down, &gated, &d)?;
+                None => matmul_weights(&mut step, &layer.w_down, &gated, &d)?,
             }
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only

@@ -9,7 +9,8 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::DType;
 use crate::kernels::quant::{
-    Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QuantizeQ8, qmatvec_q8,
+    Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu, QuantizeQ8,
+    qmatvec_q8,
 };
 use crate::kernels::sparse::{Gmatmul, Gmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
@@ -211,19 +212,37 @@ pub fn matmul_weights_q8(
 /// norm's scale). `None` where `w` does not take the 8-bit path or the adapter has no such form; then
 /// run the norm's own kernel.
 pub fn residual_q8(step: &Step<'_>, w: &Weights) -> Option<QmatvecQ8Residual> {
-    let unit = QmatvecQ8Residual(q8_row(step, w)?);
-    crate::kernels::Kernel::plan(&unit, step.caps(), crate::kernels::Choice::Auto)
-        .is_ok()
-        .then_some(unit)
+    offered(step, QmatvecQ8Residual(q8_row(step, w)?))
 }
 
 /// See [`residual_q8`].
 pub fn scaled_q8(step: &Step<'_>, w: &Weights, eps: f32) -> Option<QmatvecQ8Scaled> {
-    let unit = QmatvecQ8Scaled {
-        product: q8_row(step, w)?,
-        eps,
-    };
-    crate::kernels::Kernel::plan(&unit, step.caps(), crate::kernels::Choice::Auto)
+    offered(
+        step,
+        QmatvecQ8Scaled {
+            product: q8_row(step, w)?,
+            eps,
+        },
+    )
+}
+
+/// The stacked gate/up product of one activation row with the SwiGLU gate in its epilogue
+/// ([`QmatvecQ8SwiGlu`]: it writes the gate's 8-bit units for the down product), where `w` takes the
+/// 8-bit path and the planner offers it (CPU adapters); its input is a split norm's units with `eps`.
+/// `None`: run the product, then the gate's own kernel.
+pub fn swiglu_q8(step: &Step<'_>, w: &Weights, eps: Option<f32>) -> Option<QmatvecQ8SwiGlu> {
+    offered(
+        step,
+        QmatvecQ8SwiGlu {
+            product: q8_row(step, w)?,
+            eps,
+        },
+    )
+}
+
+/// `unit` where the planner takes it on this adapter.
+fn offered<K: crate::kernels::Kernel>(step: &Step<'_>, unit: K) -> Option<K> {
+    unit.plan(step.caps(), crate::kernels::Choice::Auto)
         .is_ok()
         .then_some(unit)
 }

@@ -11,7 +11,8 @@
 
 use wring::kernels::check::Tolerance;
 use wring::kernels::quant::{
-    QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, qmatvec, qmatvec_q8, quantize_q8,
+    QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu, qmatvec, qmatvec_q8,
+    quantize_q8,
 };
 use wring::kernels::{Choice, DType, Variant};
 use wring::quant::BlockFormat;
@@ -108,6 +109,10 @@ fn case(v: &'static Variant, n: usize, k: usize, batch: usize, seed: u64) -> Cas
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("qmatvec_q8") {
+        if v.define("SWIGLU").is_some() {
+            out.extend(swiglu_cases(v));
+            continue;
+        }
         if v.define("RESIDUAL").is_some() || v.define("SCALED").is_some() {
             out.extend(split_norm_cases(v));
             continue;
@@ -253,6 +258,57 @@ fn split_norm_case(
                 ("ss", &tss),
             ];
             step.run_with(&QmatvecQ8Residual(product), force, &ops)
+        }),
+        needs_f16: false,
+        needs_subgroup: v.requires.subgroup,
+    }
+}
+
+/// The SwiGLU epilogue's cases (the `_swiglu` and `_scaled_swiglu` variants, one activation row): stacked
+/// gate/up matrices of one output unit (n = 64, one workgroup), three, and SmolLM2's 2 x 1536 rows, over k
+/// of one block and 576. Budget: the units as quantize_q8's after silu_mul (Q8Units 1e-5; the device's
+/// exp may differ from the twin's in the last ulp, enough to move a code at a half step).
+fn swiglu_cases(v: &'static Variant) -> Vec<Planned> {
+    let bl = variant_format(v).block_len();
+    let scaled = v.define("SCALED").is_some();
+    [(64, bl), (192, 576), (3072, 576)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, k))| planned(v, move || swiglu_case(v, n, k, 8000 + i as u64, scaled)))
+        .collect()
+}
+
+fn swiglu_case(v: &'static Variant, n: usize, k: usize, seed: u64, scaled: bool) -> Case<'static> {
+    let f = variant_format(v);
+    let (w, _, xq) = inputs(f, n, k, 1, seed);
+    let ss_in = Rng::new(seed + 1).vec(k / 32, 0.5, 40.0);
+    let eps = scaled.then_some(1e-5);
+    let words = n / 64 * quantize_q8::UNIT_WORDS;
+    let mut nq = vec![0u32; words];
+    let split = eps.map(|e| (ss_in.as_slice(), e));
+    qmatvec_q8::cpu_swiglu(f, &w, &xq, split, &mut nq, n, k);
+    Case {
+        name: format!("qmatvec_q8 variant={} n={n} k={k} seed={seed}", v.name),
+        tol: Tolerance::Q8Units(1e-5),
+        out_dtype: DType::U32,
+        out_shape: vec![words],
+        expected: nq.into_iter().map(f32::from_bits).collect(),
+        record: Box::new(move |ctx, step, out| {
+            let tw = ctx.upload_blocks(&[n, k], f, &w)?;
+            let tx = ctx.upload(&[xq.len()], &xq)?;
+            let tss = ctx.upload(&[ss_in.len()], &ss_in)?;
+            let product = QmatvecQ8 {
+                format: f,
+                n,
+                k,
+                batch: 1,
+            };
+            let unit = QmatvecQ8SwiGlu { product, eps };
+            let mut ops = vec![("w", &tw), ("x", &tx), ("nq", out)];
+            if scaled {
+                ops.push(("ss_in", &tss));
+            }
+            step.run_with(&unit, Choice::Force(&v.name), &ops)
         }),
         needs_f16: false,
         needs_subgroup: v.requires.subgroup,
