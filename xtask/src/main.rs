@@ -437,6 +437,8 @@ struct LlmConfig {
     /// The same with the producers' 8-bit unit fusion off (`Llama::set_unit_fusion`): quantize_q8
     /// launched before each product instead.
     launches_unfused: usize,
+    /// The same with the norms unsplit (`Llama::set_norm_split`): each RMSNorm its own launch.
+    launches_unsplit: usize,
     /// Seconds from a fresh context (no compiled pipelines) to the first token of a 5-token prompt,
     /// loading included.
     ttft_cold_s: f64,
@@ -762,13 +764,18 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         m.forward(&ctx, &random(1), false).map_err(|x| e(&x))?;
         let launches_unfused = m.last_launches();
         m.set_unit_fusion(true);
+        m.set_norm_split(false);
+        m.forward(&ctx, &random(1), false).map_err(|x| e(&x))?;
+        let launches_unsplit = m.last_launches();
+        m.set_norm_split(true);
         println!(
-            "{config}: {launches_per_token} launches per decode step ({launches_unfused} without the 8-bit unit fusion); first token {ttft_cold_s:.2} s cold (load {load_s:.2} s), {ttft_warm_s:.3} s warm"
+            "{config}: {launches_per_token} launches per decode step ({launches_unfused} without the 8-bit unit fusion, {launches_unsplit} with the norms unsplit); first token {ttft_cold_s:.2} s cold (load {load_s:.2} s), {ttft_warm_s:.3} s warm"
         );
         configs.push(LlmConfig {
             config: config.into(),
             launches_per_token,
             launches_unfused,
+            launches_unsplit,
             ttft_cold_s,
             ttft_warm_s,
             load_s,
@@ -806,6 +813,42 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
                 stddev: sd,
                 vs_llama_cpp: None,
             });
+        }
+        // What splitting the norms between the products buys (`Llama::set_norm_split`), as decode rows
+        // timed in alternating rounds: this machine's speed drifts by more than the effect over the minutes
+        // between two separately timed rows.
+        if q8 {
+            let mut ab = [Vec::new(), Vec::new()];
+            for rep in 0..=reps {
+                for (runs, split) in ab.iter_mut().zip([true, false]) {
+                    m.set_norm_split(split);
+                    let toks = random(tg);
+                    m.reset();
+                    let start = std::time::Instant::now();
+                    for &t in &toks {
+                        m.forward(&ctx, &[t], false).map_err(|x| e(&x))?;
+                    }
+                    if rep > 0 {
+                        runs.push(tg as f64 / start.elapsed().as_secs_f64());
+                    }
+                }
+            }
+            m.set_norm_split(true);
+            for (runs, name) in ab
+                .into_iter()
+                .zip(["q8, norms split (A/B)", "q8, norms unsplit (A/B)"])
+            {
+                let (mean, sd) = stats(&runs);
+                println!("{name:>16} tg{tg}: {mean:8.2} ± {sd:.2} tokens/s on {adapter}");
+                rows.push(LlmRow {
+                    config: name.into(),
+                    test: format!("tg{tg}"),
+                    reps: runs,
+                    mean_tokens_per_s: mean,
+                    stddev: sd,
+                    vs_llama_cpp: None,
+                });
+            }
         }
         // Perplexity as `wring perplexity` runs it (every chunk of 512 in one pass each).
         let start = std::time::Instant::now();
@@ -1148,13 +1191,14 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
         );
     }
-    md += "\n| configuration | launches per decode step (without 8-bit unit fusion) | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "\n| configuration | launches per decode step (without 8-bit unit fusion; norms unsplit) | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for c in &r.configs {
         md += &format!(
-            "| {} | {} ({}) | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
+            "| {} | {} ({}; {}) | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
             c.config,
             c.launches_per_token,
             c.launches_unfused,
+            c.launches_unsplit,
             c.ttft_cold_s,
             c.load_s,
             c.ttft_warm_s,
