@@ -5,7 +5,7 @@ use half::f16;
 use wring_gguf::{Gguf, TensorInfo};
 use wring_quant::BlockFormat;
 use wring_runtime::dispatch::{
-    Weights, matmul_weights, matmul_weights_half, matmul_weights_q8, residual_q8, scaled_q8,
+    Weights, matmul_weights, matmul_weights_fused, matmul_weights_q8, residual_q8, scaled_q8,
     swiglu_q8, takes_q8,
 };
 use wring_runtime::kernels::kv::{
@@ -142,7 +142,7 @@ fn project(
                     "these weights have no scaled 8-bit product here".into(),
                 )
             })?;
-            matmul_weights_half(step, w, &unit, &[("x", nq), ("ss_in", ss), ("y", y)])
+            matmul_weights_fused(step, w, &unit, &[("x", nq), ("ss_in", ss), ("y", y)])
         }
     }
 }
@@ -699,7 +699,8 @@ impl Llama {
 
     /// With 8-bit activations (`ContextOptions::q8_activations`), whether the norms, the attention and the
     /// SwiGLU gate write the 8-bit units of the products after them (on, the default: 4 launches fewer
-    /// per layer) or floats that quantize_q8 then rounds (off). Both give the same units, bit for bit;
+    /// per layer, 5 in a decode step on a CPU adapter, whose gate/up product writes the gate's units
+    /// itself) or floats that quantize_q8 then rounds (off). Both give the same units, bit for bit;
     /// the switch is there to show that, and to measure the launches it saves.
     pub fn set_unit_fusion(&mut self, on: bool) {
         self.unit_fusion = on;
@@ -1210,7 +1211,7 @@ impl Llama {
                     ("nq", nq),
                     ("ss", ss),
                 ];
-                matmul_weights_half(&mut step, &layer.wo, &unit, &ops)?;
+                matmul_weights_fused(&mut step, &layer.wo, &unit, &ops)?;
                 gate_up_in = Input::Scaled(nq, ss, eps);
             } else {
                 project(&mut step, &layer.wo, wo_in, &o)?;
@@ -1243,7 +1244,7 @@ impl Llama {
             if let Some((unit, w, gq, xq, ss)) = glu {
                 let mut ops = vec![("x", xq), ("nq", gq)];
                 ops.extend(ss.map(|ss| ("ss_in", ss)));
-                matmul_weights_half(&mut step, w, &unit, &ops)?;
+                matmul_weights_fused(&mut step, w, &unit, &ops)?;
             } else {
                 let gu = layer
                     .gate_up
@@ -1286,7 +1287,7 @@ impl Llama {
                             ("nq", nq),
                             ("ss", ss),
                         ];
-                        matmul_weights_half(&mut step, &layer.w_down, &unit, &ops)?;
+                        matmul_weights_fused(&mut step, &layer.w_down, &unit, &ops)?;
                         norm_ready = true;
                     } else {
                         matmul_weights_q8(&mut step, &layer.w_down, gq, t, &d)?;

@@ -262,8 +262,9 @@ fn q8_row(step: &Step<'_>, w: &Weights) -> Option<QmatvecQ8> {
     })
 }
 
-/// Runs a split norm's half (from [`residual_q8`] or [`scaled_q8`]) on `w` with its other operands.
-pub fn matmul_weights_half(
+/// Runs one of the fused one-row products ([`residual_q8`], [`scaled_q8`], [`swiglu_q8`]) on `w` with
+/// its other operands.
+pub fn matmul_weights_fused(
     step: &mut Step<'_>,
     w: &Weights,
     unit: &dyn crate::kernels::Kernel,
