@@ -27,6 +27,9 @@
 // the 8-bit units of silu(gate) * up for the down product instead of y: silu_mul's launch folded in.
 #import reduce
 #import quant
+#ifdef UNITS_OUT
+#import q8
+#endif
 
 struct Params {
     n: u32,
@@ -61,8 +64,8 @@ struct Params {
 #endif
 
 #ifdef UNITS_OUT
-// Output unit u, 8 of whose values (8 part .. 8 part + 7) this lane holds in v, quantized as q8_unit
-// quantizes a unit, with the three lanes that hold the rest: lanes differing in their two lowest bits,
+// Output unit u, 8 of whose values (8 part .. 8 part + 7) this lane holds in v, quantized by q8_unit's
+// rule (q8_scale, q8_codes), with the three lanes that hold the rest: lanes differing in their two lowest bits,
 // which combine the unit's maximum and code sum by butterfly shuffles (so every lane of the subgroup
 // calls this, from uniform control flow). Only lanes with `store` write; part 0 writes d and s.
 fn store_unit(v: array<f32, 8>, u: u32, part: u32, store: bool) {
@@ -72,10 +75,9 @@ fn store_unit(v: array<f32, 8>, u: u32, part: u32, store: bool) {
     }
     amax = max(amax, subgroupShuffleXor(amax, 1u));
     amax = max(amax, subgroupShuffleXor(amax, 2u));
-    let d = amax / 127.0;
-    let id = select(0.0, 127.0 / amax, amax > 0.0);
-    let c0 = vec4<i32>(round(vec4<f32>(v[0], v[1], v[2], v[3]) * id));
-    let c1 = vec4<i32>(round(vec4<f32>(v[4], v[5], v[6], v[7]) * id));
+    let d = q8_scale(amax);
+    let c0 = q8_codes(vec4<f32>(v[0], v[1], v[2], v[3]), d.y);
+    let c1 = q8_codes(vec4<f32>(v[4], v[5], v[6], v[7]), d.y);
     var total = c0.x + c0.y + c0.z + c0.w + c1.x + c1.y + c1.z + c1.w;
     total += subgroupShuffleXor(total, 1u);
     total += subgroupShuffleXor(total, 2u);
@@ -83,8 +85,8 @@ fn store_unit(v: array<f32, 8>, u: u32, part: u32, store: bool) {
         nq[12u * u + 2u * part] = pack4xI8(c0);
         nq[12u * u + 2u * part + 1u] = pack4xI8(c1);
         if (part == 0u) {
-            nq[12u * u + 8u] = bitcast<u32>(d);
-            nq[12u * u + 9u] = bitcast<u32>(d * f32(total));
+            nq[12u * u + 8u] = bitcast<u32>(d.x);
+            nq[12u * u + 9u] = bitcast<u32>(d.x * f32(total));
             nq[12u * u + 10u] = 0u;
             nq[12u * u + 11u] = 0u;
         }

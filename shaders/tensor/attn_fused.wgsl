@@ -132,16 +132,15 @@ fn main(inv: Invocation) {
             // store's branch so that every lane takes part.
             let a = abs(val);
             let m = subgroupMax(max(max(a.x, a.y), max(a.z, a.w)));
-            let d = m / 127.0;
-            let id = select(0.0, 127.0 / m, m > 0.0);
-            let codes = vec4<i32>(round(val * id));
+            let d = q8_scale(m);
+            let codes = q8_codes(val, d.y);
             let total = subgroupAdd(codes.x + codes.y + codes.z + codes.w);
             if (u0 + r < rows) {
                 let at = 12u * (qbase[r] / 8u + c);
                 oq[at + lane] = pack4xI8(codes);
                 if (lane == 0u) {
-                    oq[at + 8u] = bitcast<u32>(d);
-                    oq[at + 9u] = bitcast<u32>(d * f32(total));
+                    oq[at + 8u] = bitcast<u32>(d.x);
+                    oq[at + 9u] = bitcast<u32>(d.x * f32(total));
                     oq[at + 10u] = 0u;
                     oq[at + 11u] = 0u;
                 }
