@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Mesa's software Vulkan driver (lavapipe) from Debian's bookworm-backports suite when the
 # machine has no Vulkan driver yet, and Mesa's EGL and OpenGL drivers (llvmpipe), which the tests also run
-# on through wgpu's OpenGL ES backend (`--features wring/gl`). Mesa 25 from backports runs compute about 7x faster than
+# on through wgpu's OpenGL ES backend (`--features wring/gl`), and Debian's spirv-tools, whose spirv-val checks
+# the SPIR-V that naga writes for every variant (tests/backends.rs). Mesa 25 from backports runs compute about 7x faster than
 # bookworm's own Mesa 22.3, so the GPU tests and benchmarks use it.
 #
 # The backports entry is derived from the machine's own Debian sources (its main stanza with the suite
@@ -20,8 +21,12 @@ have_egl() {
   ldconfig -p | grep -q 'libEGL_mesa.so.0' && ldconfig -p | grep -q 'libEGL.so.1'
 }
 
-if have_lavapipe && mesa_is_backports && have_egl; then
-  echo "install-vulkan: lavapipe from bookworm-backports and Mesa's EGL are already installed"
+have_spirv_val() {
+  command -v spirv-val >/dev/null 2>&1
+}
+
+if have_lavapipe && mesa_is_backports && have_egl && have_spirv_val; then
+  echo "install-vulkan: lavapipe from bookworm-backports, Mesa's EGL and spirv-val are already installed"
   exit 0
 fi
 
@@ -51,8 +56,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 if [ "$codename" = bookworm ]; then
   apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
+  apt-get install -y -qq spirv-tools
 else
   # Newer Debian and Ubuntu releases already ship a recent Mesa.
-  apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
+  apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri spirv-tools
 fi
 echo "install-vulkan: installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"

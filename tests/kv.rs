@@ -235,7 +235,7 @@ fn bad_kv_modes_are_refused() {
 /// Factors that keep every channel (B the identity, A the projection itself): the low-rank path (features
 /// stored in f16, read back, rebuilt, keys rotated by RoPE at their positions, the f16 window) must give
 /// the f16 cache's perplexity, to f16 rounding of the features.
-fn identity_factors(g: &wring::gguf::Gguf, cfg: &LlamaConfig) -> KvFactors {
+pub(crate) fn identity_factors(g: &wring::gguf::Gguf, cfg: &LlamaConfig) -> KvFactors {
     let kv = cfg.n_kv_heads * cfg.head_dim;
     let eye: Vec<f32> = (0..kv * kv)
         .map(|i| if i / kv == i % kv { 1.0 } else { 0.0 })

@@ -1,10 +1,12 @@
 //! wring's one integration-test binary. GPU tests run on every adapter wgpu finds and fail, never skip,
 //! when there is none (CI installs Mesa's software Vulkan driver for that reason).
 
+mod backends;
 mod batch;
 mod codec;
 mod compress;
 mod fixture;
+mod gpu_plan;
 mod harness;
 mod hostile;
 mod kernels;

@@ -264,6 +264,7 @@ fn fallback_device_without_optional_features_runs_auto_choices() {
             profile: false,
             max_binding_bytes: None,
             q8_activations: false,
+            plan: wring::runtime::PlanAs::Auto,
         },
     )
     .unwrap();

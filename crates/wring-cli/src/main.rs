@@ -645,7 +645,9 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
             "adapters": adapters,
             "chosen": chosen,
             "why": why,
+            "plan": { "as": if caps.software { "cpu" } else { "gpu" }, "why": ctx.info().plan_why },
             "features": { "shader_f16": caps.f16, "subgroup": caps.subgroup,
+                           "subgroup_min_size": caps.subgroup_min_size,
                            "timestamp_query": reports[chosen].has_timestamps() },
             "limits": {
                 "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
@@ -677,9 +679,22 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
         reports[chosen].info.name
     );
     let l = &ctx.info().limits;
+    println!(
+        "Kernels planned as for a {}, because {} (WRING_PLAN=gpu|cpu|auto forces one).",
+        if caps.software { "CPU adapter" } else { "hardware GPU" },
+        ctx.info().plan_why
+    );
     println!("Features used by wring:");
     println!("  SHADER_F16       {}", yes(caps.f16));
-    println!("  SUBGROUP         {}", yes(caps.subgroup));
+    println!(
+        "  SUBGROUP         {}{}",
+        yes(caps.subgroup),
+        if caps.subgroup {
+            format!(" ({} lanes at least)", caps.subgroup_min_size)
+        } else {
+            String::new()
+        }
+    );
     println!(
         "  TIMESTAMP_QUERY  {}",
         yes(reports[chosen].has_timestamps())

@@ -15,8 +15,11 @@ pub struct Caps {
     pub subgroup_min_size: u32,
     /// `max_compute_workgroups_per_dimension`.
     pub max_workgroups_per_dim: u32,
-    /// The adapter is a CPU implementation (lavapipe, WARP, SwiftShader): shared memory is ordinary
-    /// memory and barriers are expensive, so planners prefer variants without them.
+    /// Plan as for a CPU implementation (lavapipe, WARP, SwiftShader): shared memory is ordinary memory
+    /// and barriers are expensive, so planners prefer variants without them. The runtime sets it from the
+    /// adapter's kind unless a plan is forced (`wring_runtime::PlanAs`, `WRING_PLAN`), so that a hardware
+    /// GPU's plan runs on lavapipe too. Every planner branch on it is listed in ARCHITECTURE.md's table
+    /// with the end-to-end test that runs it (tests/tidy.rs checks the list).
     pub software: bool,
 }
 

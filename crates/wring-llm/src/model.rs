@@ -727,6 +727,27 @@ impl Llama {
         self.slots = 0;
     }
 
+    /// Forgets the positions from `pos` on, keeping those before it: the next step runs at position `pos`.
+    /// Exact for the f32 and f16 caches, which keep every position as it was written; the compressed,
+    /// low-rank and EMS caches have rewritten or merged positions and refuse it.
+    pub fn rewind(&mut self, pos: usize) -> Result<(), LlmError> {
+        if !matches!(self.kv_mode, KvMode::F32 | KvMode::F16) {
+            return Err(LlmError::Request(format!(
+                "a {} KV cache cannot be rewound (only f32 and f16 caches keep positions as written)",
+                self.kv_mode
+            )));
+        }
+        if pos > self.pos {
+            return Err(LlmError::Request(format!(
+                "cannot rewind to position {pos}: the cache holds {}",
+                self.pos
+            )));
+        }
+        self.pos = pos;
+        self.slots = pos;
+        Ok(())
+    }
+
     /// Slots an EMS cache holds per head (the positions filled in other modes).
     pub fn kv_slots(&self) -> usize {
         if self.ems.is_some() {

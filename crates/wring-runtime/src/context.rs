@@ -29,6 +29,64 @@ pub struct ContextOptions {
     /// the cost of the activations' 8-bit rounding (NMSE about 5e-5 against f32 activations). Off, every
     /// product keeps f32 activations.
     pub q8_activations: bool,
+    /// Which kind of adapter the kernels' planners decide for (see [`PlanAs`]).
+    pub plan: PlanAs,
+}
+
+/// Which kind of adapter the kernels' planners decide for. The planners choose different variants, tile
+/// shapes and fusions for CPU adapters (lavapipe, WARP, SwiftShader) and for hardware GPUs; forcing one
+/// plan on any adapter runs the other's path where it can be tested (a hardware GPU's plan on lavapipe in
+/// CI, or the CPU forms on a GPU), within the adapter's real features and limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PlanAs {
+    /// `WRING_PLAN` (`gpu`, `cpu` or `auto`) when it is set, else what the adapter reports it is.
+    #[default]
+    Auto,
+    /// What the adapter reports it is, whatever `WRING_PLAN` says.
+    Adapter,
+    /// As on a hardware GPU (discrete, integrated or virtual), whatever the adapter is.
+    Gpu,
+    /// As on a CPU adapter, whatever the adapter is.
+    Cpu,
+}
+
+impl PlanAs {
+    /// The plan `WRING_PLAN` asks for, if it is set: `gpu`, `cpu` or `auto` (the adapter's own).
+    pub fn from_env() -> Result<Option<PlanAs>> {
+        match std::env::var("WRING_PLAN") {
+            Ok(v) => PlanAs::parse(&v).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// `gpu`, `cpu` or `auto` (any case), as `WRING_PLAN` and the command line's `--plan` take them.
+    pub fn parse(name: &str) -> Result<PlanAs> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "gpu" => Ok(PlanAs::Gpu),
+            "cpu" | "software" => Ok(PlanAs::Cpu),
+            "auto" | "adapter" | "" => Ok(PlanAs::Adapter),
+            _ => Err(Error::UnknownPlan(name.to_string())),
+        }
+    }
+
+    /// Whether the planners decide as for a CPU adapter on an adapter of `device_type`, and why.
+    pub fn resolve(self, device_type: wgpu::DeviceType) -> Result<(bool, String)> {
+        let cpu = device_type == wgpu::DeviceType::Cpu;
+        let own = |cpu: bool| -> (bool, String) {
+            let kind = if cpu { "a CPU" } else { "a GPU" };
+            (cpu, format!("the adapter is {kind} ({device_type:?})"))
+        };
+        Ok(match self {
+            PlanAs::Auto => match PlanAs::from_env()? {
+                Some(PlanAs::Gpu) => (false, format!("WRING_PLAN=gpu (the adapter is {device_type:?})")),
+                Some(PlanAs::Cpu) => (true, format!("WRING_PLAN=cpu (the adapter is {device_type:?})")),
+                Some(_) | None => own(cpu),
+            },
+            PlanAs::Adapter => own(cpu),
+            PlanAs::Gpu => (false, format!("the options ask for the GPU plan (the adapter is {device_type:?})")),
+            PlanAs::Cpu => (true, format!("the options ask for the CPU plan (the adapter is {device_type:?})")),
+        })
+    }
 }
 
 /// What the device was opened with.
@@ -42,6 +100,8 @@ pub struct DeviceInfo {
     pub features: wgpu::Features,
     /// Whether launches are timed with timestamp queries.
     pub timestamps: bool,
+    /// Why the planners decide as they do (`Caps::software`): the adapter's kind or a forced plan.
+    pub plan_why: String,
 }
 
 /// Device memory held through a context's tensors (see [`Context::memory`]).
@@ -68,7 +128,7 @@ pub struct Context {
     pub(crate) caps: Caps,
     q8_activations: bool,
     pool: Arc<Mutex<Pool>>,
-    pipelines: Mutex<HashMap<String, Arc<CachedPipeline>>>,
+    pipelines: Arc<Mutex<HashMap<String, Arc<CachedPipeline>>>>,
     /// Errors the device reported outside any error scope; surfaced by the next submit or readback.
     device_errors: Arc<Mutex<Vec<String>>>,
 }
@@ -118,6 +178,8 @@ impl Context {
                 limits.max_storage_buffer_binding_size.min(cap.max(4));
         }
         let info = adapter.get_info();
+        // Resolved before the device is opened, so that a bad WRING_PLAN costs nothing.
+        let (plan_cpu, plan_why) = options.plan.resolve(info.device_type)?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wring"),
             required_features: features,
@@ -147,9 +209,9 @@ impl Context {
                 0
             },
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
-            software: info.device_type == wgpu::DeviceType::Cpu,
+            software: plan_cpu,
         };
-        tracing::debug!(adapter = %info.name, ?caps, "opened device");
+        tracing::debug!(adapter = %info.name, ?caps, plan = if plan_cpu { "cpu" } else { "gpu" }, why = %plan_why, "opened device");
         let timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
         Ok(Context {
             device,
@@ -159,12 +221,50 @@ impl Context {
                 limits,
                 features,
                 timestamps,
+                plan_why,
             },
             caps,
             q8_activations: options.q8_activations,
             pool: Arc::new(Mutex::new(Pool::default())),
-            pipelines: Mutex::new(HashMap::new()),
+            pipelines: Arc::new(Mutex::new(HashMap::new())),
             device_errors,
+        })
+    }
+
+    /// A second context on this device, planned as `options` say: their plan, their `q8_activations`,
+    /// and `disable_f16` / `disable_subgroup`, which withhold those features from the planners (the
+    /// device keeps them enabled; the sibling never asks for them). The device, its queue and limits,
+    /// the buffer pool and the compiled pipelines are shared, so tensors (a model's weights and KV cache)
+    /// made through either run through both; `profile` and `max_binding_bytes` belong to the device and
+    /// are this context's. The tests run one loaded model under the CPU-adapter and the GPU plans this
+    /// way, a decode step at depth 2,048 among them, without loading or prefilling twice.
+    pub fn sibling(&self, options: &ContextOptions) -> Result<Context> {
+        let (plan_cpu, plan_why) = options.plan.resolve(self.info.adapter.device_type)?;
+        let subgroup = self.caps.subgroup && !options.disable_subgroup;
+        let caps = Caps {
+            f16: self.caps.f16 && !options.disable_f16,
+            subgroup,
+            subgroup_min_size: if subgroup {
+                self.caps.subgroup_min_size
+            } else {
+                0
+            },
+            software: plan_cpu,
+            ..self.caps
+        };
+        tracing::debug!(adapter = %self.info.adapter.name, ?caps, why = %plan_why, "sibling context");
+        Ok(Context {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: DeviceInfo {
+                plan_why,
+                ..self.info.clone()
+            },
+            caps,
+            q8_activations: options.q8_activations,
+            pool: self.pool.clone(),
+            pipelines: self.pipelines.clone(),
+            device_errors: self.device_errors.clone(),
         })
     }
 

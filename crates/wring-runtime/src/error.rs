@@ -17,6 +17,9 @@ pub enum Error {
     /// `WRING_BACKEND` names no backend wring knows.
     #[error("WRING_BACKEND={0} is not one of vulkan, metal, dx12, gl")]
     UnknownBackend(String),
+    /// `WRING_PLAN` (or a `--plan` option) names no plan wring knows.
+    #[error("WRING_PLAN={0} is not one of gpu, cpu, auto")]
+    UnknownPlan(String),
     /// `WRING_BACKEND=gl` in a build without OpenGL support.
     #[error(
         "WRING_BACKEND={0}: this build has no OpenGL backend; rebuild with `--features wring-runtime/gl`"

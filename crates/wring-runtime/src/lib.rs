@@ -17,7 +17,7 @@ pub mod probe;
 mod step;
 mod tensor;
 
-pub use context::{Context, ContextOptions, DeviceInfo, DeviceMemory, adapter_reports};
+pub use context::{Context, ContextOptions, DeviceInfo, DeviceMemory, PlanAs, adapter_reports};
 pub use error::{Error, Result, human_bytes};
 pub use step::{LaunchTime, Step, StepReport};
 pub use tensor::Tensor;
