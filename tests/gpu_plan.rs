@@ -447,4 +447,29 @@ fn codec_and_vq_are_equal_under_both_plans() {
     assert!(gpu.0 == cpu.0, "the trained codebooks differ");
     assert!(gpu.1 == cpu.1, "the codes differ");
     assert!(gpu.2 == cpu.2, "the decoded vectors differ");
+
+    // f16 signals and codebooks where the planners see no SHADER_F16: typed errors naming the feature,
+    // under either plan.
+    use wring::codec::Packet;
+    use wring::kernels::DType;
+    use wring::kernels::wavelet::{Mode, Wavelet};
+    use wring::vq::Codebook;
+    for plan in [PlanAs::Gpu, PlanAs::Cpu] {
+        let no_f16 = crate::harness::ctx()
+            .sibling(&ContextOptions {
+                plan,
+                disable_f16: true,
+                ..ContextOptions::default()
+            })
+            .unwrap();
+        assert!(!no_f16.caps().f16);
+        let packet = Packet::new(Wavelet::ALL[0], Mode::Periodization, 1, 1, &[64])
+            .unwrap()
+            .with_dtype(DType::F16)
+            .unwrap();
+        let e = packet.apply(&no_f16, &[0.0; 64], true).unwrap_err().to_string();
+        assert!(e.contains("SHADER_F16"), "{e}");
+        let e = Codebook::new(&no_f16, vec![0.0; 8], 4, DType::F16).unwrap_err().to_string();
+        assert!(e.contains("SHADER_F16") || e.contains("f16"), "{e}");
+    }
 }

@@ -248,3 +248,121 @@ fn every_allow_has_a_reason() {
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// The functions that read an adapter trait the planners decide by (`caps.software`, `caps.subgroup`,
+/// `caps.subgroup_min_size`, `caps.f16`) or call `row_reduction`, as (path, function), in the crates'
+/// sources. The CLI, which only prints the traits, and `Context::sibling`, which builds a sibling's
+/// traits from its own, branch on nothing.
+fn adapter_branches() -> Vec<(String, String)> {
+    let needles = [
+        "caps.software",
+        "caps().software",
+        "caps.subgroup",
+        "caps().subgroup",
+        "caps.f16",
+        "caps().f16",
+        "row_reduction(",
+    ];
+    let mut out: Vec<(String, String)> = Vec::new();
+    for f in rust_files(&root().join("crates")) {
+        let rel = f
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if rel.starts_with("crates/wring-cli/") {
+            continue;
+        }
+        let mut function = String::new();
+        for line in code(&read(&f)).lines() {
+            let t = line.trim_start();
+            let t = t.strip_prefix("pub(crate) ").unwrap_or(t);
+            let t = t.strip_prefix("pub ").unwrap_or(t);
+            let t = t.strip_prefix("const ").unwrap_or(t);
+            if let Some(rest) = t.strip_prefix("fn ") {
+                function = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if function == "row_reduction" {
+                    // The definition: its own branches are found below by their `caps.` reads.
+                    continue;
+                }
+            }
+            if needles.iter().any(|n| line.contains(n))
+                && !(rel == "crates/wring-runtime/src/context.rs" && function == "sibling")
+                && !out.contains(&(rel.clone(), function.clone()))
+            {
+                out.push((rel.clone(), function.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// **Architecture Invariant:** every planner branch on the adapter's traits is in ARCHITECTURE.md's table
+/// "Planner branches by adapter", and every test the table names exists, so the GPU path and the
+/// CPU-adapter path of each branch have a named end-to-end test.
+#[test]
+fn every_adapter_branch_is_in_the_architecture_table() {
+    let arch = read(&root().join("ARCHITECTURE.md"));
+    let start = arch
+        .find("**Planner branches by adapter.**")
+        .expect("ARCHITECTURE.md has the planner branch table");
+    let rows: Vec<&str> = arch[start..]
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("| where"))
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .filter(|l| l.contains("`crates/"))
+        .collect();
+    let branches = adapter_branches();
+    assert!(
+        branches.len() >= 15,
+        "found only {} branches: {branches:?}",
+        branches.len()
+    );
+    let mut bad = Vec::new();
+    for (path, function) in &branches {
+        let named = |r: &&str| {
+            r.contains(&format!("`{path}` `{function}`"))
+        };
+        if !rows.iter().any(named) {
+            bad.push(format!("{path} {function} branches on the adapter but is not in the table"));
+        }
+    }
+    for row in &rows {
+        let cells: Vec<&str> = row.split('|').collect();
+        let place = cells.get(1).copied().unwrap_or("");
+        if !branches
+            .iter()
+            .any(|(p, f)| place.contains(&format!("`{p}` `{f}`")))
+        {
+            bad.push(format!("the table names a branch that is not there: {place}"));
+        }
+        let tests = cells.get(cells.len().saturating_sub(2)).copied().unwrap_or("");
+        let names: Vec<&str> = tests
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.contains("::"))
+            .collect();
+        if names.is_empty() {
+            bad.push(format!("no test named for {place}"));
+        }
+        for name in names {
+            let parts: Vec<&str> = name.split("::").collect();
+            let (function, module) = parts.split_last().unwrap();
+            let ok = if module.last() == Some(&"every_case") {
+                read(&root().join("tests/kernels/mod.rs")).contains(&format!("::{function},"))
+                    || function.ends_with('*')
+            } else {
+                let file = root().join("tests").join(module.join("/") + ".rs");
+                file.is_file() && read(&file).contains(&format!("fn {function}("))
+            };
+            if !ok {
+                bad.push(format!("{place}: no test {name}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
