@@ -140,7 +140,10 @@ fn every_variant_translates_to_metal_dx12_and_validated_spirv() {
             .arg(&cut)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "spirv-val accepted a truncated module");
+        assert!(
+            !out.status.success(),
+            "spirv-val accepted a truncated module"
+        );
     }
     for (id, file) in &spv_files {
         let out = Command::new(&validator)
@@ -163,5 +166,8 @@ fn every_variant_translates_to_metal_dx12_and_validated_spirv() {
         spv_files.len()
     );
     assert!(count > 100, "only {count} variants in the catalogue");
-    assert!(failures.is_empty(), "variants that do not translate:\n{failures}");
+    assert!(
+        failures.is_empty(),
+        "variants that do not translate:\n{failures}"
+    );
 }

@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use wring::gguf::Gguf;
 use wring::kernels::check::{Tolerance, compare};
 use wring::llm::WeightSource;
-use wring::runtime::dispatch::Weights;
 use wring::llm::{GgufTokenizer, Llama, LlamaConfig, LlmError};
+use wring::runtime::dispatch::Weights;
 use wring::runtime::{Context, ContextOptions, PlanAs, Tensor};
 
 use crate::fixture;
@@ -91,13 +91,24 @@ fn plans_are_forced_and_reported() {
     let p = plans();
     assert!(!p.gpu.caps().software && !p.gpu_q8.caps().software);
     assert!(p.cpu.caps().software && p.cpu_q8.caps().software);
-    assert!(p.gpu.info().plan_why.contains("GPU plan"), "{}", p.gpu.info().plan_why);
-    assert!(p.cpu.info().plan_why.contains("CPU plan"), "{}", p.cpu.info().plan_why);
+    assert!(
+        p.gpu.info().plan_why.contains("GPU plan"),
+        "{}",
+        p.gpu.info().plan_why
+    );
+    assert!(
+        p.cpu.info().plan_why.contains("CPU plan"),
+        "{}",
+        p.cpu.info().plan_why
+    );
     assert_eq!(PlanAs::parse("GPU").unwrap(), PlanAs::Gpu);
     assert_eq!(PlanAs::parse("cpu").unwrap(), PlanAs::Cpu);
     assert_eq!(PlanAs::parse("auto").unwrap(), PlanAs::Adapter);
     let e = PlanAs::parse("fast").unwrap_err().to_string();
-    assert!(e.contains("WRING_PLAN=fast") && e.contains("gpu, cpu, auto"), "{e}");
+    assert!(
+        e.contains("WRING_PLAN=fast") && e.contains("gpu, cpu, auto"),
+        "{e}"
+    );
     // The planners see it: one activation row of Q4_1 weights takes a 64-invocation workgroup per row
     // (reduced through subgroups where the adapter has them) under the GPU plan, lanes owning whole
     // rows under the CPU plan.
@@ -110,11 +121,25 @@ fn plans_are_forced_and_reported() {
         k: 576,
         batch: 1,
     };
-    let name = |c: &Context| unit.plan(c.caps(), Choice::Auto).unwrap().variant.name.to_string();
+    let name = |c: &Context| {
+        unit.plan(c.caps(), Choice::Auto)
+            .unwrap()
+            .variant
+            .name
+            .to_string()
+    };
     let gpu = name(&p.gpu);
-    let with_subgroups = if p.gpu.caps().subgroup { "_subgroup" } else { "_shared" };
+    let with_subgroups = if p.gpu.caps().subgroup {
+        "_subgroup"
+    } else {
+        "_shared"
+    };
     assert!(gpu.ends_with(with_subgroups), "{gpu}");
-    assert!(name(&p.gpu_shared).ends_with("_shared"), "{}", name(&p.gpu_shared));
+    assert!(
+        name(&p.gpu_shared).ends_with("_shared"),
+        "{}",
+        name(&p.gpu_shared)
+    );
     assert!(name(&p.cpu).ends_with("_lanes"), "{}", name(&p.cpu));
 }
 
@@ -170,7 +195,13 @@ fn prompt_and_step(
     let cp = m.forward(cpu, &ids[..n], all).unwrap();
     let what = format!("{} layers, {n}-token prompt", m.cfg.n_layers);
     let a = agree(&what, &gp, &cp, vocab, budgets.0);
-    let b = agree(&format!("{what}: the step after it"), &gs, &cs, vocab, budgets.1);
+    let b = agree(
+        &format!("{what}: the step after it"),
+        &gs,
+        &cs,
+        vocab,
+        budgets.1,
+    );
     eprintln!(
         "{what} ({}): prompt NMSE {a:.2e}, the step after it {b:.2e} ({g_launches} launches GPU plan, \
          {c_launches} CPU plan)",
@@ -210,7 +241,10 @@ fn prompts_and_decode_steps_follow_the_cpu_plan() {
                 m.forward(c, &ids[..n], true).unwrap()
             };
             let (q8, f32) = (prompt(&p.gpu_q8), prompt(&p.gpu));
-            assert!(q8 == f32, "an 8-bit context's prompt differs from the f32 one's under the GPU plan");
+            assert!(
+                q8 == f32,
+                "an 8-bit context's prompt differs from the f32 one's under the GPU plan"
+            );
             // The step after it takes the 8-bit products under both plans.
             m.rewind(n).unwrap();
             let gs = m.forward(&p.gpu_q8, &[ids[n]], false).unwrap();
@@ -242,7 +276,13 @@ fn prompts_and_decode_steps_follow_the_cpu_plan() {
         m.rewind(2048).unwrap();
         let cs = m.forward(cpu, &[ids[2048]], false).unwrap();
         m.rewind(2048).unwrap();
-        let b = agree(&format!("{what} step at depth 2048"), &gs, &cs, m.cfg.vocab, budget);
+        let b = agree(
+            &format!("{what} step at depth 2048"),
+            &gs,
+            &cs,
+            m.cfg.vocab,
+            budget,
+        );
         eprintln!("{what} step at depth 2,048 (2 layers): NMSE {b:.2e}");
     }
 }
@@ -329,7 +369,11 @@ fn every_kv_mode_follows_the_cpu_plan() {
         assert_eq!(g_slots, c_slots, "KV {mode}: slots kept");
         let e = agree(&format!("KV {mode}"), &gpu, &cpu, vocab, 1e-4);
         for (row, (a, b)) in gpu.chunks(vocab).zip(cpu.chunks(vocab)).enumerate() {
-            assert_eq!(argmax(a), argmax(b), "KV {mode}: the top token of step {row}");
+            assert_eq!(
+                argmax(a),
+                argmax(b),
+                "KV {mode}: the top token of step {row}"
+            );
         }
         eprintln!(
             "KV {mode}: logits NMSE {e:.2e} between the plans ({g_packed} positions compressed, {g_slots} slots)"
@@ -467,9 +511,14 @@ fn codec_and_vq_are_equal_under_both_plans() {
             .unwrap()
             .with_dtype(DType::F16)
             .unwrap();
-        let e = packet.apply(&no_f16, &[0.0; 64], true).unwrap_err().to_string();
+        let e = packet
+            .apply(&no_f16, &[0.0; 64], true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SHADER_F16"), "{e}");
-        let e = Codebook::new(&no_f16, vec![0.0; 8], 4, DType::F16).unwrap_err().to_string();
+        let e = Codebook::new(&no_f16, vec![0.0; 8], 4, DType::F16)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SHADER_F16") || e.contains("f16"), "{e}");
     }
 }

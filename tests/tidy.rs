@@ -323,11 +323,11 @@ fn every_adapter_branch_is_in_the_architecture_table() {
     );
     let mut bad = Vec::new();
     for (path, function) in &branches {
-        let named = |r: &&str| {
-            r.contains(&format!("`{path}` `{function}`"))
-        };
+        let named = |r: &&str| r.contains(&format!("`{path}` `{function}`"));
         if !rows.iter().any(named) {
-            bad.push(format!("{path} {function} branches on the adapter but is not in the table"));
+            bad.push(format!(
+                "{path} {function} branches on the adapter but is not in the table"
+            ));
         }
     }
     for row in &rows {
@@ -337,9 +337,14 @@ fn every_adapter_branch_is_in_the_architecture_table() {
             .iter()
             .any(|(p, f)| place.contains(&format!("`{p}` `{f}`")))
         {
-            bad.push(format!("the table names a branch that is not there: {place}"));
+            bad.push(format!(
+                "the table names a branch that is not there: {place}"
+            ));
         }
-        let tests = cells.get(cells.len().saturating_sub(2)).copied().unwrap_or("");
+        let tests = cells
+            .get(cells.len().saturating_sub(2))
+            .copied()
+            .unwrap_or("");
         let names: Vec<&str> = tests
             .split('`')
             .skip(1)

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod codec;
+mod gpu;
 mod kv;
 mod quality;
 mod quant;
@@ -30,7 +31,8 @@ enum Command {
     /// `cargo xtask bench quant` bits per weight against quality for the LLM's linears below 4 bits;
     /// `cargo xtask bench quality` the same at full length (20,480 tokens), scored by llama-perplexity,
     /// beside llama.cpp's own formats; `cargo xtask bench serve` a bounded load test of `wring serve` on
-    /// loopback with the queue at capacity.
+    /// loopback with the queue at capacity; `cargo xtask bench gpu` the harness, the GPU-plan tests, the
+    /// quick kernel suite and `bench llm` in release, what a GPU machine runs.
     Bench {
         /// Only kernels whose name contains this (copy always runs: it is the reference).
         filter: Option<String>,
@@ -260,19 +262,88 @@ fn main() -> ExitCode {
             }
             if filter.as_deref() == Some("llm") {
                 return finish(bench_llm(quick), |r| {
-                    if no_save { Ok(()) } else { save_llm(&out, r) }
+                    if no_save {
+                        Ok(())
+                    } else {
+                        save_llm(&out, r).map(drop)
+                    }
                 });
+            }
+            if filter.as_deref() == Some("gpu") {
+                return bench_gpu(quick, &out);
             }
             let opts = suite::Options { quick, filter };
             finish(suite::run(&opts).map_err(|e| e.to_string()), |r| {
                 if no_save {
                     Ok(())
                 } else {
-                    save(&out, r, &opts)
+                    save(&out, r, &opts).map(drop)
                 }
             })
         }
     }
+}
+
+/// `cargo xtask bench gpu` (see `gpu.rs`): in release, so an unoptimized xtask first rebuilds itself
+/// optimized and runs that.
+fn bench_gpu(quick: bool, out: &Path) -> ExitCode {
+    if cfg!(debug_assertions) {
+        println!("== bench gpu: rebuilding xtask in release");
+        let status = std::process::Command::new("cargo")
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "gpu",
+            ])
+            .args(quick.then_some("--quick"))
+            .arg("--out")
+            .arg(out)
+            .status();
+        return match status {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: could not run cargo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let adapter = wring_runtime::Context::new(wring_runtime::ContextOptions::default())
+        .map(|c| c.info().adapter.name.clone())
+        .unwrap_or_default();
+    let dir = out.join(format!("{}-{}-gpu", today(), slug(&adapter)));
+    let mut llm_summary = String::new();
+    let result = gpu::run(
+        quick,
+        &dir,
+        || {
+            // The kernel suite always in quick mode: the GPU run's budget is minutes.
+            let opts = suite::Options {
+                quick: true,
+                filter: None,
+            };
+            let r = suite::run(&opts).map_err(|e| e.to_string())?;
+            save(out, &r, &opts).map_err(|e| e.to_string())
+        },
+        || {
+            let r = bench_llm(quick)?;
+            let d = save_llm(out, &r).map_err(|e| e.to_string())?;
+            llm_summary = std::fs::read_to_string(d.join("summary.md")).unwrap_or_default();
+            Ok(d)
+        },
+    );
+    finish(result, |r| {
+        save_json(&dir, "gpu.json", r)?;
+        let md = gpu::summary(r, &llm_summary);
+        std::fs::write(dir.join("summary.md"), &md)?;
+        println!("{md}\nresults written to {}", dir.display());
+        Ok(())
+    })
 }
 
 /// Reports a benchmark's outcome: its error, or the result of keeping its report.
@@ -343,7 +414,7 @@ fn locked_versions() -> serde_json::Value {
     out.into()
 }
 
-fn save(root: &Path, r: &suite::Report, opts: &suite::Options) -> std::io::Result<()> {
+fn save(root: &Path, r: &suite::Report, opts: &suite::Options) -> std::io::Result<PathBuf> {
     // A filtered or quick run keeps its own directory, so it never replaces the day's full run.
     let mut name = format!("{}-{}", today(), slug(&r.adapter));
     if let Some(f) = &opts.filter {
@@ -413,7 +484,7 @@ fn save(root: &Path, r: &suite::Report, opts: &suite::Options) -> std::io::Resul
     }
     std::fs::write(dir.join("summary.md"), md)?;
     println!("results written to {}", dir.display());
-    Ok(())
+    Ok(dir)
 }
 
 /// One llama-bench style measurement: tokens per second over repetitions, for one configuration.
@@ -426,6 +497,8 @@ struct LlmRow {
     stddev: f64,
     /// This row's mean over llama-bench's mean for the same test, in the same run.
     vs_llama_cpp: Option<f64>,
+    /// The same against llama.cpp's Vulkan back end on wring's device, when it ran.
+    vs_llama_cpp_vulkan: Option<f64>,
 }
 
 /// What one configuration costs beside its speed.
@@ -452,6 +525,8 @@ struct LlmConfig {
     ppl_tokens_per_s: f64,
     /// Its speed over llama-perplexity's on the same text, file and context, in the same command.
     ppl_vs_llama_cpp: Option<f64>,
+    /// The same against llama-perplexity on llama.cpp's Vulkan back end, when it ran.
+    ppl_vs_llama_cpp_vulkan: Option<f64>,
     /// Device memory in this configuration's tensors at its peak (weights, a 1,024-position cache,
     /// scratch, idle pooled buffers), from `Context::memory`.
     device_peak_mib: f64,
@@ -500,6 +575,15 @@ struct LlmReport {
     llama_cpp: Vec<(String, f64)>,
     /// llama-perplexity on the same text: (PPL, tokens per second), when it ran.
     llama_perplexity: Option<(f64, f64)>,
+    /// llama-bench on llama.cpp's Vulkan back end (every layer offloaded to wring's device), when the
+    /// build has it.
+    llama_bench_vulkan: Option<String>,
+    /// Its mean tokens/s per test.
+    llama_cpp_vulkan: Vec<(String, f64)>,
+    /// llama-perplexity on the Vulkan back end: (PPL, tokens per second).
+    llama_perplexity_vulkan: Option<(f64, f64)>,
+    /// The Vulkan device llama.cpp reported using.
+    vulkan_device: Option<String>,
     peak_rss_mib: f64,
     model_file_mib: f64,
     kv_cache_mib: f64,
@@ -782,6 +866,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             ppl: 0.0,
             ppl_tokens_per_s: 0.0,
             ppl_vs_llama_cpp: None,
+            ppl_vs_llama_cpp_vulkan: None,
             device_peak_mib: 0.0,
         });
         for (test, n) in [(format!("pp{pp}"), pp), (format!("tg{tg}"), tg)] {
@@ -812,6 +897,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
                 mean_tokens_per_s: mean,
                 stddev: sd,
                 vs_llama_cpp: None,
+                vs_llama_cpp_vulkan: None,
             });
         }
         // What splitting the norms between the products buys (`Llama::set_norm_split`), as decode rows
@@ -847,6 +933,7 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
                     mean_tokens_per_s: mean,
                     stddev: sd,
                     vs_llama_cpp: None,
+                    vs_llama_cpp_vulkan: None,
                 });
             }
         }
@@ -872,8 +959,8 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         .map_or(0, |c| c.launches_per_token);
     let mut decode_bound = decode_bound(&g, quick, q8_launches)?;
     // llama.cpp's own numbers on this machine, in the same command.
-    let exe = std::env::var("LLAMA_BENCH").unwrap_or_else(|_| "llama-bench".into());
-    let llama_bench = std::process::Command::new(&exe)
+    let exe = llama_bench_exe();
+    let llama_bench = llama_command(&exe, &Peer::Cpu)
         .args([
             "-m",
             &path.display().to_string(),
@@ -913,10 +1000,62 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         }
         None => println!("{exe} did not run: no llama.cpp numbers in this run"),
     }
+    // llama.cpp's Vulkan back end on the device wring ran on, from the same build when it has one: a GPU
+    // engine on the same GPU (on lavapipe, the same software rasteriser).
+    let vulkan_peer = vulkan_peer(&exe);
+    let mut llama_bench_vulkan = None;
+    let mut llama_cpp_vulkan = Vec::new();
+    let mut vulkan_device = None;
+    if let Some(peer) = &vulkan_peer {
+        let out = llama_command(&exe, peer)
+            .args(["-m", &path.display().to_string()])
+            .args(["-p", &pp.to_string(), "-n", &tg.to_string()])
+            .args(["-r", &reps.to_string(), "-ngl", "99", "-o", "md"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        if let Some(o) = out {
+            let table = String::from_utf8_lossy(&o.stdout).to_string();
+            vulkan_device = String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .find(|l| l.starts_with("ggml_vulkan: ") && l.contains(" = "))
+                .map(|l| l.trim_start_matches("ggml_vulkan: ").to_string());
+            println!("llama.cpp's Vulkan back end ({vulkan_device:?}):\n{table}");
+            for test in [format!("pp{pp}"), format!("tg{tg}")] {
+                if let Some(t) = llama_bench_mean(&table, &test) {
+                    llama_cpp_vulkan.push((test, t));
+                }
+            }
+            for r in &mut rows {
+                if let Some((_, t)) = llama_cpp_vulkan.iter().find(|(k, _)| *k == r.test) {
+                    r.vs_llama_cpp_vulkan = Some(r.mean_tokens_per_s / t);
+                    println!(
+                        "{} {}: wring / llama.cpp (Vulkan) = {:.2}",
+                        r.config,
+                        r.test,
+                        r.mean_tokens_per_s / t
+                    );
+                }
+            }
+            llama_bench_vulkan = Some(table);
+        } else {
+            println!("llama-bench on the Vulkan back end did not run");
+        }
+    } else {
+        println!("{exe} has no Vulkan back end (build it with tools/build-llama-cpp.sh)");
+    }
     // llama-perplexity beside it: the same file, text and context, two threads, as this machine has.
     let perplexity_exe = Path::new(&exe).with_file_name("llama-perplexity");
     let chunks = if quick { 1 } else { ppl_ids.len() / 512 };
-    let llama_perplexity = llama_perplexity(&perplexity_exe, &path, &ppl_file, 512, chunks, quick);
+    let llama_perplexity = run_llama_perplexity(
+        &perplexity_exe,
+        &Peer::Cpu,
+        &path,
+        &ppl_file,
+        512,
+        chunks,
+        quick,
+    );
     match llama_perplexity {
         Some((ppl, tps)) => {
             println!("llama-perplexity: {ppl:.4} at {tps:.1} tokens/s (process start included)");
@@ -925,6 +1064,17 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
             }
         }
         None => println!("{} did not run", perplexity_exe.display()),
+    }
+    let llama_perplexity_vulkan = vulkan_peer.as_ref().and_then(|peer| {
+        run_llama_perplexity(&perplexity_exe, peer, &path, &ppl_file, 512, chunks, quick)
+    });
+    if let Some((ppl, tps)) = llama_perplexity_vulkan {
+        println!(
+            "llama-perplexity (Vulkan): {ppl:.4} at {tps:.1} tokens/s (process start included)"
+        );
+        for c in &mut configs {
+            c.ppl_vs_llama_cpp_vulkan = Some(c.ppl_tokens_per_s / tps);
+        }
     }
     let peak = peak_rss_mib();
     // `wring generate` as a user runs it (its default 4,096-position f32 cache), in its own process so that
@@ -966,6 +1116,10 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
         llama_bench,
         llama_cpp,
         llama_perplexity,
+        llama_bench_vulkan,
+        llama_cpp_vulkan,
+        llama_perplexity_vulkan,
+        vulkan_device,
         peak_rss_mib: peak,
         model_file_mib,
         kv_cache_mib,
@@ -978,8 +1132,9 @@ fn bench_llm(quick: bool) -> Result<LlmReport, String> {
 
 /// llama-perplexity on `text` at context `n_ctx` (the first `chunks` chunks): its PPL and tokens per
 /// second over `chunks * n_ctx` tokens, its process start included; None when it did not run.
-fn llama_perplexity(
+fn run_llama_perplexity(
     exe: &Path,
+    peer: &Peer,
     model: &Path,
     text: &Path,
     n_ctx: usize,
@@ -989,7 +1144,7 @@ fn llama_perplexity(
     let start = std::time::Instant::now();
     let n = n_ctx.to_string();
     let c = chunks.to_string();
-    std::process::Command::new(exe)
+    llama_command(exe, peer)
         .args(["-m", &model.display().to_string(), "-f"])
         .arg(text)
         .args(["-c", &n])
@@ -1011,7 +1166,7 @@ fn llama_perplexity(
 
 /// llama-bench's mean tokens/s for one test (its markdown table), with extra arguments.
 fn llama_bench_one(exe: &str, model: &Path, args: &[&str], test: &str) -> Option<f64> {
-    let out = std::process::Command::new(exe)
+    let out = llama_command(exe, &Peer::Cpu)
         .args(["-m", &model.display().to_string(), "-r", "2", "-o", "md"])
         .args(args)
         .output()
@@ -1020,6 +1175,86 @@ fn llama_bench_one(exe: &str, model: &Path, args: &[&str], test: &str) -> Option
     let out = String::from_utf8_lossy(&out.stdout).to_string();
     println!("{out}");
     llama_bench_mean(&out, test)
+}
+
+/// The host's CPU model (ratios against llama.cpp's CPU back end depend on it), from /proc/cpuinfo.
+fn host_cpu() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {cores} threads")
+}
+
+/// Which of llama.cpp's back ends a command runs on.
+#[derive(Debug, Clone)]
+enum Peer {
+    /// The CPU back end: the Vulkan devices hidden (`GGML_VK_VISIBLE_DEVICES` empty), so that a Vulkan
+    /// build computes on the CPU alone.
+    Cpu,
+    /// The Vulkan back end with every layer offloaded (`-ngl 99`); `Some(i)` makes device `i` the only one
+    /// it sees (wring's adapter when that is a CPU adapter, which llama.cpp passes over by default).
+    Vulkan(Option<usize>),
+}
+
+/// A llama.cpp tool's command for one back end.
+fn llama_command(exe: impl AsRef<std::ffi::OsStr>, peer: &Peer) -> std::process::Command {
+    let mut cmd = std::process::Command::new(exe);
+    match peer {
+        Peer::Cpu => {
+            cmd.env("GGML_VK_VISIBLE_DEVICES", "");
+        }
+        Peer::Vulkan(Some(i)) => {
+            cmd.env("GGML_VK_VISIBLE_DEVICES", i.to_string());
+        }
+        Peer::Vulkan(None) => {
+            cmd.env_remove("GGML_VK_VISIBLE_DEVICES");
+        }
+    }
+    cmd
+}
+
+/// llama-bench: `LLAMA_BENCH`, else the build of tools/build-llama-cpp.sh, else the one on PATH.
+fn llama_bench_exe() -> String {
+    if let Ok(e) = std::env::var("LLAMA_BENCH") {
+        return e;
+    }
+    let built = Path::new("target/llama.cpp/build/bin/llama-bench");
+    if built.is_file() {
+        return built.display().to_string();
+    }
+    "llama-bench".into()
+}
+
+/// The Vulkan peer, when the llama.cpp build beside `exe` has the Vulkan back end. Where wring runs on a
+/// Vulkan adapter that is a CPU adapter (lavapipe), llama.cpp is pointed at that device by its index
+/// among the Vulkan adapters (both enumerate the Vulkan instance's physical devices in order); on a
+/// hardware GPU it picks the device as it does by default (the dedicated GPU first, as wring does).
+fn vulkan_peer(exe: &str) -> Option<Peer> {
+    let dir = Path::new(exe).parent()?;
+    let has_vulkan = [
+        "libggml-vulkan.so",
+        "libggml-vulkan.dylib",
+        "ggml-vulkan.dll",
+    ]
+    .iter()
+    .any(|f| dir.join(f).is_file());
+    if !has_vulkan {
+        return None;
+    }
+    let (reports, chosen, _) = wring_runtime::adapter_reports().ok()?;
+    let ours = &reports[chosen].info;
+    // Compared by name: xtask reaches wgpu's types only through the runtime's reports.
+    let vulkan =
+        |i: &wring_runtime::adapter::AdapterReport| format!("{:?}", i.info.backend) == "Vulkan";
+    let index = (vulkan(&reports[chosen]) && format!("{:?}", ours.device_type) == "Cpu")
+        .then(|| reports[..chosen].iter().filter(|r| vulkan(r)).count());
+    Some(Peer::Vulkan(index))
 }
 
 /// The mean tokens/s of `test` (pp512, tg128, "tg64 @ d2048" matches tg64) in llama-bench's markdown table.
@@ -1121,8 +1356,15 @@ fn bench_long(
         .perplexity(&plain, &ids[..4096], 2048, None, bos)
         .map_err(|x| e(&x))?;
     let ppl_2048_tokens_per_s = (p.chunks * 2048) as f64 / start.elapsed().as_secs_f64();
-    let llama_perplexity_2048 =
-        llama_perplexity(llama_perplexity_exe, path, &text_path, 2048, 2, true);
+    let llama_perplexity_2048 = run_llama_perplexity(
+        llama_perplexity_exe,
+        &Peer::Cpu,
+        path,
+        &text_path,
+        2048,
+        2,
+        true,
+    );
     println!(
         "perplexity at ctx 2048: {:.4} over {} chunks at {ppl_2048_tokens_per_s:.1} tokens/s; llama-perplexity {llama_perplexity_2048:?}",
         p.ppl, p.chunks
@@ -1156,7 +1398,7 @@ fn save_json(dir: &Path, name: &str, r: &impl serde::Serialize) -> std::io::Resu
     Ok(())
 }
 
-fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
+fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<PathBuf> {
     let dir = root.join(format!("{}-{}", today(), slug(&r.adapter)));
     std::fs::create_dir_all(&dir)?;
     let command = format!(
@@ -1169,32 +1411,42 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
     let mut md = format!(
-        "# wring vs llama.cpp, {}\n\nCommand: `{command}`  \nModel: `{}`  \nAdapter: {}  \nPeer: llama-bench (llama.cpp's CPU back end, same file, same command)\n\n",
+        "# wring vs llama.cpp, {}\n\nCommand: `{command}`  \nModel: `{}`  \nAdapter: {}  \nHost CPU: {}  \n\
+         Peers: llama-bench (llama.cpp from the llama-cpp-python 0.3.36 sdist, same file, same command) on its CPU back end \
+         and on its Vulkan back end with every layer offloaded ({})\n\n",
         today(),
         r.model,
-        r.adapter
+        r.adapter,
+        host_cpu(),
+        r.vulkan_device
+            .as_deref()
+            .unwrap_or("not run: the build has no Vulkan back end")
     );
-    md += "| configuration | test | wring tokens/s | llama.cpp tokens/s | ratio |\n|---|---|---:|---:|---:|\n";
-    for row in &r.rows {
-        let theirs = r
-            .llama_cpp
+    md += "| configuration | test | wring tokens/s | llama.cpp CPU tokens/s | ratio | llama.cpp Vulkan tokens/s | ratio |\n|---|---|---:|---:|---:|---:|---:|\n";
+    let theirs = |table: &[(String, f64)], test: &str| {
+        table
             .iter()
-            .find(|(t, _)| *t == row.test)
-            .map(|(_, v)| *v);
+            .find(|(t, _)| t == test)
+            .map_or("-".into(), |(_, v)| format!("{v:.2}"))
+    };
+    let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
+    for row in &r.rows {
         md += &format!(
-            "| {} | {} | {:.2} ± {:.2} | {} | {} |\n",
+            "| {} | {} | {:.2} ± {:.2} | {} | {} | {} | {} |\n",
             row.config,
             row.test,
             row.mean_tokens_per_s,
             row.stddev,
-            theirs.map_or("-".into(), |v| format!("{v:.2}")),
-            row.vs_llama_cpp.map_or("-".into(), |v| format!("{v:.2}x"))
+            theirs(&r.llama_cpp, &row.test),
+            ratio(row.vs_llama_cpp),
+            theirs(&r.llama_cpp_vulkan, &row.test),
+            ratio(row.vs_llama_cpp_vulkan),
         );
     }
-    md += "\n| configuration | launches per decode step (without 8-bit unit fusion; norms unsplit) | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "\n| configuration | launches per decode step (without 8-bit unit fusion; norms unsplit) | first token, cold (s) | of which load (s) | first token, warm (s) | PPL (perplexity_text.txt, ctx 512) | perplexity tokens/s | vs llama-perplexity (CPU) | vs llama-perplexity (Vulkan) | device memory peak (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for c in &r.configs {
         md += &format!(
-            "| {} | {} ({}; {}) | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {:.0} |\n",
+            "| {} | {} ({}; {}) | {:.2} | {:.2} | {:.3} | {:.4} | {:.1} | {} | {} | {:.0} |\n",
             c.config,
             c.launches_per_token,
             c.launches_unfused,
@@ -1204,14 +1456,19 @@ fn save_llm(root: &Path, r: &LlmReport) -> std::io::Result<()> {
             c.ttft_warm_s,
             c.ppl,
             c.ppl_tokens_per_s,
-            c.ppl_vs_llama_cpp
-                .map_or("-".into(), |v| format!("{v:.2}x")),
+            ratio(c.ppl_vs_llama_cpp),
+            ratio(c.ppl_vs_llama_cpp_vulkan),
             c.device_peak_mib
         );
     }
     if let Some((ppl, tps)) = r.llama_perplexity {
         md += &format!(
-            "\nllama-perplexity (same file, text and context): PPL {ppl:.4} at {tps:.1} tokens/s, its process start included.\n"
+            "\nllama-perplexity (same file, text and context): PPL {ppl:.4} at {tps:.1} tokens/s on the CPU back end, its process start included.\n"
+        );
+    }
+    if let Some((ppl, tps)) = r.llama_perplexity_vulkan {
+        md += &format!(
+            "\nllama-perplexity on the Vulkan back end: PPL {ppl:.4} at {tps:.1} tokens/s, its process start included.\n"
         );
     }
     md += &format!(
@@ -1312,5 +1569,5 @@ Peak host memory after the long runs: {:.0} MiB (4,096-position KV cache {:.0} M
     }
     std::fs::write(dir.join("summary.md"), md)?;
     println!("results written to {}", dir.join("llm.json").display());
-    Ok(())
+    Ok(dir)
 }

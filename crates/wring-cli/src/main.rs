@@ -680,8 +680,12 @@ fn info(json: bool) -> Result<(), wring_runtime::Error> {
     );
     let l = &ctx.info().limits;
     println!(
-        "Kernels planned as for a {}, because {} (WRING_PLAN=gpu|cpu|auto forces one).",
-        if caps.software { "CPU adapter" } else { "hardware GPU" },
+        "Plan: kernels chosen as for a {}, because {}; WRING_PLAN=gpu|cpu|auto chooses.",
+        if caps.software {
+            "CPU adapter"
+        } else {
+            "hardware GPU"
+        },
         ctx.info().plan_why
     );
     println!("Features used by wring:");

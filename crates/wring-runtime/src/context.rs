@@ -78,13 +78,25 @@ impl PlanAs {
         };
         Ok(match self {
             PlanAs::Auto => match PlanAs::from_env()? {
-                Some(PlanAs::Gpu) => (false, format!("WRING_PLAN=gpu (the adapter is {device_type:?})")),
-                Some(PlanAs::Cpu) => (true, format!("WRING_PLAN=cpu (the adapter is {device_type:?})")),
+                Some(PlanAs::Gpu) => (
+                    false,
+                    format!("WRING_PLAN=gpu (the adapter is {device_type:?})"),
+                ),
+                Some(PlanAs::Cpu) => (
+                    true,
+                    format!("WRING_PLAN=cpu (the adapter is {device_type:?})"),
+                ),
                 Some(_) | None => own(cpu),
             },
             PlanAs::Adapter => own(cpu),
-            PlanAs::Gpu => (false, format!("the options ask for the GPU plan (the adapter is {device_type:?})")),
-            PlanAs::Cpu => (true, format!("the options ask for the CPU plan (the adapter is {device_type:?})")),
+            PlanAs::Gpu => (
+                false,
+                format!("the options ask for the GPU plan (the adapter is {device_type:?})"),
+            ),
+            PlanAs::Cpu => (
+                true,
+                format!("the options ask for the CPU plan (the adapter is {device_type:?})"),
+            ),
         })
     }
 }
