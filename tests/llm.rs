@@ -181,7 +181,7 @@ fn greedy_generation_is_deterministic() {
 /// wring runs the Q4_1 file. The peer's ids are also checked to decode to the peer's text.
 #[test]
 fn greedy_ids_equal_llama_cpp() {
-    greedy_ids_equal(crate::harness::ctx(), "smollm2_greedy.json");
+    greedy_ids_equal(crate::harness::ctx(), &["smollm2_greedy.json"]);
 }
 
 /// With 8-bit decode activations (`q8_activations`: quantize_q8 + qmatvec_q8) wring's greedy ids come
@@ -385,26 +385,46 @@ fn greedy_runs(ctx: &wring::runtime::Context, fx: &Value) -> Vec<(Vec<u32>, Vec<
     out
 }
 
-pub(crate) fn greedy_ids_equal(ctx: &wring::runtime::Context, fixture_name: &str) {
+/// wring's greedy ids on the fixtures' prompts equal each fixture's (the fixtures share their prompts, so
+/// the model generates once).
+pub(crate) fn greedy_ids_equal(ctx: &wring::runtime::Context, fixture_names: &[&str]) {
     let g = model();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let fx: Value = fixture::json(fixture_name);
-    let failures: Vec<String> = greedy_runs(ctx, &fx)
-        .into_iter()
-        .zip(fx["cases"].as_array().unwrap())
-        .filter(|((got, want), _)| got != want)
-        .map(|((got, want), case)| {
-            format!(
-                "{:?}: wring {got:?} ({:?}), llama.cpp {want:?} ({:?})",
-                case["prompt"],
-                tok.decode(&got).unwrap_or_default(),
-                case["text"]
-            )
-        })
-        .collect();
+    let fixtures: Vec<Value> = fixture_names.iter().map(|n| fixture::json(n)).collect();
+    let runs = greedy_runs(ctx, &fixtures[0]);
+    let mut failures = Vec::new();
+    for (name, fx) in fixture_names.iter().zip(&fixtures) {
+        let cases = fx["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), runs.len(), "{name}: cases");
+        for (i, ((got, _), case)) in runs.iter().zip(cases).enumerate() {
+            assert_eq!(
+                case["prompt"], fixtures[0]["cases"][i]["prompt"],
+                "{name}: the fixtures' prompts differ"
+            );
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                tok.decode(&want).unwrap(),
+                case["text"].as_str().unwrap(),
+                "{name}: the fixture's ids and text disagree"
+            );
+            if *got != want {
+                failures.push(format!(
+                    "{name}, {:?}: wring {got:?} ({:?}), llama.cpp {want:?} ({:?})",
+                    case["prompt"],
+                    tok.decode(got).unwrap_or_default(),
+                    case["text"]
+                ));
+            }
+        }
+    }
     assert!(
         failures.is_empty(),
-        "greedy ids differ from llama.cpp's ({fixture_name}):\n{}",
+        "greedy ids differ from llama.cpp's:\n{}",
         failures.join("\n")
     );
 }
