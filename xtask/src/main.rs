@@ -261,7 +261,7 @@ fn main() -> ExitCode {
                 });
             }
             if filter.as_deref() == Some("llm") {
-                return finish(bench_llm(quick, true), |r| {
+                return finish(bench_llm(quick, true, None), |r| {
                     if no_save {
                         Ok(())
                     } else {
@@ -333,7 +333,7 @@ fn bench_gpu(quick: bool, out: &Path) -> ExitCode {
         || {
             // The long inputs (prefill to 2,048 tokens, decode deep in the cache) stay in `bench llm`:
             // on a CPU adapter they alone take longer than this whole command may.
-            let r = bench_llm(quick, false)?;
+            let r = bench_llm(quick, false, (!quick).then_some(3))?;
             let d = save_llm(out, &r).map_err(|e| e.to_string())?;
             llm_summary = std::fs::read_to_string(d.join("summary.md")).unwrap_or_default();
             Ok(d)
@@ -800,12 +800,20 @@ fn child_peak_rss_mib(cmd: &mut std::process::Command) -> Option<f64> {
 /// configuration (f32 activations, the state before 8-bit activations, and q8 activations), with the
 /// launches per decode step and the time to first token cold and warm. llama-bench itself (on PATH, or
 /// `LLAMA_BENCH`) runs in the same command on the same file, and each row carries its ratio.
-fn bench_llm(quick: bool, long_inputs: bool) -> Result<LlmReport, String> {
+///
+/// `bench gpu` passes `long_inputs: false` and 3 repetitions: it must fit its time on a CPU adapter, where
+/// llama.cpp's Vulkan back end alone decodes at a few tokens per second.
+fn bench_llm(
+    quick: bool,
+    long_inputs: bool,
+    repetitions: Option<usize>,
+) -> Result<LlmReport, String> {
     let path = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let g = wring_gguf::Gguf::open(&path)
         .map_err(|e| format!("{e} (fetch it with `bash .ci/fetch-model.sh`)"))?;
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let (pp, tg, reps) = if quick { (64, 16, 2) } else { (512, 128, 5) };
+    let reps = repetitions.unwrap_or(reps);
     let mut rows = Vec::new();
     let mut configs = Vec::new();
     let mut adapter = String::new();
