@@ -59,7 +59,7 @@ impl PlanAs {
         }
     }
 
-    /// `gpu`, `cpu` or `auto` (any case), as `WRING_PLAN` and the command line's `--plan` take them.
+    /// `gpu`, `cpu` (or `software`), `auto` (or `adapter`, or empty), in any case: what `WRING_PLAN` takes.
     pub fn parse(name: &str) -> Result<PlanAs> {
         match name.trim().to_ascii_lowercase().as_str() {
             "gpu" => Ok(PlanAs::Gpu),
