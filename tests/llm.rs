@@ -347,6 +347,23 @@ fn q8_context() -> wring::runtime::Context {
     .unwrap()
 }
 
+/// A greedy fixture case's ids, checked to decode to the case's text.
+fn case_ids(tok: &GgufTokenizer, case: &Value) -> Vec<u32> {
+    let want: Vec<u32> = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        tok.decode(&want).unwrap(),
+        case["text"].as_str().unwrap(),
+        "the fixture's ids and text disagree ({:?})",
+        case["prompt"]
+    );
+    want
+}
+
 /// Each case's (wring's greedy ids, the fixture's ids), after checking the fixture's ids decode to its text.
 fn greedy_runs(ctx: &wring::runtime::Context, fx: &Value) -> Vec<(Vec<u32>, Vec<u32>)> {
     let g = model();
@@ -356,17 +373,7 @@ fn greedy_runs(ctx: &wring::runtime::Context, fx: &Value) -> Vec<(Vec<u32>, Vec<
     let mut out = Vec::new();
     for case in fx["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(
-            tok.decode(&want).unwrap(),
-            case["text"].as_str().unwrap(),
-            "the fixture's ids and text disagree"
-        );
+        let want = case_ids(&tok, case);
         let ids = tok.encode(prompt).unwrap();
         let generated: Vec<u32> = m
             .generate(
@@ -401,17 +408,7 @@ pub(crate) fn greedy_ids_equal(ctx: &wring::runtime::Context, fixture_names: &[&
                 case["prompt"], fixtures[0]["cases"][i]["prompt"],
                 "{name}: the fixtures' prompts differ"
             );
-            let want: Vec<u32> = case["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
-            assert_eq!(
-                tok.decode(&want).unwrap(),
-                case["text"].as_str().unwrap(),
-                "{name}: the fixture's ids and text disagree"
-            );
+            let want = case_ids(&tok, case);
             if *got != want {
                 failures.push(format!(
                     "{name}, {:?}: wring {got:?} ({:?}), llama.cpp {want:?} ({:?})",
