@@ -88,6 +88,48 @@ pub fn default_cap(bytes: usize) -> usize {
 fn corpus() -> Vec<Case> {
     let mut cases = gguf::cases();
     cases.extend(files::cases());
+    cases.extend(plan_cases());
+    cases
+}
+
+/// `WRING_PLAN` values (`PlanAs::parse`, what `Context::new` reads from the environment): the known names
+/// in any case are controls; anything else is `UnknownPlan` naming the value, whatever its length or
+/// characters.
+fn plan_cases() -> Vec<Case> {
+    use wring::runtime::PlanAs;
+    let mut cases = Vec::new();
+    let mut add = |name: &str, value: String, ok: bool| {
+        let n = value.len();
+        let run = move || PlanAs::parse(&value).map(drop).map_err(typed);
+        cases.push(if ok {
+            Case::control("WRING_PLAN", name, n, run)
+        } else {
+            Case::new(
+                "WRING_PLAN",
+                name,
+                n,
+                &["UnknownPlan", "is not one of gpu, cpu, auto"],
+                run,
+            )
+        });
+    };
+    add("gpu (control)", "gpu".into(), true);
+    add("CPU in capitals, padded (control)", "  CPU ".into(), true);
+    add(
+        "empty: the adapter's own plan (control)",
+        String::new(),
+        true,
+    );
+    add("an unknown word", "fast".into(), false);
+    add("two plans", "gpu,cpu".into(), false);
+    add("a NUL inside", "gpu\0".into(), false);
+    add(
+        "full-width letters",
+        "\u{ff47}\u{ff50}\u{ff55}".into(),
+        false,
+    );
+    add("a number", "-1".into(), false);
+    add("a megabyte of letters", "g".repeat(1 << 20), false);
     cases
 }
 
