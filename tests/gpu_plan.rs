@@ -180,6 +180,11 @@ impl WeightSource for FirstLayers<'_> {
     }
 }
 
+/// `base`'s first two layers and its head.
+fn first_two_layers(base: &dyn WeightSource) -> FirstLayers<'_> {
+    FirstLayers { base, layers: 2 }
+}
+
 /// A prompt under the GPU plan and under the CPU plan, and the decode step after it under each plan
 /// from the same cache (the GPU plan's prompt, rewound between the two steps). Returns the NMSEs.
 fn prompt_and_step(
@@ -278,10 +283,7 @@ fn prompts_and_decode_steps_follow_the_cpu_plan() {
             prompt_and_step(&mut m, &p.gpu_shared, &p.cpu, &ids, n, f32_budgets);
         }
     }
-    let first = FirstLayers {
-        base: &g,
-        layers: 2,
-    };
+    let first = first_two_layers(&g);
     let mut m = Llama::load_from(&p.gpu, &first, 2049, |_, _| {}).unwrap();
     m.set_norm_split(false);
     prompt_and_step(&mut m, &p.gpu, &p.cpu, &ids, 512, f32_budgets);
@@ -370,10 +372,7 @@ fn every_kv_mode_follows_the_cpu_plan() {
     let p = plans();
     let g = model();
     let ids = text_ids(&g);
-    let first = FirstLayers {
-        base: &g,
-        layers: 2,
-    };
+    let first = first_two_layers(&g);
     let mut m = Llama::load_from(&p.gpu, &first, 128, |_, _| {}).unwrap();
     let vocab = m.cfg.vocab;
     let modes = [
@@ -418,10 +417,7 @@ fn quantized_weights_of_every_method_follow_the_cpu_plan() {
     let p = plans();
     let g = model();
     let ids = text_ids(&g);
-    let first = FirstLayers {
-        base: &g,
-        layers: 2,
-    };
+    let first = first_two_layers(&g);
     let mut base = Llama::load_from(&p.cpu, &first, 128, |_, _| {}).unwrap();
     let calib = calibrate(&mut base, &p.cpu, &ids[..128], 64, |_, _| {}).unwrap();
     let two = base.cfg.clone();
@@ -439,10 +435,7 @@ fn quantized_weights_of_every_method_follow_the_cpu_plan() {
             base: &g,
             matrices: &matrices,
         };
-        let src = FirstLayers {
-            base: &src,
-            layers: 2,
-        };
+        let src = first_two_layers(&src);
         let mut m = Llama::load_from(&p.gpu, &src, 128, |_, _| {}).unwrap();
         let e = prompt_and_two_steps(&mut m, &ids, method.name());
         eprintln!("{}: logits NMSE {e:.2e} between the plans", method.name());

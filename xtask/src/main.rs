@@ -74,6 +74,7 @@ const FUZZ_TARGETS: [&str; 10] = [
     "group_file",
     "kv_factors",
     "openai_request",
+    "plan",
 ];
 
 /// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.
@@ -313,8 +314,9 @@ fn bench_gpu(quick: bool, out: &Path) -> ExitCode {
             }
         };
     }
-    let adapter = wring_runtime::Context::new(wring_runtime::ContextOptions::default())
-        .map(|c| c.info().adapter.name.clone())
+    // The chosen adapter's name, without opening a device (`gpu::run` opens the one it reports on).
+    let adapter = wring_runtime::adapter_reports()
+        .map(|(reports, chosen, _)| reports[chosen].info.name.clone())
         .unwrap_or_default();
     let dir = out.join(format!("{}-{}-gpu", today(), slug(&adapter)));
     let mut llm_summary = String::new();

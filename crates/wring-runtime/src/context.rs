@@ -71,32 +71,24 @@ impl PlanAs {
 
     /// Whether the planners decide as for a CPU adapter on an adapter of `device_type`, and why.
     pub fn resolve(self, device_type: wgpu::DeviceType) -> Result<(bool, String)> {
-        let cpu = device_type == wgpu::DeviceType::Cpu;
-        let own = |cpu: bool| -> (bool, String) {
-            let kind = if cpu { "a CPU" } else { "a GPU" };
-            (cpu, format!("the adapter is {kind} ({device_type:?})"))
-        };
-        Ok(match self {
+        // A forced plan and who forced it; None leaves it to the adapter's kind.
+        let forced = match self {
             PlanAs::Auto => match PlanAs::from_env()? {
-                Some(PlanAs::Gpu) => (
-                    false,
-                    format!("WRING_PLAN=gpu (the adapter is {device_type:?})"),
-                ),
-                Some(PlanAs::Cpu) => (
-                    true,
-                    format!("WRING_PLAN=cpu (the adapter is {device_type:?})"),
-                ),
-                Some(_) | None => own(cpu),
+                Some(PlanAs::Gpu) => Some((false, "WRING_PLAN=gpu")),
+                Some(PlanAs::Cpu) => Some((true, "WRING_PLAN=cpu")),
+                Some(_) | None => None,
             },
-            PlanAs::Adapter => own(cpu),
-            PlanAs::Gpu => (
-                false,
-                format!("the options ask for the GPU plan (the adapter is {device_type:?})"),
-            ),
-            PlanAs::Cpu => (
-                true,
-                format!("the options ask for the CPU plan (the adapter is {device_type:?})"),
-            ),
+            PlanAs::Adapter => None,
+            PlanAs::Gpu => Some((false, "the options ask for the GPU plan")),
+            PlanAs::Cpu => Some((true, "the options ask for the CPU plan")),
+        };
+        Ok(match forced {
+            Some((cpu, who)) => (cpu, format!("{who} (the adapter is {device_type:?})")),
+            None => {
+                let cpu = device_type == wgpu::DeviceType::Cpu;
+                let kind = if cpu { "a CPU" } else { "a GPU" };
+                (cpu, format!("the adapter is {kind} ({device_type:?})"))
+            }
         })
     }
 }
