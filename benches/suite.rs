@@ -670,16 +670,95 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 ..Config::gqsa(0.5)
             };
             formats.push(("gqsa4 g32 50%", quantized(&pruned, &[])));
-            for (label, m) in formats {
-                let m = m.map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
-                let gw = wring_runtime::dispatch::GroupWeights::upload(&ctx, &m)?;
+            let formats = formats
+                .into_iter()
+                .map(|(label, m)| {
+                    let m = m.map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
+                    let gw = wring_runtime::dispatch::GroupWeights::upload(&ctx, &m)?;
+                    Ok((label, m, gw))
+                })
+                .collect::<wring_runtime::Result<Vec<_>>>()?;
+            // Decode (one activation row): every format timed in rounds with the Q4_1 products the model
+            // would otherwise run (qmatvec on f32 activations, as gmatvec takes them, and qmatvec_q8 on
+            // activations quantized once beforehand, `wring generate`'s default), on the same weights as
+            // the 4-bit groups of 32, so a shared host's drift shifts them all alike and the ratios hold.
+            let x = ctx.upload(&[1, k], &ramp(k, 1.0))?;
+            let y = ctx.empty(&[1, n], DType::F32)?;
+            let q41 = BlockFormat::Q4_1;
+            let wq = q41.quantize_to_vec(&w).expect("whole blocks");
+            let tw = ctx.upload_blocks(&[n, k], q41, &wq)?;
+            let quantize = QuantizeQ8 { k, rows: 1 };
+            let xq = ctx.empty(&[quantize.words()], DType::U32)?;
+            let mut once = ctx.step("quantize once");
+            once.run(&quantize, &[("x", &x), ("q", &xq)])?;
+            once.submit()?;
+            let plain = Qmatvec {
+                format: q41,
+                act: DType::F32,
+                n,
+                k,
+                batch: 1,
+            };
+            let q8 = QmatvecQ8 {
+                format: q41,
+                n,
+                k,
+                batch: 1,
+            };
+            let mut records: Vec<Box<Record<'_>>> = formats
+                .iter()
+                .map(|(_, _, gw)| {
+                    let weights = wring_runtime::dispatch::Weights::Group(Box::new(gw.clone()));
+                    let (x, y) = (&x, &y);
+                    Box::new(move |s: &mut Step<'_>| {
+                        wring_runtime::dispatch::matmul_weights(s, &weights, x, y)
+                    }) as Box<Record<'_>>
+                })
+                .collect();
+            records.push(Box::new(|s: &mut Step<'_>| {
+                s.run(&plain, &[("w", &tw), ("x", &x), ("y", &y)])
+            }));
+            records.push(Box::new(|s: &mut Step<'_>| {
+                s.run(&q8, &[("w", &tw), ("x", &xq), ("y", &y)])
+            }));
+            let refs: Vec<&Record<'_>> = records.iter().map(|r| r.as_ref()).collect();
+            let times = b.time_interleaved(&refs)?;
+            for ((label, m, _), &t) in formats.iter().zip(&times) {
+                let plan = Gmatvec::of(m, 1).plan(ctx.caps(), Choice::Auto)?;
+                b.row(
+                    "gmatvec",
+                    &plan.variant.name,
+                    format!("{n}x{k} b1 {label}"),
+                    t,
+                    m.bits_per_weight() * (n * k) as f64 / 8.0,
+                    (2 * n * k) as f64,
+                );
+            }
+            let tail = &times[formats.len()..];
+            for ((kernel, plan), &t) in [
+                ("qmatvec", plain.plan(ctx.caps(), Choice::Auto)?),
+                ("qmatvec_q8", q8.plan(ctx.caps(), Choice::Auto)?),
+            ]
+            .into_iter()
+            .zip(tail)
+            {
+                b.row(
+                    kernel,
+                    &plan.variant.name,
+                    format!("{n}x{k} b1 (beside gmatvec)"),
+                    t,
+                    wq.len() as f64,
+                    (2 * n * k) as f64,
+                );
+            }
+            for (label, m, gw) in &formats {
                 let bytes = m.bits_per_weight() * (n * k) as f64 / 8.0;
-                for batch in [1usize, 8, 64] {
+                for batch in [8usize, 64] {
                     let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
                     let y = ctx.empty(&[batch, n], DType::F32)?;
                     // The kernel matmul_weights runs for this batch on this adapter.
-                    let unit = Gmatvec::of(&m, batch);
-                    let (kernel, plan) = if batch == 1 || ctx.caps().software {
+                    let unit = Gmatvec::of(m, batch);
+                    let (kernel, plan) = if ctx.caps().software {
                         ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?)
                     } else {
                         ("gmatmul", Gmatmul(unit).plan(ctx.caps(), Choice::Auto)?)

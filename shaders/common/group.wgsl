@@ -58,25 +58,84 @@ fn code_at(base: u32, bits: u32, j: u32) -> f32 {
 // among the row's kept groups (its index g when nothing is pruned).
 fn group_stats(row: u32, stat0: u32, slot: u32, g: u32) -> vec2<f32> {
 #ifdef BILEVEL
-    let groups = params.cols / params.group;
-    let base = 2u * ((row / params.stat_rows) * groups + g);
-    let a = unpack2x16float(second[base]);
-    let b = unpack2x16float(second[base + 1u]);
-    let fb = 2u * params.stat_bits;
-    let at = g * fb;
-    let w = stat0 + at / 32u;
-    let s = at % 32u;
-    var w1 = 0u;
-    if (s + fb > 32u) {
-        w1 = stats[w + 1u];
-    }
-    let f = field(stats[w], w1, s, fb);
-    let qs = f32(f & ((1u << params.stat_bits) - 1u));
-    let qz = f32(f >> params.stat_bits);
-    return vec2<f32>(a.x * (qs - a.y), b.x * (qz - b.y));
+    return bilevel_stats(group_second(row, g), stat0, g);
 #else
     return unpack2x16float(stats[stat0 + slot]);
 #endif
+}
+
+#ifdef BILEVEL
+// Group g's second-order parameters for row `row`'s block of rows: (ss, sz, zs, zz).
+fn group_second(row: u32, g: u32) -> vec4<f32> {
+    let base = 2u * ((row / params.stat_rows) * (params.cols / params.group) + g);
+    return vec4<f32>(unpack2x16float(second[base]), unpack2x16float(second[base + 1u]));
+}
+
+// Group g's (s, z) from its second-order parameters `sec` and the row's quantized scale and zero, read
+// with one branch-free funnel shift (a field of 2 x 8 bits at most straddles at most two words).
+fn bilevel_stats(sec: vec4<f32>, stat0: u32, g: u32) -> vec2<f32> {
+    let at = g * 2u * params.stat_bits;
+    let w = stat0 + at / 32u;
+    let f = funnel(stats[w], stats[min(w + 1u, arrayLength(&stats) - 1u)], at % 32u);
+    let m = (1u << params.stat_bits) - 1u;
+    let qs = f32(f & m);
+    let qz = f32((f >> params.stat_bits) & m);
+    return vec2<f32>(sec.x * (qs - sec.y), sec.z * (qz - sec.w));
+}
+#endif
+
+// Statistics in the form w = a q + c, evaluated once per group by the decode products (for bilevel
+// statistics a = s and c = -s z, so w differs from s (q - z) by a rounding).
+fn ac_of(st: vec2<f32>) -> vec2<f32> {
+#ifdef BILEVEL
+    return vec2<f32>(st.x, -st.x * st.y);
+#else
+    return st;
+#endif
+}
+
+// The field of 32 bits starting at bit s (0 to 31) of lo, continued in hi. `(hi << 1) << (31 - s)` is
+// `hi << (32 - s)` without a shift by 32 when s is 0.
+fn funnel(lo: u32, hi: u32, s: u32) -> u32 {
+    return (lo >> s) | ((hi << 1u) << (31u - s));
+}
+
+// `bits`-bit codes packed in f, four of them, as f32.
+fn split4(f: u32, bits: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(f) >> (vec4<u32>(0u, 1u, 2u, 3u) * bits)) & vec4<u32>((1u << bits) - 1u));
+}
+
+// The four codes at bits at, at + bits, at + 2 bits and at + 3 bits of a row's codes (which start at word
+// `base`): one funnel shift over the two words that hold all four (4 x 8 bits fit in 32). The second word
+// is clamped to the buffer: when the four codes end in the first word it is never used. (A reader that
+// keeps the two words between calls and loads each word once measured 1.4-2x slower on lavapipe: its
+// refill is a branch that diverges between lanes.)
+fn codes4(base: u32, bits: u32, at: u32) -> vec4<f32> {
+    let w = base + (at >> 5u);
+    let last = arrayLength(&codes) - 1u;
+    return split4(funnel(codes[w], codes[min(w + 1u, last)], at & 31u), bits);
+}
+
+// The eight codes from bit `at` (the last four are garbage when the row has fewer): up to 4 bits, all
+// eight are in the 32 bits one funnel shift gives; wider ones take a second shift, over a third word when
+// they reach it.
+fn codes8(base: u32, bits: u32, at: u32) -> array<vec4<f32>, 2> {
+    let w = base + (at >> 5u);
+    let s = at & 31u;
+    let last = arrayLength(&codes) - 1u;
+    let lo = codes[w];
+    let hi = codes[min(w + 1u, last)];
+    let f0 = funnel(lo, hi, s);
+    var f1 = f0 >> (4u * bits);
+    if (bits > 4u) {
+        let s1 = s + 4u * bits;
+        if (s1 >= 32u) {
+            f1 = funnel(hi, codes[min(w + 2u, last)], s1 - 32u);
+        } else {
+            f1 = funnel(lo, hi, s1);
+        }
+    }
+    return array<vec4<f32>, 2>(split4(f0, bits), split4(f1, bits));
 }
 
 fn weight(st: vec2<f32>, q: f32) -> f32 {

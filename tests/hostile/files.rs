@@ -979,9 +979,9 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "format"],
     );
     add(
-        "version 4",
+        "version 5",
         raw_safetensors(
-            &meta("").replace(r#""version":"1""#, r#""version":"4""#),
+            &meta("").replace(r#""version":"1""#, r#""version":"5""#),
             &[],
         ),
         &["Request", "version"],
@@ -1125,6 +1125,89 @@ fn group_file_cases() -> Vec<Case> {
         "a mask of the wrong shape",
         edit_header(&|h| h["blk.0.attn_q.weight.mask"]["shape"] = serde_json::json!([1, 16])),
         &["Request", "mask has shape"],
+    );
+    // Incoherence processing (version 4): the signs of the input transform, then the same file with its
+    // header edited, its signs corrupted, or signs given to a width that has no transform.
+    let signed_file = |m: &wring::quant::group::GroupMatrix, signs: Vec<u32>, version: &str| {
+        // Serialized without signs, then the signs appended as a tensor by hand, so that signs
+        // `GroupMatrix::check` would refuse can still be written.
+        let bytes = to_bytes(&valid(m)).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let mut data = bytes[8 + len..].to_vec();
+        let start = data.len();
+        data.extend(signs.iter().flat_map(|w| w.to_le_bytes()));
+        header["blk.0.attn_q.weight.signs"] = serde_json::json!({
+            "dtype": "U32", "shape": [signs.len()], "data_offsets": [start, data.len()]
+        });
+        header["__metadata__"]["version"] = version.into();
+        (header, data)
+    };
+    let write = |(h, d): (serde_json::Value, Vec<u8>)| raw_safetensors(&h.to_string(), &d);
+    let signs32 = wring::quant::rht::signs_from_seed(cols, 7);
+    add(
+        "a valid incoherence-processed file (control)",
+        write(signed_file(&rtn, signs32.clone(), "4")),
+        &[],
+    );
+    add(
+        "signs in a version-3 file",
+        write(signed_file(&rtn, signs32.clone(), "3")),
+        &["Request", "version-3"],
+    );
+    add(
+        "signs of the wrong shape",
+        write(signed_file(&rtn, vec![signs32[0], 0], "4")),
+        &["Request", "signs has shape"],
+    );
+    add(
+        "signs stored as I32",
+        write({
+            let (mut h, d) = signed_file(&rtn, signs32.clone(), "4");
+            h["blk.0.attn_q.weight.signs"]["dtype"] = "I32".into();
+            (h, d)
+        }),
+        &["Request", "must be U32"],
+    );
+    // 20 columns (4 x 5): one word of signs with 12 bits past the last column.
+    let w20: Vec<f32> = w.iter().take(rows * 20).copied().collect();
+    let mut h20 = Hessian::new(20);
+    h20.add(
+        &(0..8 * 20 * 20)
+            .map(|i| ((i * 13) % 29) as f32 * 0.01)
+            .collect::<Vec<_>>(),
+    );
+    let rtn20 = quantize(&w20, rows, 20, &h20, &Config::plain(Method::Rtn, 4, 4))
+        .unwrap()
+        .0;
+    let signs20 = wring::quant::rht::signs_from_seed(20, 3);
+    add(
+        "a valid incoherence-processed file of 20 columns (control)",
+        write(signed_file(&rtn20, signs20.clone(), "4")),
+        &[],
+    );
+    add(
+        "a sign bit past the last column",
+        write(signed_file(&rtn20, vec![signs20[0] | 1 << 31], "4")),
+        &["Request", "past the last column"],
+    );
+    // 268 columns are 4 x 67: the odd factor exceeds the transform's 64.
+    let w268: Vec<f32> = (0..rows * 268)
+        .map(|i| ((i * 37) % 23) as f32 * 0.01 - 0.1)
+        .collect();
+    let rtn268 = quantize(
+        &w268,
+        rows,
+        268,
+        &Hessian::identity(268),
+        &Config::plain(Method::Rtn, 4, 4),
+    )
+    .unwrap()
+    .0;
+    add(
+        "signs for a width with no transform",
+        write(signed_file(&rtn268, vec![0; 9], "4")),
+        &["Request", "no incoherence transform"],
     );
     add(
         "base_bytes not a number",

@@ -80,6 +80,7 @@ catalogue! {
     quant::quantize_q8,
     sparse::gmatmul,
     sparse::gmatvec,
+    sparse::rht,
     kv::kv_ems_compact,
     kv::kv_ems_score,
     kv::kv_gear,

@@ -3,9 +3,9 @@
 //! made from (by size and CRC-32), whose other tensors (embedding, norms), configuration and tokenizer the
 //! model takes as they are.
 //!
-//! Schema (version 3; each version adds an optional tensor, and a file is written with the lowest version
+//! Schema (version 4; each version adds an optional tensor, and a file is written with the lowest version
 //! that holds it, so older readers still read what they can). `__metadata__`, all strings:
-//! - `format`: `wring-group`; `version`: `1`, `2` or `3`;
+//! - `format`: `wring-group`; `version`: `1` to `4`;
 //! - `base`: the base model's file name (informational), `base_bytes` and `base_crc32` (decimal): the base
 //!   it must be loaded with;
 //! - `method`: how it was made (informational, e.g. `spqr bits=3 group=16 tau=0.2`);
@@ -19,7 +19,9 @@
 //! [R]: each row's code width (MixLLM's mixed precision); with it, `NAME.codes` is 1-D, the rows' words one
 //! after another. Version 3 adds `NAME.mask`, `U32` [R, ceil(G' / 32)] for G' groups per row: bit g of a
 //! row set when the row keeps group g (GQSA's group sparsity; affine statistics only); with it, `NAME.codes`
-//! and `NAME.stats` are 1-D and hold only the kept groups' codes and statistics.
+//! and `NAME.stats` are 1-D and hold only the kept groups' codes and statistics. Version 4 adds
+//! `NAME.signs`, `U32` [ceil(C / 32)]: the sign bits of the incoherence transform the rows were stored in
+//! (`wring_quant::rht`; bit j for column j, bits past C zero).
 //!
 //! Reading checks everything before returning a matrix: the schema and version, every layout, each
 //! tensor's type and exact shape, and each matrix's contents (`GroupMatrix::check`: a permutation, rising
@@ -36,8 +38,10 @@ use crate::IoError;
 
 /// The schema's name and version.
 pub const FORMAT: &str = "wring-group";
-/// The version written when a matrix has pruned groups.
-pub const VERSION: &str = "3";
+/// The version written when a matrix has an incoherence transform.
+pub const VERSION: &str = "4";
+/// The version written when a matrix has pruned groups and none has a transform.
+pub const VERSION_MASK: &str = "3";
 /// The version written when a matrix has per-row widths and none has pruned groups.
 pub const VERSION_ROW_BITS: &str = "2";
 /// The version written when no matrix has per-row widths or pruned groups, so version-1 readers still read
@@ -160,8 +164,10 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
         ("format".to_string(), FORMAT.to_string()),
         (
             "version".to_string(),
-            if file.matrices.values().any(|m| !m.mask.is_empty()) {
+            if file.matrices.values().any(|m| !m.signs.is_empty()) {
                 VERSION
+            } else if file.matrices.values().any(|m| !m.mask.is_empty()) {
+                VERSION_MASK
             } else if file.matrices.values().any(|m| !m.row_bits.is_empty()) {
                 VERSION_ROW_BITS
             } else {
@@ -207,6 +213,13 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
         if m.permuted() {
             buffers.push((format!("{name}.perm"), vec![l.cols], words(&m.perm)));
         }
+        if !m.signs.is_empty() {
+            buffers.push((
+                format!("{name}.signs"),
+                vec![m.signs.len()],
+                words(&m.signs),
+            ));
+        }
         buffers.push((
             format!("{name}.outliers"),
             vec![m.outliers.len()],
@@ -248,7 +261,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
     let meta = &meta;
     let get = |k: &str| crate::meta_get(meta, k, FORMAT);
     let version = get("version")?;
-    if ![VERSION_UNIFORM, VERSION_ROW_BITS, VERSION].contains(&version.as_str()) {
+    if ![VERSION_UNIFORM, VERSION_ROW_BITS, VERSION_MASK, VERSION].contains(&version.as_str()) {
         return Err(format!(
             "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} to {VERSION})"
         ));
@@ -332,7 +345,8 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
         // The mask likewise: its shape, and no bit past the last group, before it counts anything.
         let mask = match tensor("mask", Some(vec![layout.rows, layout.mask_words()]))? {
             None => Vec::new(),
-            Some(_) if version != VERSION => {
+            // Versions are checked to be one of "1" to "4" above, so they order as strings.
+            Some(_) if version.as_str() < VERSION_MASK => {
                 return Err(format!("{name}.mask in a version-{version} file"));
             }
             Some(_) if bilevel => {
@@ -349,6 +363,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
             outliers: Vec::new(),
             row_bits,
             mask,
+            signs: Vec::new(),
         };
         m.check_mask().map_err(|e| format!("{name}: {e}"))?;
         let (code_shape, stat_shape) = shapes(&m);
@@ -362,6 +377,14 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
             None => (0..layout.cols as u32).collect(),
         };
         m.outliers = need("outliers", None)?;
+        // The signs' shape follows from the columns alone (a width with no transform has none to hold).
+        m.signs = match tensor("signs", Some(vec![layout.cols.div_ceil(32)]))? {
+            None => Vec::new(),
+            Some(_) if version.as_str() < VERSION => {
+                return Err(format!("{name}.signs in a version-{version} file"));
+            }
+            Some(signs) => signs,
+        };
         m.check().map_err(|e| format!("{name}: {e}"))?;
         matrices.insert(name.clone(), m);
     }

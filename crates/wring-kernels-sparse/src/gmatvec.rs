@@ -53,6 +53,8 @@ pub struct Gmatvec {
     pub stat_words: usize,
     /// Whether a mask of kept groups is bound (GQSA's group sparsity; affine statistics only).
     pub masked: bool,
+    /// Whether rows differ in code width (MixLLM); otherwise every row has `layout.bits`.
+    pub mixed: bool,
 }
 
 impl Gmatvec {
@@ -64,6 +66,7 @@ impl Gmatvec {
             code_words: m.codes.len(),
             stat_words: m.stats.len(),
             masked: !m.mask.is_empty(),
+            mixed: !m.row_bits.is_empty(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl Gmatvec {
             code_words,
             stat_words: _,
             masked,
+            mixed: _,
         } = *self;
         l.check().map_err(|e| KernelError::Shape {
             kernel,
@@ -159,6 +163,8 @@ impl Gmatvec {
     pub(crate) fn reads(&self, v: &wring_kernels_core::Variant) -> bool {
         v.define("BILEVEL").is_some() == matches!(self.layout.stats, Stats::Bilevel { .. })
             && v.define("MASKED").is_some() == self.masked
+            && v.define("BITS")
+                .is_none_or(|_| !self.mixed && v.define_u32("BITS") == self.layout.bits)
     }
 }
 
@@ -173,8 +179,9 @@ impl Kernel for Gmatvec {
 
     /// Plans the product. Batch 1 uses the single-row variants, more rows the 8-row variants over tiles of
     /// 8 (the grid's y dimension), which decode each weight once per tile. CPU adapters get the `lanes`
-    /// variants (each of 8 invocations owns a whole row); GPUs one 64-invocation workgroup per row,
-    /// reduced through subgroups where they exist.
+    /// variants (each of 8 invocations owns 8 whole rows, or 4 in the 8-row tiles; `_w2` to `_w4` when
+    /// every row has that width, `_any` otherwise); GPUs one 64-invocation workgroup per row, reduced
+    /// through subgroups where they exist.
     ///
     /// The outlier entries' columns and offsets are data: [`GroupMatrix::check`] is what vouches for them,
     /// and callers upload only checked matrices.
@@ -183,9 +190,15 @@ impl Kernel for Gmatvec {
         let b = if self.batch == 1 { 1 } else { TILE };
         let (reduction, why) = plan::row_reduction(caps);
         let kind = reduction.matvec_name();
+        // The lanes variants come with the width as a constant for 2, 3 and 4 bits in every row.
+        let width = match (kind, self.layout.bits) {
+            ("lanes", 2..=4) if !self.mixed => format!("_w{}", self.layout.bits),
+            ("lanes", _) => "_any".into(),
+            _ => String::new(),
+        };
         let v = crate::select(
             "gmatvec",
-            &format!("{stats}_b{b}_{kind}"),
+            &format!("{stats}_b{b}_{kind}{width}"),
             why,
             caps,
             choice,
@@ -206,9 +219,10 @@ impl Kernel for Gmatvec {
 }
 
 /// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (skipping pruned
-/// ones; each weight decoded with `GroupMatrix::decode`, the shader's arithmetic) and then the row's
-/// outliers lane, lane + wg, ..., accumulating in that order; the tree of `shaders/common/reduce.wgsl`
-/// combines the lanes. With `wg = 1` this is the `lanes` variants' order.
+/// ones), turns the group's statistics into w = a q + c once (bilevel: a = s, c = -s z) and adds the
+/// group's columns four at a time (the shader's `dot` of four rebuilt weights with four gathered
+/// activations), then the row's outliers lane, lane + wg, ...; the tree of
+/// `shaders/common/reduce.wgsl` combines the lanes. With `wg = 1` this is the `lanes` variants' order.
 pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
     let l = &m.layout;
     let mut slots = vec![vec![0f32; wg]; batch];
@@ -221,11 +235,20 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
                 let Some(slot) = m.slot(row, g) else {
                     continue;
                 };
-                for t in 0..l.group {
-                    let w = m.decode(row, at, slot, g, t);
-                    let c = m.perm[g * l.group + t] as usize;
+                let (a, c) = match (m.group_stats(row, at, slot, g), l.stats) {
+                    ((d, mn), Stats::Affine) => (d, mn),
+                    ((s, z), Stats::Bilevel { .. }) => (s, -s * z),
+                };
+                for t0 in (0..l.group).step_by(4) {
+                    let n = (l.group - t0).min(4);
                     for (b, s) in slots.iter_mut().enumerate() {
-                        s[lane] += w * x[b * l.cols + c];
+                        let dot = (t0..t0 + n)
+                            .map(|t| {
+                                let w = a * m.code(at, slot, t) as f32 + c;
+                                w * x[b * l.cols + m.perm[g * l.group + t] as usize]
+                            })
+                            .fold(0.0, |acc, v| acc + v);
+                        s[lane] += dot;
                     }
                 }
             }

@@ -83,7 +83,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Checks the parameters: 2 to 8 bits, groups dividing the columns, statistics rows dividing the rows,
+    /// Checks the parameters: 2 to 8 bits, groups of a multiple of 4 columns dividing the columns,
+    /// statistics rows dividing the rows,
     /// at most 65,536 columns (outlier columns are 16-bit).
     pub fn check(&self) -> Result<(), GroupError> {
         let Layout {
@@ -103,6 +104,12 @@ impl Layout {
         }
         if group == 0 || !cols.is_multiple_of(group) {
             return shape_err(format!("groups of {group} do not divide {cols} columns"));
+        }
+        // The products read codes and activations four columns at a time.
+        if !group.is_multiple_of(4) {
+            return shape_err(format!(
+                "groups of {group} columns; a multiple of 4 is needed"
+            ));
         }
         if let Stats::Bilevel { bits: sb, rows: sr } = stats {
             if !(1..=8).contains(&sb) {
@@ -200,6 +207,9 @@ pub struct GroupMatrix {
     pub row_bits: Vec<u8>,
     /// Which groups each row keeps, `rows * layout.mask_words()` words (empty: every group).
     pub mask: Vec<u32>,
+    /// Incoherence processing: the sign bits of the input transform V ([`crate::rht`]), one per column
+    /// (empty: none). The stored rows are then V w, and the products read V x.
+    pub signs: Vec<u32>,
 }
 
 /// Where a row's data starts, as the kernels bind it (`rowcodes`: three words per row).
@@ -283,6 +293,20 @@ impl GroupMatrix {
             .find(|&&e| !f16::from_bits((e >> 16) as u16).is_finite())
         {
             return shape_err(format!("a non-finite outlier value (word {e:#x})"));
+        }
+        if !self.signs.is_empty() {
+            let r = crate::rht::Rht::new(l.cols)?;
+            if self.signs.len() != r.sign_words() {
+                return shape_err(format!(
+                    "signs hold {} words, {} columns need {}",
+                    self.signs.len(),
+                    l.cols,
+                    r.sign_words()
+                ));
+            }
+            if l.cols % 32 != 0 && self.signs[l.cols / 32] >> (l.cols % 32) != 0 {
+                return shape_err("a sign bit past the last column");
+            }
         }
         Ok(())
     }
@@ -441,15 +465,16 @@ impl GroupMatrix {
     }
 
     /// Storage bits per weight, everything counted: codes with their padding, statistics, second-order
-    /// parameters, the group mask, the permutation (when not the identity) and the outliers with their row
-    /// offsets.
+    /// parameters, the group mask, the permutation (when not the identity), the outliers with their row
+    /// offsets and the incoherence transform's signs.
     pub fn bits_per_weight(&self) -> f64 {
         let words = self.codes.len()
             + self.stats.len()
             + self.second.len()
             + self.mask.len()
             + if self.permuted() { self.perm.len() } else { 0 }
-            + self.outliers.len();
+            + self.outliers.len()
+            + self.signs.len();
         // Per-row widths are stored as one byte per row.
         (words * 32 + self.row_bits.len() * 8) as f64 / (self.layout.rows * self.layout.cols) as f64
     }
@@ -457,27 +482,36 @@ impl GroupMatrix {
     /// The dense part's weight at column `t` of kept group `slot` (group `g`) of a row that starts at
     /// `at`: the shader's arithmetic, in its order.
     pub fn decode(&self, row: usize, at: &RowAt, slot: usize, g: usize, t: usize) -> f32 {
-        let l = &self.layout;
-        let bits = at.bits;
-        let q = get_bits(
+        let q = self.code(at, slot, t) as f32;
+        let (a, b) = self.group_stats(row, at, slot, g);
+        match self.layout.stats {
+            Stats::Affine => a * q + b,
+            Stats::Bilevel { .. } => a * (q - b),
+        }
+    }
+
+    /// The code at column `t` of kept group `slot` of a row that starts at `at`.
+    pub fn code(&self, at: &RowAt, slot: usize, t: usize) -> u32 {
+        get_bits(
             &self.codes[at.code..],
-            (slot * l.group + t) * bits as usize,
-            bits,
-        ) as f32;
+            (slot * self.layout.group + t) * at.bits as usize,
+            at.bits,
+        )
+    }
+
+    /// Kept group `slot` (group `g`)'s statistics as the shaders read them: affine (d, m) with
+    /// w = d q + m, or bilevel (s, z) with w = s (q - z).
+    pub fn group_stats(&self, row: usize, at: &RowAt, slot: usize, g: usize) -> (f32, f32) {
+        let l = &self.layout;
         match l.stats {
-            Stats::Affine => {
-                let (d, m) = unpack_f16x2(self.stats[at.stat + slot]);
-                d * q + m
-            }
+            Stats::Affine => unpack_f16x2(self.stats[at.stat + slot]),
             Stats::Bilevel { bits, rows } => {
                 let base = 2 * ((row / rows) * l.groups() + g);
                 let (ss, sz) = unpack_f16x2(self.second[base]);
                 let (zs, zz) = unpack_f16x2(self.second[base + 1]);
                 let f = get_bits(&self.stats[at.stat..], g * 2 * bits as usize, 2 * bits);
                 let (qs, qz) = ((f & ((1 << bits) - 1)) as f32, (f >> bits) as f32);
-                let s = ss * (qs - sz);
-                let z = zs * (qz - zz);
-                s * (q - z)
+                (ss * (qs - sz), zs * (qz - zz))
             }
         }
     }
@@ -493,6 +527,7 @@ impl GroupMatrix {
                 ..p.layout
             } != l0
                 || p.perm != first.perm
+                || p.signs != first.signs
         }) {
             return None;
         }
@@ -514,6 +549,7 @@ impl GroupMatrix {
             parts.iter().flat_map(|p| f(p).iter().copied()).collect()
         };
         Some(GroupMatrix {
+            signs: first.signs.clone(),
             layout: Layout { rows, ..l0 },
             codes: cat(|p| &p.codes),
             stats: cat(|p| &p.stats),
@@ -585,6 +621,10 @@ impl GroupMatrix {
             kept: &[],
         }
         .build()
+        .map(|m| GroupMatrix {
+            signs: self.signs.clone(),
+            ..m
+        })
         .expect("a checked matrix rebuilds")
     }
 
@@ -603,8 +643,26 @@ impl GroupMatrix {
         row.repeat(l.rows)
     }
 
-    /// The whole matrix in input-column order [rows][cols], outliers added.
+    /// The weights the matrix stands for, in input-column order [rows][cols], outliers added: with an
+    /// incoherence transform, each stored row w~ taken back to V^T w~.
     pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = self.dequantize_stored();
+        if !self.signs.is_empty() {
+            let cols = self.layout.cols;
+            let r = crate::rht::Rht::new(cols).expect("a checked matrix has a transform");
+            let dct = r.dct();
+            let mut row = vec![0f32; cols];
+            for chunk in out.chunks_mut(cols) {
+                r.inverse(&dct, &self.signs, chunk, &mut row);
+                chunk.copy_from_slice(&row);
+            }
+        }
+        out
+    }
+
+    /// The matrix as stored, in input-column order [rows][cols], outliers added: what the products
+    /// multiply (by V x when the matrix has an incoherence transform).
+    pub fn dequantize_stored(&self) -> Vec<f32> {
         let l = &self.layout;
         let mut out = vec![0f32; l.rows * l.cols];
         for (r, at) in self.row_starts().iter().enumerate() {
@@ -762,6 +820,7 @@ impl Builder<'_> {
             perm,
             outliers,
             row_bits: self.row_bits.to_vec(),
+            signs: Vec::new(),
             mask: if self.kept.is_empty() {
                 Vec::new()
             } else {
@@ -890,6 +949,7 @@ mod tests {
             Layout { bits: 1, ..ok },
             Layout { bits: 9, ..ok },
             Layout { group: 24, ..ok },
+            Layout { group: 2, ..ok },
             Layout { rows: 24, ..ok },
             Layout { cols: 0, ..ok },
             Layout {

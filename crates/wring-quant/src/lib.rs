@@ -23,6 +23,7 @@ pub mod group;
 mod kquants;
 mod legacy;
 pub mod lowrank;
+pub mod rht;
 pub mod spqr_layout;
 
 use half::f16;

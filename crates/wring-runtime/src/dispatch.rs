@@ -69,6 +69,8 @@ pub struct GroupWeights {
     outliers: Tensor,
     rowcodes: Tensor,
     mask: Option<Tensor>,
+    /// Whether rows differ in code width (the products' constant-width variants do not apply).
+    mixed: bool,
 }
 
 impl GroupWeights {
@@ -93,6 +95,7 @@ impl GroupWeights {
             } else {
                 Some(ctx.upload(&[l.rows, l.mask_words()], &m.mask)?)
             },
+            mixed: !m.row_bits.is_empty(),
         })
     }
 
@@ -142,6 +145,7 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                 code_words: g.codes.shape()[0],
                 stat_words: g.stats.shape()[0],
                 masked: g.mask.is_some(),
+                mixed: g.mixed,
             };
             let mut ops = g.buffers();
             if m == 1 || step.caps().software {

@@ -7,7 +7,8 @@
 //! bits), SmolLM2's 576 columns, rows of mixed widths (MixLLM: every row its own 2 to 8 bits, so row starts
 //! fall anywhere in the code words), pruned groups (GQSA: each group kept with probability one half, with a
 //! row that keeps none and one that keeps all, masks of one to three words per row), and batches within one
-//! tile, exactly one, and ragged tiles.
+//! tile, exactly one, and ragged tiles. The lanes variants with a constant width (`_w2` to `_w4`) take
+//! the first three shapes at their width.
 
 use half::f16;
 use wring::kernels::check::Tolerance;
@@ -258,11 +259,21 @@ pub fn cases() -> Vec<Planned> {
                 (9, 64, 8, 16),
             ]
         };
+        // A constant-width variant takes the first three shapes at its width, all rows alike.
+        let width = v.define("BITS").map(|_| v.define_u32("BITS"));
+        let shapes: Vec<(usize, usize, u32, usize)> = match width {
+            Some(w) => shapes[..3]
+                .iter()
+                .map(|&(r, c, _, g)| (r, c, w, g))
+                .collect(),
+            None => shapes.to_vec(),
+        };
         for (i, &(rows, cols, bits, group)) in shapes.iter().enumerate() {
             let layout = case_layout(bilevel, rows, cols, bits, group);
             for &batch in batches {
                 // The first shape of each form also runs with mixed row widths.
-                for mixed in [false, true].into_iter().take(if i == 0 { 2 } else { 1 }) {
+                let mixes = if i == 0 && width.is_none() { 2 } else { 1 };
+                for mixed in [false, true].into_iter().take(mixes) {
                     out.push(planned(v, move || {
                         product_case(v, layout, batch, (i * 100 + batch) as u64, mixed, false)
                     }));

@@ -2,3 +2,4 @@
 
 pub mod gmatmul;
 pub mod gmatvec;
+pub mod rht;
