@@ -210,3 +210,81 @@ fn calibrated_spqr_beats_rtn_on_a_real_layer() {
     );
     assert!(es < 0.7 * er, "SpQR {es} vs RTN {er}");
 }
+
+/// Incoherence processing end to end: every linear layer quantized at 8 bits in the basis of its input
+/// site's transform (round to nearest, no calibration), served through q/k/v and gate/up stacking (the
+/// matrices of a site share their signs), with the products transforming their input by the rht kernel.
+/// At 8 bits the rounding is small, so any mismatch between the quantizer's basis and the kernels'
+/// would show: the matrices come back to the original weights within 8-bit error, and the model's logits
+/// stay within 1e-3 NMSE of the base with the same top token.
+#[test]
+fn incoherence_processing_runs_the_whole_model() {
+    let g = Gguf::open(crate::quant::test_model()).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut base = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let cfg = Config {
+        incoherence: Some(5),
+        ..Config::plain(Method::Rtn, 8, 32)
+    };
+    let (matrices, summary) = quantize_linears(&g, &base.cfg, None, &cfg, |_, _, _| {}).unwrap();
+    let signs = |n: &str| matrices[&format!("blk.2.{n}.weight")].signs.clone();
+    assert_eq!(signs("attn_q"), signs("attn_k"));
+    assert_eq!(signs("attn_q"), signs("attn_v"));
+    assert_eq!(signs("ffn_gate"), signs("ffn_up"));
+    assert_ne!(signs("attn_q"), signs("attn_output"));
+    assert_ne!(signs("attn_q"), matrices["blk.3.attn_q.weight"].signs);
+    assert_eq!(signs("ffn_down").len(), 1536 / 32);
+    for name in ["blk.0.attn_q.weight", "blk.17.ffn_down.weight"] {
+        let (_, _, w) = dense_matrix(&g, name).unwrap();
+        let back = matrices[name].dequantize();
+        let e =
+            wring::kernels::check::compare(&back, &w, wring::kernels::check::Tolerance::Nmse(1e-4));
+        assert!(e.is_ok(), "{name}: {}", e.unwrap_err());
+    }
+    // 8 bits, one f16 pair per 32 weights (1 bit), the outlier offsets and the signs.
+    let bpw = summary.bits_per_weight();
+    assert!((9.0..9.07).contains(&bpw), "{bpw} bits per weight");
+    let (a, b) = base_and_quantized_logits(&g, &mut base, &matrices);
+    assert!(b.iter().all(|v| v.is_finite()));
+    let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-3));
+    assert!(e.is_ok(), "{}", e.unwrap_err());
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+    assert_eq!(argmax(&a), argmax(&b));
+}
+
+/// Widths chosen per input site for a target: round to nearest at 2, 3 and 4 bits (no calibration), a
+/// target of 3.5 bits per weight. The mix meets the target, uses more than one width, keeps each site's
+/// matrices at one width (they are served stacked), and the model runs on it.
+#[test]
+fn a_target_in_bits_per_weight_chooses_widths_per_site() {
+    use wring::llm::compress::quantize_to_target;
+    let g = Gguf::open(crate::quant::test_model()).unwrap();
+    let ctx = crate::harness::ctx();
+    let mut base = Llama::load(ctx, &g, 64, |_, _| {}).unwrap();
+    let candidates: Vec<Config> = (2..=4)
+        .map(|bits| Config::plain(Method::Rtn, bits, 32))
+        .collect();
+    let (matrices, summary, choices) =
+        quantize_to_target(&g, &base.cfg, None, &candidates, 3.5, |_, _, _| {}).unwrap();
+    let bpw = summary.bits_per_weight();
+    assert!((3.3..=3.5).contains(&bpw), "{bpw} bits per weight");
+    assert_eq!(choices.len(), 4 * base.cfg.n_layers);
+    let bits_of = |b: usize, n: &str| matrices[&format!("blk.{b}.{n}.weight")].layout.bits;
+    for c in &choices {
+        let first = c.site.split('+').next().unwrap();
+        for n in c.site.split('+') {
+            assert_eq!(bits_of(c.block, n), bits_of(c.block, first), "{c:?}");
+        }
+    }
+    let widths: std::collections::BTreeSet<u32> =
+        matrices.values().map(|m| m.layout.bits).collect();
+    assert!(widths.len() >= 2, "one width only: {widths:?}");
+    let total: f64 = choices.iter().map(|c| c.bits).sum();
+    assert!((total - summary.bits).abs() < 1e-6 * total);
+    assert!(
+        quantize_to_target(&g, &base.cfg, None, &candidates, 2.5, |_, _, _| {}).is_err(),
+        "2.5 bits is below round to nearest's 2-bit groups with their statistics"
+    );
+    let (_, b) = base_and_quantized_logits(&g, &mut base, &matrices);
+    assert!(b.iter().all(|v| v.is_finite()));
+}

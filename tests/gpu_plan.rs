@@ -407,7 +407,8 @@ fn every_kv_mode_follows_the_cpu_plan() {
 }
 
 /// The weights of every `wring quantize` method (group-quantized GPTQ/RTN, SpQR's bilevel statistics and
-/// outliers, MixLLM's mixed row widths, GQSA's pruned groups) in the model's first two layers, run
+/// outliers, MixLLM's mixed row widths, GQSA's pruned groups, and SpQR with incoherence processing) in the
+/// model's first two layers, run
 /// alone with the head: a 64-token prompt (the GPU plan's tiled gmatmul, the CPU plan's 8-row gmatvec
 /// tiles) and two decode steps (gmatvec under both) agree between the plans.
 #[test]
@@ -421,16 +422,24 @@ fn quantized_weights_of_every_method_follow_the_cpu_plan() {
     let mut base = Llama::load_from(&p.cpu, &first, 128, |_, _| {}).unwrap();
     let calib = calibrate(&mut base, &p.cpu, &ids[..128], 64, |_, _| {}).unwrap();
     let two = base.cfg.clone();
-    for method in Method::ALL {
-        let cfg = match method {
+    // Every method, then SpQR with incoherence processing (the rht kernel before each product).
+    let configs = Method::ALL
+        .iter()
+        .map(|&method| match method {
             Method::Rtn => Config::plain(Method::Rtn, 4, 32),
             Method::Gptq => Config::plain(Method::Gptq, 3, 64),
             Method::Spqr => Config::spqr(3),
             Method::Mixllm => Config::mixllm(0.1),
             Method::Gqsa => Config::gqsa(0.25),
-        };
+        })
+        .chain([Config {
+            incoherence: Some(3),
+            ..Config::spqr(3)
+        }]);
+    for cfg in configs {
+        let (method, what) = (cfg.method, cfg.describe());
         let (matrices, _) = quantize_linears(&g, &two, Some(&calib), &cfg, |_, _, _| {}).unwrap();
-        assert_eq!(matrices.len(), 14, "{}", method.name());
+        assert_eq!(matrices.len(), 14, "{what}");
         let src = Quantized {
             base: &g,
             matrices: &matrices,
@@ -438,7 +447,7 @@ fn quantized_weights_of_every_method_follow_the_cpu_plan() {
         let src = first_two_layers(&src);
         let mut m = Llama::load_from(&p.gpu, &src, 128, |_, _| {}).unwrap();
         let e = prompt_and_two_steps(&mut m, &ids, method.name());
-        eprintln!("{}: logits NMSE {e:.2e} between the plans", method.name());
+        eprintln!("{what}: logits NMSE {e:.2e} between the plans");
     }
 }
 

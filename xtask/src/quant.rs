@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use wring_gguf::Gguf;
-use wring_llm::compress::{Quality, Quantized, calibrate, quality, quantize_linears, reference};
+use wring_llm::compress::{
+    Quality, Quantized, calibrate, quality, quantize_linears, quantize_to_target, reference,
+};
 use wring_llm::{GgufTokenizer, Llama};
 use wring_quant::gptq::{Config, Method};
 use wring_runtime::{Context, ContextOptions};
@@ -31,6 +33,10 @@ pub struct Row {
     pub quantize_s: f64,
     /// Greedy decode speed on this adapter, one token per forward (see [`decode_speed`]).
     pub decode_tokens_per_s: f64,
+    /// For a target in bits per weight: how many input sites took each width.
+    pub mix: Option<String>,
+    /// For a target in bits per weight: each input site's choice.
+    pub choices: Vec<wring_llm::compress::SiteChoice>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -57,11 +63,19 @@ pub fn configs(quick: bool) -> Vec<Config> {
         outlier_threshold: None,
         ..Config::spqr(3)
     };
+    // Incoherence processing (`--incoherence`, seed 1) beside the same quantizer without it.
+    let inc = |c: Config| Config {
+        incoherence: Some(1),
+        ..c
+    };
     if quick {
         return vec![
             rtn(4, 32),
             gptq(3, 64),
+            inc(gptq(3, 64)),
             Config::spqr(3),
+            inc(Config::spqr(3)),
+            inc(gptq(2, 32)),
             Config::mixllm(0.1),
             Config::gqsa(0.3),
         ];
@@ -100,6 +114,12 @@ pub fn configs(quick: bool) -> Vec<Config> {
         Config::gqsa(0.3),
         Config::gqsa(0.4),
         Config::gqsa(0.5),
+        inc(rtn(3, 64)),
+        inc(gptq(3, 64)),
+        inc(no_outliers),
+        inc(Config::spqr(3)),
+        inc(gptq(2, 32)),
+        inc(Config::spqr(2)),
     ]
 }
 
@@ -151,15 +171,37 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
     let model_cfg = base.cfg.clone();
     drop(base);
     let mut rows = Vec::new();
-    for cfg in configs(quick) {
-        if only.is_some_and(|o| !cfg.describe().contains(o)) {
+    // The quantizers to run: each configuration alone, then widths chosen per input site for a target in
+    // bits per weight (`wring quantize --target-bpw`) among SpQR's 2, 3 and 4 bits with incoherence
+    // processing.
+    let spqr_inc = Config {
+        incoherence: Some(1),
+        ..Config::spqr(3)
+    };
+    let targets: &[f64] = if quick { &[3.0] } else { &[2.75, 3.25] };
+    let jobs = configs(quick)
+        .into_iter()
+        .map(|c| (c, None))
+        .chain(targets.iter().map(|&t| (spqr_inc, Some(t))));
+    for (cfg, target) in jobs {
+        let label = match target {
+            None => cfg.describe(),
+            Some(t) => format!("{} bits=2..4 target_bpw={t}", cfg.describe()),
+        };
+        if only.is_some_and(|o| !label.contains(o)) {
             continue;
         }
-        eprintln!("== {}", cfg.describe());
+        eprintln!("== {label}");
         let start = Instant::now();
-        let (matrices, summary) =
-            quantize_linears(&g, &model_cfg, Some(&calib), &cfg, |_, _, _| {})
-                .map_err(|x| e(&x))?;
+        let (matrices, summary, choices) = match target {
+            None => quantize_linears(&g, &model_cfg, Some(&calib), &cfg, |_, _, _| {})
+                .map(|(m, s)| (m, s, Vec::new())),
+            Some(t) => {
+                let candidates: Vec<Config> = (2..=4).map(|bits| Config { bits, ..cfg }).collect();
+                quantize_to_target(&g, &model_cfg, Some(&calib), &candidates, t, |_, _, _| {})
+            }
+        }
+        .map_err(|x| e(&x))?;
         let quantize_s = start.elapsed().as_secs_f64();
         let src = Quantized {
             base: &g,
@@ -168,8 +210,19 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
         let mut q = Llama::load_from(&ctx, &src, n_ctx, |_, _| {}).map_err(|x| e(&x))?;
         let quality = quality(&mut q, &ctx, &eval_ids, &r).map_err(|x| e(&x))?;
         let decode_tokens_per_s = decode_speed(&mut q, &ctx, decode_n)?;
+        // How many input sites took each width.
+        let mix = (2..=4)
+            .map(|b| {
+                let n = choices
+                    .iter()
+                    .filter(|c| c.config.contains(&format!(" bits={b} ")))
+                    .count();
+                format!("{n} sites at {b} bits")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let row = Row {
-            config: cfg.describe(),
+            config: label,
             bpw: summary.bits_per_weight(),
             outliers: summary.outliers,
             weights: summary.weights,
@@ -177,9 +230,11 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
             quality,
             quantize_s,
             decode_tokens_per_s,
+            mix: if choices.is_empty() { None } else { Some(mix) },
+            choices,
         };
         eprintln!(
-            "   {:.3} bpw, PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%, {} outliers, quantized in {:.0} s, decode {:.1} tokens/s",
+            "   {:.3} bpw, PPL {:.3} ({:+.1}%), KLD {:.4}, top-1 {:.1}%, {} outliers, quantized in {:.0} s, decode {:.1} tokens/s{}",
             row.bpw,
             row.quality.ppl,
             row.delta_ppl_pct,
@@ -187,7 +242,10 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
             100.0 * row.quality.top1,
             row.outliers,
             quantize_s,
-            decode_tokens_per_s
+            decode_tokens_per_s,
+            row.mix
+                .as_ref()
+                .map_or(String::new(), |m| format!(" ({m})"))
         );
         rows.push(row);
     }
@@ -195,8 +253,9 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
         .iter()
         .map(|r| {
             format!(
-                "| {} | {:.3} | {:.2} % | {:.2} | {:+.1} % | {:.4} | {:.1} % | {:.1} ({:.2}x) |",
+                "| {}{} | {:.3} | {:.2} % | {:.2} | {:+.1} % | {:.4} | {:.1} % | {:.1} ({:.2}x) |",
                 r.config,
+                r.mix.as_ref().map_or(String::new(), |m| format!(" ({m})")),
                 r.bpw,
                 100.0 * r.outliers as f64 / r.weights as f64,
                 r.quality.ppl,

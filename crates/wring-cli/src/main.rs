@@ -155,6 +155,16 @@ enum Command {
         /// gqsa: the fraction of each row's groups pruned whole (0 to below 1).
         #[arg(long, default_value_t = 0.5)]
         sparsity: f64,
+        /// Incoherence processing (QuIP#): quantize each layer in the basis of a seeded orthogonal
+        /// transform of its input ((Walsh-Hadamard x DCT) with random signs), which spreads large weights
+        /// over their rows; the products then transform their input first. The value is the seed.
+        #[arg(long, num_args = 0..=1, default_missing_value = "1")]
+        incoherence: Option<u64>,
+        /// Choose each input site's width among 2, 3 and 4 bits (the other options as given) for the
+        /// least measured error within this many bits per weight of the linear layers, everything
+        /// counted; prints the chosen mix (rtn, gptq and spqr).
+        #[arg(long)]
+        target_bpw: Option<f64>,
         /// Calibration text (needed by gptq and spqr).
         #[arg(long)]
         calib: Option<std::path::PathBuf>,
@@ -584,6 +594,8 @@ fn main() -> ExitCode {
             high_precision_fraction,
             high_bits,
             sparsity,
+            incoherence,
+            target_bpw,
             calib,
             calib_tokens,
             output,
@@ -606,10 +618,18 @@ fn main() -> ExitCode {
                 act_order: base.act_order && !no_act_order,
                 outlier_threshold: (method == Method::Spqr && outlier_threshold > 0.0)
                     .then_some(outlier_threshold),
+                incoherence,
                 ..base
             };
-            quantize(model, &cfg, calib.as_deref(), calib_tokens, &output)
-                .map_err(|e| e.to_string())
+            quantize(
+                model,
+                &cfg,
+                target_bpw,
+                calib.as_deref(),
+                calib_tokens,
+                &output,
+            )
+            .map_err(|e| e.to_string())
         }
     };
     match result {
@@ -869,6 +889,7 @@ fn kv_calibrate(
 fn quantize(
     model: Option<std::path::PathBuf>,
     cfg: &Config,
+    target_bpw: Option<f64>,
     calib: Option<&std::path::Path>,
     calib_tokens: usize,
     output: &std::path::Path,
@@ -888,11 +909,12 @@ fn quantize(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let start = std::time::Instant::now();
-    let (file, summary) = wring_llm::compress::compress(
+    let (file, summary, choices) = wring_llm::compress::compress(
         &ctx,
         &g,
         &path,
         cfg,
+        target_bpw,
         text.as_deref(),
         calib_tokens,
         |stage| match stage {
@@ -911,6 +933,27 @@ fn quantize(
     bar.finish_and_clear();
     wring_io::group_file::write(output, &file)
         .map_err(|e| wring_llm::LlmError::Request(e.to_string()))?;
+    // The mix a target chose: each input site's width, with its bits per weight and error.
+    for c in &choices {
+        let w = file
+            .matrices
+            .iter()
+            .filter(|(n, _)| {
+                wring_llm::compress::site_of(n).is_some_and(|(b, s)| {
+                    b == c.block && wring_llm::compress::SITES[s].join("+") == c.site
+                })
+            })
+            .map(|(_, m)| m.layout.rows * m.layout.cols)
+            .sum::<usize>();
+        println!(
+            "blk.{:<3} {:<24} {:.3} bpw  error {:.4e}  {}",
+            c.block,
+            c.site,
+            c.bits / w.max(1) as f64,
+            c.error,
+            c.config
+        );
+    }
     let stats = match cfg.stats {
         Stats::Affine => "affine f16 statistics".to_string(),
         Stats::Bilevel { bits, rows } => format!("{bits}-bit statistics over {rows} rows"),

@@ -528,6 +528,7 @@ mod tests {
             "affine-4bit.safetensors",
             "bilevel-3bit.safetensors",
             "mixed-4-8bit.safetensors",
+            "incoherence-4bit.safetensors",
         ] {
             let f = read(&dir.join(name)).unwrap();
             assert_eq!(f.matrices.len(), 1, "{name}");

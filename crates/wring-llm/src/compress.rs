@@ -38,6 +38,12 @@ pub struct Calibration {
     pub tokens: usize,
 }
 
+/// The seed of one input site's incoherence transform: the file's seed mixed with the block and site
+/// (SplitMix64's increment), so sites differ and the matrices of one site share their transform.
+pub fn site_seed(seed: u64, (block, site): (usize, usize)) -> u64 {
+    seed ^ ((block * SITES.len() + site + 1) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// (block, site) of a linear layer's GGUF name.
 pub fn site_of(name: &str) -> Option<(usize, usize)> {
     let rest = name.strip_prefix("blk.")?;
@@ -199,6 +205,9 @@ impl Summary {
     }
 }
 
+/// Quantized matrices by GGUF tensor name.
+pub type Matrices = HashMap<String, GroupMatrix>;
+
 /// Quantizes every linear layer of a llama-family GGUF with `cfg`, using the calibration's Hessians
 /// (round to nearest uses none). `progress(name, done, total)` is called per matrix.
 pub fn quantize_linears(
@@ -206,8 +215,21 @@ pub fn quantize_linears(
     model: &LlamaConfig,
     calib: Option<&Calibration>,
     cfg: &Config,
-    mut progress: impl FnMut(&str, usize, usize),
+    progress: impl FnMut(&str, usize, usize),
 ) -> Result<(HashMap<String, GroupMatrix>, Summary), LlmError> {
+    quantize_linears_scored(g, model, calib, cfg, progress).map(|(m, s, _)| (m, s))
+}
+
+/// [`quantize_linears`], with each matrix's error as well: GPTQ's objective on the calibration's
+/// Hessian (the layer's output error on the calibration activations; the plain squared error for round
+/// to nearest), by name.
+pub fn quantize_linears_scored(
+    g: &Gguf,
+    model: &LlamaConfig,
+    calib: Option<&Calibration>,
+    cfg: &Config,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<(Matrices, Summary, HashMap<String, f64>), LlmError> {
     let names: Vec<String> = (0..model.n_layers)
         .flat_map(|b| {
             SITES
@@ -216,6 +238,7 @@ pub fn quantize_linears(
         })
         .collect();
     let mut out = HashMap::new();
+    let mut errors = HashMap::new();
     let mut summary = Summary {
         weights: 0,
         bits: 0.0,
@@ -228,21 +251,217 @@ pub fn quantize_linears(
     } else {
         HashMap::new()
     };
+    // Incoherence processing: the last input site's transform and its Hessian in the transformed basis
+    // (q, k and v share one input, as gate and up do, and so one transform and one conjugated Hessian).
+    let mut site_transform: Option<((usize, usize), Vec<u32>, Hessian)> = None;
     for (i, name) in names.iter().enumerate() {
-        let (rows, cols, w) = dense_matrix(g, name)?;
+        let (rows, cols, mut w) = dense_matrix(g, name)?;
         let h = layer_hessian(cfg, calib, name, cols)?;
         let widths = row_bits.get(name).map_or(&[][..], Vec::as_slice);
-        let (m, report) = gptq::quantize_rows(&w, rows, cols, &h, cfg, widths)
-            .map_err(|e| LlmError::Unsupported(format!("`{name}`: {e}")))?;
+        let bad = |e: &dyn std::fmt::Display| LlmError::Unsupported(format!("`{name}`: {e}"));
+        let (m, report) = match cfg.incoherence {
+            None => gptq::quantize_rows(&w, rows, cols, &h, cfg, widths).map_err(|e| bad(&e))?,
+            Some(seed) => {
+                let site = site_of(name).ok_or_else(|| bad(&"not a linear layer"))?;
+                let t = wring_quant::rht::Rht::new(cols).map_err(|e| bad(&e))?;
+                let dct = t.dct();
+                if site_transform.as_ref().is_none_or(|(s, ..)| *s != site) {
+                    let signs = wring_quant::rht::signs_from_seed(cols, site_seed(seed, site));
+                    let conjugated = Hessian {
+                        h: t.conjugate(&dct, &signs, &h.h),
+                        ..h.as_ref().clone()
+                    };
+                    site_transform = Some((site, signs, conjugated));
+                }
+                let (_, signs, ht) = site_transform.as_ref().expect("set above");
+                // Each row w stored as V w.
+                let mut row = vec![0f32; cols];
+                for chunk in w.chunks_mut(cols) {
+                    t.forward(&dct, signs, chunk, &mut row);
+                    chunk.copy_from_slice(&row);
+                }
+                let (mut m, report) =
+                    gptq::quantize_rows(&w, rows, cols, ht, cfg, widths).map_err(|e| bad(&e))?;
+                m.signs = signs.clone();
+                (m, report)
+            }
+        };
+        m.check().map_err(|e| bad(&e))?;
         summary.weights += rows * cols;
         summary.bits += m.bits_per_weight() * (rows * cols) as f64;
         summary.outliers += report.outliers;
         summary.pruned_groups += report.pruned;
         summary.proxy_error += report.proxy_error;
+        errors.insert(name.clone(), report.proxy_error);
         out.insert(name.clone(), m);
         progress(name, i + 1, names.len());
     }
-    Ok((out, summary))
+    Ok((out, summary, errors))
+}
+
+/// One input site's share of a mixture: which candidate it took, and what that costs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SiteChoice {
+    /// The block.
+    pub block: usize,
+    /// The input site's matrices (`attn_q+attn_k+attn_v`, ...).
+    pub site: String,
+    /// The candidate taken, as [`Config::describe`] gives it.
+    pub config: String,
+    /// Its storage in bits, everything counted.
+    pub bits: f64,
+    /// Its error (the sum of its matrices' [`quantize_linears_scored`] errors).
+    pub error: f64,
+}
+
+/// Quantizes the linear layers to at most `target_bpw` bits per weight with the least error, choosing a
+/// candidate configuration per input site (the matrices of a site read one input and are served stacked,
+/// so they share one): every candidate quantizes the whole model, each site's bits and error are
+/// measured, and [`choose_within`] solves the knapsack (the least total error within the bits). The
+/// errors are each layer's own output error on the
+/// calibration activations (EvoPress and MixLLM both argue that sensitivity differs by layer); they are
+/// not the layers' effect on the logits. Returns the matrices, their summary and the choice per site.
+pub fn quantize_to_target(
+    g: &Gguf,
+    model: &LlamaConfig,
+    calib: Option<&Calibration>,
+    candidates: &[Config],
+    target_bpw: f64,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<(Matrices, Summary, Vec<SiteChoice>), LlmError> {
+    if candidates.is_empty() {
+        return Err(LlmError::Request("no candidate configurations".into()));
+    }
+    if !(target_bpw.is_finite() && target_bpw > 0.0) {
+        return Err(LlmError::Request(format!(
+            "a target of {target_bpw} bits per weight"
+        )));
+    }
+    let mut runs = Vec::with_capacity(candidates.len());
+    for (c, cfg) in candidates.iter().enumerate() {
+        let (m, _, e) = quantize_linears_scored(g, model, calib, cfg, |name, done, total| {
+            progress(name, c * total + done, candidates.len() * total)
+        })?;
+        runs.push((m, e));
+    }
+    // Per site (in block order), each candidate's (bits, error).
+    let sites: Vec<(usize, usize)> = (0..model.n_layers)
+        .flat_map(|b| (0..SITES.len()).map(move |s| (b, s)))
+        .collect();
+    let names =
+        |(b, s): (usize, usize)| SITES[s].iter().map(move |n| format!("blk.{b}.{n}.weight"));
+    let mut cost = Vec::with_capacity(sites.len());
+    let mut weights = 0usize;
+    for &site in &sites {
+        let mut per = Vec::with_capacity(runs.len());
+        for (m, e) in &runs {
+            let (mut bits, mut err) = (0.0, 0.0);
+            for n in names(site) {
+                let mat = m
+                    .get(&n)
+                    .ok_or_else(|| LlmError::Unsupported(format!("no `{n}`")))?;
+                bits += mat.bits_per_weight() * (mat.layout.rows * mat.layout.cols) as f64;
+                err += e[&n];
+            }
+            per.push((bits, err));
+        }
+        weights += names(site)
+            .map(|n| runs[0].0[&n].layout.rows * runs[0].0[&n].layout.cols)
+            .sum::<usize>();
+        cost.push(per);
+    }
+    let choice = choose_within(&cost, target_bpw * weights as f64).ok_or_else(|| {
+        let cheapest: f64 = cost
+            .iter()
+            .map(|per| per.iter().map(|p| p.0).fold(f64::INFINITY, f64::min))
+            .sum();
+        LlmError::Request(format!(
+            "a target of {target_bpw} bits per weight is below the smallest candidates' {:.3}",
+            cheapest / weights as f64
+        ))
+    })?;
+    let mut out = HashMap::new();
+    let mut summary = Summary {
+        weights,
+        bits: 0.0,
+        outliers: 0,
+        pruned_groups: 0,
+        proxy_error: 0.0,
+    };
+    let mut choices = Vec::with_capacity(sites.len());
+    for ((&site, &c), per) in sites.iter().zip(&choice).zip(&cost) {
+        for n in names(site) {
+            let m = runs[c].0.remove(&n).expect("measured above");
+            summary.outliers += m.outlier_count();
+            out.insert(n, m);
+        }
+        summary.bits += per[c].0;
+        summary.proxy_error += per[c].1;
+        choices.push(SiteChoice {
+            block: site.0,
+            site: SITES[site.1].join("+"),
+            config: candidates[c].describe(),
+            bits: per[c].0,
+            error: per[c].1,
+        });
+    }
+    Ok((out, summary, choices))
+}
+
+/// The knapsack of [`quantize_to_target`]: for items each offering options of (cost, error), one option
+/// per item with total cost within `budget` and the least total error, or `None` when even the cheapest
+/// options exceed it. Dynamic programming over the budget in 100,000 steps, each option's cost rounded up
+/// to whole steps: the choice always fits and is the best of those that fit with the rounded costs (which
+/// forgoes only choices within a step per item of the budget: 0.12 % of it for SmolLM2's 120 sites).
+pub fn choose_within(options: &[Vec<(f64, f64)>], budget: f64) -> Option<Vec<usize>> {
+    const STEPS: usize = 100_000;
+    // Options are recorded as bytes.
+    if options.iter().any(|per| per.is_empty() || per.len() > 255)
+        || budget.is_nan()
+        || budget < 0.0
+    {
+        return None;
+    }
+    let unit = budget / STEPS as f64;
+    let steps = |c: f64| -> usize {
+        if unit > 0.0 {
+            (c / unit).ceil().min((STEPS + 1) as f64) as usize
+        } else if c > 0.0 {
+            STEPS + 1
+        } else {
+            0
+        }
+    };
+    // best[b]: the least error of the items so far within b steps; from[i][b] the option item i took.
+    let mut best = vec![0.0f64; STEPS + 1];
+    let mut from = Vec::with_capacity(options.len());
+    for per in options {
+        let mut next = vec![f64::INFINITY; STEPS + 1];
+        let mut took = vec![u8::MAX; STEPS + 1];
+        for (o, &(c, e)) in per.iter().enumerate() {
+            let s = steps(c);
+            for b in s..=STEPS {
+                let v = best[b - s] + e;
+                if v < next[b] {
+                    next[b] = v;
+                    took[b] = o as u8;
+                }
+            }
+        }
+        best = next;
+        from.push(took);
+    }
+    if !best[STEPS].is_finite() {
+        return None;
+    }
+    let mut choice = vec![0; options.len()];
+    let mut b = STEPS;
+    for (i, per) in options.iter().enumerate().rev() {
+        let o = from[i][b] as usize;
+        choice[i] = o;
+        b -= steps(per[o].0);
+    }
+    Some(choice)
 }
 
 /// Where [`compress`] is.
@@ -260,16 +479,22 @@ pub enum Stage<'a> {
 
 /// Compresses the GGUF at `base_path` (already opened as `g`) with `cfg`: calibration on the first
 /// `calib_tokens` tokens of `calib_text` (in windows of 256 tokens) for GPTQ and SpQR, then every linear
-/// layer, giving the file to write and the summary.
+/// layer, giving the file to write, the summary and, with a target in bits per weight, the width each
+/// input site took (`cfg` at 2, 3 and 4 bits the candidates; see [`quantize_to_target`]).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the model, the method, the target and the calibration are all the caller's"
+)]
 pub fn compress(
     ctx: &Context,
     g: &Gguf,
     base_path: &Path,
     cfg: &Config,
+    target_bpw: Option<f64>,
     calib_text: Option<&str>,
     calib_tokens: usize,
     mut progress: impl FnMut(Stage<'_>),
-) -> Result<(GroupFile, Summary), LlmError> {
+) -> Result<(GroupFile, Summary, Vec<SiteChoice>), LlmError> {
     let base = Base::of(base_path).map_err(|e| LlmError::Request(e.to_string()))?;
     let model = LlamaConfig::from_gguf(g)?;
     let calib = match (cfg.method, calib_text) {
@@ -301,21 +526,38 @@ pub fn compress(
             )?)
         }
     };
-    let (matrices, summary) =
-        quantize_linears(g, &model, calib.as_ref(), cfg, |name, done, total| {
-            progress(Stage::Quantizing { name, done, total })
-        })?;
+    let report = |name: &str, done, total| progress(Stage::Quantizing { name, done, total });
+    let (matrices, summary, choices, method) = match target_bpw {
+        None => {
+            let (m, s) = quantize_linears(g, &model, calib.as_ref(), cfg, report)?;
+            (m, s, Vec::new(), cfg.describe())
+        }
+        Some(target) => {
+            if cfg.high_fraction > 0.0 || cfg.sparsity > 0.0 {
+                return Err(LlmError::Request(
+                    "a target in bits per weight chooses widths itself; it does not combine with \
+                     mixllm's promoted rows or gqsa's pruning"
+                        .into(),
+                ));
+            }
+            let candidates: Vec<Config> = (2..=4).map(|bits| Config { bits, ..*cfg }).collect();
+            let (m, s, c) =
+                quantize_to_target(g, &model, calib.as_ref(), &candidates, target, report)?;
+            let method = format!("{} bits=2..4 target_bpw={target}", cfg.describe());
+            (m, s, c, method)
+        }
+    };
     Ok((
         GroupFile {
             base,
             method: format!(
-                "{}; calibration tokens={}",
-                cfg.describe(),
+                "{method}; calibration tokens={}",
                 calib.as_ref().map_or(0, |c| c.tokens)
             ),
             matrices,
         },
         summary,
+        choices,
     ))
 }
 
@@ -560,6 +802,63 @@ pub fn quality_against(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The knapsack's choice always fits the budget and is the best choice under its rounded costs
+    /// (found by trying them all); a budget below the cheapest options is refused.
+    #[test]
+    fn the_knapsack_fits_and_is_the_best_under_its_rounding() {
+        let mut seed = 17u64;
+        let mut rand = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for _ in 0..200 {
+            // 5 items of 3 options: more bits, less error, as widths 2, 3 and 4 give.
+            let items: Vec<Vec<(f64, f64)>> = (0..5)
+                .map(|_| {
+                    let size = 1.0 + 3.0 * rand();
+                    let sens = 0.1 + rand();
+                    (2..=4)
+                        .map(|b| {
+                            let e = sens * size * 4f64.powi(-b) * (0.8 + 0.4 * rand());
+                            (size * f64::from(b), e)
+                        })
+                        .collect()
+                })
+                .collect();
+            let min_cost: f64 = items.iter().map(|p| p[0].0).sum();
+            let max_cost: f64 = items.iter().map(|p| p[2].0).sum();
+            let budget = min_cost + rand() * (max_cost - min_cost);
+            let got = choose_within(&items, budget).expect("the cheapest fit");
+            let unit = budget / 100_000.0;
+            let steps = |c: &[usize]| {
+                c.iter()
+                    .zip(&items)
+                    .map(|(&o, p)| (p[o].0 / unit).ceil())
+                    .sum::<f64>()
+            };
+            let err = |c: &[usize]| c.iter().zip(&items).map(|(&o, p)| p[o].1).sum::<f64>();
+            let cost = |c: &[usize]| c.iter().zip(&items).map(|(&o, p)| p[o].0).sum::<f64>();
+            assert!(cost(&got) <= budget);
+            let mut best = f64::INFINITY;
+            for code in 0..3usize.pow(5) {
+                let c: Vec<usize> = (0..5).map(|i| code / 3usize.pow(i) % 3).collect();
+                if steps(&c) <= 100_000.0 {
+                    best = best.min(err(&c));
+                }
+            }
+            assert!(
+                err(&got) <= best * (1.0 + 1e-12),
+                "{} against {best}",
+                err(&got)
+            );
+        }
+        assert!(choose_within(&[vec![(2.0, 1.0), (3.0, 0.5)]], 1.5).is_none());
+        assert_eq!(
+            choose_within(&[vec![(2.0, 1.0), (3.0, 0.5)]], 3.0),
+            Some(vec![1])
+        );
+    }
 
     #[test]
     fn sites_are_named() {

@@ -145,6 +145,9 @@ pub struct Config {
     pub high_fraction: f64,
     /// GQSA: the fraction of each row's groups pruned (rounded to whole groups; 0 prunes none).
     pub sparsity: f64,
+    /// Incoherence processing (QuIP#): the seed of the input transforms ([`crate::rht`]) the weights
+    /// are quantized in, or `None`. Applied by the caller, which knows which matrices share an input.
+    pub incoherence: Option<u64>,
 }
 
 impl Config {
@@ -170,8 +173,11 @@ impl Config {
         } else {
             String::new()
         };
+        let inc = self
+            .incoherence
+            .map_or(String::new(), |seed| format!(" incoherence={seed}"));
         format!(
-            "{} bits={} group={} stats={stats} act_order={} damp={} tau={tau}{mixed}{sparse}",
+            "{} bits={} group={} stats={stats} act_order={} damp={} tau={tau}{mixed}{sparse}{inc}",
             self.method.name(),
             self.bits,
             self.group,
@@ -195,6 +201,7 @@ impl Config {
             high_bits: 0,
             high_fraction: 0.0,
             sparsity: 0.0,
+            incoherence: None,
         }
     }
 
@@ -238,6 +245,7 @@ impl Config {
             high_bits: 0,
             high_fraction: 0.0,
             sparsity: 0.0,
+            incoherence: None,
         }
     }
 }

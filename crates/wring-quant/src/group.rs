@@ -304,7 +304,7 @@ impl GroupMatrix {
                     r.sign_words()
                 ));
             }
-            if l.cols % 32 != 0 && self.signs[l.cols / 32] >> (l.cols % 32) != 0 {
+            if !l.cols.is_multiple_of(32) && self.signs[l.cols / 32] >> (l.cols % 32) != 0 {
                 return shape_err("a sign bit past the last column");
             }
         }

@@ -197,7 +197,7 @@ pub fn signs_from_seed(n: usize, seed: u64) -> Vec<u32> {
     };
     let mut words: Vec<u32> = (0..n.div_ceil(32)).map(|_| next()).collect();
     // Bits past n are zero, so equal transforms have equal words.
-    if n % 32 != 0 {
+    if !n.is_multiple_of(32) {
         if let Some(last) = words.last_mut() {
             *last &= (1u32 << (n % 32)) - 1;
         }

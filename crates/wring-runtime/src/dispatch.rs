@@ -12,7 +12,7 @@ use crate::kernels::quant::{
     Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu, QuantizeQ8,
     qmatvec_q8,
 };
-use crate::kernels::sparse::{Gmatmul, Gmatvec};
+use crate::kernels::sparse::{Gmatmul, Gmatvec, Rht};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
 use crate::tensor::Tensor;
@@ -52,7 +52,7 @@ impl Weights {
     pub fn bytes(&self) -> u64 {
         match self {
             Weights::Tensor(t) => t.bytes(),
-            Weights::Group(g) => g.buffers().iter().map(|(_, t)| t.bytes()).sum(),
+            Weights::Group(g) => g.all_buffers().iter().map(|t| t.bytes()).sum(),
         }
     }
 }
@@ -71,6 +71,9 @@ pub struct GroupWeights {
     mask: Option<Tensor>,
     /// Whether rows differ in code width (the products' constant-width variants do not apply).
     mixed: bool,
+    /// The incoherence transform's signs and DCT factor, when the rows were stored in its basis: the
+    /// products then read V x.
+    transform: Option<(Tensor, Tensor)>,
 }
 
 impl GroupWeights {
@@ -96,6 +99,16 @@ impl GroupWeights {
                 Some(ctx.upload(&[l.rows, l.mask_words()], &m.mask)?)
             },
             mixed: !m.row_bits.is_empty(),
+            transform: if m.signs.is_empty() {
+                None
+            } else {
+                let t =
+                    wring_quant::rht::Rht::new(l.cols).map_err(|e| Error::Shape(e.to_string()))?;
+                Some((
+                    ctx.upload(&[m.signs.len()], &m.signs)?,
+                    ctx.upload(&[t.b, t.b], &t.dct())?,
+                ))
+            },
         })
     }
 
@@ -113,6 +126,15 @@ impl GroupWeights {
         }
         if let Some(m) = &self.mask {
             b.push(("mask", m));
+        }
+        b
+    }
+
+    /// The device buffers in all (the transform's included), for [`Weights::bytes`].
+    fn all_buffers(&self) -> Vec<&Tensor> {
+        let mut b: Vec<&Tensor> = self.buffers().into_iter().map(|(_, t)| t).collect();
+        if let Some((s, d)) = &self.transform {
+            b.extend([s, d]);
         }
         b
     }
@@ -148,6 +170,24 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                 mixed: g.mixed,
             };
             let mut ops = g.buffers();
+            // Weights stored in the incoherence basis multiply V x: the transform first, into a
+            // temporary the product reads.
+            let rotated;
+            let x = match &g.transform {
+                None => x,
+                Some((signs, dct)) => {
+                    rotated = step.context().empty(&[m, g.layout.cols], DType::F32)?;
+                    let unit = Rht {
+                        n: g.layout.cols,
+                        rows: m,
+                    };
+                    step.run(
+                        &unit,
+                        &[("x", x), ("signs", signs), ("dct", dct), ("y", &rotated)],
+                    )?;
+                    &rotated
+                }
+            };
             if m == 1 || step.caps().software {
                 tracing::debug!(m, "group weights: gmatvec (one row, or a CPU adapter)");
                 ops.extend([("x", x), ("y", y)]);
