@@ -28,6 +28,15 @@ fn base_and_quantized_logits(
     )
 }
 
+/// Finite quantized logits `b` within 1e-3 NMSE of the base's `a`, with the same top token.
+fn assert_close_with_the_same_top_token(a: &[f32], b: &[f32]) {
+    assert!(b.iter().all(|v| v.is_finite()));
+    let e = wring::kernels::check::compare(b, a, wring::kernels::check::Tolerance::Nmse(1e-3));
+    assert!(e.is_ok(), "{}", e.unwrap_err());
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+    assert_eq!(argmax(a), argmax(b));
+}
+
 /// The sanity row of every bits-versus-quality table: 4-bit affine groups of 32 (round to nearest) hold
 /// Q4_1's grid, so SmolLM2's Q4_1 linears come back bit for bit, and the model run on the group kernels
 /// gives the logits of the model run on the Q4_1 kernels (to the two kernels' summation orders).
@@ -88,11 +97,7 @@ fn mixed_row_widths_run_the_whole_model() {
     let bpw = summary.bits_per_weight();
     assert!((5.4..5.48).contains(&bpw), "{bpw} bits per weight");
     let (a, b) = base_and_quantized_logits(&g, &mut base, &matrices);
-    assert!(b.iter().all(|v| v.is_finite()));
-    let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-3));
-    assert!(e.is_ok(), "{}", e.unwrap_err());
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
-    assert_eq!(argmax(&a), argmax(&b));
+    assert_close_with_the_same_top_token(&a, &b);
 }
 
 /// GQSA's pruned groups end to end: a quarter of every row's groups pruned (round to nearest, so the
@@ -245,11 +250,7 @@ fn incoherence_processing_runs_the_whole_model() {
     let bpw = summary.bits_per_weight();
     assert!((9.0..9.07).contains(&bpw), "{bpw} bits per weight");
     let (a, b) = base_and_quantized_logits(&g, &mut base, &matrices);
-    assert!(b.iter().all(|v| v.is_finite()));
-    let e = wring::kernels::check::compare(&b, &a, wring::kernels::check::Tolerance::Nmse(1e-3));
-    assert!(e.is_ok(), "{}", e.unwrap_err());
-    let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
-    assert_eq!(argmax(&a), argmax(&b));
+    assert_close_with_the_same_top_token(&a, &b);
 }
 
 /// Widths chosen per input site for a target: round to nearest at 2, 3 and 4 bits (no calibration), a

@@ -116,23 +116,29 @@ fn codes4(base: u32, bits: u32, at: u32) -> vec4<f32> {
     return split4(funnel(codes[w], codes[min(w + 1u, last)], at & 31u), bits);
 }
 
-// The eight codes from bit `at` (the last four are garbage when the row has fewer): up to 4 bits, all
-// eight are in the 32 bits one funnel shift gives; wider ones take a second shift, over a third word when
-// they reach it.
+// The eight codes from bit `at` (the last four are garbage when the row has fewer). When all eight lie
+// in one word (2- and 4-bit codes in groups of a multiple of 8 always do) that word alone is loaded;
+// otherwise one funnel shift over two words gives the first four, or all eight up to 4 bits, and wider
+// codes take a second shift, over a third word when they reach it. Rows of one width in groups of one
+// size all take the same branch, so it does not diverge between lanes.
 fn codes8(base: u32, bits: u32, at: u32) -> array<vec4<f32>, 2> {
     let w = base + (at >> 5u);
     let s = at & 31u;
-    let last = arrayLength(&codes) - 1u;
     let lo = codes[w];
-    let hi = codes[min(w + 1u, last)];
-    let f0 = funnel(lo, hi, s);
+    var f0 = lo >> s;
     var f1 = f0 >> (4u * bits);
-    if (bits > 4u) {
-        let s1 = s + 4u * bits;
-        if (s1 >= 32u) {
-            f1 = funnel(hi, codes[min(w + 2u, last)], s1 - 32u);
-        } else {
-            f1 = funnel(lo, hi, s1);
+    if (s + 8u * bits > 32u) {
+        let last = arrayLength(&codes) - 1u;
+        let hi = codes[min(w + 1u, last)];
+        f0 = funnel(lo, hi, s);
+        f1 = f0 >> (4u * bits);
+        if (bits > 4u) {
+            let s1 = s + 4u * bits;
+            if (s1 >= 32u) {
+                f1 = funnel(hi, codes[min(w + 2u, last)], s1 - 32u);
+            } else {
+                f1 = funnel(lo, hi, s1);
+            }
         }
     }
     return array<vec4<f32>, 2>(split4(f0, bits), split4(f1, bits));

@@ -62,22 +62,11 @@ fn main(inv: Invocation) {
         return;
     }
     let groups = params.cols / params.group;
-    var base: array<u32, ROWS>;
+    // What stays live across a group is kept small (a lane holds all of it for ROWS rows, and on a CPU
+    // adapter spilled registers cost loads): each row's next code as an absolute bit position, its
+    // statistics as w = a q + c, its sums. Where a row starts is read again from `rowcodes` at each group.
     var bits: array<u32, ROWS>;
-    var stat0: array<u32, ROWS>;
     var slot: array<u32, ROWS>;
-    for (var r = 0u; r < ROWS; r++) {
-        // Rows past the end are clamped to the last one; their sums are not stored.
-        let row = min(row0 + r, params.rows - 1u);
-        base[r] = rowcodes[3u * row];
-#ifdef BITS
-        // Every row has the variant's width: a constant, so the decode's shifts and masks are too.
-        bits[r] = u32(BITS);
-#else
-        bits[r] = rowcodes[3u * row + 1u];
-#endif
-        stat0[r] = rowcodes[3u * row + 2u];
-    }
     var sums: array<array<f32, BATCH>, ROWS>;
     for (var g = 0u; g < groups; g++) {
 #ifdef BILEVEL
@@ -86,10 +75,18 @@ fn main(inv: Invocation) {
         let second0 = group_second(row0, g);
 #endif
         var ac: array<vec2<f32>, ROWS>;
-        var at: array<u32, ROWS>;
+        var pos: array<u32, ROWS>;
         var kept: array<bool, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
+            // Rows past the end are clamped to the last one; their sums are not stored.
             let row = min(row0 + r, params.rows - 1u);
+#ifdef BITS
+            // Every row has the variant's width: a constant, so the decode's shifts and masks are too.
+            bits[r] = u32(BITS);
+#else
+            bits[r] = rowcodes[3u * row + 1u];
+#endif
+            let stat0 = rowcodes[3u * row + 2u];
 #ifdef MASKED
             // Lanes walk a row's groups in order, so a kept group's slot is a running count.
             let mw = (groups + 31u) / 32u;
@@ -104,11 +101,12 @@ fn main(inv: Invocation) {
                 if (row / params.stat_rows != row0 / params.stat_rows) {
                     sec = group_second(row, g);
                 }
-                ac[r] = ac_of(bilevel_stats(sec, stat0[r], g));
+                ac[r] = ac_of(bilevel_stats(sec, stat0, g));
 #else
-                ac[r] = ac_of(group_stats(row, stat0[r], slot[r], g));
+                ac[r] = ac_of(group_stats(row, stat0, slot[r], g));
 #endif
-                at[r] = slot[r] * params.group * bits[r];
+                // Bit positions fit u32: a binding holds at most 2^27 words.
+                pos[r] = 32u * rowcodes[3u * row] + slot[r] * params.group * bits[r];
             }
         }
         // Eight columns at a time (a group's last four alone when it is not a multiple of 8).
@@ -129,8 +127,8 @@ fn main(inv: Invocation) {
                     continue;
                 }
 #endif
-                let q = codes8(base[r], bits[r], at[r]);
-                at[r] += 8u * bits[r];
+                let q = codes8(0u, bits[r], pos[r]);
+                pos[r] += 8u * bits[r];
                 let w0 = ac[r].x * q[0] + ac[r].y;
                 let w1 = ac[r].x * q[1] + ac[r].y;
                 for (var b = 0u; b < BATCH; b++) {
