@@ -62,6 +62,56 @@ pub struct QualityReport {
 /// The llama.cpp types re-quantized from the f32 base, when llama-quantize is on PATH.
 const LLAMA_TYPES: [&str; 6] = ["Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"];
 
+/// llama.cpp at its best: the types re-quantized with an importance matrix from `llama-imatrix` on the
+/// calibration text, when both tools are on PATH. On SmolLM2 the 576-wide tensors fall back to other
+/// types (llama-quantize's `tensor_type_fallback`); each point names what its linears became.
+const IMATRIX_TYPES: [&str; 12] = [
+    "Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS",
+    "IQ3_S", "IQ3_M", "IQ4_XS",
+];
+
+/// What a GGUF's linear layers are stored as: each type with its count of tensors, most first
+/// (`Q4_0 x180, Q3_K x30`), so a fallback shows.
+fn linear_types(g: &Gguf) -> String {
+    let mut n: Vec<(&str, usize)> = Vec::new();
+    for t in g.tensors.iter().filter(|t| site_of(&t.name).is_some()) {
+        let ty = t.type_name();
+        match n.iter_mut().find(|(k, _)| *k == ty) {
+            Some((_, c)) => *c += 1,
+            None => n.push((ty, 1)),
+        }
+    }
+    n.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    n.iter()
+        .map(|(k, c)| format!("{k} x{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The points of `tool` on its Pareto front for `metric` (lower is better): none of its other points has
+/// fewer bits and a lower metric. In order of bits.
+pub fn pareto_front<'p>(
+    points: &[&'p Point],
+    tool: &str,
+    metric: fn(&Point) -> f64,
+) -> Vec<&'p Point> {
+    let mut own: Vec<&Point> = points.iter().copied().filter(|p| p.tool == tool).collect();
+    own.sort_by(|a, b| {
+        a.bpw_linear
+            .total_cmp(&b.bpw_linear)
+            .then(metric(a).total_cmp(&metric(b)))
+    });
+    let mut front = Vec::new();
+    let mut best = f64::INFINITY;
+    for p in own {
+        if metric(p) < best {
+            best = metric(p);
+            front.push(p);
+        }
+    }
+    front
+}
+
 fn on_path(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -152,6 +202,8 @@ fn perplexity(
     save_base: bool,
 ) -> Result<Scores, String> {
     let mut cmd = Command::new(tool);
+    // llama.cpp's CPU back end, as the table says, also from a build with its Vulkan back end.
+    cmd.env("GGML_VK_VISIBLE_DEVICES", "");
     cmd.arg("-m")
         .arg(model)
         .arg("-f")
@@ -377,7 +429,8 @@ pub fn run(
         None => eprintln!("== llama-quantize is not on PATH: no llama.cpp points"),
         Some(q) => {
             for ty in LLAMA_TYPES {
-                if only.is_some_and(|o| !ty.contains(o)) {
+                // `--only imatrix` runs the importance-matrix points alone.
+                if only.is_some_and(|o| o == "imatrix" || !ty.contains(o)) {
                     continue;
                 }
                 eprintln!("== llama.cpp {ty}");
@@ -404,6 +457,84 @@ pub fn run(
                 let _ = std::fs::remove_file(&path);
             }
         }
+    }
+    // llama.cpp with an importance matrix from the calibration text (the same tokens wring calibrates on).
+    match (on_path("llama-quantize"), on_path("llama-imatrix")) {
+        (Some(q), Some(im))
+            if IMATRIX_TYPES
+                .iter()
+                .any(|t| only.is_none_or(|o| o == "imatrix" || t.contains(o))) =>
+        {
+            let imatrix = work.join("imatrix.dat");
+            let calib_path = work.join("calib.txt");
+            // The calibration tokens wring sees, as text, in as many chunks of the context as they fill.
+            std::fs::copy(root.join(calib_text), &calib_path).map_err(|x| e(&x))?;
+            let calib_chunks = (n / n_ctx).max(1);
+            eprintln!("== llama-imatrix on {calib_chunks} chunks of {n_ctx} of {calib_text}");
+            let out = Command::new(&im)
+                .env("GGML_VK_VISIBLE_DEVICES", "")
+                .arg("-m")
+                .arg(&base_path)
+                .arg("-f")
+                .arg(&calib_path)
+                .arg("-o")
+                .arg(&imatrix)
+                .args([
+                    "-c",
+                    &n_ctx.to_string(),
+                    "--chunks",
+                    &calib_chunks.to_string(),
+                ])
+                .args(["-t", &num_threads().to_string()])
+                .output()
+                .map_err(|x| e(&x))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "llama-imatrix failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            for ty in IMATRIX_TYPES {
+                if only.is_some_and(|o| o != "imatrix" && !ty.contains(o)) {
+                    continue;
+                }
+                eprintln!("== llama.cpp {ty} with the importance matrix");
+                let t0 = Instant::now();
+                let path = work.join(format!("llama-imatrix-{ty}.gguf"));
+                let out = Command::new(&q)
+                    .arg("--imatrix")
+                    .arg(&imatrix)
+                    .arg(&base_path)
+                    .arg(&path)
+                    .arg(ty)
+                    .arg(num_threads().to_string())
+                    .output()
+                    .map_err(|x| e(&x))?;
+                if !out.status.success() {
+                    // A type this build cannot make on these shapes is reported, not fatal.
+                    eprintln!(
+                        "   llama-quantize --imatrix {ty} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    );
+                    continue;
+                }
+                let made = Gguf::open(&path).map_err(|x| e(&x))?;
+                let (lin, file) = file_bits(&made);
+                let config = format!("{ty} ({})", linear_types(&made));
+                drop(made);
+                report
+                    .points
+                    .push(score("llama.cpp+imatrix", config, &path, lin, file, t0)?);
+                keep(&report);
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        _ => eprintln!(
+            "== llama-quantize or llama-imatrix is not on PATH: no importance-matrix points"
+        ),
     }
     // Once more at the end, so that a run that measures nothing new still rewrites the table and plot.
     keep(&report);
@@ -476,6 +607,40 @@ pub fn table(r: &QualityReport) -> String {
             p.tool, p.config, p.bpw_linear, p.bpw_file, p.ppl, p.delta_ppl_pct, p.kld, p.top1_pct
         );
     }
+    // Each llama.cpp point against wring's best at no more bits: where wring leads and where not.
+    let pts: Vec<&Point> = r.points.iter().filter(|p| p.tool != "base").collect();
+    let wring = pareto_front(&pts, "wring", |p| p.kld);
+    let mut rows = String::new();
+    for tool in ["llama.cpp", "llama.cpp+imatrix"] {
+        for p in pareto_front(&pts, tool, |p| p.kld) {
+            let best = wring
+                .iter()
+                .filter(|w| w.bpw_linear <= p.bpw_linear)
+                .min_by(|a, b| a.kld.total_cmp(&b.kld));
+            rows += &match best {
+                Some(w) => format!(
+                    "| {tool} {} | {:.3} | {:.4} | {} | {:.3} | {:.4} | {} |\n",
+                    p.config,
+                    p.bpw_linear,
+                    p.kld,
+                    w.config,
+                    w.bpw_linear,
+                    w.kld,
+                    if w.kld < p.kld { "wring" } else { "llama.cpp" }
+                ),
+                None => format!(
+                    "| {tool} {} | {:.3} | {:.4} | (none at these bits) | | | llama.cpp |\n",
+                    p.config, p.bpw_linear, p.kld
+                ),
+            };
+        }
+    }
+    if !rows.is_empty() {
+        s += "\n## Each llama.cpp Pareto point against wring's best at no more bits\n\n\
+              | llama.cpp point | bpw | KLD | wring's best at ≤ those bits | bpw | KLD | lower KLD |\n\
+              |---|---|---|---|---|---|---|\n";
+        s += &rows;
+    }
     s
 }
 
@@ -508,7 +673,8 @@ fn short_label(config: &str) -> String {
 
 /// Two panels side by side, bits per weight of the linear layers against perplexity relative to the base
 /// and against mean KLD, both on log scales (so +2% and +200% are both readable): wring's quantizers as
-/// circles, llama.cpp's types as triangles.
+/// circles, llama.cpp's types as triangles (red without an importance matrix, orange with one), each
+/// tool's Pareto front as a line.
 pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
     use plotters::prelude::*;
     let e = |x: &dyn std::fmt::Display| x.to_string();
@@ -546,7 +712,19 @@ pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
             .y_desc(*desc)
             .draw()
             .map_err(|x| e(&x))?;
-        for (tool, color) in [("wring", BLUE), ("llama.cpp", RED)] {
+        for (tool, color) in [
+            ("wring", BLUE),
+            ("llama.cpp", RED),
+            ("llama.cpp+imatrix", RGBColor(200, 120, 0)),
+        ] {
+            // Each tool's Pareto front as a line under its points.
+            let front: Vec<(f64, f64)> = pareto_front(&pts, tool, *metric)
+                .iter()
+                .map(|p| (p.bpw_linear, metric(p)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(front, color.mix(0.5)))
+                .map_err(|x| e(&x))?;
             let series: Vec<(f64, f64, &str)> = pts
                 .iter()
                 .filter(|p| p.tool == tool)
