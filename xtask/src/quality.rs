@@ -771,7 +771,37 @@ pub fn plot(path: &Path, r: &QualityReport) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::number_after;
+    use super::{Point, number_after, pareto_front};
+
+    /// A tool's front keeps each point no other of its points beats with fewer bits, in order of bits,
+    /// and ignores the other tools.
+    #[test]
+    fn the_pareto_front_keeps_what_nothing_cheaper_beats() {
+        let p = |tool: &str, bpw: f64, kld: f64| Point {
+            tool: tool.into(),
+            config: format!("{bpw}"),
+            bpw_linear: bpw,
+            bpw_file: bpw,
+            ppl: 0.0,
+            delta_ppl_pct: 0.0,
+            kld,
+            top1_pct: 0.0,
+            seconds: 0.0,
+        };
+        let pts = [
+            p("wring", 3.0, 0.5),
+            p("wring", 4.0, 0.6),
+            p("wring", 4.5, 0.2),
+            p("wring", 3.5, 0.3),
+            p("llama.cpp", 2.0, 0.1),
+        ];
+        let refs: Vec<&Point> = pts.iter().collect();
+        let front: Vec<f64> = pareto_front(&refs, "wring", |p| p.kld)
+            .iter()
+            .map(|p| p.bpw_linear)
+            .collect();
+        assert_eq!(front, [3.0, 3.5, 4.5]);
+    }
 
     #[test]
     fn llama_perplexitys_numbers_are_read_from_their_own_lines() {
