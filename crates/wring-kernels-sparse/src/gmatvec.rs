@@ -218,6 +218,21 @@ impl Kernel for Gmatvec {
     }
 }
 
+/// Kept group `slot` (group `g`)'s statistics as the shaders use them, w = a q + c (`group.wgsl`'s
+/// `ac_of`): affine (d, m); bilevel (s, -s z).
+pub(crate) fn group_ac(
+    m: &GroupMatrix,
+    row: usize,
+    at: &wring_quant::group::RowAt,
+    slot: usize,
+    g: usize,
+) -> (f32, f32) {
+    match (m.group_stats(row, at, slot, g), m.layout.stats) {
+        ((d, mn), Stats::Affine) => (d, mn),
+        ((s, z), Stats::Bilevel { .. }) => (s, -s * z),
+    }
+}
+
 /// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (skipping pruned
 /// ones), turns the group's statistics into w = a q + c once (bilevel: a = s, c = -s z) and adds the
 /// group's columns four at a time (the shader's `dot` of four rebuilt weights with four gathered
@@ -235,10 +250,7 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
                 let Some(slot) = m.slot(row, g) else {
                     continue;
                 };
-                let (a, c) = match (m.group_stats(row, at, slot, g), l.stats) {
-                    ((d, mn), Stats::Affine) => (d, mn),
-                    ((s, z), Stats::Bilevel { .. }) => (s, -s * z),
-                };
+                let (a, c) = group_ac(m, row, at, slot, g);
                 for t0 in (0..l.group).step_by(4) {
                     let n = (l.group - t0).min(4);
                     for (b, s) in slots.iter_mut().enumerate() {
