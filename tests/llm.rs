@@ -20,12 +20,7 @@ fn token_ids_equal_llama_cpp() {
     let fx: Value = fixture::json("smollm2_tokens.json");
     for case in fx["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = fixture_ids(case);
         let got = tok.encode(text).unwrap();
         assert_eq!(got, want, "token ids of {text:?}");
         assert_eq!(
@@ -347,14 +342,19 @@ fn q8_context() -> wring::runtime::Context {
     .unwrap()
 }
 
-/// A greedy fixture case's ids, checked to decode to the case's text.
-fn case_ids(tok: &GgufTokenizer, case: &Value) -> Vec<u32> {
-    let want: Vec<u32> = case["ids"]
+/// A fixture case's token ids (its `ids` array).
+fn fixture_ids(case: &Value) -> Vec<u32> {
+    case["ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+        .collect()
+}
+
+/// A greedy fixture case's ids, checked to decode to the case's text.
+fn case_ids(tok: &GgufTokenizer, case: &Value) -> Vec<u32> {
+    let want = fixture_ids(case);
     assert_eq!(
         tok.decode(&want).unwrap(),
         case["text"].as_str().unwrap(),

@@ -33,11 +33,7 @@ struct Params {
 
 // The n-bit field starting at bit s of w0, continued in w1 when it straddles the word boundary.
 fn field(w0: u32, w1: u32, s: u32, n: u32) -> u32 {
-    var v = w0 >> s;
-    if (s + n > 32u) {
-        v |= w1 << (32u - s);
-    }
-    return v & ((1u << n) - 1u);
+    return funnel(w0, w1, s) & ((1u << n) - 1u);
 }
 
 // The code at position j of a row's stored codes (`bits`-bit codes starting at word `base`).

@@ -4,6 +4,7 @@
 // quantizer of the keys needs (QuaRot's online rotation). One workgroup per head vector: the fast
 // transform's log2(head_dim) butterfly stages in workgroup memory.
 #import invocation
+#import fwht
 
 struct Params {
     head_dim: u32,
@@ -20,7 +21,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k: array<f32>;
 
-var<workgroup> buf: array<f32, MAX_DIM>;
+var<workgroup> fwht_buf: array<f32, MAX_DIM>;
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -36,27 +37,18 @@ fn main(inv: Invocation) {
     }
     for (var i = inv.lid; i < hd; i += WG) {
         if (is_q) {
-            buf[i] = q[base + i];
+            fwht_buf[i] = q[base + i];
         } else {
-            buf[i] = k[base + i];
+            fwht_buf[i] = k[base + i];
         }
     }
     workgroupBarrier();
-    for (var h = 1u; h < hd; h *= 2u) {
-        for (var b = inv.lid; b < hd / 2u; b += WG) {
-            let i = (b / h) * 2u * h + b % h;
-            let x = buf[i];
-            let y = buf[i + h];
-            buf[i] = x + y;
-            buf[i + h] = x - y;
-        }
-        workgroupBarrier();
-    }
+    fwht_workgroup(hd, inv.lid);
     for (var i = inv.lid; i < hd; i += WG) {
         if (is_q) {
-            q[base + i] = buf[i] * params.scale;
+            q[base + i] = fwht_buf[i] * params.scale;
         } else {
-            k[base + i] = buf[i] * params.scale;
+            k[base + i] = fwht_buf[i] * params.scale;
         }
     }
 }

@@ -7,6 +7,7 @@
 // (C_b's row i_b, summed in order j_b), then runs the Walsh-Hadamard butterflies over those a values in
 // workgroup memory (strides 1, 2, 4, ...), and writes them, scaled, to the row's entries (i_a, i_b).
 #import invocation
+#import fwht
 
 struct Params {
     n: u32,
@@ -21,7 +22,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dct: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-var<workgroup> col: array<f32, MAX_A>;
+var<workgroup> fwht_buf: array<f32, MAX_A>;
 
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
@@ -37,21 +38,12 @@ fn main(inv: Invocation) {
             let neg = ((signs[j / 32u] >> (j % 32u)) & 1u) == 1u;
             s += dct[ib * b + jb] * select(x[base + j], -x[base + j], neg);
         }
-        col[ja] = s;
+        fwht_buf[ja] = s;
     }
     workgroupBarrier();
-    for (var h = 1u; h < a; h *= 2u) {
-        for (var i = inv.lid; i < a / 2u; i += WG) {
-            let j = (i / h) * 2u * h + i % h;
-            let u = col[j];
-            let v = col[j + h];
-            col[j] = u + v;
-            col[j + h] = u - v;
-        }
-        workgroupBarrier();
-    }
+    fwht_workgroup(a, inv.lid);
     let scale = 1.0 / sqrt(f32(a));
     for (var ia = inv.lid; ia < a; ia += WG) {
-        y[base + ia * b + ib] = col[ia] * scale;
+        y[base + ia * b + ib] = fwht_buf[ia] * scale;
     }
 }

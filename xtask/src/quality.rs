@@ -244,6 +244,26 @@ fn perplexity(
 }
 
 /// `llama-perplexity, version: 0.5.0-dev (build 1, commit 0c1e570)`, from the tool itself.
+/// `llama-quantize [--imatrix FILE] BASE OUT TYPE THREADS`, its output for the caller to judge.
+fn llama_quantize(
+    tool: &Path,
+    imatrix: Option<&Path>,
+    base: &Path,
+    out: &Path,
+    ty: &str,
+) -> Result<std::process::Output, String> {
+    let mut cmd = Command::new(tool);
+    if let Some(m) = imatrix {
+        cmd.arg("--imatrix").arg(m);
+    }
+    cmd.arg(base)
+        .arg(out)
+        .arg(ty)
+        .arg(num_threads().to_string())
+        .output()
+        .map_err(|x| x.to_string())
+}
+
 fn tool_version(tool: &Path) -> String {
     let out = Command::new(tool).arg("--version").output();
     let text = out.map_or(String::new(), |o| {
@@ -436,13 +456,7 @@ pub fn run(
                 eprintln!("== llama.cpp {ty}");
                 let t0 = Instant::now();
                 let path = work.join(format!("llama-{ty}.gguf"));
-                let out = Command::new(&q)
-                    .arg(&base_path)
-                    .arg(&path)
-                    .arg(ty)
-                    .arg(num_threads().to_string())
-                    .output()
-                    .map_err(|x| e(&x))?;
+                let out = llama_quantize(&q, None, &base_path, &path, ty)?;
                 if !out.status.success() {
                     return Err(format!(
                         "llama-quantize {ty} failed: {}",
@@ -501,15 +515,7 @@ pub fn run(
                 eprintln!("== llama.cpp {ty} with the importance matrix");
                 let t0 = Instant::now();
                 let path = work.join(format!("llama-imatrix-{ty}.gguf"));
-                let out = Command::new(&q)
-                    .arg("--imatrix")
-                    .arg(&imatrix)
-                    .arg(&base_path)
-                    .arg(&path)
-                    .arg(ty)
-                    .arg(num_threads().to_string())
-                    .output()
-                    .map_err(|x| e(&x))?;
+                let out = llama_quantize(&q, Some(&imatrix), &base_path, &path, ty)?;
                 if !out.status.success() {
                     // A type this build cannot make on these shapes is reported, not fatal.
                     eprintln!(

@@ -267,9 +267,12 @@ pub fn quantize_linears_scored(
                 let dct = t.dct();
                 if site_transform.as_ref().is_none_or(|(s, ..)| *s != site) {
                     let signs = wring_quant::rht::signs_from_seed(cols, site_seed(seed, site));
+                    // Built field by field: cloning `h` first would copy its n x n matrix only
+                    // to replace it.
                     let conjugated = Hessian {
+                        n: h.n,
                         h: t.conjugate(&dct, &signs, &h.h),
-                        ..h.as_ref().clone()
+                        samples: h.samples,
                     };
                     site_transform = Some((site, signs, conjugated));
                 }
