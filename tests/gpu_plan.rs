@@ -431,6 +431,7 @@ fn quantized_weights_of_every_method_follow_the_cpu_plan() {
             Method::Spqr => Config::spqr(3),
             Method::Mixllm => Config::mixllm(0.1),
             Method::Gqsa => Config::gqsa(0.25),
+            Method::Trellis => Config::trellis(2, 10, 5),
         })
         .chain([Config {
             incoherence: Some(3),

@@ -81,6 +81,7 @@ catalogue! {
     sparse::gmatmul,
     sparse::gmatvec,
     sparse::rht,
+    sparse::tmatvec,
     kv::kv_ems_compact,
     kv::kv_ems_score,
     kv::kv_gear,

@@ -3,15 +3,16 @@
 //! made from (by size and CRC-32), whose other tensors (embedding, norms), configuration and tokenizer the
 //! model takes as they are.
 //!
-//! Schema (version 4; each version adds an optional tensor, and a file is written with the lowest version
+//! Schema (version 5; each version adds an optional tensor, and a file is written with the lowest version
 //! that holds it, so older readers still read what they can). `__metadata__`, all strings:
-//! - `format`: `wring-group`; `version`: `1` to `4`;
+//! - `format`: `wring-group`; `version`: `1` to `5`;
 //! - `base`: the base model's file name (informational), `base_bytes` and `base_crc32` (decimal): the base
 //!   it must be loaded with;
 //! - `method`: how it was made (informational, e.g. `spqr bits=3 group=16 tau=0.2`);
 //! - for each matrix, its GGUF tensor name as the key and its layout as the value:
 //!   `rows=R cols=C bits=B group=G stats=affine` or `... stats=bilevel:SB:SR` (SB-bit scales and zeros,
-//!   second-order parameters per SR rows; see `wring_quant::group`).
+//!   second-order parameters per SR rows; see `wring_quant::group`), or `... group=16 stats=trellis:L`
+//!   (version 5: trellis-coded weights with L-bit states, `wring_quant::trellis`).
 //!
 //! Tensors, all `U32` (little-endian words, `wring_quant::group`'s buffers): `NAME.codes` [R, code words],
 //! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` [C] (absent when
@@ -21,7 +22,10 @@
 //! row set when the row keeps group g (GQSA's group sparsity; affine statistics only); with it, `NAME.codes`
 //! and `NAME.stats` are 1-D and hold only the kept groups' codes and statistics. Version 4 adds
 //! `NAME.signs`, `U32` [ceil(C / 32)]: the sign bits of the incoherence transform the rows were stored in
-//! (`wring_quant::rht`; bit j for column j, bits past C zero).
+//! (`wring_quant::rht`; bit j for column j, bits past C zero). Version 5 adds trellis-coded matrices:
+//! `NAME.codes` [R, C B / 32] holds the 16 x 16 tiles' streams in tile order (a row tile's 16 rows of
+//! words hold that row tile's streams), `NAME.stats` [R, 1] each row's f32 scale (as its bits); no
+//! `second`, `perm`, `row_bits` or `mask`.
 //!
 //! Reading checks everything before returning a matrix: the schema and version, every layout, each
 //! tensor's type and exact shape, and each matrix's contents (`GroupMatrix::check`: a permutation, rising
@@ -38,8 +42,10 @@ use crate::IoError;
 
 /// The schema's name and version.
 pub const FORMAT: &str = "wring-group";
-/// The version written when a matrix has an incoherence transform.
-pub const VERSION: &str = "4";
+/// The version written when a matrix is trellis-coded (the newest this build reads).
+pub const VERSION: &str = "5";
+/// The version written when a matrix has an incoherence transform and none is trellis-coded.
+pub const VERSION_SIGNS: &str = "4";
 /// The version written when a matrix has pruned groups and none has a transform.
 pub const VERSION_MASK: &str = "3";
 /// The version written when a matrix has per-row widths and none has pruned groups.
@@ -76,6 +82,7 @@ fn layout_string(l: &Layout) -> String {
     let stats = match l.stats {
         Stats::Affine => "affine".to_string(),
         Stats::Bilevel { bits, rows } => format!("bilevel:{bits}:{rows}"),
+        Stats::Trellis { state } => format!("trellis:{state}"),
     };
     format!(
         "rows={} cols={} bits={} group={} stats={stats}",
@@ -117,9 +124,14 @@ fn parse_layout(s: &str) -> Result<Layout, String> {
                 rows: sr.parse().map_err(|_| format!("stats rows `{sr}`"))?,
             }
         }
+        Some(t) if t.starts_with("trellis:") => Stats::Trellis {
+            state: t["trellis:".len()..]
+                .parse()
+                .map_err(|_| format!("stats `{t}` is not trellis:STATE_BITS"))?,
+        },
         other => {
             return Err(format!(
-                "stats `{}` is not affine or bilevel",
+                "stats `{}` is not affine, bilevel or trellis",
                 other.unwrap_or("")
             ));
         }
@@ -164,8 +176,14 @@ pub fn to_bytes(file: &GroupFile) -> Result<Vec<u8>, String> {
         ("format".to_string(), FORMAT.to_string()),
         (
             "version".to_string(),
-            if file.matrices.values().any(|m| !m.signs.is_empty()) {
+            if file
+                .matrices
+                .values()
+                .any(|m| matches!(m.layout.stats, Stats::Trellis { .. }))
+            {
                 VERSION
+            } else if file.matrices.values().any(|m| !m.signs.is_empty()) {
+                VERSION_SIGNS
             } else if file.matrices.values().any(|m| !m.mask.is_empty()) {
                 VERSION_MASK
             } else if file.matrices.values().any(|m| !m.row_bits.is_empty()) {
@@ -261,7 +279,15 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
     let meta = &meta;
     let get = |k: &str| crate::meta_get(meta, k, FORMAT);
     let version = get("version")?;
-    if ![VERSION_UNIFORM, VERSION_ROW_BITS, VERSION_MASK, VERSION].contains(&version.as_str()) {
+    if ![
+        VERSION_UNIFORM,
+        VERSION_ROW_BITS,
+        VERSION_MASK,
+        VERSION_SIGNS,
+        VERSION,
+    ]
+    .contains(&version.as_str())
+    {
         return Err(format!(
             "{FORMAT} version {version} is not supported (this build reads versions {VERSION_UNIFORM} to {VERSION})"
         ));
@@ -345,7 +371,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
         // The mask likewise: its shape, and no bit past the last group, before it counts anything.
         let mask = match tensor("mask", Some(vec![layout.rows, layout.mask_words()]))? {
             None => Vec::new(),
-            // Versions are checked to be one of "1" to "4" above, so they order as strings.
+            // Versions are checked to be one of "1" to "5" above, so they order as strings.
             Some(_) if version.as_str() < VERSION_MASK => {
                 return Err(format!("{name}.mask in a version-{version} file"));
             }
@@ -365,6 +391,11 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
             mask,
             signs: Vec::new(),
         };
+        if matches!(layout.stats, Stats::Trellis { .. }) && version.as_str() < VERSION {
+            return Err(format!(
+                "{name}: trellis statistics in a version-{version} file"
+            ));
+        }
         m.check_mask().map_err(|e| format!("{name}: {e}"))?;
         let (code_shape, stat_shape) = shapes(&m);
         m.codes = need("codes", Some(code_shape))?;
@@ -380,7 +411,7 @@ pub fn parse(bytes: &[u8]) -> Result<GroupFile, String> {
         // The signs' shape follows from the columns alone (a width with no transform has none to hold).
         m.signs = match tensor("signs", Some(vec![layout.cols.div_ceil(32)]))? {
             None => Vec::new(),
-            Some(_) if version.as_str() < VERSION => {
+            Some(_) if version.as_str() < VERSION_SIGNS => {
                 return Err(format!("{name}.signs in a version-{version} file"));
             }
             Some(signs) => signs,

@@ -134,12 +134,18 @@ impl Gmatvec {
                     what: "pruned groups need affine statistics".into(),
                 });
             }
+            (Stats::Trellis { .. }, _) => {
+                return Err(KernelError::Shape {
+                    kernel,
+                    what: "trellis-coded weights take tmatvec".into(),
+                });
+            }
         };
         plan::index_u32(kernel, "code words", code_words)?;
         plan::index_u32(kernel, "batch * cols", batch.saturating_mul(l.cols))?;
         plan::index_u32(kernel, "batch * rows", batch.saturating_mul(l.rows))?;
         let (stat_bits, stat_rows) = match l.stats {
-            Stats::Affine => (0, 1),
+            Stats::Affine | Stats::Trellis { .. } => (0, 1),
             Stats::Bilevel { bits, rows } => (bits, rows as u32),
         };
         let params = Params {
@@ -230,6 +236,8 @@ pub(crate) fn group_ac(
     match (m.group_stats(row, at, slot, g), m.layout.stats) {
         ((d, mn), Stats::Affine) => (d, mn),
         ((s, z), Stats::Bilevel { .. }) => (s, -s * z),
+        // Not a group form (tmatvec's twin decodes trellis weights); the scale, as group_stats gives it.
+        ((s, _), Stats::Trellis { .. }) => (s, 0.0),
     }
 }
 

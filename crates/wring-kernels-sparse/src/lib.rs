@@ -4,15 +4,18 @@
 //! in registers, never in device memory, and gathers each row's outliers in the same workgroup after its
 //! dense part, so no row waits on another. `gmatmul` is the prefill product on GPUs: tiles of decoded
 //! weights in shared memory, each decoded once per 64 activation rows. `rht` is the incoherence transform
-//! a product's input takes when the weights were stored in its basis (`wring_quant::rht`). The layout and
-//! its reference dequantizer are `wring_quant::group`'s.
+//! a product's input takes when the weights were stored in its basis (`wring_quant::rht`). `tmatvec` multiplies by trellis-coded
+//! weights (`wring_quant::trellis`), decoding QTIP's computed code per lane. The layout and its reference
+//! dequantizer are `wring_quant::group`'s.
 
 pub mod gmatmul;
 pub mod gmatvec;
 pub mod rht;
+pub mod tmatvec;
 
 pub use gmatmul::Gmatmul;
 pub use gmatvec::Gmatvec;
 pub use rht::Rht;
+pub use tmatvec::Tmatvec;
 
 wring_kernels_core::family!();

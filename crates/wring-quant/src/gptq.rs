@@ -97,16 +97,19 @@ pub enum Method {
     Mixllm,
     /// GQSA-style: GPTQ with a fraction of each row's groups pruned whole.
     Gqsa,
+    /// QTIP-style trellis-coded weights ([`crate::trellis`]) with block LDLQ feedback.
+    Trellis,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Rtn,
         Method::Gptq,
         Method::Spqr,
         Method::Mixllm,
         Method::Gqsa,
+        Method::Trellis,
     ];
 
     /// The name on command lines and in files.
@@ -117,6 +120,7 @@ impl Method {
             Method::Spqr => "spqr",
             Method::Mixllm => "mixllm",
             Method::Gqsa => "gqsa",
+            Method::Trellis => "trellis",
         }
     }
 }
@@ -156,6 +160,7 @@ impl Config {
         let stats = match self.stats {
             Stats::Affine => "affine".to_string(),
             Stats::Bilevel { bits, rows } => format!("bilevel:{bits}:{rows}"),
+            Stats::Trellis { state } => format!("trellis:{state}"),
         };
         let tau = self
             .outlier_threshold
@@ -231,6 +236,19 @@ impl Config {
         }
     }
 
+    /// QTIP's recipe at `bits` (2 to 4) with `state`-bit states (QTIP: 16): tiles of 16 x 16, block LDLQ
+    /// with GPTQ's damping, and incoherence processing (which the trellis's Gaussian code needs; the
+    /// caller applies it with `seed`).
+    pub fn trellis(bits: u32, state: u32, seed: u64) -> Config {
+        Config {
+            method: Method::Trellis,
+            stats: Stats::Trellis { state },
+            act_order: false,
+            incoherence: Some(seed),
+            ..Config::plain(Method::Gptq, bits, crate::trellis::TILE)
+        }
+    }
+
     /// A plain group quantizer (affine f16 statistics) by `method` (round-to-nearest or GPTQ).
     pub fn plain(method: Method, bits: u32, group: usize) -> Config {
         Config {
@@ -260,6 +278,89 @@ pub struct Report {
     pub outliers: usize,
     /// Groups pruned.
     pub pruned: usize,
+}
+
+/// Trellis codes for `w` in `layout` (see [`crate::trellis::quantize`]), as a [`GroupMatrix`].
+fn quantize_trellis(
+    w: &[f32],
+    layout: Layout,
+    h: &Hessian,
+    state: u32,
+    damp: f64,
+) -> Result<(GroupMatrix, Report), GroupError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let q = crate::trellis::quantize(
+        w,
+        layout.rows,
+        layout.cols,
+        h,
+        layout.bits,
+        state,
+        damp,
+        threads,
+    )?;
+    let m = GroupMatrix {
+        layout,
+        codes: q.codes,
+        stats: q.scales.iter().map(|s| s.to_bits()).collect(),
+        second: Vec::new(),
+        perm: (0..layout.cols as u32).collect(),
+        outliers: vec![(layout.rows + 1) as u32; layout.rows + 1],
+        row_bits: Vec::new(),
+        mask: Vec::new(),
+        signs: Vec::new(),
+    };
+    m.check()?;
+    Ok((
+        m,
+        Report {
+            proxy_error: q.proxy_error,
+            outliers: 0,
+            pruned: 0,
+        },
+    ))
+}
+
+/// U with H⁻¹ = Uᵀ U for the layer's Hessian `h` with its diagonal damped by `damp` times its mean (the
+/// columns in input order); inputs that never vary get their weights in `w` [rows][cols] zeroed.
+pub fn damped_inverse_factor(
+    h: &Hessian,
+    w: &mut [f32],
+    rows: usize,
+    damp: f64,
+) -> Result<Vec<f64>, GroupError> {
+    let perm: Vec<u32> = (0..h.n as u32).collect();
+    damped_inverse_factor_in(h, &perm, w, rows, damp)
+}
+
+/// [`damped_inverse_factor`] with the columns in the order `perm` (`w` already permuted).
+fn damped_inverse_factor_in(
+    h: &Hessian,
+    perm: &[u32],
+    wp: &mut [f32],
+    rows: usize,
+    damp: f64,
+) -> Result<Vec<f64>, GroupError> {
+    let n = h.n;
+    let mut hp = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            hp[i * n + j] = h.h[perm[i] as usize * n + perm[j] as usize];
+        }
+    }
+    let mean_diag = (0..n).map(|i| hp[i * n + i].abs()).sum::<f64>() / n as f64;
+    for i in 0..n {
+        // Inputs that never vary carry no signal: their weights are zeroed and their row made the
+        // identity, as the reference does.
+        if hp[i * n + i] == 0.0 {
+            hp[i * n + i] = 1.0;
+            for r in 0..rows {
+                wp[r * n + i] = 0.0;
+            }
+        }
+        hp[i * n + i] += damp * mean_diag;
+    }
+    inverse_cholesky_upper(&hp, n)
 }
 
 /// The upper-triangular U with H⁻¹ = Uᵀ U, from one Cholesky factorisation of H with its rows and columns
@@ -428,6 +529,7 @@ fn fit(cols: &[f32], rows: usize, group: usize, cfg: &Config, maxq: &[f32]) -> F
                 sz,
             }
         }
+        Stats::Trellis { .. } => unreachable!("trellis matrices take quantize_trellis"),
     }
 }
 
@@ -535,6 +637,12 @@ pub fn quantize_rows(
     if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
         return Err(GroupError::Shape(format!("a non-finite weight ({bad})")));
     }
+    if let Stats::Trellis { state } = cfg.stats {
+        if !row_bits.is_empty() {
+            return Err(GroupError::Shape("trellis rows have one width".into()));
+        }
+        return quantize_trellis(w, layout, h, state, cfg.damp);
+    }
     let feedback = cfg.method != Method::Rtn;
     let n = cols;
     // The column order: decreasing Hessian diagonal under act_order.
@@ -551,25 +659,7 @@ pub fn quantize_rows(
         }
     }
     let u = if feedback {
-        let mut hp = vec![0f64; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                hp[i * n + j] = h.h[perm[i] as usize * n + perm[j] as usize];
-            }
-        }
-        let mean_diag = (0..n).map(|i| hp[i * n + i].abs()).sum::<f64>() / n as f64;
-        for i in 0..n {
-            // Inputs that never vary carry no signal: their weights are zeroed and their row made the
-            // identity, as the reference does.
-            if hp[i * n + i] == 0.0 {
-                hp[i * n + i] = 1.0;
-                for r in 0..rows {
-                    wp[r * n + i] = 0.0;
-                }
-            }
-            hp[i * n + i] += cfg.damp * mean_diag;
-        }
-        inverse_cholesky_upper(&hp, n)?
+        damped_inverse_factor_in(h, &perm, &mut wp, rows, cfg.damp)?
     } else {
         Hessian::identity(n).h
     };
@@ -714,7 +804,7 @@ pub fn quantize_rows(
                 .map(|i| second_all[i % groups][i / groups])
                 .collect()
         }
-        Stats::Affine => Vec::new(),
+        Stats::Affine | Stats::Trellis { .. } => Vec::new(),
     };
     let m = Builder {
         layout,

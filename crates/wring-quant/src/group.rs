@@ -53,6 +53,13 @@ pub enum Stats {
         /// Rows sharing second-order parameters (SpQR: 16).
         rows: usize,
     },
+    /// Trellis-coded weights ([`crate::trellis`]): `bits` per weight, tiles of 16 x 16 (so `group` is 16)
+    /// each a tail-biting stream whose `state`-bit windows decode through QTIP's computed code, and one
+    /// f32 scale per row.
+    Trellis {
+        /// Bits of each state (QTIP's L).
+        state: u32,
+    },
 }
 
 /// Errors from building or checking a group-quantized matrix.
@@ -111,6 +118,17 @@ impl Layout {
                 "groups of {group} columns; a multiple of 4 is needed"
             ));
         }
+        if let Stats::Trellis { state } = stats {
+            crate::trellis::check(bits, state)?;
+            let t = crate::trellis::TILE;
+            // Tiles of 16 x 16; rows of whole words (3-bit rows of 16 columns would end mid-word).
+            if group != t || !rows.is_multiple_of(t) || !cols.is_multiple_of(32) {
+                return shape_err(format!(
+                    "a trellis matrix of {rows} x {cols} in groups of {group}: tiles are {t} x {t}, \
+                     rows a multiple of {t}, columns of 32"
+                ));
+            }
+        }
         if let Stats::Bilevel { bits: sb, rows: sr } = stats {
             if !(1..=8).contains(&sb) {
                 return shape_err(format!("{sb}-bit statistics; 1 to 8 bits are supported"));
@@ -139,6 +157,7 @@ impl Layout {
         match self.stats {
             Stats::Affine => self.groups(),
             Stats::Bilevel { bits, .. } => (self.groups() * 2 * bits as usize).div_ceil(32),
+            Stats::Trellis { .. } => 1,
         }
     }
 
@@ -150,7 +169,7 @@ impl Layout {
     /// Words of second-order parameters in all.
     pub fn second_words(&self) -> usize {
         match self.stats {
-            Stats::Affine => 0,
+            Stats::Affine | Stats::Trellis { .. } => 0,
             Stats::Bilevel { rows, .. } => 2 * (self.rows / rows) * self.groups(),
         }
     }
@@ -259,6 +278,17 @@ impl GroupMatrix {
         let halves: &[u32] = match l.stats {
             Stats::Affine => &self.stats,
             Stats::Bilevel { .. } => &self.second,
+            Stats::Trellis { .. } => {
+                if let Some(w) = self.stats.iter().find(|&&w| !f32::from_bits(w).is_finite()) {
+                    return shape_err(format!("a non-finite trellis scale (word {w:#x})"));
+                }
+                if !self.row_bits.is_empty() || !self.mask.is_empty() || self.permuted() {
+                    return shape_err(
+                        "trellis rows have one width, keep every group and their column order",
+                    );
+                }
+                &[]
+            }
         };
         if let Some(w) = halves.iter().find(|&&w| {
             let (a, b) = unpack_f16x2(w);
@@ -421,7 +451,7 @@ impl GroupMatrix {
         let kept = self.kept_count(r);
         let stat = match l.stats {
             Stats::Affine => kept,
-            Stats::Bilevel { .. } => l.stat_words(),
+            Stats::Bilevel { .. } | Stats::Trellis { .. } => l.stat_words(),
         };
         RowAt {
             code: at.code + (kept * l.group * self.bits_of(r) as usize).div_ceil(32),
@@ -482,11 +512,28 @@ impl GroupMatrix {
     /// The dense part's weight at column `t` of kept group `slot` (group `g`) of a row that starts at
     /// `at`: the shader's arithmetic, in its order.
     pub fn decode(&self, row: usize, at: &RowAt, slot: usize, g: usize, t: usize) -> f32 {
-        let q = self.code(at, slot, t) as f32;
+        let l = &self.layout;
+        let q = if matches!(l.stats, Stats::Trellis { .. }) {
+            0.0
+        } else {
+            self.code(at, slot, t) as f32
+        };
         let (a, b) = self.group_stats(row, at, slot, g);
         match self.layout.stats {
             Stats::Affine => a * q + b,
             Stats::Bilevel { .. } => a * (q - b),
+            Stats::Trellis { state } => {
+                let (col_tiles, tile) = (l.cols / crate::trellis::TILE, crate::trellis::TILE);
+                let words = crate::trellis::tile_words(l.bits);
+                let at = ((row / tile) * col_tiles + g) * words;
+                let p = (row % tile) * tile + t;
+                a * crate::trellis::code(crate::trellis::state_at(
+                    &self.codes[at..][..words],
+                    l.bits,
+                    state,
+                    p,
+                ))
+            }
         }
     }
 
@@ -513,6 +560,8 @@ impl GroupMatrix {
                 let (qs, qz) = ((f & ((1 << bits) - 1)) as f32, (f >> bits) as f32);
                 (ss * (qs - sz), zs * (qz - zz))
             }
+            // A trellis weight is its row's scale times a code of its state (see `dequantize_stored`).
+            Stats::Trellis { .. } => (f32::from_bits(self.stats[at.stat]), 0.0),
         }
     }
 
@@ -793,6 +842,9 @@ impl Builder<'_> {
                     .flat_map(|p| [pack_f16x2(p[0], p[1]), pack_f16x2(p[2], p[3])])
                     .collect();
                 (stats, second)
+            }
+            Stats::Trellis { .. } => {
+                return shape_err("trellis matrices are built by wring_quant::trellis");
             }
         };
         let perm = match self.perm {

@@ -25,6 +25,7 @@ mod legacy;
 pub mod lowrank;
 pub mod rht;
 pub mod spqr_layout;
+pub mod trellis;
 
 use half::f16;
 

@@ -12,7 +12,7 @@ use crate::kernels::quant::{
     Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu, QuantizeQ8,
     qmatvec_q8,
 };
-use crate::kernels::sparse::{Gmatmul, Gmatvec, Rht};
+use crate::kernels::sparse::{Gmatmul, Gmatvec, Rht, Tmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
 use crate::tensor::Tensor;
@@ -82,17 +82,28 @@ impl GroupWeights {
     pub fn upload(ctx: &Context, m: &GroupMatrix) -> Result<GroupWeights> {
         m.check().map_err(|e| Error::Shape(e.to_string()))?;
         let l = m.layout;
+        // Trellis-coded rows are found by their tiles, in their input order: tmatvec binds neither a
+        // permutation nor row starts, so one word stands in for each.
+        let trellis = matches!(l.stats, Stats::Trellis { .. });
         Ok(GroupWeights {
             layout: l,
             codes: ctx.upload(&[m.codes.len()], &m.codes)?,
             stats: ctx.upload(&[m.stats.len()], &m.stats)?,
             second: match l.stats {
                 Stats::Bilevel { .. } => Some(ctx.upload(&[m.second.len()], &m.second)?),
-                Stats::Affine => None,
+                Stats::Affine | Stats::Trellis { .. } => None,
             },
-            perm: ctx.upload(&[l.cols], &m.perm)?,
+            perm: if trellis {
+                ctx.upload(&[1], &[0u32])?
+            } else {
+                ctx.upload(&[l.cols], &m.perm)?
+            },
             outliers: ctx.upload(&[m.outliers.len()], &m.outliers)?,
-            rowcodes: ctx.upload(&[l.rows, 3], &m.rowcodes())?,
+            rowcodes: if trellis {
+                ctx.upload(&[1], &[0u32])?
+            } else {
+                ctx.upload(&[l.rows, 3], &m.rowcodes())?
+            },
             mask: if m.mask.is_empty() {
                 None
             } else {
@@ -114,6 +125,13 @@ impl GroupWeights {
 
     /// The buffers by their kernel operand names.
     fn buffers(&self) -> Vec<(&'static str, &Tensor)> {
+        if matches!(self.layout.stats, Stats::Trellis { .. }) {
+            return vec![
+                ("codes", &self.codes),
+                ("stats", &self.stats),
+                ("outliers", &self.outliers),
+            ];
+        }
         let mut b = vec![
             ("codes", &self.codes),
             ("stats", &self.stats),
@@ -188,6 +206,19 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                     &rotated
                 }
             };
+            if matches!(g.layout.stats, Stats::Trellis { .. }) {
+                // Trellis weights have one product for every batch: each weight decoded once per tile of
+                // 8 activation rows.
+                tracing::debug!(m, "trellis weights: tmatvec");
+                ops.extend([("x", x), ("y", y)]);
+                return step.run(
+                    &Tmatvec {
+                        layout: g.layout,
+                        batch: m,
+                    },
+                    &ops,
+                );
+            }
             if m == 1 || step.caps().software {
                 tracing::debug!(m, "group weights: gmatvec (one row, or a CPU adapter)");
                 ops.extend([("x", x), ("y", y)]);

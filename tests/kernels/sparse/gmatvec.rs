@@ -54,7 +54,7 @@ pub fn random_matrix(layout: Layout, seed: u64, mixed: bool, masked: bool) -> Gr
         })
         .collect();
     let (quantized, second) = match layout.stats {
-        Stats::Affine => (Vec::new(), Vec::new()),
+        Stats::Affine | Stats::Trellis { .. } => (Vec::new(), Vec::new()),
         Stats::Bilevel { bits: sb, rows: sr } => {
             let top = (1u32 << sb) as f32 - 0.01;
             let q: Vec<(u8, u8)> = (0..rows * groups)

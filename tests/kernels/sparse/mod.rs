@@ -3,3 +3,4 @@
 pub mod gmatmul;
 pub mod gmatvec;
 pub mod rht;
+pub mod tmatvec;

@@ -1,0 +1,175 @@
+// y[b][row] = scale[row] * sum_j code(state(row, j)) x[b][j] + outliers, for W in wring's trellis layout
+// (wring_quant::trellis): tiles of 16 x 16 weights, each a tail-biting stream of 256 BITS-bit symbols in
+// TILE_WORDS words; the weight at position p = 16 i + t of a tile (tile row i, column t) is QTIP's 3INST
+// code of the `state`-bit window of its stream starting at bit p * BITS, wrapping past the end. Tiles are
+// stored row tile by row tile, then column tile by column tile. Activation rows are taken BATCH at a time
+// (the grid's y dimension), so each weight is decoded once per tile of BATCH rows.
+//
+// A row's 16 weights in one tile are 16 BITS + state - BITS <= 76 bits of its stream starting at bit
+// 16 i BITS: three words (circularly), loaded once, from which each weight's window is a funnel shift.
+// The code is arithmetic (an LCG step, two masks, two f16 halves summed), so decoding needs no table and
+// no f16 support from the adapter (`unpack2x16float` is core WGSL).
+#import reduce
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    // Bits of each state (QTIP's L).
+    state: u32,
+    batch: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> stats: array<u32>;
+@group(0) @binding(3) var<storage, read> outliers: array<u32>;
+@group(0) @binding(4) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+const TILE_WORDS: u32 = 8u * BITS;
+
+// QTIP's 3INST code of a state.
+fn code3(s: u32) -> f32 {
+    let h = ((s * 89226354u + 64248484u) & 0x8FFF8FFFu) ^ 0x3B603B60u;
+    let v = unpack2x16float(h);
+    return v.x + v.y;
+}
+
+// The 32 bits starting at bit s (0 to 63) of the 96-bit window w.
+fn window(w: vec3<u32>, s: u32) -> u32 {
+    let lo = select(w.x, w.y, s >= 32u);
+    let hi = select(w.y, w.z, s >= 32u);
+    let k = s & 31u;
+    // Two shifts for the high word, so that k = 0 shifts it out entirely (a shift by 32 is not one).
+    return (lo >> k) | ((hi << 1u) << (31u - k));
+}
+
+// Tile row i's 96-bit window in the tile starting at word `base`, and the bit it starts at.
+fn row_words(base: u32, i: u32) -> vec4<u32> {
+    let s0 = i * 16u * BITS;
+    let w = s0 / 32u;
+    return vec4<u32>(
+        codes[base + w % TILE_WORDS],
+        codes[base + (w + 1u) % TILE_WORDS],
+        codes[base + (w + 2u) % TILE_WORDS],
+        s0 % 32u,
+    );
+}
+
+// The 16 weights of tile row i (codes, unscaled) in four vec4s.
+fn decode16(base: u32, i: u32, mask: u32) -> array<vec4<f32>, 4> {
+    let rw = row_words(base, i);
+    let w = rw.xyz;
+    var out: array<vec4<f32>, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        let t = rw.w + 4u * q * BITS;
+        out[q] = vec4<f32>(
+            code3(window(w, t) & mask),
+            code3(window(w, t + BITS) & mask),
+            code3(window(w, t + 2u * BITS) & mask),
+            code3(window(w, t + 3u * BITS) & mask),
+        );
+    }
+    return out;
+}
+
+// The activations of tile row b at columns c0 .. c0 + 15. Rows past the batch are clamped; their sums are
+// not stored.
+fn acts16(b0: u32, b: u32, c0: u32) -> array<vec4<f32>, 4> {
+    let at = min(b0 + b, params.batch - 1u) * params.cols + c0;
+    var out: array<vec4<f32>, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        let j = at + 4u * q;
+        out[q] = vec4<f32>(x[j], x[j + 1u], x[j + 2u], x[j + 3u]);
+    }
+    return out;
+}
+
+// Adds row `row`'s outliers e0, e0 + step, ... (below its end) to sums.
+fn add_outliers(sums: ptr<function, array<f32, BATCH>>, row: u32, b0: u32, e0: u32, step: u32) {
+    let end = outliers[row + 1u];
+    for (var e = outliers[row] + e0; e < end; e += step) {
+        let word = outliers[e];
+        let v = unpack2x16float(word).y;
+        let at = word & 0xFFFFu;
+        for (var b = 0u; b < BATCH; b++) {
+            (*sums)[b] += v * x[min(b0 + b, params.batch - 1u) * params.cols + at];
+        }
+    }
+}
+
+#ifdef ROW_PER_LANE
+// CPU adapters: each invocation owns ROWS consecutive rows (inside one row tile) and walks the column
+// tiles, so each tile's 16 activations are gathered once for ROWS rows.
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+    let b0 = inv.wid.y * BATCH;
+    if (row0 >= params.rows) {
+        return;
+    }
+    let col_tiles = params.cols / 16u;
+    let mask = (1u << params.state) - 1u;
+    let tile_row = row0 / 16u;
+    var sums: array<array<f32, BATCH>, ROWS>;
+    for (var c = 0u; c < col_tiles; c++) {
+        let base = (tile_row * col_tiles + c) * TILE_WORDS;
+        var xs: array<array<vec4<f32>, 4>, BATCH>;
+        for (var b = 0u; b < BATCH; b++) {
+            xs[b] = acts16(b0, b, c * 16u);
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            let w = decode16(base, (row0 + r) % 16u, mask);
+            for (var b = 0u; b < BATCH; b++) {
+                sums[r][b] += dot(w[0], xs[b][0]) + dot(w[1], xs[b][1]) + dot(w[2], xs[b][2]) + dot(w[3], xs[b][3]);
+            }
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) {
+        let row = row0 + r;
+        if (row >= params.rows) {
+            break;
+        }
+        let scale = bitcast<f32>(stats[row]);
+        var s: array<f32, BATCH>;
+        for (var b = 0u; b < BATCH; b++) {
+            s[b] = scale * sums[r][b];
+        }
+        add_outliers(&s, row, b0, 0u, 1u);
+        for (var b = 0u; b < BATCH; b++) {
+            if (b0 + b < params.batch) {
+                y[(b0 + b) * params.rows + row] = s[b];
+            }
+        }
+    }
+}
+#else
+// GPUs: one workgroup per row; its lanes take the column tiles lane, lane + WG, ... and then the row's
+// outliers, reduced. Each lane decodes its 16 weights from three words.
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let row = inv.wid.x;
+    let b0 = inv.wid.y * BATCH;
+    if (row >= params.rows) {
+        return;
+    }
+    let col_tiles = params.cols / 16u;
+    let mask = (1u << params.state) - 1u;
+    let scale = bitcast<f32>(stats[row]);
+    var sums: array<f32, BATCH>;
+    for (var c = inv.lid; c < col_tiles; c += WG) {
+        let w = decode16(((row / 16u) * col_tiles + c) * TILE_WORDS, row % 16u, mask);
+        for (var b = 0u; b < BATCH; b++) {
+            let xs = acts16(b0, b, c * 16u);
+            sums[b] += scale * (dot(w[0], xs[0]) + dot(w[1], xs[1]) + dot(w[2], xs[2]) + dot(w[3], xs[3]));
+        }
+    }
+    add_outliers(&sums, row, b0, inv.lid, WG);
+    for (var b = 0u; b < BATCH; b++) {
+        let total = reduce_sum(sums[b], inv);
+        if (inv.lid == 0u && b0 + b < params.batch) {
+            y[(b0 + b) * params.rows + row] = total;
+        }
+    }
+}
+#endif
