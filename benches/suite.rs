@@ -615,11 +615,12 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         // The sparse-outlier family on SmolLM2's shapes, per format below 4 bits: 4-bit affine groups of 32
         // (Q4_1's bytes, beside qmatvec's Q4_1 rows), SpQR w3 (bilevel statistics over 16 rows, permuted)
         // with no outliers and with 1 % (what the outlier pass costs), MixLLM rows (a tenth at 8 bits
-        // beside 4-bit groups of 64) and GQSA (half of each row's groups of 32 pruned). Batches of 1 (decode),
+        // beside 4-bit groups of 64), GQSA (half of each row's groups of 32 pruned) and trellis codes at 2,
+        // 3 and 4 bits (tmatvec). Batches of 1 (decode),
         // 8 and 64 (prefill: gmatmul on GPUs, gmatvec's 8-row tiles on CPU adapters, as the model runs
         // them). GB/s counts every stored word the product reads.
         use wring_quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
-        use wring_runtime::kernels::sparse::{Gmatmul, Gmatvec};
+        use wring_runtime::kernels::sparse::{Gmatmul, Gmatvec, Tmatvec};
         let shapes: &[(usize, usize)] = if opts.quick {
             &[(1536, 576)]
         } else {
@@ -670,6 +671,35 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 ..Config::gqsa(0.5)
             };
             formats.push(("gqsa4 g32 50%", quantized(&pruned, &[])));
+            // Trellis codes (tmatvec): decoding costs the same whatever the state width; 12-bit states
+            // keep the bench's encoding to seconds.
+            for bits in 2..=4 {
+                let label = ["trellis2 L12", "trellis3 L12", "trellis4 L12"][bits as usize - 2];
+                formats.push((label, quantized(&Config::trellis(bits, 12, 1), &[])));
+            }
+            // The kernel matmul_weights runs for a group or trellis matrix and a batch on this adapter.
+            let plan_of = |m: &wring_quant::group::GroupMatrix,
+                           batch: usize|
+             -> wring_runtime::Result<(
+                &'static str,
+                wring_runtime::kernels::Plan,
+            )> {
+                let unit = Gmatvec::of(m, batch);
+                Ok(match m.layout.stats {
+                    wring_quant::group::Stats::Trellis { .. } => (
+                        "tmatvec",
+                        Tmatvec {
+                            layout: m.layout,
+                            batch,
+                        }
+                        .plan(ctx.caps(), Choice::Auto)?,
+                    ),
+                    _ if batch == 1 || ctx.caps().software => {
+                        ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?)
+                    }
+                    _ => ("gmatmul", Gmatmul(unit).plan(ctx.caps(), Choice::Auto)?),
+                })
+            };
             let formats = formats
                 .into_iter()
                 .map(|(label, m)| {
@@ -724,9 +754,9 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             let refs: Vec<&Record<'_>> = records.iter().map(|r| r.as_ref()).collect();
             let times = b.time_interleaved(&refs)?;
             for ((label, m, _), &t) in formats.iter().zip(&times) {
-                let plan = Gmatvec::of(m, 1).plan(ctx.caps(), Choice::Auto)?;
+                let (kernel, plan) = plan_of(m, 1)?;
                 b.row(
-                    "gmatvec",
+                    kernel,
                     &plan.variant.name,
                     format!("{n}x{k} b1 {label}"),
                     t,
@@ -756,13 +786,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 for batch in [8usize, 64] {
                     let x = ctx.upload(&[batch, k], &ramp(batch * k, 1.0))?;
                     let y = ctx.empty(&[batch, n], DType::F32)?;
-                    // The kernel matmul_weights runs for this batch on this adapter.
-                    let unit = Gmatvec::of(m, batch);
-                    let (kernel, plan) = if ctx.caps().software {
-                        ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?)
-                    } else {
-                        ("gmatmul", Gmatmul(unit).plan(ctx.caps(), Choice::Auto)?)
-                    };
+                    let (kernel, plan) = plan_of(m, batch)?;
                     let t = b.time(&|s| {
                         wring_runtime::dispatch::matmul_weights(
                             s,

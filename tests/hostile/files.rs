@@ -979,9 +979,9 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "format"],
     );
     add(
-        "version 5",
+        "version 6",
         raw_safetensors(
-            &meta("").replace(r#""version":"1""#, r#""version":"5""#),
+            &meta("").replace(r#""version":"1""#, r#""version":"6""#),
             &[],
         ),
         &["Request", "version"],
@@ -1208,6 +1208,81 @@ fn group_file_cases() -> Vec<Case> {
         "signs for a width with no transform",
         write(signed_file(&rtn268, vec![0; 9], "4")),
         &["Request", "no incoherence transform"],
+    );
+    // Trellis-coded weights (version 5): a valid file, then its header edited or its scales corrupted.
+    let trellis = quantize(&w, rows, cols, &h, &Config::trellis(3, 10, 1))
+        .unwrap()
+        .0;
+    let trellis_file = to_bytes(&valid(&trellis)).unwrap();
+    add("a valid trellis file (control)", trellis_file.clone(), &[]);
+    let t_len = u64::from_le_bytes(trellis_file[..8].try_into().unwrap()) as usize;
+    let t_header: serde_json::Value = serde_json::from_slice(&trellis_file[8..8 + t_len]).unwrap();
+    let edit_trellis = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = t_header.clone();
+        f(&mut h);
+        raw_safetensors(&h.to_string(), &trellis_file[8 + t_len..])
+    };
+    let relayout = |from: &'static str, to: &'static str| {
+        edit_trellis(&move |h| {
+            let l = h["__metadata__"]["blk.0.attn_q.weight"]
+                .as_str()
+                .unwrap()
+                .replace(from, to);
+            h["__metadata__"]["blk.0.attn_q.weight"] = l.into();
+        })
+    };
+    add(
+        "trellis statistics in a version-4 file",
+        edit_trellis(&|h| h["__metadata__"]["version"] = "4".into()),
+        &["Request", "version-4"],
+    );
+    add(
+        "a trellis state of 20 bits",
+        relayout("trellis:10", "trellis:20"),
+        &["Request", "trellis state"],
+    );
+    add(
+        "a trellis state that is not a number",
+        relayout("trellis:10", "trellis:x"),
+        &["Request", "trellis:STATE_BITS"],
+    );
+    add(
+        "trellis tiles of 32 columns",
+        relayout("group=16", "group=32"),
+        &["Request", "tiles"],
+    );
+    add(
+        "5-bit trellis codes",
+        relayout("bits=3", "bits=5"),
+        &["Request", "2 to 4"],
+    );
+    add(
+        "trellis codes of the wrong shape",
+        edit_trellis(&|h| h["blk.0.attn_q.weight.codes"]["shape"] = serde_json::json!([8, 6])),
+        &["Request", "codes has shape"],
+    );
+    let scales_at = t_header["blk.0.attn_q.weight.stats"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize
+        + 8
+        + t_len;
+    add(
+        "a non-finite trellis scale",
+        {
+            let mut b = trellis_file.clone();
+            b[scales_at..scales_at + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+            b
+        },
+        &["Request", "non-finite trellis scale"],
+    );
+    add(
+        "an infinite trellis scale",
+        {
+            let mut b = trellis_file.clone();
+            b[scales_at + 4..scales_at + 8].copy_from_slice(&f32::INFINITY.to_bits().to_le_bytes());
+            b
+        },
+        &["Request", "non-finite trellis scale"],
     );
     add(
         "base_bytes not a number",

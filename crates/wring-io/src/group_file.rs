@@ -560,6 +560,7 @@ mod tests {
             "bilevel-3bit.safetensors",
             "mixed-4-8bit.safetensors",
             "incoherence-4bit.safetensors",
+            "trellis-2bit.safetensors",
         ] {
             let f = read(&dir.join(name)).unwrap();
             assert_eq!(f.matrices.len(), 1, "{name}");
@@ -570,6 +571,7 @@ mod tests {
     #[test]
     fn layouts_are_parsed_strictly() {
         assert!(parse_layout("rows=32 cols=64 bits=3 group=16 stats=bilevel:3:16").is_ok());
+        assert!(parse_layout("rows=32 cols=64 bits=3 group=16 stats=trellis:16").is_ok());
         for bad in [
             "rows=32 cols=64 bits=3 group=16",
             "rows=32 cols=64 bits=3 group=16 stats=affine extra=1",
@@ -582,6 +584,12 @@ mod tests {
             "rows=32 cols=64 bits=3 group=16 stats=bilevel:3:16:1",
             "rows=32 cols=64 bits=3 group=16 stats=bilevel:3:24",
             "rows=32 cols=64 bits=3 group=16 stats=sparse",
+            "rows=32 cols=64 bits=3 group=16 stats=trellis",
+            "rows=32 cols=64 bits=3 group=16 stats=trellis:17",
+            "rows=32 cols=64 bits=5 group=16 stats=trellis:16",
+            "rows=32 cols=64 bits=3 group=32 stats=trellis:16",
+            "rows=24 cols=64 bits=3 group=16 stats=trellis:16",
+            "rows=32 cols=48 bits=3 group=16 stats=trellis:16",
         ] {
             assert!(parse_layout(bad).is_err(), "{bad}");
         }

@@ -83,7 +83,11 @@ impl Kernel for Tmatvec {
         plan::ensure(self.batch >= 1, "tmatvec", || {
             "the batch must have at least one row".into()
         })?;
-        plan::index_u32("tmatvec", "code words", l.rows.saturating_mul(l.code_words()))?;
+        plan::index_u32(
+            "tmatvec",
+            "code words",
+            l.rows.saturating_mul(l.code_words()),
+        )?;
         plan::index_u32("tmatvec", "batch * cols", self.batch.saturating_mul(l.cols))?;
         plan::index_u32("tmatvec", "batch * rows", self.batch.saturating_mul(l.rows))?;
         let b = if self.batch == 1 { 1 } else { TILE };

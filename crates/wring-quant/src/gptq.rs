@@ -294,10 +294,12 @@ fn quantize_trellis(
         layout.rows,
         layout.cols,
         h,
-        layout.bits,
-        state,
-        damp,
-        threads,
+        crate::trellis::Settings {
+            bits: layout.bits,
+            state,
+            damp,
+            threads,
+        },
     )?;
     let m = GroupMatrix {
         layout,

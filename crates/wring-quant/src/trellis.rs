@@ -31,8 +31,8 @@
 //! - no second-order parameters, no permutation (the identity), no per-row widths, no mask; outliers and
 //!   the incoherence signs as for any group matrix.
 
-use crate::group::{GroupError, get_bits};
 use crate::gptq::Hessian;
+use crate::group::{GroupError, get_bits};
 
 /// Tile side: a tile is `TILE` rows by `TILE` columns, one trellis sequence.
 pub const TILE: usize = 16;
@@ -232,20 +232,37 @@ pub struct Quantized {
     pub proxy_error: f64,
 }
 
+/// How [`quantize`] runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Bits per weight (K).
+    pub bits: u32,
+    /// Bits per state (L).
+    pub state: u32,
+    /// The Hessian's damping, relative to its mean diagonal.
+    pub damp: f64,
+    /// Threads encoding a column block's tiles.
+    pub threads: usize,
+}
+
+/// One encoded tile: its row tile, its stream and its decoded (unscaled) values.
+type Encoded = (usize, Vec<u32>, Vec<f32>);
+
 /// Quantizes `w` [rows][cols] (rows and columns multiples of 16; incoherence-processed by the caller)
-/// to `k`-bit trellis codes with `l`-bit states, with block LDLQ feedback through the layer's Hessian
-/// `h` damped by `damp` times its mean diagonal. Tiles of one column block are encoded on `threads`
-/// threads.
+/// to trellis codes, with block LDLQ feedback through the layer's Hessian `h`.
 pub fn quantize(
     w: &[f32],
     rows: usize,
     cols: usize,
     h: &Hessian,
-    k: u32,
-    l: u32,
-    damp: f64,
-    threads: usize,
+    settings: Settings,
 ) -> Result<Quantized, GroupError> {
+    let Settings {
+        bits: k,
+        state: l,
+        damp,
+        threads,
+    } = settings;
     check(k, l)?;
     if rows == 0 || !rows.is_multiple_of(TILE) || cols == 0 || !cols.is_multiple_of(TILE) {
         return Err(GroupError::Shape(format!(
@@ -288,7 +305,7 @@ pub fn quantize(
         let j0 = c * TILE;
         // Encode every row tile of this column block; each thread takes a run of row tiles.
         let per = row_tiles.div_ceil(threads);
-        let results: Vec<Vec<(usize, Vec<u32>, Vec<f32>)>> = std::thread::scope(|s| {
+        let results: Vec<Vec<Encoded>> = std::thread::scope(|s| {
             let wp = &wp;
             let scales = &scales;
             let handles: Vec<_> = encoders
@@ -348,7 +365,11 @@ pub fn quantize(
         let rest = j0 + TILE;
         if rest < n {
             let ublock: Vec<f32> = (0..TILE)
-                .flat_map(|i| u[(j0 + i) * n + rest..(j0 + i + 1) * n].iter().map(|&v| v as f32))
+                .flat_map(|i| {
+                    u[(j0 + i) * n + rest..(j0 + i + 1) * n]
+                        .iter()
+                        .map(|&v| v as f32)
+                })
                 .collect();
             let width = n - rest;
             for r in 0..rows {
@@ -379,7 +400,9 @@ mod tests {
     fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
         (0..n)
@@ -451,7 +474,10 @@ mod tests {
             for v in 0..(1u32 << k) {
                 let mut s = stream.clone();
                 crate::group::put_bits(&mut s, p * k as usize, k, v);
-                assert!(err(&s) >= best - 1e-9, "symbol {p} = {v} improves on Viterbi");
+                assert!(
+                    err(&s) >= best - 1e-9,
+                    "symbol {p} = {v} improves on Viterbi"
+                );
             }
         }
         // Greedy: each symbol chosen for the weight whose state it completes, left to right.
@@ -503,8 +529,14 @@ mod tests {
         assert!(check(2, 7).is_err());
         assert!(check(4, 16).is_ok());
         let h = Hessian::identity(16);
-        assert!(quantize(&[0.0; 8 * 16], 8, 16, &h, 2, 12, 0.01, 1).is_err());
-        assert!(quantize(&[f32::NAN; 16 * 16], 16, 16, &h, 2, 12, 0.01, 1).is_err());
+        let two = Settings {
+            bits: 2,
+            state: 12,
+            damp: 0.01,
+            threads: 1,
+        };
+        assert!(quantize(&[0.0; 8 * 16], 8, 16, &h, two).is_err());
+        assert!(quantize(&[f32::NAN; 16 * 16], 16, 16, &h, two).is_err());
     }
 
     /// With the Hessian's feedback, the layer's output error (what matters) is below that of encoding
@@ -541,8 +573,21 @@ mod tests {
             }
             out
         };
-        let fed = quantize(&w, rows, cols, &h, 2, 12, 0.01, 2).unwrap();
-        let alone = quantize(&w, rows, cols, &Hessian::identity(cols), 2, 12, 0.01, 1).unwrap();
+        let two = Settings {
+            bits: 2,
+            state: 12,
+            damp: 0.01,
+            threads: 2,
+        };
+        let fed = quantize(&w, rows, cols, &h, two).unwrap();
+        let alone = quantize(
+            &w,
+            rows,
+            cols,
+            &Hessian::identity(cols),
+            Settings { threads: 1, ..two },
+        )
+        .unwrap();
         let e_fed = crate::gptq::output_error(&w, &rebuild(&fed), cols, &h);
         let e_alone = crate::gptq::output_error(&w, &rebuild(&alone), cols, &h);
         assert!(e_fed < 0.8 * e_alone, "fed {e_fed} alone {e_alone}");

@@ -110,7 +110,12 @@ pub fn cases() -> Vec<Planned> {
         let shapes: &[(usize, usize, u32, usize)] = if batched {
             &[(16, 64, 12, 8), (64, 576, 16, 3), (48, 96, 8, 11)]
         } else {
-            &[(16, 64, 12, 1), (64, 576, 16, 1), (1536, 576, 12, 1), (32, 1536, 8, 1)]
+            &[
+                (16, 64, 12, 1),
+                (64, 576, 16, 1),
+                (1536, 576, 12, 1),
+                (32, 1536, 8, 1),
+            ]
         };
         for (i, &(rows, cols, state, batch)) in shapes.iter().enumerate() {
             let layout = Layout {
