@@ -620,7 +620,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         // 8 and 64 (prefill: gmatmul on GPUs, gmatvec's 8-row tiles on CPU adapters, as the model runs
         // them). GB/s counts every stored word the product reads.
         use wring_quant::gptq::{Config, Hessian, Method, quantize, quantize_rows};
-        use wring_runtime::kernels::sparse::{Gmatmul, Gmatvec, Tmatvec};
+        use wring_runtime::kernels::sparse::{Gmatmul, Gmatvec, Tmatmul, Tmatvec};
         let shapes: &[(usize, usize)] = if opts.quick {
             &[(1536, 576)]
         } else {
@@ -685,18 +685,19 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 wring_runtime::kernels::Plan,
             )> {
                 let unit = Gmatvec::of(m, batch);
+                let trellis = Tmatvec {
+                    layout: m.layout,
+                    batch,
+                };
+                let one = batch == 1 || ctx.caps().software;
                 Ok(match m.layout.stats {
-                    wring_quant::group::Stats::Trellis { .. } => (
-                        "tmatvec",
-                        Tmatvec {
-                            layout: m.layout,
-                            batch,
-                        }
-                        .plan(ctx.caps(), Choice::Auto)?,
-                    ),
-                    _ if batch == 1 || ctx.caps().software => {
-                        ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?)
+                    wring_quant::group::Stats::Trellis { .. } if one => {
+                        ("tmatvec", trellis.plan(ctx.caps(), Choice::Auto)?)
                     }
+                    wring_quant::group::Stats::Trellis { .. } => {
+                        ("tmatmul", Tmatmul(trellis).plan(ctx.caps(), Choice::Auto)?)
+                    }
+                    _ if one => ("gmatvec", unit.plan(ctx.caps(), Choice::Auto)?),
                     _ => ("gmatmul", Gmatmul(unit).plan(ctx.caps(), Choice::Auto)?),
                 })
             };

@@ -10,68 +10,10 @@
 // The code is arithmetic (an LCG step, two masks, two f16 halves summed), so decoding needs no table and
 // no f16 support from the adapter (`unpack2x16float` is core WGSL).
 #import reduce
+#import trellis
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    // Bits of each state (QTIP's L).
-    state: u32,
-    batch: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> codes: array<u32>;
-@group(0) @binding(2) var<storage, read> stats: array<u32>;
-@group(0) @binding(3) var<storage, read> outliers: array<u32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-const TILE_WORDS: u32 = 8u * BITS;
-
-// QTIP's 3INST code of a state.
-fn code3(s: u32) -> f32 {
-    let h = ((s * 89226354u + 64248484u) & 0x8FFF8FFFu) ^ 0x3B603B60u;
-    let v = unpack2x16float(h);
-    return v.x + v.y;
-}
-
-// The 32 bits starting at bit s (0 to 63) of the 96-bit window w.
-fn window(w: vec3<u32>, s: u32) -> u32 {
-    let lo = select(w.x, w.y, s >= 32u);
-    let hi = select(w.y, w.z, s >= 32u);
-    let k = s & 31u;
-    // Two shifts for the high word, so that k = 0 shifts it out entirely (a shift by 32 is not one).
-    return (lo >> k) | ((hi << 1u) << (31u - k));
-}
-
-// Tile row i's 96-bit window in the tile starting at word `base`, and the bit it starts at.
-fn row_words(base: u32, i: u32) -> vec4<u32> {
-    let s0 = i * 16u * BITS;
-    let w = s0 / 32u;
-    return vec4<u32>(
-        codes[base + w % TILE_WORDS],
-        codes[base + (w + 1u) % TILE_WORDS],
-        codes[base + (w + 2u) % TILE_WORDS],
-        s0 % 32u,
-    );
-}
-
-// The 16 weights of tile row i (codes, unscaled) in four vec4s.
-fn decode16(base: u32, i: u32, mask: u32) -> array<vec4<f32>, 4> {
-    let rw = row_words(base, i);
-    let w = rw.xyz;
-    var out: array<vec4<f32>, 4>;
-    for (var q = 0u; q < 4u; q++) {
-        let t = rw.w + 4u * q * BITS;
-        out[q] = vec4<f32>(
-            code3(window(w, t) & mask),
-            code3(window(w, t + BITS) & mask),
-            code3(window(w, t + 2u * BITS) & mask),
-            code3(window(w, t + 3u * BITS) & mask),
-        );
-    }
-    return out;
-}
 
 // The activations of tile row b at columns c0 .. c0 + 15. Rows past the batch are clamped; their sums are
 // not stored.

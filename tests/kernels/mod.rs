@@ -81,6 +81,7 @@ catalogue! {
     sparse::gmatmul,
     sparse::gmatvec,
     sparse::rht,
+    sparse::tmatmul,
     sparse::tmatvec,
     kv::kv_ems_compact,
     kv::kv_ems_score,

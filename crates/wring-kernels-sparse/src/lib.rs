@@ -5,17 +5,20 @@
 //! dense part, so no row waits on another. `gmatmul` is the prefill product on GPUs: tiles of decoded
 //! weights in shared memory, each decoded once per 64 activation rows. `rht` is the incoherence transform
 //! a product's input takes when the weights were stored in its basis (`wring_quant::rht`). `tmatvec` multiplies by trellis-coded
-//! weights (`wring_quant::trellis`), decoding QTIP's computed code per lane. The layout and its reference
+//! weights (`wring_quant::trellis`), decoding QTIP's computed code per lane, and `tmatmul` is its
+//! prefill product on GPUs (each tile decoded into shared memory once per 64 activation rows). The layout and its reference
 //! dequantizer are `wring_quant::group`'s.
 
 pub mod gmatmul;
 pub mod gmatvec;
 pub mod rht;
+pub mod tmatmul;
 pub mod tmatvec;
 
 pub use gmatmul::Gmatmul;
 pub use gmatvec::Gmatvec;
 pub use rht::Rht;
+pub use tmatmul::Tmatmul;
 pub use tmatvec::Tmatvec;
 
 wring_kernels_core::family!();

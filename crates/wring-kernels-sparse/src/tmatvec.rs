@@ -38,19 +38,43 @@ pub struct Tmatvec {
 }
 
 impl Tmatvec {
-    fn state(&self) -> Result<u32, KernelError> {
+    /// The weight operands tmatvec and tmatmul share (the activations and output are each kernel's own).
+    pub(crate) fn weight_operands(&self) -> Vec<Operand> {
+        let l = &self.layout;
+        vec![
+            Operand::read("codes", DType::U32, 0).shape(&[l.rows * l.code_words()]),
+            Operand::read("stats", DType::U32, 0).shape(&[l.rows]),
+            // Row offsets and then the entries: at least the offsets.
+            Operand::read("outliers", DType::U32, l.rows + 1),
+        ]
+    }
+
+    /// Checks what tmatvec and tmatmul share (a trellis layout, a batch, indices within u32) and gives
+    /// the shaders' `Params`.
+    pub(crate) fn checked_params(&self, kernel: &'static str) -> Result<Params, KernelError> {
         let l = &self.layout;
         l.check().map_err(|e| KernelError::Shape {
-            kernel: "tmatvec",
+            kernel,
             what: e.to_string(),
         })?;
-        match l.stats {
-            Stats::Trellis { state } => Ok(state),
-            _ => Err(KernelError::Shape {
-                kernel: "tmatvec",
+        let Stats::Trellis { state } = l.stats else {
+            return Err(KernelError::Shape {
+                kernel,
                 what: "the weights are not trellis-coded".into(),
-            }),
-        }
+            });
+        };
+        plan::ensure(self.batch >= 1, kernel, || {
+            "the batch must have at least one row".into()
+        })?;
+        plan::index_u32(kernel, "code words", l.rows.saturating_mul(l.code_words()))?;
+        plan::index_u32(kernel, "batch * cols", self.batch.saturating_mul(l.cols))?;
+        plan::index_u32(kernel, "batch * rows", self.batch.saturating_mul(l.rows))?;
+        Ok(Params {
+            rows: l.rows as u32,
+            cols: l.cols as u32,
+            state,
+            batch: self.batch as u32,
+        })
     }
 }
 
@@ -61,14 +85,12 @@ impl Kernel for Tmatvec {
 
     fn operands(&self) -> Vec<Operand> {
         let l = &self.layout;
-        vec![
-            Operand::read("codes", DType::U32, 0).shape(&[l.rows * l.code_words()]),
-            Operand::read("stats", DType::U32, 0).shape(&[l.rows]),
-            // Row offsets and then the entries: at least the offsets.
-            Operand::read("outliers", DType::U32, l.rows + 1),
+        let mut ops = self.weight_operands();
+        ops.extend([
             Operand::read("x", DType::F32, 0).shape(&[self.batch, l.cols]),
             Operand::write("y", DType::F32, 0).shape(&[self.batch, l.rows]),
-        ]
+        ]);
+        ops
     }
 
     /// Plans the product: batch 1 takes the single-row variants, more rows the 8-row variants over tiles
@@ -78,18 +100,8 @@ impl Kernel for Tmatvec {
     /// The outlier offsets and columns are data: [`GroupMatrix::check`] vouches for them, and callers
     /// upload only checked matrices.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
-        let state = self.state()?;
+        let params = self.checked_params("tmatvec")?;
         let l = self.layout;
-        plan::ensure(self.batch >= 1, "tmatvec", || {
-            "the batch must have at least one row".into()
-        })?;
-        plan::index_u32(
-            "tmatvec",
-            "code words",
-            l.rows.saturating_mul(l.code_words()),
-        )?;
-        plan::index_u32("tmatvec", "batch * cols", self.batch.saturating_mul(l.cols))?;
-        plan::index_u32("tmatvec", "batch * rows", self.batch.saturating_mul(l.rows))?;
         let b = if self.batch == 1 { 1 } else { TILE };
         let (reduction, why) = plan::row_reduction(caps);
         let v = crate::select(
@@ -102,12 +114,6 @@ impl Kernel for Tmatvec {
         plan::ensure(v.define_u32("BITS") == l.bits, "tmatvec", || {
             format!("variant {} does not read {}-bit codes", v.id(), l.bits)
         })?;
-        let params = Params {
-            rows: l.rows as u32,
-            cols: l.cols as u32,
-            state,
-            batch: self.batch as u32,
-        };
         let workgroups = plan::grid_2d(
             "tmatvec",
             l.rows,

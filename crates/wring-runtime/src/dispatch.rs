@@ -12,7 +12,7 @@ use crate::kernels::quant::{
     Qmatmul, Qmatvec, QmatvecQ8, QmatvecQ8Residual, QmatvecQ8Scaled, QmatvecQ8SwiGlu, QuantizeQ8,
     qmatvec_q8,
 };
-use crate::kernels::sparse::{Gmatmul, Gmatvec, Rht, Tmatvec};
+use crate::kernels::sparse::{Gmatmul, Gmatvec, Rht, Tmatmul, Tmatvec};
 use crate::kernels::tensor::{Matmul, Matvec};
 use crate::step::Step;
 use crate::tensor::Tensor;
@@ -173,7 +173,8 @@ fn dims2(t: &Tensor, name: &str) -> Result<(usize, usize)> {
 /// weights go to matvec for one row and matmul otherwise.
 ///
 /// Group-quantized weights likewise: gmatvec for one row and for batches on CPU adapters (tiles of 8
-/// rows), the tiled gmatmul for batches on GPUs.
+/// rows), the tiled gmatmul for batches on GPUs; trellis-coded weights tmatvec and tmatmul in the same
+/// way.
 pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) -> Result<()> {
     match w {
         Weights::Tensor(t) => matmul_tensor(step, t, x, y),
@@ -207,17 +208,18 @@ pub fn matmul_weights(step: &mut Step<'_>, w: &Weights, x: &Tensor, y: &Tensor) 
                 }
             };
             if matches!(g.layout.stats, Stats::Trellis { .. }) {
-                // Trellis weights have one product for every batch: each weight decoded once per tile of
-                // 8 activation rows.
-                tracing::debug!(m, "trellis weights: tmatvec");
-                ops.extend([("x", x), ("y", y)]);
-                return step.run(
-                    &Tmatvec {
-                        layout: g.layout,
-                        batch: m,
-                    },
-                    &ops,
-                );
+                let unit = Tmatvec {
+                    layout: g.layout,
+                    batch: m,
+                };
+                if m == 1 || step.caps().software {
+                    tracing::debug!(m, "trellis weights: tmatvec (one row, or a CPU adapter)");
+                    ops.extend([("x", x), ("y", y)]);
+                    return step.run(&unit, &ops);
+                }
+                tracing::debug!(m, "trellis weights: the tiled tmatmul (a batch on a GPU)");
+                ops.extend([("a", x), ("c", y)]);
+                return step.run(&Tmatmul(unit), &ops);
             }
             if m == 1 || step.caps().software {
                 tracing::debug!(m, "group weights: gmatvec (one row, or a CPU adapter)");

@@ -3,4 +3,5 @@
 pub mod gmatmul;
 pub mod gmatvec;
 pub mod rht;
+pub mod tmatmul;
 pub mod tmatvec;

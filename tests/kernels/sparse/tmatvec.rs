@@ -9,7 +9,7 @@
 
 use half::f16;
 use wring::kernels::check::Tolerance;
-use wring::kernels::sparse::{Tmatvec, tmatvec};
+use wring::kernels::sparse::{Tmatmul, Tmatvec, tmatmul, tmatvec};
 use wring::kernels::{Choice, DType};
 use wring::quant::group::{GroupMatrix, Layout, Stats};
 
@@ -59,21 +59,29 @@ pub fn random_matrix(layout: Layout, seed: u64) -> GroupMatrix {
     m
 }
 
-/// A case of tmatvec on a random matrix of `layout` with `batch` activation rows.
+/// A case of tmatvec (`tiled` false: x and y, the lane-ordered twin) or tmatmul (`tiled`: a and c) on a
+/// random matrix of `layout` with `batch` activation rows.
 pub fn product_case(
     v: &'static wring::kernels::Variant,
     layout: Layout,
     batch: usize,
     seed: u64,
+    tiled: bool,
 ) -> Case<'static> {
     let m = random_matrix(layout, seed);
     let mut rng = Rng::new(seed ^ 0x5151);
     let x = rng.vec(batch * layout.cols, -1.0, 1.0);
     let mut y = vec![0f32; batch * layout.rows];
-    tmatvec::cpu(&m, &x, &mut y, batch, twin_lanes(v));
+    let (kernel, input, output) = if tiled {
+        tmatmul::cpu(&m, &x, &mut y, batch);
+        ("tmatmul", "a", "c")
+    } else {
+        tmatvec::cpu(&m, &x, &mut y, batch, twin_lanes(v));
+        ("tmatvec", "x", "y")
+    };
     Case {
         name: format!(
-            "tmatvec variant={} rows={} cols={} bits={} stats={:?} batch={batch} seed={seed}",
+            "{kernel} variant={} rows={} cols={} bits={} stats={:?} batch={batch} seed={seed}",
             v.name, layout.rows, layout.cols, layout.bits, layout.stats
         ),
         tol: Tolerance::Nmse(1e-9),
@@ -85,17 +93,19 @@ pub fn product_case(
             let ts = ctx.upload(&[m.stats.len()], &m.stats)?;
             let to = ctx.upload(&[m.outliers.len()], &m.outliers)?;
             let tx = ctx.upload(&[batch, layout.cols], &x)?;
-            step.run_with(
-                &Tmatvec { layout, batch },
-                Choice::Force(&v.name),
-                &[
-                    ("codes", &tc),
-                    ("stats", &ts),
-                    ("outliers", &to),
-                    ("x", &tx),
-                    ("y", out),
-                ],
-            )
+            let ops = [
+                ("codes", &tc),
+                ("stats", &ts),
+                ("outliers", &to),
+                (input, &tx),
+                (output, out),
+            ];
+            let unit = Tmatvec { layout, batch };
+            if tiled {
+                step.run_with(&Tmatmul(unit), Choice::Force(&v.name), &ops)
+            } else {
+                step.run_with(&unit, Choice::Force(&v.name), &ops)
+            }
         }),
         needs_f16: false,
         needs_subgroup: v.define("SUBGROUP").is_some(),
@@ -126,7 +136,9 @@ pub fn cases() -> Vec<Planned> {
                 stats: Stats::Trellis { state },
             };
             let seed = 100 + i as u64 + u64::from(bits) * 10;
-            out.push(planned(v, move || product_case(v, layout, batch, seed)));
+            out.push(planned(v, move || {
+                product_case(v, layout, batch, seed, false)
+            }));
         }
     }
     out
