@@ -548,6 +548,19 @@ mod tests {
         v1[at + 11] = b'1';
         let e = parse(&v1).unwrap_err();
         assert!(e.contains("row_bits in a version-1 file"), "{e}");
+
+        // A trellis-coded matrix (with incoherence signs) makes a version-5 file and comes back as it went.
+        let mut trellis = file.clone();
+        let mut t = quantize(&w, rows, cols, &h, &Config::trellis(3, 10, 1))
+            .unwrap()
+            .0;
+        t.signs = wring_quant::rht::signs_from_seed(cols, 9);
+        trellis
+            .matrices
+            .insert("blk.0.ffn_gate.weight".to_string(), t);
+        let bytes = to_bytes(&trellis).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"version\":\"5\""));
+        assert_eq!(parse(&bytes).unwrap(), trellis);
     }
 
     /// The fuzz target's seeds (written from the schema by tools/fixtures/fuzz_seeds.py, not by this
