@@ -1276,6 +1276,15 @@ fn group_file_cases() -> Vec<Case> {
         &["Request", "non-finite trellis scale"],
     );
     add(
+        "a trellis scale of 1e30 (its weights would overflow f32 in a product)",
+        {
+            let mut b = trellis_file.clone();
+            b[scales_at + 8..scales_at + 12].copy_from_slice(&1e30f32.to_bits().to_le_bytes());
+            b
+        },
+        &["Request", "above 2^64"],
+    );
+    add(
         "an infinite trellis scale",
         {
             let mut b = trellis_file.clone();

@@ -279,8 +279,16 @@ impl GroupMatrix {
             Stats::Affine => &self.stats,
             Stats::Bilevel { .. } => &self.second,
             Stats::Trellis { .. } => {
-                if let Some(w) = self.stats.iter().find(|&&w| !f32::from_bits(w).is_finite()) {
-                    return shape_err(format!("a non-finite trellis scale (word {w:#x})"));
+                // Scales up to 2^64 keep every weight (a code is below 4 in magnitude) far inside f32, as the
+                // f16 statistics of the group forms do.
+                if let Some(w) = self
+                    .stats
+                    .iter()
+                    .find(|&&w| !(f32::from_bits(w).abs() <= 2f32.powi(64)))
+                {
+                    return shape_err(format!(
+                        "a non-finite trellis scale or one above 2^64 (word {w:#x})"
+                    ));
                 }
                 if !self.row_bits.is_empty() || !self.mask.is_empty() || self.permuted() {
                     return shape_err(
