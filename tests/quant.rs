@@ -183,3 +183,28 @@ fn smollm2_tensors_dequantize_to_the_gguf_packages_values() {
         );
     }
 }
+
+/// The device encoder (`tviterbi` through `dispatch::trellis_encoder`) gives the CPU encoder's streams
+/// bit for bit inside a whole LDLQ quantization on every adapter (the feedback makes each column block's
+/// values depend on every earlier block's streams, so one differing path would show everywhere after).
+#[test]
+fn trellis_encoding_on_the_device_equals_the_cpu_bit_for_bit() {
+    use wring::quant::gptq::{Config, Hessian, quantize, quantize_trellis_with};
+    let (rows, cols) = (32, 64);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let mut h = Hessian::new(cols);
+    h.add(
+        &(0..4 * cols * cols)
+            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+            .collect::<Vec<_>>(),
+    );
+    let cfg = Config::trellis(3, 9, 1);
+    let (cpu, _) = quantize(&w, rows, cols, &h, &cfg).unwrap();
+    for ctx in crate::harness::contexts() {
+        let mut enc = wring::runtime::dispatch::trellis_encoder(ctx, 3, 9).unwrap();
+        let (dev, _) = quantize_trellis_with(&w, cpu.layout, &h, cfg.damp, &mut enc).unwrap();
+        assert_eq!(dev, cpu, "{}", ctx.label());
+    }
+}

@@ -83,6 +83,7 @@ catalogue! {
     sparse::rht,
     sparse::tmatmul,
     sparse::tmatvec,
+    sparse::tviterbi,
     kv::kv_ems_compact,
     kv::kv_ems_score,
     kv::kv_gear,

@@ -180,7 +180,7 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
     let mut rows = Vec::new();
     // The quantizers to run: each configuration alone, then widths chosen per input site for a target in
     // bits per weight (`wring quantize --target-bpw`) among SpQR's 2, 3 and 4 bits with incoherence
-    // processing.
+    // processing, and among trellis codes' 2, 3 and 4 bits.
     // Without outliers: at 2 bits SpQR's threshold keeps a tenth of the weights as outliers, which costs
     // more bits than 3-bit codes.
     let spqr_inc = Config {
@@ -189,10 +189,18 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<QuantReport, String> {
         ..Config::spqr(3)
     };
     let targets: &[f64] = if quick { &[3.0] } else { &[2.75, 3.25] };
+    // Trellis codes mixed per input site between 2, 3 and 4 bits for 2.5 bits per weight (the issue's
+    // lowest quality goal), full runs only.
+    let trellis_targets: &[f64] = if quick { &[] } else { &[2.5] };
     let jobs = configs(quick)
         .into_iter()
         .map(|c| (c, None))
-        .chain(targets.iter().map(|&t| (spqr_inc, Some(t))));
+        .chain(targets.iter().map(|&t| (spqr_inc, Some(t))))
+        .chain(
+            trellis_targets
+                .iter()
+                .map(|&t| (Config::trellis(3, 12, 1), Some(t))),
+        );
     for (cfg, target) in jobs {
         let label = match target {
             None => cfg.describe(),

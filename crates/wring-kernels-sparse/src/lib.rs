@@ -6,7 +6,8 @@
 //! weights in shared memory, each decoded once per 64 activation rows. `rht` is the incoherence transform
 //! a product's input takes when the weights were stored in its basis (`wring_quant::rht`). `tmatvec` multiplies by trellis-coded
 //! weights (`wring_quant::trellis`), decoding QTIP's computed code per lane, and `tmatmul` is its
-//! prefill product on GPUs (each tile decoded into shared memory once per 64 activation rows). The layout and its reference
+//! prefill product on GPUs (each tile decoded into shared memory once per 64 activation rows);
+//! `tviterbi` is the trellis encoder on the device. The layout and its reference
 //! dequantizer are `wring_quant::group`'s.
 
 pub mod gmatmul;
@@ -14,11 +15,13 @@ pub mod gmatvec;
 pub mod rht;
 pub mod tmatmul;
 pub mod tmatvec;
+pub mod tviterbi;
 
 pub use gmatmul::Gmatmul;
 pub use gmatvec::Gmatvec;
 pub use rht::Rht;
 pub use tmatmul::Tmatmul;
 pub use tmatvec::Tmatvec;
+pub use tviterbi::Tviterbi;
 
 wring_kernels_core::family!();

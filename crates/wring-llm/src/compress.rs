@@ -228,8 +228,41 @@ pub fn quantize_linears_scored(
     model: &LlamaConfig,
     calib: Option<&Calibration>,
     cfg: &Config,
+    progress: impl FnMut(&str, usize, usize),
+) -> Result<(Matrices, Summary, HashMap<String, f64>), LlmError> {
+    quantize_linears_on(None, g, model, calib, cfg, progress)
+}
+
+/// [`quantize_linears_scored`], with trellis codes encoded on `device` when it is a GPU (`tviterbi`, the
+/// same streams as the CPU's encoder; a CPU adapter would run the search on the same cores as the CPU
+/// encoder with more overhead, so there the CPU encodes).
+pub fn quantize_linears_on(
+    device: Option<&Context>,
+    g: &Gguf,
+    model: &LlamaConfig,
+    calib: Option<&Calibration>,
+    cfg: &Config,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<(Matrices, Summary, HashMap<String, f64>), LlmError> {
+    let device = device.filter(|c| !c.caps().software);
+    // One product of a layout's rows and columns with the configuration, on the device or the CPU.
+    let quantize =
+        |w: &[f32], rows: usize, cols: usize, h: &Hessian, widths: &[u8]| match (device, cfg.stats)
+        {
+            (Some(ctx), wring_quant::group::Stats::Trellis { state }) => {
+                let layout = wring_quant::group::Layout {
+                    rows,
+                    cols,
+                    bits: cfg.bits,
+                    group: cfg.group,
+                    stats: cfg.stats,
+                };
+                let mut enc = wring_runtime::dispatch::trellis_encoder(ctx, cfg.bits, state)
+                    .map_err(|e| wring_quant::group::GroupError::Shape(e.to_string()))?;
+                gptq::quantize_trellis_with(w, layout, h, cfg.damp, &mut enc)
+            }
+            _ => gptq::quantize_rows(w, rows, cols, h, cfg, widths),
+        };
     let names: Vec<String> = (0..model.n_layers)
         .flat_map(|b| {
             SITES
@@ -260,7 +293,7 @@ pub fn quantize_linears_scored(
         let widths = row_bits.get(name).map_or(&[][..], Vec::as_slice);
         let bad = |e: &dyn std::fmt::Display| LlmError::Unsupported(format!("`{name}`: {e}"));
         let (m, report) = match cfg.incoherence {
-            None => gptq::quantize_rows(&w, rows, cols, &h, cfg, widths).map_err(|e| bad(&e))?,
+            None => quantize(&w, rows, cols, &h, widths).map_err(|e| bad(&e))?,
             Some(seed) => {
                 let site = site_of(name).ok_or_else(|| bad(&"not a linear layer"))?;
                 let t = wring_quant::rht::Rht::new(cols).map_err(|e| bad(&e))?;
@@ -283,8 +316,7 @@ pub fn quantize_linears_scored(
                     t.forward(&dct, signs, chunk, &mut row);
                     chunk.copy_from_slice(&row);
                 }
-                let (mut m, report) =
-                    gptq::quantize_rows(&w, rows, cols, ht, cfg, widths).map_err(|e| bad(&e))?;
+                let (mut m, report) = quantize(&w, rows, cols, ht, widths).map_err(|e| bad(&e))?;
                 m.signs = signs.clone();
                 (m, report)
             }
@@ -330,6 +362,19 @@ pub fn quantize_to_target(
     calib: Option<&Calibration>,
     candidates: &[Config],
     target_bpw: f64,
+    progress: impl FnMut(&str, usize, usize),
+) -> Result<(Matrices, Summary, Vec<SiteChoice>), LlmError> {
+    quantize_to_target_on(None, g, model, calib, candidates, target_bpw, progress)
+}
+
+/// [`quantize_to_target`], encoding trellis candidates on `device` as [`quantize_linears_on`] does.
+pub fn quantize_to_target_on(
+    device: Option<&Context>,
+    g: &Gguf,
+    model: &LlamaConfig,
+    calib: Option<&Calibration>,
+    candidates: &[Config],
+    target_bpw: f64,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<(Matrices, Summary, Vec<SiteChoice>), LlmError> {
     if candidates.is_empty() {
@@ -342,7 +387,7 @@ pub fn quantize_to_target(
     }
     let mut runs = Vec::with_capacity(candidates.len());
     for (c, cfg) in candidates.iter().enumerate() {
-        let (m, _, e) = quantize_linears_scored(g, model, calib, cfg, |name, done, total| {
+        let (m, _, e) = quantize_linears_on(device, g, model, calib, cfg, |name, done, total| {
             progress(name, c * total + done, candidates.len() * total)
         })?;
         runs.push((m, e));
@@ -532,7 +577,7 @@ pub fn compress(
     let report = |name: &str, done, total| progress(Stage::Quantizing { name, done, total });
     let (matrices, summary, choices, method) = match target_bpw {
         None => {
-            let (m, s) = quantize_linears(g, &model, calib.as_ref(), cfg, report)?;
+            let (m, s, _) = quantize_linears_on(Some(ctx), g, &model, calib.as_ref(), cfg, report)?;
             (m, s, Vec::new(), cfg.describe())
         }
         Some(target) => {
@@ -544,8 +589,15 @@ pub fn compress(
                 ));
             }
             let candidates: Vec<Config> = (2..=4).map(|bits| Config { bits, ..*cfg }).collect();
-            let (m, s, c) =
-                quantize_to_target(g, &model, calib.as_ref(), &candidates, target, report)?;
+            let (m, s, c) = quantize_to_target_on(
+                Some(ctx),
+                g,
+                &model,
+                calib.as_ref(),
+                &candidates,
+                target,
+                report,
+            )?;
             let method = format!("{} bits=2..4 target_bpw={target}", cfg.describe());
             (m, s, c, method)
         }

@@ -280,7 +280,8 @@ pub struct Report {
     pub pruned: usize,
 }
 
-/// Trellis codes for `w` in `layout` (see [`crate::trellis::quantize`]), as a [`GroupMatrix`].
+/// Trellis codes for `w` in `layout` (see [`crate::trellis::quantize`]), as a [`GroupMatrix`], encoded
+/// on the CPU's threads.
 fn quantize_trellis(
     w: &[f32],
     layout: Layout,
@@ -289,7 +290,24 @@ fn quantize_trellis(
     damp: f64,
 ) -> Result<(GroupMatrix, Report), GroupError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let q = crate::trellis::quantize(
+    let mut enc = crate::trellis::cpu_encoder(layout.bits, state, threads)?;
+    quantize_trellis_with(w, layout, h, damp, &mut enc)
+}
+
+/// [`quantize`] for a trellis `layout` (`Stats::Trellis`) with the tiles encoded by `encode` (the CPU's
+/// [`crate::trellis::cpu_encoder`], or the same search on a device).
+pub fn quantize_trellis_with(
+    w: &[f32],
+    layout: Layout,
+    h: &Hessian,
+    damp: f64,
+    encode: &mut crate::trellis::TileEncoder<'_>,
+) -> Result<(GroupMatrix, Report), GroupError> {
+    layout.check()?;
+    let Stats::Trellis { state } = layout.stats else {
+        return Err(GroupError::Shape("not a trellis layout".into()));
+    };
+    let q = crate::trellis::quantize_with(
         w,
         layout.rows,
         layout.cols,
@@ -298,8 +316,9 @@ fn quantize_trellis(
             bits: layout.bits,
             state,
             damp,
-            threads,
+            threads: 1,
         },
+        encode,
     )?;
     let m = GroupMatrix {
         layout,

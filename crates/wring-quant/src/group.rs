@@ -281,11 +281,10 @@ impl GroupMatrix {
             Stats::Trellis { .. } => {
                 // Scales up to 2^64 keep every weight (a code is below 4 in magnitude) far inside f32, as the
                 // f16 statistics of the group forms do.
-                if let Some(w) = self
-                    .stats
-                    .iter()
-                    .find(|&&w| !(f32::from_bits(w).abs() <= 2f32.powi(64)))
-                {
+                if let Some(w) = self.stats.iter().find(|&&w| {
+                    let v = f32::from_bits(w).abs();
+                    v.is_nan() || v > 2f32.powi(64)
+                }) {
                     return shape_err(format!(
                         "a non-finite trellis scale or one above 2^64 (word {w:#x})"
                     ));

@@ -430,3 +430,61 @@ fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Res
         ))),
     }
 }
+
+/// The trellis encoder on the device (`tviterbi`, bit for bit `wring_quant::trellis::Encoder`), as
+/// `wring_quant::trellis::quantize_with` takes it: `n * 256` fixed-point values to `n * tile_words(bits)`
+/// stream words. Tiles go in launches as large as the adapter's binding limit allows for the traceback
+/// scratch (2 MiB a tile at 16-bit states and 2 bits).
+pub fn trellis_encoder(
+    ctx: &Context,
+    bits: u32,
+    state: u32,
+) -> Result<impl FnMut(&[i32]) -> std::result::Result<Vec<u32>, wring_quant::group::GroupError> + '_>
+{
+    use crate::kernels::sparse::Tviterbi;
+    use wring_quant::group::GroupError;
+    use wring_quant::trellis::SEQ;
+    wring_quant::trellis::check(bits, state).map_err(|e| Error::Shape(e.to_string()))?;
+    let limits = &ctx.info().limits;
+    let per_tile = Tviterbi::scratch_bytes_per_tile(bits, state);
+    let cap = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let batch = usize::try_from(cap / per_tile.max(1))
+        .unwrap_or(usize::MAX)
+        .clamp(1, 65_535);
+    let run = move |x: &[i32]| -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for part in x.chunks(batch * SEQ) {
+            let unit = Tviterbi {
+                bits,
+                state,
+                tiles: part.len() / SEQ,
+            };
+            let (c, b, t) = unit.scratch_words();
+            let tx = ctx.upload(&[part.len()], part)?;
+            let tc = ctx.empty(&[c], DType::U32)?;
+            let tb = ctx.empty(&[b], DType::U32)?;
+            let tt = ctx.empty(&[t], DType::U32)?;
+            let ts = ctx.empty(
+                &[unit.tiles * wring_quant::trellis::tile_words(bits)],
+                DType::U32,
+            )?;
+            let mut step = ctx.step("tviterbi");
+            step.run(
+                &unit,
+                &[
+                    ("x", &tx),
+                    ("cost", &tc),
+                    ("best", &tb),
+                    ("trace", &tt),
+                    ("stream", &ts),
+                ],
+            )?;
+            step.submit()?;
+            out.extend(ctx.read::<u32>(&ts)?);
+        }
+        Ok(out)
+    };
+    Ok(move |x: &[i32]| run(x).map_err(|e| GroupError::Shape(format!("the device encoder: {e}"))))
+}

@@ -5,3 +5,4 @@ pub mod gmatvec;
 pub mod rht;
 pub mod tmatmul;
 pub mod tmatvec;
+pub mod tviterbi;
