@@ -808,6 +808,74 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             }
         }
     }
+    if want("tviterbi") {
+        // The trellis encoder: the device's tviterbi against the CPU encoder on this machine's threads
+        // (wring_quant::trellis::cpu_encoder), on the same tiles, for the state widths `wring quantize`
+        // uses. `wring quantize` encodes on the device only where it is a GPU; this row is the timing that
+        // choice rests on. GFLOP/s counts 2 x 2^L operations per weight and pass.
+        use wring_quant::trellis;
+        use wring_runtime::kernels::sparse::Tviterbi;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let states: &[u32] = if opts.quick { &[12] } else { &[12, 16] };
+        for &state in states {
+            let tiles = if state > 12 { 16 } else { 64 };
+            let x: Vec<i32> = ramp(tiles * trellis::SEQ, 2.0)
+                .into_iter()
+                .map(trellis::to_fixed)
+                .collect();
+            let unit = Tviterbi {
+                bits: 2,
+                state,
+                tiles,
+            };
+            let (c, bw, t) = unit.scratch_words();
+            let tx = ctx.upload(&[x.len()], &x)?;
+            let tc = ctx.empty(&[c], DType::U32)?;
+            let tb = ctx.empty(&[bw], DType::U32)?;
+            let tt = ctx.empty(&[t], DType::U32)?;
+            let ts = ctx.empty(&[tiles * trellis::tile_words(2)], DType::U32)?;
+            let time = b.time(&|s| {
+                s.run(
+                    &unit,
+                    &[
+                        ("x", &tx),
+                        ("cost", &tc),
+                        ("best", &tb),
+                        ("trace", &tt),
+                        ("stream", &ts),
+                    ],
+                )
+            })?;
+            let ops = (4usize << state) as f64 * (tiles * trellis::SEQ) as f64;
+            let plan = unit.plan(ctx.caps(), Choice::Auto)?;
+            let shape = format!("{tiles} tiles K=2 L={state}");
+            b.row(
+                "tviterbi",
+                &plan.variant.name,
+                shape.clone(),
+                time,
+                0.0,
+                ops,
+            );
+            let mut enc = trellis::cpu_encoder(2, state, threads)
+                .map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
+            let mut cpu = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                enc(&x).map_err(|e| wring_runtime::Error::Shape(e.to_string()))?;
+                cpu.push(start.elapsed().as_secs_f64());
+            }
+            cpu.sort_by(f64::total_cmp);
+            b.row(
+                "tviterbi",
+                &format!("cpu encoder ({threads} threads)"),
+                shape,
+                (cpu[1], cpu[0], cpu.len()),
+                0.0,
+                ops,
+            );
+        }
+    }
     let mut matmul_best = 0.0f64;
     if want("matmul") {
         // (m, n, k): a 512-token prefill through SmolLM2's projections, and square sizes.
