@@ -8,6 +8,7 @@ pub mod hf;
 pub mod kv;
 pub mod layers;
 pub mod model;
+pub mod paged;
 pub mod sample;
 pub mod tokenizer;
 
