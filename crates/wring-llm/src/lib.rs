@@ -10,6 +10,7 @@ pub mod layers;
 pub mod model;
 pub mod paged;
 pub mod sample;
+pub mod schedule;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
