@@ -828,24 +828,10 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 state,
                 tiles,
             };
-            let (c, bw, t) = unit.scratch_words();
             let tx = ctx.upload(&[x.len()], &x)?;
-            let tc = ctx.empty(&[c], DType::U32)?;
-            let tb = ctx.empty(&[bw], DType::U32)?;
-            let tt = ctx.empty(&[t], DType::U32)?;
             let ts = ctx.empty(&[tiles * trellis::tile_words(2)], DType::U32)?;
-            let time = b.time(&|s| {
-                s.run(
-                    &unit,
-                    &[
-                        ("x", &tx),
-                        ("cost", &tc),
-                        ("best", &tb),
-                        ("trace", &tt),
-                        ("stream", &ts),
-                    ],
-                )
-            })?;
+            let scratch = wring_runtime::dispatch::TviterbiScratch::new(&ctx, &unit)?;
+            let time = b.time(&|s| scratch.run(s, &unit, &tx, &ts))?;
             let ops = (4usize << state) as f64 * (tiles * trellis::SEQ) as f64;
             let plan = unit.plan(ctx.caps(), Choice::Auto)?;
             let shape = format!("{tiles} tiles K=2 L={state}");

@@ -241,6 +241,27 @@ pub(crate) fn group_ac(
     }
 }
 
+/// Adds row `row`'s outliers lane, lane + wg, ... to each activation row's `lane` slot (the shaders'
+/// `add_outliers`; the stored column through the permutation, the identity for trellis matrices).
+pub(crate) fn add_outliers(
+    m: &GroupMatrix,
+    row: usize,
+    lane: usize,
+    wg: usize,
+    x: &[f32],
+    slots: &mut [Vec<f32>],
+) {
+    let cols = m.layout.cols;
+    let (start, end) = (m.outliers[row] as usize, m.outliers[row + 1] as usize);
+    for &word in m.outliers[start..end].iter().skip(lane).step_by(wg) {
+        let v = half::f16::from_bits((word >> 16) as u16).to_f32();
+        let c = m.perm[(word & 0xFFFF) as usize] as usize;
+        for (b, s) in slots.iter_mut().enumerate() {
+            s[lane] += v * x[b * cols + c];
+        }
+    }
+}
+
 /// CPU twin: for each row, each of `wg` lanes takes the groups lane, lane + wg, ... (skipping pruned
 /// ones), turns the group's statistics into w = a q + c once (bilevel: a = s, c = -s z) and adds the
 /// group's columns four at a time (the shader's `dot` of four rebuilt weights with four gathered
@@ -272,14 +293,7 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
                     }
                 }
             }
-            let (start, end) = (m.outliers[row] as usize, m.outliers[row + 1] as usize);
-            for &word in m.outliers[start..end].iter().skip(lane).step_by(wg) {
-                let v = half::f16::from_bits((word >> 16) as u16).to_f32();
-                let c = m.perm[(word & 0xFFFF) as usize] as usize;
-                for (b, s) in slots.iter_mut().enumerate() {
-                    s[lane] += v * x[b * l.cols + c];
-                }
-            }
+            add_outliers(m, row, lane, wg, x, &mut slots);
         }
         for (b, s) in slots.iter_mut().enumerate() {
             y[b * l.rows + row] = tree_sum(s);

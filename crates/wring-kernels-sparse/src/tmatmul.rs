@@ -44,9 +44,7 @@ impl Kernel for Tmatmul {
             caps,
             choice,
         )?;
-        plan::ensure(v.define_u32("BITS") == l.bits, "tmatmul", || {
-            format!("variant {} does not read {}-bit codes", v.id(), l.bits)
-        })?;
+        crate::tmatvec::ensure_width("tmatmul", v, l.bits)?;
         let workgroups = plan::grid_2d(
             "tmatmul",
             l.rows,

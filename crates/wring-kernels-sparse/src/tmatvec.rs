@@ -78,6 +78,17 @@ impl Tmatvec {
     }
 }
 
+/// Checks that variant `v` (whose width is a constant) is the one for `bits`-bit codes.
+pub(crate) fn ensure_width(
+    kernel: &'static str,
+    v: &wring_kernels_core::Variant,
+    bits: u32,
+) -> Result<(), KernelError> {
+    plan::ensure(v.define_u32("BITS") == bits, kernel, || {
+        format!("variant {} is not the one for {bits}-bit codes", v.id())
+    })
+}
+
 impl Kernel for Tmatvec {
     fn kernel(&self) -> &'static str {
         "tmatvec"
@@ -111,9 +122,7 @@ impl Kernel for Tmatvec {
             caps,
             choice,
         )?;
-        plan::ensure(v.define_u32("BITS") == l.bits, "tmatvec", || {
-            format!("variant {} does not read {}-bit codes", v.id(), l.bits)
-        })?;
+        ensure_width("tmatvec", v, l.bits)?;
         let workgroups = plan::grid_2d(
             "tmatvec",
             l.rows,
@@ -155,11 +164,10 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
                 let w = &q[(row % trellis::TILE) * trellis::TILE..][..trellis::TILE];
                 for (b, s) in slots.iter_mut().enumerate() {
                     let xs = &x[b * l.cols + c * trellis::TILE..][..trellis::TILE];
-                    let dots: Vec<f32> = w
-                        .chunks(4)
-                        .zip(xs.chunks(4))
-                        .map(|(w, x)| w.iter().zip(x).fold(0.0, |acc, (a, b)| acc + a * b))
-                        .collect();
+                    let mut dots = [0f32; 4];
+                    for ((d, w), x) in dots.iter_mut().zip(w.chunks(4)).zip(xs.chunks(4)) {
+                        *d = w.iter().zip(x).fold(0.0, |acc, (a, b)| acc + a * b);
+                    }
                     let d = dots[0] + dots[1] + dots[2] + dots[3];
                     s[lane] += if wg > 1 { scale * d } else { d };
                 }
@@ -169,14 +177,7 @@ pub fn cpu(m: &GroupMatrix, x: &[f32], y: &mut [f32], batch: usize, wg: usize) {
                     s[0] *= scale;
                 }
             }
-            let (start, end) = (m.outliers[row] as usize, m.outliers[row + 1] as usize);
-            for &word in m.outliers[start..end].iter().skip(lane).step_by(wg) {
-                let v = half::f16::from_bits((word >> 16) as u16).to_f32();
-                let c = (word & 0xFFFF) as usize;
-                for (b, s) in slots.iter_mut().enumerate() {
-                    s[lane] += v * x[b * l.cols + c];
-                }
-            }
+            crate::gmatvec::add_outliers(m, row, lane, wg, x, &mut slots);
         }
         for (b, s) in slots.iter_mut().enumerate() {
             y[b * l.rows + row] = tree_sum(s);

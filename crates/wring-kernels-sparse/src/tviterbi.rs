@@ -94,9 +94,7 @@ impl Kernel for Tviterbi {
             caps,
             choice,
         )?;
-        plan::ensure(v.define_u32("BITS") == self.bits, "tviterbi", || {
-            format!("variant {} does not encode {}-bit codes", v.id(), self.bits)
-        })?;
+        crate::tmatvec::ensure_width("tviterbi", v, self.bits)?;
         let params = Params {
             state: self.state,
             tiles: self.tiles as u32,

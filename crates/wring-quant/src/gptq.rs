@@ -280,6 +280,26 @@ pub struct Report {
     pub pruned: usize,
 }
 
+/// Checks what every quantizer takes: `rows * cols` finite weights and a Hessian of width `cols`.
+pub(crate) fn check_weights(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Hessian,
+) -> Result<(), GroupError> {
+    if w.len() != rows * cols || h.n != cols {
+        return Err(GroupError::Shape(format!(
+            "{} weights and a Hessian of width {} for a {rows} x {cols} matrix",
+            w.len(),
+            h.n
+        )));
+    }
+    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+        return Err(GroupError::Shape(format!("a non-finite weight ({bad})")));
+    }
+    Ok(())
+}
+
 /// Trellis codes for `w` in `layout` (see [`crate::trellis::quantize`]), as a [`GroupMatrix`], encoded
 /// on the CPU's threads.
 fn quantize_trellis(
@@ -648,16 +668,7 @@ pub fn quantize_rows(
         stats: cfg.stats,
     };
     layout.check()?;
-    if w.len() != rows * cols || h.n != cols {
-        return Err(GroupError::Shape(format!(
-            "{} weights and a Hessian of width {} for a {rows} x {cols} matrix",
-            w.len(),
-            h.n
-        )));
-    }
-    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
-        return Err(GroupError::Shape(format!("a non-finite weight ({bad})")));
-    }
+    check_weights(w, rows, cols, h)?;
     if let Stats::Trellis { state } = cfg.stats {
         if !row_bits.is_empty() {
             return Err(GroupError::Shape("trellis rows have one width".into()));

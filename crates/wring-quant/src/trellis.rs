@@ -358,16 +358,7 @@ pub fn quantize_with(
             "a {rows} x {cols} matrix; trellis tiles need rows and columns in multiples of {TILE}"
         )));
     }
-    if w.len() != rows * cols || h.n != cols {
-        return Err(GroupError::Shape(format!(
-            "{} weights and a Hessian of width {} for a {rows} x {cols} matrix",
-            w.len(),
-            h.n
-        )));
-    }
-    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
-        return Err(GroupError::Shape(format!("a non-finite weight ({bad})")));
-    }
+    crate::gptq::check_weights(w, rows, cols, h)?;
     let n = cols;
     let mut wp = w.to_vec();
     let u = crate::gptq::damped_inverse_factor(h, &mut wp, rows, damp)?;

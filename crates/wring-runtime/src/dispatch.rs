@@ -431,6 +431,59 @@ fn matmul_tensor(step: &mut Step<'_>, w: &Tensor, x: &Tensor, y: &Tensor) -> Res
     }
 }
 
+/// The scratch operands of one `tviterbi` launch (costs, each step's minima, the traceback).
+#[derive(Debug)]
+pub struct TviterbiScratch {
+    cost: Tensor,
+    best: Tensor,
+    trace: Tensor,
+}
+
+impl TviterbiScratch {
+    /// Scratch sized for `unit`.
+    pub fn new(ctx: &Context, unit: &crate::kernels::sparse::Tviterbi) -> Result<TviterbiScratch> {
+        let (c, b, t) = unit.scratch_words();
+        Ok(TviterbiScratch {
+            cost: ctx.empty(&[c], DType::U32)?,
+            best: ctx.empty(&[b], DType::U32)?,
+            trace: ctx.empty(&[t], DType::U32)?,
+        })
+    }
+
+    /// Records `unit` encoding `x` (fixed-point values) into `stream`.
+    pub fn run(
+        &self,
+        step: &mut Step<'_>,
+        unit: &crate::kernels::sparse::Tviterbi,
+        x: &Tensor,
+        stream: &Tensor,
+    ) -> Result<()> {
+        self.run_with(step, unit, crate::kernels::Choice::Auto, x, stream)
+    }
+
+    /// [`TviterbiScratch::run`] with a forced variant (the harness's cases).
+    pub fn run_with(
+        &self,
+        step: &mut Step<'_>,
+        unit: &crate::kernels::sparse::Tviterbi,
+        choice: crate::kernels::Choice<'_>,
+        x: &Tensor,
+        stream: &Tensor,
+    ) -> Result<()> {
+        step.run_with(
+            unit,
+            choice,
+            &[
+                ("x", x),
+                ("cost", &self.cost),
+                ("best", &self.best),
+                ("trace", &self.trace),
+                ("stream", stream),
+            ],
+        )
+    }
+}
+
 /// The trellis encoder on the device (`tviterbi`, bit for bit `wring_quant::trellis::Encoder`), as
 /// `wring_quant::trellis::quantize_with` takes it: `n * 256` fixed-point values to `n * tile_words(bits)`
 /// stream words. Tiles go in launches as large as the adapter's binding limit allows for the traceback
@@ -461,26 +514,14 @@ pub fn trellis_encoder(
                 state,
                 tiles: part.len() / SEQ,
             };
-            let (c, b, t) = unit.scratch_words();
             let tx = ctx.upload(&[part.len()], part)?;
-            let tc = ctx.empty(&[c], DType::U32)?;
-            let tb = ctx.empty(&[b], DType::U32)?;
-            let tt = ctx.empty(&[t], DType::U32)?;
             let ts = ctx.empty(
                 &[unit.tiles * wring_quant::trellis::tile_words(bits)],
                 DType::U32,
             )?;
+            let scratch = TviterbiScratch::new(ctx, &unit)?;
             let mut step = ctx.step("tviterbi");
-            step.run(
-                &unit,
-                &[
-                    ("x", &tx),
-                    ("cost", &tc),
-                    ("best", &tb),
-                    ("trace", &tt),
-                    ("stream", &ts),
-                ],
-            )?;
+            scratch.run(&mut step, &unit, &tx, &ts)?;
             step.submit()?;
             out.extend(ctx.read::<u32>(&ts)?);
         }

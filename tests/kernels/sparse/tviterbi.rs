@@ -8,6 +8,7 @@ use wring::kernels::check::Tolerance;
 use wring::kernels::sparse::{Tviterbi, tviterbi};
 use wring::kernels::{Choice, DType};
 use wring::quant::trellis;
+use wring::runtime::dispatch::TviterbiScratch;
 
 use crate::harness::{Case, Rng};
 use crate::kernels::{Planned, planned, variants};
@@ -40,22 +41,9 @@ pub fn cases() -> Vec<Planned> {
                     out_shape: vec![words],
                     expected: expected.iter().map(|&w| f32::from_bits(w)).collect(),
                     record: Box::new(move |ctx, step, out| {
-                        let (c, b, t) = unit.scratch_words();
                         let tx = ctx.upload(&[x.len()], &x)?;
-                        let tc = ctx.empty(&[c], DType::U32)?;
-                        let tb = ctx.empty(&[b], DType::U32)?;
-                        let tt = ctx.empty(&[t], DType::U32)?;
-                        step.run_with(
-                            &unit,
-                            Choice::Force(&v.name),
-                            &[
-                                ("x", &tx),
-                                ("cost", &tc),
-                                ("best", &tb),
-                                ("trace", &tt),
-                                ("stream", out),
-                            ],
-                        )
+                        let scratch = TviterbiScratch::new(ctx, &unit)?;
+                        scratch.run_with(step, &unit, Choice::Force(&v.name), &tx, out)
                     }),
                     needs_f16: false,
                     needs_subgroup: false,
