@@ -8,6 +8,8 @@
 // packing an f16 value (low half) and its index t x value_group + c in the block (high half); and the
 // low-rank factors, f16 pairs of the token factor [group][rank] followed by the channel factor
 // [value_group][rank].
+#import f16
+
 struct Params {
     kv: u32,
     group: u32,
@@ -45,20 +47,6 @@ struct Params {
 const CPW: u32 = 32u / BITS;
 const MASK: u32 = (1u << (BITS % 32u)) - 1u;
 const LEVELS: f32 = f32((1u << (BITS % 32u)) - 1u);
-const F16_MAX: f32 = 65504.0;
-
-// x rounded to the nearest f16 (ties to even) in integer arithmetic on its bits, so that every adapter
-// rounds alike (WGSL leaves pack2x16float's rounding to the implementation), with magnitudes below f16's
-// smallest normal, 2^-14, flushed to zero (some adapters flush f16 subnormals). The caller keeps x within
-// f16's range; the result packs exactly.
-fn f16_round(x: f32) -> f32 {
-    let bits = bitcast<u32>(x);
-    if ((bits & 0x7fffffffu) < 0x38800000u) {
-        return 0.0;
-    }
-    let up = bits + 0x0fffu + ((bits >> 13u) & 1u);
-    return bitcast<f32>(up & 0xffffe000u);
-}
 
 // A group's (scale, minimum) as they are stored: the minimum rounded to f16 first, then the scale that
 // spans the group from that minimum, so that the rounded minimum is what the codes count from. Both are

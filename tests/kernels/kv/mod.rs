@@ -1,11 +1,13 @@
 //! The KV-cache family's case generators, and the store every case starts from.
 
+pub mod attn_paged;
 pub mod kv_ems;
 pub mod kv_ems_compact;
 pub mod kv_ems_score;
 pub mod kv_gear;
 pub mod kv_gear_load;
 pub mod kv_load;
+pub mod kv_paged_store;
 pub mod kv_rotate;
 pub mod kv_store;
 

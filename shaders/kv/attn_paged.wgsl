@@ -1,0 +1,215 @@
+// Causal grouped-query attention over a paged KV cache (vLLM's PagedAttention), in one launch with an
+// online softmax, for a step that holds rows of several sequences (continuous batching). The cache is a
+// pool of blocks of 2^block_shift positions, [slot][kv head][head_dim] with slot = block x size + offset;
+// each sequence's positions live in the blocks its block table lists, so position j of a sequence whose
+// table starts at `table[toff]` is slot (table[toff + j >> shift] << shift) | (j & (size - 1)).
+//
+// Query rows are (token, query head) pairs; within one key/value head hk, row u = token x group + head in
+// the group. The host cuts each sequence's rows into tiles of at most QR rows (`tiles`: first row, rows),
+// so that a tile never spans two sequences and its rows share every key and value load; `seqs` gives each
+// token its table's offset and its position (it sees positions 0..=position of its own sequence). One
+// workgroup per (tile, key/value head).
+//
+// TILED (CPU adapters, as attn_fused's tiled form, whose comment has the measurements): the WG = 8 lanes
+// are one subgroup; each lane scores one key of a block of 8 against the tile's rows, the block's maxima
+// and sums come from subgroup operations, and each lane accumulates HD / WG output columns of every row,
+// taking each key's probability (and its slot) from its lane by a shuffle. A block of 8 keys never crosses
+// a cache block (blocks are at least 8 positions), but the lanes look their slots up independently anyway.
+// Otherwise each lane owns one row of the tile and walks its keys alone (attn_fused's per-row form).
+//
+// F16POOL: the pool holds f16 pairs (one u32 per two channels; four channels are a vec2<u32>), decoded to
+// f32 as they are loaded; otherwise f32.
+#import invocation
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    block_shift: u32,
+    tiles: u32,
+    tokens: u32,
+    scale: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+#ifdef F16POOL
+@group(0) @binding(2) var<storage, read> k: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec2<u32>>;
+#else
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#endif
+@group(0) @binding(4) var<storage, read> table: array<u32>;
+@group(0) @binding(5) var<storage, read> seqs: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read> tiles: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read_write> o: array<vec4<f32>>;
+
+const NEG_MAX_F32: f32 = -3.40282347e+38;
+
+fn load_k(i: u32) -> vec4<f32> {
+#ifdef F16POOL
+    let w = k[i];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    return k[i];
+#endif
+}
+
+fn load_v(i: u32) -> vec4<f32> {
+#ifdef F16POOL
+    let w = v[i];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    return v[i];
+#endif
+}
+
+// The pool slot of position j of the sequence whose block table starts at toff.
+fn slot_of(toff: u32, j: u32) -> u32 {
+    let size_mask = (1u << params.block_shift) - 1u;
+    return (table[toff + (j >> params.block_shift)] << params.block_shift) | (j & size_mask);
+}
+
+#ifdef TILED
+// Output columns (vec4) each lane owns per row: lane i holds columns i, i + WG, ...
+const C: u32 = HD / (4u * WG);
+const D4: u32 = HD / 4u;
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let group = params.n_heads / params.n_kv_heads;
+    let wg = linear_workgroup(inv);
+    let hk = wg / params.tiles;
+    // A grid that spilled into y may hold workgroups past the last tile; they leave together.
+    if (hk >= params.n_kv_heads) {
+        return;
+    }
+    let tile = tiles[wg % params.tiles];
+    let u0 = tile.x;
+    let n = tile.y;
+    let lane = inv.sg_lane;
+    let toff = seqs[u0 / group].x;
+    // Rows past the tile's last are clamped onto it, so every load stays in bounds; they are not stored.
+    var qbase: array<u32, QR>;
+    var limit: array<u32, QR>;
+    var m: array<f32, QR>;
+    var l: array<f32, QR>;
+    var acc: array<vec4<f32>, QR * C>;
+    for (var r = 0u; r < QR; r++) {
+        let u = u0 + min(r, n - 1u);
+        let t = u / group;
+        qbase[r] = (t * params.n_heads + hk * group + u % group) * D4;
+        limit[r] = seqs[t].y + 1u;
+        m[r] = NEG_MAX_F32;
+        l[r] = 0.0;
+        for (var c = 0u; c < C; c++) {
+            acc[r * C + c] = vec4<f32>(0.0);
+        }
+    }
+    // The tile's rows are in token order, so the last sees the most keys.
+    let seen = limit[QR - 1u];
+    let kstride = params.n_kv_heads * D4;
+    for (var j0 = 0u; j0 < seen; j0 += WG) {
+        let j = j0 + lane;
+        // Keys past `seen` are clamped for the load and masked below.
+        let slot = slot_of(toff, min(j, seen - 1u));
+        let kb = slot * kstride + hk * D4;
+        var s: array<f32, QR>;
+        for (var r = 0u; r < QR; r++) {
+            s[r] = 0.0;
+        }
+        for (var i = 0u; i < D4; i++) {
+            let kv = load_k(kb + i);
+            for (var r = 0u; r < QR; r++) {
+                s[r] += dot(q[qbase[r] + i], kv);
+            }
+        }
+        // Key 0 is visible to every row, so after the first block the maximum is finite and a masked
+        // key's exp(NEG_MAX - m) is exactly 0.
+        var p: array<f32, QR>;
+        for (var r = 0u; r < QR; r++) {
+            let sr = select(NEG_MAX_F32, s[r] * params.scale, j < limit[r]);
+            let mx = max(m[r], subgroupMax(sr));
+            p[r] = exp(sr - mx);
+            let corr = exp(m[r] - mx);
+            m[r] = mx;
+            l[r] = l[r] * corr + subgroupAdd(p[r]);
+            for (var c = 0u; c < C; c++) {
+                acc[r * C + c] *= corr;
+            }
+        }
+        for (var jj = 0u; jj < WG; jj++) {
+            // A masked key's probability is 0, so its clamped value row adds nothing.
+            let vb = subgroupShuffle(slot, jj) * kstride + hk * D4 + lane;
+            for (var c = 0u; c < C; c++) {
+                let vv = load_v(vb + c * WG);
+                for (var r = 0u; r < QR; r++) {
+                    acc[r * C + c] += subgroupShuffle(p[r], jj) * vv;
+                }
+            }
+        }
+    }
+    for (var r = 0u; r < QR; r++) {
+        if (r < n) {
+            for (var c = 0u; c < C; c++) {
+                o[qbase[r] + lane + c * WG] = acc[r * C + c] / l[r];
+            }
+        }
+    }
+}
+#else
+const MAX_D4: u32 = 32u;
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+    let group = params.n_heads / params.n_kv_heads;
+    let wg = linear_workgroup(inv);
+    let hk = wg / params.tiles;
+    if (hk >= params.n_kv_heads) {
+        return;
+    }
+    let tile = tiles[wg % params.tiles];
+    // Lane r owns row r of the tile; there are no barriers, so lanes past the tile leave at once.
+    if (inv.lid >= tile.y) {
+        return;
+    }
+    let u = tile.x + inv.lid;
+    let t = u / group;
+    let th = t * params.n_heads + hk * group + u % group;
+    let d4 = params.head_dim / 4u;
+    let kstride = params.n_kv_heads * d4;
+    let toff = seqs[t].x;
+    var qv: array<vec4<f32>, MAX_D4>;
+    var acc: array<vec4<f32>, MAX_D4>;
+    for (var i = 0u; i < d4; i++) {
+        qv[i] = q[th * d4 + i];
+        acc[i] = vec4<f32>(0.0);
+    }
+    var m = NEG_MAX_F32;
+    var l = 0.0;
+    let seen = seqs[t].y + 1u;
+    for (var j = 0u; j < seen; j++) {
+        let kb = slot_of(toff, j) * kstride + hk * d4;
+        var s = 0.0;
+        for (var i = 0u; i < d4; i++) {
+            s += dot(qv[i], load_k(kb + i));
+        }
+        s *= params.scale;
+        // The first key sets m (exp(NEG_MAX - s) is exactly 0, so the empty accumulator stays 0).
+        let m_new = max(m, s);
+        let c = exp(m - m_new);
+        let p = exp(s - m_new);
+        l = l * c + p;
+        for (var i = 0u; i < d4; i++) {
+            acc[i] = acc[i] * c + p * load_v(kb + i);
+        }
+        m = m_new;
+    }
+    // Every query sees at least its own key, so l >= 1.
+    for (var i = 0u; i < d4; i++) {
+        o[th * d4 + i] = acc[i] / l;
+    }
+}
+#endif

@@ -1,0 +1,100 @@
+//! `kv_paged_store`: a step's keys and values written at their tokens' slots of a paged cache's pools.
+//! Output: both whole pools (slots the step does not name must keep what they held), as words. Budget:
+//! exact (a copy, and an f16 rounding done in integer arithmetic by both the shader and the twin). Shapes:
+//! SmolLM2's channels for a decode batch of 5 tokens scattered over the pool and a 13-token chunk, a small
+//! head, and values past f16's range (clamped to its largest finite value, never stored as infinities).
+
+use wring::kernels::kv::paged::{self, KvPagedStore, Pool};
+use wring::kernels::{Choice, DType, Variant, check::Tolerance};
+
+use crate::harness::{Case, Rng, copy_into, guarded_upload};
+use crate::kernels::{Planned, planned, variants};
+
+fn case(
+    v: &'static Variant,
+    kv: usize,
+    tokens: usize,
+    slots: usize,
+    range: f32,
+    seed: u64,
+) -> Case<'static> {
+    let pool = if v.define("F16POOL").is_some() {
+        Pool::F16
+    } else {
+        Pool::F32
+    };
+    let mut rng = Rng::new(seed);
+    let (k, vals) = (
+        rng.vec(tokens * kv, -range, range),
+        rng.vec(tokens * kv, -range, range),
+    );
+    // Distinct slots in a shuffled order.
+    let mut all: Vec<u32> = (0..slots as u32).collect();
+    for i in (1..all.len()).rev() {
+        all.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let at: Vec<u32> = all[..tokens].to_vec();
+    let kw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0));
+    let vw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0));
+    let u = KvPagedStore {
+        kv,
+        tokens,
+        slots,
+        pool,
+    };
+    let (mut kp, mut vp) = (pool.unpack(&kw0), pool.unpack(&vw0));
+    paged::cpu_store(&u, &k, &vals, &at, &mut kp, &mut vp);
+    let expected: Vec<f32> = [pool.pack(&kp), pool.pack(&vp)]
+        .concat()
+        .into_iter()
+        .map(f32::from_bits)
+        .collect();
+    Case {
+        name: format!(
+            "kv_paged_store variant={} {u:?} range={range} seed={seed}",
+            v.name
+        ),
+        tol: Tolerance::Exact,
+        out_dtype: DType::U32,
+        out_shape: vec![expected.len()],
+        expected,
+        record: Box::new(move |ctx, step, out| {
+            let (tkp, tvp) = (
+                guarded_upload(ctx, &[kw0.len()], &kw0)?,
+                guarded_upload(ctx, &[vw0.len()], &vw0)?,
+            );
+            let ops = [
+                ("k", &ctx.upload(&[k.len()], &k)?),
+                ("v", &ctx.upload(&[vals.len()], &vals)?),
+                ("slots", &ctx.upload(&[at.len()], &at)?),
+                ("kp", &tkp),
+                ("vp", &tvp),
+            ];
+            step.run_with(&u, Choice::Force(&v.name), &ops)?;
+            copy_into(step, &tkp, out, 0)?;
+            copy_into(step, &tvp, out, kw0.len())
+        }),
+        needs_f16: false,
+        needs_subgroup: false,
+    }
+}
+
+pub fn cases() -> Vec<Planned> {
+    let mut out = Vec::new();
+    for v in variants("kv_paged_store") {
+        for (i, &(kv, tokens, slots, range)) in [
+            (192, 5, 64, 3.0),
+            (192, 13, 48, 3.0),
+            (8, 3, 16, 3.0),
+            (16, 4, 8, 1e6),
+        ]
+        .iter()
+        .enumerate()
+        {
+            out.push(planned(v, move || {
+                case(v, kv, tokens, slots, range, i as u64)
+            }));
+        }
+    }
+    out
+}
