@@ -3,6 +3,7 @@
 
 mod backends;
 mod batch;
+mod batching;
 mod codec;
 mod compress;
 mod fixture;

@@ -1,6 +1,7 @@
 //! LLM inference on wring: a llama-family model read from GGUF, its tokenizer, and (to come) the forward
 //! pass on the GPU. Model code speaks in tensors and `wring_runtime::ops`; it never touches wgpu directly.
 
+pub mod batch;
 pub mod chat;
 pub mod compress;
 pub mod config;
@@ -13,11 +14,12 @@ pub mod sample;
 pub mod schedule;
 pub mod tokenizer;
 
+pub use batch::{BatchStats, Batcher, Event, Finish};
 pub use config::LlamaConfig;
 pub use kv::KvMode;
 pub use model::{
-    Cancel, Generation, Llama, Perplexity, WeightSource, check_generation, check_kv_budget,
-    kv_budget,
+    Cancel, Generation, Llama, PagedShape, Perplexity, SeqRows, WeightSource, check_generation,
+    check_kv_budget, kv_budget,
 };
 pub use sample::Sampler;
 pub use tokenizer::{GgufTokenizer, TextStream, TokenizerError};

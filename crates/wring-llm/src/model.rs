@@ -9,7 +9,8 @@ use wring_runtime::dispatch::{
     swiglu_q8, takes_q8,
 };
 use wring_runtime::kernels::kv::{
-    EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad, KvRotate, KvStore,
+    AttnPaged, EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad,
+    KvPagedStore, KvRotate, KvStore, Pool, paged as kv_paged,
 };
 use wring_runtime::kernels::tensor::{
     Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8,
@@ -57,6 +58,61 @@ enum LayerCache {
         a: [Weights; 2],
         b: [Weights; 2],
     },
+    /// A paged cache's pools of key and value blocks (`wring_kernels_kv::paged`), shared by every
+    /// sequence of a batch through their block tables.
+    Paged {
+        k: Tensor,
+        v: Tensor,
+    },
+}
+
+/// The shape of a paged KV cache (see [`Llama::set_paged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagedShape {
+    /// Blocks in each layer's pools.
+    pub blocks: usize,
+    /// Positions per block.
+    pub block: usize,
+    /// What the pools hold.
+    pub pool: Pool,
+}
+
+impl PagedShape {
+    /// Positions the pool holds, all sequences together.
+    pub fn positions(&self) -> usize {
+        self.blocks * self.block
+    }
+}
+
+/// One sequence's rows in a step over a paged cache: its tokens, the position of the first, and its block
+/// table (position p in block `table[p / block]`), covering every position up to the last token's.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqRows<'a> {
+    pub tokens: &'a [u32],
+    pub pos0: usize,
+    pub table: &'a [u32],
+}
+
+/// Which rows' logits a step returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    Last,
+    All,
+    /// The first n rows (a batch's decode rows).
+    Leading(usize),
+}
+
+/// What a step over a paged cache binds besides the pools: each token's slot, the block tables, each
+/// token's (table offset, position), and attention's tiles.
+struct PagedStep {
+    slots: Tensor,
+    table: Tensor,
+    seqs: Tensor,
+    tiles: Tensor,
+    attn: AttnPaged,
+    /// The step's keys and values after RoPE, before they are stored in the pools.
+    k: Tensor,
+    v: Tensor,
 }
 
 /// What a low-rank cache's layers share: the features of positions as f32 (read back to be rebuilt,
@@ -100,6 +156,7 @@ impl LayerCache {
             LayerCache::Packed(t) => t.bytes(),
             LayerCache::Ems { k, v, state } => k.bytes() + v.bytes() + state.bytes(),
             LayerCache::LowRank { ring, features, .. } => ring.bytes() + features.bytes(),
+            LayerCache::Paged { k, v } => k.bytes() + v.bytes(),
         }
     }
 }
@@ -291,6 +348,8 @@ pub struct Llama {
     work: Option<[Tensor; 2]>,
     /// A low-rank cache's shared scratch.
     lowrank: Option<LowRankScratch>,
+    /// A paged cache's shape (its pools are the layers' caches).
+    paged: Option<PagedShape>,
     /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
     /// profiles (timestamps); the `--profile` summary of the CLI reads it.
     launch_times: Vec<wring_runtime::LaunchTime>,
@@ -529,6 +588,7 @@ impl Llama {
             pos: 0,
             work: working_cache(ctx, kv_layout.as_ref(), max_context * kv)?,
             lowrank: None,
+            paged: None,
             kv_mode,
             kv_layout,
             ems,
@@ -559,6 +619,7 @@ impl Llama {
         self.ems = ems;
         self.work = working_cache(ctx, layout.as_ref(), self.max_context * kv)?;
         self.lowrank = None;
+        self.paged = None;
         self.kv_mode = mode;
         self.kv_layout = layout;
         self.reset();
@@ -628,9 +689,212 @@ impl Llama {
         self.work = working_cache(ctx, Some(&layout), self.max_context * kv)?;
         self.kv_mode = mode;
         self.ems = None;
+        self.paged = None;
         self.kv_layout = Some(layout);
         self.reset();
         Ok(())
+    }
+
+    /// Replaces the KV cache with a paged one for continuous batching: in each layer, pools of `blocks`
+    /// blocks of `block` positions (a power of two, at least 8) stored as `mode` says, which the sequences
+    /// of a batch share through their block tables ([`Llama::forward_paged`]). The f32 and f16 modes are
+    /// paged; any other mode is refused, naming them. The pools' bytes are checked against the KV budget
+    /// and each pool against the adapter's binding limit before anything is allocated.
+    pub fn set_paged(
+        &mut self,
+        ctx: &Context,
+        mode: KvMode,
+        blocks: usize,
+        block: usize,
+    ) -> Result<PagedShape, LlmError> {
+        let pool = match mode {
+            KvMode::F32 => Pool::F32,
+            KvMode::F16 => Pool::F16,
+            other => {
+                return Err(LlmError::Request(format!(
+                    "KV cache mode {other} has no paged form yet: batching (--parallel) pages an f32 or f16 cache"
+                )));
+            }
+        };
+        if block < 8 || !block.is_power_of_two() {
+            return Err(LlmError::Request(format!(
+                "paged KV blocks of {block} positions: a block is a power of two, at least 8"
+            )));
+        }
+        if blocks == 0 {
+            return Err(LlmError::Request("a paged KV cache of 0 blocks".into()));
+        }
+        let c = &self.cfg;
+        let kv = c.n_kv_heads * c.head_dim;
+        let values = (blocks as u128) * (block as u128) * (kv as u128);
+        let pool_bytes = values * pool.bytes() as u128;
+        let total = pool_bytes * 2 * c.n_layers as u128;
+        let budget = kv_budget();
+        if total > u128::from(budget) {
+            return Err(LlmError::Request(format!(
+                "a paged KV cache of {blocks} blocks of {block} positions needs {} ({mode}), above the {} budget; ask for fewer blocks or raise WRING_KV_BUDGET_MIB",
+                wring_runtime::human_bytes(u64::try_from(total).unwrap_or(u64::MAX)),
+                wring_runtime::human_bytes(budget)
+            )));
+        }
+        let limit = u128::from(ctx.info().limits.max_storage_buffer_binding_size);
+        if pool_bytes > limit {
+            return Err(LlmError::Request(format!(
+                "a paged KV pool of {blocks} blocks of {block} positions is {} per layer and side, above this adapter's {} binding limit",
+                wring_runtime::human_bytes(u64::try_from(pool_bytes).unwrap_or(u64::MAX)),
+                wring_runtime::human_bytes(u64::try_from(limit).unwrap_or(u64::MAX))
+            )));
+        }
+        let (elements, dtype) = pool.elements(blocks * block * kv);
+        self.work = None;
+        for layer in &mut self.layers {
+            layer.cache = LayerCache::Paged {
+                k: ctx.empty(&[elements], dtype)?,
+                v: ctx.empty(&[elements], dtype)?,
+            };
+        }
+        let shape = PagedShape {
+            blocks,
+            block,
+            pool,
+        };
+        self.paged = Some(shape);
+        self.lowrank = None;
+        self.ems = None;
+        self.kv_layout = None;
+        self.kv_mode = mode;
+        self.reset();
+        Ok(shape)
+    }
+
+    /// The paged cache's shape, if the cache is paged.
+    pub fn paged(&self) -> Option<PagedShape> {
+        self.paged
+    }
+
+    /// Blocks of `block` positions a paged cache in `mode` can have within `bytes` (the pools of every
+    /// layer, keys and values): what `--kv-budget` turns into.
+    pub fn paged_blocks_within(&self, mode: KvMode, block: usize, bytes: u64) -> usize {
+        let per_position = match mode {
+            KvMode::F16 => 2,
+            _ => 4,
+        } * 2
+            * self.cfg.n_kv_heads
+            * self.cfg.head_dim
+            * self.cfg.n_layers;
+        (bytes as u128 / (per_position as u128 * block.max(1) as u128)).min(u32::MAX as u128)
+            as usize
+    }
+
+    /// Runs one step over a paged cache ([`Llama::set_paged`]) for the rows of several sequences, each
+    /// appending its tokens' keys and values at its positions through its block table, and returns the
+    /// logits of the first `logit_rows` rows (a batch puts its decode rows first), [rows][vocab]. The
+    /// tables are checked against the pool and the positions before anything runs.
+    pub fn forward_paged(
+        &mut self,
+        ctx: &Context,
+        seqs: &[SeqRows<'_>],
+        logit_rows: usize,
+    ) -> Result<Vec<f32>, LlmError> {
+        let Some(shape) = self.paged else {
+            return Err(LlmError::Request(
+                "forward_paged needs a paged cache (Llama::set_paged)".into(),
+            ));
+        };
+        let mut tokens = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            let end = s.pos0 + s.tokens.len();
+            if s.tokens.is_empty() {
+                return Err(LlmError::Request(format!(
+                    "sequence {i} of the step has no tokens"
+                )));
+            }
+            if end > self.max_context {
+                return Err(LlmError::Request(format!(
+                    "sequence {i} reaches position {end}, past the context of {}",
+                    self.max_context
+                )));
+            }
+            if s.table.len() * shape.block < end {
+                return Err(LlmError::Request(format!(
+                    "sequence {i}'s block table holds {} positions, and its tokens reach {end}",
+                    s.table.len() * shape.block
+                )));
+            }
+            if let Some(&b) = s.table.iter().find(|&&b| b as usize >= shape.blocks) {
+                return Err(LlmError::Request(format!(
+                    "sequence {i}'s block table names block {b} of a pool of {}",
+                    shape.blocks
+                )));
+            }
+            tokens.extend_from_slice(s.tokens);
+        }
+        if logit_rows > tokens.len() {
+            return Err(LlmError::Request(format!(
+                "logits of {logit_rows} rows asked of a step of {}",
+                tokens.len()
+            )));
+        }
+        let logits = if logit_rows == 0 {
+            Logits::Last
+        } else {
+            Logits::Leading(logit_rows)
+        };
+        let out = self.run(ctx, &tokens, logits, None, Some((seqs, shape)))?;
+        Ok(if logit_rows == 0 { Vec::new() } else { out })
+    }
+
+    /// The bindings of a step over a paged cache (see [`PagedStep`]).
+    fn paged_step(
+        &self,
+        ctx: &Context,
+        seqs: &[SeqRows<'_>],
+        shape: PagedShape,
+    ) -> Result<PagedStep, LlmError> {
+        let c = &self.cfg;
+        let kv = c.n_kv_heads * c.head_dim;
+        let (mut slots, mut table, mut rows, mut segments) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for s in seqs {
+            let off = table.len() as u32;
+            segments.push((slots.len(), s.tokens.len()));
+            for p in s.pos0..s.pos0 + s.tokens.len() {
+                slots
+                    .push(s.table[p / shape.block] * shape.block as u32 + (p % shape.block) as u32);
+                rows.extend([off, p as u32]);
+            }
+            table.extend_from_slice(s.table);
+        }
+        let t = slots.len();
+        let group = c.n_heads / c.n_kv_heads;
+        let decode_only = seqs.iter().all(|s| s.tokens.len() == 1);
+        let tile_rows = kv_paged::tile_rows(ctx.caps(), c.head_dim, group, decode_only);
+        let tiles: Vec<u32> = kv_paged::tiles(&segments, group, tile_rows)
+            .into_iter()
+            .flatten()
+            .collect();
+        let attn = AttnPaged {
+            tokens: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            block: shape.block,
+            slots: shape.positions(),
+            table_len: table.len(),
+            tiles: tiles.len() / 2,
+            tile_rows,
+            pool: shape.pool,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        Ok(PagedStep {
+            slots: ctx.upload(&[t], &slots)?,
+            table: ctx.upload(&[table.len()], &table)?,
+            seqs: ctx.upload(&[rows.len()], &rows)?,
+            tiles: ctx.upload(&[tiles.len()], &tiles)?,
+            attn,
+            k: ctx.empty(&[t * kv], DType::F32)?,
+            v: ctx.empty(&[t * kv], DType::F32)?,
+        })
     }
 
     /// How the KV cache stores keys and values.
@@ -670,6 +934,10 @@ impl Llama {
                 LayerCache::LowRank { ring, features, .. } => {
                     zero(ring)?;
                     zero(features)?;
+                }
+                LayerCache::Paged { k, v } => {
+                    zero(k)?;
+                    zero(v)?;
                 }
             }
         }
@@ -765,7 +1033,12 @@ impl Llama {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<Vec<f32>, LlmError> {
-        self.run(ctx, tokens, all_logits, None)
+        let logits = if all_logits {
+            Logits::All
+        } else {
+            Logits::Last
+        };
+        self.run(ctx, tokens, logits, None, None)
     }
 
     /// Runs `tokens` like [`Llama::forward`] and also returns what every linear layer read: per layer, the
@@ -777,7 +1050,7 @@ impl Llama {
         tokens: &[u32],
     ) -> Result<Vec<[Vec<f32>; 4]>, LlmError> {
         let mut captured = Vec::new();
-        self.run(ctx, tokens, false, Some(&mut captured))?;
+        self.run(ctx, tokens, Logits::Last, Some(&mut captured), None)?;
         captured
             .iter()
             .map(|sites: &[Tensor; 4]| {
@@ -792,14 +1065,14 @@ impl Llama {
             .collect()
     }
 
-    /// The last residual add with the output norm (`x = x_mid + d`), then the logits of the last row, or
-    /// of every row with `all_logits`.
+    /// The last residual add with the output norm (`x = x_mid + d`), then the logits of the rows `logits`
+    /// names.
     fn head(
         &self,
         ctx: &Context,
         step: &mut wring_runtime::Step<'_>,
         [x_mid, d, x]: [&Tensor; 3],
-        all_logits: bool,
+        logits: Logits,
     ) -> Result<Vec<Tensor>, LlmError> {
         let c = &self.cfg;
         let (t, e) = (x.shape()[0], c.n_embd);
@@ -833,10 +1106,18 @@ impl Llama {
         };
         // Every row's logits (perplexity) may not fit one storage binding (2,048 rows of a 49,152-token
         // vocabulary are 384 MiB): the head then runs over blocks of rows that do.
-        let blocks: Vec<(usize, usize)> = if all_logits {
+        let rows = match logits {
+            Logits::All => t,
+            Logits::Leading(n) => n.min(t),
+            Logits::Last => 0,
+        };
+        let blocks: Vec<(usize, usize)> = if rows > 0 {
             let limit = ctx.info().limits.max_storage_buffer_binding_size as usize;
-            let per = (limit / (c.vocab * 4)).clamp(1, t);
-            (0..t).step_by(per).map(|r| (r, per.min(t - r))).collect()
+            let per = (limit / (c.vocab * 4)).clamp(1, rows);
+            (0..rows)
+                .step_by(per)
+                .map(|r| (r, per.min(rows - r)))
+                .collect()
         } else {
             vec![(t - 1, 1)]
         };
@@ -850,15 +1131,22 @@ impl Llama {
         &mut self,
         ctx: &Context,
         tokens: &[u32],
-        all_logits: bool,
+        logits_of: Logits,
         mut capture: Option<&mut Vec<[Tensor; 4]>>,
+        paged: Option<(&[SeqRows<'_>], PagedShape)>,
     ) -> Result<Vec<f32>, LlmError> {
         let c = &self.cfg;
         let t = tokens.len();
         if t == 0 {
             return Err(LlmError::Request("no tokens to run".into()));
         }
-        if self.pos + t > self.max_context {
+        if paged.is_none() && self.paged.is_some() {
+            return Err(LlmError::Request(
+                "this model's KV cache is paged: run it through a batch (Llama::forward_paged)"
+                    .into(),
+            ));
+        }
+        if paged.is_none() && self.pos + t > self.max_context {
             return Err(LlmError::Request(format!(
                 "{} positions exceed the context of {}",
                 self.pos + t,
@@ -872,15 +1160,27 @@ impl Llama {
             )));
         }
         let (e, kv, hd) = (c.n_embd, c.n_kv_heads * c.head_dim, c.head_dim);
-        let pos0 = self.pos;
+        // A paged step writes its keys and values to a scratch of its own rows first (positions 0..t of
+        // it), then to the pools.
+        let pos0 = if paged.is_some() { 0 } else { self.pos };
         let kv_len = pos0 + t;
         // Where the step's keys go and what attention reads: the positions themselves, except in an EMS
         // cache, whose heads hold `slots` (RoPE still rotates by position).
         let cache_pos = if self.ems.is_some() { self.slots } else { pos0 };
         let cache_len = cache_pos + t;
         let ids = ctx.upload(&[t], tokens)?;
-        let positions: Vec<i32> = (pos0..kv_len).map(|p| p as i32).collect();
+        let positions: Vec<i32> = match paged {
+            Some((seqs, _)) => seqs
+                .iter()
+                .flat_map(|s| (s.pos0..s.pos0 + s.tokens.len()).map(|p| p as i32))
+                .collect(),
+            None => (pos0..kv_len).map(|p| p as i32).collect(),
+        };
         let pos = ctx.upload(&[t], &positions)?;
+        let paged_step = match paged {
+            Some((seqs, shape)) => Some(self.paged_step(ctx, seqs, shape)?),
+            None => None,
+        };
         let f32t = |shape: &[usize]| ctx.empty(shape, DType::F32);
         let mut step = ctx.step("forward");
         let x = f32t(&[t, e])?;
@@ -1015,6 +1315,10 @@ impl Llama {
             // are then written there, attended to, and stored into the packed cache.
             let (k_cache, v_cache) = match (&layer.cache, &self.work, &self.kv_layout) {
                 (LayerCache::F32 { k, v }, _, _) | (LayerCache::Ems { k, v, .. }, _, _) => (k, v),
+                (LayerCache::Paged { .. }, _, _) => {
+                    let ps = paged_step.as_ref().expect("a paged cache runs paged steps");
+                    (&ps.k, &ps.v)
+                }
                 (LayerCache::Packed(store), Some([k, v]), Some(layout)) => {
                     if pos0 > 0 {
                         let load = KvLoad {
@@ -1152,25 +1456,58 @@ impl Llama {
             }
             // The output projection's 8-bit units straight from the attention where it takes them (the
             // norm's units were read by the q/k/v product above, so the scratch is free).
-            let attn_units = units
-                .as_ref()
-                .filter(|_| hd.is_multiple_of(32) && takes_q8(&step, &layer.wo, t));
+            let attn_units = units.as_ref().filter(|_| {
+                paged_step.is_none() && hd.is_multiple_of(32) && takes_q8(&step, &layer.wo, t)
+            });
             let mut wo_in = Input::F32(&a);
-            match (&ems_scratch, attn_units) {
-                (Some((scores, probs)), _) => {
-                    attention(&mut step, &attn, &qr, k_cache, v_cache, scores, probs, &a)?;
+            if let (LayerCache::Paged { k: kp, v: vp }, Some(ps)) = (&layer.cache, &paged_step) {
+                // The step's keys and values into the pools at their slots, then attention over each
+                // sequence's blocks.
+                let store = KvPagedStore {
+                    kv,
+                    tokens: t,
+                    slots: ps.attn.slots,
+                    pool: ps.attn.pool,
+                };
+                step.run(
+                    &store,
+                    &[
+                        ("k", k_cache),
+                        ("v", v_cache),
+                        ("slots", &ps.slots),
+                        ("kp", kp),
+                        ("vp", vp),
+                    ],
+                )?;
+                step.run(
+                    &ps.attn,
+                    &[
+                        ("q", &qr),
+                        ("k", kp),
+                        ("v", vp),
+                        ("table", &ps.table),
+                        ("seqs", &ps.seqs),
+                        ("tiles", &ps.tiles),
+                        ("o", &a),
+                    ],
+                )?;
+            } else {
+                match (&ems_scratch, attn_units) {
+                    (Some((scores, probs)), _) => {
+                        attention(&mut step, &attn, &qr, k_cache, v_cache, scores, probs, &a)?;
+                    }
+                    (None, Some((hq, _))) => {
+                        step.run(
+                            &attn.fused_q8(),
+                            &[("q", &qr), ("k", k_cache), ("v", v_cache), ("oq", hq)],
+                        )?;
+                        wo_in = Input::Q8(hq, t);
+                    }
+                    (None, None) => step.run(
+                        &attn.fused(),
+                        &[("q", &qr), ("k", k_cache), ("v", v_cache), ("o", &a)],
+                    )?,
                 }
-                (None, Some((hq, _))) => {
-                    step.run(
-                        &attn.fused_q8(),
-                        &[("q", &qr), ("k", k_cache), ("v", v_cache), ("oq", hq)],
-                    )?;
-                    wo_in = Input::Q8(hq, t);
-                }
-                (None, None) => step.run(
-                    &attn.fused(),
-                    &[("q", &qr), ("k", k_cache), ("v", v_cache), ("o", &a)],
-                )?,
             }
             // EMS: the step's attention added to the slots' scores, then the cache brought back to its
             // budget when the step left more.
@@ -1194,7 +1531,7 @@ impl Llama {
             let packed = match &layer.cache {
                 LayerCache::Packed(store) => Some(store),
                 LayerCache::LowRank { ring, .. } => Some(ring),
-                LayerCache::F32 { .. } | LayerCache::Ems { .. } => None,
+                LayerCache::F32 { .. } | LayerCache::Ems { .. } | LayerCache::Paged { .. } => None,
             };
             if let (Some(store), Some(layout)) = (packed, &self.kv_layout) {
                 let store_step = KvStore::after_step(*layout, self.compressed, pos0, kv_len);
@@ -1325,15 +1662,17 @@ impl Llama {
                 project(&mut step, &self.output, Input::Scaled(nq, ss, eps), &logits)?;
                 vec![logits]
             }
-            _ => self.head(ctx, &mut step, [&x_mid, &d, &x], all_logits)?,
+            _ => self.head(ctx, &mut step, [&x_mid, &d, &x], logits_of)?,
         };
         let report = step.submit()?;
         self.last_launches = report.launches;
         self.launch_times.extend(report.times.unwrap_or_default());
-        self.pos = kv_len;
-        self.slots = self.ems.map_or(kv_len, |e| cache_len.min(e.budget));
-        if let Some(layout) = &self.kv_layout {
-            self.compressed = layout.compressible(self.compressed, kv_len);
+        if paged.is_none() {
+            self.pos = kv_len;
+            self.slots = self.ems.map_or(kv_len, |e| cache_len.min(e.budget));
+            if let Some(layout) = &self.kv_layout {
+                self.compressed = layout.compressible(self.compressed, kv_len);
+            }
         }
         let mut out: Vec<f32> = Vec::new();
         for block in &logits {

@@ -1,4 +1,4 @@
-//! Continuous batching's plan (issue 32, not yet wired to the model): which sequences a step runs. Every
+//! Continuous batching's plan (run by [`crate::batch::Batcher`]): which sequences a step runs. Every
 //! running sequence past its prompt decodes one token; at most one sequence at a time takes a chunk of at
 //! most `chunk` prompt tokens (chunked prefill, so a long prompt never stalls the others' decoding); a
 //! waiting request joins as soon as a place and its blocks are free. When the block pool runs out, the
@@ -85,6 +85,30 @@ impl Scheduler {
     /// The block table of running sequence `id`.
     pub fn table(&self, id: SeqId) -> Option<&BlockTable> {
         self.running.iter().find(|r| r.id == id).map(|r| &r.table)
+    }
+
+    /// The rows `plan` runs, decode rows first (in `plan.decode`'s order, so that their logits lead the
+    /// step's), then the prompt chunk: each sequence's tokens, first position and block table.
+    pub fn rows(&self, plan: &StepPlan) -> Vec<crate::model::SeqRows<'_>> {
+        let find = |id: SeqId| self.running.iter().find(|r| r.id == id);
+        let mut out = Vec::new();
+        for r in plan.decode.iter().filter_map(|&id| find(id)) {
+            out.push(crate::model::SeqRows {
+                tokens: &r.tokens[r.done..r.done + 1],
+                pos0: r.done,
+                table: &r.table.blocks,
+            });
+        }
+        if let Some((id, start, end)) = plan.prefill
+            && let Some(r) = find(id)
+        {
+            out.push(crate::model::SeqRows {
+                tokens: &r.tokens[start..end],
+                pos0: start,
+                table: &r.table.blocks,
+            });
+        }
+        out
     }
 
     /// Preempts the newest running sequence: releases its blocks and queues it first with what it has

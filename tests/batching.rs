@@ -1,0 +1,202 @@
+//! Continuous batching on the real model (`wring::llm::Batcher` over a paged KV cache): several
+//! sequences decoded in one forward step give the ids each gives alone (`Llama::generate`), through
+//! chunked prompts, a shared prefix found in the prefix index, preemption when the pool runs out, and
+//! the cancellation of one sequence in a full batch.
+
+use wring::gguf::Gguf;
+use wring::llm::batch::Request;
+use wring::llm::{Batcher, Cancel, Event, Finish, GgufTokenizer, KvMode, Llama, Sampler};
+use wring::runtime::Context;
+
+fn model() -> Gguf {
+    Gguf::open(crate::quant::test_model()).unwrap()
+}
+
+/// Six prompts, three of them sharing a system prompt longer than two blocks of 16.
+fn prompts(tok: &GgufTokenizer) -> Vec<Vec<u32>> {
+    let system =
+        "You are a helpful assistant who answers in one short sentence and never uses lists. ";
+    [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Once upon a time, in a land far away,",
+        &format!("{system}Question: what is the tallest mountain? Answer:"),
+        &format!("{system}Question: what colour is the sky? Answer:"),
+        &format!("{system}Question: how many legs has a spider? Answer:"),
+    ]
+    .iter()
+    .map(|p| tok.encode(p).unwrap())
+    .collect()
+}
+
+const TOKENS: usize = 32;
+
+/// Each prompt's greedy ids, one sequence at a time through the contiguous cache in `mode`.
+fn single_stream(ctx: &Context, g: &Gguf, mode: KvMode, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let mut m = Llama::load(ctx, g, 256, |_, _| {}).unwrap();
+    m.set_kv_mode(ctx, mode).unwrap();
+    prompts
+        .iter()
+        .map(|p| {
+            m.generate(ctx, p, Sampler::greedy(), &[], TOKENS, Cancel::new())
+                .unwrap()
+                .collect::<Result<Vec<u32>, _>>()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Runs every prompt through one batcher (blocks of 16, `blocks` of them, up to 8 at once, prompts in
+/// chunks of `chunk`); returns each sequence's ids, the batcher and the largest decode batch seen.
+fn batched(
+    ctx: &Context,
+    m: &mut Llama,
+    prompts: &[Vec<u32>],
+    chunk: usize,
+    cancel_after: Option<(u64, usize)>,
+) -> (Vec<Vec<u32>>, Vec<Option<Finish>>, Batcher, usize) {
+    let mut b = Batcher::new(m, 8, chunk).unwrap();
+    let mut cancels = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let cancel = Cancel::new();
+        cancels.push(cancel.clone());
+        let req = Request {
+            prompt: p.clone(),
+            sampler: Sampler::greedy(),
+            stop: Vec::new(),
+            max_tokens: TOKENS,
+            cancel,
+        };
+        b.submit(i as u64, req).unwrap();
+    }
+    let mut ids = vec![Vec::new(); prompts.len()];
+    let mut ends = vec![None; prompts.len()];
+    let mut widest = 0;
+    for _ in 0..10_000 {
+        if b.is_idle() {
+            break;
+        }
+        widest = widest.max(b.running());
+        for e in b.step(m, ctx).unwrap() {
+            match e {
+                Event::Token { id, token } => {
+                    ids[id as usize].push(token);
+                    if let Some((who, after)) = cancel_after
+                        && who == id
+                        && ids[id as usize].len() == after
+                    {
+                        cancels[id as usize].cancel();
+                    }
+                }
+                Event::Finished { id, reason } => ends[id as usize] = Some(reason),
+            }
+        }
+    }
+    (ids, ends, b, widest)
+}
+
+/// With f32 activations, f32 and f16 caches: every sequence of a batch generates the ids it generates
+/// alone, the batch reaches all six at once, the shared system prompt's blocks are found in the prefix
+/// index, and every block is given back at the end.
+#[test]
+fn batched_greedy_ids_equal_single_stream_ids() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let prompts = prompts(&tok);
+    for mode in [KvMode::F32, KvMode::F16] {
+        let want = single_stream(ctx, &g, mode, &prompts);
+        let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+        m.set_paged(ctx, mode, 64, 16).unwrap();
+        let (got, ends, b, widest) = batched(ctx, &mut m, &prompts, 16, None);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{mode}: prompt {i}'s ids, batched and alone");
+        }
+        assert!(ends.iter().all(|e| *e == Some(Finish::Length)));
+        assert_eq!(widest, 6, "{mode}: all six sequences ran at once");
+        assert!(
+            b.pool().hit_rate() > 0.0,
+            "{mode}: the shared prefix was reused"
+        );
+        assert_eq!(b.pool().available(), 64);
+        assert!(b.stats().decode_rows >= (6 * TOKENS) as u64);
+    }
+}
+
+/// A pool of 12 blocks of 16 holds about three of the six sequences: the newest are preempted and
+/// recomputed, and every sequence still generates its single-stream ids. Cancelling one sequence in a
+/// full batch ends it at once and leaves the others' ids as they were.
+#[test]
+fn preemption_and_cancellation_leave_the_other_sequences_alone() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let prompts = prompts(&tok);
+    let want = single_stream(ctx, &g, KvMode::F32, &prompts);
+    let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+    m.set_paged(ctx, KvMode::F32, 12, 16).unwrap();
+    let (got, _, b, _) = batched(ctx, &mut m, &prompts, 64, None);
+    assert!(
+        b.stats().preempted > 0,
+        "the tiny pool preempted some sequence"
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "prompt {i}'s ids after preemption");
+    }
+    m.set_paged(ctx, KvMode::F32, 64, 16).unwrap();
+    let (got, ends, _, _) = batched(ctx, &mut m, &prompts, 64, Some((2, 5)));
+    assert_eq!(ends[2], Some(Finish::Cancelled));
+    assert_eq!(got[2], want[2][..5].to_vec());
+    for i in [0, 1, 3, 4, 5] {
+        assert_eq!(got[i], want[i], "prompt {i}'s ids beside a cancelled one");
+    }
+}
+
+/// Requests the pool or the context could never hold, repeated ids and modes with no paged form are
+/// refused before any work, with errors that name the numbers; the paged model refuses the one-sequence
+/// forward.
+#[test]
+fn batching_refuses_what_it_cannot_serve() {
+    let g = model();
+    let ctx = crate::harness::ctx();
+    let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+    assert!(Batcher::new(&m, 4, 16).is_err());
+    let e = m
+        .set_paged(
+            ctx,
+            KvMode::Kivi {
+                bits: 4,
+                rotate: false,
+            },
+            8,
+            16,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no paged form"), "{e}");
+    let e = m.set_paged(ctx, KvMode::F32, 8, 12).unwrap_err();
+    assert!(e.to_string().contains("power of two"), "{e}");
+    m.set_paged(ctx, KvMode::F32, 4, 16).unwrap();
+    let e = m.forward(ctx, &[1, 2], false).unwrap_err();
+    assert!(e.to_string().contains("paged"), "{e}");
+    let mut b = Batcher::new(&m, 4, 16).unwrap();
+    let req = |n: usize, max_tokens: usize| Request {
+        prompt: vec![1; n],
+        sampler: Sampler::greedy(),
+        stop: Vec::new(),
+        max_tokens,
+        cancel: Cancel::new(),
+    };
+    // 4 blocks of 16 are 64 positions.
+    let e = b.submit(1, req(60, 10)).unwrap_err();
+    assert!(e.to_string().contains("64 positions"), "{e}");
+    assert!(b.submit(2, req(0, 4)).is_err());
+    b.submit(3, req(8, 4)).unwrap();
+    assert!(b.submit(3, req(8, 4)).is_err());
+    let rows = [wring::llm::SeqRows {
+        tokens: &[1, 2],
+        pos0: 0,
+        table: &[7],
+    }];
+    let e = m.forward_paged(ctx, &rows, 1).unwrap_err();
+    assert!(e.to_string().contains("block 7 of a pool of 4"), "{e}");
+}
