@@ -13,17 +13,28 @@ use wring::server::{Engine, Loaded, Running, ServeOptions};
 
 const KEY: &str = "test-key";
 
-/// Starts a server over the test model with a cache of `context` positions and `queue` waiting slots.
-fn start(context: usize, queue: usize, opts: impl FnOnce(&mut ServeOptions)) -> Running {
+/// Starts a server over the test model with a cache of `context` positions and `queue` waiting slots;
+/// with `parallel`, the cache is paged (f32, `context` positions in blocks of 16) and that many requests
+/// are batched, else requests run one at a time.
+fn start(
+    context: usize,
+    queue: usize,
+    parallel: Option<usize>,
+    opts: impl FnOnce(&mut ServeOptions),
+) -> Running {
     let engine = Engine::start(queue, move || {
         let g = crate::llm::model();
         let ctx = Context::new(ContextOptions::default())?;
-        let model = Llama::load(&ctx, &g, context, |_, _| {})?;
+        let mut model = Llama::load(&ctx, &g, context, |_, _| {})?;
+        if parallel.is_some() {
+            model.set_paged(&ctx, wring::llm::KvMode::F32, context / 16, 16)?;
+        }
         let tokenizer = GgufTokenizer::from_gguf(&g)?;
         Ok(Loaded {
             ctx,
             model,
             tokenizer,
+            parallel: parallel.unwrap_or(1),
         })
     })
     .unwrap();
@@ -118,7 +129,7 @@ fn error_type(v: &Value) -> &str {
 fn server_answers_as_the_library_does_in_openais_shapes_and_refuses_bad_requests() {
     // A small body limit, so the oversized body below still fits in the socket's buffers: a server that
     // answers before reading all of it would otherwise break the pipe under the client.
-    let server = start(256, 4, |o| o.max_body_bytes = 16 << 10);
+    let server = start(256, 4, None, |o| o.max_body_bytes = 16 << 10);
     let base = format!("http://{}", server.addr);
     let g = crate::llm::model();
     let tok = GgufTokenizer::from_gguf(&g).unwrap();
@@ -383,7 +394,9 @@ fn server_answers_as_the_library_does_in_openais_shapes_and_refuses_bad_requests
 
 #[test]
 fn a_full_queue_answers_429_and_a_dropped_stream_cancels_its_generation() {
-    let server = start(512, 1, |_| {});
+    // The batched engine with one request at a time: the second waits in the batch, which counts as the
+    // queue.
+    let server = start(512, 1, Some(1), |_| {});
     let base = format!("http://{}", server.addr);
     let metric = |name: &str| -> f64 {
         let (_, m) = call("GET", &format!("{base}/metrics"), None, None);
@@ -451,5 +464,69 @@ fn a_full_queue_answers_429_and_a_dropped_stream_cancels_its_generation() {
         metric("wring_generated_tokens_total") < 480.0,
         "the cancelled generation ran to its end"
     );
+    server.stop().unwrap();
+}
+
+/// Four clients at once on the batched engine (`--parallel 4`): each gets the library's own greedy answer,
+/// the batch runs several of them in one step (`wring_batch_running` seen above 1 while they run), two
+/// prompts sharing a long system prompt find its blocks in the prefix index, and every block is given
+/// back at the end.
+#[test]
+fn concurrent_requests_are_batched_and_each_answers_as_alone() {
+    let server = start(512, 4, Some(4), |_| {});
+    let base = format!("http://{}", server.addr);
+    let g = crate::llm::model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let system =
+        "You are a helpful assistant who answers in one short sentence and never uses lists. ";
+    let prompts = [
+        "The capital of France is".to_string(),
+        "def fibonacci(n):".to_string(),
+        format!("{system}Question: what is the tallest mountain? Answer:"),
+        format!("{system}Question: what colour is the sky? Answer:"),
+    ];
+    let want: Vec<String> = prompts
+        .iter()
+        .map(|p| library_greedy(&tok.encode(p).unwrap(), 16).0)
+        .collect();
+    let metric = |name: &str| -> f64 {
+        let (_, m) = call("GET", &format!("{base}/metrics"), None, None);
+        m.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    };
+    assert_eq!(metric("wring_batch_parallel"), 4.0);
+    let clients: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (b, p) = (base.clone(), p.clone());
+            std::thread::spawn(move || {
+                post(
+                    &b,
+                    "/v1/completions",
+                    &json!({"prompt": p, "max_tokens": 16, "temperature": 0}),
+                )
+            })
+        })
+        .collect();
+    let mut widest = 0.0f64;
+    while !clients.iter().all(|c| c.is_finished()) {
+        widest = widest.max(metric("wring_batch_running"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (c, w) in clients.into_iter().zip(&want) {
+        let (s, v) = c.join().unwrap();
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["choices"][0]["text"].as_str(), Some(w.as_str()));
+    }
+    assert!(
+        widest > 1.0,
+        "requests ran together: at most {widest} at once"
+    );
+    assert!(metric("wring_prefix_cache_hit_rate") > 0.0);
+    assert_eq!(metric("wring_kv_blocks"), 32.0);
+    assert_eq!(metric("wring_kv_blocks_used"), 0.0);
     server.stop().unwrap();
 }

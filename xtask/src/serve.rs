@@ -114,6 +114,7 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
             ctx,
             model,
             tokenizer,
+            parallel: 1,
         })
     })
     .map_err(|x| e(&x))?;

@@ -220,7 +220,8 @@ enum Command {
         seed: u64,
     },
     /// Serve the model over HTTP with the OpenAI API (chat and text completions, streaming or not), for chat
-    /// UIs and the OpenAI SDKs; one model, requests run in order from a bounded queue.
+    /// UIs and the OpenAI SDKs; one model, up to --parallel requests decoded together (continuous batching
+    /// over a paged KV cache), more waiting in a bounded queue.
     Serve {
         #[command(flatten)]
         src: ModelArgs,
@@ -232,10 +233,20 @@ enum Command {
         /// The name `/v1/models` lists (default: the model file's stem).
         #[arg(long)]
         model_id: Option<String>,
-        /// Positions of the KV cache: a request's prompt and generated tokens together fit in it.
+        /// Positions of the KV cache: a request's prompt and generated tokens together fit in it. With a
+        /// paged cache (f32 and f16) it is also the pool all running requests share, unless --kv-budget
+        /// sizes the pool.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
-        /// Requests that may wait while one runs; more are refused with 429.
+        /// Requests decoded together in each step (continuous batching; f32 and f16 KV caches, which are
+        /// paged; other modes run one request at a time).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// MiB of paged KV cache shared by the running requests (default: --ctx positions); when it runs
+        /// out, the newest request is paused and recomputed later.
+        #[arg(long)]
+        kv_budget: Option<u64>,
+        /// Requests that may wait while --parallel run; more are refused with 429.
         #[arg(long, default_value_t = 8)]
         queue: usize,
         /// Tokens one request may ask for at most.
@@ -489,6 +500,8 @@ fn main() -> ExitCode {
             port,
             model_id,
             ctx,
+            parallel,
+            kv_budget,
             queue,
             max_tokens_limit,
             api_key,
@@ -510,7 +523,12 @@ fn main() -> ExitCode {
             opts.api_key = api_key;
             opts.max_tokens_limit = max_tokens_limit;
             let addr = std::net::SocketAddr::new(host, port);
-            serve(source, addr, opts, ctx, queue, options, kv_cache).map_err(|e| e.to_string())
+            let batch = Batching {
+                parallel,
+                kv_budget_mib: kv_budget,
+                queue,
+            };
+            serve(source, addr, opts, ctx, batch, options, kv_cache).map_err(|e| e.to_string())
         })(),
         Command::Encode {
             input,
@@ -1269,31 +1287,70 @@ fn chat(
     }
 }
 
+/// How the server batches: requests at once, the paged cache's size, and the queue behind them.
+struct Batching {
+    parallel: usize,
+    kv_budget_mib: Option<u64>,
+    queue: usize,
+}
+
+/// Positions per block of the paged KV cache (vLLM's default).
+const KV_BLOCK: usize = 16;
+
+/// Pages `model`'s cache for `batch` where its mode has a paged form (f32, f16): blocks for `--kv-budget`
+/// MiB, or `max_context` positions. Returns what the cache is, for the log line.
+fn page_cache(
+    ctx: &Context,
+    model: &mut wring_llm::Llama,
+    kv_cache: wring_llm::KvMode,
+    batch: &Batching,
+) -> Result<String, wring_llm::LlmError> {
+    if !matches!(kv_cache, wring_llm::KvMode::F32 | wring_llm::KvMode::F16) {
+        return Ok(format!(
+            "{kv_cache} KV cache, not paged: requests run one at a time ({} positions)",
+            model.max_context
+        ));
+    }
+    let blocks = match batch.kv_budget_mib {
+        Some(mib) => model.paged_blocks_within(kv_cache, KV_BLOCK, mib.saturating_mul(1 << 20)),
+        None => model.max_context.div_ceil(KV_BLOCK),
+    };
+    let shape = model.set_paged(ctx, kv_cache, blocks, KV_BLOCK)?;
+    Ok(format!(
+        "paged {kv_cache} KV cache of {} positions shared by {} requests at once, {} positions each at most",
+        shape.positions(),
+        batch.parallel.max(1),
+        model.max_context.min(shape.positions())
+    ))
+}
+
 /// Loads the model on the server's engine thread and serves until Ctrl-C.
 fn serve(
     source: Source,
     addr: std::net::SocketAddr,
     opts: wring_server::ServeOptions,
     max_context: usize,
-    queue: usize,
+    batch: Batching,
     options: ContextOptions,
     kv_cache: wring_llm::KvMode,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let load = std::time::Instant::now();
+    let queue = batch.queue;
     let engine = wring_server::Engine::start(queue, move || {
         let ctx = Context::new(options)?;
-        let model = source.load(&ctx, max_context, kv_cache, |_, _| {})?;
+        let mut model = source.load(&ctx, max_context, kv_cache, |_, _| {})?;
         let tokenizer = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
+        let cache = page_cache(&ctx, &mut model, kv_cache, &batch)?;
         eprintln!(
-            "loaded {} layers on {} ({kv_cache} KV cache, {} positions)",
+            "loaded {} layers on {} ({cache})",
             model.cfg.n_layers,
             ctx.label(),
-            model.max_context
         );
         Ok(wring_server::Loaded {
             ctx,
             model,
             tokenizer,
+            parallel: batch.parallel,
         })
     })?;
     eprintln!("ready in {:.2} s", load.elapsed().as_secs_f64());

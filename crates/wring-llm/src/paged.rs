@@ -88,6 +88,11 @@ impl BlockPool {
         self.block
     }
 
+    /// Blocks in the pool.
+    pub fn blocks(&self) -> usize {
+        self.refs.len()
+    }
+
     /// Blocks no running sequence holds (free, or idle in the prefix index).
     pub fn available(&self) -> usize {
         self.free.len() + self.idle.len()

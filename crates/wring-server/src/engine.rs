@@ -1,12 +1,16 @@
-//! The one thread that owns the device context and the model: jobs arrive through a bounded queue and run
-//! one at a time, in order, each streaming its text back as events. The GPU work is blocking, so it stays
-//! off the async runtime entirely; handlers only tokenize, enqueue and relay.
+//! The one thread that owns the device context and the model: jobs arrive through a bounded queue and
+//! stream their text back as events. With a paged KV cache the thread runs continuous batching
+//! (`wring_llm::Batcher`): every running job decodes a token in each forward step, a waiting prompt joins
+//! in chunks, and a job that ends frees its place for the next at once. Otherwise jobs run one at a time,
+//! in order, reusing the cached prefix of the previous one. The GPU work is blocking, so it stays off the
+//! async runtime entirely; handlers only tokenize, enqueue and relay.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use wring_llm::{Cancel, GgufTokenizer, Llama, LlmError, Sampler, TextStream};
+use wring_llm::{Batcher, Cancel, GgufTokenizer, Llama, LlmError, Sampler, TextStream};
 use wring_runtime::Context;
 
 use crate::metrics::Metrics;
@@ -20,6 +24,9 @@ pub struct Loaded {
     pub model: Llama,
     /// The model's tokenizer (special tokens, chat template).
     pub tokenizer: GgufTokenizer,
+    /// Jobs that run at once when the model's KV cache is paged (`Llama::set_paged`); with any other
+    /// cache jobs run one at a time.
+    pub parallel: usize,
 }
 
 /// Why a generation ended, in the OpenAI API's words where it has them.
@@ -97,7 +104,7 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct Engine {
     jobs: mpsc::UnboundedSender<Queued>,
-    /// One permit per request in the server, running or waiting: the queue's capacity plus the one running.
+    /// One permit per request in the server, running or waiting: the queue's capacity plus those running.
     slots: Arc<tokio::sync::Semaphore>,
     tokenizer: Arc<GgufTokenizer>,
     context: usize,
@@ -138,6 +145,10 @@ impl Engine {
             .spawn(move || match load() {
                 Ok(loaded) => {
                     let tokenizer = Arc::new(loaded.tokenizer);
+                    let parallel = match loaded.model.paged() {
+                        Some(_) => loaded.parallel.max(1),
+                        None => 1,
+                    };
                     let mut worker = Worker {
                         ctx: loaded.ctx,
                         model: loaded.model,
@@ -145,20 +156,34 @@ impl Engine {
                         cached: Vec::new(),
                         metrics: m,
                     };
-                    let _ = ready_tx.send(Ok((tokenizer, worker.model.max_context)));
-                    worker.run(rx);
+                    let context = worker.model.max_context;
+                    if worker.model.paged().is_some() {
+                        match Batcher::new(&worker.model, parallel, PROMPT_CHUNK) {
+                            Ok(batcher) => {
+                                let _ = ready_tx.send(Ok((tokenizer, context, parallel)));
+                                worker.run_batched(rx, batcher);
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    } else {
+                        let _ = ready_tx.send(Ok((tokenizer, context, 1)));
+                        worker.run(rx);
+                    }
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                 }
             })
             .map_err(|e| LlmError::Request(format!("cannot start the engine thread: {e}")))?;
-        let (tokenizer, context) = ready_rx
+        let (tokenizer, context, parallel) = ready_rx
             .recv()
             .map_err(|_| LlmError::Request("the engine thread ended while loading".into()))??;
+        metrics.set_parallel(parallel);
         Ok(Engine {
             jobs,
-            slots: Arc::new(tokio::sync::Semaphore::new(queue + 1)),
+            slots: Arc::new(tokio::sync::Semaphore::new(queue + parallel)),
             tokenizer,
             context,
             capacity: queue,
@@ -198,6 +223,22 @@ impl Engine {
     }
 }
 
+/// Prompt tokens a batched step takes from one waiting prompt (chunked prefill): long prompts never stall
+/// the running sequences' decoding for more than a chunk's time.
+const PROMPT_CHUNK: usize = 256;
+
+/// A job the batcher runs, with what the worker needs to relay it.
+struct BatchJob<'t> {
+    job: Job,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    stream: TextStream<'t>,
+    generated: usize,
+    admitted: Instant,
+    decode: Option<Instant>,
+    /// A stop string ended the text (the batcher reports the ending as a cancellation).
+    stopped: bool,
+}
+
 struct Worker {
     ctx: Context,
     model: Llama,
@@ -234,6 +275,151 @@ impl Worker {
                     let _ = job.events.send(Event::Error(e.to_string()));
                 }
             }
+        }
+    }
+
+    /// Continuous batching: jobs join the batcher as they arrive (the thread blocks only when it is idle),
+    /// every step runs one forward over all of them, and each token's text goes to its job's client.
+    fn run_batched(&mut self, mut rx: mpsc::UnboundedReceiver<Queued>, mut batcher: Batcher) {
+        let tokenizer = self.tokenizer.clone();
+        let mut live: HashMap<u64, BatchJob<'_>> = HashMap::new();
+        let mut next_id = 0u64;
+        let capacity = batcher.capacity();
+        loop {
+            let mut arrived = Vec::new();
+            if batcher.is_idle() {
+                match rx.blocking_recv() {
+                    Some(q) => arrived.push(q),
+                    None => return,
+                }
+            }
+            while let Ok(q) = rx.try_recv() {
+                arrived.push(q);
+            }
+            for Queued { job, slot } in arrived {
+                self.metrics.queued(-1);
+                if job.cancel.is_cancelled() || job.events.is_closed() {
+                    self.metrics.cancelled();
+                    continue;
+                }
+                let id = next_id;
+                next_id += 1;
+                let req = wring_llm::batch::Request {
+                    prompt: job.prompt.clone(),
+                    sampler: job.sampler.clone(),
+                    stop: tokenizer.stop_tokens.clone(),
+                    max_tokens: job.max_tokens,
+                    cancel: job.cancel.clone(),
+                };
+                if let Err(e) = batcher.submit(id, req) {
+                    drop(slot);
+                    self.metrics.failed();
+                    let _ = job.events.send(Event::Error(e.to_string()));
+                    continue;
+                }
+                let stream = TextStream::with_stops(&tokenizer, &job.stops);
+                live.insert(
+                    id,
+                    BatchJob {
+                        job,
+                        slot: Some(slot),
+                        stream,
+                        generated: 0,
+                        admitted: Instant::now(),
+                        decode: None,
+                        stopped: false,
+                    },
+                );
+            }
+            // A client that went away ends its sequence before the step.
+            for (&id, j) in &live {
+                if j.job.events.is_closed() {
+                    batcher.cancel(id);
+                }
+            }
+            let events = match batcher.step(&mut self.model, &self.ctx) {
+                Ok(events) => events,
+                Err(e) => {
+                    // The pools may hold part of a step: every live job fails, and the next start over.
+                    tracing::warn!("batched step failed: {e}");
+                    for id in batcher.abort_all() {
+                        if let Some(j) = live.remove(&id) {
+                            self.metrics.failed();
+                            let _ = j.job.events.send(Event::Error(e.to_string()));
+                        }
+                    }
+                    continue;
+                }
+            };
+            for event in events {
+                match event {
+                    wring_llm::Event::Token { id, token } => {
+                        let Some(j) = live.get_mut(&id) else { continue };
+                        if j.generated == 0 {
+                            self.metrics.first_token(j.job.queued_at.elapsed());
+                            self.metrics
+                                .prompt(j.job.prompt.len(), j.admitted.elapsed());
+                            j.decode = Some(Instant::now());
+                        }
+                        j.generated += 1;
+                        match j.stream.push(token) {
+                            Ok(piece) => {
+                                if !piece.is_empty()
+                                    && j.job.events.send(Event::Text(piece)).is_err()
+                                {
+                                    batcher.cancel(id);
+                                } else if j.stream.stopped() {
+                                    j.stopped = true;
+                                    batcher.cancel(id);
+                                }
+                            }
+                            Err(e) => {
+                                batcher.cancel(id);
+                                if let Some(j) = live.remove(&id) {
+                                    self.metrics.failed();
+                                    let _ = j.job.events.send(Event::Error(e.to_string()));
+                                }
+                            }
+                        }
+                    }
+                    wring_llm::Event::Finished { id, reason } => {
+                        let Some(mut j) = live.remove(&id) else {
+                            continue;
+                        };
+                        let reason = match reason {
+                            wring_llm::Finish::Stop => FinishReason::Stop,
+                            wring_llm::Finish::Length => FinishReason::Length,
+                            wring_llm::Finish::Cancelled if j.stopped => FinishReason::Stop,
+                            wring_llm::Finish::Cancelled => {
+                                self.metrics.cancelled();
+                                FinishReason::Cancelled
+                            }
+                        };
+                        let tail = j.stream.finish();
+                        if !tail.is_empty() {
+                            let _ = j.job.events.send(Event::Text(tail));
+                        }
+                        if let Some(d) = j.decode {
+                            self.metrics.generated(j.generated, d.elapsed());
+                        }
+                        drop(j.slot.take());
+                        let _ = j.job.events.send(Event::Done(Finish {
+                            reason,
+                            prompt_tokens: j.job.prompt.len(),
+                            completion_tokens: j.generated,
+                        }));
+                    }
+                }
+            }
+            let pool = batcher.pool();
+            self.metrics.batch(
+                batcher.running(),
+                batcher.waiting(),
+                capacity,
+                pool.blocks() - pool.available(),
+                pool.blocks(),
+                pool.hit_rate(),
+            );
         }
     }
 

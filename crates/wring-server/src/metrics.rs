@@ -27,6 +27,15 @@ pub struct Metrics {
     /// Per bucket of [`TTFT_BUCKETS`] (not cumulative; the +Inf bucket last), and the sum in microseconds.
     ttft: [AtomicU64; TTFT_BUCKETS.len() + 1],
     ttft_micros: AtomicU64,
+    /// Sequences that run at once, and (after each batched step) those running, the paged cache's blocks
+    /// held and in all, and the prefix index's hit rate in millionths.
+    parallel: AtomicU64,
+    running: AtomicU64,
+    /// Requests admitted to the batch but not yet running (they wait as those in the queue do).
+    batch_waiting: AtomicU64,
+    kv_blocks_used: AtomicU64,
+    kv_blocks: AtomicU64,
+    prefix_hits_ppm: AtomicU64,
 }
 
 impl Metrics {
@@ -45,7 +54,37 @@ impl Metrics {
             decode_micros: AtomicU64::new(0),
             ttft: std::array::from_fn(|_| AtomicU64::new(0)),
             ttft_micros: AtomicU64::new(0),
+            parallel: AtomicU64::new(1),
+            running: AtomicU64::new(0),
+            batch_waiting: AtomicU64::new(0),
+            kv_blocks_used: AtomicU64::new(0),
+            kv_blocks: AtomicU64::new(0),
+            prefix_hits_ppm: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn set_parallel(&self, n: usize) {
+        self.parallel.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The batch's state after a step: sequences running of `parallel`, paged-cache blocks held of
+    /// `blocks`, and the prefix index's hit rate.
+    pub(crate) fn batch(
+        &self,
+        running: usize,
+        waiting: usize,
+        parallel: usize,
+        used: usize,
+        blocks: usize,
+        hit_rate: f64,
+    ) {
+        self.running.store(running as u64, Ordering::Relaxed);
+        self.batch_waiting.store(waiting as u64, Ordering::Relaxed);
+        self.parallel.store(parallel as u64, Ordering::Relaxed);
+        self.kv_blocks_used.store(used as u64, Ordering::Relaxed);
+        self.kv_blocks.store(blocks as u64, Ordering::Relaxed);
+        self.prefix_hits_ppm
+            .store((hit_rate * 1e6).round() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn queued(&self, delta: i64) {
@@ -93,9 +132,10 @@ impl Metrics {
             .fetch_add(after.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Requests waiting in the queue now (not the one running).
+    /// Requests waiting now (in the queue, or in the batch for a place), not those running.
     pub fn queue_depth(&self) -> usize {
         self.queue_depth.load(Ordering::Relaxed).max(0) as usize
+            + self.batch_waiting.load(Ordering::Relaxed) as usize
     }
 
     /// Requests refused because the queue was full.
@@ -192,6 +232,36 @@ impl Metrics {
                     0.0
                 }
             ),
+        );
+        one(
+            "wring_batch_parallel",
+            "gauge",
+            "Sequences the model runs at once (--parallel; 1 when the KV cache is not paged).",
+            get(&self.parallel).to_string(),
+        );
+        one(
+            "wring_batch_running",
+            "gauge",
+            "Sequences running after the last step (their share of wring_batch_parallel is the batch occupancy).",
+            get(&self.running).to_string(),
+        );
+        one(
+            "wring_kv_blocks_used",
+            "gauge",
+            "Blocks of the paged KV cache held by running sequences (the rest are free or idle prefixes).",
+            get(&self.kv_blocks_used).to_string(),
+        );
+        one(
+            "wring_kv_blocks",
+            "gauge",
+            "Blocks in the paged KV cache (0 when the cache is not paged).",
+            get(&self.kv_blocks).to_string(),
+        );
+        one(
+            "wring_prefix_cache_hit_rate",
+            "gauge",
+            "Of the full prompt blocks looked up in the prefix index, the fraction found there.",
+            format!("{:.6}", get(&self.prefix_hits_ppm) as f64 * 1e-6),
         );
         let name = "wring_time_to_first_token_seconds";
         let _ = writeln!(
