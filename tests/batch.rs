@@ -8,7 +8,7 @@ use wring::codec::Image;
 use wring::io::batch::{self, Item, Outcome, Shard};
 
 /// A fresh directory under the target's scratch space.
-fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("batch-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

@@ -245,3 +245,145 @@ fn batching_follows_the_gpu_plan() {
         }
     }
 }
+
+/// `wring generate --prompts` through the library: every line of a JSONL file gets its answer (the
+/// single stream's greedy text for a greedy line, chat and text shapes, `custom_id` carried) or its
+/// error object (not JSON, not an object, bad fields, a token outside the vocabulary, a line over the
+/// length limit, a prompt too long for the context), the rest going on; a rerun after a kill keeps the
+/// whole answers, drops a cut line and the errors and runs only the missing lines; two shards cover the
+/// file once.
+#[test]
+fn jsonl_batch_answers_every_line_resumes_and_shards() {
+    use serde_json::{Value, json};
+    use wring::server::jsonl::{self, JsonlOptions, MAX_LINE};
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let dir = crate::batch::scratch("jsonl");
+    let input = dir.join("in.jsonl");
+    let good = [
+        json!({"custom_id": "a", "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}),
+        json!({"custom_id": 7, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 5, "temperature": 0}),
+        json!({"prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stop": [", 6"]}),
+        json!({"prompt": [504, 3458], "max_tokens": 3, "temperature": 0.7, "seed": 1}),
+    ];
+    let lines: Vec<String> = vec![
+        good[0].to_string(),
+        "not json".into(),
+        good[1].to_string(),
+        String::new(),
+        "[1, 2, 3]".into(),
+        json!({"prompt": "x", "max_tokens": 0}).to_string(),
+        good[2].to_string(),
+        json!({"prompt": [999_999]}).to_string(),
+        "x".repeat(MAX_LINE + 10),
+        json!({"prompt": "word ".repeat(300), "max_tokens": 8}).to_string(),
+        good[3].to_string(),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let answered_lines = [0u64, 2, 6, 10];
+    let failed_lines = [1u64, 4, 5, 7, 8, 9];
+    let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+    m.set_paged(ctx, KvMode::F32, 64, 16).unwrap();
+    let opts = |shard: &str| JsonlOptions {
+        shard: shard.parse().unwrap(),
+        max_tokens_limit: 64,
+        model_id: "smollm2".into(),
+    };
+    let read = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let out = dir.join("out.jsonl");
+    let s = jsonl::run(ctx, &mut m, &tok, 4, &input, &out, &opts("0/1")).unwrap();
+    assert_eq!(
+        (s.lines, s.answered, s.failed, s.done_before),
+        (11, 4, 6, 0)
+    );
+    let answers = read(&out);
+    let by_line = |n: u64| answers.iter().find(|v| v["line"] == n).unwrap().clone();
+    for n in answered_lines {
+        assert!(
+            by_line(n)["response"].is_object(),
+            "line {n}: {}",
+            by_line(n)
+        );
+    }
+    for n in failed_lines {
+        assert!(
+            by_line(n)["error"]["message"].is_string(),
+            "line {n}: {}",
+            by_line(n)
+        );
+    }
+    let alone = single_stream(
+        ctx,
+        &g,
+        KvMode::F32,
+        &[tok.encode("The capital of France is").unwrap()],
+        6,
+    );
+    let text = |ids: &[u32]| tok.decode(ids).unwrap();
+    let a = by_line(0);
+    assert_eq!(a["custom_id"], "a");
+    assert_eq!(a["response"]["object"], "text_completion");
+    assert_eq!(
+        a["response"]["choices"][0]["text"].as_str(),
+        Some(text(&alone[0]).as_str())
+    );
+    assert_eq!(by_line(2)["custom_id"], 7);
+    assert_eq!(by_line(2)["response"]["object"], "chat.completion");
+    let stopped = &by_line(6)["response"]["choices"][0];
+    assert_eq!(stopped["finish_reason"], "stop", "{stopped}");
+    assert!(!stopped["text"].as_str().unwrap().contains(", 6"));
+    assert!(
+        by_line(8)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("byte limit")
+    );
+    assert!(
+        by_line(9)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("context")
+    );
+    // A kill mid-write: the last answer cut in half. The rerun keeps the three whole answers, and runs the
+    // cut one and the six errors again.
+    let text_out = std::fs::read_to_string(&out).unwrap();
+    let last_answer = text_out.rfind("\"response\"").unwrap();
+    let line_start = text_out[..last_answer].rfind('\n').map_or(0, |i| i + 1);
+    let cut_line: Value =
+        serde_json::from_str(text_out[line_start..].lines().next().unwrap()).unwrap();
+    std::fs::write(&out, &text_out[..last_answer]).unwrap();
+    let s = jsonl::run(ctx, &mut m, &tok, 4, &input, &out, &opts("0/1")).unwrap();
+    assert_eq!((s.done_before, s.answered, s.failed), (3, 1, 6));
+    let answers = read(&out);
+    let responses: Vec<u64> = answers
+        .iter()
+        .filter(|v| v["response"].is_object())
+        .map(|v| v["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(responses.len(), 4);
+    assert!(responses.contains(&cut_line["line"].as_u64().unwrap()));
+    // Two shards: each line in exactly one of them.
+    let (o0, o1) = (dir.join("s0.jsonl"), dir.join("s1.jsonl"));
+    let s0 = jsonl::run(ctx, &mut m, &tok, 4, &input, &o0, &opts("0/2")).unwrap();
+    let s1 = jsonl::run(ctx, &mut m, &tok, 4, &input, &o1, &opts("1/2")).unwrap();
+    assert_eq!(s0.answered + s1.answered, 4);
+    let mut all: Vec<u64> = read(&o0)
+        .iter()
+        .chain(read(&o1).iter())
+        .map(|v| v["line"].as_u64().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all, vec![0, 1, 2, 4, 5, 6, 7, 8, 9, 10]);
+    assert!(
+        read(&o0)
+            .iter()
+            .all(|v| v["line"].as_u64().unwrap() % 2 == 0)
+    );
+}

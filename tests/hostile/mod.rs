@@ -89,6 +89,83 @@ fn corpus() -> Vec<Case> {
     let mut cases = gguf::cases();
     cases.extend(files::cases());
     cases.extend(plan_cases());
+    cases.extend(jsonl_cases());
+    cases
+}
+
+/// `wring generate --prompts` files (`wring::server::jsonl`): an input line over the limit is skipped to
+/// its end without being held (its successor still reads), and an earlier output to resume from keeps
+/// only whole answer lines with a line number, whatever else it holds. Controls: each run checks its own
+/// outcome.
+fn jsonl_cases() -> Vec<Case> {
+    use wring::server::jsonl::{Line, MAX_LINE, kept_answers, read_line};
+    let mut cases = Vec::new();
+    let long = [
+        vec![b'x'; 3 * MAX_LINE],
+        b"\n{\"prompt\": \"hi\"}\n".to_vec(),
+    ]
+    .concat();
+    let n = long.len();
+    cases.push(
+        Case::control(
+            "JSONL requests",
+            "a 3 MiB line, then a request",
+            n,
+            move || {
+                let mut r = std::io::Cursor::new(&long);
+                let first = read_line(&mut r, MAX_LINE).map_err(typed)?;
+                let second = read_line(&mut r, MAX_LINE).map_err(typed)?;
+                match (first, second) {
+                    (Some(Line::TooLong(l)), Some(Line::Text(t)))
+                        if l == 3 * MAX_LINE && t.len() == 16 =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        // The line is read a limit's worth at a time, never whole.
+        .with_cap(4 * MAX_LINE),
+    );
+    let mut add = |name: &str, text: String, keep: usize| {
+        let n = text.len();
+        cases.push(Case::control("JSONL answers", name, n, move || {
+            let mut out = Vec::new();
+            let done = kept_answers(&mut std::io::Cursor::new(text.as_bytes()), &mut out)
+                .map_err(typed)?;
+            (done.len() == keep)
+                .then_some(())
+                .ok_or_else(|| format!("kept {} answers, not {keep}", done.len()))
+        }));
+    };
+    add(
+        "10,000 error lines and a cut answer",
+        format!(
+            "{}{{\"line\": 3, \"response\": {{\"choi",
+            "{\"line\": 1, \"error\": {}}\n".repeat(10_000)
+        ),
+        0,
+    );
+    add(
+        "line numbers that are negative, fractional, huge, strings or missing",
+        [
+            r#"{"line": -1, "response": {}}"#,
+            r#"{"line": 1.5, "response": {}}"#,
+            r#"{"line": 1e300, "response": {}}"#,
+            r#"{"line": "2", "response": {}}"#,
+            r#"{"response": {}}"#,
+            r#"{"line": 18446744073709551615, "response": {}}"#,
+        ]
+        .join("\n"),
+        1,
+    );
+    add(
+        "one answer repeated 1,000 times, binary noise between",
+        r#"{"line": 4, "response": {"choices": []}}"#.to_string()
+            + &"\n\u{0}\u{ff}\n{\"line\": 4, \"response\": 1}".repeat(1000),
+        1,
+    );
     cases
 }
 

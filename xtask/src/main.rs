@@ -55,7 +55,7 @@ enum Command {
     /// saved under `fuzz/artifacts/`, to be added to the corpus as a regression case once fixed.
     Fuzz {
         /// Only this target (gguf, npy, safetensors, model, wrg, chat_template, group_file, kv_factors,
-        /// openai_request, plan).
+        /// openai_request, plan, jsonl_batch).
         target: Option<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
@@ -64,7 +64,7 @@ enum Command {
 }
 
 /// The fuzz targets, as named in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 10] = [
+const FUZZ_TARGETS: [&str; 11] = [
     "gguf",
     "npy",
     "safetensors",
@@ -75,6 +75,7 @@ const FUZZ_TARGETS: [&str; 10] = [
     "kv_factors",
     "openai_request",
     "plan",
+    "jsonl_batch",
 ];
 
 /// Runs `cargo +nightly fuzz run` for each target; the corpus directory both seeds and collects.

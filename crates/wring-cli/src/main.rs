@@ -68,8 +68,27 @@ enum Command {
         #[command(flatten)]
         src: ModelArgs,
         /// The prompt.
+        #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+        prompt: Option<String>,
+        /// Batch mode: a JSONL file of OpenAI completion (or chat) request objects, one per line, answered
+        /// with continuous batching into --out (one answer or error object per line; a rerun resumes).
+        #[arg(long, requires = "out")]
+        prompts: Option<std::path::PathBuf>,
+        /// Batch mode's output JSONL.
+        #[arg(long, short = 'o')]
+        out: Option<std::path::PathBuf>,
+        /// Batch mode: run only lines I, I + N, ... of the input (0-based).
+        #[arg(long, default_value = "0/1")]
+        shard: wring_io::batch::Shard,
+        /// Batch mode: requests decoded together.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Batch mode: positions a request may reach, and the paged cache's size unless --kv-budget sets it.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
+        /// Batch mode: MiB of paged KV cache the running requests share.
         #[arg(long)]
-        prompt: String,
+        kv_budget: Option<u64>,
         /// Tokens to generate at most.
         #[arg(long, default_value_t = 64)]
         max_tokens: usize,
@@ -451,6 +470,43 @@ fn main() -> ExitCode {
         Command::Probe { mib, reps } => probe(mib, reps).map_err(|e| e.to_string()),
         Command::Generate {
             src,
+            prompts: Some(prompts),
+            out: Some(out),
+            shard,
+            parallel,
+            ctx,
+            kv_budget,
+            max_tokens,
+            f32_activations,
+            ..
+        } => (|| {
+            let kv_cache = src.kv_cache;
+            let model_id = model_path(src.model.clone())
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "wring".into());
+            let source = Source::open(src).map_err(|e| e.to_string())?;
+            let options = ContextOptions {
+                q8_activations: !f32_activations,
+                ..Default::default()
+            };
+            let batch = Batching {
+                parallel,
+                kv_budget_mib: kv_budget,
+                queue: 0,
+            };
+            let opts = wring_server::jsonl::JsonlOptions {
+                shard,
+                max_tokens_limit: max_tokens,
+                model_id,
+            };
+            generate_jsonl(
+                &source, &prompts, &out, ctx, &opts, batch, options, kv_cache,
+            )
+            .map_err(|e| e.to_string())
+        })(),
+        Command::Generate {
+            src,
             prompt,
             max_tokens,
             temperature,
@@ -462,6 +518,7 @@ fn main() -> ExitCode {
             stop,
             profile,
             f32_activations,
+            ..
         } => wring_llm::Sampler::new(temperature, top_k, top_p, min_p, repeat_penalty, seed)
             .and_then(|sampler| {
                 let kv_cache = src.kv_cache;
@@ -471,6 +528,9 @@ fn main() -> ExitCode {
                     q8_activations: !f32_activations,
                     ..Default::default()
                 };
+                let prompt = prompt.ok_or_else(|| {
+                    wring_llm::LlmError::Request("give --prompt, or --prompts with --out".into())
+                })?;
                 generate(
                     &source, &prompt, max_tokens, sampler, &stop, options, kv_cache,
                 )
@@ -1322,6 +1382,66 @@ fn page_cache(
         batch.parallel.max(1),
         model.max_context.min(shape.positions())
     ))
+}
+
+/// Batch mode of `wring generate`: the JSONL file's requests through continuous batching into `out`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the command's settings, each from its own flag"
+)]
+fn generate_jsonl(
+    source: &Source,
+    prompts: &std::path::Path,
+    out: &std::path::Path,
+    max_context: usize,
+    opts: &wring_server::jsonl::JsonlOptions,
+    batch: Batching,
+    options: ContextOptions,
+    kv_cache: wring_llm::KvMode,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ctx = Context::new(options)?;
+    let mut model = source.load(&ctx, max_context, kv_cache, |_, _| {})?;
+    let tokenizer = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
+    if !matches!(kv_cache, wring_llm::KvMode::F32 | wring_llm::KvMode::F16) {
+        return Err(format!(
+            "batch mode pages its KV cache, and {kv_cache} has no paged form yet: use --kv-cache f32 or f16"
+        )
+        .into());
+    }
+    let cache = page_cache(&ctx, &mut model, kv_cache, &batch)?;
+    eprintln!("{} on {} ({cache})", prompts.display(), ctx.label());
+    let shard = opts.shard;
+    let start = std::time::Instant::now();
+    let s = wring_server::jsonl::run(
+        &ctx,
+        &mut model,
+        &tokenizer,
+        batch.parallel,
+        prompts,
+        out,
+        opts,
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "shard {}/{}: {} answered, {} errors, {} answered before, of {} lines; {} tokens in {secs:.1} s ({:.1} tokens/s)",
+        shard.index,
+        shard.count,
+        s.answered,
+        s.failed,
+        s.done_before,
+        s.lines,
+        s.tokens,
+        s.tokens as f64 / secs.max(1e-9)
+    );
+    if s.failed > 0 {
+        return Err(format!(
+            "{} lines got error objects in {} (rerunning retries them)",
+            s.failed,
+            out.display()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Loads the model on the server's engine thread and serves until Ctrl-C.

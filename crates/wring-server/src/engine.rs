@@ -386,10 +386,11 @@ impl Worker {
                         let Some(mut j) = live.remove(&id) else {
                             continue;
                         };
+                        // A stop string may end the text on the step that reached max_tokens.
                         let reason = match reason {
+                            _ if j.stopped => FinishReason::Stop,
                             wring_llm::Finish::Stop => FinishReason::Stop,
                             wring_llm::Finish::Length => FinishReason::Length,
-                            wring_llm::Finish::Cancelled if j.stopped => FinishReason::Stop,
                             wring_llm::Finish::Cancelled => {
                                 self.metrics.cancelled();
                                 FinishReason::Cancelled

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod jsonl;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -92,16 +93,30 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {
+    /// OpenAI's error object: `{"message", "type", "param", "code"}`.
+    pub fn object(&self) -> Value {
+        json!({
             "message": self.message,
             "type": self.kind,
             "param": self.param,
             "code": Value::Null,
-        }});
+        })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.param {
+            Some(p) => write!(f, "{} ({p}): {}", self.kind, self.message),
+            None => write!(f, "{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.object()});
         let mut r = (self.status, Json(body)).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             r.headers_mut()
@@ -115,9 +130,13 @@ impl IntoResponse for ApiError {
 /// accepts it too). A body over the limit, malformed JSON and a missing field or wrong type are all the
 /// client's to fix: 400, with the parser's words (they name the field).
 fn parse<T: api::Request>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bad = |text: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", text);
-    let bytes = body.map_err(|e| bad(e.body_text()))?;
-    api::from_slice(&bytes).map_err(bad)
+    let bytes = body.map_err(|e| bad_request(e.body_text()))?;
+    api::from_slice(&bytes).map_err(bad_request)
+}
+
+/// A 400 about the request as a whole.
+fn bad_request(text: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", text)
 }
 
 #[derive(Debug, Clone)]
@@ -221,7 +240,15 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: api::ChatRequest = parse(body)?;
-    let tok = st.engine.tokenizer();
+    let ids = chat_prompt(st.engine.tokenizer(), &req)?;
+    run(st, Kind::Chat, ids, &req.params).await
+}
+
+/// A chat request's prompt: its messages rendered by the model's template, tokenized.
+fn chat_prompt(
+    tok: &wring_llm::GgufTokenizer,
+    req: &api::ChatRequest,
+) -> Result<Vec<u32>, ApiError> {
     let template = tok.chat_template.as_deref().ok_or_else(|| {
         ApiError::invalid(
             "messages",
@@ -244,10 +271,8 @@ async fn chat_completions(
     let prompt =
         wring_llm::chat::render(template, &messages, true, &piece(tok.bos), &piece(tok.eos))
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    let ids = tok
-        .encode(&prompt)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    run(st, Kind::Chat, ids, &req.params).await
+    tok.encode(&prompt)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))
 }
 
 async fn completions(
@@ -255,10 +280,18 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: api::CompletionRequest = parse(body)?;
-    let tok = st.engine.tokenizer();
-    let text = match req.prompt {
+    let ids = completion_prompt(st.engine.tokenizer(), &req)?;
+    run(st, Kind::Text, ids, &req.params).await
+}
+
+/// A text completion's prompt: its text tokenized, or its token ids checked against the vocabulary.
+fn completion_prompt(
+    tok: &wring_llm::GgufTokenizer,
+    req: &api::CompletionRequest,
+) -> Result<Vec<u32>, ApiError> {
+    let text = match &req.prompt {
         api::Prompt::Text(t) => t,
-        api::Prompt::Texts(mut v) if v.len() == 1 => v.remove(0),
+        api::Prompt::Texts(v) if v.len() == 1 => &v[0],
         api::Prompt::Texts(v) => {
             return Err(ApiError::invalid(
                 "prompt",
@@ -276,34 +309,31 @@ async fn completions(
                     format!("token id {bad} is outside the {vocab}-token vocabulary"),
                 ));
             }
-            return run(st, Kind::Text, ids, &req.params).await;
+            return Ok(ids.clone());
         }
     };
-    let ids = tok
-        .encode(&text)
-        .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-    run(st, Kind::Text, ids, &req.params).await
+    tok.encode(text)
+        .map_err(|e| ApiError::invalid("prompt", e.to_string()))
 }
 
-/// Cancels the job when dropped: the response (or its event stream) is dropped when the client goes away.
+/// What a checked request asks the model for.
 #[derive(Debug)]
-struct CancelOnDrop(Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
+struct Spec {
+    checked: api::Checked,
+    prompt: Vec<u32>,
+    sampler: Sampler,
+    max_tokens: usize,
 }
 
-/// Checks lengths, queues the job and answers as one body or as server-sent events.
-async fn run(
-    st: AppState,
-    kind: Kind,
+/// Checks a request's settings and lengths against a model of `context` positions: `max_tokens` as
+/// asked, or what is left of the context up to `max_tokens_limit`.
+fn spec(
     prompt: Vec<u32>,
     params: &api::Params,
-) -> Result<Response, ApiError> {
-    let checked = params.check(st.opts.max_tokens_limit)?;
-    let context = st.engine.context();
+    context: usize,
+    max_tokens_limit: usize,
+) -> Result<Spec, ApiError> {
+    let checked = params.check(max_tokens_limit)?;
     if prompt.is_empty() {
         return Err(ApiError::invalid(
             "prompt",
@@ -331,7 +361,7 @@ async fn run(
                 ),
             ));
         }
-        None => room.min(st.opts.max_tokens_limit),
+        None => room.min(max_tokens_limit),
     };
     let sampler = Sampler::new(
         checked.temperature,
@@ -342,6 +372,42 @@ async fn run(
         checked.seed,
     )
     .map_err(|e| ApiError::invalid("temperature", e.to_string()))?;
+    Ok(Spec {
+        checked,
+        prompt,
+        sampler,
+        max_tokens,
+    })
+}
+
+/// Cancels the job when dropped: the response (or its event stream) is dropped when the client goes away.
+#[derive(Debug)]
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Checks lengths, queues the job and answers as one body or as server-sent events.
+async fn run(
+    st: AppState,
+    kind: Kind,
+    prompt: Vec<u32>,
+    params: &api::Params,
+) -> Result<Response, ApiError> {
+    let Spec {
+        checked,
+        prompt,
+        sampler,
+        max_tokens,
+    } = spec(
+        prompt,
+        params,
+        st.engine.context(),
+        st.opts.max_tokens_limit,
+    )?;
     let cancel = Cancel::new();
     let (tx, rx) = mpsc::unbounded_channel();
     st.engine
@@ -365,20 +431,7 @@ async fn run(
             ),
         })?;
     let guard = CancelOnDrop(cancel);
-    let shape = Shape {
-        kind,
-        id: format!(
-            "{}-{:016x}",
-            if kind == Kind::Chat {
-                "chatcmpl"
-            } else {
-                "cmpl"
-            },
-            checked.seed ^ st.created
-        ),
-        created: unix_now(),
-        model: st.opts.model_id.clone(),
-    };
+    let shape = Shape::new(kind, checked.seed ^ st.created, &st.opts.model_id);
     if checked.stream {
         Ok(stream(shape, rx, guard, checked.include_usage).into_response())
     } else {
@@ -396,6 +449,23 @@ struct Shape {
 }
 
 impl Shape {
+    /// The shape of one answer, its id made from `salt`.
+    fn new(kind: Kind, salt: u64, model: &str) -> Shape {
+        Shape {
+            kind,
+            id: format!(
+                "{}-{salt:016x}",
+                if kind == Kind::Chat {
+                    "chatcmpl"
+                } else {
+                    "cmpl"
+                }
+            ),
+            created: unix_now(),
+            model: model.to_string(),
+        }
+    }
+
     fn object(&self, chunk: bool) -> &'static str {
         match (self.kind, chunk) {
             (Kind::Chat, false) => "chat.completion",
