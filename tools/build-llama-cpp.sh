@@ -2,7 +2,8 @@
 # Builds the peer of `cargo xtask bench llm` and `bench gpu`: llama.cpp as vendored in the llama-cpp-python
 # 0.3.36 source distribution, with its Vulkan back end (shaders compiled by Debian's glslc) beside the CPU
 # one, into target/llama.cpp/build/bin: llama-bench, llama-perplexity, llama-completion, llama-quantize and
-# llama-imatrix (`bench quality`'s llama.cpp points, with and without an importance matrix), and greedy-ids
+# llama-imatrix (`bench quality`'s llama.cpp points, with and without an importance matrix), llama-server
+# (`bench serve`'s peer), and greedy-ids
 # (tools/fixtures/greedy_ids.cpp, for the greedy-id fixtures). One build serves both back ends: the
 # bench hides the Vulkan devices (GGML_VK_VISIBLE_DEVICES empty) for the CPU rows and offloads every
 # layer (-ngl 99) to the device wring runs on for the Vulkan rows.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=target/llama.cpp
 bin=$dir/build/bin
-if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-perplexity" ] && [ -x "$bin/greedy-ids" ]; then
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-perplexity" ] && [ -x "$bin/greedy-ids" ] && [ -x "$bin/llama-server" ]; then
   echo "build-llama-cpp: $bin is built"
   exit 0
 fi
@@ -55,7 +56,7 @@ else
 fi
 cmake -S "$src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DGGML_VULKAN=$vulkan
-cmake --build "$dir/build" -j"$(nproc)" --target llama-bench llama-perplexity llama-completion llama-quantize llama-imatrix
+cmake --build "$dir/build" -j"$(nproc)" --target llama-bench llama-perplexity llama-completion llama-quantize llama-imatrix llama-server
 g++ -O2 -std=c++17 -I "$src/include" -I "$src/ggml/include" tools/fixtures/greedy_ids.cpp \
   -L "$bin" -lllama -lggml -lggml-base -Wl,-rpath,"$(cd "$bin" && pwd)" -o "$bin/greedy-ids"
 echo "build-llama-cpp: built $bin (Vulkan back end: $vulkan)"

@@ -248,10 +248,10 @@ fn main() -> ExitCode {
                 return finish(serve::run(quick), |r| {
                     let t = serve::table(r);
                     print!("{t}");
-                    if r.errors > 0 {
+                    if r.errors() > 0 {
                         return Err(std::io::Error::other(format!(
-                            "{} of {} requests failed at the queue's capacity",
-                            r.errors, r.requests
+                            "{} requests failed",
+                            r.errors()
                         )));
                     }
                     if no_save {
@@ -1191,7 +1191,7 @@ fn llama_bench_one(exe: &str, model: &Path, args: &[&str], test: &str) -> Option
 }
 
 /// The host's CPU model (ratios against llama.cpp's CPU back end depend on it), from /proc/cpuinfo.
-fn host_cpu() -> String {
+pub(crate) fn host_cpu() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

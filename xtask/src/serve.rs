@@ -1,26 +1,29 @@
-//! `cargo xtask bench serve`: a bounded load test of `wring serve` on a loopback port. The server runs in
-//! this process over the default model with a queue of Q waiting slots; Q + 1 clients (one request running,
-//! Q waiting: the queue exactly at capacity) each send R streaming chat requests one after another. It
-//! reports requests per second, time to first token (from sending the request to the first content chunk,
-//! so the wait in the queue counts) at p50 and p99, generated tokens per second over the run, and every
-//! error; at capacity there must be none.
+//! `cargo xtask bench serve`: many users at once against `wring serve` and, in the same command on the
+//! same file, llama.cpp's `llama-server` (built from the same llama-cpp-python sdist by
+//! tools/build-llama-cpp.sh, its CPU back end, `-np 8`).
+//!
+//! Each server runs two loads: one client, then 8 at once; every client sends R streaming chat requests one
+//! after another (temperature 0.7, seeded). Per load: requests per second, time to first token (from
+//! sending the request to the first content chunk) at p50 and p99, generated tokens per second over the
+//! wall time (all clients together), and every error. The batching gain is the 8-client tokens/s over the
+//! 1-client tokens/s, each server against itself. Then prefix reuse: a ~1,024-token prompt, then a second
+//! one sharing all but its last sentence; the first's time to first token over the second's is the gain
+//! from the prefix cache (wring's paged blocks; llama-server's slot prompt cache).
+//!
+//! wring runs in this process: `--parallel 8`, a paged f16 KV cache of 4,096 positions (llama-server's
+//! default cache type is f16), 8-bit decode activations (as llama.cpp's CPU back end).
 
 use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// What one load test measured.
+/// One load on one server.
 #[derive(Debug, Clone, Serialize)]
-pub struct ServeReport {
-    pub adapter: String,
-    pub model: String,
-    /// Waiting slots of the server's queue.
-    pub queue: usize,
-    /// Concurrent clients (queue + 1).
+pub struct LoadRow {
+    pub server: String,
     pub clients: usize,
-    pub requests_per_client: usize,
-    pub max_tokens: usize,
     pub requests: usize,
     /// Requests that did not end in a complete stream (any status but 200, or a stream without [DONE]).
     pub errors: usize,
@@ -30,11 +33,45 @@ pub struct ServeReport {
     pub requests_per_s: f64,
     pub ttft_p50_ms: f64,
     pub ttft_p99_ms: f64,
-    pub ttft_max_ms: f64,
-    /// Completion tokens (from each stream's usage chunk) over the wall time.
+    /// Completion tokens (from each stream's usage chunk, or its content chunks) over the wall time.
     pub tokens_per_s: f64,
-    /// The server's /metrics after the run.
+}
+
+/// Prefix reuse on one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrefixRow {
+    pub server: String,
+    /// Tokens of the shared prefix (wring's tokenizer).
+    pub prefix_tokens: usize,
+    pub first_ttft_ms: f64,
+    pub second_ttft_ms: f64,
+    /// first / second.
+    pub speedup: f64,
+}
+
+/// What the bench measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeReport {
+    pub adapter: String,
+    pub cpu: String,
+    pub model: String,
+    pub requests_per_client: usize,
+    pub max_tokens: usize,
+    pub loads: Vec<LoadRow>,
+    pub prefix: Vec<PrefixRow>,
+    /// 8 clients' tokens/s over 1 client's, per server.
+    pub gains: Vec<(String, f64)>,
+    /// Why llama-server did not run, when it did not.
+    pub peer_note: Option<String>,
+    /// wring's /metrics after its loads.
     pub metrics: String,
+}
+
+impl ServeReport {
+    /// Requests that failed, over every load.
+    pub fn errors(&self) -> usize {
+        self.loads.iter().map(|l| l.errors).sum()
+    }
 }
 
 /// One request's outcome: time to the first content chunk and completion tokens, or what went wrong.
@@ -52,7 +89,8 @@ fn one_request(agent: &ureq::Agent, url: &str, body: &str) -> Outcome {
         Err(e) => return Err(e.to_string()),
     };
     let mut first = None;
-    let mut tokens = None;
+    let mut usage = None;
+    let mut chunks = 0;
     let mut done = false;
     for line in BufReader::new(resp.into_reader()).lines() {
         let line = line.map_err(|e| e.to_string())?;
@@ -67,20 +105,20 @@ fn one_request(agent: &ureq::Agent, url: &str, body: &str) -> Outcome {
         if v.get("error").is_some() {
             return Err(format!("stream error: {data}"));
         }
-        if first.is_none()
-            && v["choices"][0]["delta"]["content"]
-                .as_str()
-                .is_some_and(|c| !c.is_empty())
+        if v["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
         {
-            first = Some(sent.elapsed());
+            chunks += 1;
+            first.get_or_insert_with(|| sent.elapsed());
         }
         if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-            tokens = Some(n as usize);
+            usage = Some(n as usize);
         }
     }
-    match (done, first, tokens) {
-        (true, Some(f), Some(n)) => Ok((f, n)),
-        (true, None, Some(0)) => Ok((sent.elapsed(), 0)),
+    match (done, first) {
+        (true, Some(f)) => Ok((f, usage.unwrap_or(chunks))),
+        (true, None) => Ok((sent.elapsed(), 0)),
         _ => Err("the stream ended early".into()),
     }
 }
@@ -94,61 +132,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-pub fn run(quick: bool) -> Result<ServeReport, String> {
-    let path = std::path::PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    let g = wring_gguf::Gguf::open(&path)
-        .map_err(|x| format!("{x} (fetch it with `bash .ci/fetch-model.sh`)"))?;
-    let (queue, per_client, max_tokens) = if quick { (2, 2, 8) } else { (4, 4, 32) };
-    let clients = queue + 1;
-    let (adapter_tx, adapter_rx) = std::sync::mpsc::channel();
-    let engine = wring_server::Engine::start(queue, move || {
-        let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
-            q8_activations: true,
-            ..Default::default()
-        })?;
-        let model = wring_llm::Llama::load(&ctx, &g, 1024, |_, _| {})?;
-        let tokenizer = wring_llm::GgufTokenizer::from_gguf(&g)?;
-        let _ = adapter_tx.send(ctx.label());
-        Ok(wring_server::Loaded {
-            ctx,
-            model,
-            tokenizer,
-            parallel: 1,
-        })
-    })
-    .map_err(|x| e(&x))?;
-    let adapter = adapter_rx.recv().map_err(|x| e(&x))?;
-    let server = wring_server::spawn(
-        "127.0.0.1:0".parse().map_err(|x| e(&x))?,
-        engine,
-        wring_server::ServeOptions::new("smollm2"),
-    )
-    .map_err(|x| e(&x))?;
-    let base = format!("http://{}", server.addr);
+const QUESTIONS: [&str; 5] = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "Write one sentence about the sea.",
+    "What is 12 times 7?",
+    "Say hello in Spanish.",
+];
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(900))
+        .build()
+}
+
+/// `clients` clients at once against `base`, each sending `per_client` streaming chat requests.
+fn load(server: &str, base: &str, clients: usize, per_client: usize, max_tokens: usize) -> LoadRow {
     let url = format!("{base}/v1/chat/completions");
-    let questions = [
-        "What is the capital of France?",
-        "Name three colours.",
-        "Write one sentence about the sea.",
-        "What is 12 times 7?",
-        "Say hello in Spanish.",
-    ];
-    println!(
-        "load test: {clients} clients x {per_client} streaming chat requests (max_tokens {max_tokens}), queue {queue}, on {adapter}"
-    );
     let start = Instant::now();
     let outcomes: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
                 let url = &url;
                 s.spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(600))
-                        .build();
+                    let agent = agent();
                     (0..per_client)
                         .map(|r| {
-                            let q = questions[(c + r) % questions.len()];
+                            let q = QUESTIONS[(c + r) % QUESTIONS.len()];
                             let body = serde_json::json!({
                                 "messages": [{"role": "user", "content": q}],
                                 "max_tokens": max_tokens, "temperature": 0.7, "seed": (c * 100 + r) as u64,
@@ -169,12 +179,6 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
             .collect()
     });
     let wall = start.elapsed().as_secs_f64();
-    let metrics = ureq::get(&format!("{base}/metrics"))
-        .call()
-        .map_err(|x| e(&x))?
-        .into_string()
-        .map_err(|x| e(&x))?;
-    server.stop().map_err(|x| e(&x))?;
     let mut ttft: Vec<f64> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok())
@@ -188,15 +192,11 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
         .sum();
     let errors: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
     for err in &errors {
-        eprintln!("request failed: {err}");
+        eprintln!("{server}: request failed: {err}");
     }
-    let report = ServeReport {
-        adapter,
-        model: path.display().to_string(),
-        queue,
+    let row = LoadRow {
+        server: server.into(),
         clients,
-        requests_per_client: per_client,
-        max_tokens,
         requests: outcomes.len(),
         errors: errors.len(),
         rejected: errors.iter().filter(|e| e.as_str() == "status 429").count(),
@@ -204,36 +204,238 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
         requests_per_s: outcomes.len() as f64 / wall,
         ttft_p50_ms: percentile(&ttft, 50.0),
         ttft_p99_ms: percentile(&ttft, 99.0),
-        ttft_max_ms: ttft.last().copied().unwrap_or(0.0),
         tokens_per_s: tokens as f64 / wall,
-        metrics,
     };
-    Ok(report)
+    println!(
+        "{server}, {clients} clients: {:.2} tokens/s, {:.3} requests/s, TTFT p50 {:.0} ms, {} errors",
+        row.tokens_per_s, row.requests_per_s, row.ttft_p50_ms, row.errors
+    );
+    row
+}
+
+/// A ~1,024-token prompt and a second sharing all of it but the last sentence: the first's time to first
+/// token over the second's.
+fn prefix(server: &str, base: &str, prefix_text: &str, prefix_tokens: usize) -> PrefixRow {
+    let url = format!("{base}/v1/completions");
+    let agent = agent();
+    let ttft = |question: &str| -> f64 {
+        let body = serde_json::json!({
+            "prompt": format!("{prefix_text}\nQuestion: {question}\nAnswer:"),
+            "max_tokens": 4, "temperature": 0, "stream": true,
+        });
+        let sent = Instant::now();
+        let resp = agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string());
+        let Ok(resp) = resp else {
+            return f64::NAN;
+        };
+        for line in BufReader::new(resp.into_reader()).lines().map_while(Result::ok) {
+            if line.starts_with("data: ") {
+                return sent.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        f64::NAN
+    };
+    let first = ttft("What is this text about?");
+    let second = ttft("How long is this text?");
+    let row = PrefixRow {
+        server: server.into(),
+        prefix_tokens,
+        first_ttft_ms: first,
+        second_ttft_ms: second,
+        speedup: first / second,
+    };
+    println!(
+        "{server}, prefix of {prefix_tokens} tokens: first {first:.0} ms, second {second:.0} ms ({:.1}x)",
+        row.speedup
+    );
+    row
+}
+
+/// llama-server: `LLAMA_SERVER`, else the build of tools/build-llama-cpp.sh.
+fn llama_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LLAMA_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let built = Path::new("target/llama.cpp/build/bin/llama-server");
+    built.is_file().then(|| built.to_path_buf())
+}
+
+/// A llama-server child process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts llama-server on `port` over `model` with 8 slots on its CPU back end, and waits for /health.
+fn start_llama_server(bin: &Path, model: &Path, port: u16) -> Result<Child, String> {
+    let child = std::process::Command::new(bin)
+        .args(["-m", &model.display().to_string()])
+        .args(["-np", "8", "-c", "8192", "-t", "2", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        // Its Vulkan devices hidden: llama.cpp's CPU back end, as bench llm's CPU rows.
+        .env("GGML_VK_VISIBLE_DEVICES", "")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let child = Child(child);
+    let health = format!("http://127.0.0.1:{port}/health");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if ureq::get(&health).call().is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err("llama-server did not answer /health within 120 s".into())
+}
+
+pub fn run(quick: bool) -> Result<ServeReport, String> {
+    let path = PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let g = wring_gguf::Gguf::open(&path)
+        .map_err(|x| format!("{x} (fetch it with `bash .ci/fetch-model.sh`)"))?;
+    let tok = wring_llm::GgufTokenizer::from_gguf(&g).map_err(|x| e(&x))?;
+    let (per_client, max_tokens) = if quick { (1, 16) } else { (3, 64) };
+    // The shared prefix: a paragraph repeated to about 1,024 tokens.
+    let paragraph = "The river runs through the old town, past the market and the mill, and the people who \
+                     live along it have told stories about it for as long as anyone remembers. ";
+    let per = tok.encode(paragraph).map_err(|x| e(&x))?.len().max(1);
+    let prefix_text = paragraph.repeat(1024 / per);
+    let prefix_tokens = tok.encode(&prefix_text).map_err(|x| e(&x))?.len();
+    let (adapter_tx, adapter_rx) = std::sync::mpsc::channel();
+    let engine = wring_server::Engine::start(16, move || {
+        let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+            q8_activations: true,
+            ..Default::default()
+        })?;
+        let mut model = wring_llm::Llama::load(&ctx, &g, 4096, |_, _| {})?;
+        model.set_paged(&ctx, wring_llm::KvMode::F16, 4096 / 16, 16)?;
+        let tokenizer = wring_llm::GgufTokenizer::from_gguf(&g)?;
+        let _ = adapter_tx.send(ctx.label());
+        Ok(wring_server::Loaded {
+            ctx,
+            model,
+            tokenizer,
+            parallel: 8,
+        })
+    })
+    .map_err(|x| e(&x))?;
+    let adapter = adapter_rx.recv().map_err(|x| e(&x))?;
+    let server = wring_server::spawn(
+        "127.0.0.1:0".parse().map_err(|x| e(&x))?,
+        engine,
+        wring_server::ServeOptions::new("smollm2"),
+    )
+    .map_err(|x| e(&x))?;
+    let base = format!("http://{}", server.addr);
+    println!(
+        "many users: 1 and 8 clients x {per_client} streaming chat requests (max_tokens {max_tokens}) on {adapter}"
+    );
+    // A warm-up request: pipelines are compiled once per process, not counted.
+    let _ = load("warm-up", &base, 1, 1, 4);
+    let wring = "wring serve --parallel 8";
+    let mut loads = vec![
+        load(wring, &base, 1, per_client, max_tokens),
+        load(wring, &base, 8, per_client, max_tokens),
+    ];
+    let mut prefixes = vec![prefix(wring, &base, &prefix_text, prefix_tokens)];
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .map_err(|x| e(&x))?
+        .into_string()
+        .map_err(|x| e(&x))?;
+    server.stop().map_err(|x| e(&x))?;
+    let peer = "llama-server -np 8 (CPU)";
+    let peer_note = match llama_server() {
+        None => Some(
+            "llama-server is not built: run tools/build-llama-cpp.sh or set LLAMA_SERVER".to_string(),
+        ),
+        Some(bin) => match start_llama_server(&bin, &path, 18181) {
+            Err(note) => Some(note),
+            Ok(child) => {
+                let base = "http://127.0.0.1:18181";
+                let _ = load("warm-up", base, 1, 1, 4);
+                loads.push(load(peer, base, 1, per_client, max_tokens));
+                loads.push(load(peer, base, 8, per_client, max_tokens));
+                prefixes.push(prefix(peer, base, &prefix_text, prefix_tokens));
+                drop(child);
+                None
+            }
+        },
+    };
+    let gain = |server: &str| {
+        let tps = |c: usize| {
+            loads
+                .iter()
+                .find(|l| l.server == server && l.clients == c)
+                .map(|l| l.tokens_per_s)
+        };
+        Some((server.to_string(), tps(8)? / tps(1)?))
+    };
+    let gains = [gain(wring), gain(peer)].into_iter().flatten().collect();
+    Ok(ServeReport {
+        adapter,
+        cpu: crate::host_cpu(),
+        model: path.display().to_string(),
+        requests_per_client: per_client,
+        max_tokens,
+        loads,
+        prefix: prefixes,
+        gains,
+        peer_note,
+        metrics,
+    })
 }
 
 /// The summary table.
 pub fn table(r: &ServeReport) -> String {
-    format!(
-        "# wring serve under load on {}\n\nModel `{}`, q8 activations; {} clients at once (queue {} + 1 running), {} streaming chat \
-         requests each, max_tokens {}, temperature 0.7; time to first token from sending the request to the first \
-         content chunk (queueing included).\n\n\
-         | requests | errors | 429s | wall s | requests/s | TTFT p50 ms | TTFT p99 ms | TTFT max ms | generated tokens/s |\n\
-         |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
-        r.adapter,
-        r.model,
-        r.clients,
-        r.queue,
-        r.requests_per_client,
-        r.max_tokens,
-        r.requests,
-        r.errors,
-        r.rejected,
-        r.wall_s,
-        r.requests_per_s,
-        r.ttft_p50_ms,
-        r.ttft_p99_ms,
-        r.ttft_max_ms,
-        r.tokens_per_s
-    )
+    let mut t = format!(
+        "# Many users at once: wring serve beside llama-server\n\n\
+         wring on {} (paged f16 KV cache, 8-bit decode activations, `--parallel 8`); llama-server from the \
+         llama-cpp-python 0.3.36 sdist on its CPU back end (`-np 8 -c 8192 -t 2`); CPU {}. Model `{}`. Each \
+         client sends {} streaming chat requests one after another (max_tokens {}, temperature 0.7); time to \
+         first token from sending the request to the first content chunk (waiting included); tokens/s are \
+         all clients' completion tokens over the wall time.\n\n\
+         | server | clients | requests | errors | 429s | wall s | requests/s | TTFT p50 ms | TTFT p99 ms | tokens/s |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        r.adapter, r.cpu, r.model, r.requests_per_client, r.max_tokens
+    );
+    for l in &r.loads {
+        t += &format!(
+            "| {} | {} | {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {:.2} |\n",
+            l.server,
+            l.clients,
+            l.requests,
+            l.errors,
+            l.rejected,
+            l.wall_s,
+            l.requests_per_s,
+            l.ttft_p50_ms,
+            l.ttft_p99_ms,
+            l.tokens_per_s
+        );
+    }
+    t += "\n| server | batching gain (8 clients' tokens/s over 1 client's) |\n|---|---|\n";
+    for (s, g) in &r.gains {
+        t += &format!("| {s} | {g:.2}x |\n");
+    }
+    t += "\n| server | shared prefix, tokens | first TTFT ms | second TTFT ms | prefix-cache gain |\n|---|---|---|---|---|\n";
+    for p in &r.prefix {
+        t += &format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}x |\n",
+            p.server, p.prefix_tokens, p.first_ttft_ms, p.second_ttft_ms, p.speedup
+        );
+    }
+    if let Some(n) = &r.peer_note {
+        t += &format!("\nllama-server did not run: {n}\n");
+    }
+    t
 }

@@ -253,3 +253,66 @@ impl Batcher {
         Ok(events)
     }
 }
+
+/// One finished text of [`generate_texts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text {
+    /// The generated text, ending before the first stop string.
+    pub text: String,
+    /// Why it ended (a stop string counts as [`Finish::Stop`]).
+    pub finish: Finish,
+    /// Tokens generated.
+    pub tokens: usize,
+}
+
+/// Generates a text for every request at once through a batcher over `model`'s paged cache, at most
+/// `parallel` at a time: each request's tokens decoded with `tok`, ending before the first of its stop
+/// strings (`stops`, beside each request). Returns the texts in the requests' order.
+pub fn generate_texts(
+    model: &mut Llama,
+    ctx: &Context,
+    tok: &crate::GgufTokenizer,
+    requests: Vec<(Request, Vec<String>)>,
+    parallel: usize,
+) -> Result<Vec<Text>, LlmError> {
+    let mut b = Batcher::new(model, parallel, 256)?;
+    let n = requests.len();
+    let mut stop_lists = Vec::with_capacity(n);
+    for (i, (req, stops)) in requests.into_iter().enumerate() {
+        b.submit(i as SeqId, req)?;
+        stop_lists.push(stops);
+    }
+    let mut streams: Vec<_> = stop_lists
+        .iter()
+        .map(|s| crate::TextStream::with_stops(tok, s))
+        .collect();
+    let mut out: Vec<Text> = (0..n)
+        .map(|_| Text {
+            text: String::new(),
+            finish: Finish::Length,
+            tokens: 0,
+        })
+        .collect();
+    let mut stopped = vec![false; n];
+    while !b.is_idle() {
+        for event in b.step(model, ctx)? {
+            match event {
+                Event::Token { id, token } => {
+                    let i = id as usize;
+                    out[i].tokens += 1;
+                    out[i].text += &streams[i].push(token)?;
+                    if streams[i].stopped() {
+                        stopped[i] = true;
+                        b.cancel(id);
+                    }
+                }
+                Event::Finished { id, reason } => {
+                    let i = id as usize;
+                    out[i].text += &streams[i].finish();
+                    out[i].finish = if stopped[i] { Finish::Stop } else { reason };
+                }
+            }
+        }
+    }
+    Ok(out)
+}

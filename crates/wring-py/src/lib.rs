@@ -169,6 +169,78 @@ impl Model {
         Ok(out)
     }
 
+    /// Continuations of every prompt at once (continuous batching over a paged KV cache, `parallel`
+    /// sequences decoded in each step), in the prompts' order. Each prompt's sampler is seeded with
+    /// `seed + its index`; a stop string ends a text before it. Greedy ids equal `complete`'s with
+    /// `q8_activations=False`. The model's cache is paged for the call and then set back (its context is
+    /// forgotten); the paged pool holds twice `context` positions, shared by the batch (a sequence that
+    /// does not fit waits, or is paused and recomputed later).
+    #[pyo3(signature = (prompts, max_tokens = 64, temperature = 0.0, top_k = 0, top_p = 1.0, seed = 0, stop = Vec::new(), parallel = 8))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sampling settings as Python keywords"
+    )]
+    fn generate_batch(
+        &self,
+        py: Python<'_>,
+        prompts: Vec<String>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        seed: u64,
+        stop: Vec<String>,
+        parallel: usize,
+    ) -> PyResult<Vec<String>> {
+        let mut requests = Vec::with_capacity(prompts.len());
+        for (i, p) in prompts.iter().enumerate() {
+            let ids = self.tokenizer.encode(p).map_err(value_error)?;
+            wring_llm::check_generation(ids.len(), max_tokens, self.context)
+                .map_err(|e| value_error(format!("prompt {i}: {e}")))?;
+            let sampler = Sampler::new(
+                temperature,
+                top_k,
+                top_p,
+                0.0,
+                1.0,
+                seed.wrapping_add(i as u64),
+            )
+            .map_err(value_error)?;
+            let req = wring_llm::batch::Request {
+                prompt: ids,
+                sampler,
+                stop: self.tokenizer.stop_tokens.clone(),
+                max_tokens,
+                cancel: Cancel::new(),
+            };
+            requests.push((req, stop.clone()));
+        }
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (inner, tok, context) = (self.inner.clone(), self.tokenizer.clone(), self.context);
+        py.allow_threads(move || {
+            let mut g = lock(&inner);
+            let Inner { ctx, model } = &mut *g;
+            let mode = model.kv_mode();
+            let paged = match mode {
+                wring_llm::KvMode::F16 => wring_llm::KvMode::F16,
+                _ => wring_llm::KvMode::F32,
+            };
+            model
+                .set_paged(ctx, paged, 2 * context.div_ceil(16), 16)
+                .map_err(value_error)?;
+            let texts = wring_llm::batch::generate_texts(model, ctx, &tok, requests, parallel);
+            // The one-sequence cache back, whatever happened.
+            model.set_kv_mode(ctx, mode).map_err(runtime_error)?;
+            Ok(texts
+                .map_err(runtime_error)?
+                .into_iter()
+                .map(|t| t.text)
+                .collect())
+        })
+    }
+
     /// The f32 logits of every position of `text` from an empty cache, shape [tokens, vocab].
     fn logits<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let ids = self.tokenizer.encode(text).map_err(value_error)?;

@@ -51,6 +51,22 @@ def test_streamed_generation_equals_the_whole_and_is_greedy_deterministic(model)
     assert a == b
 
 
+def test_generate_batch_equals_one_at_a_time():
+    # Continuous batching: every prompt's greedy text equals its own complete() with f32 activations (the
+    # batch's ids equal the single stream's; tests/batching.rs proves it on ids), in the prompts' order,
+    # and the model generates one at a time again afterwards.
+    m = wring.Model(MODEL, context=256, q8_activations=False)
+    prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time,", "1, 2, 3,"]
+    alone = [m.complete(p, max_tokens=10) for p in prompts]
+    assert m.generate_batch(prompts, max_tokens=10, parallel=3) == alone
+    cut = m.generate_batch(["1, 2, 3,"], max_tokens=10, stop=[", 6"])[0]
+    assert ", 6" not in cut and alone[3].startswith(cut)
+    assert m.generate_batch([]) == []
+    with pytest.raises(ValueError):
+        m.generate_batch(["x", ""], max_tokens=4)
+    assert m.complete(prompts[0], max_tokens=10) == alone[0]
+
+
 def test_generation_releases_the_gil_and_can_be_cancelled(model):
     it = model.generate("1, 2, 3, 4, 5,", max_tokens=400)
     ticks = []
