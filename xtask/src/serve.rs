@@ -49,6 +49,19 @@ pub struct PrefixRow {
     pub speedup: f64,
 }
 
+/// Decode with N sequences in every step, without HTTP (`wring_llm::Batcher` directly).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRow {
+    pub sequences: usize,
+    /// Steps that decoded all N sequences (after their prompts), and their mean time.
+    pub steps: usize,
+    pub step_ms: f64,
+    /// N tokens per step over the step time.
+    pub tokens_per_s: f64,
+    /// tokens/s over the 1-sequence row's.
+    pub gain: f64,
+}
+
 /// What the bench measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServeReport {
@@ -57,6 +70,7 @@ pub struct ServeReport {
     pub model: String,
     pub requests_per_client: usize,
     pub max_tokens: usize,
+    pub scaling: Vec<ScaleRow>,
     pub loads: Vec<LoadRow>,
     pub prefix: Vec<PrefixRow>,
     /// 8 clients' tokens/s over 1 client's, per server.
@@ -231,7 +245,10 @@ fn prefix(server: &str, base: &str, prefix_text: &str, prefix_tokens: usize) -> 
         let Ok(resp) = resp else {
             return f64::NAN;
         };
-        for line in BufReader::new(resp.into_reader()).lines().map_while(Result::ok) {
+        for line in BufReader::new(resp.into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.starts_with("data: ") {
                 return sent.elapsed().as_secs_f64() * 1e3;
             }
@@ -252,6 +269,74 @@ fn prefix(server: &str, base: &str, prefix_text: &str, prefix_tokens: usize) -> 
         row.speedup
     );
     row
+}
+
+/// Decode steps of N sequences at once (N = 1, 2, 4, 8) on the batcher directly: each sequence a short
+/// prompt then `tokens` greedy tokens; only the steps in which all N decode are timed.
+fn scaling(
+    ctx: &wring_runtime::Context,
+    g: &wring_gguf::Gguf,
+    tok: &wring_llm::GgufTokenizer,
+    tokens: usize,
+) -> Result<Vec<ScaleRow>, String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let mut model = wring_llm::Llama::load(ctx, g, 1024, |_, _| {}).map_err(|x| e(&x))?;
+    model
+        .set_paged(ctx, wring_llm::KvMode::F16, 1024 / 16, 16)
+        .map_err(|x| e(&x))?;
+    let mut rows: Vec<ScaleRow> = Vec::new();
+    // The first pass compiles the pipelines of every batch size and is not kept.
+    for pass in 0..2 {
+        rows.clear();
+        for n in [1usize, 2, 4, 8] {
+            let mut b = wring_llm::Batcher::new(&model, n, 256).map_err(|x| e(&x))?;
+            for i in 0..n {
+                let prompt = tok
+                    .encode(QUESTIONS[i % QUESTIONS.len()])
+                    .map_err(|x| e(&x))?;
+                let req = wring_llm::batch::Request {
+                    prompt,
+                    sampler: wring_llm::Sampler::greedy(),
+                    stop: Vec::new(),
+                    max_tokens: if pass == 0 { 2 } else { tokens },
+                    cancel: wring_llm::Cancel::new(),
+                };
+                b.submit(i as u64, req).map_err(|x| e(&x))?;
+            }
+            let (mut full, mut time) = (0usize, 0f64);
+            while !b.is_idle() {
+                let all = b.running() == n && b.waiting() == 0;
+                let t = Instant::now();
+                let events = b.step(&mut model, ctx).map_err(|x| e(&x))?;
+                let took = t.elapsed().as_secs_f64();
+                let decoded = events
+                    .iter()
+                    .filter(|ev| matches!(ev, wring_llm::Event::Token { .. }))
+                    .count();
+                if all && decoded == n {
+                    full += 1;
+                    time += took;
+                }
+            }
+            let step_ms = time / full.max(1) as f64 * 1e3;
+            let tokens_per_s = n as f64 * 1e3 / step_ms;
+            let gain = rows.first().map_or(1.0, |r| tokens_per_s / r.tokens_per_s);
+            rows.push(ScaleRow {
+                sequences: n,
+                steps: full,
+                step_ms,
+                tokens_per_s,
+                gain,
+            });
+        }
+    }
+    for r in &rows {
+        println!(
+            "batched decode, {} sequences: {:.1} ms a step, {:.2} tokens/s ({:.2}x one sequence's)",
+            r.sequences, r.step_ms, r.tokens_per_s, r.gain
+        );
+    }
+    Ok(rows)
 }
 
 /// llama-server: `LLAMA_SERVER`, else the build of tools/build-llama-cpp.sh.
@@ -310,6 +395,13 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
     let per = tok.encode(paragraph).map_err(|x| e(&x))?.len().max(1);
     let prefix_text = paragraph.repeat(1024 / per);
     let prefix_tokens = tok.encode(&prefix_text).map_err(|x| e(&x))?.len();
+    let scale_ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
+        q8_activations: true,
+        ..Default::default()
+    })
+    .map_err(|x| e(&x))?;
+    let scale = scaling(&scale_ctx, &g, &tok, if quick { 8 } else { 48 })?;
+    drop(scale_ctx);
     let (adapter_tx, adapter_rx) = std::sync::mpsc::channel();
     let engine = wring_server::Engine::start(16, move || {
         let ctx = wring_runtime::Context::new(wring_runtime::ContextOptions {
@@ -356,7 +448,8 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
     let peer = "llama-server -np 8 (CPU)";
     let peer_note = match llama_server() {
         None => Some(
-            "llama-server is not built: run tools/build-llama-cpp.sh or set LLAMA_SERVER".to_string(),
+            "llama-server is not built: run tools/build-llama-cpp.sh or set LLAMA_SERVER"
+                .to_string(),
         ),
         Some(bin) => match start_llama_server(&bin, &path, 18181) {
             Err(note) => Some(note),
@@ -387,6 +480,7 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
         model: path.display().to_string(),
         requests_per_client: per_client,
         max_tokens,
+        scaling: scale,
         loads,
         prefix: prefixes,
         gains,
@@ -421,6 +515,15 @@ pub fn table(r: &ServeReport) -> String {
             l.ttft_p50_ms,
             l.ttft_p99_ms,
             l.tokens_per_s
+        );
+    }
+    t += "\nDecode with N sequences in every step, on the batcher directly (no HTTP; paged f16 cache, q8 \
+          activations; only steps in which all N decode are timed):\n\n\
+          | sequences | steps | ms a step | tokens/s | over one sequence |\n|---|---|---|---|---|\n";
+    for s in &r.scaling {
+        t += &format!(
+            "| {} | {} | {:.1} | {:.2} | {:.2}x |\n",
+            s.sequences, s.steps, s.step_ms, s.tokens_per_s, s.gain
         );
     }
     t += "\n| server | batching gain (8 clients' tokens/s over 1 client's) |\n|---|---|\n";
