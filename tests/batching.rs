@@ -183,15 +183,7 @@ fn batching_refuses_what_it_cannot_serve() {
     let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
     assert!(Batcher::new(&m, 4, 16).is_err());
     let e = m
-        .set_paged(
-            ctx,
-            KvMode::Kivi {
-                bits: 4,
-                rotate: false,
-            },
-            8,
-            16,
-        )
+        .set_paged(ctx, KvMode::Ems { budget: 64 }, 8, 16)
         .unwrap_err();
     assert!(e.to_string().contains("no paged form"), "{e}");
     let e = m.set_paged(ctx, KvMode::F32, 8, 12).unwrap_err();
@@ -399,4 +391,54 @@ fn jsonl_batch_answers_every_line_resumes_and_shards() {
             .iter()
             .all(|v| v["line"].as_u64().unwrap() % 2 == 0)
     );
+}
+
+/// The code pools (q8, q4 rotated): attention reads the codes where they lie, so the cache's device bytes
+/// are the pools' packed bytes exactly (no f32 working cache: 0 % over the mode's bytes per position x
+/// positions), and a batch's greedy ids stay with the f32 cache's: the first id of every sequence equal,
+/// and the agreement printed (on lavapipe q8 agreed on all 6 x 16 ids, q4h on 8, 8, 8, 4, 7 and 1 of 8).
+#[test]
+fn code_pools_hold_their_packed_bytes_and_follow_the_f32_cache() {
+    let g = model();
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let ctx = crate::harness::ctx();
+    let prompts = prompts(&tok);
+    let want = f32_single_stream(ctx, &g, &prompts);
+    let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
+    let c = m.cfg.clone();
+    let kv = c.n_kv_heads * c.head_dim;
+    for (mode, words, tokens) in [
+        (
+            KvMode::Kivi {
+                bits: 8,
+                rotate: false,
+            },
+            kv / 4 + c.n_kv_heads,
+            16,
+        ),
+        (
+            KvMode::Kivi {
+                bits: 4,
+                rotate: true,
+            },
+            kv / 8 + c.n_kv_heads,
+            8,
+        ),
+    ] {
+        let shape = m.set_paged(ctx, mode, 64, 16).unwrap();
+        let packed = (shape.positions() * words * 4 * 2 * c.n_layers) as u64;
+        assert_eq!(
+            m.kv_bytes(),
+            packed,
+            "{mode}: device bytes are the packed bytes"
+        );
+        let (got, _, _, _) = batched(ctx, &mut m, &prompts, 16, tokens, None);
+        let agree: Vec<usize> = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
+            .collect();
+        eprintln!("{mode}: batched ids agreeing with the f32 cache's: {agree:?} of {tokens}");
+        assert!(agree.iter().all(|&n| n >= 1), "{mode}: {agree:?}");
+    }
 }

@@ -9,6 +9,7 @@
 // low-rank factors, f16 pairs of the token factor [group][rank] followed by the channel factor
 // [value_group][rank].
 #import f16
+#import kvquant
 
 struct Params {
     kv: u32,
@@ -41,28 +42,6 @@ struct Params {
     blocks: u32,
     _pad0: u32,
     _pad1: u32,
-}
-
-// Codes per word.
-const CPW: u32 = 32u / BITS;
-const MASK: u32 = (1u << (BITS % 32u)) - 1u;
-const LEVELS: f32 = f32((1u << (BITS % 32u)) - 1u);
-
-// A group's (scale, minimum) as they are stored: the minimum rounded to f16 first, then the scale that
-// spans the group from that minimum, so that the rounded minimum is what the codes count from. Both are
-// clamped into f16's finite range (a value past it would store an infinity and decode to NaN).
-fn stat_of(mn: f32, mx: f32) -> vec2<f32> {
-    let m = f16_round(clamp(mn, -F16_MAX, F16_MAX));
-    let d = f16_round(clamp((mx - m) / LEVELS, 0.0, F16_MAX));
-    return vec2<f32>(d, m);
-}
-
-// Round to nearest (halves up, the same on every adapter and in the CPU twin, unlike WGSL's round()).
-fn code_of(x: f32, s: vec2<f32>) -> u32 {
-    if (s.x <= 0.0) {
-        return 0u;
-    }
-    return u32(clamp(floor((x - s.y) / s.x + 0.5), 0.0, LEVELS));
 }
 
 // The order of an f16-exact value (normal or zero, within f16's range) as a 16-bit unsigned integer:

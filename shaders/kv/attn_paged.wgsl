@@ -18,8 +18,15 @@
 // Otherwise each lane owns one row of the tile and walks its keys alone (attn_fused's per-row form).
 //
 // F16POOL: the pool holds f16 pairs (one u32 per two channels; four channels are a vec2<u32>), decoded to
-// f32 as they are loaded; otherwise f32.
+// f32 as they are loaded. CODES: each slot holds its kv channels as BITS-bit codes (kvquant.wgsl's
+// quantizer, one group per head: the head's minimum and scale), then one f16 (scale, minimum) pair per
+// head, and a value is dequantized in registers as it is loaded: attention reads the packed cache where it
+// lies, with no f32 copy of it. Otherwise f32.
 #import invocation
+#ifdef CODES
+#import f16
+#import kvquant
+#endif
 
 struct Params {
     n_heads: u32,
@@ -34,12 +41,17 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+#ifdef CODES
+@group(0) @binding(2) var<storage, read> k: array<u32>;
+@group(0) @binding(3) var<storage, read> v: array<u32>;
+#else
 #ifdef F16POOL
 @group(0) @binding(2) var<storage, read> k: array<vec2<u32>>;
 @group(0) @binding(3) var<storage, read> v: array<vec2<u32>>;
 #else
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+#endif
 #endif
 @group(0) @binding(4) var<storage, read> table: array<u32>;
 @group(0) @binding(5) var<storage, read> seqs: array<vec2<u32>>;
@@ -48,21 +60,54 @@ struct Params {
 
 const NEG_MAX_F32: f32 = -3.40282347e+38;
 
-fn load_k(i: u32) -> vec4<f32> {
+#ifdef CODES
+// Four channels from a code slot: word and shift of vec4 `q` of the slot's channels, the head's pair.
+fn dequant4(w: u32, q: u32, stat: u32) -> vec4<f32> {
+    let shift = (q % (8u / BITS)) * 4u * BITS;
+    let chunk = w >> shift;
+    let s = unpack2x16float(stat);
+    let c = vec4<f32>(
+        f32(chunk & MASK),
+        f32((chunk >> BITS) & MASK),
+        f32((chunk >> (2u * BITS)) & MASK),
+        f32((chunk >> (3u * BITS)) & MASK),
+    );
+    return s.y + s.x * c;
+}
+#endif
+
+// Channels 4i..4i+3 of key/value head hk at pool slot `slot`.
+fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    let d4 = params.head_dim / 4u;
+    let kv4 = params.n_kv_heads * d4;
+#ifdef CODES
+    let base = slot * (kv4 * 4u / CPW + params.n_kv_heads);
+    let q = hk * d4 + i;
+    return dequant4(k[base + q * BITS / 8u], q, k[base + kv4 * 4u / CPW + hk]);
+#else
 #ifdef F16POOL
-    let w = k[i];
+    let w = k[slot * kv4 + hk * d4 + i];
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
 #else
-    return k[i];
+    return k[slot * kv4 + hk * d4 + i];
+#endif
 #endif
 }
 
-fn load_v(i: u32) -> vec4<f32> {
+fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    let d4 = params.head_dim / 4u;
+    let kv4 = params.n_kv_heads * d4;
+#ifdef CODES
+    let base = slot * (kv4 * 4u / CPW + params.n_kv_heads);
+    let q = hk * d4 + i;
+    return dequant4(v[base + q * BITS / 8u], q, v[base + kv4 * 4u / CPW + hk]);
+#else
 #ifdef F16POOL
-    let w = v[i];
+    let w = v[slot * kv4 + hk * d4 + i];
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
 #else
-    return v[i];
+    return v[slot * kv4 + hk * d4 + i];
+#endif
 #endif
 }
 
@@ -110,18 +155,16 @@ fn main(inv: Invocation) {
     }
     // The tile's rows are in token order, so the last sees the most keys.
     let seen = limit[QR - 1u];
-    let kstride = params.n_kv_heads * D4;
     for (var j0 = 0u; j0 < seen; j0 += WG) {
         let j = j0 + lane;
         // Keys past `seen` are clamped for the load and masked below.
         let slot = slot_of(toff, min(j, seen - 1u));
-        let kb = slot * kstride + hk * D4;
         var s: array<f32, QR>;
         for (var r = 0u; r < QR; r++) {
             s[r] = 0.0;
         }
         for (var i = 0u; i < D4; i++) {
-            let kv = load_k(kb + i);
+            let kv = load_k(slot, hk, i);
             for (var r = 0u; r < QR; r++) {
                 s[r] += dot(q[qbase[r] + i], kv);
             }
@@ -142,9 +185,9 @@ fn main(inv: Invocation) {
         }
         for (var jj = 0u; jj < WG; jj++) {
             // A masked key's probability is 0, so its clamped value row adds nothing.
-            let vb = subgroupShuffle(slot, jj) * kstride + hk * D4 + lane;
+            let vslot = subgroupShuffle(slot, jj);
             for (var c = 0u; c < C; c++) {
-                let vv = load_v(vb + c * WG);
+                let vv = load_v(vslot, hk, lane + c * WG);
                 for (var r = 0u; r < QR; r++) {
                     acc[r * C + c] += subgroupShuffle(p[r], jj) * vv;
                 }
@@ -179,7 +222,6 @@ fn main(inv: Invocation) {
     let t = u / group;
     let th = t * params.n_heads + hk * group + u % group;
     let d4 = params.head_dim / 4u;
-    let kstride = params.n_kv_heads * d4;
     let toff = seqs[t].x;
     var qv: array<vec4<f32>, MAX_D4>;
     var acc: array<vec4<f32>, MAX_D4>;
@@ -191,10 +233,10 @@ fn main(inv: Invocation) {
     var l = 0.0;
     let seen = seqs[t].y + 1u;
     for (var j = 0u; j < seen; j++) {
-        let kb = slot_of(toff, j) * kstride + hk * d4;
+        let slot = slot_of(toff, j);
         var s = 0.0;
         for (var i = 0u; i < d4; i++) {
-            s += dot(qv[i], load_k(kb + i));
+            s += dot(qv[i], load_k(slot, hk, i));
         }
         s *= params.scale;
         // The first key sets m (exp(NEG_MAX - s) is exactly 0, so the empty accumulator stays 0).
@@ -203,7 +245,7 @@ fn main(inv: Invocation) {
         let p = exp(s - m_new);
         l = l * c + p;
         for (var i = 0u; i < d4; i++) {
-            acc[i] = acc[i] * c + p * load_v(kb + i);
+            acc[i] = acc[i] * c + p * load_v(slot, hk, i);
         }
         m = m_new;
     }

@@ -1365,7 +1365,7 @@ fn page_cache(
     kv_cache: wring_llm::KvMode,
     batch: &Batching,
 ) -> Result<String, wring_llm::LlmError> {
-    if !matches!(kv_cache, wring_llm::KvMode::F32 | wring_llm::KvMode::F16) {
+    if !kv_cache.paged() {
         return Ok(format!(
             "{kv_cache} KV cache, not paged: requests run one at a time ({} positions)",
             model.max_context
@@ -1402,9 +1402,9 @@ fn generate_jsonl(
     let ctx = Context::new(options)?;
     let mut model = source.load(&ctx, max_context, kv_cache, |_, _| {})?;
     let tokenizer = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
-    if !matches!(kv_cache, wring_llm::KvMode::F32 | wring_llm::KvMode::F16) {
+    if !kv_cache.paged() {
         return Err(format!(
-            "batch mode pages its KV cache, and {kv_cache} has no paged form yet: use --kv-cache f32 or f16"
+            "batch mode pages its KV cache, and {kv_cache} has no paged form: use --kv-cache f32, f16, q8 or q4 (or q8r, q4r)"
         )
         .into());
     }

@@ -302,23 +302,33 @@ impl KvLayout {
 
     /// A group's (scale, minimum) as stored: `shaders/common/kv.wgsl`'s `stat_of`.
     pub(crate) fn stat_of(&self, mn: f32, mx: f32) -> (f32, f32) {
-        let levels = ((1u32 << self.bits) - 1) as f32;
-        let m = f16_round(mn.clamp(-65504.0, 65504.0));
-        let d = f16_round(((mx - m) / levels).clamp(0.0, 65504.0));
-        (d, m)
+        stat_for(self.bits, mn, mx)
     }
 
     /// `shaders/common/kv.wgsl`'s `code_of`.
-    pub(crate) fn code_of(&self, x: f32, (d, m): (f32, f32)) -> u32 {
-        if d <= 0.0 {
-            return 0;
-        }
-        let levels = ((1u32 << self.bits) - 1) as f32;
-        ((x - m) / d + 0.5).floor().clamp(0.0, levels) as u32
+    pub(crate) fn code_of(&self, x: f32, st: (f32, f32)) -> u32 {
+        code_for(self.bits, x, st)
     }
 }
 
-/// `shaders/common/kv.wgsl`'s `f16_round`: the nearest f16 (ties to even) by integer arithmetic on the
+/// `shaders/common/kvquant.wgsl`'s `stat_of` at `bits`: (scale, minimum) of a group spanning [mn, mx].
+pub(crate) fn stat_for(bits: u32, mn: f32, mx: f32) -> (f32, f32) {
+    let levels = ((1u32 << bits) - 1) as f32;
+    let m = f16_round(mn.clamp(-65504.0, 65504.0));
+    let d = f16_round(((mx - m) / levels).clamp(0.0, 65504.0));
+    (d, m)
+}
+
+/// `shaders/common/kvquant.wgsl`'s `code_of` at `bits`.
+pub(crate) fn code_for(bits: u32, x: f32, (d, m): (f32, f32)) -> u32 {
+    if d <= 0.0 {
+        return 0;
+    }
+    let levels = ((1u32 << bits) - 1) as f32;
+    ((x - m) / d + 0.5).floor().clamp(0.0, levels) as u32
+}
+
+/// `shaders/common/f16.wgsl`'s `f16_round`: the nearest f16 (ties to even) by integer arithmetic on the
 /// bits, magnitudes below 2^-14 flushed to zero.
 pub fn f16_round(x: f32) -> f32 {
     let bits = x.to_bits();

@@ -1,6 +1,7 @@
 //! `shaders/kv/kv_paged_store.wgsl` and `shaders/kv/attn_paged.wgsl`: the paged KV cache of continuous
 //! batching (vLLM's PagedAttention). Each layer keeps two pools of blocks of `2^block_shift` positions,
-//! [slot][kv head][head_dim] with slot = block x size + offset, in f32 or f16 ([`Pool`]); a sequence's
+//! [slot][kv head][head_dim] with slot = block x size + offset, in f32, f16 or 8/4-bit codes ([`Pool`],
+//! attention dequantizing codes in registers as it reads them); a sequence's
 //! positions live in the blocks its block table lists, so sequences of any length share one pool and a
 //! full block of a common prefix can be held by several of them. `kv_paged_store` writes a step's keys and
 //! values at their tokens' slots; `attn_paged` is attn_fused over block tables, for a step whose rows
@@ -12,13 +13,18 @@ use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::reduce::NEG_MAX_F32;
 use wring_kernels_core::{Kernel, Operand};
 
-/// What a pool holds per channel.
+/// What a pool holds per position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
     /// f32 values.
     F32,
     /// f16 values, two to a u32 word (rounded to nearest, ties to even, as `shaders/common/f16.wgsl`).
     F16,
+    /// 8-bit codes, then one f16 (scale, minimum) pair per head: each (position, head) vector of keys or
+    /// values quantized on its own (`shaders/common/kvquant.wgsl`'s min/max quantizer).
+    Q8,
+    /// 4-bit codes, as [`Pool::Q8`].
+    Q4,
 }
 
 impl Pool {
@@ -27,53 +33,130 @@ impl Pool {
         match self {
             Pool::F32 => "f32",
             Pool::F16 => "f16",
+            Pool::Q8 => "q8",
+            Pool::Q4 => "q4",
         }
     }
 
-    /// Bytes one channel of one position takes.
-    pub fn bytes(self) -> usize {
+    /// Bits per code of a code pool.
+    pub fn bits(self) -> Option<u32> {
         match self {
-            Pool::F32 => 4,
-            Pool::F16 => 2,
+            Pool::Q8 => Some(8),
+            Pool::Q4 => Some(4),
+            Pool::F32 | Pool::F16 => None,
         }
     }
 
-    /// The elements of a pool of `values` channels x positions, and their type (f16 pairs are u32 words).
-    pub fn elements(self, values: usize) -> (usize, DType) {
-        match self {
-            Pool::F32 => (values, DType::F32),
-            Pool::F16 => (values / 2, DType::U32),
+    /// u32 words (f32 elements for [`Pool::F32`]) one position of `kv` channels in heads of `head_dim`
+    /// takes.
+    pub fn words_per_slot(self, kv: usize, head_dim: usize) -> usize {
+        match self.bits() {
+            None if self == Pool::F32 => kv,
+            None => kv / 2,
+            Some(bits) => kv * bits as usize / 32 + kv / head_dim.max(1),
         }
     }
 
-    /// `values` as the pool stores them (f32 as is; f16 pairs packed), for tests and tools.
-    pub fn pack(self, values: &[f32]) -> Vec<u32> {
+    /// The element type of a pool's buffer.
+    pub fn dtype(self) -> DType {
         match self {
-            Pool::F32 => values.iter().map(|x| x.to_bits()).collect(),
-            Pool::F16 => values
-                .chunks(2)
-                .map(|p| {
-                    let h = |x: f32| u32::from(f16::from_f32(store_f16(x)).to_bits());
-                    h(p[0]) | (h(p.get(1).copied().unwrap_or(0.0)) << 16)
-                })
-                .collect(),
+            Pool::F32 => DType::F32,
+            _ => DType::U32,
         }
     }
 
-    /// The values a pool's words stand for.
-    pub fn unpack(self, words: &[u32]) -> Vec<f32> {
-        match self {
-            Pool::F32 => words.iter().map(|&w| f32::from_bits(w)).collect(),
-            Pool::F16 => words
-                .iter()
-                .flat_map(|&w| {
-                    [
-                        f16::from_bits(w as u16).to_f32(),
-                        f16::from_bits((w >> 16) as u16).to_f32(),
-                    ]
-                })
-                .collect(),
+    /// Checks that heads of `head_dim` in `kv` channels pack into whole words.
+    pub fn check(
+        self,
+        kernel: &'static str,
+        kv: usize,
+        head_dim: usize,
+    ) -> Result<(), KernelError> {
+        let per = self.bits().map_or(4, |b| (32 / b as usize).max(4));
+        plan::ensure(
+            head_dim > 0 && head_dim.is_multiple_of(per) && kv.is_multiple_of(head_dim),
+            kernel,
+            || {
+                format!(
+                    "a {} pool packs heads of a multiple of {per} channels, not {head_dim} of {kv}",
+                    self.name()
+                )
+            },
+        )
+    }
+
+    /// One position's `kv` values (heads of `head_dim`) as the pool stores them: kv_paged_store's twin.
+    pub fn store(self, x: &[f32], head_dim: usize) -> Vec<u32> {
+        let Some(bits) = self.bits() else {
+            return match self {
+                Pool::F32 => x.iter().map(|v| v.to_bits()).collect(),
+                _ => x
+                    .chunks(2)
+                    .map(|p| {
+                        let h = |v: f32| u32::from(f16::from_f32(store_f16(v)).to_bits());
+                        h(p[0]) | (h(p.get(1).copied().unwrap_or(0.0)) << 16)
+                    })
+                    .collect(),
+            };
+        };
+        let cpw = (32 / bits) as usize;
+        let mut words = vec![0u32; x.len() / cpw];
+        let mut stats = Vec::with_capacity(x.len() / head_dim);
+        for (h, head) in x.chunks(head_dim).enumerate() {
+            let mn = head.iter().fold(65504f32, |m, &v| m.min(v));
+            let mx = head.iter().fold(-65504f32, |m, &v| m.max(v));
+            let st = crate::cache::stat_for(bits, mn, mx);
+            for (c, &v) in head.iter().enumerate() {
+                let at = h * head_dim + c;
+                words[at / cpw] |=
+                    crate::cache::code_for(bits, v, st) << ((at % cpw) as u32 * bits);
+            }
+            stats.push(crate::cache::pack(st.0, st.1));
         }
+        words.extend(stats);
+        words
+    }
+
+    /// The values one position's words stand for.
+    pub fn load(self, words: &[u32], kv: usize, head_dim: usize) -> Vec<f32> {
+        let Some(bits) = self.bits() else {
+            return match self {
+                Pool::F32 => words.iter().map(|&w| f32::from_bits(w)).collect(),
+                _ => words
+                    .iter()
+                    .flat_map(|&w| {
+                        let (a, b) = crate::cache::unpack(w);
+                        [a, b]
+                    })
+                    .collect(),
+            };
+        };
+        let cpw = (32 / bits) as usize;
+        let mask = (1u32 << bits) - 1;
+        let stats = &words[kv / cpw..];
+        (0..kv)
+            .map(|at| {
+                let (d, m) = crate::cache::unpack(stats[at / head_dim]);
+                let code = (words[at / cpw] >> ((at % cpw) as u32 * bits)) & mask;
+                m + d * code as f32
+            })
+            .collect()
+    }
+
+    /// Every position of `values` ([position][kv]) as the pool stores them.
+    pub fn pack(self, values: &[f32], kv: usize, head_dim: usize) -> Vec<u32> {
+        values
+            .chunks(kv)
+            .flat_map(|x| self.store(x, head_dim))
+            .collect()
+    }
+
+    /// The values of every position of a pool's words.
+    pub fn unpack(self, words: &[u32], kv: usize, head_dim: usize) -> Vec<f32> {
+        words
+            .chunks(self.words_per_slot(kv, head_dim))
+            .flat_map(|w| self.load(w, kv, head_dim))
+            .collect()
     }
 }
 
@@ -89,7 +172,8 @@ fn store_f16(x: f32) -> f32 {
 pub struct StoreParams {
     pub kv: u32,
     pub tokens: u32,
-    pub pad: [u32; 2],
+    pub head_dim: u32,
+    pub pad: u32,
 }
 
 /// attn_paged's `Params`.
@@ -112,6 +196,8 @@ pub struct Params {
 pub struct KvPagedStore {
     /// Channels per position (key/value heads x head dimension), a multiple of 4.
     pub kv: usize,
+    /// Channels per head (a code pool's group).
+    pub head_dim: usize,
     /// Rows written.
     pub tokens: usize,
     /// Positions the pools hold.
@@ -127,6 +213,7 @@ impl KvPagedStore {
             "kv_paged_store",
             || format!("{} channels must be a positive multiple of 4", self.kv),
         )?;
+        self.pool.check("kv_paged_store", self.kv, self.head_dim)?;
         plan::index_u32(
             "kv_paged_store",
             "pool values",
@@ -140,7 +227,8 @@ impl KvPagedStore {
         Ok(StoreParams {
             kv: self.kv as u32,
             tokens: self.tokens as u32,
-            pad: [0; 2],
+            head_dim: self.head_dim as u32,
+            pad: 0,
         })
     }
 }
@@ -152,7 +240,10 @@ impl Kernel for KvPagedStore {
 
     fn operands(&self) -> Vec<Operand> {
         let step = self.tokens * self.kv;
-        let (pool, dtype) = self.pool.elements(self.slots * self.kv);
+        let (pool, dtype) = (
+            self.slots * self.pool.words_per_slot(self.kv, self.head_dim),
+            self.pool.dtype(),
+        );
         vec![
             Operand::read("k", DType::F32, step),
             Operand::read("v", DType::F32, step),
@@ -172,36 +263,42 @@ impl Kernel for KvPagedStore {
             caps,
             choice,
         )?;
-        plan::ensure(
-            v.define("F16POOL").is_some() == (self.pool == Pool::F16),
-            "kv_paged_store",
-            || format!("variant {} does not write a {:?} pool", v.name, self.pool),
-        )?;
-        let items = (self.tokens * self.kv / 4) as u64;
+        plan::ensure(variant_pool(v) == self.pool, "kv_paged_store", || {
+            format!("variant {} does not write a {:?} pool", v.name, self.pool)
+        })?;
+        // Code pools: one invocation per (token, head); the others per four channels.
+        let items = match self.pool.bits() {
+            Some(_) => self.tokens * (self.kv / self.head_dim),
+            None => self.tokens * self.kv / 4,
+        } as u64;
         plan::per_item("kv_paged_store", v, items, bytemuck::bytes_of(&p), caps)
     }
 }
 
-/// CPU twin of `kv_paged_store` on the pools' values (an f16 pool's as f32: what its words stand for).
+/// CPU twin of `kv_paged_store` on the pools' words: each token's keys and values stored at its slot.
 pub fn cpu_store(
     u: &KvPagedStore,
     k: &[f32],
     v: &[f32],
     slots: &[u32],
-    kp: &mut [f32],
-    vp: &mut [f32],
+    kp: &mut [u32],
+    vp: &mut [u32],
 ) {
-    let kv = u.kv;
+    let (kv, per) = (u.kv, u.pool.words_per_slot(u.kv, u.head_dim));
     for (t, &slot) in slots.iter().enumerate().take(u.tokens) {
-        let (src, dst) = (t * kv, slot as usize * kv);
-        for c in 0..kv {
-            let (a, b) = match u.pool {
-                Pool::F32 => (k[src + c], v[src + c]),
-                Pool::F16 => (store_f16(k[src + c]), store_f16(v[src + c])),
-            };
-            kp[dst + c] = a;
-            vp[dst + c] = b;
-        }
+        let at = slot as usize * per;
+        kp[at..at + per].copy_from_slice(&u.pool.store(&k[t * kv..(t + 1) * kv], u.head_dim));
+        vp[at..at + per].copy_from_slice(&u.pool.store(&v[t * kv..(t + 1) * kv], u.head_dim));
+    }
+}
+
+/// The pool a variant reads or writes (its `pool` axis).
+fn variant_pool(v: &wring_kernels_core::Variant) -> Pool {
+    match (v.define("F16POOL").is_some(), v.define("BITS")) {
+        (true, _) => Pool::F16,
+        (false, Some("8")) => Pool::Q8,
+        (false, Some("4")) => Pool::Q4,
+        _ => Pool::F32,
     }
 }
 
@@ -313,7 +410,13 @@ impl AttnPaged {
             "a step with no tiles".into()
         })?;
         let kv = self.n_kv_heads * self.head_dim;
-        plan::index_u32(k, "pool values", self.slots.saturating_mul(kv))?;
+        self.pool.check(k, kv, self.head_dim)?;
+        plan::index_u32(
+            k,
+            "pool words",
+            self.slots
+                .saturating_mul(self.pool.words_per_slot(kv, self.head_dim)),
+        )?;
         plan::index_u32(
             k,
             "query values",
@@ -402,9 +505,11 @@ impl Kernel for AttnPaged {
 
     fn operands(&self) -> Vec<Operand> {
         let rows = self.tokens * self.n_heads * self.head_dim;
-        let (pool, dtype) = self
-            .pool
-            .elements(self.slots * self.n_kv_heads * self.head_dim);
+        let kv = self.n_kv_heads * self.head_dim;
+        let (pool, dtype) = (
+            self.slots * self.pool.words_per_slot(kv, self.head_dim),
+            self.pool.dtype(),
+        );
         vec![
             Operand::read("q", DType::F32, rows),
             Operand::read("k", dtype, pool),
@@ -436,11 +541,9 @@ impl Kernel for AttnPaged {
             )
         };
         let v = crate::select(k, &auto, why, caps, choice)?;
-        plan::ensure(
-            v.define("F16POOL").is_some() == (self.pool == Pool::F16),
-            k,
-            || format!("variant {} does not read a {:?} pool", v.name, self.pool),
-        )?;
+        plan::ensure(variant_pool(v) == self.pool, k, || {
+            format!("variant {} does not read a {:?} pool", v.name, self.pool)
+        })?;
         let qr = v.define_u32("QR") as usize;
         plan::ensure(self.tile_rows <= qr, k, || {
             format!(

@@ -269,7 +269,15 @@ impl KvMode {
         Ok(Some(l))
     }
 
-    /// Whether queries and keys are rotated.
+    /// Whether the mode has a paged form (`Llama::set_paged`): f32, f16, q8 and q4 (rotated or not).
+    pub fn paged(&self) -> bool {
+        matches!(
+            self,
+            KvMode::F32 | KvMode::F16 | KvMode::Kivi { bits: 8 | 4, .. }
+        )
+    }
+
+    /// Whether the mode rotates queries and keys (KIVI's `r` forms).
     pub fn rotates(&self) -> bool {
         matches!(self, KvMode::Kivi { rotate: true, .. })
     }

@@ -697,9 +697,13 @@ impl Llama {
 
     /// Replaces the KV cache with a paged one for continuous batching: in each layer, pools of `blocks`
     /// blocks of `block` positions (a power of two, at least 8) stored as `mode` says, which the sequences
-    /// of a batch share through their block tables ([`Llama::forward_paged`]). The f32 and f16 modes are
-    /// paged; any other mode is refused, naming them. The pools' bytes are checked against the KV budget
-    /// and each pool against the adapter's binding limit before anything is allocated.
+    /// of a batch share through their block tables ([`Llama::forward_paged`]). f32 and f16 are paged as
+    /// they are; q8 and q4 (optionally rotated) as codes per (position, head) with an f16 scale and
+    /// minimum each, which attention dequantizes in registers: unlike the contiguous KIVI cache, keys are
+    /// grouped per token rather than per channel over 32 tokens (a block's positions arrive one step at a
+    /// time), so at 4 bits the rotation matters more. Any other mode is refused, naming the paged ones.
+    /// The pools' bytes are checked against the KV budget and each pool against the adapter's binding
+    /// limit before anything is allocated.
     pub fn set_paged(
         &mut self,
         ctx: &Context,
@@ -707,15 +711,7 @@ impl Llama {
         blocks: usize,
         block: usize,
     ) -> Result<PagedShape, LlmError> {
-        let pool = match mode {
-            KvMode::F32 => Pool::F32,
-            KvMode::F16 => Pool::F16,
-            other => {
-                return Err(LlmError::Request(format!(
-                    "KV cache mode {other} has no paged form yet: batching (--parallel) pages an f32 or f16 cache"
-                )));
-            }
-        };
+        let pool = paged_pool(mode)?;
         if block < 8 || !block.is_power_of_two() {
             return Err(LlmError::Request(format!(
                 "paged KV blocks of {block} positions: a block is a power of two, at least 8"
@@ -726,8 +722,10 @@ impl Llama {
         }
         let c = &self.cfg;
         let kv = c.n_kv_heads * c.head_dim;
-        let values = (blocks as u128) * (block as u128) * (kv as u128);
-        let pool_bytes = values * pool.bytes() as u128;
+        pool.check("paged KV cache", kv, c.head_dim)
+            .map_err(|e| LlmError::Request(e.to_string()))?;
+        let words = pool.words_per_slot(kv, c.head_dim);
+        let pool_bytes = (blocks as u128) * (block as u128) * (words as u128) * 4;
         let total = pool_bytes * 2 * c.n_layers as u128;
         let budget = kv_budget();
         if total > u128::from(budget) {
@@ -745,7 +743,7 @@ impl Llama {
                 wring_runtime::human_bytes(u64::try_from(limit).unwrap_or(u64::MAX))
             )));
         }
-        let (elements, dtype) = pool.elements(blocks * block * kv);
+        let (elements, dtype) = (blocks * block * words, pool.dtype());
         self.work = None;
         for layer in &mut self.layers {
             layer.cache = LayerCache::Paged {
@@ -775,13 +773,11 @@ impl Llama {
     /// Blocks of `block` positions a paged cache in `mode` can have within `bytes` (the pools of every
     /// layer, keys and values): what `--kv-budget` turns into.
     pub fn paged_blocks_within(&self, mode: KvMode, block: usize, bytes: u64) -> usize {
-        let per_position = match mode {
-            KvMode::F16 => 2,
-            _ => 4,
-        } * 2
-            * self.cfg.n_kv_heads
-            * self.cfg.head_dim
-            * self.cfg.n_layers;
+        let c = &self.cfg;
+        let words = paged_pool(mode).map_or(c.n_kv_heads * c.head_dim, |p| {
+            p.words_per_slot(c.n_kv_heads * c.head_dim, c.head_dim)
+        });
+        let per_position = words * 4 * 2 * c.n_layers;
         (bytes as u128 / (per_position as u128 * block.max(1) as u128)).min(u32::MAX as u128)
             as usize
     }
@@ -1462,9 +1458,10 @@ impl Llama {
             let mut wo_in = Input::F32(&a);
             if let (LayerCache::Paged { k: kp, v: vp }, Some(ps)) = (&layer.cache, &paged_step) {
                 // The step's keys and values into the pools at their slots, then attention over each
-                // sequence's blocks.
+                // sequence's blocks (a rotating mode's keys were rotated in the scratch above).
                 let store = KvPagedStore {
                     kv,
+                    head_dim: hd,
                     tokens: t,
                     slots: ps.attn.slots,
                     pool: ps.attn.pool,
@@ -2023,6 +2020,19 @@ pub fn check_kv_budget(
         )));
     }
     Ok(())
+}
+
+/// What a paged cache in `mode` keeps per position, or why `mode` has no paged form.
+fn paged_pool(mode: KvMode) -> Result<Pool, LlmError> {
+    match mode {
+        KvMode::F32 => Ok(Pool::F32),
+        KvMode::F16 => Ok(Pool::F16),
+        KvMode::Kivi { bits: 8, .. } => Ok(Pool::Q8),
+        KvMode::Kivi { bits: 4, .. } => Ok(Pool::Q4),
+        other => Err(LlmError::Request(format!(
+            "KV cache mode {other} has no paged form: batching (--parallel) pages f32, f16, q8 and q4 caches (and their rotated forms)"
+        ))),
+    }
 }
 
 fn low_rank_needs_factors(mode: KvMode) -> LlmError {

@@ -7,8 +7,9 @@
 //! a decode batch at depths from 0 to 100, a decode batch beside a 13-token prompt chunk, two prompts
 //! sharing their first two blocks (the prefix a prompt cache shares), the largest head, and a head size
 //! that is not a power of two (row-per-lane form only). Every variant runs at its own tile size, the
-//! row-per-lane forms also at tiles of 3 rows; the f16 pools hold the pool's values rounded as
-//! kv_paged_store rounds them. A test below checks the twin against attn_fused's on one contiguous
+//! row-per-lane forms also at tiles of 3 rows; the f16 and code pools hold what kv_paged_store's twin
+//! stores, and the twin reads the values they stand for (so the budget covers attention's arithmetic, the
+//! dequantization in registers included: a code's value is one multiply-add, which an adapter may fuse). A test below checks the twin against attn_fused's on one contiguous
 //! sequence, and the planner's choices.
 
 use wring::kernels::check::{Tolerance, compare};
@@ -124,7 +125,7 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     }
     let tokens = seqs.len();
     let slots = blocks * s.block;
-    let values = |rng: &mut Rng, lo, hi| pool.pack(&rng.vec(slots * kv, lo, hi));
+    let values = |rng: &mut Rng, lo, hi| pool.pack(&rng.vec(slots * kv, lo, hi), kv, s.head_dim);
     let (kw, vw) = (values(&mut rng, -2.0, 2.0), values(&mut rng, -1.0, 1.0));
     let tiles = paged::tiles(&segments, group, rows);
     let a = AttnPaged {
@@ -143,8 +144,8 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     Inputs {
         a,
         q: rng.vec(tokens * s.heads * s.head_dim, -2.0, 2.0),
-        kp: pool.unpack(&kw),
-        vp: pool.unpack(&vw),
+        kp: pool.unpack(&kw, kv, s.head_dim),
+        vp: pool.unpack(&vw, kv, s.head_dim),
         kw,
         vw,
         table,
@@ -153,12 +154,18 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     }
 }
 
+/// The pool a variant reads.
+pub fn variant_pool(v: &Variant) -> Pool {
+    match (v.define("F16POOL").is_some(), v.define("BITS")) {
+        (true, _) => Pool::F16,
+        (false, Some("8")) => Pool::Q8,
+        (false, Some("4")) => Pool::Q4,
+        _ => Pool::F32,
+    }
+}
+
 fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
-    let pool = if v.define("F16POOL").is_some() {
-        Pool::F16
-    } else {
-        Pool::F32
-    };
+    let pool = variant_pool(v);
     let x = inputs(&SCENARIOS[si], pool, rows, 40 + si as u64);
     let a = x.a;
     let mut o = vec![0.0f32; x.q.len()];
@@ -180,7 +187,7 @@ fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
                     ctx.upload(&[x.kp.len()], &x.kp)?,
                     ctx.upload(&[x.vp.len()], &x.vp)?,
                 ),
-                Pool::F16 => (u32s(&x.kw)?, u32s(&x.vw)?),
+                _ => (u32s(&x.kw)?, u32s(&x.vw)?),
             };
             let ops = [
                 ("q", &ctx.upload(&[x.q.len()], &x.q)?),

@@ -1,8 +1,12 @@
 //! `kv_paged_store`: a step's keys and values written at their tokens' slots of a paged cache's pools.
 //! Output: both whole pools (slots the step does not name must keep what they held), as words. Budget:
-//! exact (a copy, and an f16 rounding done in integer arithmetic by both the shader and the twin). Shapes:
-//! SmolLM2's channels for a decode batch of 5 tokens scattered over the pool and a 13-token chunk, a small
-//! head, and values past f16's range (clamped to its largest finite value, never stored as infinities).
+//! exact. The f32 pool is a copy, the f16 rounding is integer arithmetic in both the shader and the twin,
+//! and a code is floor((x - min) / scale + 0.5) in f32 in both, with the scale and minimum rounded to f16
+//! by integer arithmetic: exact wherever the adapter's division is correctly rounded (lavapipe's and
+//! llvmpipe's are; Vulkan allows 2.5 ulp, which could move a code at a rounding boundary by one and would
+//! show here). Shapes: SmolLM2's channels for a decode batch of 5 tokens scattered over the pool and a
+//! 13-token chunk, two small heads, and values past f16's range (clamped to its largest finite value,
+//! never stored as infinities).
 
 use wring::kernels::kv::paged::{self, KvPagedStore, Pool};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
@@ -12,17 +16,10 @@ use crate::kernels::{Planned, planned, variants};
 
 fn case(
     v: &'static Variant,
-    kv: usize,
-    tokens: usize,
-    slots: usize,
-    range: f32,
+    (kv, head_dim, tokens, slots, range): (usize, usize, usize, usize, f32),
     seed: u64,
 ) -> Case<'static> {
-    let pool = if v.define("F16POOL").is_some() {
-        Pool::F16
-    } else {
-        Pool::F32
-    };
+    let pool = super::attn_paged::variant_pool(v);
     let mut rng = Rng::new(seed);
     let (k, vals) = (
         rng.vec(tokens * kv, -range, range),
@@ -34,21 +31,18 @@ fn case(
         all.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let at: Vec<u32> = all[..tokens].to_vec();
-    let kw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0));
-    let vw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0));
+    let kw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0), kv, head_dim);
+    let vw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0), kv, head_dim);
     let u = KvPagedStore {
         kv,
+        head_dim,
         tokens,
         slots,
         pool,
     };
-    let (mut kp, mut vp) = (pool.unpack(&kw0), pool.unpack(&vw0));
+    let (mut kp, mut vp) = (kw0.clone(), vw0.clone());
     paged::cpu_store(&u, &k, &vals, &at, &mut kp, &mut vp);
-    let expected: Vec<f32> = [pool.pack(&kp), pool.pack(&vp)]
-        .concat()
-        .into_iter()
-        .map(f32::from_bits)
-        .collect();
+    let expected: Vec<f32> = [kp, vp].concat().into_iter().map(f32::from_bits).collect();
     Case {
         name: format!(
             "kv_paged_store variant={} {u:?} range={range} seed={seed}",
@@ -82,18 +76,16 @@ fn case(
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("kv_paged_store") {
-        for (i, &(kv, tokens, slots, range)) in [
-            (192, 5, 64, 3.0),
-            (192, 13, 48, 3.0),
-            (8, 3, 16, 3.0),
-            (16, 4, 8, 1e6),
+        for (i, &shape) in [
+            (192, 64, 5, 64, 3.0),
+            (192, 64, 13, 48, 3.0),
+            (16, 8, 3, 16, 3.0),
+            (16, 8, 4, 8, 1e6),
         ]
         .iter()
         .enumerate()
         {
-            out.push(planned(v, move || {
-                case(v, kv, tokens, slots, range, i as u64)
-            }));
+            out.push(planned(v, move || case(v, shape, i as u64)));
         }
     }
     out
