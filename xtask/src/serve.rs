@@ -62,6 +62,19 @@ pub struct ScaleRow {
     pub gain: f64,
 }
 
+/// One decode step of one sequence at depth 4,096 with a KV cache mode, contiguous or paged.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthRow {
+    pub cache: String,
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    /// Device bytes of the whole KV cache (every layer; a contiguous packed mode's f32 working cache
+    /// included).
+    pub kv_bytes: u64,
+    /// kv_bytes over the 4,096 positions.
+    pub bytes_per_position: f64,
+}
+
 /// What the bench measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServeReport {
@@ -71,6 +84,7 @@ pub struct ServeReport {
     pub requests_per_client: usize,
     pub max_tokens: usize,
     pub scaling: Vec<ScaleRow>,
+    pub depth: Vec<DepthRow>,
     pub loads: Vec<LoadRow>,
     pub prefix: Vec<PrefixRow>,
     /// 8 clients' tokens/s over 1 client's, per server.
@@ -339,6 +353,79 @@ fn scaling(
     Ok(rows)
 }
 
+/// Decode at depth 4,096: the contiguous f16 and q4 caches (a packed mode expands the past into an f32
+/// working cache before attention) beside the paged f16, q8 and q4 (rotated) pools (attention reads the
+/// codes where they lie). The cache's contents are whatever its buffers hold (zeros): a step's work does
+/// not depend on them. Mean of `steps` steps after two untimed ones.
+fn depth(
+    ctx: &wring_runtime::Context,
+    g: &wring_gguf::Gguf,
+    steps: usize,
+) -> Result<Vec<DepthRow>, String> {
+    use wring_llm::KvMode;
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    const DEPTH: usize = 4096;
+    let mut rows = Vec::new();
+    let mut m = wring_llm::Llama::load(ctx, g, DEPTH, |_, _| {}).map_err(|x| e(&x))?;
+    let q4 = KvMode::Kivi {
+        bits: 4,
+        rotate: false,
+    };
+    let q4r = KvMode::Kivi {
+        bits: 4,
+        rotate: true,
+    };
+    let q8 = KvMode::Kivi {
+        bits: 8,
+        rotate: false,
+    };
+    let mut time = |name: String, m: &mut wring_llm::Llama, paged: bool| -> Result<(), String> {
+        let table: Vec<u32> = (0..(DEPTH / 16) as u32).collect();
+        let mut total = 0f64;
+        for i in 0..steps + 2 {
+            if !paged {
+                m.assume_filled(ctx, DEPTH - 1).map_err(|x| e(&x))?;
+            }
+            let t = Instant::now();
+            if paged {
+                let rows = [wring_llm::SeqRows {
+                    tokens: &[504],
+                    pos0: DEPTH - 1,
+                    table: &table,
+                }];
+                m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+            } else {
+                m.forward(ctx, &[504], false).map_err(|x| e(&x))?;
+            }
+            if i >= 2 {
+                total += t.elapsed().as_secs_f64();
+            }
+        }
+        let step_ms = total / steps as f64 * 1e3;
+        let kv_bytes = m.kv_bytes();
+        println!("decode at depth {DEPTH}, {name}: {step_ms:.1} ms a step, KV {kv_bytes} bytes");
+        rows.push(DepthRow {
+            cache: name,
+            step_ms,
+            tokens_per_s: 1e3 / step_ms,
+            kv_bytes,
+            bytes_per_position: kv_bytes as f64 / DEPTH as f64,
+        });
+        Ok(())
+    };
+    for mode in [KvMode::F16, q4] {
+        m.set_kv_mode(ctx, mode).map_err(|x| e(&x))?;
+        time(format!("contiguous {mode}"), &mut m, false)?;
+    }
+    for mode in [KvMode::F16, q8, q4, q4r] {
+        m.set_paged(ctx, mode, DEPTH / 16, 16).map_err(|x| e(&x))?;
+        // Pooled buffers may hold another mode's bytes; zeros decode to zeros in every pool.
+        m.assume_filled(ctx, 0).map_err(|x| e(&x))?;
+        time(format!("paged {mode}"), &mut m, true)?;
+    }
+    Ok(rows)
+}
+
 /// llama-server: `LLAMA_SERVER`, else the build of tools/build-llama-cpp.sh.
 fn llama_server() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LLAMA_SERVER") {
@@ -401,6 +488,7 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
     })
     .map_err(|x| e(&x))?;
     let scale = scaling(&scale_ctx, &g, &tok, if quick { 8 } else { 48 })?;
+    let depth_rows = depth(&scale_ctx, &g, if quick { 2 } else { 8 })?;
     drop(scale_ctx);
     let (adapter_tx, adapter_rx) = std::sync::mpsc::channel();
     let engine = wring_server::Engine::start(16, move || {
@@ -481,6 +569,7 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
         requests_per_client: per_client,
         max_tokens,
         scaling: scale,
+        depth: depth_rows,
         loads,
         prefix: prefixes,
         gains,
@@ -524,6 +613,15 @@ pub fn table(r: &ServeReport) -> String {
         t += &format!(
             "| {} | {} | {:.1} | {:.2} | {:.2}x |\n",
             s.sequences, s.steps, s.step_ms, s.tokens_per_s, s.gain
+        );
+    }
+    t += "\nOne sequence decoding at depth 4,096, by KV cache (q8 activations; a contiguous packed cache is \
+          expanded into an f32 working cache before each layer's attention, a paged one is read as codes):\n\n\
+          | cache | ms a step | tokens/s | KV device bytes | bytes per position |\n|---|---|---|---|---|\n";
+    for d in &r.depth {
+        t += &format!(
+            "| {} | {:.1} | {:.2} | {} | {:.0} |\n",
+            d.cache, d.step_ms, d.tokens_per_s, d.kv_bytes, d.bytes_per_position
         );
     }
     t += "\n| server | batching gain (8 clients' tokens/s over 1 client's) |\n|---|---|\n";
