@@ -63,6 +63,14 @@ fn f32_single_stream(ctx: &Context, g: &Gguf, prompts: &[Vec<u32>]) -> Vec<Vec<u
         .clone()
 }
 
+/// For each sequence, how many leading ids `got` shares with `want`.
+fn agreement(got: &[Vec<u32>], want: &[Vec<u32>]) -> Vec<usize> {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
+        .collect()
+}
+
 /// Runs every prompt through one batcher (blocks of 16, `blocks` of them, up to 8 at once, prompts in
 /// chunks of `chunk`); returns each sequence's ids, the batcher and the largest decode batch seen.
 fn batched(
@@ -237,11 +245,7 @@ fn batching_follows_the_gpu_plan() {
         let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
         m.set_paged(ctx, KvMode::F32, 64, 16).unwrap();
         let (got, _, _, _) = batched(ctx, &mut m, &prompts, 16, tokens, None);
-        let agree: Vec<usize> = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
-            .collect();
+        let agree = agreement(&got, &want);
         eprintln!("{name}: batched ids agreeing with the single stream's: {agree:?} of {tokens}");
         if exact {
             assert!(agree.iter().all(|&n| n == tokens), "{name}: {agree:?}");
@@ -433,11 +437,7 @@ fn code_pools_hold_their_packed_bytes_and_follow_the_f32_cache() {
             "{mode}: device bytes are the packed bytes"
         );
         let (got, _, _, _) = batched(ctx, &mut m, &prompts, 16, tokens, None);
-        let agree: Vec<usize> = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count())
-            .collect();
+        let agree = agreement(&got, &want);
         eprintln!("{mode}: batched ids agreeing with the f32 cache's: {agree:?} of {tokens}");
         assert!(agree.iter().all(|&n| n >= 1), "{mode}: {agree:?}");
     }

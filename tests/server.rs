@@ -121,6 +121,16 @@ fn library_greedy(ids: &[u32], max_tokens: usize) -> (String, usize, Vec<u32>) {
     (text, out.len(), out)
 }
 
+/// One value of the server's `/metrics`.
+fn metric(base: &str, name: &str) -> f64 {
+    let (_, m) = call("GET", &format!("{base}/metrics"), None, None);
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
 fn error_type(v: &Value) -> &str {
     v["error"]["type"].as_str().unwrap_or("")
 }
@@ -398,14 +408,7 @@ fn a_full_queue_answers_429_and_a_dropped_stream_cancels_its_generation() {
     // queue.
     let server = start(512, 1, Some(1), |_| {});
     let base = format!("http://{}", server.addr);
-    let metric = |name: &str| -> f64 {
-        let (_, m) = call("GET", &format!("{base}/metrics"), None, None);
-        m.as_str()
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap()
-    };
+    let metric = |name: &str| metric(&base, name);
     let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
         let t = Instant::now();
         while !ok() {
@@ -489,14 +492,7 @@ fn concurrent_requests_are_batched_and_each_answers_as_alone() {
         .iter()
         .map(|p| library_greedy(&tok.encode(p).unwrap(), 16).0)
         .collect();
-    let metric = |name: &str| -> f64 {
-        let (_, m) = call("GET", &format!("{base}/metrics"), None, None);
-        m.as_str()
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap()
-    };
+    let metric = |name: &str| metric(&base, name);
     assert_eq!(metric("wring_batch_parallel"), 4.0);
     let clients: Vec<_> = prompts
         .iter()

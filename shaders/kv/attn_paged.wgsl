@@ -76,40 +76,53 @@ fn dequant4(w: u32, q: u32, stat: u32) -> vec4<f32> {
 }
 #endif
 
-// Channels 4i..4i+3 of key/value head hk at pool slot `slot`.
-fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+// Where channels 4i..4i+3 of key/value head hk lie at pool slot `slot`: the element holding them (a
+// vec4<f32>, a vec2<u32> of f16 pairs, or a u32 of codes) and, in a code pool, the word of the head's
+// (scale, minimum). The key and value pools share the layout.
+fn place(slot: u32, hk: u32, i: u32) -> vec2<u32> {
     let d4 = params.head_dim / 4u;
     let kv4 = params.n_kv_heads * d4;
 #ifdef CODES
     let base = slot * (kv4 * 4u / CPW + params.n_kv_heads);
-    let q = hk * d4 + i;
-    return dequant4(k[base + q * BITS / 8u], q, k[base + kv4 * 4u / CPW + hk]);
+    return vec2<u32>(base + (hk * d4 + i) * BITS / 8u, base + kv4 * 4u / CPW + hk);
 #else
-#ifdef F16POOL
-    let w = k[slot * kv4 + hk * d4 + i];
-    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-#else
-    return k[slot * kv4 + hk * d4 + i];
-#endif
+    return vec2<u32>(slot * kv4 + hk * d4 + i, 0u);
 #endif
 }
 
-fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    let d4 = params.head_dim / 4u;
-    let kv4 = params.n_kv_heads * d4;
 #ifdef CODES
-    let base = slot * (kv4 * 4u / CPW + params.n_kv_heads);
-    let q = hk * d4 + i;
-    return dequant4(v[base + q * BITS / 8u], q, v[base + kv4 * 4u / CPW + hk]);
+fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    let p = place(slot, hk, i);
+    return dequant4(k[p.x], hk * (params.head_dim / 4u) + i, k[p.y]);
+}
+
+fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    let p = place(slot, hk, i);
+    return dequant4(v[p.x], hk * (params.head_dim / 4u) + i, v[p.y]);
+}
 #else
 #ifdef F16POOL
-    let w = v[slot * kv4 + hk * d4 + i];
+fn widen(w: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-#else
-    return v[slot * kv4 + hk * d4 + i];
-#endif
-#endif
 }
+
+fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    return widen(k[place(slot, hk, i).x]);
+}
+
+fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    return widen(v[place(slot, hk, i).x]);
+}
+#else
+fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    return k[place(slot, hk, i).x];
+}
+
+fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
+    return v[place(slot, hk, i).x];
+}
+#endif
+#endif
 
 // The pool slot of position j of the sequence whose block table starts at toff.
 fn slot_of(toff: u32, j: u32) -> u32 {

@@ -292,8 +292,8 @@ pub fn cpu_store(
     }
 }
 
-/// The pool a variant reads or writes (its `pool` axis).
-fn variant_pool(v: &wring_kernels_core::Variant) -> Pool {
+/// The pool a variant of kv_paged_store or attn_paged reads or writes (its `pool` axis).
+pub fn variant_pool(v: &wring_kernels_core::Variant) -> Pool {
     match (v.define("F16POOL").is_some(), v.define("BITS")) {
         (true, _) => Pool::F16,
         (false, Some("8")) => Pool::Q8,

@@ -154,18 +154,8 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     }
 }
 
-/// The pool a variant reads.
-pub fn variant_pool(v: &Variant) -> Pool {
-    match (v.define("F16POOL").is_some(), v.define("BITS")) {
-        (true, _) => Pool::F16,
-        (false, Some("8")) => Pool::Q8,
-        (false, Some("4")) => Pool::Q4,
-        _ => Pool::F32,
-    }
-}
-
 fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
-    let pool = variant_pool(v);
+    let pool = paged::variant_pool(v);
     let x = inputs(&SCENARIOS[si], pool, rows, 40 + si as u64);
     let a = x.a;
     let mut o = vec![0.0f32; x.q.len()];

@@ -8,7 +8,7 @@
 //! 13-token chunk, two small heads, and values past f16's range (clamped to its largest finite value,
 //! never stored as infinities).
 
-use wring::kernels::kv::paged::{self, KvPagedStore, Pool};
+use wring::kernels::kv::paged::{self, KvPagedStore};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
 
 use crate::harness::{Case, Rng, copy_into, guarded_upload};
@@ -19,7 +19,7 @@ fn case(
     (kv, head_dim, tokens, slots, range): (usize, usize, usize, usize, f32),
     seed: u64,
 ) -> Case<'static> {
-    let pool = super::attn_paged::variant_pool(v);
+    let pool = paged::variant_pool(v);
     let mut rng = Rng::new(seed);
     let (k, vals) = (
         rng.vec(tokens * kv, -range, range),
