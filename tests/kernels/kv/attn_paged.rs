@@ -8,9 +8,11 @@
 //! sharing their first two blocks (the prefix a prompt cache shares), the largest head, and a head size
 //! that is not a power of two (row-per-lane form only). Every variant runs at its own tile size, the
 //! row-per-lane forms also at tiles of 3 rows; the f16 and code pools hold what kv_paged_store's twin
-//! stores, and the twin reads the values they stand for (so the budget covers attention's arithmetic, the
-//! dequantization in registers included: a code's value is one multiply-add, which an adapter may fuse). A test below checks the twin against attn_fused's on one contiguous
-//! sequence, and the planner's choices.
+//! stores, and the twin reads the values they stand for, so the budget covers attention's arithmetic with
+//! the dequantization in registers: a code's value is one multiply-add (which an adapter may fuse), and
+//! the tiled form scores a code key as min x sum(q) + scale x (q . codes), a regrouping of the same sum.
+//! A test below checks the twin against attn_fused's on one contiguous sequence, and the planner's
+//! choices.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::kv::paged::{self, AttnPaged, Pool};
