@@ -155,6 +155,11 @@ fn main(inv: Invocation) {
     var m: array<f32, QR>;
     var l: array<f32, QR>;
     var acc: array<vec4<f32>, QR * C>;
+#ifdef CODES
+    // A code's value is min + scale x code, so q . k = min sum(q) + scale (q . codes): each row's channel
+    // sum once, and the keys' codes dotted as integers in f32, with no dequantization per channel.
+    var qsum: array<f32, QR>;
+#endif
     for (var r = 0u; r < QR; r++) {
         let u = u0 + min(r, n - 1u);
         let t = u / group;
@@ -165,6 +170,12 @@ fn main(inv: Invocation) {
         for (var c = 0u; c < C; c++) {
             acc[r * C + c] = vec4<f32>(0.0);
         }
+#ifdef CODES
+        qsum[r] = 0.0;
+        for (var i = 0u; i < D4; i++) {
+            qsum[r] += dot(q[qbase[r] + i], vec4<f32>(1.0));
+        }
+#endif
     }
     // The tile's rows are in token order, so the last sees the most keys.
     let seen = limit[QR - 1u];
@@ -176,12 +187,36 @@ fn main(inv: Invocation) {
         for (var r = 0u; r < QR; r++) {
             s[r] = 0.0;
         }
+#ifdef CODES
+        // The head's code words in order, 8 / BITS vec4s of channels each.
+        let at = place(slot, hk, 0u);
+        for (var w = 0u; w < D4 * BITS / 8u; w++) {
+            let word = k[at.x + w];
+            for (var h = 0u; h < 8u / BITS; h++) {
+                let chunk = word >> (h * 4u * BITS);
+                let codes = vec4<f32>(
+                    f32(chunk & MASK),
+                    f32((chunk >> BITS) & MASK),
+                    f32((chunk >> (2u * BITS)) & MASK),
+                    f32((chunk >> (3u * BITS)) & MASK),
+                );
+                for (var r = 0u; r < QR; r++) {
+                    s[r] += dot(q[qbase[r] + w * (8u / BITS) + h], codes);
+                }
+            }
+        }
+        let ks = unpack2x16float(k[at.y]);
+        for (var r = 0u; r < QR; r++) {
+            s[r] = ks.y * qsum[r] + ks.x * s[r];
+        }
+#else
         for (var i = 0u; i < D4; i++) {
             let kv = load_k(slot, hk, i);
             for (var r = 0u; r < QR; r++) {
                 s[r] += dot(q[qbase[r] + i], kv);
             }
         }
+#endif
         // Key 0 is visible to every row, so after the first block the maximum is finite and a masked
         // key's exp(NEG_MAX - m) is exactly 0.
         var p: array<f32, QR>;
