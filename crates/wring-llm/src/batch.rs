@@ -209,7 +209,7 @@ impl Batcher {
         events.append(&mut self.pending);
         let plan = self.sched.plan();
         self.stats.preempted += plan.preempted.len() as u64;
-        if plan.decode.is_empty() && plan.prefill.is_none() {
+        if plan.decode.is_empty() && plan.prefill.is_empty() {
             return Ok(events);
         }
         let logits = {
@@ -218,7 +218,7 @@ impl Batcher {
         };
         self.stats.steps += 1;
         self.stats.decode_rows += plan.decode.len() as u64;
-        if let Some((_, a, b)) = plan.prefill {
+        for &(_, a, b) in &plan.prefill {
             self.stats.prompt_tokens += (b - a) as u64;
         }
         let vocab = model.cfg.vocab;

@@ -1,7 +1,8 @@
 //! Continuous batching's plan (run by [`crate::batch::Batcher`]): which sequences a step runs. Every
-//! running sequence past its prompt decodes one token; at most one sequence at a time takes a chunk of at
-//! most `chunk` prompt tokens (chunked prefill, so a long prompt never stalls the others' decoding); a
-//! waiting request joins as soon as a place and its blocks are free. When the block pool runs out, the
+//! running sequence past its prompt decodes one token; prompts take chunks of at most `chunk` tokens in all
+//! per step (chunked prefill, so a long prompt never stalls the others' decoding, and several short ones
+//! start together); a waiting request joins as soon as a place and its blocks are free, unless a running
+//! prompt is still computing its first block, which it then waits for so as to share it. When the block pool runs out, the
 //! newest running sequence is preempted: its blocks are released and it goes back to the front of the
 //! queue with its generated tokens appended to its prompt, to be recomputed later (never an out-of-memory
 //! error). Positions enter the pool's prefix index only once a step has computed them.
@@ -18,9 +19,9 @@ pub type SeqId = u64;
 pub struct StepPlan {
     /// Sequences decoding one token each (their last token's position).
     pub decode: Vec<SeqId>,
-    /// A chunk of one sequence's prompt: its id and the prompt positions `start..end` (never the prompt's
-    /// last token: that is the sequence's first decode row).
-    pub prefill: Option<(SeqId, usize, usize)>,
+    /// Chunks of prompts, at most `chunk` tokens together: each an id and the prompt positions
+    /// `start..end` (never the prompt's last token: that is the sequence's first decode row).
+    pub prefill: Vec<(SeqId, usize, usize)>,
     /// Sequences preempted by this plan (back in the queue; their computed values are gone).
     pub preempted: Vec<SeqId>,
 }
@@ -99,9 +100,12 @@ impl Scheduler {
                 table: &r.table.blocks,
             });
         }
-        if let Some((id, start, end)) = plan.prefill
-            && let Some(r) = find(id)
+        for r in plan
+            .prefill
+            .iter()
+            .filter_map(|&(id, start, end)| find(id).map(|r| (r, start, end)))
         {
+            let (r, start, end) = r;
             out.push(crate::model::SeqRows {
                 tokens: &r.tokens[start..end],
                 pos0: start,
@@ -119,9 +123,7 @@ impl Scheduler {
         };
         self.pool.release(r.table);
         plan.decode.retain(|&d| d != r.id);
-        if plan.prefill.is_some_and(|p| p.0 == r.id) {
-            plan.prefill = None;
-        }
+        plan.prefill.retain(|p| p.0 != r.id);
         plan.preempted.push(r.id);
         self.waiting.push_front((r.id, r.tokens));
         true
@@ -157,22 +159,43 @@ impl Scheduler {
                 i += 1;
             }
         }
-        // One prompt chunk: a running sequence still in its prompt, else a newly admitted one.
-        if let Some(r) = self.running.iter().find(|r| r.done + 1 < r.tokens.len()) {
-            let end = (r.done + self.chunk)
-                .min(r.tokens.len() - 1)
-                .max(r.done + 1);
-            plan.prefill = Some((r.id, r.done, end));
-        } else if self.running.len() < self.max_running
-            && let Some((id, prompt)) = self.waiting.pop_front()
-        {
+        // Prompt chunks within a budget of `chunk` tokens: the running sequences still in their prompts
+        // first (oldest first), then newly admitted ones, so that several short prompts start together.
+        let mut budget = self.chunk;
+        for r in &self.running {
+            if budget == 0 {
+                break;
+            }
+            if r.done + 1 < r.tokens.len() {
+                let end = (r.done + budget).min(r.tokens.len() - 1);
+                plan.prefill.push((r.id, r.done, end));
+                budget -= end - r.done;
+            }
+        }
+        while budget > 0 && self.running.len() < self.max_running {
+            let Some((id, prompt)) = self.waiting.pop_front() else {
+                break;
+            };
+            // A prompt whose first block a running prompt is computing waits for it, so that it finds
+            // the block in the prefix index instead of computing it again (and stays first in line).
+            let b = self.pool.block();
+            let pending = prompt.len() > b
+                && self
+                    .running
+                    .iter()
+                    .any(|r| r.done < b && r.tokens.len() > b && r.tokens[..b] == prompt[..b]);
+            if pending {
+                self.waiting.push_front((id, prompt));
+                break;
+            }
             match self.pool.admit(&prompt) {
                 Ok((table, reused)) => {
                     // The prompt's last token is left to the sequence's first decode row, which samples
                     // the first generated token (the reused positions are always fewer than the prompt's).
-                    let end = (reused + self.chunk).min(prompt.len() - 1);
+                    let end = (reused + budget).min(prompt.len() - 1);
                     if end > reused {
-                        plan.prefill = Some((id, reused, end));
+                        plan.prefill.push((id, reused, end));
+                        budget -= end - reused;
                     }
                     self.running.push(Running {
                         id,
@@ -181,7 +204,10 @@ impl Scheduler {
                         done: reused,
                     });
                 }
-                Err(_) => self.waiting.push_front((id, prompt)),
+                Err(_) => {
+                    self.waiting.push_front((id, prompt));
+                    break;
+                }
             }
         }
         plan
@@ -197,11 +223,11 @@ impl Scheduler {
                 self.pool.computed(&mut r.table, r.done);
             }
         }
-        if let Some((id, _, end)) = plan.prefill
-            && let Some(r) = self.running.iter_mut().find(|r| r.id == id)
-        {
-            r.done = end;
-            self.pool.computed(&mut r.table, r.done);
+        for &(id, _, end) in &plan.prefill {
+            if let Some(r) = self.running.iter_mut().find(|r| r.id == id) {
+                r.done = end;
+                self.pool.computed(&mut r.table, r.done);
+            }
         }
     }
 
@@ -261,8 +287,7 @@ mod tests {
         assert!(
             plans
                 .iter()
-                .filter_map(|p| p.prefill)
-                .all(|(_, a, b)| b - a <= 8)
+                .all(|p| p.prefill.iter().map(|(_, a, b)| b - a).sum::<usize>() <= 8)
         );
         assert!(plans.iter().any(|p| p.decode.len() == 3));
         assert_eq!(s.pool().available(), 64);
@@ -287,16 +312,16 @@ mod tests {
         s.submit(1, [system.clone(), vec![70, 71]].concat())
             .unwrap();
         let first = s.plan();
-        assert_eq!(first.prefill, Some((1, 0, 17)));
+        assert_eq!(first.prefill, vec![(1, 0, 17)]);
         s.ran(&first, &[]);
         s.submit(2, [system.clone(), vec![80, 81, 82]].concat())
             .unwrap();
         let mut second = s.plan();
-        while second.prefill.is_none_or(|p| p.0 != 2) {
+        while !second.prefill.iter().any(|p| p.0 == 2) {
             s.ran(&second, &vec![0; second.decode.len()]);
             second = s.plan();
         }
-        assert_eq!(second.prefill, Some((2, 16, 18)));
+        assert_eq!(second.prefill, vec![(2, 16, 18)]);
     }
 
     #[test]
