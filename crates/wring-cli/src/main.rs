@@ -253,12 +253,12 @@ enum Command {
         #[arg(long)]
         model_id: Option<String>,
         /// Positions of the KV cache: a request's prompt and generated tokens together fit in it. With a
-        /// paged cache (f32 and f16) it is also the pool all running requests share, unless --kv-budget
+        /// paged cache (f32, f16, q8, q4) it is also the pool all running requests share, unless --kv-budget
         /// sizes the pool.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
-        /// Requests decoded together in each step (continuous batching; f32 and f16 KV caches, which are
-        /// paged; other modes run one request at a time).
+        /// Requests decoded together in each step (continuous batching; f32, f16, q8 and q4 KV caches,
+        /// which are paged; other modes run one request at a time).
         #[arg(long, default_value_t = 4)]
         parallel: usize,
         /// MiB of paged KV cache shared by the running requests (default: --ctx positions); when it runs
@@ -1357,7 +1357,7 @@ struct Batching {
 /// Positions per block of the paged KV cache (vLLM's default).
 const KV_BLOCK: usize = 16;
 
-/// Pages `model`'s cache for `batch` where its mode has a paged form (f32, f16): blocks for `--kv-budget`
+/// Pages `model`'s cache for `batch` where its mode has a paged form (f32, f16, q8, q4): blocks for `--kv-budget`
 /// MiB, or `max_context` positions. Returns what the cache is, for the log line.
 fn page_cache(
     ctx: &Context,
