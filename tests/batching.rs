@@ -29,6 +29,13 @@ fn prompts(tok: &GgufTokenizer) -> Vec<Vec<u32>> {
     .collect()
 }
 
+/// The test model and [`prompts`] in its tokens.
+fn model_and_prompts() -> (Gguf, Vec<Vec<u32>>) {
+    let g = model();
+    let prompts = prompts(&GgufTokenizer::from_gguf(&g).unwrap());
+    (g, prompts)
+}
+
 const TOKENS: usize = 32;
 
 /// Tokens per sequence under the other plans (the hardware-GPU plan's kernels are slow on a CPU adapter).
@@ -126,10 +133,8 @@ fn batched(
 /// in the prefix index, and every block is given back at the end.
 #[test]
 fn batched_greedy_ids_equal_single_stream_ids() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let (g, prompts) = model_and_prompts();
     let ctx = crate::harness::ctx();
-    let prompts = prompts(&tok);
     for (mode, tokens) in [(KvMode::F32, TOKENS), (KvMode::F16, TOKENS / 2)] {
         let want = match mode {
             KvMode::F32 => f32_single_stream(ctx, &g, &prompts),
@@ -157,10 +162,8 @@ fn batched_greedy_ids_equal_single_stream_ids() {
 /// full batch ends it at once and leaves the others' ids as they were.
 #[test]
 fn preemption_and_cancellation_leave_the_other_sequences_alone() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let (g, prompts) = model_and_prompts();
     let ctx = crate::harness::ctx();
-    let prompts = prompts(&tok);
     let want = f32_single_stream(ctx, &g, &prompts);
     let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
     m.set_paged(ctx, KvMode::F32, 12, 16).unwrap();
@@ -232,9 +235,7 @@ fn batching_refuses_what_it_cannot_serve() {
 /// products.
 #[test]
 fn batching_follows_the_gpu_plan() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
-    let all = prompts(&tok);
+    let (g, all) = model_and_prompts();
     let prompts = [all[0].clone(), all[3].clone(), all[4].clone()];
     let plans = crate::gpu_plan::plans();
     for (name, ctx, exact, tokens) in [
@@ -406,10 +407,8 @@ fn jsonl_batch_answers_every_line_resumes_and_shards() {
 /// blocks, with the newest block kept in f16 until it is full.
 #[test]
 fn code_pools_hold_their_packed_bytes_and_follow_the_f32_cache() {
-    let g = model();
-    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let (g, prompts) = model_and_prompts();
     let ctx = crate::harness::ctx();
-    let prompts = prompts(&tok);
     let want = f32_single_stream(ctx, &g, &prompts);
     let mut m = Llama::load(ctx, &g, 256, |_, _| {}).unwrap();
     let c = m.cfg.clone();

@@ -130,6 +130,13 @@ fn slot_of(toff: u32, j: u32) -> u32 {
     return (table[toff + (j >> params.block_shift)] << params.block_shift) | (j & size_mask);
 }
 
+// The workgroup's key/value head and its tile (first row, rows). A head past the last marks a workgroup
+// of a grid that spilled into y beyond the last tile, which leaves at once.
+fn workgroup_tile(inv: Invocation) -> vec3<u32> {
+    let wg = linear_workgroup(inv);
+    return vec3<u32>(wg / params.tiles, tiles[wg % params.tiles]);
+}
+
 #ifdef TILED
 // Output columns (vec4) each lane owns per row: lane i holds columns i, i + WG, ...
 const C: u32 = HD / (4u * WG);
@@ -138,15 +145,14 @@ const D4: u32 = HD / 4u;
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let group = params.n_heads / params.n_kv_heads;
-    let wg = linear_workgroup(inv);
-    let hk = wg / params.tiles;
-    // A grid that spilled into y may hold workgroups past the last tile; they leave together.
+    let wt = workgroup_tile(inv);
+    let hk = wt.x;
+    // Workgroups past the last tile leave together, before any subgroup operation.
     if (hk >= params.n_kv_heads) {
         return;
     }
-    let tile = tiles[wg % params.tiles];
-    let u0 = tile.x;
-    let n = tile.y;
+    let u0 = wt.y;
+    let n = wt.z;
     let lane = inv.sg_lane;
     let toff = seqs[u0 / group].x;
     // Rows past the tile's last are clamped onto it, so every load stays in bounds; they are not stored.
@@ -256,17 +262,13 @@ const MAX_D4: u32 = 32u;
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let group = params.n_heads / params.n_kv_heads;
-    let wg = linear_workgroup(inv);
-    let hk = wg / params.tiles;
-    if (hk >= params.n_kv_heads) {
-        return;
-    }
-    let tile = tiles[wg % params.tiles];
+    let wt = workgroup_tile(inv);
+    let hk = wt.x;
     // Lane r owns row r of the tile; there are no barriers, so lanes past the tile leave at once.
-    if (inv.lid >= tile.y) {
+    if (hk >= params.n_kv_heads || inv.lid >= wt.z) {
         return;
     }
-    let u = tile.x + inv.lid;
+    let u = wt.y + inv.lid;
     let t = u / group;
     let th = t * params.n_heads + hk * group + u % group;
     let d4 = params.head_dim / 4u;

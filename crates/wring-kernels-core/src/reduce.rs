@@ -46,3 +46,39 @@ pub fn matmul_k_order<T: crate::Float>(
         }
     }
 }
+
+/// One query row's attention over `keys` (each a key row and its value row, in order) with an online
+/// softmax, into `out`: the order of operations of the per-row attention shaders (attn_fused's and
+/// attn_paged's row forms): the score summed four products at a time, then scaled; the running maximum,
+/// the rescaled running sum and the rescaled accumulator; the accumulator over the sum at the end. The
+/// twins of both kernels call it, so they agree bit for bit wherever they read the same keys.
+pub fn attend_row<'a>(
+    q: &[f32],
+    keys: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let mut acc = vec![0f32; d];
+    let (mut m, mut l) = (NEG_MAX_F32, 0f32);
+    for (kr, vr) in keys {
+        let mut s = 0f32;
+        for i in 0..d / 4 {
+            s += q[4 * i] * kr[4 * i]
+                + q[4 * i + 1] * kr[4 * i + 1]
+                + q[4 * i + 2] * kr[4 * i + 2]
+                + q[4 * i + 3] * kr[4 * i + 3];
+        }
+        s *= scale;
+        let m_new = m.max(s);
+        let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
+        l = l * c + p;
+        for (a, x) in acc.iter_mut().zip(vr) {
+            *a = *a * c + p * x;
+        }
+        m = m_new;
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = a / l;
+    }
+}

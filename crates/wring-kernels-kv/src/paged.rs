@@ -10,7 +10,7 @@
 use half::f16;
 use wring_kernels_core::dtype::DType;
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
-use wring_kernels_core::reduce::NEG_MAX_F32;
+use wring_kernels_core::reduce::attend_row;
 use wring_kernels_core::{Kernel, Operand};
 
 /// What a pool holds per position.
@@ -465,33 +465,13 @@ impl AttnPaged {
                     let t = u / group;
                     let th = t * self.n_heads + hk * group + u % group;
                     let [toff, pos] = seqs[t];
-                    let qr = &q[th * d..][..d];
-                    let mut acc = vec![0f32; d];
-                    let (mut m, mut l) = (NEG_MAX_F32, 0f32);
-                    for j in 0..=pos {
+                    let keys = (0..=pos).map(|j| {
                         let slot = (table[(toff + (j >> shift)) as usize] << shift)
                             | (j & (self.block as u32 - 1));
                         let base = slot as usize * kv + hk * d;
-                        let kr = &kp[base..][..d];
-                        let mut s = 0f32;
-                        for i in 0..d / 4 {
-                            s += qr[4 * i] * kr[4 * i]
-                                + qr[4 * i + 1] * kr[4 * i + 1]
-                                + qr[4 * i + 2] * kr[4 * i + 2]
-                                + qr[4 * i + 3] * kr[4 * i + 3];
-                        }
-                        s *= self.scale;
-                        let m_new = m.max(s);
-                        let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
-                        l = l * c + p;
-                        for (a, x) in acc.iter_mut().zip(&vp[base..][..d]) {
-                            *a = *a * c + p * x;
-                        }
-                        m = m_new;
-                    }
-                    for (out, a) in o[th * d..][..d].iter_mut().zip(&acc) {
-                        *out = a / l;
-                    }
+                        (&kp[base..][..d], &vp[base..][..d])
+                    });
+                    attend_row(&q[th * d..][..d], keys, self.scale, &mut o[th * d..][..d]);
                 }
             }
         }

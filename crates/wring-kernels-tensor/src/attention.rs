@@ -4,7 +4,7 @@
 //! same attention in one launch with an online softmax and no scores tensor.
 
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
-use wring_kernels_core::reduce::NEG_MAX_F32;
+use wring_kernels_core::reduce::{self, NEG_MAX_F32};
 use wring_kernels_core::{DType, Kernel, Operand, q8};
 
 /// The shape of one attention launch.
@@ -112,31 +112,11 @@ impl Attention {
         let group = self.n_heads / self.n_kv_heads;
         for th in 0..self.tokens * self.n_heads {
             let (h, t) = (th % self.n_heads, th / self.n_heads);
-            let qr = &q[th * d..][..d];
-            let mut acc = vec![0f32; d];
-            let (mut m, mut l) = (NEG_MAX_F32, 0f32);
-            for j in 0..self.kv_len.min(self.pos0 + t + 1) {
+            let keys = (0..self.kv_len.min(self.pos0 + t + 1)).map(|j| {
                 let base = (j * self.n_kv_heads + h / group) * d;
-                let kr = &k[base..][..d];
-                let mut s = 0f32;
-                for i in 0..d / 4 {
-                    s += qr[4 * i] * kr[4 * i]
-                        + qr[4 * i + 1] * kr[4 * i + 1]
-                        + qr[4 * i + 2] * kr[4 * i + 2]
-                        + qr[4 * i + 3] * kr[4 * i + 3];
-                }
-                s *= self.scale;
-                let m_new = m.max(s);
-                let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
-                l = l * c + p;
-                for (a, x) in acc.iter_mut().zip(&v[base..][..d]) {
-                    *a = *a * c + p * x;
-                }
-                m = m_new;
-            }
-            for (out, a) in o[th * d..][..d].iter_mut().zip(&acc) {
-                *out = a / l;
-            }
+                (&k[base..][..d], &v[base..][..d])
+            });
+            reduce::attend_row(&q[th * d..][..d], keys, self.scale, &mut o[th * d..][..d]);
         }
     }
 

@@ -19,8 +19,13 @@ pub trait Request: DeserializeOwned {
 pub fn from_slice<T: Request>(bytes: &[u8]) -> Result<T, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let mut req: T = at_path(&value)?;
-    *req.params_mut() = at_path(&value)?;
+    from_value(&value)
+}
+
+/// [`from_slice`] on a body already parsed as JSON.
+pub fn from_value<T: Request>(value: &serde_json::Value) -> Result<T, String> {
+    let mut req: T = at_path(value)?;
+    *req.params_mut() = at_path(value)?;
     Ok(req)
 }
 

@@ -172,24 +172,22 @@ struct Parsed {
     spec: crate::Spec,
 }
 
-/// Parses and checks one line as the server would a request body.
+/// Checks one line, parsed as JSON, as the server would a request body.
 fn parse_line(
-    bytes: &[u8],
+    value: &Value,
     tok: &GgufTokenizer,
     context: usize,
     limit: usize,
 ) -> Result<Parsed, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| bad_request(format!("the line is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(bad_request("the line is not a JSON object".into()));
     }
     let (kind, prompt, params) = if value.get("messages").is_some() {
-        let req: api::ChatRequest = api::from_slice(bytes).map_err(bad_request)?;
+        let req: api::ChatRequest = api::from_value(value).map_err(bad_request)?;
         let prompt = crate::chat_prompt(tok, &req)?;
         (Kind::Chat, prompt, req.params)
     } else {
-        let req: api::CompletionRequest = api::from_slice(bytes).map_err(bad_request)?;
+        let req: api::CompletionRequest = api::from_value(value).map_err(bad_request)?;
         let prompt = crate::completion_prompt(tok, &req)?;
         (Kind::Text, prompt, req.params)
     };
@@ -265,11 +263,16 @@ pub fn run(
                     continue;
                 }
             };
-            let custom_id = serde_json::from_slice::<Value>(&bytes)
+            // The line is parsed as JSON once: for its custom_id, then as a request.
+            let value = serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| bad_request(format!("the line is not JSON: {e}")));
+            let custom_id = value
+                .as_ref()
                 .ok()
                 .and_then(|v| v.get("custom_id").cloned())
                 .unwrap_or(Value::Null);
-            let submitted = parse_line(&bytes, tok, model.max_context, opts.max_tokens_limit)
+            let submitted = value
+                .and_then(|v| parse_line(&v, tok, model.max_context, opts.max_tokens_limit))
                 .and_then(|p| {
                     let req = Request {
                         prompt: p.spec.prompt.clone(),
