@@ -18,12 +18,20 @@
 // Otherwise each lane owns one row of the tile and walks its keys alone (attn_fused's per-row form).
 //
 // F16POOL: the pool holds f16 pairs (one u32 per two channels; four channels are a vec2<u32>), decoded to
-// f32 as they are loaded. CODES: each slot holds its kv channels as BITS-bit codes (kvquant.wgsl's
-// quantizer, one group per head: the head's minimum and scale), then one f16 (scale, minimum) pair per
-// head, and a value is dequantized in registers as it is loaded: attention reads the packed cache where it
-// lies, with no f32 copy of it. Otherwise f32.
+// f32 as they are loaded. Otherwise f32, except KIVI.
+//
+// KIVI (BITS-bit codes as KIVI lays them out, read where they lie: no f32 copy of the cache): a block's
+// keys are quantized per channel over its positions (codes [position][kv x BITS / 32 words], CPW channels
+// a word, then one f16 (scale, minimum) pair per channel), its values per (position, head) (each slot's
+// codes, then one pair per head); a value is dequantized in registers as it is loaded. A sequence's newest
+// positions are also in f16 tails (`tk`, `tv`: a ring of two blocks per running sequence, position p at
+// ring slot p mod 2 x size, kv_paged_store's F16POOL layout), and kv_paged_seal quantizes a block when it
+// is full. `kivi` gives each token its sequence's first ring slot and the first position it reads from the
+// ring (that of its last full block, or the first it computed itself if later: a prefix taken from the
+// cache is in the pool only); such a position's slot carries TAIL, so that a key's slot says where it
+// lies. The newest 32 to 63 positions are thus read at full precision, as the contiguous cache's window.
 #import invocation
-#ifdef CODES
+#ifdef KIVI
 #import f16
 #import kvquant
 #endif
@@ -41,7 +49,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-#ifdef CODES
+#ifdef KIVI
 @group(0) @binding(2) var<storage, read> k: array<u32>;
 @group(0) @binding(3) var<storage, read> v: array<u32>;
 #else
@@ -57,48 +65,66 @@ struct Params {
 @group(0) @binding(5) var<storage, read> seqs: array<vec2<u32>>;
 @group(0) @binding(6) var<storage, read> tiles: array<vec2<u32>>;
 @group(0) @binding(7) var<storage, read_write> o: array<vec4<f32>>;
+#ifdef KIVI
+@group(0) @binding(8) var<storage, read> tk: array<vec2<u32>>;
+@group(0) @binding(9) var<storage, read> tv: array<vec2<u32>>;
+@group(0) @binding(10) var<storage, read> kivi: array<vec2<u32>>;
+#endif
+
+// Marks a slot in the tails (KIVI); slots in the pool stay below it (their words are indexed in u32).
+const TAIL: u32 = 0x80000000u;
 
 const NEG_MAX_F32: f32 = -3.40282347e+38;
 
-#ifdef CODES
-// Four channels from a code slot: word and shift of vec4 `q` of the slot's channels, the head's pair.
-fn dequant4(w: u32, q: u32, stat: u32) -> vec4<f32> {
-    let shift = (q % (8u / BITS)) * 4u * BITS;
-    let chunk = w >> shift;
-    let s = unpack2x16float(stat);
-    let c = vec4<f32>(
+#ifdef KIVI
+fn widen(w: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+
+// The four codes of vec4 `c` of a position's channels, from the word holding them.
+fn codes4(word: u32, c: u32) -> vec4<f32> {
+    let chunk = word >> ((c % (8u / BITS)) * 4u * BITS);
+    return vec4<f32>(
         f32(chunk & MASK),
         f32((chunk >> BITS) & MASK),
         f32((chunk >> (2u * BITS)) & MASK),
         f32((chunk >> (3u * BITS)) & MASK),
     );
-    return s.y + s.x * c;
-}
-#endif
-
-// Where channels 4i..4i+3 of key/value head hk lie at pool slot `slot`: the element holding them (a
-// vec4<f32>, a vec2<u32> of f16 pairs, or a u32 of codes) and, in a code pool, the word of the head's
-// (scale, minimum). The key and value pools share the layout.
-fn place(slot: u32, hk: u32, i: u32) -> vec2<u32> {
-    let d4 = params.head_dim / 4u;
-    let kv4 = params.n_kv_heads * d4;
-#ifdef CODES
-    let base = slot * (kv4 * 4u / CPW + params.n_kv_heads);
-    return vec2<u32>(base + (hk * d4 + i) * BITS / 8u, base + kv4 * 4u / CPW + hk);
-#else
-    return vec2<u32>(slot * kv4 + hk * d4 + i, 0u);
-#endif
 }
 
-#ifdef CODES
+// Channels 4i..4i+3 of key head hk at `slot`: from the tail, or from the slot's block, whose codes
+// ([position][words]) precede one (scale, minimum) word per channel.
 fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    let p = place(slot, hk, i);
-    return dequant4(k[p.x], hk * (params.head_dim / 4u) + i, k[p.y]);
+    let d4 = params.head_dim / 4u;
+    let c = hk * d4 + i;
+    if (slot >= TAIL) {
+        return widen(tk[(slot - TAIL) * params.n_kv_heads * d4 + c]);
+    }
+    let kv = 4u * params.n_kv_heads * d4;
+    let words = kv / CPW;
+    let size = 1u << params.block_shift;
+    let base = (slot >> params.block_shift) * (size * words + kv);
+    let codes = codes4(k[base + (slot & (size - 1u)) * words + c * BITS / 8u], c);
+    let st = base + size * words + 4u * c;
+    let s0 = unpack2x16float(k[st]);
+    let s1 = unpack2x16float(k[st + 1u]);
+    let s2 = unpack2x16float(k[st + 2u]);
+    let s3 = unpack2x16float(k[st + 3u]);
+    return vec4<f32>(s0.y, s1.y, s2.y, s3.y) + vec4<f32>(s0.x, s1.x, s2.x, s3.x) * codes;
 }
 
+// Channels 4i..4i+3 of value head hk at `slot`: from the tail, or from the slot's codes and its head's
+// (scale, minimum).
 fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    let p = place(slot, hk, i);
-    return dequant4(v[p.x], hk * (params.head_dim / 4u) + i, v[p.y]);
+    let d4 = params.head_dim / 4u;
+    let c = hk * d4 + i;
+    if (slot >= TAIL) {
+        return widen(tv[(slot - TAIL) * params.n_kv_heads * d4 + c]);
+    }
+    let words = 4u * params.n_kv_heads * d4 / CPW;
+    let base = slot * (words + params.n_kv_heads);
+    let s = unpack2x16float(v[base + words + hk]);
+    return s.y + s.x * codes4(v[base + c * BITS / 8u], c);
 }
 #else
 #ifdef F16POOL
@@ -107,25 +133,38 @@ fn widen(w: vec2<u32>) -> vec4<f32> {
 }
 
 fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return widen(k[place(slot, hk, i).x]);
+    return widen(k[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i]);
 }
 
 fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return widen(v[place(slot, hk, i).x]);
+    return widen(v[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i]);
 }
 #else
 fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return k[place(slot, hk, i).x];
+    return k[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i];
 }
 
 fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return v[place(slot, hk, i).x];
+    return v[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i];
 }
 #endif
 #endif
 
-// The pool slot of position j of the sequence whose block table starts at toff.
-fn slot_of(toff: u32, j: u32) -> u32 {
+// Token t's sequence's tail: its first ring slot and the first position read from the ring (KIVI);
+// elsewhere no position is in a tail.
+fn tail_of(t: u32) -> vec2<u32> {
+#ifdef KIVI
+    return kivi[t];
+#else
+    return vec2<u32>(0u, 0xFFFFFFFFu);
+#endif
+}
+
+// The slot of position j of the sequence whose block table starts at toff and whose tail is `tail`.
+fn slot_of(toff: u32, tail: vec2<u32>, j: u32) -> u32 {
+    if (j >= tail.y) {
+        return TAIL | (tail.x + (j & ((2u << params.block_shift) - 1u)));
+    }
     let size_mask = (1u << params.block_shift) - 1u;
     return (table[toff + (j >> params.block_shift)] << params.block_shift) | (j & size_mask);
 }
@@ -155,17 +194,13 @@ fn main(inv: Invocation) {
     let n = wt.z;
     let lane = inv.sg_lane;
     let toff = seqs[u0 / group].x;
+    let tail = tail_of(u0 / group);
     // Rows past the tile's last are clamped onto it, so every load stays in bounds; they are not stored.
     var qbase: array<u32, QR>;
     var limit: array<u32, QR>;
     var m: array<f32, QR>;
     var l: array<f32, QR>;
     var acc: array<vec4<f32>, QR * C>;
-#ifdef CODES
-    // A code's value is min + scale x code, so q . k = min sum(q) + scale (q . codes): each row's channel
-    // sum once, and the keys' codes dotted as integers in f32, with no dequantization per channel.
-    var qsum: array<f32, QR>;
-#endif
     for (var r = 0u; r < QR; r++) {
         let u = u0 + min(r, n - 1u);
         let t = u / group;
@@ -176,53 +211,23 @@ fn main(inv: Invocation) {
         for (var c = 0u; c < C; c++) {
             acc[r * C + c] = vec4<f32>(0.0);
         }
-#ifdef CODES
-        qsum[r] = 0.0;
-        for (var i = 0u; i < D4; i++) {
-            qsum[r] += dot(q[qbase[r] + i], vec4<f32>(1.0));
-        }
-#endif
     }
     // The tile's rows are in token order, so the last sees the most keys.
     let seen = limit[QR - 1u];
     for (var j0 = 0u; j0 < seen; j0 += WG) {
         let j = j0 + lane;
         // Keys past `seen` are clamped for the load and masked below.
-        let slot = slot_of(toff, min(j, seen - 1u));
+        let slot = slot_of(toff, tail, min(j, seen - 1u));
         var s: array<f32, QR>;
         for (var r = 0u; r < QR; r++) {
             s[r] = 0.0;
         }
-#ifdef CODES
-        // The head's code words in order, 8 / BITS vec4s of channels each.
-        let at = place(slot, hk, 0u);
-        for (var w = 0u; w < D4 * BITS / 8u; w++) {
-            let word = k[at.x + w];
-            for (var h = 0u; h < 8u / BITS; h++) {
-                let chunk = word >> (h * 4u * BITS);
-                let codes = vec4<f32>(
-                    f32(chunk & MASK),
-                    f32((chunk >> BITS) & MASK),
-                    f32((chunk >> (2u * BITS)) & MASK),
-                    f32((chunk >> (3u * BITS)) & MASK),
-                );
-                for (var r = 0u; r < QR; r++) {
-                    s[r] += dot(q[qbase[r] + w * (8u / BITS) + h], codes);
-                }
-            }
-        }
-        let ks = unpack2x16float(k[at.y]);
-        for (var r = 0u; r < QR; r++) {
-            s[r] = ks.y * qsum[r] + ks.x * s[r];
-        }
-#else
         for (var i = 0u; i < D4; i++) {
             let kv = load_k(slot, hk, i);
             for (var r = 0u; r < QR; r++) {
                 s[r] += dot(q[qbase[r] + i], kv);
             }
         }
-#endif
         // Key 0 is visible to every row, so after the first block the maximum is finite and a masked
         // key's exp(NEG_MAX - m) is exactly 0.
         var p: array<f32, QR>;
@@ -273,6 +278,7 @@ fn main(inv: Invocation) {
     let th = t * params.n_heads + hk * group + u % group;
     let d4 = params.head_dim / 4u;
     let toff = seqs[t].x;
+    let tail = tail_of(t);
     var qv: array<vec4<f32>, MAX_D4>;
     var acc: array<vec4<f32>, MAX_D4>;
     for (var i = 0u; i < d4; i++) {
@@ -283,7 +289,7 @@ fn main(inv: Invocation) {
     var l = 0.0;
     let seen = seqs[t].y + 1u;
     for (var j = 0u; j < seen; j++) {
-        let slot = slot_of(toff, j);
+        let slot = slot_of(toff, tail, j);
         var s = 0.0;
         for (var i = 0u; i < d4; i++) {
             s += dot(qv[i], load_k(slot, hk, i));

@@ -295,15 +295,19 @@ fn act_unit(b0: u32, u: u32, units: u32) -> ActUnit {
 // on CPU adapters, where the lanes of one invocation hold different rows and no packed dot-product
 // instruction applies.
 //
-// The unit's pairs, once per tile: pc[j][p] packs value j of activation rows 2p and 2p + 1.
-fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
-    var pc: array<vec4<i32>, 32>;
+// The unit's pairs, once per tile: pc[j][p] packs value j of activation rows 2p and 2p + 1. PV holds the
+// tile's BATCH / 2 pairs (vec4<i32> for tiles of 8 rows, vec2<i32> for 4), so a tile of 4 does half the
+// multiplies of one of 8: a step of 2-4 decode rows does not pay for 8.
+const NP = BATCH / 2u;
+
+fn pair_codes(xu: ActUnit) -> array<PV, 32> {
+    var pc: array<PV, 32>;
     for (var word = 0u; word < 4u; word++) {
         for (var byte = 0u; byte < 4u; byte++) {
             let shift = 24u - 8u * byte;
-            var lo: vec4<i32>;
-            var hi: vec4<i32>;
-            for (var p = 0u; p < 4u; p++) {
+            var lo: PV;
+            var hi: PV;
+            for (var p = 0u; p < NP; p++) {
                 let a0 = bitcast<i32>(xu.a[2u * p][word] << shift) >> 24u;
                 let a1 = bitcast<i32>(xu.a[2u * p + 1u][word] << shift) >> 24u;
                 lo[p] = a0 + (a1 << 16u);
@@ -318,16 +322,16 @@ fn pair_codes(xu: ActUnit) -> array<vec4<i32>, 32> {
     return pc;
 }
 
-// The tile's 8 exact integer dot products with one weight unit: out[0][p] for activation row 2p,
+// The tile's BATCH exact integer dot products with one weight unit: out[0][p] for activation row 2p,
 // out[1][p] for row 2p + 1.
-fn pair_dots(wu: WUnit, pc: ptr<function, array<vec4<i32>, 32>>) -> array<vec4<i32>, 2> {
-    var acc0 = vec4<i32>(0);
-    var acc1 = vec4<i32>(0);
+fn pair_dots(wu: WUnit, pc: ptr<function, array<PV, 32>>) -> array<PV, 2> {
+    var acc0 = PV(0);
+    var acc1 = PV(0);
 #ifdef FMT_Q8_0
     // 8-bit weights split as w = 16 wh + wl (wl in 0..15, wh in -8..7), each half within the packing's
     // bound (16 * 8 * 127 = 16256 for wh), summed apart and joined after the split.
-    var high0 = vec4<i32>(0);
-    var high1 = vec4<i32>(0);
+    var high0 = PV(0);
+    var high1 = PV(0);
 #endif
     for (var word = 0u; word < 4u; word++) {
         let q0 = wu.q[word];
@@ -357,13 +361,14 @@ fn pair_dots(wu: WUnit, pc: ptr<function, array<vec4<i32>, 32>>) -> array<vec4<i
 }
 
 // Two packed sums over a unit's halves, each S0 + S1 * 65536, back to (S0 of both, S1 of both).
-fn split_pairs(acc0: vec4<i32>, acc1: vec4<i32>) -> array<vec4<i32>, 2> {
-    let s = vec4<u32>(16u);
-    let lo0 = (acc0 << s) >> s;
-    let lo1 = (acc1 << s) >> s;
-    var out: array<vec4<i32>, 2>;
-    out[0] = lo0 + lo1;
-    out[1] = ((acc0 - lo0) >> s) + ((acc1 - lo1) >> s);
+fn split_pairs(acc0: PV, acc1: PV) -> array<PV, 2> {
+    var out: array<PV, 2>;
+    for (var p = 0u; p < NP; p++) {
+        let lo0 = (acc0[p] << 16u) >> 16u;
+        let lo1 = (acc1[p] << 16u) >> 16u;
+        out[0][p] = lo0 + lo1;
+        out[1][p] = ((acc0[p] - lo0) >> 16u) + ((acc1[p] - lo1) >> 16u);
+    }
     return out;
 }
 #endif
@@ -436,7 +441,7 @@ fn main(inv: Invocation) {
             let row = min(row0 + r, params.n - 1u);
             let wu = load_unit(row * params.row_bytes + u * BLOCK_BYTES);
             let dots = pair_dots(wu, &pc);
-            for (var p = 0u; p < 4u; p++) {
+            for (var p = 0u; p < NP; p++) {
                 sums[r][2u * p] += scaled(wu, dots[0][p], xu.ds[2u * p]);
                 sums[r][2u * p + 1u] += scaled(wu, dots[1][p], xu.ds[2u * p + 1u]);
             }

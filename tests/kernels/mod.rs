@@ -90,6 +90,7 @@ catalogue! {
     kv::kv_gear,
     kv::kv_gear_load,
     kv::kv_load,
+    kv::kv_paged_seal,
     kv::kv_paged_store,
     kv::kv_rotate,
     kv::kv_store,

@@ -4,7 +4,10 @@
 //! eighty_days_eval.txt) at contexts 512 (8 chunks) and 2048 (2 chunks). Per mode: KV bytes per token
 //! with every code and statistic counted, the device bytes of the whole cache at a 4,096-token context
 //! (including a packed mode's f32 working cache), perplexity, ΔPPL, mean KLD and top-1 agreement against
-//! the f16 cache's distributions, and decode tokens/s with 512 and 4,000 positions cached.
+//! the f16 cache's distributions, and decode tokens/s with 512 and 4,000 positions cached. Modes named
+//! `paged:MODE` run the paged cache of continuous batching (`Llama::set_paged`, blocks of the mode's
+//! `paged_block`) as one sequence through `Llama::forward_paged`, so that its packed attention is scored
+//! by the same protocol (`--only paged` runs those alone).
 
 use std::path::Path;
 use std::time::Instant;
@@ -71,6 +74,12 @@ fn modes(n_ctx: usize, quick: bool) -> Vec<&'static str> {
             "gear:4:q",
             "gear:4:qs",
             "gear:4:ql",
+            "paged:f16",
+            "paged:q8",
+            "paged:q4",
+            "paged:q4h",
+            "paged:q2",
+            "paged:q2h",
         ]
     } else {
         // EMS at three budgets: 128, 256 and 512 slots per head of the 2,048-token context.
@@ -78,15 +87,66 @@ fn modes(n_ctx: usize, quick: bool) -> Vec<&'static str> {
     }
 }
 
+/// A mode name of the bench: the cache mode, and whether it is paged (`paged:MODE`).
+fn mode_of(name: &str) -> Result<(KvMode, bool), String> {
+    let (mode, paged) = match name.strip_prefix("paged:") {
+        Some(m) => (m, true),
+        None => (name, false),
+    };
+    Ok((mode.parse().map_err(|x: wring_llm::LlmError| x.to_string())?, paged))
+}
+
+/// Whether `--only` leaves `mode` out (`paged` keeps every paged mode).
+fn skipped(only: Option<&str>, mode: &str) -> bool {
+    only.is_some_and(|o| o != mode && !(o == "paged" && mode.starts_with("paged:")))
+}
+
+/// Sets `m`'s cache to the bench's mode `name` for `positions` positions.
+fn set_mode(m: &mut Llama, ctx: &Context, name: &str, positions: usize) -> Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let (kv, paged) = mode_of(name)?;
+    if paged {
+        let block = kv.paged_block();
+        m.set_paged(ctx, kv, positions.div_ceil(block), block)
+            .map_err(|x| e(&x))?;
+    } else {
+        m.set_kv_mode(ctx, kv).map_err(|x| e(&x))?;
+    }
+    Ok(())
+}
+
+/// Greedy decode steps per second with `at` positions cached (a paged cache: one sequence over its
+/// blocks in order, whatever they hold).
 fn decode_speed(m: &mut Llama, ctx: &Context, at: usize) -> Result<f64, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let n = 8;
-    m.assume_filled(ctx, at).map_err(|x| e(&x))?;
+    let step = |m: &mut Llama, token: u32, pos: usize| -> Result<(), String> {
+        match m.paged() {
+            Some(p) => {
+                let table: Vec<u32> = (0..(pos + 1).div_ceil(p.block) as u32).collect();
+                let rows = [wring_llm::SeqRows {
+                    tokens: &[token],
+                    pos0: pos,
+                    table: &table,
+                    tail: 0,
+                    reused: 0,
+                }];
+                m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+            }
+            None => {
+                m.forward(ctx, &[token], false).map_err(|x| e(&x))?;
+            }
+        }
+        Ok(())
+    };
+    if m.paged().is_none() {
+        m.assume_filled(ctx, at).map_err(|x| e(&x))?;
+    }
     // The first step builds any pipeline not built yet; it is not timed.
-    m.forward(ctx, &[1], false).map_err(|x| e(&x))?;
+    step(m, 1, at)?;
     let start = Instant::now();
     for t in 0..n as u32 {
-        m.forward(ctx, &[2 + t * 7], false).map_err(|x| e(&x))?;
+        step(m, 2 + t * 7, at + 1 + t as usize)?;
     }
     Ok(f64::from(n) / start.elapsed().as_secs_f64())
 }
@@ -139,6 +199,10 @@ pub fn run(
     let contexts: &[usize] = if quick { &[256] } else { &[2048, 512] };
     for &n_ctx in contexts {
         let chunks = tokens / n_ctx;
+        // A context none of whose modes `--only` keeps needs no reference.
+        if modes(n_ctx, quick).iter().all(|m| skipped(only, m)) {
+            continue;
+        }
         // A resumed run skips a context whose rows are all kept: its f16 reference alone costs a
         // quarter of an hour on a CPU adapter, and the kept f16 row already holds its perplexity.
         let kept_f16 = report
@@ -149,7 +213,7 @@ pub fn run(
         if let Some(ppl) = kept_f16
             && modes(n_ctx, quick)
                 .iter()
-                .all(|m| only.is_some_and(|o| o != *m) || done(&report, m, n_ctx))
+                .all(|m| skipped(only, m) || done(&report, m, n_ctx))
         {
             eprintln!("== ctx {n_ctx}: every row kept from the interrupted run");
             report.f16_ppl.push((n_ctx, ppl));
@@ -175,11 +239,10 @@ pub fn run(
         report.f16_ppl.push((n_ctx, base.ppl));
         let mut measured = vec![("f16", base, start.elapsed().as_secs_f64())];
         for mode in modes(n_ctx, quick) {
-            if only.is_some_and(|o| o != mode) || done(&report, mode, n_ctx) {
+            if skipped(only, mode) || done(&report, mode, n_ctx) {
                 continue;
             }
-            let kv: KvMode = mode.parse().map_err(|x| e(&x))?;
-            m.set_kv_mode(&ctx, kv).map_err(|x| e(&x))?;
+            set_mode(&mut m, &ctx, mode, n_ctx)?;
             let start = Instant::now();
             let q = quality(&mut m, &ctx, ids, &r).map_err(|x| e(&x))?;
             measured.push((mode, q, start.elapsed().as_secs_f64()));
@@ -214,11 +277,13 @@ fn row(
     (mode, q, eval_s): (&str, Quality, f64),
     f16_ppl: f64,
 ) -> Result<Row, String> {
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    let kv: KvMode = mode.parse().map_err(|x| e(&x))?;
-    long.set_kv_mode(ctx, kv).map_err(|x| e(&x))?;
+    let (kv, paged) = mode_of(mode)?;
+    set_mode(long, ctx, mode, 4096)?;
     // EMS holds its budget's slots whatever the context: their bytes spread over the context's tokens.
+    // A paged mode's are its pools' over the positions they hold (a KIVI pool's tails come with the
+    // sequences that run; one block of f16 each).
     let bytes_per_token = match kv {
+        _ if paged => long.kv_bytes() as f64 / 4096.0,
         KvMode::Ems { budget } => {
             kv.bytes_per_token(&long.cfg) * budget.min(n_ctx) as f64 / n_ctx as f64
         }

@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         no_save: bool,
         /// `bench quant` and `bench quality` only: the quantizers (and llama.cpp types) whose names
-        /// contain this.
+        /// contain this; `bench kv`: this mode alone (`paged`: every paged mode).
         #[arg(long)]
         only: Option<String>,
         /// Where to keep results (default bench-results/).

@@ -354,9 +354,10 @@ fn scaling(
 }
 
 /// Decode at depth 4,096: the contiguous f16 and q4 caches (a packed mode expands the past into an f32
-/// working cache before attention) beside the paged f16, q8 and q4 (rotated) pools (attention reads the
-/// codes where they lie). The cache's contents are whatever its buffers hold (zeros): a step's work does
-/// not depend on them. Mean of `steps` steps after two untimed ones.
+/// working cache before attention) beside the paged f16, q8, q4 (rotated) and KIVI q2 pools (attention
+/// reads the codes where they lie; q2's last 31 positions in its f16 tail, as a sequence holds them in
+/// the step before its block fills). The cache's contents are whatever its buffers hold (zeros): a step's
+/// work does not depend on them. Mean of `steps` steps after two untimed ones.
 fn depth(
     ctx: &wring_runtime::Context,
     g: &wring_gguf::Gguf,
@@ -379,19 +380,26 @@ fn depth(
         bits: 8,
         rotate: false,
     };
+    let q2 = KvMode::Kivi {
+        bits: 2,
+        rotate: false,
+    };
     let mut time = |name: String, m: &mut wring_llm::Llama, paged: bool| -> Result<(), String> {
-        let table: Vec<u32> = (0..(DEPTH / 16) as u32).collect();
+        let block = m.paged().map_or(16, |p| p.block);
+        let table: Vec<u32> = (0..(DEPTH / block) as u32).collect();
         let mut total = 0f64;
         for i in 0..steps + 2 {
             if !paged {
-                m.assume_filled(ctx, DEPTH - 1).map_err(|x| e(&x))?;
+                m.assume_filled(ctx, DEPTH - 2).map_err(|x| e(&x))?;
             }
             let t = Instant::now();
             if paged {
                 let rows = [wring_llm::SeqRows {
                     tokens: &[504],
-                    pos0: DEPTH - 1,
+                    pos0: DEPTH - 2,
                     table: &table,
+                    tail: 0,
+                    reused: 0,
                 }];
                 m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
             } else {
@@ -417,8 +425,10 @@ fn depth(
         m.set_kv_mode(ctx, mode).map_err(|x| e(&x))?;
         time(format!("contiguous {mode}"), &mut m, false)?;
     }
-    for mode in [KvMode::F16, q8, q4, q4r] {
-        m.set_paged(ctx, mode, DEPTH / 16, 16).map_err(|x| e(&x))?;
+    for mode in [KvMode::F16, q8, q4, q4r, q2] {
+        let block = mode.paged_block();
+        m.set_paged(ctx, mode, DEPTH / block, block)
+            .map_err(|x| e(&x))?;
         // Pooled buffers may hold another mode's bytes; zeros decode to zeros in every pool.
         m.assume_filled(ctx, 0).map_err(|x| e(&x))?;
         time(format!("paged {mode}"), &mut m, true)?;
@@ -616,7 +626,9 @@ pub fn table(r: &ServeReport) -> String {
         );
     }
     t += "\nOne sequence decoding at depth 4,096, by KV cache (q8 activations; a contiguous packed cache is \
-          expanded into an f32 working cache before each layer's attention, a paged one is read as codes):\n\n\
+          expanded into an f32 working cache before each layer's attention, a paged one is read as codes; q2 is \
+          KIVI's, blocks of 32 with keys per channel, its newest 31 positions in an f16 tail, counted in its \
+          bytes):\n\n\
           | cache | ms a step | tokens/s | KV device bytes | bytes per position |\n|---|---|---|---|---|\n";
     for d in &r.depth {
         t += &format!(

@@ -253,11 +253,11 @@ enum Command {
         #[arg(long)]
         model_id: Option<String>,
         /// Positions of the KV cache: a request's prompt and generated tokens together fit in it. With a
-        /// paged cache (f32, f16, q8, q4) it is also the pool all running requests share, unless --kv-budget
+        /// paged cache (f32, f16, q8, q4, q2) it is also the pool all running requests share, unless --kv-budget
         /// sizes the pool.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
-        /// Requests decoded together in each step (continuous batching; f32, f16, q8 and q4 KV caches,
+        /// Requests decoded together in each step (continuous batching; f32, f16, q8, q4 and q2 KV caches,
         /// which are paged; other modes run one request at a time).
         #[arg(long, default_value_t = 4)]
         parallel: usize,
@@ -1354,11 +1354,9 @@ struct Batching {
     queue: usize,
 }
 
-/// Positions per block of the paged KV cache (vLLM's default).
-const KV_BLOCK: usize = 16;
-
-/// Pages `model`'s cache for `batch` where its mode has a paged form (f32, f16, q8, q4): blocks for `--kv-budget`
-/// MiB, or `max_context` positions. Returns what the cache is, for the log line.
+/// Pages `model`'s cache for `batch` where its mode has a paged form (f32, f16, q8, q4, q2): blocks of
+/// the mode's size (`KvMode::paged_block`) for `--kv-budget` MiB, or `max_context` positions. Returns
+/// what the cache is, for the log line.
 fn page_cache(
     ctx: &Context,
     model: &mut wring_llm::Llama,
@@ -1371,11 +1369,12 @@ fn page_cache(
             model.max_context
         ));
     }
+    let block = kv_cache.paged_block();
     let blocks = match batch.kv_budget_mib {
-        Some(mib) => model.paged_blocks_within(kv_cache, KV_BLOCK, mib.saturating_mul(1 << 20)),
-        None => model.max_context.div_ceil(KV_BLOCK),
+        Some(mib) => model.paged_blocks_within(kv_cache, block, mib.saturating_mul(1 << 20)),
+        None => model.max_context.div_ceil(block),
     };
-    let shape = model.set_paged(ctx, kv_cache, blocks, KV_BLOCK)?;
+    let shape = model.set_paged(ctx, kv_cache, blocks, block)?;
     Ok(format!(
         "paged {kv_cache} KV cache of {} positions shared by {} requests at once, {} positions each at most",
         shape.positions(),

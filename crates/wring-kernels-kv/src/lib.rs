@@ -5,7 +5,8 @@
 //! rotation to queries and keys (which leaves attention unchanged and makes keys easier to quantize);
 //! `kv_gear` and `kv_gear_load` add GEAR's outliers and low-rank error correction to the codes;
 //! `kv_ems_score` and `kv_ems_compact` keep an f32 cache within a per-head budget (EMS evict-then-merge);
-//! `kv_paged_store` and `attn_paged` serve the paged cache of continuous batching (block tables).
+//! `kv_paged_store`, `kv_paged_seal` and `attn_paged` serve the paged cache of continuous batching (block
+//! tables).
 //! The cache's layout is [`cache::KvLayout`]; each kernel's CPU twin is beside its descriptor.
 
 pub mod cache;
@@ -17,7 +18,7 @@ pub mod rotate;
 pub use cache::{KvLayout, KvLoad, KvStore};
 pub use ems::{EmsLayout, KvEmsCompact, KvEmsScore};
 pub use gear::{KvGear, KvGearLoad};
-pub use paged::{AttnPaged, KvPagedStore, Pool};
+pub use paged::{AttnPaged, KvPagedSeal, KvPagedStore, Pool};
 pub use rotate::KvRotate;
 
 wring_kernels_core::family!();

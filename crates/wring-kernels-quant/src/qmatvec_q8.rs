@@ -79,8 +79,9 @@ impl Kernel for QmatvecQ8 {
         // (bench-results/2026-12-01-llvmpipe-llvm-15-qmatvec-q8).
         // Q8_0 keeps `lanes`, whose rows read two blocks at a time from aligned words; its SWAR form needs
         // two multiplies per pair and unaligned loads, and measured 0.49x on the head's shape.
+        // A step of 2-4 rows takes tiles of 4, whose pairs need half the multiplies of a tile of 8.
         let auto = if tiles {
-            format!("{fmt}_b8_pairs")
+            format!("{fmt}_b{}_pairs", if batch <= 4 { 4 } else { 8 })
         } else if reduction == plan::RowReduction::Narrow && format != BlockFormat::Q8_0 {
             format!("{fmt}_b1_swar")
         } else {

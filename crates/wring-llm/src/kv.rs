@@ -269,12 +269,22 @@ impl KvMode {
         Ok(Some(l))
     }
 
-    /// Whether the mode has a paged form (`Llama::set_paged`): f32, f16, q8 and q4 (rotated or not).
+    /// Whether the mode has a paged form (`Llama::set_paged`): f32, f16, q8, q4 and q2 (rotated or not).
     pub fn paged(&self) -> bool {
         matches!(
             self,
-            KvMode::F32 | KvMode::F16 | KvMode::Kivi { bits: 8 | 4, .. }
+            KvMode::F32 | KvMode::F16 | KvMode::Kivi { bits: 8 | 4 | 2, .. }
         )
+    }
+
+    /// Positions per block of the mode's paged cache: KIVI's group of [`KEY_GROUP`] for the code modes,
+    /// whose keys are quantized per channel over a block (smaller blocks spend more on statistics),
+    /// vLLM's 16 otherwise.
+    pub fn paged_block(&self) -> usize {
+        match self {
+            KvMode::Kivi { .. } => KEY_GROUP,
+            _ => 16,
+        }
     }
 
     /// Whether the mode rotates queries and keys (KIVI's `r` forms).

@@ -10,7 +10,7 @@ use wring_runtime::dispatch::{
 };
 use wring_runtime::kernels::kv::{
     AttnPaged, EmsLayout, KvEmsCompact, KvEmsScore, KvGear, KvGearLoad, KvLayout, KvLoad,
-    KvPagedStore, KvRotate, KvStore, Pool, paged as kv_paged,
+    KvPagedSeal, KvPagedStore, KvRotate, KvStore, Pool, paged as kv_paged,
 };
 use wring_runtime::kernels::tensor::{
     Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8,
@@ -63,6 +63,9 @@ enum LayerCache {
     Paged {
         k: Tensor,
         v: Tensor,
+        /// A code pool's f16 tails for keys and values (a ring of two blocks of positions per running
+        /// sequence), allocated as sequences need them ([`Llama::forward_paged`]).
+        tails: Option<[Tensor; 2]>,
     },
 }
 
@@ -91,6 +94,13 @@ pub struct SeqRows<'a> {
     pub tokens: &'a [u32],
     pub pos0: usize,
     pub table: &'a [u32],
+    /// The sequence's tail in a code pool (its newest positions in f16, a ring of two blocks): the same
+    /// for the sequence from step to step, and different from every other sequence running. Ignored by
+    /// other pools.
+    pub tail: u32,
+    /// Leading positions the sequence took from the prefix cache rather than computing them (whole
+    /// blocks, held in the pool only, never in its tail); 0 when it computed them all.
+    pub reused: usize,
 }
 
 /// Which rows' logits a step returns.
@@ -105,7 +115,13 @@ enum Logits {
 /// What a step over a paged cache binds besides the pools: each token's slot, the block tables, each
 /// token's (table offset, position), and attention's tiles.
 struct PagedStep {
+    /// Each token's slot in the pools (in the tails for a KIVI pool, or `kv_paged::NO_SLOT` for a
+    /// position of a block the step seals).
     slots: Tensor,
+    /// A KIVI pool's blocks sealed by the step and the seal's jobs.
+    seal: Option<(KvPagedSeal, Tensor)>,
+    /// A code pool's per-token (first ring slot, first position read from the ring).
+    kivi: Option<Tensor>,
     table: Tensor,
     seqs: Tensor,
     tiles: Tensor,
@@ -156,7 +172,9 @@ impl LayerCache {
             LayerCache::Packed(t) => t.bytes(),
             LayerCache::Ems { k, v, state } => k.bytes() + v.bytes() + state.bytes(),
             LayerCache::LowRank { ring, features, .. } => ring.bytes() + features.bytes(),
-            LayerCache::Paged { k, v } => k.bytes() + v.bytes(),
+            LayerCache::Paged { k, v, tails } => {
+                k.bytes() + v.bytes() + tails.iter().flatten().map(Tensor::bytes).sum::<u64>()
+            }
         }
     }
 }
@@ -350,6 +368,8 @@ pub struct Llama {
     lowrank: Option<LowRankScratch>,
     /// A paged cache's shape (its pools are the layers' caches).
     paged: Option<PagedShape>,
+    /// Tails allocated in each layer of a KIVI paged cache.
+    paged_tails: usize,
     /// GPU time per launch of every step since the last [`Llama::take_launch_times`], when the context
     /// profiles (timestamps); the `--profile` summary of the CLI reads it.
     launch_times: Vec<wring_runtime::LaunchTime>,
@@ -589,6 +609,7 @@ impl Llama {
             work: working_cache(ctx, kv_layout.as_ref(), max_context * kv)?,
             lowrank: None,
             paged: None,
+            paged_tails: 0,
             kv_mode,
             kv_layout,
             ems,
@@ -620,6 +641,7 @@ impl Llama {
         self.work = working_cache(ctx, layout.as_ref(), self.max_context * kv)?;
         self.lowrank = None;
         self.paged = None;
+        self.paged_tails = 0;
         self.kv_mode = mode;
         self.kv_layout = layout;
         self.reset();
@@ -690,6 +712,7 @@ impl Llama {
         self.kv_mode = mode;
         self.ems = None;
         self.paged = None;
+        self.paged_tails = 0;
         self.kv_layout = Some(layout);
         self.reset();
         Ok(())
@@ -698,12 +721,13 @@ impl Llama {
     /// Replaces the KV cache with a paged one for continuous batching: in each layer, pools of `blocks`
     /// blocks of `block` positions (a power of two, at least 8) stored as `mode` says, which the sequences
     /// of a batch share through their block tables ([`Llama::forward_paged`]). f32 and f16 are paged as
-    /// they are; q8 and q4 (optionally rotated) as codes per (position, head) with an f16 scale and
-    /// minimum each, which attention dequantizes in registers: unlike the contiguous KIVI cache, keys are
-    /// grouped per token rather than per channel over 32 tokens (a block's positions arrive one step at a
-    /// time), so at 4 bits the rotation matters more. Any other mode is refused, naming the paged ones.
-    /// The pools' bytes are checked against the KV budget and each pool against the adapter's binding
-    /// limit before anything is allocated.
+    /// they are; q8, q4 and q2 (optionally rotated) as KIVI's codes, which attention dequantizes in
+    /// registers: a block's keys per channel over its positions (as the contiguous cache groups them over
+    /// 32 tokens), its values per position and head, quantized when the block is full; until then a
+    /// sequence's newest positions wait in an f16 tail of one block (allocated as sequences need them,
+    /// within the KV budget), which attention reads beside the codes (use blocks of
+    /// [`KvMode::paged_block`], KIVI's 32). Any other mode is refused, naming the paged ones. The pools' bytes are checked against the KV budget and each
+    /// pool against the adapter's binding limit before anything is allocated.
     pub fn set_paged(
         &mut self,
         ctx: &Context,
@@ -724,9 +748,9 @@ impl Llama {
         let kv = c.n_kv_heads * c.head_dim;
         pool.check("paged KV cache", kv, c.head_dim)
             .map_err(|e| LlmError::Request(e.to_string()))?;
-        let words = pool.words_per_slot(kv, c.head_dim);
-        let pool_bytes = (blocks as u128) * (block as u128) * (words as u128) * 4;
-        let total = pool_bytes * 2 * c.n_layers as u128;
+        let [kw, vw] = pool.pool_words(kv, c.head_dim, block, blocks);
+        let pool_bytes = (kw.max(vw) as u128) * 4;
+        let total = (kw as u128 + vw as u128) * 4 * c.n_layers as u128;
         let budget = kv_budget();
         if total > u128::from(budget) {
             return Err(LlmError::Request(format!(
@@ -743,14 +767,16 @@ impl Llama {
                 wring_runtime::human_bytes(u64::try_from(limit).unwrap_or(u64::MAX))
             )));
         }
-        let (elements, dtype) = (blocks * block * words, pool.dtype());
+        let dtype = pool.dtype();
         self.work = None;
         for layer in &mut self.layers {
             layer.cache = LayerCache::Paged {
-                k: ctx.empty(&[elements], dtype)?,
-                v: ctx.empty(&[elements], dtype)?,
+                k: ctx.empty(&[kw], dtype)?,
+                v: ctx.empty(&[vw], dtype)?,
+                tails: None,
             };
         }
+        self.paged_tails = 0;
         let shape = PagedShape {
             blocks,
             block,
@@ -774,12 +800,12 @@ impl Llama {
     /// layer, keys and values): what `--kv-budget` turns into.
     pub fn paged_blocks_within(&self, mode: KvMode, block: usize, bytes: u64) -> usize {
         let c = &self.cfg;
-        let words = paged_pool(mode).map_or(c.n_kv_heads * c.head_dim, |p| {
-            p.words_per_slot(c.n_kv_heads * c.head_dim, c.head_dim)
-        });
-        let per_position = words * 4 * 2 * c.n_layers;
-        (bytes as u128 / (per_position as u128 * block.max(1) as u128)).min(u32::MAX as u128)
-            as usize
+        let kv = c.n_kv_heads * c.head_dim;
+        let [kw, vw] = paged_pool(mode)
+            .unwrap_or(Pool::F32)
+            .pool_words(kv, c.head_dim, block.max(1), 1);
+        let per_block = (kw + vw) as u128 * 4 * c.n_layers as u128;
+        (bytes as u128 / per_block.max(1)).min(u32::MAX as u128) as usize
     }
 
     /// Runs one step over a paged cache ([`Llama::set_paged`]) for the rows of several sequences, each
@@ -803,6 +829,12 @@ impl Llama {
             if s.tokens.is_empty() {
                 return Err(LlmError::Request(format!(
                     "sequence {i} of the step has no tokens"
+                )));
+            }
+            if s.reused > s.pos0 {
+                return Err(LlmError::Request(format!(
+                    "sequence {i} reused {} positions from the prefix cache and starts its step at {}",
+                    s.reused, s.pos0
                 )));
             }
             if end > self.max_context {
@@ -831,6 +863,24 @@ impl Llama {
                 tokens.len()
             )));
         }
+        if shape.pool.kivi() {
+            let mut tails: Vec<u32> = seqs.iter().map(|s| s.tail).collect();
+            tails.sort_unstable();
+            if tails.windows(2).any(|w| w[0] == w[1]) {
+                return Err(LlmError::Request(
+                    "two sequences of the step share a KIVI tail".into(),
+                ));
+            }
+            let need = tails.last().map_or(0, |&t| t as usize + 1);
+            if need > shape.blocks {
+                return Err(LlmError::Request(format!(
+                    "KIVI tail {} of a pool of {} blocks (a running sequence holds at least one)",
+                    need - 1,
+                    shape.blocks
+                )));
+            }
+            self.grow_tails(ctx, need, shape)?;
+        }
         let logits = if logit_rows == 0 {
             Logits::Last
         } else {
@@ -838,6 +888,43 @@ impl Llama {
         };
         let out = self.run(ctx, &tokens, logits, None, Some((seqs, shape)))?;
         Ok(if logit_rows == 0 { Vec::new() } else { out })
+    }
+
+    /// Makes every layer of a KIVI paged cache hold at least `need` tails (in steps of powers of two),
+    /// keeping the tails already there: a running sequence's unsealed positions live in them.
+    fn grow_tails(&mut self, ctx: &Context, need: usize, shape: PagedShape) -> Result<(), LlmError> {
+        if need <= self.paged_tails {
+            return Ok(());
+        }
+        let c = &self.cfg;
+        let words_per_tail = 2 * shape.block * c.n_kv_heads * c.head_dim / 2;
+        let count = need.next_power_of_two().min(shape.blocks).max(need);
+        let added = ((count - self.paged_tails) * words_per_tail * 4 * 2 * c.n_layers) as u64;
+        let budget = kv_budget();
+        if self.kv_bytes().saturating_add(added) > budget {
+            return Err(LlmError::Request(format!(
+                "the KIVI tails of {count} sequences would take the paged KV cache past the {} budget; run fewer sequences at once or raise WRING_KV_BUDGET_MIB",
+                wring_runtime::human_bytes(budget)
+            )));
+        }
+        for layer in &mut self.layers {
+            if let LayerCache::Paged { tails, .. } = &mut layer.cache {
+                let mut grown = Vec::with_capacity(2);
+                for side in 0..2 {
+                    let mut words = vec![0u32; count * words_per_tail];
+                    if let Some(old) = tails.as_ref() {
+                        let kept: Vec<u32> = ctx.read(&old[side])?;
+                        words[..kept.len()].copy_from_slice(&kept);
+                    }
+                    grown.push(ctx.upload(&[words.len()], &words)?);
+                }
+                let v = grown.pop().expect("two sides");
+                let k = grown.pop().expect("two sides");
+                *tails = Some([k, v]);
+            }
+        }
+        self.paged_tails = count;
+        Ok(())
     }
 
     /// The bindings of a step over a paged cache (see [`PagedStep`]).
@@ -851,13 +938,43 @@ impl Llama {
         let kv = c.n_kv_heads * c.head_dim;
         let (mut slots, mut table, mut rows, mut segments) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let b = shape.block;
+        let kivi = shape.pool.kivi();
+        // A code pool: each token's (first ring slot, first position read from the ring), and the blocks
+        // the step fills. The ring holds a sequence's last full block and its unfinished one (positions
+        // from `recent` on); earlier positions of the step are only sealed into the pool.
+        let (mut info, mut jobs) = (Vec::new(), Vec::new());
+        let ring = 2 * b;
         for s in seqs {
             let off = table.len() as u32;
-            segments.push((slots.len(), s.tokens.len()));
-            for p in s.pos0..s.pos0 + s.tokens.len() {
-                slots
-                    .push(s.table[p / shape.block] * shape.block as u32 + (p % shape.block) as u32);
+            let first = slots.len();
+            let end = s.pos0 + s.tokens.len();
+            let recent = (end / b).saturating_sub(1) * b;
+            let ring0 = s.tail as usize * ring;
+            segments.push((first, s.tokens.len()));
+            for p in s.pos0..end {
+                slots.push(if !kivi {
+                    s.table[p / b] * b as u32 + (p % b) as u32
+                } else if p >= recent {
+                    (ring0 + p % ring) as u32
+                } else {
+                    kv_paged::NO_SLOT
+                });
                 rows.extend([off, p as u32]);
+                if kivi {
+                    info.extend([ring0 as u32, recent.max(s.reused) as u32]);
+                }
+            }
+            if kivi {
+                // Blocks whose last position the step computes: the first may have positions staged
+                // in the ring by earlier steps.
+                for blk in s.pos0 / b..end / b {
+                    let start = blk * b;
+                    let staged = s.pos0.saturating_sub(start);
+                    let token = first + start + staged - s.pos0;
+                    let at = ring0 + start % ring;
+                    jobs.extend([s.table[blk], at as u32, staged as u32, token as u32]);
+                }
             }
             table.extend_from_slice(s.table);
         }
@@ -880,9 +997,32 @@ impl Llama {
             tiles: tiles.len() / 2,
             tile_rows,
             pool: shape.pool,
+            tails: if kivi { self.paged_tails } else { 0 },
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
+        let seal = if jobs.is_empty() {
+            None
+        } else {
+            let unit = KvPagedSeal {
+                pool: shape.pool,
+                kv,
+                head_dim: c.head_dim,
+                block: b,
+                blocks: shape.blocks,
+                tails: self.paged_tails,
+                tokens: t,
+                jobs: jobs.len() / 4,
+            };
+            Some((unit, ctx.upload(&[jobs.len()], &jobs)?))
+        };
+        let kivi = if kivi {
+            Some(ctx.upload(&[info.len()], &info)?)
+        } else {
+            None
+        };
         Ok(PagedStep {
+            seal,
+            kivi,
             slots: ctx.upload(&[t], &slots)?,
             table: ctx.upload(&[table.len()], &table)?,
             seqs: ctx.upload(&[rows.len()], &rows)?,
@@ -931,9 +1071,12 @@ impl Llama {
                     zero(ring)?;
                     zero(features)?;
                 }
-                LayerCache::Paged { k, v } => {
+                LayerCache::Paged { k, v, tails } => {
                     zero(k)?;
                     zero(v)?;
+                    for t in tails.iter().flatten() {
+                        zero(t)?;
+                    }
                 }
             }
         }
@@ -1456,15 +1599,47 @@ impl Llama {
                 paged_step.is_none() && hd.is_multiple_of(32) && takes_q8(&step, &layer.wo, t)
             });
             let mut wo_in = Input::F32(&a);
-            if let (LayerCache::Paged { k: kp, v: vp }, Some(ps)) = (&layer.cache, &paged_step) {
+            if let (
+                LayerCache::Paged {
+                    k: kp,
+                    v: vp,
+                    tails,
+                },
+                Some(ps),
+            ) = (&layer.cache, &paged_step)
+            {
                 // The step's keys and values into the pools at their slots, then attention over each
-                // sequence's blocks (a rotating mode's keys were rotated in the scratch above).
+                // sequence's blocks (a rotating mode's keys were rotated in the scratch above). A KIVI
+                // pool first seals the blocks the step fills (reading what earlier steps left in the
+                // tails), then stores the step's other positions into the tails in f16.
+                let kivi = match (tails, &ps.kivi) {
+                    (Some([tk, tv]), Some(info)) => Some((tk, tv, info)),
+                    _ => None,
+                };
+                if let (Some((seal, jobs)), Some((tk, tv, _))) = (&ps.seal, kivi) {
+                    step.run(
+                        seal,
+                        &[
+                            ("k", k_cache),
+                            ("v", v_cache),
+                            ("tk", tk),
+                            ("tv", tv),
+                            ("jobs", jobs),
+                            ("kp", kp),
+                            ("vp", vp),
+                        ],
+                    )?;
+                }
+                let (store_pool, slots_held, dst) = match kivi {
+                    Some((tk, tv, _)) => (Pool::F16, self.paged_tails * 2 * ps.attn.block, [tk, tv]),
+                    None => (ps.attn.pool, ps.attn.slots, [kp, vp]),
+                };
                 let store = KvPagedStore {
                     kv,
                     head_dim: hd,
                     tokens: t,
-                    slots: ps.attn.slots,
-                    pool: ps.attn.pool,
+                    slots: slots_held,
+                    pool: store_pool,
                 };
                 step.run(
                     &store,
@@ -1472,22 +1647,23 @@ impl Llama {
                         ("k", k_cache),
                         ("v", v_cache),
                         ("slots", &ps.slots),
-                        ("kp", kp),
-                        ("vp", vp),
+                        ("kp", dst[0]),
+                        ("vp", dst[1]),
                     ],
                 )?;
-                step.run(
-                    &ps.attn,
-                    &[
-                        ("q", &qr),
-                        ("k", kp),
-                        ("v", vp),
-                        ("table", &ps.table),
-                        ("seqs", &ps.seqs),
-                        ("tiles", &ps.tiles),
-                        ("o", &a),
-                    ],
-                )?;
+                let mut ops = vec![
+                    ("q", &qr),
+                    ("k", kp),
+                    ("v", vp),
+                    ("table", &ps.table),
+                    ("seqs", &ps.seqs),
+                    ("tiles", &ps.tiles),
+                    ("o", &a),
+                ];
+                if let Some((tk, tv, info)) = kivi {
+                    ops.extend([("tk", tk), ("tv", tv), ("kivi", info)]);
+                }
+                step.run(&ps.attn, &ops)?;
             } else {
                 match (&ems_scratch, attn_units) {
                     (Some((scores, probs)), _) => {
@@ -1812,7 +1988,9 @@ impl Llama {
     }
 
     /// [`Llama::for_each_scored`] with each chunk run `step` tokens at a time and `between` called after
-    /// every step but a chunk's last (see [`Llama::perplexity_streaming`]).
+    /// every step but a chunk's last (see [`Llama::perplexity_streaming`]). A paged cache runs each chunk
+    /// as one sequence through [`Llama::forward_paged`] (blocks in order, tail 0), so that the paged
+    /// modes are scored by the same protocol as the contiguous ones.
     #[allow(
         clippy::too_many_arguments,
         reason = "for_each_scored's arguments plus the streaming step and its hook"
@@ -1849,7 +2027,20 @@ impl Llama {
                 let end = (at + step).min(n_ctx);
                 // Only steps that reach the scored second half need their logits read back.
                 let scored = end > n_ctx / 2;
-                let logits = self.forward(ctx, &batch[at..end], scored)?;
+                let logits = match self.paged {
+                    Some(shape) => {
+                        let table: Vec<u32> = (0..n_ctx.div_ceil(shape.block) as u32).collect();
+                        let rows = [SeqRows {
+                            tokens: &batch[at..end],
+                            pos0: at,
+                            table: &table,
+                            tail: 0,
+                            reused: 0,
+                        }];
+                        self.forward_paged(ctx, &rows, if scored { end - at } else { 0 })?
+                    }
+                    None => self.forward(ctx, &batch[at..end], scored)?,
+                };
                 if scored {
                     for j in (n_ctx / 2).max(at)..end.min(n_ctx - 1) {
                         visit(
@@ -2029,8 +2220,9 @@ fn paged_pool(mode: KvMode) -> Result<Pool, LlmError> {
         KvMode::F16 => Ok(Pool::F16),
         KvMode::Kivi { bits: 8, .. } => Ok(Pool::Q8),
         KvMode::Kivi { bits: 4, .. } => Ok(Pool::Q4),
+        KvMode::Kivi { bits: 2, .. } => Ok(Pool::Q2),
         other => Err(LlmError::Request(format!(
-            "KV cache mode {other} has no paged form: batching (--parallel) pages f32, f16, q8 and q4 caches (and their rotated forms)"
+            "KV cache mode {other} has no paged form: batching (--parallel) pages f32, f16, q8, q4 and q2 caches (and their rotated forms)"
         ))),
     }
 }

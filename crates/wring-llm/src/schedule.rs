@@ -34,6 +34,11 @@ struct Running {
     table: BlockTable,
     /// Positions computed so far.
     done: usize,
+    /// Its tail in a code pool: the smallest not held by another running sequence when it was admitted,
+    /// so tails stay below the most sequences that run at once.
+    tail: u32,
+    /// Positions its prompt found in the prefix cache when it was admitted.
+    reused: usize,
 }
 
 /// The scheduler's state: the waiting queue, the running set and the block pool.
@@ -98,6 +103,8 @@ impl Scheduler {
                 tokens: &r.tokens[r.done..r.done + 1],
                 pos0: r.done,
                 table: &r.table.blocks,
+                tail: r.tail,
+                reused: r.reused,
             });
         }
         for r in plan
@@ -110,6 +117,8 @@ impl Scheduler {
                 tokens: &r.tokens[start..end],
                 pos0: start,
                 table: &r.table.blocks,
+                tail: r.tail,
+                reused: r.reused,
             });
         }
         out
@@ -197,11 +206,16 @@ impl Scheduler {
                         plan.prefill.push((id, reused, end));
                         budget -= end - reused;
                     }
+                    let tail = (0..)
+                        .find(|t| self.running.iter().all(|r| r.tail != *t))
+                        .expect("fewer running sequences than tails");
                     self.running.push(Running {
                         id,
                         tokens: prompt,
                         table,
                         done: reused,
+                        tail,
+                        reused,
                     });
                 }
                 Err(_) => {

@@ -172,9 +172,10 @@ impl Model {
     /// Continuations of every prompt at once (continuous batching over a paged KV cache, `parallel`
     /// sequences decoded in each step), in the prompts' order. Each prompt's sampler is seeded with
     /// `seed + its index`; a stop string ends a text before it. Greedy ids equal `complete`'s with
-    /// `q8_activations=False`. The model's cache is paged for the call and then set back (its context is
-    /// forgotten); the paged pool holds twice `context` positions, shared by the batch (a sequence that
-    /// does not fit waits, or is paused and recomputed later).
+    /// `q8_activations=False` and the f32 cache. The model's cache is paged for the call, in its KV cache
+    /// mode where that has a paged form (f32, f16, q8, q4, q2) and f32 otherwise, and then set back (its
+    /// context is forgotten); the paged pool holds twice `context` positions, shared by the batch (a
+    /// sequence that does not fit waits, or is paused and recomputed later).
     #[pyo3(signature = (prompts, max_tokens = 64, temperature = 0.0, top_k = 0, top_p = 1.0, seed = 0, stop = Vec::new(), parallel = 8))]
     #[allow(
         clippy::too_many_arguments,
@@ -223,12 +224,15 @@ impl Model {
             let mut g = lock(&inner);
             let Inner { ctx, model } = &mut *g;
             let mode = model.kv_mode();
-            let paged = match mode {
-                wring_llm::KvMode::F16 => wring_llm::KvMode::F16,
-                _ => wring_llm::KvMode::F32,
+            // The model's cache mode where it has a paged form, else f32.
+            let paged = if mode.paged() {
+                mode
+            } else {
+                wring_llm::KvMode::F32
             };
+            let block = paged.paged_block();
             model
-                .set_paged(ctx, paged, 2 * context.div_ceil(16), 16)
+                .set_paged(ctx, paged, 2 * context.div_ceil(block), block)
                 .map_err(value_error)?;
             let texts = wring_llm::batch::generate_texts(model, ctx, &tok, requests, parallel);
             // The one-sequence cache back, whatever happened.

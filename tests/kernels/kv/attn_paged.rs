@@ -7,12 +7,13 @@
 //! a decode batch at depths from 0 to 100, a decode batch beside a 13-token prompt chunk, two prompts
 //! sharing their first two blocks (the prefix a prompt cache shares), the largest head, and a head size
 //! that is not a power of two (row-per-lane form only). Every variant runs at its own tile size, the
-//! row-per-lane forms also at tiles of 3 rows; the f16 and code pools hold what kv_paged_store's twin
-//! stores, and the twin reads the values they stand for, so the budget covers attention's arithmetic with
-//! the dequantization in registers: a code's value is one multiply-add (which an adapter may fuse), and
-//! the tiled form scores a code key as min x sum(q) + scale x (q . codes), a regrouping of the same sum.
-//! A test below checks the twin against attn_fused's on one contiguous sequence, and the planner's
-//! choices.
+//! row-per-lane forms also at tiles of 3 rows. The f16 pool holds what kv_paged_store's twin stores; a
+//! code pool (KIVI's q8, q4 and q2) holds per-channel key blocks and per-position value codes as
+//! kv_paged_seal's twin writes them, and each sequence's last full block and unfinished one are read from
+//! its f16 ring instead (random rings, so a position read from the wrong place shows). The twin reads the
+//! values the words stand for, so the budget covers attention's arithmetic with the dequantization in
+//! registers: a code's value is one multiply-add (which an adapter may fuse). A test below checks the twin
+//! against attn_fused's on one contiguous sequence, and the planner's choices.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::kv::paged::{self, AttnPaged, Pool};
@@ -88,6 +89,39 @@ pub struct Inputs {
     pub table: Vec<u32>,
     pub seqs: Vec<[u32; 2]>,
     pub tiles: Vec<[u32; 2]>,
+    /// A KIVI pool's tails: words (f16 pairs) and values of keys and values, and each token's (first
+    /// tail slot, sealed positions).
+    pub tails: Option<Tails>,
+}
+
+pub struct Tails {
+    pub kw: Vec<u32>,
+    pub vw: Vec<u32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub info: Vec<[u32; 2]>,
+}
+
+impl Inputs {
+    pub fn tail_view(&self) -> Option<paged::TailView<'_>> {
+        self.tails.as_ref().map(|t| paged::TailView {
+            info: &t.info,
+            k: &t.k,
+            v: &t.v,
+        })
+    }
+}
+
+/// A code pool's key words for `values` ([slot][kv]) block by block, and the values they stand for.
+fn kivi_key_pool(values: &[f32], kv: usize, block: usize, bits: u32) -> (Vec<u32>, Vec<f32>) {
+    let (mut words, mut back) = (Vec::new(), Vec::new());
+    for b in values.chunks(block * kv) {
+        let rounded: Vec<f32> = b.iter().map(|&x| paged::store_f16(x)).collect();
+        let w = paged::kivi_keys(&rounded, kv, block, bits);
+        back.extend(paged::kivi_load_keys(&w, kv, block, bits));
+        words.extend(w);
+    }
+    (words, back)
 }
 
 pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
@@ -117,18 +151,47 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
         }
         tables.push(t);
     }
-    let (mut table, mut seqs, mut segments) = (Vec::new(), Vec::new(), Vec::new());
-    for (t, &(past, n)) in tables.iter().zip(s.seqs) {
+    let (mut table, mut seqs, mut segments, mut info) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (t, &(past, n))) in tables.iter().zip(s.seqs).enumerate() {
         segments.push((seqs.len(), n));
+        // The ring holds the last full block and the unfinished one.
+        let recent = ((past + n) / s.block).saturating_sub(1) * s.block;
         for p in past..past + n {
             seqs.push([table.len() as u32, p as u32]);
+            info.push([(i * 2 * s.block) as u32, recent as u32]);
         }
         table.extend(t);
     }
     let tokens = seqs.len();
     let slots = blocks * s.block;
-    let values = |rng: &mut Rng, lo, hi| pool.pack(&rng.vec(slots * kv, lo, hi), kv, s.head_dim);
-    let (kw, vw) = (values(&mut rng, -2.0, 2.0), values(&mut rng, -1.0, 1.0));
+    let (kv_values, vv_values) = (rng.vec(slots * kv, -2.0, 2.0), rng.vec(slots * kv, -1.0, 1.0));
+    let (kw, vw) = (
+        pool.pack(&kv_values, kv, s.head_dim),
+        pool.pack(&vv_values, kv, s.head_dim),
+    );
+    let (mut kp, vp) = (
+        pool.unpack(&kw, kv, s.head_dim),
+        pool.unpack(&vw, kv, s.head_dim),
+    );
+    let mut kw = kw;
+    let mut tails = None;
+    if let Some(bits) = pool.bits() {
+        (kw, kp) = kivi_key_pool(&kv_values, kv, s.block, bits);
+        let n = s.seqs.len() * 2 * s.block * kv;
+        let (tk, tv) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -1.0, 1.0));
+        let (tkw, tvw) = (
+            Pool::F16.pack(&tk, kv, s.head_dim),
+            Pool::F16.pack(&tv, kv, s.head_dim),
+        );
+        tails = Some(Tails {
+            k: Pool::F16.unpack(&tkw, kv, s.head_dim),
+            v: Pool::F16.unpack(&tvw, kv, s.head_dim),
+            kw: tkw,
+            vw: tvw,
+            info,
+        });
+    }
     let tiles = paged::tiles(&segments, group, rows);
     let a = AttnPaged {
         tokens,
@@ -141,18 +204,20 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
         tiles: tiles.len(),
         tile_rows: rows,
         pool,
+        tails: if pool.kivi() { s.seqs.len() } else { 0 },
         scale: 1.0 / (s.head_dim as f32).sqrt(),
     };
     Inputs {
         a,
         q: rng.vec(tokens * s.heads * s.head_dim, -2.0, 2.0),
-        kp: pool.unpack(&kw, kv, s.head_dim),
-        vp: pool.unpack(&vw, kv, s.head_dim),
+        kp,
+        vp,
         kw,
         vw,
         table,
         seqs,
         tiles,
+        tails,
     }
 }
 
@@ -161,7 +226,16 @@ fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
     let x = inputs(&SCENARIOS[si], pool, rows, 40 + si as u64);
     let a = x.a;
     let mut o = vec![0.0f32; x.q.len()];
-    a.cpu(&x.q, &x.kp, &x.vp, &x.table, &x.seqs, &x.tiles, &mut o);
+    a.cpu(
+        &x.q,
+        &x.kp,
+        &x.vp,
+        &x.table,
+        &x.seqs,
+        &x.tiles,
+        x.tail_view(),
+        &mut o,
+    );
     Case {
         name: format!("attn_paged variant={} scenario={si} {a:?}", v.name),
         tol: Tolerance::Nmse(1e-9),
@@ -181,15 +255,28 @@ fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
                 ),
                 _ => (u32s(&x.kw)?, u32s(&x.vw)?),
             };
-            let ops = [
-                ("q", &ctx.upload(&[x.q.len()], &x.q)?),
+            let (q, table, seqs, tiles) = (
+                ctx.upload(&[x.q.len()], &x.q)?,
+                u32s(&x.table)?,
+                pairs(&x.seqs)?,
+                pairs(&x.tiles)?,
+            );
+            let mut ops = vec![
+                ("q", &q),
                 ("k", &tk),
                 ("v", &tv),
-                ("table", &u32s(&x.table)?),
-                ("seqs", &pairs(&x.seqs)?),
-                ("tiles", &pairs(&x.tiles)?),
+                ("table", &table),
+                ("seqs", &seqs),
+                ("tiles", &tiles),
                 ("o", out),
             ];
+            let tails = match &x.tails {
+                Some(t) => Some([u32s(&t.kw)?, u32s(&t.vw)?, pairs(&t.info)?]),
+                None => None,
+            };
+            if let Some([tk, tv, info]) = &tails {
+                ops.extend([("tk", tk), ("tv", tv), ("kivi", info)]);
+            }
             step.run_with(&a, Choice::Force(&v.name), &ops)
         }),
         needs_f16: false,
@@ -254,10 +341,11 @@ fn paged_twin_equals_the_contiguous_attention() {
         tiles: tiles.len(),
         tile_rows: 8,
         pool: Pool::F32,
+        tails: 0,
         scale: 0.125,
     };
     let mut got = vec![0.0; q.len()];
-    a.cpu(&q, &k, &v, &[0, 1], &seqs, &tiles, &mut got);
+    a.cpu(&q, &k, &v, &[0, 1], &seqs, &tiles, None, &mut got);
     compare(&got, &want, Tolerance::Exact).unwrap();
 }
 

@@ -6,7 +6,8 @@
 //! llvmpipe's are; Vulkan allows 2.5 ulp, which could move a code at a rounding boundary by one and would
 //! show here). Shapes: SmolLM2's channels for a decode batch of 5 tokens scattered over the pool and a
 //! 13-token chunk, two small heads, and values past f16's range (clamped to its largest finite value,
-//! never stored as infinities).
+//! never stored as infinities). In the 13-token chunk one token's slot is NO_SLOT (a KIVI step's
+//! position in a block it seals), which must write nothing.
 
 use wring::kernels::kv::paged::{self, KvPagedStore};
 use wring::kernels::{Choice, DType, Variant, check::Tolerance};
@@ -30,7 +31,10 @@ fn case(
     for i in (1..all.len()).rev() {
         all.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
-    let at: Vec<u32> = all[..tokens].to_vec();
+    let mut at: Vec<u32> = all[..tokens].to_vec();
+    if tokens == 13 {
+        at[4] = paged::NO_SLOT;
+    }
     let kw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0), kv, head_dim);
     let vw0 = pool.pack(&rng.vec(slots * kv, -1.0, 1.0), kv, head_dim);
     let u = KvPagedStore {

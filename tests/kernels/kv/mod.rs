@@ -7,6 +7,7 @@ pub mod kv_ems_score;
 pub mod kv_gear;
 pub mod kv_gear_load;
 pub mod kv_load;
+pub mod kv_paged_seal;
 pub mod kv_paged_store;
 pub mod kv_rotate;
 pub mod kv_store;

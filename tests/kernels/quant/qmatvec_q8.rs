@@ -5,7 +5,7 @@
 //! order of ggml test-backend-ops' 5e-4 for its Q8_1 matrix products. Shapes: one block, three, SmolLM2's
 //! 576 and 1536; 1 row, 67 (two workgroups of the b1 lanes variants, ending inside a lane) and 131 (two
 //! of the b8 lanes variants' 128); batches of
-//! 1 and 2 for the b1 variants (lanes, SWAR and the GPU forms), 3, 8 and 21 for the 8-row tiles; 300 rows for the PAIRS variants (two of
+//! 1 and 2 for the b1 variants (lanes, SWAR and the GPU forms), 3, 8 and 21 for the tiles of 4 and 8 rows; 300 rows for the PAIRS variants (two of
 //! their 256-row workgroups); and for every variant, weights and activations at the extremes of their
 //! codes (the sums the PAIRS variants pack two to a word reach their bound there).
 
@@ -118,8 +118,8 @@ pub fn cases() -> Vec<Planned> {
             continue;
         }
         let bl = variant_format(v).block_len();
-        // Decode variants: one row and two (GPU variants take batches through the grid); the 8-row tiles:
-        // within one tile, exactly one, and a ragged last one.
+        // Decode variants: one row and two (GPU variants take batches through the grid); the tiles of 4 and 8
+        // rows: within one tile, a whole number of them (8), and a ragged last one.
         let batches: &[usize] = if v.define_u32("BATCH") == 1 {
             &[1, 2]
         } else {
@@ -382,6 +382,10 @@ fn qmatvec_q8_plans_swar_for_one_row_of_4_bit_weights_on_cpu_adapters() {
     assert_eq!(name(BlockFormat::Q4_1, 1, &lavapipe), "q4_1_b1_swar");
     assert_eq!(name(BlockFormat::Q8_0, 1, &lavapipe), "q8_0_b1_lanes");
     assert_eq!(name(BlockFormat::Q4_1, 64, &lavapipe), "q4_1_b8_pairs");
+    // Steps of 2-4 rows take tiles of 4, 5 and more tiles of 8.
+    assert_eq!(name(BlockFormat::Q4_1, 2, &lavapipe), "q4_1_b4_pairs");
+    assert_eq!(name(BlockFormat::Q8_0, 4, &lavapipe), "q8_0_b4_pairs");
+    assert_eq!(name(BlockFormat::Q4_1, 5, &lavapipe), "q4_1_b8_pairs");
     assert_eq!(name(BlockFormat::Q4_1, 1, &gpu), "q4_1_b1_subgroup");
 }
 
