@@ -201,6 +201,17 @@ fn main(inv: Invocation) {
     var m: array<f32, QR>;
     var l: array<f32, QR>;
     var acc: array<vec4<f32>, QR * C>;
+#ifdef KIVI
+    // A pool block's key is min_c + scale_c x code_c per channel c, so q . k = sum_c q_c min_c +
+    // sum_c (q_c scale_c) code_c: per block, each row's query scaled channel by channel (qd) and its dot
+    // with the minima (qm), after which a key costs its codes' dot with qd alone, with no statistics to
+    // load and widen per key (load_k's way, which the ring's f16 keys and the row-per-lane form keep).
+    // The WG keys of a step lie in one block (blocks are at least WG positions and aligned, and a key
+    // clamped past `seen` falls in the same WG-aligned group), so qd changes every size / WG steps.
+    var qd: array<vec4<f32>, QR * D4>;
+    var qm: array<f32, QR>;
+    var held = TAIL;
+#endif
     for (var r = 0u; r < QR; r++) {
         let u = u0 + min(r, n - 1u);
         let t = u / group;
@@ -222,12 +233,60 @@ fn main(inv: Invocation) {
         for (var r = 0u; r < QR; r++) {
             s[r] = 0.0;
         }
+#ifdef KIVI
+        if (slot < TAIL) {
+            let size = 1u << params.block_shift;
+            let kv = params.n_kv_heads * HD;
+            let words = kv / CPW;
+            let blk = slot >> params.block_shift;
+            let base = blk * (size * words + kv);
+            if (blk != held) {
+                held = blk;
+                for (var r = 0u; r < QR; r++) {
+                    qm[r] = 0.0;
+                }
+                for (var i = 0u; i < D4; i++) {
+                    let st = base + size * words + 4u * (hk * D4 + i);
+                    let s0 = unpack2x16float(k[st]);
+                    let s1 = unpack2x16float(k[st + 1u]);
+                    let s2 = unpack2x16float(k[st + 2u]);
+                    let s3 = unpack2x16float(k[st + 3u]);
+                    let d = vec4<f32>(s0.x, s1.x, s2.x, s3.x);
+                    let mn = vec4<f32>(s0.y, s1.y, s2.y, s3.y);
+                    for (var r = 0u; r < QR; r++) {
+                        let qv = q[qbase[r] + i];
+                        qd[r * D4 + i] = qv * d;
+                        qm[r] += dot(qv, mn);
+                    }
+                }
+            }
+            let at = base + (slot & (size - 1u)) * words;
+            for (var i = 0u; i < D4; i++) {
+                let c = hk * D4 + i;
+                let codes = codes4(k[at + c * BITS / 8u], c);
+                for (var r = 0u; r < QR; r++) {
+                    s[r] += dot(qd[r * D4 + i], codes);
+                }
+            }
+            for (var r = 0u; r < QR; r++) {
+                s[r] += qm[r];
+            }
+        } else {
+            for (var i = 0u; i < D4; i++) {
+                let kv = load_k(slot, hk, i);
+                for (var r = 0u; r < QR; r++) {
+                    s[r] += dot(q[qbase[r] + i], kv);
+                }
+            }
+        }
+#else
         for (var i = 0u; i < D4; i++) {
             let kv = load_k(slot, hk, i);
             for (var r = 0u; r < QR; r++) {
                 s[r] += dot(q[qbase[r] + i], kv);
             }
         }
+#endif
         // Key 0 is visible to every row, so after the first block the maximum is finite and a masked
         // key's exp(NEG_MAX - m) is exactly 0.
         var p: array<f32, QR>;

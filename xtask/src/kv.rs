@@ -93,7 +93,11 @@ fn mode_of(name: &str) -> Result<(KvMode, bool), String> {
         Some(m) => (m, true),
         None => (name, false),
     };
-    Ok((mode.parse().map_err(|x: wring_llm::LlmError| x.to_string())?, paged))
+    Ok((
+        mode.parse()
+            .map_err(|x: wring_llm::LlmError| x.to_string())?,
+        paged,
+    ))
 }
 
 /// Whether `--only` leaves `mode` out (`paged` keeps every paged mode).

@@ -354,84 +354,90 @@ fn scaling(
 }
 
 /// Decode at depth 4,096: the contiguous f16 and q4 caches (a packed mode expands the past into an f32
-/// working cache before attention) beside the paged f16, q8, q4 (rotated) and KIVI q2 pools (attention
-/// reads the codes where they lie; q2's last 31 positions in its f16 tail, as a sequence holds them in
-/// the step before its block fills). The cache's contents are whatever its buffers hold (zeros): a step's
-/// work does not depend on them. Mean of `steps` steps after two untimed ones.
+/// working cache before attention) beside the paged f16 and KIVI q8, q4 (rotated) and q2 pools
+/// (attention reads the codes where they lie, and the sequence's last full block and unfinished one from
+/// its f16 ring). The cache's contents are whatever its buffers hold (zeros): a step's work does not
+/// depend on them. The modes are timed in turn over `rounds` rounds of `steps` steps (after two untimed
+/// ones), so that a slow spell of this shared machine falls on every mode alike; each row is the median
+/// of its rounds' means.
 fn depth(
     ctx: &wring_runtime::Context,
     g: &wring_gguf::Gguf,
     steps: usize,
+    rounds: usize,
 ) -> Result<Vec<DepthRow>, String> {
     use wring_llm::KvMode;
     let e = |x: &dyn std::fmt::Display| x.to_string();
     const DEPTH: usize = 4096;
-    let mut rows = Vec::new();
     let mut m = wring_llm::Llama::load(ctx, g, DEPTH, |_, _| {}).map_err(|x| e(&x))?;
-    let q4 = KvMode::Kivi {
-        bits: 4,
-        rotate: false,
-    };
-    let q4r = KvMode::Kivi {
-        bits: 4,
-        rotate: true,
-    };
-    let q8 = KvMode::Kivi {
-        bits: 8,
-        rotate: false,
-    };
-    let q2 = KvMode::Kivi {
-        bits: 2,
-        rotate: false,
-    };
-    let mut time = |name: String, m: &mut wring_llm::Llama, paged: bool| -> Result<(), String> {
-        let block = m.paged().map_or(16, |p| p.block);
-        let table: Vec<u32> = (0..(DEPTH / block) as u32).collect();
-        let mut total = 0f64;
-        for i in 0..steps + 2 {
-            if !paged {
-                m.assume_filled(ctx, DEPTH - 2).map_err(|x| e(&x))?;
-            }
-            let t = Instant::now();
+    let kivi = |bits, rotate| KvMode::Kivi { bits, rotate };
+    // (paged, mode) in the table's order.
+    let modes = [
+        (false, KvMode::F16),
+        (false, kivi(4, false)),
+        (true, KvMode::F16),
+        (true, kivi(8, false)),
+        (true, kivi(4, false)),
+        (true, kivi(4, true)),
+        (true, kivi(2, false)),
+    ];
+    let mut times = vec![Vec::new(); modes.len()];
+    let mut bytes = vec![0u64; modes.len()];
+    for _ in 0..rounds.max(1) {
+        for (i, &(paged, mode)) in modes.iter().enumerate() {
+            let block = mode.paged_block();
             if paged {
-                let rows = [wring_llm::SeqRows {
-                    tokens: &[504],
-                    pos0: DEPTH - 2,
-                    table: &table,
-                    tail: 0,
-                    reused: 0,
-                }];
-                m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+                m.set_paged(ctx, mode, DEPTH / block, block)
+                    .map_err(|x| e(&x))?;
+                // Pooled buffers may hold another mode's bytes; zeros decode to zeros in every pool.
+                m.assume_filled(ctx, 0).map_err(|x| e(&x))?;
             } else {
-                m.forward(ctx, &[504], false).map_err(|x| e(&x))?;
+                m.set_kv_mode(ctx, mode).map_err(|x| e(&x))?;
             }
-            if i >= 2 {
-                total += t.elapsed().as_secs_f64();
+            let table: Vec<u32> = (0..(DEPTH / block) as u32).collect();
+            let mut total = 0f64;
+            for s in 0..steps + 2 {
+                if !paged {
+                    m.assume_filled(ctx, DEPTH - 2).map_err(|x| e(&x))?;
+                }
+                let t = Instant::now();
+                if paged {
+                    let rows = [wring_llm::SeqRows {
+                        tokens: &[504],
+                        pos0: DEPTH - 2,
+                        table: &table,
+                        tail: 0,
+                        reused: 0,
+                    }];
+                    m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+                } else {
+                    m.forward(ctx, &[504], false).map_err(|x| e(&x))?;
+                }
+                if s >= 2 {
+                    total += t.elapsed().as_secs_f64();
+                }
             }
+            times[i].push(total / steps as f64 * 1e3);
+            bytes[i] = m.kv_bytes();
         }
-        let step_ms = total / steps as f64 * 1e3;
-        let kv_bytes = m.kv_bytes();
-        println!("decode at depth {DEPTH}, {name}: {step_ms:.1} ms a step, KV {kv_bytes} bytes");
+    }
+    let mut rows = Vec::new();
+    for (i, &(paged, mode)) in modes.iter().enumerate() {
+        let t = &mut times[i];
+        t.sort_by(f64::total_cmp);
+        let step_ms = t[t.len() / 2];
+        let name = format!("{} {mode}", if paged { "paged" } else { "contiguous" });
+        println!(
+            "decode at depth {DEPTH}, {name}: {step_ms:.1} ms a step (rounds: {t:.1?}), KV {} bytes",
+            bytes[i]
+        );
         rows.push(DepthRow {
             cache: name,
             step_ms,
             tokens_per_s: 1e3 / step_ms,
-            kv_bytes,
-            bytes_per_position: kv_bytes as f64 / DEPTH as f64,
+            kv_bytes: bytes[i],
+            bytes_per_position: bytes[i] as f64 / DEPTH as f64,
         });
-        Ok(())
-    };
-    for mode in [KvMode::F16, q4] {
-        m.set_kv_mode(ctx, mode).map_err(|x| e(&x))?;
-        time(format!("contiguous {mode}"), &mut m, false)?;
-    }
-    for mode in [KvMode::F16, q8, q4, q4r, q2] {
-        let block = mode.paged_block();
-        m.set_paged(ctx, mode, DEPTH / block, block)
-            .map_err(|x| e(&x))?;
-        // Pooled buffers may hold another mode's bytes; zeros decode to zeros in every pool.
-        m.assume_filled(ctx, 0).map_err(|x| e(&x))?;
-        time(format!("paged {mode}"), &mut m, true)?;
     }
     Ok(rows)
 }
@@ -498,7 +504,12 @@ pub fn run(quick: bool) -> Result<ServeReport, String> {
     })
     .map_err(|x| e(&x))?;
     let scale = scaling(&scale_ctx, &g, &tok, if quick { 8 } else { 48 })?;
-    let depth_rows = depth(&scale_ctx, &g, if quick { 2 } else { 8 })?;
+    let depth_rows = depth(
+        &scale_ctx,
+        &g,
+        if quick { 2 } else { 8 },
+        if quick { 1 } else { 5 },
+    )?;
     drop(scale_ctx);
     let (adapter_tx, adapter_rx) = std::sync::mpsc::channel();
     let engine = wring_server::Engine::start(16, move || {
@@ -625,10 +636,11 @@ pub fn table(r: &ServeReport) -> String {
             s.sequences, s.steps, s.step_ms, s.tokens_per_s, s.gain
         );
     }
-    t += "\nOne sequence decoding at depth 4,096, by KV cache (q8 activations; a contiguous packed cache is \
-          expanded into an f32 working cache before each layer's attention, a paged one is read as codes; q2 is \
-          KIVI's, blocks of 32 with keys per channel, its newest 31 positions in an f16 tail, counted in its \
-          bytes):\n\n\
+    t += "\nOne sequence decoding at depth 4,096, by KV cache (q8 activations; the median of 5 rounds of 8 steps, \
+          the modes timed in turn; a contiguous packed cache is \
+          expanded into an f32 working cache before each layer's attention, a paged one is read as codes: KIVI's \
+          q8/q4/q2 in blocks of 32, keys per channel, the sequence's last two blocks also in an f16 ring, \
+          counted in its bytes):\n\n\
           | cache | ms a step | tokens/s | KV device bytes | bytes per position |\n|---|---|---|---|---|\n";
     for d in &r.depth {
         t += &format!(

@@ -416,7 +416,10 @@ impl KvPagedSeal {
         })?;
         self.pool.check(k, self.kv, self.head_dim)?;
         plan::ensure(self.block >= 8 && self.block.is_power_of_two(), k, || {
-            format!("blocks of {} positions (a power of two, at least 8)", self.block)
+            format!(
+                "blocks of {} positions (a power of two, at least 8)",
+                self.block
+            )
         })?;
         plan::ensure(self.jobs > 0, k, || "no block to seal".into())?;
         let [kw, vw] = self
@@ -665,14 +668,14 @@ impl AttnPaged {
         })?;
         let kv = self.n_kv_heads * self.head_dim;
         self.pool.check(k, kv, self.head_dim)?;
-        let [kw, vw] = self.pool.pool_words(kv, self.head_dim, self.block, self.blocks());
+        let [kw, vw] = self
+            .pool
+            .pool_words(kv, self.head_dim, self.block, self.blocks());
         plan::index_u32(k, "pool words", kw.max(vw))?;
         plan::index_u32(
             k,
             "tail values",
-            self.tails
-                .saturating_mul(2 * self.block)
-                .saturating_mul(kv),
+            self.tails.saturating_mul(2 * self.block).saturating_mul(kv),
         )?;
         // A slot in the tails is marked by the top bit (TAIL in the shader).
         plan::ensure(self.slots < 1 << 31, k, || {

@@ -273,7 +273,12 @@ impl KvMode {
     pub fn paged(&self) -> bool {
         matches!(
             self,
-            KvMode::F32 | KvMode::F16 | KvMode::Kivi { bits: 8 | 4 | 2, .. }
+            KvMode::F32
+                | KvMode::F16
+                | KvMode::Kivi {
+                    bits: 8 | 4 | 2,
+                    ..
+                }
         )
     }
 

@@ -723,11 +723,13 @@ impl Llama {
     /// of a batch share through their block tables ([`Llama::forward_paged`]). f32 and f16 are paged as
     /// they are; q8, q4 and q2 (optionally rotated) as KIVI's codes, which attention dequantizes in
     /// registers: a block's keys per channel over its positions (as the contiguous cache groups them over
-    /// 32 tokens), its values per position and head, quantized when the block is full; until then a
-    /// sequence's newest positions wait in an f16 tail of one block (allocated as sequences need them,
-    /// within the KV budget), which attention reads beside the codes (use blocks of
-    /// [`KvMode::paged_block`], KIVI's 32). Any other mode is refused, naming the paged ones. The pools' bytes are checked against the KV budget and each
-    /// pool against the adapter's binding limit before anything is allocated.
+    /// 32 tokens), its values per position and head, quantized when the block is full. Each running
+    /// sequence also keeps its last full block and its unfinished one in an f16 ring (allocated as
+    /// sequences need them, within the KV budget), which attention reads beside the codes, so that 32 to
+    /// 63 recent positions keep full precision as the contiguous cache's window does (use blocks of
+    /// [`KvMode::paged_block`], KIVI's 32). Any other mode is refused, naming the paged ones. The pools'
+    /// bytes are checked against the KV budget and each pool against the adapter's binding limit before
+    /// anything is allocated.
     pub fn set_paged(
         &mut self,
         ctx: &Context,
@@ -801,9 +803,10 @@ impl Llama {
     pub fn paged_blocks_within(&self, mode: KvMode, block: usize, bytes: u64) -> usize {
         let c = &self.cfg;
         let kv = c.n_kv_heads * c.head_dim;
-        let [kw, vw] = paged_pool(mode)
-            .unwrap_or(Pool::F32)
-            .pool_words(kv, c.head_dim, block.max(1), 1);
+        let [kw, vw] =
+            paged_pool(mode)
+                .unwrap_or(Pool::F32)
+                .pool_words(kv, c.head_dim, block.max(1), 1);
         let per_block = (kw + vw) as u128 * 4 * c.n_layers as u128;
         (bytes as u128 / per_block.max(1)).min(u32::MAX as u128) as usize
     }
@@ -892,7 +895,12 @@ impl Llama {
 
     /// Makes every layer of a KIVI paged cache hold at least `need` tails (in steps of powers of two),
     /// keeping the tails already there: a running sequence's unsealed positions live in them.
-    fn grow_tails(&mut self, ctx: &Context, need: usize, shape: PagedShape) -> Result<(), LlmError> {
+    fn grow_tails(
+        &mut self,
+        ctx: &Context,
+        need: usize,
+        shape: PagedShape,
+    ) -> Result<(), LlmError> {
         if need <= self.paged_tails {
             return Ok(());
         }
@@ -1631,7 +1639,9 @@ impl Llama {
                     )?;
                 }
                 let (store_pool, slots_held, dst) = match kivi {
-                    Some((tk, tv, _)) => (Pool::F16, self.paged_tails * 2 * ps.attn.block, [tk, tv]),
+                    Some((tk, tv, _)) => {
+                        (Pool::F16, self.paged_tails * 2 * ps.attn.block, [tk, tv])
+                    }
                     None => (ps.attn.pool, ps.attn.slots, [kp, vp]),
                 };
                 let store = KvPagedStore {

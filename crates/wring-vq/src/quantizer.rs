@@ -55,18 +55,17 @@ impl Quantizer {
         }
         let dg = d / groups;
         let k = books.first().map_or(0, |b| b.len() / dg);
+        // Every book's size is checked before any is uploaded: a bad set does no device work (which
+        // would wait behind whatever the device's queue holds).
+        if let Some(b) = books.iter().find(|b| b.len() != k * dg) {
+            return request(format!(
+                "codebooks differ in size: {} values, not {k} x {dg}",
+                b.len()
+            ));
+        }
         let books = books
             .into_iter()
-            .map(|b| {
-                if b.len() == k * dg {
-                    Codebook::new(ctx, b, dg, dtype)
-                } else {
-                    request(format!(
-                        "codebooks differ in size: {} values, not {k} x {dg}",
-                        b.len()
-                    ))
-                }
-            })
+            .map(|b| Codebook::new(ctx, b, dg, dtype))
             .collect::<Result<Vec<_>>>()?;
         Ok(Quantizer {
             d,

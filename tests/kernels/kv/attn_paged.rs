@@ -165,7 +165,10 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     }
     let tokens = seqs.len();
     let slots = blocks * s.block;
-    let (kv_values, vv_values) = (rng.vec(slots * kv, -2.0, 2.0), rng.vec(slots * kv, -1.0, 1.0));
+    let (kv_values, vv_values) = (
+        rng.vec(slots * kv, -2.0, 2.0),
+        rng.vec(slots * kv, -1.0, 1.0),
+    );
     let (kw, vw) = (
         pool.pack(&kv_values, kv, s.head_dim),
         pool.pack(&vv_values, kv, s.head_dim),

@@ -16,7 +16,16 @@ use crate::harness::{Case, Rng, copy_into, guarded_upload};
 use crate::kernels::{Planned, planned, variants};
 
 /// A scenario: channels, head_dim, block, blocks, tails, step tokens, jobs and the value range.
-type Shape = (usize, usize, usize, usize, usize, usize, &'static [[u32; 4]], f32);
+type Shape = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    &'static [[u32; 4]],
+    f32,
+);
 
 const SHAPES: &[Shape] = &[
     // Decode: block 5's first 15 positions are in tail 2's ring (two blocks of 16 from slot 64; block 5
@@ -25,7 +34,16 @@ const SHAPES: &[Shape] = &[
     // A chunk of 40 tokens from position 24 of a sequence in blocks of 16: block 1 takes its 8 positions
     // staged in tail 0's ring (from slot 16) and tokens 0-7, block 6 tokens 8-23; tokens 24-39 seal
     // block 3.
-    (192, 64, 16, 8, 2, 40, &[[1, 16, 8, 0], [6, 0, 0, 8], [3, 16, 0, 24]], 3.0),
+    (
+        192,
+        64,
+        16,
+        8,
+        2,
+        40,
+        &[[1, 16, 8, 0], [6, 0, 0, 8], [3, 16, 0, 24]],
+        3.0,
+    ),
     (32, 16, 8, 4, 3, 9, &[[0, 16, 0, 1], [3, 40, 7, 0]], 3.0),
     (32, 16, 32, 2, 1, 32, &[[1, 32, 0, 0]], 1e6),
 ];
@@ -134,14 +152,30 @@ fn seal_does_not_depend_on_how_positions_arrived() {
         (kp, vp)
     };
     let ring = 2 * b * kv / 2;
-    let whole = seal(b, 1, &[[0, 0, 0, 0]], &vec![0; ring], &vec![0; ring], &k, &v);
+    let whole = seal(
+        b,
+        1,
+        &[[0, 0, 0, 0]],
+        &vec![0; ring],
+        &vec![0; ring],
+        &k,
+        &v,
+    );
     // Five positions staged in the ring, three in the step.
     let tk = Pool::F16.pack(&k[..5 * kv], kv, hd);
     let tv = Pool::F16.pack(&v[..5 * kv], kv, hd);
     let (mut tk8, mut tv8) = (vec![0; ring], vec![0; ring]);
     tk8[..tk.len()].copy_from_slice(&tk);
     tv8[..tv.len()].copy_from_slice(&tv);
-    let split = seal(3, 1, &[[0, 0, 5, 0]], &tk8, &tv8, &k[5 * kv..], &v[5 * kv..]);
+    let split = seal(
+        3,
+        1,
+        &[[0, 0, 5, 0]],
+        &tk8,
+        &tv8,
+        &k[5 * kv..],
+        &v[5 * kv..],
+    );
     assert_eq!(whole, split);
     let back = paged::kivi_load_keys(&whole.0, kv, b, 2);
     for c in 0..kv {
@@ -152,7 +186,10 @@ fn seal_does_not_depend_on_how_positions_arrived() {
         let step = (hi - lo) / 3.0;
         for o in 0..b {
             let err = (back[o * kv + c] - column[o]).abs();
-            assert!(err <= step / 2.0 + 1e-2, "channel {c} position {o}: off by {err}, step {step}");
+            assert!(
+                err <= step / 2.0 + 1e-2,
+                "channel {c} position {o}: off by {err}, step {step}"
+            );
         }
     }
 }
