@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+# The tokenizer test vocabularies come with it (tests compare wring's tokenizers with llama.cpp's ids).
+bash .ci/fetch-vocab.sh
 if [ -f "$model" ]; then
   echo "fetch-model: $model is present"
   exit 0

@@ -18,5 +18,6 @@ mod runtime;
 mod server;
 mod shaders;
 mod tidy;
+mod vocab;
 mod vq;
 mod wavelet;

@@ -5,11 +5,13 @@
 //! (token type 3) and user-defined ones (4) are matched whole in the text, as llama.cpp does when it parses
 //! special tokens; `add_bos_token` / `add_eos_token` are honoured.
 
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 use wring_gguf::{Gguf, Value};
 
@@ -26,6 +28,13 @@ pub enum TokenizerError {
     #[error("tokenizer: {0}")]
     Library(String),
 }
+
+/// Llama 3's pre-tokenizer split (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3): contractions, letters with one
+/// leading non-letter, numbers of up to three digits, punctuation runs, newlines, spaces.
+const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's (LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's with single digits.
+const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer with the model's special-token conventions.
 pub struct GgufTokenizer {
@@ -155,27 +164,49 @@ impl GgufTokenizer {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
-        let mut inner = Tokenizer::new(bpe);
         let pre = g
             .get("tokenizer.ggml.pre")
             .and_then(Value::as_str)
             .unwrap_or("default");
         // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM splits digits one by one, then applies GPT-2's regex;
-        // "gpt2" and "default" apply GPT-2's regex alone.
+        // "gpt2" and "default" apply GPT-2's regex alone; Llama 3 and Qwen2 split by their own regexes
+        // (llama-vocab.cpp's, which are the tokenizer.json ones with the case-insensitive contractions
+        // spelled out) and then map bytes without GPT-2's regex. Llama 3's vocabulary also takes a word
+        // that is a token whole, before any merge (llama.cpp's `ignore_merges`).
         let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = match pre {
-            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-            "gpt2" | "default" => byte_level.into(),
+        let split = |pattern: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
+            let split = Split::new(
+                SplitPattern::Regex(pattern.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
+            Ok(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into())
+        };
+        let (pre_tokenizer, ignore_merges): (PreTokenizerWrapper, bool) = match pre {
+            "smollm" => (
+                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+                false,
+            ),
+            "gpt2" | "default" => (byte_level.into(), false),
+            "llama3" | "llama-v3" | "llama-bpe" => (split(LLAMA3_SPLIT)?, true),
+            "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_SPLIT)?, false),
             other => {
                 return Err(TokenizerError::Unsupported(format!(
                     "gpt2 with pre-tokenizer `{other}`"
                 )));
             }
         };
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let mut stop_tokens = Vec::new();
@@ -220,19 +251,25 @@ impl GgufTokenizer {
         })
     }
 
-    /// Token ids of `text`, with bos/eos added as the model's flags ask.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+    /// Token ids of `text` alone: no bos or eos (llama.cpp's `add_special = false`).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| TokenizerError::Library(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 2);
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of `text`, with bos/eos added as the model's flags ask.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let body = self.encode_text(text)?;
+        let mut ids = Vec::with_capacity(body.len() + 2);
         if self.add_bos
             && let Some(b) = self.bos
         {
             ids.push(b);
         }
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&body);
         if self.add_eos
             && let Some(e) = self.eos
         {
