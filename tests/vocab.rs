@@ -2,8 +2,7 @@
 //! test texts of llama.cpp's tests/test-tokenizer-0 (multilingual text, code, emoji, runs of spaces and
 //! newlines), fetched by `.ci/fetch-vocab.sh` from the llama-cpp-python 0.3.36 source package. Each text's
 //! ids (no bos or eos, special tokens not parsed: the test's `add_special = false`) equal the ids llama.cpp
-//! recorded beside it (`.out`). SentencePiece vocabularies (Llama 2, Phi-3) are refused by name until
-//! wring has that tokenizer.
+//! recorded beside it (`.out`): byte-level BPE (Qwen2, Llama 3) and SentencePiece (Llama 2, Phi-3).
 
 use wring::gguf::Gguf;
 use wring::llm::GgufTokenizer;
@@ -32,7 +31,12 @@ fn cases(name: &str) -> (Gguf, Vec<(String, Vec<u32>)>) {
 /// that are tokens before merging) give llama.cpp's ids for every test text.
 #[test]
 fn qwen2_and_llama3_tokenize_as_llama_cpp() {
-    for name in ["qwen2", "llama-bpe"] {
+    same_ids_as_llama_cpp(&["qwen2", "llama-bpe"]);
+}
+
+/// Every test text of each vocabulary in `names` tokenizes to llama.cpp's ids.
+fn same_ids_as_llama_cpp(names: &[&str]) {
+    for &name in names {
         let (g, cases) = cases(name);
         let tok = GgufTokenizer::from_gguf(&g).unwrap();
         let mut wrong = Vec::new();
@@ -52,12 +56,9 @@ fn qwen2_and_llama3_tokenize_as_llama_cpp() {
     }
 }
 
-/// A SentencePiece vocabulary is a typed refusal that names its tokenizer, not a wrong tokenization.
+/// The SentencePiece vocabularies of Llama 2 and Phi-3 (merged by score, bytes as `<0xXX>` tokens) give
+/// llama.cpp's ids for every test text.
 #[test]
-fn sentencepiece_vocabularies_are_refused_by_name() {
-    for name in ["llama-spm", "phi-3"] {
-        let (g, _) = cases(name);
-        let e = GgufTokenizer::from_gguf(&g).unwrap_err();
-        assert!(e.to_string().contains("`llama`"), "{name}: {e}");
-    }
+fn sentencepiece_tokenizes_as_llama_cpp() {
+    same_ids_as_llama_cpp(&["llama-spm", "phi-3"]);
 }

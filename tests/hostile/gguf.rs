@@ -18,6 +18,7 @@ pub enum Meta {
     I32(i32),
     U64(u64),
     U32s(Vec<u32>),
+    F32s(Vec<f32>),
 }
 
 /// Writes a little GGUF (version 3): the metadata given and F32 tensors of the given dims, zero-filled.
@@ -65,6 +66,14 @@ pub fn gguf(meta: &[(&str, Meta)], tensors: &[(String, Vec<u64>)]) -> Vec<u8> {
             Meta::U32s(xs) => {
                 b.extend_from_slice(&9u32.to_le_bytes());
                 b.extend_from_slice(&4u32.to_le_bytes());
+                b.extend_from_slice(&(xs.len() as u64).to_le_bytes());
+                for x in xs {
+                    b.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            Meta::F32s(xs) => {
+                b.extend_from_slice(&9u32.to_le_bytes());
+                b.extend_from_slice(&6u32.to_le_bytes());
                 b.extend_from_slice(&(xs.len() as u64).to_le_bytes());
                 for x in xs {
                     b.extend_from_slice(&x.to_le_bytes());
@@ -704,6 +713,81 @@ fn tokenizer_cases() -> Vec<Case> {
             let g = Gguf::from_vec(bytes.clone()).map_err(typed)?;
             GgufTokenizer::from_gguf(&g).map(|_| ()).map_err(typed)
         }));
+    }
+    // A SentencePiece (`llama`) tokenizer over the same five tokens: its scores are what it merges by.
+    let spm = |scores: Option<Meta>| {
+        let mut over = vec![
+            ("tokenizer.ggml.model", Meta::Str("llama")),
+            (
+                "tokenizer.ggml.tokens",
+                Meta::Strs(
+                    ["\u{2581}", "a", "b", "ab", "<|end|>"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            ),
+        ];
+        over.extend(scores.map(|s| ("tokenizer.ggml.scores", s)));
+        tiny(1, &over)
+    };
+    let encodes = |bytes: Vec<u8>| {
+        move || {
+            let g = Gguf::from_vec(bytes.clone()).map_err(typed)?;
+            let tok = GgufTokenizer::from_gguf(&g).map_err(typed)?;
+            tok.encode("ab c <|end|> \u{1F999}")
+                .map(|_| ())
+                .map_err(typed)
+        }
+    };
+    let valid = spm(Some(Meta::F32s(vec![0.0, -1.0, -0.5, -2.0, 0.0])));
+    c.push(Case::control(
+        "gguf tokenizer",
+        "SentencePiece scores (control)",
+        valid.len(),
+        move || {
+            let g = Gguf::from_vec(valid.clone()).map_err(typed)?;
+            let tok = GgufTokenizer::from_gguf(&g).map_err(typed)?;
+            tok.encode("ab<|end|>ab").map(|_| ()).map_err(typed)
+        },
+    ));
+    // A character no token holds, in a vocabulary with neither byte tokens nor an unknown token.
+    let no_bytes = spm(Some(Meta::F32s(vec![0.0; 5])));
+    c.push(Case::new(
+        "gguf tokenizer",
+        "a SentencePiece text with a character no token holds",
+        no_bytes.len(),
+        &["no token"],
+        encodes(no_bytes),
+    ));
+    for (what, scores, needle) in [
+        ("SentencePiece without scores", None, "scores"),
+        (
+            "SentencePiece scores of the wrong length",
+            Some(Meta::F32s(vec![0.0; 3])),
+            "3 entries for 5 tokens",
+        ),
+        (
+            "a NaN SentencePiece score",
+            Some(Meta::F32s(vec![0.0, f32::NAN, 0.0, 0.0, 0.0])),
+            "finite",
+        ),
+        (
+            "SentencePiece scores as strings",
+            Some(Meta::Strs(
+                ["1", "2", "3", "4", "5"].map(String::from).to_vec(),
+            )),
+            "not a number",
+        ),
+    ] {
+        let bytes = spm(scores);
+        let n = bytes.len();
+        c.push(Case::new(
+            "gguf tokenizer",
+            what,
+            n,
+            &[needle],
+            encodes(bytes),
+        ));
     }
     c
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod paged;
 pub mod sample;
 pub mod schedule;
+pub mod spm;
 pub mod tokenizer;
 
 pub use batch::{BatchStats, Batcher, Event, Finish};

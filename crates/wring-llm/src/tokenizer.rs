@@ -1,9 +1,11 @@
-//! The model's tokenizer, built from the GGUF's own vocabulary with the `tokenizers` crate.
+//! The model's tokenizer, built from the GGUF's own vocabulary.
 //!
-//! GPT-2-style byte-level BPE (`tokenizer.ggml.model = gpt2`): the vocabulary and merges come straight from
-//! the file; the pre-tokenizer follows `tokenizer.ggml.pre` the way llama.cpp maps it; control tokens
-//! (token type 3) and user-defined ones (4) are matched whole in the text, as llama.cpp does when it parses
-//! special tokens; `add_bos_token` / `add_eos_token` are honoured.
+//! GPT-2-style byte-level BPE (`tokenizer.ggml.model = gpt2`, through the `tokenizers` crate): the
+//! vocabulary and merges come straight from the file; the pre-tokenizer follows `tokenizer.ggml.pre` the way
+//! llama.cpp maps it (smollm, gpt2, llama-bpe for Llama 3, qwen2). SentencePiece (`llama`: Llama 2, Mistral,
+//! Phi-3): llama.cpp's merge by scores ([`crate::spm`]). In both, control tokens (token type 3) and
+//! user-defined ones (4) are matched whole in the text, as llama.cpp does when it parses special tokens;
+//! `add_bos_token` / `add_eos_token` are honoured.
 
 use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -22,7 +24,9 @@ pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Metadata(String),
     /// A tokenizer kind wring does not build yet.
-    #[error("tokenizer `{0}` is not supported yet (wring builds gpt2-style byte-level BPE)")]
+    #[error(
+        "tokenizer `{0}` is not supported yet (wring builds gpt2-style byte-level BPE and llama's SentencePiece)"
+    )]
     Unsupported(String),
     /// The `tokenizers` crate refused.
     #[error("tokenizer: {0}")]
@@ -36,9 +40,16 @@ const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|
 /// Qwen2's (LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's with single digits.
 const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The tokenizer itself: byte-level BPE through the `tokenizers` crate, or llama.cpp's SentencePiece.
+enum Inner {
+    // Boxed: the `tokenizers` tokenizer is 1.5 kB, the SentencePiece one a few words of handles.
+    Hf(Box<Tokenizer>),
+    Spm(crate::spm::Spm),
+}
+
 /// A tokenizer with the model's special-token conventions.
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    inner: Inner,
     /// Beginning-of-sequence token.
     pub bos: Option<u32>,
     /// End-of-sequence token.
@@ -56,7 +67,7 @@ pub struct GgufTokenizer {
 impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufTokenizer")
-            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("vocab", &self.vocab_size())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
             .finish()
@@ -105,16 +116,10 @@ impl GgufTokenizer {
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(TokenizerError::Unsupported(model.into()));
         }
         let tokens = strings(g, "tokenizer.ggml.tokens")?;
-        let merges = strings(g, "tokenizer.ggml.merges")?;
-        if merges.is_empty() {
-            return Err(TokenizerError::Metadata(
-                "tokenizer.ggml.merges is empty: a gpt2 tokenizer needs its merges".into(),
-            ));
-        }
         // llama.cpp's token types: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
         // 6 byte. One per token, each an integer in that range.
         let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
@@ -142,87 +147,20 @@ impl GgufTokenizer {
                     .collect::<Result<_, _>>()?
             }
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.to_string(), i as u32))
-            .collect();
-        if vocab.len() != tokens.len() {
-            return Err(TokenizerError::Metadata(format!(
-                "tokenizer.ggml.tokens has {} tokens but only {} distinct ones",
-                tokens.len(),
-                vocab.len()
-            )));
-        }
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
-                        TokenizerError::Metadata(format!("merge `{m}` is not two tokens"))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let pre = g
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM splits digits one by one, then applies GPT-2's regex;
-        // "gpt2" and "default" apply GPT-2's regex alone; Llama 3 and Qwen2 split by their own regexes
-        // (llama-vocab.cpp's, which are the tokenizer.json ones with the case-insensitive contractions
-        // spelled out) and then map bytes without GPT-2's regex. Llama 3's vocabulary also takes a word
-        // that is a token whole, before any merge (llama.cpp's `ignore_merges`).
-        let byte_level = ByteLevel::new(false, true, true);
-        let split = |pattern: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
-            let split = Split::new(
-                SplitPattern::Regex(pattern.into()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
-            Ok(Sequence::new(vec![
-                split.into(),
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into())
+        let inner = if model == "llama" {
+            spm(g, &tokens, types.clone())?
+        } else {
+            byte_level_bpe(g, &tokens, &types)?
         };
-        let (pre_tokenizer, ignore_merges): (PreTokenizerWrapper, bool) = match pre {
-            "smollm" => (
-                Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-                false,
-            ),
-            "gpt2" | "default" => (byte_level.into(), false),
-            "llama3" | "llama-v3" | "llama-bpe" => (split(LLAMA3_SPLIT)?, true),
-            "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_SPLIT)?, false),
-            other => {
-                return Err(TokenizerError::Unsupported(format!(
-                    "gpt2 with pre-tokenizer `{other}`"
-                )));
-            }
-        };
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
-        let mut inner = Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let mut stop_tokens = Vec::new();
-        let specials: Vec<AddedToken> = tokens
+        let stop_tokens_of_type = tokens
             .iter()
             .zip(&types)
             .enumerate()
-            .filter(|(_, (_, t))| **t == 3 || **t == 4)
-            .map(|(i, (tok, t))| {
-                if *t == 3 && (tok.ends_with("end|>") || tok.contains("endoftext")) {
-                    stop_tokens.push(i as u32);
-                }
-                AddedToken::from(tok.to_string(), true)
+            .filter(|(_, (tok, t))| {
+                **t == 3 && (tok.ends_with("end|>") || tok.contains("endoftext"))
             })
-            .collect();
-        inner.add_special_tokens(&specials);
+            .map(|(i, _)| i as u32);
+        let mut stop_tokens: Vec<u32> = stop_tokens_of_type.collect();
         // Every special id the file names is checked, including those wring does not use itself
         // (padding, unknown, separator, ...): a file whose ids point outside its vocabulary is broken,
         // and another reader of the same file would index out of bounds with them.
@@ -250,14 +188,135 @@ impl GgufTokenizer {
                 .map(str::to_string),
         })
     }
+}
 
+/// The SentencePiece tokenizer of a `llama` tokenizer model: its scores (one finite number per token) and
+/// `add_space_prefix` (on unless the file turns it off, as llama.cpp reads it).
+fn spm(g: &Gguf, tokens: &[&str], types: Vec<u64>) -> Result<Inner, TokenizerError> {
+    let scores: Vec<f32> = g
+        .get("tokenizer.ggml.scores")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            TokenizerError::Metadata(
+                "tokenizer.ggml.scores is missing or not an array: a SentencePiece tokenizer needs its scores"
+                    .into(),
+            )
+        })?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                TokenizerError::Metadata(format!("tokenizer.ggml.scores[{i}] = {v:?} is not a number"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let unknown = token_id(g, "tokenizer.ggml.unknown_token_id", tokens.len())?;
+    let spm = crate::spm::Spm::new(
+        tokens.iter().map(|t| t.to_string()).collect(),
+        scores,
+        types,
+        flag(g, "tokenizer.ggml.add_space_prefix", true),
+        unknown,
+    )?;
+    Ok(Inner::Spm(spm))
+}
+
+/// The byte-level BPE of a `gpt2` tokenizer model: its merges and pre-tokenizer, control and
+/// user-defined tokens matched whole in the text.
+fn byte_level_bpe(g: &Gguf, tokens: &[&str], types: &[u64]) -> Result<Inner, TokenizerError> {
+    let merges = strings(g, "tokenizer.ggml.merges")?;
+    if merges.is_empty() {
+        return Err(TokenizerError::Metadata(
+            "tokenizer.ggml.merges is empty: a gpt2 tokenizer needs its merges".into(),
+        ));
+    }
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    if vocab.len() != tokens.len() {
+        return Err(TokenizerError::Metadata(format!(
+            "tokenizer.ggml.tokens has {} tokens but only {} distinct ones",
+            tokens.len(),
+            vocab.len()
+        )));
+    }
+    let merges: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| TokenizerError::Metadata(format!("merge `{m}` is not two tokens")))
+        })
+        .collect::<Result<_, _>>()?;
+    let pre = g
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM splits digits one by one, then applies GPT-2's regex;
+    // "gpt2" and "default" apply GPT-2's regex alone; Llama 3 and Qwen2 split by their own regexes
+    // (llama-vocab.cpp's, which are the tokenizer.json ones with the case-insensitive contractions
+    // spelled out) and then map bytes without GPT-2's regex. Llama 3's vocabulary also takes a word
+    // that is a token whole, before any merge (llama.cpp's `ignore_merges`).
+    let byte_level = ByteLevel::new(false, true, true);
+    let split = |pattern: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
+        let split = Split::new(
+            SplitPattern::Regex(pattern.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| TokenizerError::Library(e.to_string()))?;
+        Ok(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
+    };
+    let (pre_tokenizer, ignore_merges): (PreTokenizerWrapper, bool) = match pre {
+        "smollm" => (
+            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            false,
+        ),
+        "gpt2" | "default" => (byte_level.into(), false),
+        "llama3" | "llama-v3" | "llama-bpe" => (split(LLAMA3_SPLIT)?, true),
+        "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_SPLIT)?, false),
+        other => {
+            return Err(TokenizerError::Unsupported(format!(
+                "gpt2 with pre-tokenizer `{other}`"
+            )));
+        }
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| TokenizerError::Library(e.to_string()))?;
+    let mut inner = Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, t)| **t == 3 || **t == 4)
+        .map(|(tok, _)| AddedToken::from(tok.to_string(), true))
+        .collect();
+    inner.add_special_tokens(&specials);
+    Ok(Inner::Hf(Box::new(inner)))
+}
+
+impl GgufTokenizer {
     /// Token ids of `text` alone: no bos or eos (llama.cpp's `add_special = false`).
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Inner::Hf(t) => {
+                let enc = t
+                    .encode(text, false)
+                    .map_err(|e| TokenizerError::Library(e.to_string()))?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Inner::Spm(t) => t.encode(text),
+        }
     }
 
     /// Token ids of `text`, with bos/eos added as the model's flags ask.
@@ -280,9 +339,12 @@ impl GgufTokenizer {
 
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| TokenizerError::Library(e.to_string()))
+        match &self.inner {
+            Inner::Hf(t) => t
+                .decode(ids, false)
+                .map_err(|e| TokenizerError::Library(e.to_string())),
+            Inner::Spm(t) => t.decode(ids),
+        }
     }
 
     /// The tokenizer of a Hugging Face `tokenizer.json`, with the special-token conventions given.
@@ -295,7 +357,7 @@ impl GgufTokenizer {
         let inner =
             Tokenizer::from_file(path).map_err(|e| TokenizerError::Library(e.to_string()))?;
         Ok(GgufTokenizer {
-            inner,
+            inner: Inner::Hf(Box::new(inner)),
             bos,
             eos,
             add_bos,
@@ -307,14 +369,23 @@ impl GgufTokenizer {
 
     /// Vocabulary size, special tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Inner::Hf(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.len(),
+        }
     }
 
-    /// The Hugging Face `tokenizer.json` for this tokenizer (what `wring convert` writes beside the weights).
+    /// The Hugging Face `tokenizer.json` for this tokenizer (what `wring convert` writes beside the weights);
+    /// a SentencePiece vocabulary has no such export yet.
     pub fn to_json(&self) -> Result<String, TokenizerError> {
-        self.inner
-            .to_string(true)
-            .map_err(|e| TokenizerError::Library(e.to_string()))
+        match &self.inner {
+            Inner::Hf(t) => t
+                .to_string(true)
+                .map_err(|e| TokenizerError::Library(e.to_string())),
+            Inner::Spm(_) => Err(TokenizerError::Unsupported(
+                "llama (SentencePiece) export to tokenizer.json".into(),
+            )),
+        }
     }
 }
 
