@@ -76,6 +76,13 @@ const TAIL: u32 = 0x80000000u;
 
 const NEG_MAX_F32: f32 = -3.40282347e+38;
 
+// The vec4 of channels 4i..4i+3 of key/value head hk at `slot` of a [slot][kv head][head_dim] array of
+// vec4s (an f32 pool, or an f16 pool's or ring's vec2<u32> pairs).
+fn vec4_at(slot: u32, hk: u32, i: u32) -> u32 {
+    let d4 = params.head_dim / 4u;
+    return (slot * params.n_kv_heads + hk) * d4 + i;
+}
+
 #ifdef KIVI
 fn widen(w: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
@@ -98,7 +105,7 @@ fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
     let d4 = params.head_dim / 4u;
     let c = hk * d4 + i;
     if (slot >= TAIL) {
-        return widen(tk[(slot - TAIL) * params.n_kv_heads * d4 + c]);
+        return widen(tk[vec4_at(slot - TAIL, hk, i)]);
     }
     let kv = 4u * params.n_kv_heads * d4;
     let words = kv / CPW;
@@ -119,7 +126,7 @@ fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
     let d4 = params.head_dim / 4u;
     let c = hk * d4 + i;
     if (slot >= TAIL) {
-        return widen(tv[(slot - TAIL) * params.n_kv_heads * d4 + c]);
+        return widen(tv[vec4_at(slot - TAIL, hk, i)]);
     }
     let words = 4u * params.n_kv_heads * d4 / CPW;
     let base = slot * (words + params.n_kv_heads);
@@ -133,19 +140,19 @@ fn widen(w: vec2<u32>) -> vec4<f32> {
 }
 
 fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return widen(k[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i]);
+    return widen(k[vec4_at(slot, hk, i)]);
 }
 
 fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return widen(v[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i]);
+    return widen(v[vec4_at(slot, hk, i)]);
 }
 #else
 fn load_k(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return k[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i];
+    return k[vec4_at(slot, hk, i)];
 }
 
 fn load_v(slot: u32, hk: u32, i: u32) -> vec4<f32> {
-    return v[slot * params.n_kv_heads * (params.head_dim / 4u) + hk * (params.head_dim / 4u) + i];
+    return v[vec4_at(slot, hk, i)];
 }
 #endif
 #endif

@@ -126,16 +126,9 @@ fn decode_speed(m: &mut Llama, ctx: &Context, at: usize) -> Result<f64, String> 
     let n = 8;
     let step = |m: &mut Llama, token: u32, pos: usize| -> Result<(), String> {
         match m.paged() {
-            Some(p) => {
-                let table: Vec<u32> = (0..(pos + 1).div_ceil(p.block) as u32).collect();
-                let rows = [wring_llm::SeqRows {
-                    tokens: &[token],
-                    pos0: pos,
-                    table: &table,
-                    tail: 0,
-                    reused: 0,
-                }];
-                m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+            Some(_) => {
+                m.forward_paged_alone(ctx, &[token], pos, 1)
+                    .map_err(|x| e(&x))?;
             }
             None => {
                 m.forward(ctx, &[token], false).map_err(|x| e(&x))?;

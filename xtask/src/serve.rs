@@ -394,7 +394,6 @@ fn depth(
             } else {
                 m.set_kv_mode(ctx, mode).map_err(|x| e(&x))?;
             }
-            let table: Vec<u32> = (0..(DEPTH / block) as u32).collect();
             let mut total = 0f64;
             for s in 0..steps + 2 {
                 if !paged {
@@ -402,14 +401,8 @@ fn depth(
                 }
                 let t = Instant::now();
                 if paged {
-                    let rows = [wring_llm::SeqRows {
-                        tokens: &[504],
-                        pos0: DEPTH - 2,
-                        table: &table,
-                        tail: 0,
-                        reused: 0,
-                    }];
-                    m.forward_paged(ctx, &rows, 1).map_err(|x| e(&x))?;
+                    m.forward_paged_alone(ctx, &[504], DEPTH - 2, 1)
+                        .map_err(|x| e(&x))?;
                 } else {
                     m.forward(ctx, &[504], false).map_err(|x| e(&x))?;
                 }

@@ -47,6 +47,19 @@ pub fn matmul_k_order<T: crate::Float>(
     }
 }
 
+/// `q . k` as the attention shaders sum it: four products at a time (a vec4 `dot`), the groups added in
+/// order. The attention twins call it so that their scores round as the shaders' do.
+pub fn dot4(q: &[f32], k: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for i in 0..q.len() / 4 {
+        s += q[4 * i] * k[4 * i]
+            + q[4 * i + 1] * k[4 * i + 1]
+            + q[4 * i + 2] * k[4 * i + 2]
+            + q[4 * i + 3] * k[4 * i + 3];
+    }
+    s
+}
+
 /// One query row's attention over `keys` (each a key row and its value row, in order) with an online
 /// softmax, into `out`: the order of operations of the per-row attention shaders (attn_fused's and
 /// attn_paged's row forms): the score summed four products at a time, then scaled; the running maximum,
@@ -62,14 +75,7 @@ pub fn attend_row<'a>(
     let mut acc = vec![0f32; d];
     let (mut m, mut l) = (NEG_MAX_F32, 0f32);
     for (kr, vr) in keys {
-        let mut s = 0f32;
-        for i in 0..d / 4 {
-            s += q[4 * i] * kr[4 * i]
-                + q[4 * i + 1] * kr[4 * i + 1]
-                + q[4 * i + 2] * kr[4 * i + 2]
-                + q[4 * i + 3] * kr[4 * i + 3];
-        }
-        s *= scale;
+        let s = dot4(q, kr) * scale;
         let m_new = m.max(s);
         let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
         l = l * c + p;

@@ -369,6 +369,15 @@ pub fn cpu_store(
     }
 }
 
+/// Blocks of a code pool's f16 ring per running sequence: its last full block and its unfinished one
+/// (`shaders/kv/attn_paged.wgsl` reads position p at ring slot p mod 2 x block).
+pub const RING_BLOCKS: usize = 2;
+
+/// Positions the rings of `tails` sequences hold in blocks of `block`; saturating, for bounds checks.
+pub fn ring_positions(tails: usize, block: usize) -> usize {
+    tails.saturating_mul(RING_BLOCKS * block)
+}
+
 /// A token kv_paged_store leaves unwritten (the shader's NONE): a KIVI step's positions in blocks it
 /// seals.
 pub const NO_SLOT: u32 = u32::MAX;
@@ -429,9 +438,7 @@ impl KvPagedSeal {
         plan::index_u32(
             k,
             "tail values",
-            self.tails
-                .saturating_mul(2 * self.block)
-                .saturating_mul(self.kv),
+            ring_positions(self.tails, self.block).saturating_mul(self.kv),
         )?;
         plan::index_u32(k, "step values", self.tokens.saturating_mul(self.kv))?;
         Ok(SealParams {
@@ -459,7 +466,7 @@ impl Kernel for KvPagedSeal {
             .pool
             .pool_words(self.kv, self.head_dim, self.block, self.blocks);
         let step = self.tokens * self.kv;
-        let tail = self.tails * 2 * self.block * self.kv / 2;
+        let tail = ring_positions(self.tails, self.block) * self.kv / 2;
         vec![
             Operand::read("k", DType::F32, step),
             Operand::read("v", DType::F32, step),
@@ -509,13 +516,7 @@ pub fn cpu_seal(
         let [_, ring, staged, first] = job.map(|w| w as usize);
         if o < staged {
             let at = (ring + o) * kv / 2;
-            tail[at..at + kv / 2]
-                .iter()
-                .flat_map(|&w| {
-                    let (a, c) = crate::cache::unpack(w);
-                    [a, c]
-                })
-                .collect()
+            Pool::F16.load(&tail[at..at + kv / 2], kv, u.head_dim)
         } else {
             let at = (first + o - staged) * kv;
             x[at..at + kv].iter().map(|&x| store_f16(x)).collect()
@@ -675,7 +676,7 @@ impl AttnPaged {
         plan::index_u32(
             k,
             "tail values",
-            self.tails.saturating_mul(2 * self.block).saturating_mul(kv),
+            ring_positions(self.tails, self.block).saturating_mul(kv),
         )?;
         // A slot in the tails is marked by the top bit (TAIL in the shader).
         plan::ensure(self.slots < 1 << 31, k, || {
@@ -739,7 +740,7 @@ impl AttnPaged {
                         if let Some(tv) = tails
                             && j >= tv.info[t][1]
                         {
-                            let ring = tv.info[t][0] + j % (2 * self.block as u32);
+                            let ring = tv.info[t][0] + j % (RING_BLOCKS * self.block) as u32;
                             let base = ring as usize * kv + hk * d;
                             return (&tv.k[base..][..d], &tv.v[base..][..d]);
                         }
@@ -777,7 +778,7 @@ impl Kernel for AttnPaged {
             Operand::write("o", DType::F32, rows),
         ];
         if self.pool.kivi() {
-            let tail = self.tails * 2 * self.block * kv / 2;
+            let tail = ring_positions(self.tails, self.block) * kv / 2;
             ops.extend([
                 Operand::read("tk", DType::U32, tail),
                 Operand::read("tv", DType::U32, tail),

@@ -143,14 +143,7 @@ impl Attention {
             }
             let qr = &q[th * d..][..d];
             let kr = &k[(j * self.n_kv_heads + h / group) * d..][..d];
-            let mut acc = 0.0f32;
-            for i in 0..d / 4 {
-                acc += qr[4 * i] * kr[4 * i]
-                    + qr[4 * i + 1] * kr[4 * i + 1]
-                    + qr[4 * i + 2] * kr[4 * i + 2]
-                    + qr[4 * i + 3] * kr[4 * i + 3];
-            }
-            *out = acc * self.scale;
+            *out = reduce::dot4(qr, kr) * self.scale;
         }
     }
 

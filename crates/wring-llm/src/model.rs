@@ -893,6 +893,28 @@ impl Llama {
         Ok(if logit_rows == 0 { Vec::new() } else { out })
     }
 
+    /// One sequence alone through the paged cache, its positions in the pool's blocks in order (block i
+    /// holds positions i x block onwards; ring 0): what scoring or timing a paged mode on one text needs.
+    /// `tokens` start at `pos0`; returns the logits of the first `logit_rows` rows.
+    pub fn forward_paged_alone(
+        &mut self,
+        ctx: &Context,
+        tokens: &[u32],
+        pos0: usize,
+        logit_rows: usize,
+    ) -> Result<Vec<f32>, LlmError> {
+        let block = self.paged.map_or(1, |p| p.block);
+        let table: Vec<u32> = (0..(pos0 + tokens.len()).div_ceil(block) as u32).collect();
+        let rows = [SeqRows {
+            tokens,
+            pos0,
+            table: &table,
+            tail: 0,
+            reused: 0,
+        }];
+        self.forward_paged(ctx, &rows, logit_rows)
+    }
+
     /// Makes every layer of a KIVI paged cache hold at least `need` tails (in steps of powers of two),
     /// keeping the tails already there: a running sequence's unsealed positions live in them.
     fn grow_tails(
@@ -905,7 +927,8 @@ impl Llama {
             return Ok(());
         }
         let c = &self.cfg;
-        let words_per_tail = 2 * shape.block * c.n_kv_heads * c.head_dim / 2;
+        let words_per_tail =
+            kv_paged::ring_positions(1, shape.block) * c.n_kv_heads * c.head_dim / 2;
         let count = need.next_power_of_two().min(shape.blocks).max(need);
         let added = ((count - self.paged_tails) * words_per_tail * 4 * 2 * c.n_layers) as u64;
         let budget = kv_budget();
@@ -952,7 +975,7 @@ impl Llama {
         // the step fills. The ring holds a sequence's last full block and its unfinished one (positions
         // from `recent` on); earlier positions of the step are only sealed into the pool.
         let (mut info, mut jobs) = (Vec::new(), Vec::new());
-        let ring = 2 * b;
+        let ring = kv_paged::ring_positions(1, b);
         for s in seqs {
             let off = table.len() as u32;
             let first = slots.len();
@@ -1639,9 +1662,11 @@ impl Llama {
                     )?;
                 }
                 let (store_pool, slots_held, dst) = match kivi {
-                    Some((tk, tv, _)) => {
-                        (Pool::F16, self.paged_tails * 2 * ps.attn.block, [tk, tv])
-                    }
+                    Some((tk, tv, _)) => (
+                        Pool::F16,
+                        kv_paged::ring_positions(self.paged_tails, ps.attn.block),
+                        [tk, tv],
+                    ),
                     None => (ps.attn.pool, ps.attn.slots, [kp, vp]),
                 };
                 let store = KvPagedStore {
@@ -2038,16 +2063,9 @@ impl Llama {
                 // Only steps that reach the scored second half need their logits read back.
                 let scored = end > n_ctx / 2;
                 let logits = match self.paged {
-                    Some(shape) => {
-                        let table: Vec<u32> = (0..n_ctx.div_ceil(shape.block) as u32).collect();
-                        let rows = [SeqRows {
-                            tokens: &batch[at..end],
-                            pos0: at,
-                            table: &table,
-                            tail: 0,
-                            reused: 0,
-                        }];
-                        self.forward_paged(ctx, &rows, if scored { end - at } else { 0 })?
+                    Some(_) => {
+                        let rows = if scored { end - at } else { 0 };
+                        self.forward_paged_alone(ctx, &batch[at..end], at, rows)?
                     }
                     None => self.forward(ctx, &batch[at..end], scored)?,
                 };

@@ -8,6 +8,8 @@
 
 use std::collections::{BinaryHeap, HashMap};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+
 use crate::tokenizer::TokenizerError;
 
 /// A SentencePiece vocabulary with its scores.
@@ -18,8 +20,10 @@ pub struct Spm {
     index: HashMap<String, u32>,
     /// The `<0xXX>` token of each byte, where the vocabulary has it.
     bytes: Vec<Option<u32>>,
-    /// Control and user-defined tokens, longest first (a longer match wins where two start together).
-    specials: Vec<(String, u32)>,
+    /// Control and user-defined tokens, found in one pass over the text (the leftmost first, the longest
+    /// where two start together), and the id of each pattern.
+    specials: AhoCorasick,
+    special_ids: Vec<u32>,
     /// Token types (llama.cpp's: 3 control, 6 byte).
     types: Vec<u64>,
     add_space_prefix: bool,
@@ -93,20 +97,24 @@ impl Spm {
         let bytes = (0..=255u8)
             .map(|b| index.get(&format!("<0x{b:02X}>")).copied())
             .collect();
-        let mut specials: Vec<(String, u32)> = tokens
+        let (texts, special_ids): (Vec<&str>, Vec<u32>) = tokens
             .iter()
             .zip(&types)
             .enumerate()
             .filter(|(_, (t, ty))| (**ty == 3 || **ty == 4) && !t.is_empty())
-            .map(|(i, (t, _))| (t.clone(), i as u32))
-            .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+            .map(|(i, (t, _))| (t.as_str(), i as u32))
+            .unzip();
+        let specials = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&texts)
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
         Ok(Spm {
             tokens,
             scores,
             index,
             bytes,
             specials,
+            special_ids,
             types,
             add_space_prefix,
             unknown,
@@ -128,42 +136,25 @@ impl Spm {
     /// error rather than dropped.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::new();
-        // A raw fragment gets the space prefix when it starts the text or follows a special token.
-        let mut after_special = true;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let next = self
-                .specials
-                .iter()
-                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
-                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            let (raw, special) = match next {
-                Some((at, len, id)) => (&rest[..at], Some((len, id, at))),
-                None => (rest, None),
-            };
-            if !raw.is_empty() {
-                self.encode_raw(raw, after_special, &mut out)?;
+        // Every raw fragment starts the text or follows a special token, so each gets the space prefix
+        // (llama.cpp's `is_prev_special`).
+        let mut last = 0;
+        for m in self.specials.find_iter(text) {
+            if m.start() > last {
+                self.encode_raw(&text[last..m.start()], &mut out)?;
             }
-            match special {
-                Some((len, id, at)) => {
-                    out.push(id);
-                    after_special = true;
-                    rest = &rest[at + len..];
-                }
-                None => break,
-            }
+            out.push(self.special_ids[m.pattern().as_usize()]);
+            last = m.end();
+        }
+        if last < text.len() {
+            self.encode_raw(&text[last..], &mut out)?;
         }
         Ok(out)
     }
 
-    fn encode_raw(
-        &self,
-        raw: &str,
-        prefix: bool,
-        out: &mut Vec<u32>,
-    ) -> Result<(), TokenizerError> {
+    fn encode_raw(&self, raw: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
         let mut text = String::with_capacity(raw.len() + 4);
-        if self.add_space_prefix && prefix {
+        if self.add_space_prefix {
             text.push(' ');
         }
         text.push_str(raw);
