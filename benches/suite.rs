@@ -1085,7 +1085,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
         let kc = ctx.empty(&[t * hkv * hd], DType::F32)?;
         let vc = ctx.empty(&[t * hkv * hd], DType::F32)?;
         for v in variant::of_kernel("rope_qkv") {
-            let mode = if v.name == "neox" {
+            let mode = if v.name.starts_with("neox") {
                 RopeMode::Neox
             } else {
                 RopeMode::Normal
@@ -1103,6 +1103,14 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 stride: row,
                 offset,
             };
+            // The extended glue timed at its dearest: biases, Qwen3's q/k norm and frequency factors.
+            let extras = v.name.ends_with("_ext").then_some(
+                wring_runtime::kernels::tensor::rope::QkvExtras {
+                    qk_norm: true,
+                    norm_eps: 1e-6,
+                    mscale: 1.0,
+                },
+            );
             let unit = RopeQkv {
                 rope,
                 n_kv_heads: hkv,
@@ -1110,8 +1118,12 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 q: strided(0),
                 k: strided(h * hd),
                 v: strided((h + hkv) * hd),
+                extras,
             };
-            let operands = [
+            let extra = unit
+                .extra_vector([&[], &[], &[]], [&[], &[]], &[])?;
+            let extra = ctx.upload(&[extra.len()], &extra)?;
+            let mut operands = vec![
                 ("q", &qkv),
                 ("k", &qkv),
                 ("v", &qkv),
@@ -1120,6 +1132,9 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 ("k_cache", &kc),
                 ("v_cache", &vc),
             ];
+            if extras.is_some() {
+                operands.push(("extra", &extra));
+            }
             let tm = b.time(&|s| s.run_with(&unit, Choice::Force(&v.name), &operands))?;
             b.row(
                 "rope_qkv",

@@ -6,6 +6,7 @@ mod batch;
 mod batching;
 mod codec;
 mod compress;
+mod families;
 mod fixture;
 mod gpu_plan;
 mod harness;

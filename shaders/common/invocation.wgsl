@@ -17,3 +17,10 @@ struct Invocation {
 fn linear_workgroup(inv: Invocation) -> u32 {
     return inv.wid.x + inv.wid.y * inv.nwg.x + inv.wid.z * inv.nwg.x * inv.nwg.y;
 }
+
+// The column (output row) group of a 2D product grid whose x dimension spills into z once it reaches the
+// workgroup limit (`plan::grid_rows`: a head of 151,936 vocabulary rows at one row per workgroup); y stays
+// the batch tile.
+fn col_workgroup(inv: Invocation) -> u32 {
+    return inv.wid.x + inv.wid.z * inv.nwg.x;
+}

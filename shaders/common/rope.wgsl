@@ -25,3 +25,15 @@ fn rope_values(x: vec2<f32>, pos: i32, p: u32, n_dims: u32, theta_scale: f32, fr
     let s = sin(theta);
     return vec2<f32>(x.x * c - x.y * s, x.x * s + x.y * c);
 }
+
+// rope_values with ggml's extensions: the pair's frequency divided by `factor` (freq_factors) and the
+// rotation scaled by `mscale` (the attention factor), as ggml's rope_yarn with no extrapolation ramp.
+fn rope_values_ext(x: vec2<f32>, pos: i32, p: u32, n_dims: u32, theta_scale: f32, freq_scale: f32, factor: f32, mscale: f32) -> vec2<f32> {
+    if (2u * p >= n_dims) {
+        return x;
+    }
+    let theta = f32(pos) * freq_scale * pow(theta_scale, f32(p)) / factor;
+    let c = cos(theta) * mscale;
+    let s = sin(theta) * mscale;
+    return vec2<f32>(x.x * c - x.y * s, x.x * s + x.y * c);
+}

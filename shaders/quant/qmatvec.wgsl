@@ -31,7 +31,7 @@ struct Params {
 // loads, not dequantization, are what this kernel spends most of its time on.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+    let row0 = (col_workgroup(inv) * WG + inv.lid) * ROWS;
     let b0 = inv.wid.y * BATCH;
     let units = params.k / 32u;
     let units_per_block = BLOCK_LEN / 32u;
@@ -64,7 +64,7 @@ fn main(inv: Invocation) {
 #else
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row = inv.wid.x;
+    let row = col_workgroup(inv);
     let b0 = inv.wid.y * BATCH;
     if (row >= params.n) {
         return;

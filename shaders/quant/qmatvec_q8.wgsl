@@ -380,9 +380,9 @@ fn main(inv: Invocation) {
 #ifdef SWIGLU
     // Of the stacked [gate; up] matrix, lanes 0-3 take gate rows 32w .. 32w + 31 (8 each) and lanes 4-7
     // the up rows n / 2 + 32w ..: both halves of the gate's output unit w in one workgroup.
-    let row0 = select(0u, params.n / 2u, inv.lid >= 4u) + 32u * inv.wid.x + 8u * (inv.lid % 4u);
+    let row0 = select(0u, params.n / 2u, inv.lid >= 4u) + 32u * col_workgroup(inv) + 8u * (inv.lid % 4u);
 #else
-    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+    let row0 = (col_workgroup(inv) * WG + inv.lid) * ROWS;
 #endif
     let b0 = inv.wid.y * BATCH;
     let units = params.k / 32u;
@@ -510,7 +510,7 @@ fn main(inv: Invocation) {
         let up = subgroupShuffleXor(g, 4u);
         v[i] = g / (1.0 + exp(-g)) * up;
     }
-    store_unit(v, inv.wid.x, inv.lid % 4u, inv.lid < 4u);
+    store_unit(v, col_workgroup(inv), inv.lid % 4u, inv.lid < 4u);
 #else
     for (var r = 0u; r < ROWS; r++) {
         for (var i = 0u; i < BATCH; i++) {
@@ -527,7 +527,7 @@ fn main(inv: Invocation) {
 // the tiled qmatmul instead.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row = inv.wid.x;
+    let row = col_workgroup(inv);
     let bi = inv.wid.y;
     if (row >= params.n || bi >= params.batch) {
         return;

@@ -56,7 +56,7 @@ fn add_outliers(sums: ptr<function, array<f32, BATCH>>, row: u32, b0: u32, e0: u
 // four (permuted) activations is gathered once for ROWS rows, as qmatvec's lanes variants share theirs.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+    let row0 = (col_workgroup(inv) * WG + inv.lid) * ROWS;
     let b0 = inv.wid.y * BATCH;
     if (row0 >= params.rows) {
         return;
@@ -161,7 +161,7 @@ fn main(inv: Invocation) {
 // outliers, reduced.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row = inv.wid.x;
+    let row = col_workgroup(inv);
     let b0 = inv.wid.y * BATCH;
     if (row >= params.rows) {
         return;

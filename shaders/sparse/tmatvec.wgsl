@@ -45,7 +45,7 @@ fn add_outliers(sums: ptr<function, array<f32, BATCH>>, row: u32, b0: u32, e0: u
 // tiles, so each tile's 16 activations are gathered once for ROWS rows.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row0 = (inv.wid.x * WG + inv.lid) * ROWS;
+    let row0 = (col_workgroup(inv) * WG + inv.lid) * ROWS;
     let b0 = inv.wid.y * BATCH;
     if (row0 >= params.rows) {
         return;
@@ -90,7 +90,7 @@ fn main(inv: Invocation) {
 // outliers, reduced. Each lane decodes its 16 weights from three words.
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
-    let row = inv.wid.x;
+    let row = col_workgroup(inv);
     let b0 = inv.wid.y * BATCH;
     if (row >= params.rows) {
         return;

@@ -208,10 +208,37 @@ pub fn grid_2d(
     tile_rows: u64,
     caps: &Caps,
 ) -> Result<[u32; 3], KernelError> {
+    let grid = grid_rows(kernel, cols, rows, tile_cols, tile_rows, caps)?;
+    if grid[2] > 1 {
+        return Err(KernelError::TooManyWorkgroups {
+            kernel,
+            needed: (cols as u64).div_ceil(tile_cols.max(1)),
+            limit: caps.max_workgroups_per_dim,
+        });
+    }
+    Ok(grid)
+}
+
+/// A product's grid as [`grid_2d`] lays it out, except that output-row groups past the per-dimension
+/// limit spill from x into z (x * z >= the groups needed, the extra groups past the last row): for the
+/// matrix-vector kernels, whose shaders read their row group with `col_workgroup` and skip rows past the
+/// end. A vocabulary head of 151,936 rows at one row per workgroup needs it on every GPU.
+pub fn grid_rows(
+    kernel: &'static str,
+    cols: usize,
+    rows: usize,
+    tile_cols: u64,
+    tile_rows: u64,
+    caps: &Caps,
+) -> Result<[u32; 3], KernelError> {
+    let groups = (cols as u64).div_ceil(tile_cols.max(1));
+    let limit = u64::from(caps.max_workgroups_per_dim);
+    let z = groups.div_ceil(limit).max(1);
+    let x = groups.div_ceil(z);
     Ok([
-        dim(kernel, (cols as u64).div_ceil(tile_cols.max(1)), caps)?,
+        dim(kernel, x, caps)?,
         dim(kernel, (rows as u64).div_ceil(tile_rows.max(1)), caps)?,
-        1,
+        dim(kernel, z, caps)?,
     ])
 }
 

@@ -119,7 +119,7 @@ impl Kernel for Qmatvec {
             row_bytes: row_bytes as u32,
         };
         let rows_per_group = plan::rows_per_workgroup(v);
-        let workgroups = plan::grid_2d("qmatvec", n, batch, rows_per_group, tile as u64, caps)?;
+        let workgroups = plan::grid_rows("qmatvec", n, batch, rows_per_group, tile as u64, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),

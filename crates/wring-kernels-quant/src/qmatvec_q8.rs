@@ -151,7 +151,7 @@ impl QmatvecQ8 {
         };
         let tile = u64::from(v.define_u32("BATCH"));
         let rows_per_group = plan::rows_per_workgroup(v);
-        let workgroups = plan::grid_2d("qmatvec_q8", n, batch, rows_per_group, tile, caps)?;
+        let workgroups = plan::grid_rows("qmatvec_q8", n, batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),

@@ -215,7 +215,8 @@ impl Kernel for Gmatvec {
         let tile = v.define_u32("BATCH") as u64;
         let l = self.layout;
         let rows_per_group = plan::rows_per_workgroup(v);
-        let workgroups = plan::grid_2d("gmatvec", l.rows, self.batch, rows_per_group, tile, caps)?;
+        let workgroups =
+            plan::grid_rows("gmatvec", l.rows, self.batch, rows_per_group, tile, caps)?;
         Ok(Plan {
             variant: v,
             params: bytemuck::bytes_of(&params).to_vec(),

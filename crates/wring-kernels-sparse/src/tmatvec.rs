@@ -123,7 +123,7 @@ impl Kernel for Tmatvec {
             choice,
         )?;
         ensure_width("tmatvec", v, l.bits)?;
-        let workgroups = plan::grid_2d(
+        let workgroups = plan::grid_rows(
             "tmatvec",
             l.rows,
             self.batch,

@@ -179,6 +179,31 @@ pub struct RopeQkv {
     pub k: Strided,
     /// Values.
     pub v: Strided,
+    /// Biases, q/k norms, frequency factors and a factor on the rotation (the `_ext` variants), bound as
+    /// one `extra` vector laid out by [`RopeQkv::extra_vector`]; `None` for llama's plain glue.
+    pub extras: Option<QkvExtras>,
+}
+
+/// What the families beside llama add to the q/k/v glue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QkvExtras {
+    /// Whether each q and k head is RMS-normalised over its dimensions before the rotation (Qwen3).
+    pub qk_norm: bool,
+    /// That norm's epsilon.
+    pub norm_eps: f32,
+    /// What multiplies the rotation's cosines and sines (1 for none).
+    pub mscale: f32,
+}
+
+impl QkvExtras {
+    /// No norm and an unscaled rotation: biases and factors only.
+    pub fn plain() -> QkvExtras {
+        QkvExtras {
+            qk_norm: false,
+            norm_eps: 1e-6,
+            mscale: 1.0,
+        }
+    }
 }
 
 /// `shaders/rope_qkv.wgsl`'s `Params`.
@@ -213,8 +238,22 @@ pub struct QkvParams {
     pub v_stride: u32,
     /// Offset of v's first entry.
     pub v_off: u32,
-    /// Uniform padding to 64 bytes.
-    pub pad: [u32; 2],
+    /// The q/k norm's epsilon (`_ext`).
+    pub norm_eps: f32,
+    /// The factor on cosines and sines (`_ext`).
+    pub mscale: f32,
+    /// Bit 0: q and k heads are normalised (`_ext`).
+    pub flags: u32,
+    /// Where `extra`'s biases begin.
+    pub bias_off: u32,
+    /// Where its q norm weights begin.
+    pub q_norm_off: u32,
+    /// Where its k norm weights begin.
+    pub k_norm_off: u32,
+    /// Where its frequency factors begin.
+    pub factors_off: u32,
+    /// Uniform padding to 96 bytes.
+    pub pad: [u32; 3],
 }
 
 impl RopeQkv {
@@ -247,8 +286,64 @@ impl RopeQkv {
             k_off: offset(self.k)?,
             v_stride: stride(self.v)?,
             v_off: offset(self.v)?,
-            pad: [0; 2],
+            norm_eps: self.extras.map_or(0.0, |x| x.norm_eps),
+            mscale: self.extras.map_or(1.0, |x| x.mscale),
+            flags: u32::from(self.extras.is_some_and(|x| x.qk_norm)),
+            bias_off: 0,
+            q_norm_off: self.extra_offsets()[1] as u32,
+            k_norm_off: self.extra_offsets()[2] as u32,
+            factors_off: self.extra_offsets()[3] as u32,
+            pad: [0; 3],
         })
+    }
+
+    /// Where `extra`'s parts begin: biases [q | k | v], q norm [head_dim], k norm [head_dim], frequency
+    /// factors [n_dims / 2]; and its length.
+    fn extra_offsets(&self) -> [usize; 5] {
+        let r = &self.rope;
+        let qkv = (r.n_heads + 2 * self.n_kv_heads) * r.head_dim;
+        let q_norm = qkv;
+        let k_norm = q_norm + r.head_dim;
+        let factors = k_norm + r.head_dim;
+        [0, q_norm, k_norm, factors, factors + r.n_dims / 2]
+    }
+
+    /// The `extra` vector of the `_ext` variants from its parts, each empty where a model has none: biases
+    /// of q, k and v (zeros), the q and k norms' weights (unused unless `qk_norm`), frequency factors (ones).
+    pub fn extra_vector(
+        &self,
+        [bq, bk, bv]: [&[f32]; 3],
+        [q_norm, k_norm]: [&[f32]; 2],
+        factors: &[f32],
+    ) -> Result<Vec<f32>, KernelError> {
+        let r = &self.rope;
+        let (qd, kv, hd) = (
+            r.n_heads * r.head_dim,
+            self.n_kv_heads * r.head_dim,
+            r.head_dim,
+        );
+        let [_, _, _, _, len] = self.extra_offsets();
+        let mut out = Vec::with_capacity(len);
+        for (part, width, fill) in [
+            (bq, qd, 0.0),
+            (bk, kv, 0.0),
+            (bv, kv, 0.0),
+            (q_norm, hd, 1.0),
+            (k_norm, hd, 1.0),
+            (factors, r.n_dims / 2, 1.0),
+        ] {
+            match part.len() {
+                0 => out.extend(std::iter::repeat_n(fill, width)),
+                n if n == width => out.extend_from_slice(part),
+                n => {
+                    return Err(KernelError::Shape {
+                        kernel: "rope_qkv",
+                        what: format!("an extra part of {n} values where {width} are expected"),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -274,16 +369,30 @@ impl Kernel for RopeQkv {
             Operand::write("k_cache", DType::F32, end),
             Operand::write("v_cache", DType::F32, end),
         ]
+        .into_iter()
+        .chain(
+            self.extras
+                .map(|_| Operand::read("extra", DType::F32, self.extra_offsets()[4])),
+        )
+        .collect()
     }
 
     /// Plans one `rope_qkv` launch.
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let r = self;
-        let auto = match r.rope.mode {
-            RopeMode::Normal => &crate::catalogue::rope_qkv::NORMAL,
-            RopeMode::Neox => &crate::catalogue::rope_qkv::NEOX,
+        use crate::catalogue::rope_qkv as c;
+        let auto = match (r.rope.mode, r.extras.is_some()) {
+            (RopeMode::Normal, false) => &c::NORMAL,
+            (RopeMode::Neox, false) => &c::NEOX,
+            (RopeMode::Normal, true) => &c::NORMAL_EXT,
+            (RopeMode::Neox, true) => &c::NEOX_EXT,
         };
-        let v = crate::choose(auto, "it is the requested pairing", caps, choice)?;
+        let v = crate::choose(auto, "it is the requested pairing and extras", caps, choice)?;
+        plan::ensure(
+            v.name.ends_with("_ext") == r.extras.is_some(),
+            "rope_qkv",
+            || format!("variant {} with extras {:?}", v.name, r.extras),
+        )?;
         check_shape(&r.rope, "rope_qkv")?;
         plan::ensure(r.n_kv_heads > 0, "rope_qkv", || {
             "there must be at least one key/value head".into()
@@ -300,10 +409,11 @@ impl Kernel for RopeQkv {
 }
 
 /// CPU twin of `rope_qkv`: [`cpu`] on the queries and keys read through their strides, the keys and values
-/// stored at the cache positions.
+/// stored at the cache positions; with extras, each head's bias added, its RMSNorm applied and the rotation
+/// taken by its factors (`extra` as [`RopeQkv::extra_vector`] lays it out, empty without extras).
 #[allow(
     clippy::too_many_arguments,
-    reason = "three inputs, positions and three outputs, as the shader"
+    reason = "three inputs, positions, three outputs and the extras, as the shader"
 )]
 pub fn cpu_qkv(
     r: &RopeQkv,
@@ -311,6 +421,7 @@ pub fn cpu_qkv(
     k: &[f32],
     v: &[f32],
     pos: &[i32],
+    extra: &[f32],
     q_out: &mut [f32],
     k_cache: &mut [f32],
     v_cache: &mut [f32],
@@ -323,18 +434,69 @@ pub fn cpu_qkv(
             .flat_map(|t| src[t * s.stride + s.offset..][..width].to_vec())
             .collect()
     };
-    cpu(rope, &gather(q, r.q, rope.n_heads * hd), pos, q_out);
-    let mut k_rot = vec![0.0; rope.tokens * kv];
-    cpu(
-        &Rope {
-            n_heads: r.n_kv_heads,
-            ..*rope
-        },
-        &gather(k, r.k, kv),
-        pos,
-        &mut k_rot,
+    let (mut qs, mut ks, mut vs) = (
+        gather(q, r.q, rope.n_heads * hd),
+        gather(k, r.k, kv),
+        gather(v, r.v, kv),
     );
     let cache = r.cache_pos * kv..(r.cache_pos + rope.tokens) * kv;
-    k_cache[cache.clone()].copy_from_slice(&k_rot);
-    v_cache[cache].copy_from_slice(&gather(v, r.v, kv));
+    let Some(x) = r.extras else {
+        cpu(rope, &qs, pos, q_out);
+        let kr = Rope {
+            n_heads: r.n_kv_heads,
+            ..*rope
+        };
+        cpu(&kr, &ks, pos, &mut k_cache[cache.clone()]);
+        v_cache[cache].copy_from_slice(&vs);
+        return;
+    };
+    let [_, q_norm, k_norm, factors, _] = r.extra_offsets();
+    let qd = rope.n_heads * hd;
+    let p = rope.params();
+    // Biases per head, then each head's norm and rotation.
+    let add_bias = |rows: &mut [f32], width: usize, off: usize| {
+        for row in rows.chunks_mut(width) {
+            for (y, b) in row.iter_mut().zip(&extra[off..off + width]) {
+                *y += b;
+            }
+        }
+    };
+    add_bias(&mut qs, qd, 0);
+    add_bias(&mut ks, kv, qd);
+    add_bias(&mut vs, kv, qd + kv);
+    let turn = |heads: &[f32], norm: usize, out: &mut [f32]| {
+        let per_token = heads.len() / hd / rope.tokens;
+        for (h, head) in heads.chunks(hd).enumerate() {
+            let token = h / per_token;
+            let scale = if x.qk_norm {
+                let ss: f32 = head.iter().map(|y| y * y).sum();
+                1.0 / (ss / hd as f32 + x.norm_eps).sqrt()
+            } else {
+                1.0
+            };
+            let o = &mut out[h * hd..][..hd];
+            for (i, y) in head.iter().enumerate() {
+                o[i] = if x.qk_norm {
+                    y * scale * extra[norm + i]
+                } else {
+                    *y
+                };
+            }
+            for pair in 0..hd / 2 {
+                let (i0, i1) = pair_dims(rope.mode, pair, rope.n_dims);
+                if 2 * pair >= rope.n_dims {
+                    continue;
+                }
+                let theta = pos[token] as f32 * p.freq_scale * p.theta_scale.powf(pair as f32)
+                    / extra[factors + pair];
+                let (s, c) = theta.sin_cos();
+                let (c, s) = (c * x.mscale, s * x.mscale);
+                let (a, b) = (o[i0], o[i1]);
+                (o[i0], o[i1]) = (a * c - b * s, a * s + b * c);
+            }
+        }
+    };
+    turn(&qs, q_norm, q_out);
+    turn(&ks, k_norm, &mut k_cache[cache.clone()]);
+    v_cache[cache].copy_from_slice(&vs);
 }

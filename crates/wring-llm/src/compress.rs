@@ -23,7 +23,7 @@ use crate::{GgufTokenizer, LlamaConfig, LlmError};
 
 /// The linear layers of a block by the input they read: q/k/v, the attention output, gate/up, down.
 pub const SITES: [&[&str]; 4] = [
-    &["attn_q", "attn_k", "attn_v"],
+    &["attn_q", "attn_k", "attn_v", "attn_qkv"],
     &["attn_output"],
     &["ffn_gate", "ffn_up"],
     &["ffn_down"],
@@ -77,7 +77,7 @@ pub fn calibrate(
             tokens.len()
         )));
     }
-    let widths = [cfg.n_embd, cfg.n_embd, cfg.n_embd, cfg.n_ff];
+    let widths = [cfg.n_embd, cfg.q_dim(), cfg.n_embd, cfg.n_ff];
     let mut layers: Vec<[Hessian; 4]> = (0..cfg.n_layers)
         .map(|_| widths.map(Hessian::new))
         .collect();
@@ -689,6 +689,10 @@ impl WeightSource for Quantized<'_> {
 
     fn uploaded(&self) {
         self.base.uploaded();
+    }
+
+    fn values(&self, name: &str) -> Result<Option<Vec<f32>>, LlmError> {
+        self.base.values(name)
     }
 }
 

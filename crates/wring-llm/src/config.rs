@@ -1,6 +1,7 @@
 //! The hyperparameters of a llama-family model, read from GGUF metadata and checked for consistency.
 
 use wring_gguf::{Gguf, Value};
+use wring_runtime::kernels::tensor::rope::RopeMode;
 
 use crate::LlmError;
 
@@ -34,12 +35,84 @@ pub struct LlamaConfig {
     /// Whether the output head reuses the token embedding (no `output.weight`).
     pub tied_output: bool,
     /// How RoPE pairs dimensions: llama.cpp permutes a llama GGUF's q/k rows for adjacent pairs ("normal");
-    /// Hugging Face checkpoints keep the half-split pairing ("NeoX").
-    pub rope_mode: wring_runtime::kernels::tensor::rope::RopeMode,
+    /// Hugging Face checkpoints, and GGUFs of the families llama.cpp ropes as NeoX (Qwen, Phi-3), keep the
+    /// half-split pairing.
+    pub rope_mode: RopeMode,
+    /// Linear RoPE position scaling (`rope.scaling.factor` under type `linear`: 1 / factor), 1 for none.
+    pub rope_scale: f32,
+    /// What multiplies RoPE's cosines and sines (`rope.scaling.attn_factor`, Phi-3's LongRoPE), 1 for none.
+    pub rope_attn_factor: f32,
+    /// Per-pair divisors of RoPE's frequencies, where the file has them.
+    pub rope_factors: RopeFactors,
+    /// What sets the family's layers apart from llama's.
+    pub parts: Parts,
 }
 
-/// Architectures whose tensors and attention match llama's.
-const LLAMA_LIKE: &[&str] = &["llama", "mistral"];
+/// The parts of a layer that set a family apart from llama, each read from the file's tensors and metadata
+/// (never from its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Parts {
+    /// Biases on the q, k and v projections (Qwen2; llama.cpp takes them wherever a file has them).
+    pub qkv_bias: bool,
+    /// RMSNorm of each query and key head over its dimensions before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// q, k and v in one tensor `attn_qkv` (Phi-3).
+    pub fused_qkv: bool,
+    /// Gate and up in one tensor `ffn_up` of 2 n_ff rows, the gate's first (Phi-3).
+    pub fused_gate_up: bool,
+}
+
+/// Per-pair divisors of RoPE's frequencies (ggml's `freq_factors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RopeFactors {
+    None,
+    /// `rope_freqs.weight`: Llama 3.1's frequency scaling, as its converter writes it.
+    Fixed,
+    /// Phi-3's LongRoPE: `rope_factors_short.weight` up to `original_context` positions, the long factors
+    /// past it (llama.cpp picks by the context asked for).
+    ShortLong {
+        original_context: usize,
+    },
+}
+
+impl RopeFactors {
+    /// The tensor whose factors a cache of `context` positions rotates by.
+    pub fn tensor(&self, context: usize) -> Option<&'static str> {
+        match self {
+            RopeFactors::None => None,
+            RopeFactors::Fixed => Some("rope_freqs.weight"),
+            RopeFactors::ShortLong { original_context } if context > *original_context => {
+                Some("rope_factors_long.weight")
+            }
+            RopeFactors::ShortLong { .. } => Some("rope_factors_short.weight"),
+        }
+    }
+}
+
+/// Architectures wring runs, with the pairing llama.cpp ropes them by (`llama_model_rope_type`).
+const ARCHITECTURES: &[(&str, RopeMode)] = &[
+    ("llama", RopeMode::Normal),
+    ("qwen2", RopeMode::Neox),
+    ("qwen3", RopeMode::Neox),
+    ("phi3", RopeMode::Neox),
+];
+
+/// Architectures people bring whose parts wring lacks, with what those are: refused by name.
+const NOT_YET: &[(&str, &str)] = &[
+    (
+        "gemma2",
+        "GeGLU, norms after each block, attention and logit soft-capping and sliding-window layers",
+    ),
+    (
+        "gemma3",
+        "GeGLU, norms after each block, q/k norms and sliding-window layers with their own RoPE base",
+    ),
+    ("gemma", "GeGLU and the embedding scale"),
+    (
+        "mistral",
+        "nothing: llama.cpp itself writes Mistral models as `llama`, which wring runs; this file's architecture is no llama.cpp one",
+    ),
+];
 
 fn get_u(g: &Gguf, key: &str) -> Result<usize, LlmError> {
     let v = g.require(key)?;
@@ -67,7 +140,70 @@ fn get_f(g: &Gguf, key: &str, default: f64) -> Result<f32, LlmError> {
     Ok(v)
 }
 
+/// RoPE's scaling as llama.cpp reads it (`llm_load_hparams`): the linear position scale, the factor on
+/// cosines and sines, and the frequency factors. YaRN is refused by name: its ramp between interpolated and
+/// extrapolated frequencies is not in the kernels.
+fn rope_scaling(g: &Gguf, arch: &str, context: usize) -> Result<(f32, f32, RopeFactors), LlmError> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let kind = match g.get(&k("rope.scaling.type")) {
+        None => "linear".to_string(),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| LlmError::Unsupported(format!("rope.scaling.type = {v:?}")))?
+            .to_string(),
+    };
+    let factor = [k("rope.scaling.factor"), k("rope.scale_linear")]
+        .iter()
+        .find(|key| g.get(key).is_some())
+        .map(|key| get_f(g, key, 1.0))
+        .transpose()?
+        .unwrap_or(1.0);
+    let attn_factor = get_f(g, &k("rope.scaling.attn_factor"), 1.0)?;
+    let has = |name: &str| g.tensor(name).is_some();
+    let factors = if has("rope_freqs.weight") {
+        RopeFactors::Fixed
+    } else if has("rope_factors_short.weight") || has("rope_factors_long.weight") {
+        let original_context = match g.get(&k("rope.scaling.original_context_length")) {
+            Some(_) => get_u(g, &k("rope.scaling.original_context_length"))?,
+            None => context,
+        };
+        RopeFactors::ShortLong { original_context }
+    } else {
+        RopeFactors::None
+    };
+    let scale = match kind.as_str() {
+        "none" => 1.0,
+        "linear" | "longrope" => 1.0 / factor,
+        other => {
+            return Err(LlmError::Unsupported(format!(
+                "RoPE scaling type `{other}` (wring applies none, linear and longrope)"
+            )));
+        }
+    };
+    Ok((scale, attn_factor, factors))
+}
+
 impl LlamaConfig {
+    /// Query dimensions per position (all heads): the embedding's width, except where a file's heads are
+    /// wider (Qwen3's `key_length`).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Key (and value) dimensions per position.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Whether the q/k/v glue needs more than llama's rotation: biases, q/k norms, frequency factors or a
+    /// factor on the rotation.
+    pub fn rope_extended(&self) -> bool {
+        self.parts.qkv_bias
+            || self.parts.qk_norm
+            || self.rope_factors != RopeFactors::None
+            || self.rope_attn_factor != 1.0
+    }
+
     /// Reads and checks the hyperparameters.
     pub fn from_gguf(g: &Gguf) -> Result<LlamaConfig, LlmError> {
         let arch = g
@@ -75,12 +211,25 @@ impl LlamaConfig {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if !LLAMA_LIKE.contains(&arch.as_str()) {
+        let names = || {
+            ARCHITECTURES
+                .iter()
+                .map(|a| a.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some((_, lacks)) = NOT_YET.iter().find(|a| a.0 == arch) {
             return Err(LlmError::Unsupported(format!(
-                "architecture `{arch}`; wring runs {}",
-                LLAMA_LIKE.join(", ")
+                "architecture `{arch}` needs what wring lacks ({lacks}); wring runs {}",
+                names()
             )));
         }
+        let Some(&(_, rope_mode)) = ARCHITECTURES.iter().find(|a| a.0 == arch) else {
+            return Err(LlmError::Unsupported(format!(
+                "architecture `{arch}`; wring runs {}",
+                names()
+            )));
+        };
         let k = |s: &str| format!("{arch}.{s}");
         let n_embd = get_u(g, &k("embedding_length"))?;
         let n_heads = get_u(g, &k("attention.head_count"))?;
@@ -88,12 +237,35 @@ impl LlamaConfig {
             Some(_) => get_u(g, &k("attention.head_count_kv"))?,
             None => n_heads,
         };
-        if n_embd % n_heads != 0 || n_heads % n_kv_heads != 0 {
+        if n_heads % n_kv_heads != 0 {
             return Err(LlmError::Unsupported(format!(
-                "{n_embd} embedding dimensions, {n_heads} heads and {n_kv_heads} key/value heads do not divide evenly"
+                "{n_heads} heads do not share {n_kv_heads} key/value heads evenly"
             )));
         }
-        let head_dim = n_embd / n_heads;
+        // A head's size is the file's `key_length` where it gives one (Qwen3's heads are wider than the
+        // embedding's share of them), else the embedding split over the heads.
+        let head_dim = match g.get(&k("attention.key_length")) {
+            Some(_) => get_u(g, &k("attention.key_length"))?,
+            None if n_embd % n_heads == 0 => n_embd / n_heads,
+            None => {
+                return Err(LlmError::Unsupported(format!(
+                    "{n_embd} embedding dimensions do not split over {n_heads} heads, and the file gives no key_length"
+                )));
+            }
+        };
+        if g.get(&k("attention.value_length")).is_some() {
+            let v = get_u(g, &k("attention.value_length"))?;
+            if v != head_dim {
+                return Err(LlmError::Unsupported(format!(
+                    "value heads of {v} dimensions beside key heads of {head_dim}"
+                )));
+            }
+        }
+        if n_heads.saturating_mul(head_dim) >= 1 << 24 {
+            return Err(LlmError::Unsupported(format!(
+                "{n_heads} heads of {head_dim} dimensions"
+            )));
+        }
         let rope_dims = match g.get(&k("rope.dimension_count")) {
             Some(_) => get_u(g, &k("rope.dimension_count"))?,
             None => head_dim,
@@ -111,6 +283,17 @@ impl LlamaConfig {
                 .map(<[Value]>::len)
                 .unwrap_or(0),
         };
+        let context = get_u(g, &k("context_length"))?;
+        let (rope_scale, rope_attn_factor, rope_factors) = rope_scaling(g, &arch, context)?;
+        let has = |name: &str| g.tensor(name).is_some();
+        let parts = Parts {
+            qkv_bias: ["attn_q", "attn_k", "attn_v", "attn_qkv"]
+                .iter()
+                .any(|t| has(&format!("blk.0.{t}.bias"))),
+            qk_norm: has("blk.0.attn_q_norm.weight") || has("blk.0.attn_k_norm.weight"),
+            fused_qkv: has("blk.0.attn_qkv.weight"),
+            fused_gate_up: arch == "phi3" && !has("blk.0.ffn_gate.weight"),
+        };
         let cfg = LlamaConfig {
             n_layers: get_u(g, &k("block_count"))?,
             n_embd,
@@ -122,9 +305,13 @@ impl LlamaConfig {
             rope_base: get_f(g, &k("rope.freq_base"), 10_000.0)?,
             rms_eps: get_f(g, &k("attention.layer_norm_rms_epsilon"), 1e-5)?,
             vocab,
-            context: get_u(g, &k("context_length"))?,
+            context,
             tied_output: g.tensor("output.weight").is_none(),
-            rope_mode: wring_runtime::kernels::tensor::rope::RopeMode::Normal,
+            rope_mode,
+            rope_scale,
+            rope_attn_factor,
+            rope_factors,
+            parts,
             architecture: arch,
         };
         cfg.check_tensors(g)?;
@@ -149,26 +336,76 @@ impl LlamaConfig {
                 self.n_layers
             )));
         }
-        let kv = self.n_kv_heads * self.head_dim;
+        let (e, qd, kv, ff) = (self.n_embd, self.q_dim(), self.kv_dim(), self.n_ff);
         let mut want: Vec<(String, [usize; 2])> =
-            vec![("token_embd.weight".into(), [self.n_embd, self.vocab])];
-        want.push(("output_norm.weight".into(), [self.n_embd, 1]));
+            vec![("token_embd.weight".into(), [e, self.vocab])];
+        want.push(("output_norm.weight".into(), [e, 1]));
         if !self.tied_output {
-            want.push(("output.weight".into(), [self.n_embd, self.vocab]));
+            want.push(("output.weight".into(), [e, self.vocab]));
         }
+        let half = self.rope_dims / 2;
+        match self.rope_factors {
+            RopeFactors::None => {}
+            RopeFactors::Fixed => want.push(("rope_freqs.weight".into(), [half, 1])),
+            RopeFactors::ShortLong { .. } => want.extend([
+                ("rope_factors_short.weight".into(), [half, 1]),
+                ("rope_factors_long.weight".into(), [half, 1]),
+            ]),
+        }
+        let p = &self.parts;
         for l in 0..self.n_layers {
             let b = |s: &str| format!("blk.{l}.{s}.weight");
+            let bias = |s: &str| format!("blk.{l}.{s}.bias");
             want.extend([
-                (b("attn_norm"), [self.n_embd, 1]),
-                (b("attn_q"), [self.n_embd, self.n_embd]),
-                (b("attn_k"), [self.n_embd, kv]),
-                (b("attn_v"), [self.n_embd, kv]),
-                (b("attn_output"), [self.n_embd, self.n_embd]),
-                (b("ffn_norm"), [self.n_embd, 1]),
-                (b("ffn_gate"), [self.n_embd, self.n_ff]),
-                (b("ffn_up"), [self.n_embd, self.n_ff]),
-                (b("ffn_down"), [self.n_ff, self.n_embd]),
+                (b("attn_norm"), [e, 1]),
+                (b("attn_output"), [qd, e]),
+                (b("ffn_norm"), [e, 1]),
+                (b("ffn_down"), [ff, e]),
             ]);
+            if p.fused_qkv {
+                want.push((b("attn_qkv"), [e, qd + 2 * kv]));
+            } else {
+                want.extend([
+                    (b("attn_q"), [e, qd]),
+                    (b("attn_k"), [e, kv]),
+                    (b("attn_v"), [e, kv]),
+                ]);
+            }
+            if p.fused_gate_up {
+                want.push((b("ffn_up"), [e, 2 * ff]));
+            } else {
+                want.extend([(b("ffn_gate"), [e, ff]), (b("ffn_up"), [e, ff])]);
+            }
+            if p.qk_norm {
+                want.extend([
+                    (b("attn_q_norm"), [self.head_dim, 1]),
+                    (b("attn_k_norm"), [self.head_dim, 1]),
+                ]);
+            }
+            // Biases are optional one by one, as in llama.cpp: each present one must have its width.
+            let biases: &[(&str, usize)] = if p.fused_qkv {
+                &[("attn_qkv", qd + 2 * kv)]
+            } else {
+                &[("attn_q", qd), ("attn_k", kv), ("attn_v", kv)]
+            };
+            for &(t, width) in biases {
+                if g.tensor(&bias(t)).is_some() {
+                    want.push((bias(t), [width, 1]));
+                }
+            }
+        }
+        // Vectors the forward reads as they are (norms, biases, factors) must be stored as f32.
+        for (name, [_, outer]) in &want {
+            if *outer == 1 && !name.contains("token_embd") {
+                if let Some(t) = g.tensor(name) {
+                    if t.ggml_type != 0 {
+                        return Err(LlmError::Unsupported(format!(
+                            "vector `{name}` is stored as {}, not F32",
+                            t.type_name()
+                        )));
+                    }
+                }
+            }
         }
         for (name, [inner, outer]) in want {
             let t = g

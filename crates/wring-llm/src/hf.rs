@@ -176,6 +176,10 @@ impl HfModel {
             context: u("max_position_embeddings")?,
             tied_output: config["tie_word_embeddings"].as_bool().unwrap_or(false),
             rope_mode: RopeMode::Neox,
+            rope_scale: 1.0,
+            rope_attn_factor: 1.0,
+            rope_factors: crate::config::RopeFactors::None,
+            parts: crate::config::Parts::default(),
         };
         let file = std::fs::File::open(dir.join("model.safetensors")).map_err(io)?;
         // SAFETY: read-only private map of a checkpoint file, as in wring-gguf.

@@ -356,6 +356,7 @@ pub fn calibrate_factors(
 ) -> Result<(wring_io::kv_factors::KvFactors, Vec<[f64; 2]>), LlmError> {
     use wring_io::kv_factors::{Factor, KvFactors};
     let cfg = LlamaConfig::from_gguf(g)?;
+    crate::model::lowrank_fits(&cfg)?;
     let kv = cfg.n_kv_heads * cfg.head_dim;
     // The mode's own checks (a positive multiple of 4, at most the key/value dimension) before any work.
     KvMode::LowRank { rank }.layout(&cfg, 1)?;

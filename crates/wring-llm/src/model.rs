@@ -13,7 +13,7 @@ use wring_runtime::kernels::kv::{
     KvPagedSeal, KvPagedStore, KvRotate, KvStore, Pool, paged as kv_paged,
 };
 use wring_runtime::kernels::tensor::{
-    Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8,
+    Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8, rope::QkvExtras,
 };
 use wring_runtime::kernels::{DType, Strided, q8};
 use wring_runtime::{Context, Tensor};
@@ -32,6 +32,9 @@ struct Layer {
     gate_up: Projection,
     w_down: Weights,
     cache: LayerCache,
+    /// The q/k/v glue's extras where the family has them (biases, q/k norms, RoPE factors): rope_qkv's
+    /// `extra` vector.
+    extra: Option<Tensor>,
 }
 
 /// One layer's KV cache: f32 keys and values [position][kv head][head_dim] that attention reads directly,
@@ -476,6 +479,11 @@ pub trait WeightSource {
     }
     /// Called once every tensor is on the device: a mapped source lets go of its resident pages.
     fn uploaded(&self) {}
+    /// An optional f32 vector's values (a bias, a q/k norm, RoPE factors), or `None` where the source has
+    /// no such tensor.
+    fn values(&self, _name: &str) -> Result<Option<Vec<f32>>, LlmError> {
+        Ok(None)
+    }
 }
 
 /// The token embedding as one tensor (its rows are gathered by id, which only a tensor supports).
@@ -502,6 +510,10 @@ impl WeightSource for Gguf {
 
     fn vector(&self, ctx: &Context, name: &str) -> Result<Tensor, LlmError> {
         upload_vector(ctx, self, name)
+    }
+
+    fn values(&self, name: &str) -> Result<Option<Vec<f32>>, LlmError> {
+        self.tensor(name).map(|t| tensor_f32(self, t)).transpose()
     }
 
     fn uploaded(&self) {
@@ -578,16 +590,30 @@ impl Llama {
         let ems = kv_mode.ems_layout(&cfg, max_context)?;
         check_kv_budget(&cfg, max_context, kv_mode, kv_budget())?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
+        let factors = match cfg.rope_factors.tensor(max_context) {
+            Some(name) => src.values(name)?.unwrap_or_default(),
+            None => Vec::new(),
+        };
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
+            // Phi-3 stores q/k/v and gate/up fused: one stacked product as wring would stack them.
+            let qkv = match cfg.parts.fused_qkv {
+                true => Projection::Stacked(get(&n("attn_qkv"))?),
+                false => Projection::load(ctx, src, &[n("attn_q"), n("attn_k"), n("attn_v")])?,
+            };
+            let gate_up = match cfg.parts.fused_gate_up {
+                true => Projection::Stacked(get(&n("ffn_up"))?),
+                false => Projection::load(ctx, src, &[n("ffn_gate"), n("ffn_up")])?,
+            };
             layers.push(Layer {
                 attn_norm: src.vector(ctx, &n("attn_norm"))?,
-                qkv: Projection::load(ctx, src, &[n("attn_q"), n("attn_k"), n("attn_v")])?,
+                qkv,
                 wo: get(&n("attn_output"))?,
                 ffn_norm: src.vector(ctx, &n("ffn_norm"))?,
-                gate_up: Projection::load(ctx, src, &[n("ffn_gate"), n("ffn_up")])?,
+                gate_up,
                 w_down: get(&n("ffn_down"))?,
                 cache: LayerCache::new(ctx, kv_layout.as_ref(), ems.as_ref(), max_context, kv)?,
+                extra: layer_extra(ctx, src, &cfg, l, &factors)?,
             });
             progress(l + 1, cfg.n_layers);
         }
@@ -657,6 +683,7 @@ impl Llama {
     ) -> Result<(), LlmError> {
         let c = &self.cfg;
         let kv = c.n_kv_heads * c.head_dim;
+        lowrank_fits(c)?;
         if (factors.layers.len(), factors.hidden, factors.kv) != (c.n_layers, c.n_embd, kv) {
             return Err(LlmError::Request(format!(
                 "the KV factors are for {} layers of {} -> {} channels; this model has {} layers of {} -> {kv}",
@@ -1329,7 +1356,7 @@ impl Llama {
                 c.vocab
             )));
         }
-        let (e, kv, hd) = (c.n_embd, c.n_kv_heads * c.head_dim, c.head_dim);
+        let (e, kv, hd, qd) = (c.n_embd, c.kv_dim(), c.head_dim, c.q_dim());
         // A paged step writes its keys and values to a scratch of its own rows first (positions 0..t of
         // it), then to the pools.
         let pos0 = if paged.is_some() { 0 } else { self.pos };
@@ -1365,15 +1392,8 @@ impl Llama {
             &lookup,
             &[("w", &self.tok_embd), ("ids", &ids), ("out", &x)],
         )?;
-        let rope = Rope {
-            mode: c.rope_mode,
-            tokens: t,
-            n_heads: c.n_heads,
-            head_dim: hd,
-            n_dims: c.rope_dims,
-            freq_base: c.rope_base,
-            freq_scale: 1.0,
-        };
+        let glue = qkv_glue(c, t, cache_pos);
+        let rope = glue.rope;
         let attn = Attention {
             tokens: t,
             kv_len: cache_len,
@@ -1397,14 +1417,14 @@ impl Llama {
             None => None,
         };
         let (a, o, x_mid, d, gated) = (
-            f32t(&[t, e])?,
+            f32t(&[t, qd])?,
             f32t(&[t, e])?,
             f32t(&[t, e])?,
             f32t(&[t, e])?,
             f32t(&[t, c.n_ff])?,
         );
         let (mut qkv_out, mut gate_up_out) = (
-            ProjectionOutput::new(&[e, kv, kv]),
+            ProjectionOutput::new(&[qd, kv, kv]),
             ProjectionOutput::new(&[c.n_ff, c.n_ff]),
         );
         // Where a product takes 8-bit activation units (takes_q8), the kernel producing its input writes
@@ -1415,7 +1435,7 @@ impl Llama {
         // product right after it) and of the gate's [t, n_ff].
         let units = if capture.is_none() && self.unit_fusion && ctx.q8_activations() {
             Some((
-                ctx.empty(&[q8::words(t * e)], DType::U32)?,
+                ctx.empty(&[q8::words(t * e.max(qd))], DType::U32)?,
                 ctx.empty(&[q8::words(t * c.n_ff)], DType::U32)?,
             ))
         } else {
@@ -1473,7 +1493,7 @@ impl Llama {
                 if let Some(cap) = capture.as_deref_mut() {
                     if cap.len() == i {
                         let e = |w| ctx.empty(&[t, w], DType::F32);
-                        cap.push([e(c.n_embd)?, e(c.n_embd)?, e(c.n_embd)?, e(c.n_ff)?]);
+                        cap.push([e(c.n_embd)?, e(qd)?, e(c.n_embd)?, e(c.n_ff)?]);
                     }
                     let dst = &cap[i][site];
                     step.run(&CopyWords::new(dst.len()), &[("src", src), ("dst", dst)])?;
@@ -1596,25 +1616,22 @@ impl Llama {
             );
             let qkv = layer.qkv.apply(ctx, &mut step, qkv_in, &mut qkv_out)?;
             let r = RopeQkv {
-                rope,
-                n_kv_heads: c.n_kv_heads,
-                cache_pos,
                 q: qkv[0].1,
                 k: qkv[1].1,
                 v: qkv[2].1,
+                ..glue
             };
-            step.run(
-                &r,
-                &[
-                    ("q", &qkv[0].0),
-                    ("k", &qkv[1].0),
-                    ("v", &qkv[2].0),
-                    ("pos", &pos),
-                    ("q_out", &qr),
-                    ("k_cache", k_cache),
-                    ("v_cache", v_cache),
-                ],
-            )?;
+            let mut glue_ops = vec![
+                ("q", &qkv[0].0),
+                ("k", &qkv[1].0),
+                ("v", &qkv[2].0),
+                ("pos", &pos),
+                ("q_out", &qr),
+                ("k_cache", k_cache),
+                ("v_cache", v_cache),
+            ];
+            glue_ops.extend(layer.extra.as_ref().map(|x| ("extra", x)));
+            step.run(&r, &glue_ops)?;
             if self.kv_mode.rotates() {
                 let rotate = KvRotate {
                     head_dim: hd,
@@ -2253,6 +2270,87 @@ fn paged_pool(mode: KvMode) -> Result<Pool, LlmError> {
             "KV cache mode {other} has no paged form: batching (--parallel) pages f32, f16, q8, q4 and q2 caches (and their rotated forms)"
         ))),
     }
+}
+
+/// The glue shape of `cfg`'s q/k/v (for one token; the extras do not depend on the step).
+pub(crate) fn qkv_glue(cfg: &LlamaConfig, tokens: usize, cache_pos: usize) -> RopeQkv {
+    let dense = |w| Strided {
+        stride: w,
+        offset: 0,
+    };
+    RopeQkv {
+        rope: Rope {
+            mode: cfg.rope_mode,
+            tokens,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim,
+            n_dims: cfg.rope_dims,
+            freq_base: cfg.rope_base,
+            freq_scale: cfg.rope_scale,
+        },
+        n_kv_heads: cfg.n_kv_heads,
+        cache_pos,
+        q: dense(cfg.q_dim()),
+        k: dense(cfg.kv_dim()),
+        v: dense(cfg.kv_dim()),
+        extras: cfg.rope_extended().then_some(QkvExtras {
+            qk_norm: cfg.parts.qk_norm,
+            norm_eps: cfg.rms_eps,
+            mscale: cfg.rope_attn_factor,
+        }),
+    }
+}
+
+/// Layer `l`'s rope_qkv `extra` vector (biases, q/k norms, RoPE factors), where the family has extras.
+fn layer_extra(
+    ctx: &Context,
+    src: &dyn WeightSource,
+    cfg: &LlamaConfig,
+    l: usize,
+    factors: &[f32],
+) -> Result<Option<Tensor>, LlmError> {
+    if !cfg.rope_extended() {
+        return Ok(None);
+    }
+    let get = |s: &str| -> Result<Vec<f32>, LlmError> {
+        Ok(src.values(&format!("blk.{l}.{s}"))?.unwrap_or_default())
+    };
+    // A fused bias splits into the three parts; a missing part is zeros.
+    let (bq, bk, bv) = match get("attn_qkv.bias")? {
+        fused if !fused.is_empty() => {
+            let (qd, kv) = (cfg.q_dim(), cfg.kv_dim());
+            (
+                fused[..qd].to_vec(),
+                fused[qd..qd + kv].to_vec(),
+                fused[qd + kv..].to_vec(),
+            )
+        }
+        _ => (
+            get("attn_q.bias")?,
+            get("attn_k.bias")?,
+            get("attn_v.bias")?,
+        ),
+    };
+    let (nq, nk) = match cfg.parts.qk_norm {
+        true => (get("attn_q_norm.weight")?, get("attn_k_norm.weight")?),
+        false => (Vec::new(), Vec::new()),
+    };
+    let extra = qkv_glue(cfg, 1, 0)
+        .extra_vector([&bq, &bk, &bv], [&nq, &nk], factors)
+        .map_err(|e| LlmError::Unsupported(e.to_string()))?;
+    Ok(Some(ctx.upload(&[extra.len()], &extra)?))
+}
+
+/// The low-rank cache rebuilds keys from features and rotates them with llama's plain RoPE: a family whose
+/// keys take biases, norms or frequency factors is refused rather than rebuilt wrong.
+pub(crate) fn lowrank_fits(cfg: &LlamaConfig) -> Result<(), LlmError> {
+    if cfg.rope_extended() {
+        return Err(LlmError::Unsupported(format!(
+            "the low-rank KV cache rebuilds keys with llama's plain RoPE; this {} model's keys take biases, q/k norms or RoPE factors",
+            cfg.architecture
+        )));
+    }
+    Ok(())
 }
 
 fn low_rank_needs_factors(mode: KvMode) -> LlmError {

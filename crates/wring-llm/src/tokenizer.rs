@@ -102,6 +102,29 @@ fn token_id(g: &Gguf, key: &str, vocab: usize) -> Result<Option<u32>, TokenizerE
         })
 }
 
+/// Whether llama.cpp adds a bos token when the file does not say (`llama_vocab::impl::load`): always for
+/// SentencePiece, and for the byte-level pre-tokenizers of Llama 3 and a few others; Qwen2's and GPT-2's
+/// do not.
+fn adds_bos_by_default(g: &Gguf, model: &str) -> bool {
+    const PRE_WITH_BOS: &[&str] = &[
+        "llama3",
+        "llama-v3",
+        "llama-bpe",
+        "falcon3",
+        "falcon-h1",
+        "pixtral",
+        "midm-2.0",
+        "lfm2",
+        "jina-v5-nano",
+        "tekken",
+        "chameleon",
+    ];
+    model == "llama"
+        || g.get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .is_some_and(|p| PRE_WITH_BOS.contains(&p))
+}
+
 fn flag(g: &Gguf, key: &str, default: bool) -> bool {
     match g.get(key) {
         Some(Value::Bool(b)) => *b,
@@ -179,7 +202,11 @@ impl GgufTokenizer {
             inner,
             bos: token_id(g, "tokenizer.ggml.bos_token_id", tokens.len())?,
             eos,
-            add_bos: flag(g, "tokenizer.ggml.add_bos_token", false),
+            add_bos: flag(
+                g,
+                "tokenizer.ggml.add_bos_token",
+                adds_bos_by_default(g, model),
+            ),
             add_eos: flag(g, "tokenizer.ggml.add_eos_token", false),
             stop_tokens,
             chat_template: g

@@ -93,6 +93,12 @@ pub fn cases() -> Vec<Planned> {
                 }
             }
         }
+        // More output rows than one grid dimension holds at one row per workgroup (a 151,936-token head):
+        // the row groups spill from x into z (plan::grid_rows). The lanes variants' 64 rows a workgroup
+        // never spill; a Q8_0 head is the common case.
+        if v.define_u32("BATCH") == 1 && !v.name.contains("lanes") && f == BlockFormat::Q8_0 {
+            out.push(planned(v, move || qmatvec_case(v, 65_600, bl, 1, 7)));
+        }
     }
     out
 }

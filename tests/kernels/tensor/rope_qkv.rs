@@ -1,9 +1,11 @@
 //! `rope_qkv`: RoPE on queries and keys and the KV-cache append in one launch. The output checked is q_out
 //! followed by both whole caches (other positions hold random values that must survive); all three are
-//! sentinel-guarded. Budget: NMSE 1e-7, as rope.
+//! sentinel-guarded. Budget: NMSE 1e-7, as rope; the `_ext` variants (biases, q/k RMSNorm, frequency
+//! factors, a scaled rotation) the same: the norm's sum of squares is over at most 128 values in f32.
 
 use wring::kernels::Strided;
 use wring::kernels::tensor::rope;
+use wring::kernels::tensor::rope::QkvExtras;
 use wring::kernels::tensor::{Rope, RopeMode, RopeQkv};
 
 use crate::harness::{copy_into, guarded, guarded_upload};
@@ -43,8 +45,26 @@ fn rope_qkv_case(
         rng.vec(positions * kv, -1.0, 1.0),
         rng.vec(positions * kv, -1.0, 1.0),
     );
+    // Extras: biases, norm weights and factors of the sizes real models have (factors 1-8 as Llama 3.1's).
+    let extra = match r.extras {
+        None => Vec::new(),
+        Some(_) => {
+            let hd = r.rope.head_dim;
+            let half = r.rope.n_dims / 2;
+            r.extra_vector(
+                [
+                    &rng.vec(qw, -0.5, 0.5),
+                    &rng.vec(kv, -0.5, 0.5),
+                    &rng.vec(kv, -0.5, 0.5),
+                ],
+                [&rng.vec(hd, 0.5, 1.5), &rng.vec(hd, 0.5, 1.5)],
+                &rng.vec(half, 1.0, 8.0),
+            )
+            .expect("the parts have the case's sizes")
+        }
+    };
     let (mut q_out, mut kc, mut vc) = (vec![0.0; t * qw], kc0.clone(), vc0.clone());
-    rope::cpu_qkv(&r, &q, &k, &vv, &pos, &mut q_out, &mut kc, &mut vc);
+    rope::cpu_qkv(&r, &q, &k, &vv, &pos, &extra, &mut q_out, &mut kc, &mut vc);
     let expected = [q_out, kc, vc].concat();
     Case {
         name: format!(
@@ -67,12 +87,16 @@ fn rope_qkv_case(
                 )
             };
             let tp = ctx.upload(&[t], &pos)?;
+            let tx = match extra.is_empty() {
+                true => None,
+                false => Some(ctx.upload(&[extra.len()], &extra)?),
+            };
             let tq_out = guarded(ctx, &[t * qw], DType::F32)?;
             let (tkc, tvc) = (
                 guarded_upload(ctx, &[positions * kv], &kc0)?,
                 guarded_upload(ctx, &[positions * kv], &vc0)?,
             );
-            let operands = [
+            let mut operands = vec![
                 ("q", &tq),
                 ("k", &tk),
                 ("v", &tv),
@@ -81,6 +105,7 @@ fn rope_qkv_case(
                 ("k_cache", &tkc),
                 ("v_cache", &tvc),
             ];
+            operands.extend(tx.as_ref().map(|x| ("extra", x)));
             step.run_with(&r, Choice::Force(&v.name), &operands)?;
             copy_into(step, &tq_out, out, 0)?;
             copy_into(step, &tkc, out, t * qw)?;
@@ -94,10 +119,23 @@ fn rope_qkv_case(
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
     for v in variants("rope_qkv") {
-        let mode = if v.name == "neox" {
+        let mode = if v.name.starts_with("neox") {
             RopeMode::Neox
         } else {
             RopeMode::Normal
+        };
+        // The extended glue with and without the q/k norm, its rotation scaled as Phi-3's LongRoPE does.
+        let extras: Vec<Option<QkvExtras>> = if v.name.ends_with("_ext") {
+            vec![
+                Some(QkvExtras::plain()),
+                Some(QkvExtras {
+                    qk_norm: true,
+                    norm_eps: 1e-6,
+                    mscale: 1.19,
+                }),
+            ]
+        } else {
+            vec![None]
         };
         // (tokens, heads, kv heads, head_dim, n_dims, cache_pos, positions): SmolLM2's decode and prefill
         // shapes, partial rotation, and one head of two dimensions.
@@ -119,7 +157,10 @@ pub fn cases() -> Vec<Planned> {
                 freq_base: 100_000.0,
                 freq_scale: 1.0,
             };
-            for fused in [false, true] {
+            for (fused, extras) in [false, true]
+                .into_iter()
+                .flat_map(|f| extras.iter().map(move |&x| (f, x)))
+            {
                 let row = (n_heads + 2 * n_kv) * head_dim;
                 let (q, k, vv) = if fused {
                     (
@@ -159,6 +200,7 @@ pub fn cases() -> Vec<Planned> {
                     q,
                     k,
                     v: vv,
+                    extras,
                 };
                 out.push(planned(v, move || {
                     rope_qkv_case(v, r, fused, positions, i as u64)
@@ -199,9 +241,10 @@ fn rope_qkv_twin_agrees_with_rope() {
         q: dense(16),
         k: dense(8),
         v: dense(8),
+        extras: None,
     };
     let (mut q_out, mut kc, mut vc) = (vec![0.0; 32], vec![0.0; 48], vec![0.0; 48]);
-    rope::cpu_qkv(&r, &q, &k, &v, &pos, &mut q_out, &mut kc, &mut vc);
+    rope::cpu_qkv(&r, &q, &k, &v, &pos, &[], &mut q_out, &mut kc, &mut vc);
     let mut want_q = vec![0.0; 32];
     rope::cpu(&rope, &q, &pos, &mut want_q);
     let mut want_k = vec![0.0; 16];
@@ -212,5 +255,94 @@ fn rope_qkv_twin_agrees_with_rope() {
     assert!(
         kc[..32].iter().chain(&vc[..32]).all(|&x| x == 0.0),
         "positions before cache_pos are untouched"
+    );
+}
+
+/// The extended twin with zero biases, unit factors, no norm and an unscaled rotation is the plain twin;
+/// with the norm, a head of equal values becomes its norm weights before the rotation (checked at
+/// position 0, where nothing turns).
+#[test]
+fn rope_qkv_extras_twin() {
+    let rope = Rope {
+        mode: RopeMode::Neox,
+        tokens: 2,
+        n_heads: 2,
+        head_dim: 8,
+        n_dims: 8,
+        freq_base: 10_000.0,
+        freq_scale: 1.0,
+    };
+    let dense = |w| Strided {
+        stride: w,
+        offset: 0,
+    };
+    let plain = RopeQkv {
+        rope,
+        n_kv_heads: 1,
+        cache_pos: 0,
+        q: dense(16),
+        k: dense(8),
+        v: dense(8),
+        extras: None,
+    };
+    let ext = RopeQkv {
+        extras: Some(QkvExtras::plain()),
+        ..plain
+    };
+    let mut rng = Rng::new(5);
+    let (q, k, v) = (
+        rng.vec(32, -1.0, 1.0),
+        rng.vec(16, -1.0, 1.0),
+        rng.vec(16, -1.0, 1.0),
+    );
+    let pos = [3, 9];
+    let run = |r: &RopeQkv, extra: &[f32], q: &[f32], k: &[f32]| {
+        let (mut q_out, mut kc, mut vc) = (vec![0.0; 32], vec![0.0; 16], vec![0.0; 16]);
+        rope::cpu_qkv(r, q, k, &v, &pos, extra, &mut q_out, &mut kc, &mut vc);
+        (q_out, kc, vc)
+    };
+    let none = ext.extra_vector([&[], &[], &[]], [&[], &[]], &[]).unwrap();
+    assert_eq!(run(&plain, &[], &q, &k), run(&ext, &none, &q, &k));
+    let normed = RopeQkv {
+        extras: Some(QkvExtras {
+            qk_norm: true,
+            norm_eps: 0.0,
+            mscale: 1.0,
+        }),
+        cache_pos: 0,
+        ..plain
+    };
+    let w: Vec<f32> = (1..=8).map(|i| i as f32).collect();
+    let extra = normed.extra_vector([&[], &[], &[]], [&w, &w], &[]).unwrap();
+    let mut single = normed;
+    single.rope.tokens = 1;
+    let (mut q_out, mut kc, mut vc) = (vec![0.0; 16], vec![0.0; 8], vec![0.0; 8]);
+    rope::cpu_qkv(
+        &single,
+        &[-3.0; 16],
+        &[0.5; 8],
+        &[0.0; 8],
+        &[0],
+        &extra,
+        &mut q_out,
+        &mut kc,
+        &mut vc,
+    );
+    let neg: Vec<f32> = w.iter().map(|x| -x).collect();
+    assert!(
+        q_out[..8]
+            .iter()
+            .zip(&neg)
+            .all(|(a, b)| (a - b).abs() < 1e-5),
+        "{q_out:?}"
+    );
+    assert!(
+        kc.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-5),
+        "{kc:?}"
+    );
+    assert!(
+        ext.extra_vector([&[1.0], &[], &[]], [&[], &[]], &[])
+            .is_err(),
+        "a part of the wrong size is refused"
     );
 }
