@@ -559,3 +559,23 @@ fn write_models() {
         }
     }
 }
+
+/// The model fuzz target's family seeds (tools/fixtures/fuzz_seeds.py) are valid models whose
+/// configurations carry each family's parts, so that mutations start from inside those checks.
+#[test]
+fn family_fuzz_seeds_reach_each_family_s_parts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/model");
+    let cfg = |name: &str| {
+        let g = Gguf::open(dir.join(name)).unwrap();
+        wring::llm::LlamaConfig::from_gguf(&g).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let qwen2 = cfg("tiny-qwen2.gguf");
+    assert!(qwen2.parts.qkv_bias && qwen2.rope_extended());
+    let qwen3 = cfg("tiny-qwen3.gguf");
+    assert!(qwen3.parts.qk_norm && qwen3.q_dim() == 2 * qwen3.n_embd);
+    let phi3 = cfg("tiny-phi3.gguf");
+    assert!(phi3.parts.fused_qkv && phi3.parts.fused_gate_up && phi3.rope_attn_factor > 1.0);
+    let llama3 = cfg("tiny-llama3.gguf");
+    assert_eq!(llama3.rope_factors, wring::llm::config::RopeFactors::Fixed);
+    assert_eq!(llama3.rope_scale, 0.5);
+}

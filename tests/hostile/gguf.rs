@@ -102,15 +102,36 @@ pub fn gguf(meta: &[(&str, Meta)], tensors: &[(String, Vec<u64>)]) -> Vec<u8> {
 /// A tiny llama: 8 embedding dimensions, 2 heads of 4, 16 feed-forward, a vocabulary of 5, `blocks`
 /// blocks of tensors, and the metadata given over the defaults.
 pub fn tiny(blocks: usize, overrides: &[(&str, Meta)]) -> Vec<u8> {
+    tiny_as("llama", blocks, overrides, &[])
+}
+
+/// A tiny model of architecture `arch` (its hyperparameters under `arch.`) with `tensors` beside, or in
+/// place of (same name), llama's; a tensor given with no dimensions is left out.
+pub fn tiny_as(
+    arch: &'static str,
+    blocks: usize,
+    overrides: &[(&str, Meta)],
+    tensors: &[(String, Vec<u64>)],
+) -> Vec<u8> {
+    let key = |s: &str| format!("{arch}.{s}");
+    let keys = [
+        key("embedding_length"),
+        key("attention.head_count"),
+        key("feed_forward_length"),
+        key("block_count"),
+        key("context_length"),
+        key("rope.freq_base"),
+        key("attention.layer_norm_rms_epsilon"),
+    ];
     let mut meta: Vec<(&str, Meta)> = vec![
-        ("general.architecture", Meta::Str("llama")),
-        ("llama.embedding_length", Meta::U32(8)),
-        ("llama.attention.head_count", Meta::U32(2)),
-        ("llama.feed_forward_length", Meta::U32(16)),
-        ("llama.block_count", Meta::U32(blocks as u32)),
-        ("llama.context_length", Meta::U32(64)),
-        ("llama.rope.freq_base", Meta::F32(10_000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5)),
+        ("general.architecture", Meta::Str(arch)),
+        (&keys[0], Meta::U32(8)),
+        (&keys[1], Meta::U32(2)),
+        (&keys[2], Meta::U32(16)),
+        (&keys[3], Meta::U32(blocks as u32)),
+        (&keys[4], Meta::U32(64)),
+        (&keys[5], Meta::F32(10_000.0)),
+        (&keys[6], Meta::F32(1e-5)),
         ("tokenizer.ggml.model", Meta::Str("gpt2")),
         (
             "tokenizer.ggml.tokens",
@@ -141,6 +162,12 @@ pub fn tiny(blocks: usize, overrides: &[(&str, Meta)]) -> Vec<u8> {
             ("ffn_down", vec![16, 8]),
         ] {
             t.push((format!("blk.{l}.{n}.weight"), dims));
+        }
+    }
+    for (name, dims) in tensors {
+        t.retain(|(n, _)| n != name);
+        if !dims.is_empty() {
+            t.push((name.clone(), dims.clone()));
         }
     }
     gguf(&meta, &t)
@@ -555,6 +582,7 @@ fn model_cases() -> Vec<Case> {
     ] {
         c.push(case(what, bytes, expect));
     }
+    c.extend(family_cases());
     // A block missing a tensor, and a tensor of the wrong rank.
     let meta = [
         ("general.architecture", Meta::Str("llama")),
@@ -616,6 +644,158 @@ fn model_cases() -> Vec<Case> {
             check_kv_budget(&cfg, 170_000, wring::llm::KvMode::F32, 4 << 30).map_err(typed)
         },
     ));
+    c
+}
+
+/// The families beside llama: each one's own tensors and metadata wrong in the ways a converter or a
+/// hand-edited file gets them wrong, refused by name before any allocation; a well-formed Phi-3 (fused
+/// tensors) and Qwen2 (biases) load.
+fn family_cases() -> Vec<Case> {
+    fn t(name: &str, dims: &[u64]) -> (String, Vec<u64>) {
+        (name.to_string(), dims.to_vec())
+    }
+    // Phi-3's fused q/k/v [8, 8 + 2 * 8] and gate/up [8, 2 * 16] in place of the separate tensors.
+    let phi3 = |qkv: u64, up: u64| {
+        vec![
+            t("blk.0.attn_qkv.weight", &[8, qkv]),
+            t("blk.0.attn_q.weight", &[]),
+            t("blk.0.attn_k.weight", &[]),
+            t("blk.0.attn_v.weight", &[]),
+            t("blk.0.ffn_gate.weight", &[]),
+            t("blk.0.ffn_up.weight", &[8, up]),
+        ]
+    };
+    let biases = |q: u64| {
+        vec![
+            t("blk.0.attn_q.bias", &[q]),
+            t("blk.0.attn_k.bias", &[8]),
+            t("blk.0.attn_v.bias", &[8]),
+        ]
+    };
+    let mut c = vec![
+        Case::control("gguf", "a tiny Phi-3 with fused tensors (control)", 0, move || {
+            load(&tiny_as("phi3", 1, &[], &phi3(24, 32)), 64)
+        }),
+        Case::control("gguf", "a tiny Qwen2 with biases (control)", 0, move || {
+            load(&tiny_as("qwen2", 1, &[], &biases(8)), 64)
+        }),
+    ];
+    for (what, bytes, expect) in [
+        (
+            "a Qwen2 q bias of the wrong width",
+            tiny_as("qwen2", 1, &[], &biases(7)),
+            &["Unsupported", "attn_q.bias", "shape"][..],
+        ),
+        (
+            "a Qwen3 q norm without its k norm",
+            tiny_as("qwen3", 1, &[], &[t("blk.0.attn_q_norm.weight", &[4])]),
+            &["Unsupported", "attn_k_norm", "missing"],
+        ),
+        (
+            "a Qwen3 q/k norm of the embedding's width, not the head's",
+            tiny_as(
+                "qwen3",
+                1,
+                &[],
+                &[
+                    t("blk.0.attn_q_norm.weight", &[8]),
+                    t("blk.0.attn_k_norm.weight", &[8]),
+                ],
+            ),
+            &["Unsupported", "attn_q_norm", "shape"],
+        ),
+        (
+            "Qwen3 heads wider than the q projection (key_length 8 of 2 heads)",
+            tiny_as("qwen3", 1, &[("qwen3.attention.key_length", Meta::U32(8))], &[]),
+            &["Unsupported", "attn_output", "shape"],
+        ),
+        (
+            "a key_length of 16777215",
+            tiny_as(
+                "qwen3",
+                1,
+                &[("qwen3.attention.key_length", Meta::U32(16_777_215))],
+                &[],
+            ),
+            &["Unsupported", "16777215"],
+        ),
+        (
+            "value heads narrower than key heads",
+            tiny_as("qwen3", 1, &[("qwen3.attention.value_length", Meta::U32(2))], &[]),
+            &["Unsupported", "value heads"],
+        ),
+        (
+            "a Phi-3 fused q/k/v four rows short",
+            tiny_as("phi3", 1, &[], &phi3(20, 32)),
+            &["Unsupported", "attn_qkv", "shape"],
+        ),
+        (
+            "a Phi-3 gate/up of one half only",
+            tiny_as("phi3", 1, &[], &phi3(24, 16)),
+            &["Unsupported", "ffn_up", "shape"],
+        ),
+        (
+            "Llama 3 RoPE factors of the wrong length",
+            tiny_as("llama", 1, &[], &[t("rope_freqs.weight", &[3])]),
+            &["Unsupported", "rope_freqs", "shape"],
+        ),
+        (
+            "Phi-3 long factors without the short ones",
+            tiny_as("phi3", 1, &[], &{
+                let mut v = phi3(24, 32);
+                v.push(t("rope_factors_long.weight", &[2]));
+                v
+            }),
+            &["Unsupported", "rope_factors_short", "missing"],
+        ),
+        (
+            "a LongRoPE original context of 0",
+            tiny_as(
+                "phi3",
+                1,
+                &[("phi3.rope.scaling.original_context_length", Meta::U32(0))],
+                &{
+                    let mut v = phi3(24, 32);
+                    v.push(t("rope_factors_long.weight", &[2]));
+                    v.push(t("rope_factors_short.weight", &[2]));
+                    v
+                },
+            ),
+            &["Unsupported", "original_context_length", "plausible"],
+        ),
+        (
+            "RoPE scaling type yarn",
+            tiny(1, &[("llama.rope.scaling.type", Meta::Str("yarn"))]),
+            &["Unsupported", "yarn"],
+        ),
+        (
+            "RoPE scaling type a number",
+            tiny(1, &[("llama.rope.scaling.type", Meta::U32(2))]),
+            &["Unsupported", "rope.scaling.type"],
+        ),
+        (
+            "RoPE scaling factor 0",
+            tiny(1, &[("llama.rope.scaling.factor", Meta::F32(0.0))]),
+            &["Unsupported", "rope.scaling.factor"],
+        ),
+        (
+            "RoPE attention factor NaN",
+            tiny(1, &[("llama.rope.scaling.attn_factor", Meta::F32(f32::NAN))]),
+            &["Unsupported", "attn_factor"],
+        ),
+        (
+            "a Gemma 2 model",
+            tiny_as("gemma2", 1, &[], &[]),
+            &["Unsupported", "gemma2", "GeGLU"],
+        ),
+        (
+            "the architecture `mistral`, which llama.cpp never writes",
+            tiny_as("mistral", 1, &[], &[]),
+            &["Unsupported", "mistral", "llama"],
+        ),
+    ] {
+        c.push(case(what, bytes, expect));
+    }
     c
 }
 

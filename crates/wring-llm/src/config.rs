@@ -239,7 +239,7 @@ impl LlamaConfig {
         };
         if n_heads % n_kv_heads != 0 {
             return Err(LlmError::Unsupported(format!(
-                "{n_heads} heads do not share {n_kv_heads} key/value heads evenly"
+                "{n_kv_heads} key/value heads do not divide the {n_heads} heads"
             )));
         }
         // A head's size is the file's `key_length` where it gives one (Qwen3's heads are wider than the
@@ -249,7 +249,7 @@ impl LlamaConfig {
             None if n_embd % n_heads == 0 => n_embd / n_heads,
             None => {
                 return Err(LlmError::Unsupported(format!(
-                    "{n_embd} embedding dimensions do not split over {n_heads} heads, and the file gives no key_length"
+                    "{n_heads} heads do not divide the {n_embd} embedding dimensions, and the file gives no key_length"
                 )));
             }
         };
