@@ -1120,8 +1120,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
                 v: strided((h + hkv) * hd),
                 extras,
             };
-            let extra = unit
-                .extra_vector([&[], &[], &[]], [&[], &[]], &[])?;
+            let extra = unit.extra_vector([&[], &[], &[]], [&[], &[]], &[])?;
             let extra = ctx.upload(&[extra.len()], &extra)?;
             let mut operands = vec![
                 ("q", &qkv),

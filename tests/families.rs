@@ -579,3 +579,119 @@ fn family_fuzz_seeds_reach_each_family_s_parts() {
     assert_eq!(llama3.rope_factors, wring::llm::config::RopeFactors::Fixed);
     assert_eq!(llama3.rope_scale, 0.5);
 }
+
+/// What `wring generate --kv-cache`, `serve`, `perplexity` and `quantize` run, on each family's Q4_0
+/// model (first adapter): every contiguous KV cache mode and two paged ones over a prompt long enough to
+/// compress, a perplexity, GPTQ-quantized weights from a calibration (whose q/k/v and output sites take
+/// the family's widths), and the low-rank cache refused where keys take biases, norms or factors.
+/// Budgets against the f32 cache: the f16 paged cache NMSE <= 1e-6 (f16 storage of keys and values);
+/// q8 NMSE <= 1e-3 with the same top token; the others (q4, q2, GEAR, EMS, paged q4) finite.
+#[test]
+fn every_family_takes_every_path() {
+    use wring::llm::KvMode;
+    use wring::llm::compress::{Quantized, calibrate, quantize_linears};
+    use wring::quant::gptq::{Config, Method};
+    let ctx = crate::harness::ctx();
+    for f in FAMILIES {
+        let g = Gguf::open(model_path(f, Kind::Q4)).unwrap();
+        let tok = GgufTokenizer::from_gguf(&g).unwrap();
+        let one = tok.encode_text(PROMPT).unwrap();
+        let ids: Vec<u32> = one.iter().cycle().take(100).copied().collect();
+        let next = [ids[7], ids[3]];
+        let mut base = Llama::load(ctx, &g, N_CTX, |_, _| {}).unwrap();
+        // The prompt and two decode steps, each step's last logits.
+        let run = |m: &mut Llama| -> Vec<f32> {
+            let mut out = m.forward(ctx, &ids, false).unwrap();
+            for id in next {
+                out.extend(m.forward(ctx, &[id], false).unwrap());
+            }
+            out
+        };
+        let want = run(&mut base);
+        for mode in ["q8", "q4", "q2h", "gear", "ems:48"] {
+            let what = format!("{}: KV cache {mode}", f.name);
+            base.set_kv_mode(ctx, mode.parse().unwrap())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got = run(&mut base);
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "{what}: non-finite logits"
+            );
+            if mode == "q8" {
+                let nmse = wring::kernels::check::nmse(&got, &want);
+                assert!(nmse <= 1e-3, "{what}: NMSE {nmse:.3e}");
+                let n = want.len() / 3;
+                for (a, b) in got.chunks(n).zip(want.chunks(n)) {
+                    assert_eq!(argmax(a), argmax(b), "{what}: top token");
+                }
+            }
+        }
+        // Paged caches, one sequence alone through blocks of 32 positions.
+        for (mode, exact) in [(KvMode::F16, true), ("q4".parse().unwrap(), false)] {
+            let what = format!("{}: paged {mode}", f.name);
+            base.set_paged(ctx, mode, 8, 32)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let rows = base.forward_paged_alone(ctx, &ids, 0, ids.len()).unwrap();
+            let mut got = rows[rows.len() - want.len() / 3..].to_vec();
+            let mut pos = ids.len();
+            for id in next {
+                got.extend(base.forward_paged_alone(ctx, &[id], pos, 1).unwrap());
+                pos += 1;
+            }
+            assert!(
+                got.iter().all(|v| v.is_finite()),
+                "{what}: non-finite logits"
+            );
+            if exact {
+                let nmse = wring::kernels::check::nmse(&got, &want);
+                assert!(
+                    nmse <= 1e-6,
+                    "{what}: NMSE {nmse:.3e} against the f32 cache"
+                );
+            }
+        }
+        base.set_kv_mode(ctx, KvMode::F32).unwrap();
+        let ppl = base.perplexity(ctx, &ids, 64, Some(1), None).unwrap();
+        assert!(
+            ppl.ppl.is_finite() && ppl.ppl > 1.0,
+            "{}: perplexity {ppl:?}",
+            f.name
+        );
+        // GPTQ from a calibration of the model's own activations.
+        let calib = calibrate(&mut base, ctx, &ids, 64, |_, _| {}).unwrap();
+        let cfg = Config::plain(Method::Gptq, 4, 32);
+        let (matrices, _) = quantize_linears(&g, &base.cfg, Some(&calib), &cfg, |_, _, _| {})
+            .unwrap_or_else(|e| panic!("{}: quantize: {e}", f.name));
+        let expected = if f.fused { 4 } else { 7 } * base.cfg.n_layers;
+        assert_eq!(matrices.len(), expected, "{}: quantized matrices", f.name);
+        let src = Quantized {
+            base: &g,
+            matrices: &matrices,
+        };
+        let mut q = Llama::load_from(ctx, &src, N_CTX, |_, _| {}).unwrap();
+        let got = q.forward(ctx, &ids, false).unwrap();
+        let nmse = wring::kernels::check::nmse(&got, &want[..got.len()]);
+        assert!(
+            nmse <= 1e-2,
+            "{}: GPTQ 4-bit logits NMSE {nmse:.3e}",
+            f.name
+        );
+        // The low-rank cache rebuilds keys with llama's plain RoPE: refused where that is wrong.
+        if base.cfg.rope_extended() {
+            let refused = wring::llm::kv::calibrate_factors(
+                ctx,
+                &g,
+                &model_path(f, Kind::Q4),
+                8,
+                wring::quant::lowrank::Init::Lsq,
+                PROMPT,
+                16,
+                |_, _| {},
+            );
+            let e = refused
+                .expect_err("the low-rank cache is refused")
+                .to_string();
+            assert!(e.contains("low-rank"), "{}: {e}", f.name);
+        }
+    }
+}

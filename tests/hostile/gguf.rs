@@ -673,9 +673,12 @@ fn family_cases() -> Vec<Case> {
         ]
     };
     let mut c = vec![
-        Case::control("gguf", "a tiny Phi-3 with fused tensors (control)", 0, move || {
-            load(&tiny_as("phi3", 1, &[], &phi3(24, 32)), 64)
-        }),
+        Case::control(
+            "gguf",
+            "a tiny Phi-3 with fused tensors (control)",
+            0,
+            move || load(&tiny_as("phi3", 1, &[], &phi3(24, 32)), 64),
+        ),
         Case::control("gguf", "a tiny Qwen2 with biases (control)", 0, move || {
             load(&tiny_as("qwen2", 1, &[], &biases(8)), 64)
         }),
@@ -706,7 +709,12 @@ fn family_cases() -> Vec<Case> {
         ),
         (
             "Qwen3 heads wider than the q projection (key_length 8 of 2 heads)",
-            tiny_as("qwen3", 1, &[("qwen3.attention.key_length", Meta::U32(8))], &[]),
+            tiny_as(
+                "qwen3",
+                1,
+                &[("qwen3.attention.key_length", Meta::U32(8))],
+                &[],
+            ),
             &["Unsupported", "attn_output", "shape"],
         ),
         (
@@ -721,7 +729,12 @@ fn family_cases() -> Vec<Case> {
         ),
         (
             "value heads narrower than key heads",
-            tiny_as("qwen3", 1, &[("qwen3.attention.value_length", Meta::U32(2))], &[]),
+            tiny_as(
+                "qwen3",
+                1,
+                &[("qwen3.attention.value_length", Meta::U32(2))],
+                &[],
+            ),
             &["Unsupported", "value heads"],
         ),
         (
@@ -780,7 +793,10 @@ fn family_cases() -> Vec<Case> {
         ),
         (
             "RoPE attention factor NaN",
-            tiny(1, &[("llama.rope.scaling.attn_factor", Meta::F32(f32::NAN))]),
+            tiny(
+                1,
+                &[("llama.rope.scaling.attn_factor", Meta::F32(f32::NAN))],
+            ),
             &["Unsupported", "attn_factor"],
         ),
         (

@@ -44,6 +44,15 @@ pub fn site_seed(seed: u64, (block, site): (usize, usize)) -> u64 {
     seed ^ ((block * SITES.len() + site + 1) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The linear layers of block `b`'s input site `s` that the file holds: q, k and v apart or Phi-3's
+/// fused `attn_qkv`, gate and up apart or fused in `ffn_up`.
+fn site_names(g: &Gguf, (b, s): (usize, usize)) -> impl Iterator<Item = String> + '_ {
+    SITES[s]
+        .iter()
+        .map(move |n| format!("blk.{b}.{n}.weight"))
+        .filter(|name| g.tensor(name).is_some())
+}
+
 /// (block, site) of a linear layer's GGUF name.
 pub fn site_of(name: &str) -> Option<(usize, usize)> {
     let rest = name.strip_prefix("blk.")?;
@@ -264,11 +273,7 @@ pub fn quantize_linears_on(
             _ => gptq::quantize_rows(w, rows, cols, h, cfg, widths),
         };
     let names: Vec<String> = (0..model.n_layers)
-        .flat_map(|b| {
-            SITES
-                .iter()
-                .flat_map(move |s| s.iter().map(move |n| format!("blk.{b}.{n}.weight")))
-        })
+        .flat_map(|b| (0..SITES.len()).flat_map(move |s| site_names(g, (b, s))))
         .collect();
     let mut out = HashMap::new();
     let mut errors = HashMap::new();
@@ -396,8 +401,7 @@ pub fn quantize_to_target_on(
     let sites: Vec<(usize, usize)> = (0..model.n_layers)
         .flat_map(|b| (0..SITES.len()).map(move |s| (b, s)))
         .collect();
-    let names =
-        |(b, s): (usize, usize)| SITES[s].iter().map(move |n| format!("blk.{b}.{n}.weight"));
+    let names = |site| site_names(g, site);
     let mut cost = Vec::with_capacity(sites.len());
     let mut weights = 0usize;
     for &site in &sites {
