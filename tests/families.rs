@@ -633,10 +633,8 @@ fn every_family_takes_every_path() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let rows = base.forward_paged_alone(ctx, &ids, 0, ids.len()).unwrap();
             let mut got = rows[rows.len() - want.len() / 3..].to_vec();
-            let mut pos = ids.len();
-            for id in next {
+            for (pos, id) in (ids.len()..).zip(next) {
                 got.extend(base.forward_paged_alone(ctx, &[id], pos, 1).unwrap());
-                pos += 1;
             }
             assert!(
                 got.iter().all(|v| v.is_finite()),
