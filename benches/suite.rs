@@ -1167,6 +1167,7 @@ pub fn run(opts: &Options) -> wring_runtime::Result<Report> {
             rows,
             k,
             tokens,
+            scale: 1.0,
         };
         let t = b.time(&|s| s.run(&unit, &[("w", &table), ("ids", &ids), ("out", &out)]))?;
         b.row(
@@ -1590,6 +1591,8 @@ fn smollm_attention(
         head_dim: 64,
         pos0,
         scale: 0.125,
+        softcap: 0.0,
+        window: 0,
     };
     let q = ctx.upload(&[tokens * 9 * 64], &ramp(tokens * 9 * 64, 1.0))?;
     let kc = ctx.upload(&[a.kv_len * 3 * 64], &ramp(a.kv_len * 3 * 64, 1.0))?;

@@ -7,7 +7,8 @@
 //! ids under tests/fixtures/families/. Each fixture names the file's FNV-1a hash, so a generator that
 //! drifted from the recorded files fails loudly rather than comparing against another model.
 //!
-//! Every adapter runs each model, and the first also under the hardware-GPU plan (`tests/gpu_plan.rs`).
+//! Every adapter runs each model, and the first also runs the Q4_0 models under the hardware-GPU plan
+//! (`tests/gpu_plan.rs`).
 //!
 //! Budgets: the prompt's last logits against llama.cpp's, f32 weights (every tensor f32): NMSE <= 1e-6
 //! (measured 2.4e-7 to 9.5e-7: llama.cpp's own distance from the f64 forward, which wring matches to
@@ -71,6 +72,18 @@ pub struct Family {
     /// Heads wider than the embedding's share of them (`key_length`, Qwen3).
     pub wide_heads: bool,
     pub rope_base: f32,
+    /// Gemma's parts: post-norms, GeGLU, embedding scale, soft-caps, sliding-window layers.
+    pub gemma: Gemma,
+}
+
+/// Which Gemma a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gemma {
+    No,
+    /// Attention and logits soft-capped, every other layer a sliding-window one.
+    Two,
+    /// q/k norms, one sliding-window layer with its own RoPE base, one global with linear RoPE scaling.
+    Three,
 }
 
 pub const FAMILIES: &[Family] = &[
@@ -86,6 +99,7 @@ pub const FAMILIES: &[Family] = &[
         tied: false,
         wide_heads: false,
         rope_base: 10_000.0,
+        gemma: Gemma::No,
     },
     Family {
         name: "llama3",
@@ -98,6 +112,7 @@ pub const FAMILIES: &[Family] = &[
         tied: false,
         wide_heads: false,
         rope_base: 500_000.0,
+        gemma: Gemma::No,
     },
     Family {
         name: "qwen2",
@@ -110,6 +125,7 @@ pub const FAMILIES: &[Family] = &[
         tied: true,
         wide_heads: false,
         rope_base: 1_000_000.0,
+        gemma: Gemma::No,
     },
     Family {
         name: "qwen3",
@@ -122,6 +138,7 @@ pub const FAMILIES: &[Family] = &[
         tied: true,
         wide_heads: true,
         rope_base: 1_000_000.0,
+        gemma: Gemma::No,
     },
     Family {
         name: "phi3",
@@ -134,6 +151,34 @@ pub const FAMILIES: &[Family] = &[
         tied: false,
         wide_heads: false,
         rope_base: 10_000.0,
+        gemma: Gemma::No,
+    },
+    // Gemma with a SentencePiece vocabulary (the architecture does not depend on which).
+    Family {
+        name: "gemma2",
+        arch: "gemma2",
+        vocab: "llama-spm",
+        biases: false,
+        qk_norm: false,
+        fused: false,
+        factors: Factors::None,
+        tied: true,
+        wide_heads: false,
+        rope_base: 10_000.0,
+        gemma: Gemma::Two,
+    },
+    Family {
+        name: "gemma3",
+        arch: "gemma3",
+        vocab: "llama-spm",
+        biases: false,
+        qk_norm: true,
+        fused: false,
+        factors: Factors::None,
+        tied: true,
+        wide_heads: true,
+        rope_base: 1_000_000.0,
+        gemma: Gemma::Three,
     },
 ];
 
@@ -252,6 +297,29 @@ pub fn write_model(f: &Family, kind: Kind, path: &Path) {
             Value::U32(N_CTX as u32),
         ));
     }
+    // Windows of 8 keys, well inside the 33-token prompt, so that they matter; soft-caps where the random
+    // model's scores and logits reach them.
+    match f.gemma {
+        Gemma::No => {}
+        Gemma::Two => meta.extend([
+            (format!("{a}.attention.sliding_window"), Value::U32(8)),
+            (format!("{a}.attn_logit_softcapping"), Value::F32(5.0)),
+            (format!("{a}.final_logit_softcapping"), Value::F32(30.0)),
+        ]),
+        Gemma::Three => meta.extend([
+            (format!("{a}.attention.sliding_window"), Value::U32(8)),
+            (
+                format!("{a}.attention.sliding_window_pattern"),
+                Value::U32(2),
+            ),
+            (format!("{a}.rope.freq_base_swa"), Value::F32(10_000.0)),
+            (
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            ),
+            (format!("{a}.rope.scaling.factor"), Value::F32(8.0)),
+        ]),
+    }
     meta.extend(
         vocab
             .metadata
@@ -350,6 +418,14 @@ pub fn write_model(f: &Family, kind: Kind, path: &Path) {
         }
         let wo = matrix(&mut rng, qd, e);
         push(n("attn_output.weight"), &[qd, e], wo, layer_fmt);
+        if f.gemma != Gemma::No {
+            push(
+                n("post_attention_norm.weight"),
+                &[e],
+                rng.vec(e, 0.8, 1.2),
+                None,
+            );
+        }
         push(n("ffn_norm.weight"), &[e], rng.vec(e, 0.8, 1.2), None);
         if f.fused {
             let w = matrix(&mut rng, e, 2 * ff);
@@ -361,6 +437,9 @@ pub fn write_model(f: &Family, kind: Kind, path: &Path) {
         }
         let w = matrix(&mut rng, ff, e);
         push(n("ffn_down.weight"), &[ff, e], w, layer_fmt);
+        if f.gemma != Gemma::No {
+            push(n("post_ffw_norm.weight"), &[e], rng.vec(e, 0.8, 1.2), None);
+        }
     }
     let outs: Vec<TensorOut<'_>> = tensors
         .iter()
@@ -464,12 +543,12 @@ fn check(f: &Family, kind: Kind) {
         f.name,
         greedy.len()
     );
-    // Every adapter with the plan it takes, and the first one under the hardware-GPU plan (with 8-bit
-    // decode activations too for the quantized weights, whose greedy steps then run qmatvec_q8).
+    // Every adapter with the plan it takes, and for the quantized weights the first one under the
+    // hardware-GPU plan, with f32 and with 8-bit decode activations (whose greedy steps run qmatvec_q8).
     let p = plans();
     let mut runs: Vec<(&Context, &str)> = contexts().iter().map(|c| (c, "")).collect();
-    runs.push((&p.gpu, ", GPU plan"));
     if kind == Kind::Q4 {
+        runs.push((&p.gpu, ", GPU plan"));
         runs.push((&p.gpu_q8, ", GPU plan, 8-bit decode"));
     }
     for (ctx, plan) in runs {
@@ -548,6 +627,20 @@ fn phi3_matches_llama_cpp() {
     }
 }
 
+#[test]
+fn gemma2_matches_llama_cpp() {
+    for kind in [Kind::F32, Kind::Q4] {
+        check(&FAMILIES[5], kind);
+    }
+}
+
+#[test]
+fn gemma3_matches_llama_cpp() {
+    for kind in [Kind::F32, Kind::Q4] {
+        check(&FAMILIES[6], kind);
+    }
+}
+
 /// Writes every family's test models and prints their paths, for tools/fixtures/family_reference.py
 /// (`cargo test --release --features wring/gl --test main -- --ignored families::write_models --nocapture`).
 #[test]
@@ -578,6 +671,11 @@ fn family_fuzz_seeds_reach_each_family_s_parts() {
     let llama3 = cfg("tiny-llama3.gguf");
     assert_eq!(llama3.rope_factors, wring::llm::config::RopeFactors::Fixed);
     assert_eq!(llama3.rope_scale, 0.5);
+    let gemma2 = cfg("tiny-gemma2.gguf").gemma.expect("Gemma's parts");
+    assert_eq!((gemma2.window, gemma2.local.as_slice()), (4, &[true][..]));
+    assert!(gemma2.attn_softcap == 50.0 && gemma2.final_softcap == 30.0);
+    let gemma3 = cfg("tiny-gemma3.gguf");
+    assert!(gemma3.parts.qk_norm && gemma3.gemma.is_some_and(|g| g.final_softcap == 0.0));
 }
 
 /// What `wring generate --kv-cache`, `serve`, `perplexity` and `quantize` run, on each family's Q4_0
@@ -610,6 +708,12 @@ fn every_family_takes_every_path() {
         let want = run(&mut base);
         for mode in ["q8", "q4", "q2h", "gear", "ems:48"] {
             let what = format!("{}: KV cache {mode}", f.name);
+            // EMS scores its slots with the plain three-launch attention: refused for Gemma.
+            if f.gemma != Gemma::No && mode.starts_with("ems") {
+                let e = base.set_kv_mode(ctx, mode.parse().unwrap()).unwrap_err();
+                assert!(e.to_string().contains("soft-capped"), "{what}: {e}");
+                continue;
+            }
             base.set_kv_mode(ctx, mode.parse().unwrap())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let got = run(&mut base);
@@ -626,8 +730,27 @@ fn every_family_takes_every_path() {
                 }
             }
         }
-        // Paged caches, one sequence alone through blocks of 32 positions.
-        for (mode, exact) in [(KvMode::F16, true), ("q4".parse().unwrap(), false)] {
+        // Paged caches, one sequence alone through blocks of 32 positions (refused for Gemma: the paged
+        // attention has no soft-caps or windows yet).
+        if f.gemma != Gemma::No {
+            let e = base.set_paged(ctx, KvMode::F16, 8, 32).unwrap_err();
+            assert!(e.to_string().contains("paged"), "{}: {e}", f.name);
+        }
+        let paged: &[(KvMode, bool)] = if f.gemma == Gemma::No {
+            &[
+                (KvMode::F16, true),
+                (
+                    KvMode::Kivi {
+                        bits: 4,
+                        rotate: false,
+                    },
+                    false,
+                ),
+            ]
+        } else {
+            &[]
+        };
+        for &(mode, exact) in paged {
             let what = format!("{}: paged {mode}", f.name);
             base.set_paged(ctx, mode, 8, 32)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -675,7 +798,7 @@ fn every_family_takes_every_path() {
             f.name
         );
         // The low-rank cache rebuilds keys with llama's plain RoPE: refused where that is wrong.
-        if base.cfg.rope_extended() {
+        if base.cfg.rope_extended() || f.gemma != Gemma::No {
             let refused = wring::llm::kv::calibrate_factors(
                 ctx,
                 &g,

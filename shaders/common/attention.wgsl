@@ -1,5 +1,5 @@
-// The parameters both attention kernels take (attn_scores.wgsl, attn_pv.wgsl); `scale` matters only to
-// the scores.
+// The parameters the attention kernels take (attn_fused.wgsl, attn_scores.wgsl, attn_pv.wgsl); `scale`,
+// `softcap` and `window` matter only where scores are made (attn_scores refuses the last two).
 struct Params {
     tokens: u32,
     kv_len: u32,
@@ -8,5 +8,28 @@ struct Params {
     head_dim: u32,
     pos0: u32,
     scale: f32,
+    // Gemma 2's attention soft-capping: a score s becomes softcap * tanh(s / softcap); 0 for none.
+    softcap: f32,
+    // A sliding-window layer's keys: a query at position p sees keys p - window + 1 ..= p; 0 for all.
+    window: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// A query-key dot product as a score: scaled, then soft-capped where asked (reduce::Score's twin).
+fn score(dot: f32) -> f32 {
+    let s = dot * params.scale;
+    if (params.softcap > 0.0) {
+        return params.softcap * tanh(s / params.softcap);
+    }
+    return s;
+}
+
+// The first key a query at position `pos` sees (reduce::window_start's twin).
+fn window_start(pos: u32) -> u32 {
+    if (params.window == 0u || pos + 1u <= params.window) {
+        return 0u;
+    }
+    return pos + 1u - params.window;
 }

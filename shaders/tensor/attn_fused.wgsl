@@ -18,6 +18,10 @@
 // once per QR rows. Workgroup memory and two barriers per block in place of the subgroup operations took
 // 122 ms against 35 for a 512-token prefill of SmolLM2's heads on lavapipe, where a barrier is costly.
 //
+// Scores go through `score` (the scale, and Gemma 2's soft-capping where asked), and a sliding-window
+// layer's query sees only its last `window` keys (`window_start`): the row form starts its walk there, the
+// tiled form masks each row's keys before it, giving them a probability of exactly 0.
+//
 // This replaces attn_scores + softmax + attn_pv (three launches and two [tokens][heads][kv_len] scratch
 // tensors, quadratic in a prompt's length) wherever nothing else needs the probabilities.
 //
@@ -65,6 +69,7 @@ fn main(inv: Invocation) {
     let lane = inv.sg_lane;
     // Rows past the last are clamped onto it, so every load stays in bounds; they are not stored.
     var qbase: array<u32, QR>;
+    var first: array<u32, QR>;
     var limit: array<u32, QR>;
     var m: array<f32, QR>;
     var l: array<f32, QR>;
@@ -74,6 +79,7 @@ fn main(inv: Invocation) {
         let t = u / group;
         qbase[r] = (t * params.n_heads + hk * group + u % group) * D4;
         limit[r] = min(params.pos0 + t + 1u, params.kv_len);
+        first[r] = window_start(params.pos0 + t);
         m[r] = NEG_MAX_F32;
         l[r] = 0.0;
         for (var c = 0u; c < C; c++) {
@@ -83,7 +89,8 @@ fn main(inv: Invocation) {
     // The last row sees the most keys.
     let seen = limit[QR - 1u];
     let kstride = params.n_kv_heads * D4;
-    for (var j0 = 0u; j0 < seen; j0 += WG) {
+    // The first row sees the earliest key; blocks before its block hold none any row sees.
+    for (var j0 = first[0] / WG * WG; j0 < seen; j0 += WG) {
         let j = j0 + lane;
         // Keys past `seen` are clamped for the load and masked below.
         let kb = min(j, seen - 1u) * kstride + hk * D4;
@@ -98,13 +105,14 @@ fn main(inv: Invocation) {
             }
         }
         // The block's per-row maximum and sum come from the subgroup (the workgroup is one subgroup), so
-        // no barrier is needed; key 0 is visible to every row, so after the first block the maximum is
-        // finite and a masked key's exp(NEG_MAX - m) is exactly 0.
+        // no barrier is needed. A masked key's probability is set to 0 outright: with a window, a row may
+        // see no key of a block, and its maximum may still be NEG_MAX there.
         var p: array<f32, QR>;
         for (var r = 0u; r < QR; r++) {
-            let sr = select(NEG_MAX_F32, s[r] * params.scale, j < limit[r]);
+            let seen_r = j < limit[r] && j >= first[r];
+            let sr = select(NEG_MAX_F32, score(s[r]), seen_r);
             let mx = max(m[r], subgroupMax(sr));
-            p[r] = exp(sr - mx);
+            p[r] = select(0.0, exp(sr - mx), seen_r);
             let corr = exp(m[r] - mx);
             m[r] = mx;
             l[r] = l[r] * corr + subgroupAdd(p[r]);
@@ -175,13 +183,13 @@ fn main(inv: Invocation) {
     var m = NEG_MAX_F32;
     var l = 0.0;
     let seen = min(params.pos0 + t + 1u, params.kv_len);
-    for (var j = 0u; j < seen; j++) {
+    for (var j = window_start(params.pos0 + t); j < seen; j++) {
         let kb = (j * params.n_kv_heads + hk) * d4;
-        var s = 0.0;
+        var dp = 0.0;
         for (var i = 0u; i < d4; i++) {
-            s += dot(qv[i], k[kb + i]);
+            dp += dot(qv[i], k[kb + i]);
         }
-        s *= params.scale;
+        let s = score(dp);
         // The first key sets m (exp(NEG_MAX - s) is exactly 0, so the empty accumulator stays 0).
         let m_new = max(m, s);
         let c = exp(m - m_new);

@@ -1,6 +1,7 @@
 // out[t][:] = table[ids[t]][:]: the token-embedding lookup. The table stays in its stored format; block
 // formats are dequantized four values at a time with shaders/common/quant.wgsl, so a quantized embedding
-// table never exists in f32 on the device. One invocation per quad (4 values) of one output row.
+// table never exists in f32 on the device. One invocation per quad (4 values) of one output row. Every
+// value is multiplied by `scale` (1, or Gemma's sqrt(n_embd)).
 #import invocation
 #ifdef QUANT
 #import quant
@@ -11,6 +12,10 @@ struct Params {
     k: u32,
     rows: u32,
     row_bytes: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -37,8 +42,10 @@ fn main(inv: Invocation) {
     let units_per_block = BLOCK_LEN / 32u;
     let u = q / 8u;
     let h = unit_head(row * params.row_bytes + (u / units_per_block) * BLOCK_BYTES, u % units_per_block);
-    out[idx] = quad(h, q % 8u);
+    let x = quad(h, q % 8u);
 #else
-    out[idx] = w[row * k4 + q];
+    let x = w[row * k4 + q];
 #endif
+    // Multiplying by 1 leaves every value as it was, so the llama path is unchanged bit for bit.
+    out[idx] = x * params.scale;
 }

@@ -1,6 +1,7 @@
 // y[row][i] = silu(a[row][i]) * b[row][i], the gate of a SwiGLU feed-forward block, with
 // silu(x) = x / (1 + exp(-x)). For x far below zero exp(-x) overflows to +inf and the quotient is -0, the
-// correct limit.
+// correct limit. With `gate` 1 the activation is GELU's tanh form (ggml_gelu), Gemma's GeGLU; the
+// branch is uniform.
 //
 // a and b are read through a row stride and an offset, so they may be the two halves of one fused
 // gate/up projection output [row][gate | up] (the same buffer bound twice, read-only) or two tensors.
@@ -19,8 +20,8 @@ struct Params {
     a_off: u32,
     b_stride: u32,
     b_off: u32,
+    gate: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -32,9 +33,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #endif
 
+fn act(x: f32) -> f32 {
+    if (params.gate == 1u) {
+        return 0.5 * x * (1.0 + tanh(0.7978846 * x * (1.0 + 0.044715 * x * x)));
+    }
+    return x / (1.0 + exp(-x));
+}
+
 fn gated(row: u32, col: u32) -> f32 {
     let x = a[row * params.a_stride + params.a_off + col];
-    return x / (1.0 + exp(-x)) * b[row * params.b_stride + params.b_off + col];
+    return act(x) * b[row * params.b_stride + params.b_off + col];
 }
 
 #ifdef Q8OUT

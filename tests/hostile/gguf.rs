@@ -672,7 +672,27 @@ fn family_cases() -> Vec<Case> {
             t("blk.0.attn_v.bias", &[8]),
         ]
     };
+    // Gemma's norms after the attention and the feed-forward block.
+    fn gemma_norms() -> Vec<(String, Vec<u64>)> {
+        vec![
+            t("blk.0.post_attention_norm.weight", &[8]),
+            t("blk.0.post_ffw_norm.weight", &[8]),
+        ]
+    }
     let mut c = vec![
+        Case::control("gguf", "a tiny Gemma 2 (control)", 0, || {
+            load(&tiny_as("gemma2", 1, &[], &gemma_norms()), 64)
+        }),
+        // A window wider than the context is a global layer in all but name: llama.cpp takes it.
+        Case::control(
+            "gguf",
+            "a Gemma 2 window wider than the context (control)",
+            0,
+            || {
+                let meta = [("gemma2.attention.sliding_window", Meta::U32(16_777_215))];
+                load(&tiny_as("gemma2", 1, &meta, &gemma_norms()), 64)
+            },
+        ),
         Case::control(
             "gguf",
             "a tiny Phi-3 with fused tensors (control)",
@@ -800,9 +820,73 @@ fn family_cases() -> Vec<Case> {
             &["Unsupported", "attn_factor"],
         ),
         (
-            "a Gemma 2 model",
+            "a Gemma 2 model without its post-norms",
             tiny_as("gemma2", 1, &[], &[]),
-            &["Unsupported", "gemma2", "GeGLU"],
+            &["Unsupported", "post_attention_norm", "missing"],
+        ),
+        (
+            "a negative attention soft-cap",
+            tiny_as(
+                "gemma2",
+                1,
+                &[("gemma2.attn_logit_softcapping", Meta::F32(-5.0))],
+                &gemma_norms(),
+            ),
+            &["Unsupported", "attn_logit_softcapping"],
+        ),
+        (
+            "an infinite logit soft-cap",
+            tiny_as(
+                "gemma3",
+                1,
+                &[("gemma3.final_logit_softcapping", Meta::F32(f32::INFINITY))],
+                &gemma_norms(),
+            ),
+            &["Unsupported", "final_logit_softcapping"],
+        ),
+        (
+            "a sliding window of 0",
+            tiny_as(
+                "gemma2",
+                1,
+                &[("gemma2.attention.sliding_window", Meta::U32(0))],
+                &gemma_norms(),
+            ),
+            &["Unsupported", "sliding_window"],
+        ),
+        (
+            "a window pattern of 0",
+            tiny_as(
+                "gemma3",
+                1,
+                &[
+                    ("gemma3.attention.sliding_window", Meta::U32(4)),
+                    ("gemma3.attention.sliding_window_pattern", Meta::U32(0)),
+                ],
+                &gemma_norms(),
+            ),
+            &["Unsupported", "sliding_window_pattern"],
+        ),
+        (
+            "a per-layer window pattern of the wrong length",
+            tiny_as(
+                "gemma3",
+                1,
+                &[
+                    ("gemma3.attention.sliding_window", Meta::U32(4)),
+                    (
+                        "gemma3.attention.sliding_window_pattern",
+                        Meta::U32s(vec![1, 0]),
+                    ),
+                ],
+                &gemma_norms(),
+            ),
+            &["Unsupported", "sliding_window_pattern"],
+        ),
+        (
+            "a Gemma 1 model",
+            tiny_as("gemma", 1, &[], &[]),
+            &["Unsupported", "gemma"],
         ),
         (
             "the architecture `mistral`, which llama.cpp never writes",

@@ -60,6 +60,37 @@ pub fn dot4(q: &[f32], k: &[f32]) -> f32 {
     s
 }
 
+/// How a query-key dot product becomes a score: scaled, then soft-capped where `softcap` is positive
+/// (Gemma 2: `softcap * tanh(s / softcap)`), as the attention shaders' `score` does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub scale: f32,
+    /// 0 for none.
+    pub softcap: f32,
+}
+
+impl Score {
+    /// The score of a dot product.
+    pub fn of(&self, dot: f32) -> f32 {
+        let s = dot * self.scale;
+        if self.softcap > 0.0 {
+            self.softcap * (s / self.softcap).tanh()
+        } else {
+            s
+        }
+    }
+}
+
+/// The first key position a query at `pos` sees: all of them, or its last `window` (Gemma's sliding-window
+/// layers mask a key when `pos - key >= window`, as llama.cpp's `LLAMA_SWA_TYPE_STANDARD`); 0 for none.
+pub fn window_start(pos: usize, window: usize) -> usize {
+    if window == 0 {
+        0
+    } else {
+        (pos + 1).saturating_sub(window)
+    }
+}
+
 /// One query row's attention over `keys` (each a key row and its value row, in order) with an online
 /// softmax, into `out`: the order of operations of the per-row attention shaders (attn_fused's and
 /// attn_paged's row forms): the score summed four products at a time, then scaled; the running maximum,
@@ -68,14 +99,14 @@ pub fn dot4(q: &[f32], k: &[f32]) -> f32 {
 pub fn attend_row<'a>(
     q: &[f32],
     keys: impl Iterator<Item = (&'a [f32], &'a [f32])>,
-    scale: f32,
+    score: Score,
     out: &mut [f32],
 ) {
     let d = q.len();
     let mut acc = vec![0f32; d];
     let (mut m, mut l) = (NEG_MAX_F32, 0f32);
     for (kr, vr) in keys {
-        let s = dot4(q, kr) * scale;
+        let s = score.of(dot4(q, kr));
         let m_new = m.max(s);
         let (c, p) = ((m - m_new).exp(), (s - m_new).exp());
         l = l * c + p;

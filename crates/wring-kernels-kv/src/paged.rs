@@ -13,7 +13,7 @@
 use half::f16;
 use wring_kernels_core::dtype::DType;
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
-use wring_kernels_core::reduce::attend_row;
+use wring_kernels_core::reduce::{Score, attend_row};
 use wring_kernels_core::{Kernel, Operand};
 
 /// What a pool holds per position.
@@ -749,7 +749,15 @@ impl AttnPaged {
                         let base = slot as usize * kv + hk * d;
                         (&kp[base..][..d], &vp[base..][..d])
                     });
-                    attend_row(&q[th * d..][..d], keys, self.scale, &mut o[th * d..][..d]);
+                    attend_row(
+                        &q[th * d..][..d],
+                        keys,
+                        Score {
+                            scale: self.scale,
+                            softcap: 0.0,
+                        },
+                        &mut o[th * d..][..d],
+                    );
                 }
             }
         }

@@ -24,6 +24,10 @@ pub struct Attention {
     pub pos0: usize,
     /// Score scale, 1 / sqrt(head_dim) for llama.
     pub scale: f32,
+    /// Attention soft-capping (Gemma 2: a score s becomes softcap * tanh(s / softcap)); 0 for none.
+    pub softcap: f32,
+    /// A sliding-window layer's window (a query at p sees keys p - window + 1 ..= p); 0 for none.
+    pub window: usize,
 }
 
 /// The shaders' `Params` (shared layout; `scale` is padding for attn_pv).
@@ -37,7 +41,9 @@ pub struct Params {
     pub head_dim: u32,
     pub pos0: u32,
     pub scale: f32,
-    pub pad: u32,
+    pub softcap: f32,
+    pub window: u32,
+    pub pad: [u32; 3],
 }
 
 impl Attention {
@@ -78,7 +84,26 @@ impl Attention {
             head_dim: self.head_dim as u32,
             pos0: self.pos0 as u32,
             scale: self.scale,
-            pad: 0,
+            softcap: self.softcap,
+            window: plan::index_u32("attention", "window", self.window)?,
+            pad: [0; 3],
+        })
+    }
+
+    /// How a dot product becomes a score ([`reduce::Score`]).
+    pub fn score(&self) -> reduce::Score {
+        reduce::Score {
+            scale: self.scale,
+            softcap: self.softcap,
+        }
+    }
+
+    /// The three-launch composite makes plain scores only: soft-capping and windows are the fused
+    /// kernels'.
+    fn plain_scores(&self, kernel: &'static str) -> Result<(), KernelError> {
+        plan::ensure(self.softcap == 0.0 && self.window == 0, kernel, || {
+            "soft-capped or windowed attention runs in attn_fused, not the three-launch composite"
+                .into()
         })
     }
 
@@ -112,11 +137,12 @@ impl Attention {
         let group = self.n_heads / self.n_kv_heads;
         for th in 0..self.tokens * self.n_heads {
             let (h, t) = (th % self.n_heads, th / self.n_heads);
-            let keys = (0..self.kv_len.min(self.pos0 + t + 1)).map(|j| {
+            let first = reduce::window_start(self.pos0 + t, self.window);
+            let keys = (first..self.kv_len.min(self.pos0 + t + 1)).map(|j| {
                 let base = (j * self.n_kv_heads + h / group) * d;
                 (&k[base..][..d], &v[base..][..d])
             });
-            reduce::attend_row(&q[th * d..][..d], keys, self.scale, &mut o[th * d..][..d]);
+            reduce::attend_row(&q[th * d..][..d], keys, self.score(), &mut o[th * d..][..d]);
         }
     }
 
@@ -187,6 +213,7 @@ impl Kernel for AttnScores {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let a = &self.0;
         let p = a.check()?;
+        a.plain_scores("attn_scores")?;
         let v = crate::choose(
             &crate::catalogue::attn_scores::F32,
             "it is the only variant",
@@ -220,6 +247,7 @@ impl Kernel for AttnPv {
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let a = &self.0;
         let p = a.check()?;
+        a.plain_scores("attn_pv")?;
         let v = crate::choose(
             &crate::catalogue::attn_pv::F32,
             "it is the only variant",

@@ -16,12 +16,16 @@ pub struct Params {
     pub rows: u32,
     /// Bytes per table row.
     pub row_bytes: u32,
+    /// What every gathered value is multiplied by (Gemma scales its embeddings by sqrt(n_embd)).
+    pub scale: f32,
+    /// Uniform padding to 32 bytes.
+    pub pad: [u32; 3],
 }
 
 /// `out[t] = table[ids[t]]` for `tokens` ids into a `rows` x `k` table stored as `table` (f32 or a GGUF
 /// block format, dequantized): the token-embedding lookup. Ids are checked against the table by the
 /// caller; the kernel clamps as a last guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GetRows {
     /// The table's element type.
     pub table: DType,
@@ -31,6 +35,8 @@ pub struct GetRows {
     pub k: usize,
     /// Ids looked up.
     pub tokens: usize,
+    /// What every gathered value is multiplied by: 1, or Gemma's sqrt(n_embd).
+    pub scale: f32,
 }
 
 impl Kernel for GetRows {
@@ -53,6 +59,7 @@ impl Kernel for GetRows {
             rows,
             k,
             tokens,
+            scale,
         } = *self;
         let (auto, row_bytes) = match table {
             DType::F32 => ("f32".to_string(), k * 4),
@@ -94,6 +101,8 @@ impl Kernel for GetRows {
             k: k as u32,
             rows: rows as u32,
             row_bytes: row_bytes as u32,
+            scale,
+            pad: [0; 3],
         };
         plan::per_item(
             "get_rows",
@@ -106,7 +115,7 @@ impl Kernel for GetRows {
 }
 
 /// CPU twin: each output row is the reference dequantization of its table row (or the f32 row itself).
-pub fn cpu(table: DType, data: &[u8], k: usize, ids: &[u32], out: &mut [f32]) {
+pub fn cpu(table: DType, data: &[u8], k: usize, ids: &[u32], scale: f32, out: &mut [f32]) {
     let row_bytes = table.bytes_for(k).expect("whole blocks");
     for (t, &id) in ids.iter().enumerate() {
         let src = &data[id as usize * row_bytes..][..row_bytes];
@@ -117,6 +126,11 @@ pub fn cpu(table: DType, data: &[u8], k: usize, ids: &[u32], out: &mut [f32]) {
                 for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
                     *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
+            }
+        }
+        if scale != 1.0 {
+            for d in dst.iter_mut() {
+                *d *= scale;
             }
         }
     }

@@ -22,7 +22,33 @@ pub struct Params {
     /// Offset of b's first entry.
     pub b_off: u32,
     /// Uniform padding to 32 bytes.
-    pub pad: [u32; 2],
+    /// 0: SiLU (SwiGLU); 1: GELU's tanh form (GeGLU, Gemma).
+    pub gate: u32,
+    /// Uniform padding to 32 bytes.
+    pub pad: u32,
+}
+
+/// The gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// `x / (1 + exp(-x))`: SwiGLU (llama, Qwen, Phi-3).
+    #[default]
+    Silu,
+    /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, ggml's `ggml_gelu`: GeGLU (Gemma).
+    Gelu,
+}
+
+impl Gate {
+    /// The activation of one value, as the shader's `act` computes it.
+    pub fn of(self, x: f32) -> f32 {
+        match self {
+            Gate::Silu => x / (1.0 + (-x).exp()),
+            Gate::Gelu => {
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+            }
+        }
+    }
 }
 
 /// `y[row][i] = silu(a[row][i]) * b[row][i]` for `rows` rows of `cols` f32 values, `a` and `b` read
@@ -37,6 +63,8 @@ pub struct SiluMul {
     pub a: Strided,
     /// Where rows of `b` are read.
     pub b: Strided,
+    /// The activation applied to `a`.
+    pub gate: Gate,
 }
 
 impl SiluMul {
@@ -51,7 +79,13 @@ impl SiluMul {
             rows,
             a: d,
             b: d,
+            gate: Gate::Silu,
         }
+    }
+
+    /// The same gate with another activation.
+    pub fn with_gate(self, gate: Gate) -> SiluMul {
+        SiluMul { gate, ..self }
     }
 
     /// The SwiGLU gate of a fused gate/up projection: `gu` is [rows, 2 ff] and both halves are read in
@@ -68,6 +102,7 @@ impl SiluMul {
                 stride: 2 * ff,
                 offset: ff,
             },
+            gate: Gate::Silu,
         }
     }
 }
@@ -109,7 +144,7 @@ impl Kernel for SiluMul {
 impl SiluMul {
     /// The checked uniform of either output form.
     fn params(&self, rows: usize, cols: usize) -> Result<Params, KernelError> {
-        let SiluMul { a, b, .. } = *self;
+        let SiluMul { a, b, gate, .. } = *self;
         plan::ensure(cols > 0, "silu_mul", || "rows must not be empty".into())?;
         let total = plan::index_u32("silu_mul", "rows * cols", rows.saturating_mul(cols))?;
         for (s, name) in [(a, "a"), (b, "b")] {
@@ -133,7 +168,11 @@ impl SiluMul {
             a_off: a.offset as u32,
             b_stride: b.stride as u32,
             b_off: b.offset as u32,
-            pad: [0; 2],
+            gate: match gate {
+                Gate::Silu => 0,
+                Gate::Gelu => 1,
+            },
+            pad: 0,
         })
     }
 }
@@ -179,10 +218,27 @@ impl Kernel for SiluMulQ8 {
 
 /// CPU twin: `y[row][i] = a / (1 + exp(-a)) * b` with a and b read through their strides.
 pub fn cpu(cols: usize, a: &[f32], sa: Strided, b: &[f32], sb: Strided, y: &mut [f32]) {
+    cpu_gate(Gate::Silu, cols, a, sa, b, sb, y);
+}
+
+/// CPU twin of either gate: `y[row][i] = gate(a) * b` with a and b read through their strides.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the gate, two strided inputs and the output, as the shader"
+)]
+pub fn cpu_gate(
+    gate: Gate,
+    cols: usize,
+    a: &[f32],
+    sa: Strided,
+    b: &[f32],
+    sb: Strided,
+    y: &mut [f32],
+) {
     for (row, yr) in y.chunks_exact_mut(cols).enumerate() {
         for (i, yi) in yr.iter_mut().enumerate() {
             let x = a[row * sa.stride + sa.offset + i];
-            *yi = x / (1.0 + (-x).exp()) * b[row * sb.stride + sb.offset + i];
+            *yi = gate.of(x) * b[row * sb.stride + sb.offset + i];
         }
     }
 }

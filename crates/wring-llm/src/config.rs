@@ -46,6 +46,31 @@ pub struct LlamaConfig {
     pub rope_factors: RopeFactors,
     /// What sets the family's layers apart from llama's.
     pub parts: Parts,
+    /// Gemma 2's and 3's parts, `None` for the other families.
+    pub gemma: Option<Gemma>,
+}
+
+/// What Gemma 2 and 3 add (llama.cpp's `llama_model_gemma2`/`gemma3`): embeddings scaled by sqrt(n_embd),
+/// RMSNorms after the attention and the feed-forward block (`post_attention_norm`, `post_ffw_norm`), a GeGLU
+/// feed-forward, soft-capped attention scores and logits, a query scale of its own, and sliding-window
+/// layers with their own RoPE base and scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma {
+    /// What the token embedding's rows are multiplied by: sqrt(n_embd).
+    pub embd_scale: f32,
+    /// Attention scores become `cap * tanh(s / cap)` (Gemma 2's `attn_logit_softcapping`); 0 for none.
+    pub attn_softcap: f32,
+    /// Logits become `cap * tanh(x / cap)` (`final_logit_softcapping`); 0 for none.
+    pub final_softcap: f32,
+    /// The query scale: 1 / sqrt(head size), or 1 / sqrt(n_embd / n_heads) for the 27B models, as
+    /// llama.cpp decides by the layer count.
+    pub attn_scale: f32,
+    /// Keys a sliding-window layer's query sees (its own among them).
+    pub window: usize,
+    /// Whether each layer is a sliding-window one.
+    pub local: Vec<bool>,
+    /// RoPE base and linear scale of the sliding-window layers.
+    pub local_rope: (f32, f32),
 }
 
 /// The parts of a layer that set a family apart from llama, each read from the file's tensors and metadata
@@ -95,19 +120,16 @@ const ARCHITECTURES: &[(&str, RopeMode)] = &[
     ("qwen2", RopeMode::Neox),
     ("qwen3", RopeMode::Neox),
     ("phi3", RopeMode::Neox),
+    ("gemma2", RopeMode::Neox),
+    ("gemma3", RopeMode::Neox),
 ];
 
 /// Architectures people bring whose parts wring lacks, with what those are: refused by name.
 const NOT_YET: &[(&str, &str)] = &[
     (
-        "gemma2",
-        "GeGLU, norms after each block, attention and logit soft-capping and sliding-window layers",
+        "gemma",
+        "Gemma 1's layout (no norms after each block) has not been proven against llama.cpp here",
     ),
-    (
-        "gemma3",
-        "GeGLU, norms after each block, q/k norms and sliding-window layers with their own RoPE base",
-    ),
-    ("gemma", "GeGLU and the embedding scale"),
     (
         "mistral",
         "nothing: llama.cpp itself writes Mistral models as `llama`, which wring runs; this file's architecture is no llama.cpp one",
@@ -183,7 +205,117 @@ fn rope_scaling(g: &Gguf, arch: &str, context: usize) -> Result<(f32, f32, RopeF
     Ok((scale, attn_factor, factors))
 }
 
+/// Gemma 2's or 3's parts as llama.cpp reads them (`load_arch_hparams`, `load_swa_pattern`).
+fn gemma_parts(
+    g: &Gguf,
+    arch: &str,
+    n_layers: usize,
+    n_embd: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<Option<Gemma>, LlmError> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let gemma2 = match arch {
+        "gemma2" => true,
+        "gemma3" => false,
+        _ => return Ok(None),
+    };
+    // A soft-cap of 0 turns it off (Gemma 3's default for the logits); a negative or non-finite one is
+    // refused.
+    let softcap = |key: &str, default: f64| -> Result<f32, LlmError> {
+        match g.get(key) {
+            None => Ok(default as f32),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && x >= 0.0 => Ok(x as f32),
+                _ => Err(LlmError::Unsupported(format!(
+                    "{key} = {v:?} must be a finite number, 0 or more"
+                ))),
+            },
+        }
+    };
+    let attn_softcap = if gemma2 {
+        softcap(&k("attn_logit_softcapping"), 50.0)?
+    } else {
+        0.0
+    };
+    let final_softcap = softcap(
+        &k("final_logit_softcapping"),
+        if gemma2 { 30.0 } else { 0.0 },
+    )?;
+    // Gemma 2 always has sliding-window layers (a window of 4,096 unless the file says), every other
+    // one; Gemma 3 where the file gives a window, five in six.
+    let window = match g.get(&k("attention.sliding_window")) {
+        Some(_) => get_u(g, &k("attention.sliding_window"))?,
+        None if gemma2 => 4096,
+        None => 0,
+    };
+    let local: Vec<bool> = if window == 0 {
+        vec![false; n_layers]
+    } else {
+        match g.get(&k("attention.sliding_window_pattern")) {
+            Some(Value::Array(a)) => {
+                if a.len() != n_layers {
+                    return Err(LlmError::Unsupported(format!(
+                        "attention.sliding_window_pattern holds {} layers of {n_layers}",
+                        a.len()
+                    )));
+                }
+                a.iter()
+                    .map(|v| match v {
+                        Value::Bool(b) => Ok(*b),
+                        other => Err(LlmError::Unsupported(format!(
+                            "attention.sliding_window_pattern holds {other:?}, not a flag"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            found => {
+                let pattern = match found {
+                    Some(_) => get_u(g, &k("attention.sliding_window_pattern"))?,
+                    None if gemma2 => 2,
+                    None => 6,
+                };
+                (0..n_layers).map(|l| l % pattern < pattern - 1).collect()
+            }
+        }
+    };
+    // llama.cpp's default base for the local layers is 10,000 unless the file names one.
+    let local_base = get_f(g, &k("rope.freq_base_swa"), 10_000.0)?;
+    let wide = (gemma2 && n_layers == 46) || (!gemma2 && n_layers == 62);
+    let attn_scale = if wide {
+        1.0 / ((n_embd / n_heads) as f32).sqrt()
+    } else {
+        1.0 / (head_dim as f32).sqrt()
+    };
+    Ok(Some(Gemma {
+        embd_scale: (n_embd as f32).sqrt(),
+        attn_softcap,
+        final_softcap,
+        attn_scale,
+        window,
+        local,
+        local_rope: (local_base, 1.0),
+    }))
+}
+
 impl LlamaConfig {
+    /// The query scale: 1 / sqrt(head size), or Gemma's own.
+    pub fn attn_scale(&self) -> f32 {
+        self.gemma
+            .as_ref()
+            .map_or(1.0 / (self.head_dim as f32).sqrt(), |g| g.attn_scale)
+    }
+
+    /// Layer `l`'s RoPE base and linear scale, and its attention window (0 for none).
+    pub fn layer_rope(&self, l: usize) -> (f32, f32, usize) {
+        match &self.gemma {
+            Some(g) if g.local.get(l).copied().unwrap_or(false) => {
+                (g.local_rope.0, g.local_rope.1, g.window)
+            }
+            _ => (self.rope_base, self.rope_scale, 0),
+        }
+    }
+
     /// Query dimensions per position (all heads): the embedding's width, except where a file's heads are
     /// wider (Qwen3's `key_length`).
     pub fn q_dim(&self) -> usize {
@@ -294,8 +426,10 @@ impl LlamaConfig {
             fused_qkv: has("blk.0.attn_qkv.weight"),
             fused_gate_up: arch == "phi3" && !has("blk.0.ffn_gate.weight"),
         };
+        let n_layers = get_u(g, &k("block_count"))?;
+        let gemma = gemma_parts(g, &arch, n_layers, n_embd, n_heads, head_dim)?;
         let cfg = LlamaConfig {
-            n_layers: get_u(g, &k("block_count"))?,
+            n_layers,
             n_embd,
             n_ff: get_u(g, &k("feed_forward_length"))?,
             n_heads,
@@ -312,6 +446,7 @@ impl LlamaConfig {
             rope_attn_factor,
             rope_factors,
             parts,
+            gemma,
             architecture: arch,
         };
         cfg.check_tensors(g)?;
@@ -375,6 +510,12 @@ impl LlamaConfig {
                 want.push((b("ffn_up"), [e, 2 * ff]));
             } else {
                 want.extend([(b("ffn_gate"), [e, ff]), (b("ffn_up"), [e, ff])]);
+            }
+            if self.gemma.is_some() {
+                want.extend([
+                    (b("post_attention_norm"), [e, 1]),
+                    (b("post_ffw_norm"), [e, 1]),
+                ]);
             }
             if p.qk_norm {
                 want.extend([

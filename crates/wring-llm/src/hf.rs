@@ -180,6 +180,7 @@ impl HfModel {
             rope_attn_factor: 1.0,
             rope_factors: crate::config::RopeFactors::None,
             parts: crate::config::Parts::default(),
+            gemma: None,
         };
         let file = std::fs::File::open(dir.join("model.safetensors")).map_err(io)?;
         // SAFETY: read-only private map of a checkpoint file, as in wring-gguf.

@@ -256,6 +256,13 @@ impl KvMode {
         let KvMode::Ems { budget } = *self else {
             return Ok(None);
         };
+        // EMS scores its slots from the three-launch attention, which makes plain scores only.
+        if cfg.gemma.is_some() {
+            return Err(LlmError::Unsupported(format!(
+                "KV cache mode {self} scores slots with the plain three-launch attention; {}'s soft-capped and sliding-window attention runs only in the fused kernels",
+                cfg.architecture
+            )));
+        }
         let l = EmsLayout {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,

@@ -14,6 +14,7 @@ use wring_runtime::kernels::kv::{
 };
 use wring_runtime::kernels::tensor::{
     Attention, CopyWords, Fill, GetRows, Rope, RopeQkv, SiluMul, SiluMulQ8, rope::QkvExtras,
+    silu_mul::Gate,
 };
 use wring_runtime::kernels::{DType, Strided, q8};
 use wring_runtime::{Context, Tensor};
@@ -35,6 +36,8 @@ struct Layer {
     /// The q/k/v glue's extras where the family has them (biases, q/k norms, RoPE factors): rope_qkv's
     /// `extra` vector.
     extra: Option<Tensor>,
+    /// Gemma's norms after the attention and after the feed-forward block.
+    post_norms: Option<[Tensor; 2]>,
 }
 
 /// One layer's KV cache: f32 keys and values [position][kv head][head_dim] that attention reads directly,
@@ -614,6 +617,13 @@ impl Llama {
                 w_down: get(&n("ffn_down"))?,
                 cache: LayerCache::new(ctx, kv_layout.as_ref(), ems.as_ref(), max_context, kv)?,
                 extra: layer_extra(ctx, src, &cfg, l, &factors)?,
+                post_norms: match cfg.gemma {
+                    Some(_) => Some([
+                        src.vector(ctx, &n("post_attention_norm"))?,
+                        src.vector(ctx, &n("post_ffw_norm"))?,
+                    ]),
+                    None => None,
+                },
             });
             progress(l + 1, cfg.n_layers);
         }
@@ -765,6 +775,12 @@ impl Llama {
         block: usize,
     ) -> Result<PagedShape, LlmError> {
         let pool = paged_pool(mode)?;
+        if self.cfg.gemma.is_some() {
+            return Err(LlmError::Unsupported(format!(
+                "a paged KV cache for {}: paged attention has no soft-capping or sliding windows yet (use a contiguous cache, one sequence at a time)",
+                self.cfg.architecture
+            )));
+        }
         if block < 8 || !block.is_power_of_two() {
             return Err(LlmError::Request(format!(
                 "paged KV blocks of {block} positions: a block is a power of two, at least 8"
@@ -1387,6 +1403,7 @@ impl Llama {
             rows: vocab,
             k: e,
             tokens: t,
+            scale: c.gemma.as_ref().map_or(1.0, |g| g.embd_scale),
         };
         step.run(
             &lookup,
@@ -1401,7 +1418,9 @@ impl Llama {
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
             pos0: cache_pos,
-            scale: 1.0 / (hd as f32).sqrt(),
+            scale: c.attn_scale(),
+            softcap: c.gemma.as_ref().map_or(0.0, |g| g.attn_softcap),
+            window: 0,
         };
         // One set of scratch tensors serves every layer: the step's launches run in order, and wgpu puts a
         // barrier between launches that write and then read (or overwrite) the same buffer. Allocating per
@@ -1423,6 +1442,11 @@ impl Llama {
             f32t(&[t, e])?,
             f32t(&[t, c.n_ff])?,
         );
+        // Gemma's post-norms write the attention's and the feed-forward block's normalized outputs here.
+        let post = match c.gemma {
+            Some(_) => Some((f32t(&[t, e])?, f32t(&[t, e])?)),
+            None => None,
+        };
         let (mut qkv_out, mut gate_up_out) = (
             ProjectionOutput::new(&[qd, kv, kv]),
             ProjectionOutput::new(&[c.n_ff, c.n_ff]),
@@ -1446,7 +1470,7 @@ impl Llama {
         // norm's input units with their sums of squares (`norm_units`), and the q/k/v, gate/up and output
         // products read those and apply the norm's scale. That takes the norm's launch out, two a layer.
         let eps = c.rms_eps;
-        let norm_units = if t == 1 && units.is_some() && self.norm_split {
+        let norm_units = if t == 1 && units.is_some() && self.norm_split && c.gemma.is_none() {
             Some((
                 ctx.empty(&[q8::words(e)], DType::U32)?,
                 f32t(&[e.div_ceil(32)])?,
@@ -1465,8 +1489,21 @@ impl Llama {
         let mut norm_ready = false;
         // The residual stream alternates between x (before attention) and x_mid (before the FFN); each
         // residual add is fused with the norm that follows it.
+        // The residual the next norm adds: the down product's output, or Gemma's normalization of it.
+        let d_res = post.as_ref().map_or(&d, |p| &p.1);
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
+            // Gemma's sliding-window layers rotate by their own base and see only their window.
+            let (rope_base, rope_scale, window) = c.layer_rope(i);
+            let glue = RopeQkv {
+                rope: Rope {
+                    freq_base: rope_base,
+                    freq_scale: rope_scale,
+                    ..glue.rope
+                },
+                ..glue
+            };
+            let attn = Attention { window, ..attn };
             let qkv_units = units.as_ref().filter(|_| {
                 !matches!(layer.cache, LayerCache::LowRank { .. }) && layer.qkv.takes_q8(&step, t)
             });
@@ -1481,7 +1518,7 @@ impl Llama {
             } else {
                 rmsnorm_add(
                     &mut step,
-                    [&x_mid, &d, &layer.attn_norm],
+                    [&x_mid, d_res, &layer.attn_norm],
                     h_out,
                     &x,
                     c.rms_eps,
@@ -1798,9 +1835,16 @@ impl Llama {
                 gate_up_in = Input::Scaled(nq, ss, eps);
             } else {
                 project(&mut step, &layer.wo, wo_in, &o)?;
+                let o_res = match (&layer.post_norms, &post) {
+                    (Some([attn_post, _]), Some((o2, _))) => {
+                        rmsnorm(&mut step, &o, attn_post, NormOut::F32(o2), c.rms_eps)?;
+                        o2
+                    }
+                    _ => &o,
+                };
                 rmsnorm_add(
                     &mut step,
-                    [&x, &o, &layer.ffn_norm],
+                    [&x, o_res, &layer.ffn_norm],
                     h2_out,
                     &x_mid,
                     c.rms_eps,
@@ -1815,7 +1859,13 @@ impl Llama {
             // For one row on CPU adapters the SwiGLU gate runs in the stacked gate/up product's epilogue
             // (swiglu_q8), which writes the down product's units: silu_mul's launch folded in, the same
             // units bit for bit.
+            let gate = match c.gemma {
+                Some(_) => Gate::Gelu,
+                None => Gate::Silu,
+            };
+            // The SwiGLU epilogue of the stacked product computes SiLU: GeGLU takes the separate gate.
             let glu = match (&layer.gate_up, down_units, gate_up_in) {
+                _ if gate != Gate::Silu => None,
                 (Projection::Stacked(w), Some(gq), Input::Q8(xq, 1)) => {
                     swiglu_q8(&step, w, None).map(|unit| (unit, w, gq, xq, None))
                 }
@@ -1839,6 +1889,7 @@ impl Llama {
                 } else {
                     (SiluMul::dense(c.n_ff, t), &gu[0].0, &gu[1].0)
                 };
+                let unit = unit.with_gate(gate);
                 if let Some(gq) = down_units {
                     step.run(&SiluMulQ8(unit), &[("a", ga), ("b", gb), ("q", gq)])?;
                 } else {
@@ -1878,6 +1929,9 @@ impl Llama {
                 }
                 None => matmul_weights(&mut step, &layer.w_down, &gated, &d)?,
             }
+            if let (Some([_, ffn_post]), Some((_, d2))) = (&layer.post_norms, &post) {
+                rmsnorm(&mut step, &d, ffn_post, NormOut::F32(d2), c.rms_eps)?;
+            }
         }
         // The last residual add goes with the output norm, over every row (cheap); the head then reads only
         // the rows whose logits are wanted. After a split norm's first half the head reads its units.
@@ -1887,7 +1941,7 @@ impl Llama {
                 project(&mut step, &self.output, Input::Scaled(nq, ss, eps), &logits)?;
                 vec![logits]
             }
-            _ => self.head(ctx, &mut step, [&x_mid, &d, &x], logits_of)?,
+            _ => self.head(ctx, &mut step, [&x_mid, d_res, &x], logits_of)?,
         };
         let report = step.submit()?;
         self.last_launches = report.launches;
@@ -1902,6 +1956,18 @@ impl Llama {
         let mut out: Vec<f32> = Vec::new();
         for block in &logits {
             out.extend(ctx.read::<f32>(block)?);
+        }
+        // Gemma's final soft-capping, on the host where the logits arrive: a tanh per logit beside a
+        // vocabulary-wide product is no cost worth a launch.
+        if let Some(cap) = c
+            .gemma
+            .as_ref()
+            .map(|g| g.final_softcap)
+            .filter(|&c| c > 0.0)
+        {
+            for v in &mut out {
+                *v = cap * (*v / cap).tanh();
+            }
         }
         // A cheap guard on the row generation samples from: broken weights or a device fault show up as
         // NaN or infinite logits, which are reported rather than sampled.
@@ -2344,9 +2410,9 @@ fn layer_extra(
 /// The low-rank cache rebuilds keys from features and rotates them with llama's plain RoPE: a family whose
 /// keys take biases, norms or frequency factors is refused rather than rebuilt wrong.
 pub(crate) fn lowrank_fits(cfg: &LlamaConfig) -> Result<(), LlmError> {
-    if cfg.rope_extended() {
+    if cfg.rope_extended() || cfg.gemma.is_some() {
         return Err(LlmError::Unsupported(format!(
-            "the low-rank KV cache rebuilds keys with llama's plain RoPE; this {} model's keys take biases, q/k norms or RoPE factors",
+            "the low-rank KV cache rebuilds keys with llama's plain RoPE and attends without soft-caps or windows; this {} model's keys take biases, q/k norms or RoPE factors, or its attention is Gemma's",
             cfg.architecture
         )));
     }

@@ -328,6 +328,8 @@ fn paged_twin_equals_the_contiguous_attention() {
         head_dim: d,
         pos0: past,
         scale: 0.125,
+        softcap: 0.0,
+        window: 0,
     };
     let mut want = vec![0.0; q.len()];
     contiguous.cpu_fused(&q, &k, &v, &mut want);

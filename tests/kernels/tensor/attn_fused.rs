@@ -11,7 +11,9 @@
 //! twin against the three-launch composite's twins. The `_q8` variants write o as 8-bit activation units,
 //! compared as units against the twin's o quantized (each unit consistent, their values within NMSE 1e-5:
 //! room for a code that the 1e-14-level reordering moves across a half step), on the shapes whose heads
-//! hold whole 32-value units.
+//! hold whole 32-value units. Every shape runs plain and as a Gemma 2 sliding-window layer (scores
+//! soft-capped at 2, where the cases' scores reach several units, and a window of 5 keys, narrower than
+//! every shape's deepest query), same budgets.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::tensor::Attention;
@@ -34,9 +36,12 @@ fn shapes() -> Vec<(usize, usize, usize, usize, usize)> {
     s
 }
 
-fn inputs(i: usize) -> (Attention, Vec<f32>, Vec<f32>, Vec<f32>) {
+fn inputs(i: usize, gemma: bool) -> (Attention, Vec<f32>, Vec<f32>, Vec<f32>) {
     let (tokens, pos0, h, hkv, d) = shapes()[i];
-    let a = attention_shape(tokens, pos0, h, hkv, d);
+    let mut a = attention_shape(tokens, pos0, h, hkv, d);
+    if gemma {
+        (a.softcap, a.window) = (2.0, 5);
+    }
     // Scores of several units, so that the softmax is far from uniform and the running maximum moves.
     let mut rng = Rng::new(1000 + i as u64);
     let q = rng.vec(tokens * h * d, -2.0, 2.0);
@@ -52,13 +57,13 @@ pub fn cases() -> Vec<Planned> {
             .define("HD")
             .map(|hd| hd.parse::<usize>().expect("HD is a number"));
         let units = v.define("Q8OUT").is_some();
-        for i in 0..shapes().len() {
+        for (i, gemma) in (0..shapes().len()).flat_map(|i| [(i, false), (i, true)]) {
             let d = shapes()[i].4;
             if head.is_some_and(|hd| hd != d) || (units && !d.is_multiple_of(32)) {
                 continue;
             }
             out.push(planned(v, move || {
-                let (a, q, k, vals) = inputs(i);
+                let (a, q, k, vals) = inputs(i, gemma);
                 let mut o = vec![0.0f32; a.tokens * a.n_heads * a.head_dim];
                 a.cpu_fused(&q, &k, &vals, &mut o);
                 let (tol, out_dtype, expected) = if units {
@@ -101,7 +106,7 @@ pub fn cases() -> Vec<Planned> {
 #[test]
 fn fused_twin_equals_the_three_launch_attention() {
     for i in 0..shapes().len() {
-        let (a, q, k, v) = inputs(i);
+        let (a, q, k, v) = inputs(i, false);
         let mut s = vec![0.0f32; a.tokens * a.n_heads * a.kv_len];
         a.cpu_scores(&q, &k, &mut s);
         for row in s.chunks_mut(a.kv_len) {
@@ -201,4 +206,44 @@ fn attn_fused_plans_the_tiled_form_where_it_measured_faster() {
         .plan(&narrow, Choice::Force("tiled_d64_r8"))
         .unwrap_err();
     assert!(e.to_string().contains("may be 4 wide"), "{e}");
+}
+
+/// The Gemma 2 twin against a direct computation: each query's scores over its window only, soft-capped,
+/// an f64 softmax, the weighted values.
+#[test]
+fn windowed_soft_capped_twin_equals_the_direct_attention() {
+    for i in 0..shapes().len() {
+        let (a, q, k, v) = inputs(i, true);
+        let d = a.head_dim;
+        let group = a.n_heads / a.n_kv_heads;
+        let mut want = vec![0.0f32; a.tokens * a.n_heads * d];
+        for th in 0..a.tokens * a.n_heads {
+            let (h, t) = (th % a.n_heads, th / a.n_heads);
+            let p = a.pos0 + t;
+            let first = (p + 1).saturating_sub(a.window);
+            let row = |j: usize| (j * a.n_kv_heads + h / group) * d;
+            let s: Vec<f64> = (first..=p)
+                .map(|j| {
+                    let dot: f64 = (0..d)
+                        .map(|c| f64::from(q[th * d + c]) * f64::from(k[row(j) + c]))
+                        .sum();
+                    let x = dot * f64::from(a.scale);
+                    f64::from(a.softcap) * (x / f64::from(a.softcap)).tanh()
+                })
+                .collect();
+            let m = s.iter().fold(f64::MIN, |m, &x| m.max(x));
+            let sum: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for c in 0..d {
+                let acc: f64 = (first..=p)
+                    .zip(&s)
+                    .map(|(j, x)| (x - m).exp() / sum * f64::from(v[row(j) + c]))
+                    .sum();
+                want[th * d + c] = acc as f32;
+            }
+        }
+        let mut got = vec![0.0f32; want.len()];
+        a.cpu_fused(&q, &k, &v, &mut got);
+        let r = compare(&got, &want, Tolerance::Nmse(1e-11));
+        assert!(r.is_ok(), "shape {i}: {}", r.unwrap_err());
+    }
 }

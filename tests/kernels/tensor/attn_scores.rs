@@ -23,6 +23,8 @@ pub fn attention_shape(
         head_dim,
         pos0,
         scale: 1.0 / (head_dim as f32).sqrt(),
+        softcap: 0.0,
+        window: 0,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `get_rows`: the token-embedding gather from f32 or block-format tables. Budget: exact bits.
+//! `get_rows`: the token-embedding gather from f32 or block-format tables, plain and scaled by Gemma's
+//! sqrt(n_embd) (one correctly rounded product per value). Budget: exact bits.
 
 use wring::kernels::tensor::GetRows;
 use wring::kernels::tensor::get_rows;
@@ -14,7 +15,10 @@ use crate::kernels::{Planned, planned, variants};
 /// bit-identical to the reference.
 pub fn cases() -> Vec<Planned> {
     let mut out = Vec::new();
-    for v in variants("get_rows") {
+    for (v, scale) in variants("get_rows")
+        .into_iter()
+        .flat_map(|v| [(v, 1.0f32), (v, 128f32.sqrt())])
+    {
         out.push(planned(v, move || {
             let table = if v.name == "f32" {
                 DType::F32
@@ -35,9 +39,12 @@ pub fn cases() -> Vec<Planned> {
             // First and last rows, and repeats. Dequantization on the device is bit-identical to the reference.
             let ids: Vec<u32> = vec![0, 36, 5, 5, 17];
             let mut want = vec![0.0f32; ids.len() * k];
-            get_rows::cpu(table, &data, k, &ids, &mut want);
+            get_rows::cpu(table, &data, k, &ids, scale, &mut want);
             Case {
-                name: format!("get_rows variant={} rows={rows} k={k} ids={ids:?}", v.name),
+                name: format!(
+                    "get_rows variant={} rows={rows} k={k} ids={ids:?} scale={scale}",
+                    v.name
+                ),
                 tol: Tolerance::Exact,
                 out_dtype: DType::F32,
                 out_shape: vec![ids.len(), k],
@@ -53,6 +60,7 @@ pub fn cases() -> Vec<Planned> {
                         rows,
                         k,
                         tokens: ids.len(),
+                        scale,
                     };
                     step.run_with(
                         &unit,

@@ -1,11 +1,12 @@
-//! `silu_mul`: `y = silu(a) * b`. Budget: NMSE 1e-8 (the device's exp is allowed a few ulp). The `q8`
+//! `silu_mul`: `y = silu(a) * b`, and with the GELU gate `y = gelu(a) * b` (Gemma's GeGLU; every shape
+//! runs with both). Budget: NMSE 1e-8 (the device's exp and tanh are allowed a few ulp). The `q8`
 //! variant writes y as 8-bit activation units: compared as units (each consistent, their values within
 //! NMSE 1e-5 of the twin's units, room for a code or two that a few-ulp exp moves across a half step; one
 //! such move in a unit costs about 6e-6 of that unit's energy, a wrong scale of 1 % costs 1e-4).
 
 use wring::kernels::Strided;
 use wring::kernels::check::Tolerance;
-use wring::kernels::tensor::silu_mul;
+use wring::kernels::tensor::silu_mul::{self, Gate};
 use wring::kernels::tensor::{SiluMul, SiluMulQ8};
 use wring::kernels::{Choice, DType};
 
@@ -38,7 +39,10 @@ pub fn cases() -> Vec<Planned> {
                 (5, 37, true),
             ]
         };
-        for &(rows, cols, halves) in shapes {
+        for (&(rows, cols, halves), gate) in shapes
+            .iter()
+            .flat_map(|s| [(s, Gate::Silu), (s, Gate::Gelu)])
+        {
             out.push(planned(v, move || {
                 let n = rows * cols;
                 let mut rng = Rng::new(n as u64);
@@ -74,9 +78,9 @@ pub fn cases() -> Vec<Planned> {
                 };
                 let mut y = vec![0.0; n];
                 if halves {
-                    silu_mul::cpu(cols, &a, sa, &a, sb, &mut y);
+                    silu_mul::cpu_gate(gate, cols, &a, sa, &a, sb, &mut y);
                 } else {
-                    silu_mul::cpu(cols, &a, sa, &b, sb, &mut y);
+                    silu_mul::cpu_gate(gate, cols, &a, sa, &b, sb, &mut y);
                 }
                 let (tol, out_dtype, out_shape, expected) = if units {
                     let units = crate::kernels::expected_units(&y);
@@ -91,7 +95,7 @@ pub fn cases() -> Vec<Planned> {
                 };
                 Case {
                     name: format!(
-                        "silu_mul variant={} rows={rows} cols={cols} halves={halves}",
+                        "silu_mul variant={} rows={rows} cols={cols} halves={halves} gate={gate:?}",
                         v.name
                     ),
                     tol,
@@ -104,7 +108,8 @@ pub fn cases() -> Vec<Planned> {
                             SiluMul::halves(cols, rows)
                         } else {
                             SiluMul::dense(cols, rows)
-                        };
+                        }
+                        .with_gate(gate);
                         let gu;
                         let (ta, tb) = if halves {
                             gu = ctx.upload(&[rows, 2 * cols], &a)?;
@@ -130,4 +135,21 @@ pub fn cases() -> Vec<Planned> {
         }
     }
     out
+}
+
+/// The GELU twin is ggml's `ggml_gelu_f32` (the tanh form, before ggml's CPU back end rounds it through an
+/// f16 table), checked against values computed in f64.
+#[test]
+fn gelu_gate_is_ggml_gelu() {
+    for x in [-12.0f32, -3.0, -0.5, 0.0, 0.25, 1.0, 2.5, 9.0] {
+        let xf = f64::from(x);
+        let want = 0.5
+            * xf
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (xf + 0.044715 * xf.powi(3))).tanh());
+        let got = f64::from(Gate::Gelu.of(x));
+        assert!(
+            (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+            "gelu({x}) = {got}, want {want}"
+        );
+    }
 }
