@@ -16,20 +16,3 @@ struct Params {
     _pad1: u32,
     _pad2: u32,
 }
-
-// A query-key dot product as a score: scaled, then soft-capped where asked (reduce::Score's twin).
-fn score(dot: f32) -> f32 {
-    let s = dot * params.scale;
-    if (params.softcap > 0.0) {
-        return params.softcap * tanh(s / params.softcap);
-    }
-    return s;
-}
-
-// The first key a query at position `pos` sees (reduce::window_start's twin).
-fn window_start(pos: u32) -> u32 {
-    if (params.window == 0u || pos + 1u <= params.window) {
-        return 0u;
-    }
-    return pos + 1u - params.window;
-}

@@ -30,7 +30,13 @@
 // ring (that of its last full block, or the first it computed itself if later: a prefix taken from the
 // cache is in the pool only); such a position's slot carries TAIL, so that a key's slot says where it
 // lies. The newest 32 to 63 positions are thus read at full precision, as the contiguous cache's window.
+//
+// Scores go through `score` (the scale, and Gemma 2's soft-capping where asked), and a sliding-window
+// layer's query sees only its last `window` positions, as in attn_fused: the row form starts its walk
+// there, the tiled form starts at the block of its first row's first key and gives each row's earlier
+// keys a probability of exactly 0.
 #import invocation
+#import score
 #ifdef KIVI
 #import f16
 #import kvquant
@@ -44,7 +50,11 @@ struct Params {
     tiles: u32,
     tokens: u32,
     scale: f32,
+    softcap: f32,
+    window: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -204,6 +214,7 @@ fn main(inv: Invocation) {
     let tail = tail_of(u0 / group);
     // Rows past the tile's last are clamped onto it, so every load stays in bounds; they are not stored.
     var qbase: array<u32, QR>;
+    var first: array<u32, QR>;
     var limit: array<u32, QR>;
     var m: array<f32, QR>;
     var l: array<f32, QR>;
@@ -224,6 +235,7 @@ fn main(inv: Invocation) {
         let t = u / group;
         qbase[r] = (t * params.n_heads + hk * group + u % group) * D4;
         limit[r] = seqs[t].y + 1u;
+        first[r] = window_start(seqs[t].y);
         m[r] = NEG_MAX_F32;
         l[r] = 0.0;
         for (var c = 0u; c < C; c++) {
@@ -232,7 +244,7 @@ fn main(inv: Invocation) {
     }
     // The tile's rows are in token order, so the last sees the most keys.
     let seen = limit[QR - 1u];
-    for (var j0 = 0u; j0 < seen; j0 += WG) {
+    for (var j0 = first[0] / WG * WG; j0 < seen; j0 += WG) {
         let j = j0 + lane;
         // Keys past `seen` are clamped for the load and masked below.
         let slot = slot_of(toff, tail, min(j, seen - 1u));
@@ -294,13 +306,14 @@ fn main(inv: Invocation) {
             }
         }
 #endif
-        // Key 0 is visible to every row, so after the first block the maximum is finite and a masked
-        // key's exp(NEG_MAX - m) is exactly 0.
+        // A masked key's probability is set to 0 outright: with a window, a row may see no key of a
+        // block, and its maximum may still be NEG_MAX there.
         var p: array<f32, QR>;
         for (var r = 0u; r < QR; r++) {
-            let sr = select(NEG_MAX_F32, s[r] * params.scale, j < limit[r]);
+            let seen_r = j < limit[r] && j >= first[r];
+            let sr = select(NEG_MAX_F32, score(s[r]), seen_r);
             let mx = max(m[r], subgroupMax(sr));
-            p[r] = exp(sr - mx);
+            p[r] = select(0.0, exp(sr - mx), seen_r);
             let corr = exp(m[r] - mx);
             m[r] = mx;
             l[r] = l[r] * corr + subgroupAdd(p[r]);
@@ -354,13 +367,13 @@ fn main(inv: Invocation) {
     var m = NEG_MAX_F32;
     var l = 0.0;
     let seen = seqs[t].y + 1u;
-    for (var j = 0u; j < seen; j++) {
+    for (var j = window_start(seqs[t].y); j < seen; j++) {
         let slot = slot_of(toff, tail, j);
-        var s = 0.0;
+        var dp = 0.0;
         for (var i = 0u; i < d4; i++) {
-            s += dot(qv[i], load_k(slot, hk, i));
+            dp += dot(qv[i], load_k(slot, hk, i));
         }
-        s *= params.scale;
+        let s = score(dp);
         // The first key sets m (exp(NEG_MAX - s) is exactly 0, so the empty accumulator stays 0).
         let m_new = max(m, s);
         let c = exp(m - m_new);

@@ -31,6 +31,7 @@
 // q8_unit's bit for bit: a unit's maximum and code sum are exact whatever the order they are taken in.
 #import invocation
 #import attention
+#import score
 #ifdef Q8OUT
 #import q8
 #endif

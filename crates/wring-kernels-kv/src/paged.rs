@@ -13,7 +13,7 @@
 use half::f16;
 use wring_kernels_core::dtype::DType;
 use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
-use wring_kernels_core::reduce::{Score, attend_row};
+use wring_kernels_core::reduce::{Score, attend_row, window_start};
 use wring_kernels_core::{Kernel, Operand};
 
 /// What a pool holds per position.
@@ -257,7 +257,9 @@ pub struct Params {
     pub tiles: u32,
     pub tokens: u32,
     pub scale: f32,
-    pub pad: u32,
+    pub softcap: f32,
+    pub window: u32,
+    pub pad: [u32; 3],
 }
 
 /// One launch of `kv_paged_store`: `tokens` rows of keys and values ([token][kv], f32) into f32 or f16
@@ -580,6 +582,10 @@ pub struct AttnPaged {
     pub tails: usize,
     /// Score scale, 1 / sqrt(head_dim) for llama.
     pub scale: f32,
+    /// Attention soft-capping (Gemma 2), 0 for none.
+    pub softcap: f32,
+    /// A sliding-window layer's window (a query at p sees positions p - window + 1 ..= p), 0 for none.
+    pub window: usize,
 }
 
 /// What attention reads of a code pool's tails in [`AttnPaged::cpu`]: each token's (its sequence's first
@@ -698,7 +704,9 @@ impl AttnPaged {
             tiles: self.tiles as u32,
             tokens: self.tokens as u32,
             scale: self.scale,
-            pad: 0,
+            softcap: self.softcap,
+            window: plan::index_u32(k, "window", self.window)?,
+            pad: [0; 3],
         })
     }
 
@@ -736,7 +744,8 @@ impl AttnPaged {
                     let t = u / group;
                     let th = t * self.n_heads + hk * group + u % group;
                     let [toff, pos] = seqs[t];
-                    let keys = (0..=pos).map(|j| {
+                    let first = window_start(pos as usize, self.window) as u32;
+                    let keys = (first..=pos).map(|j| {
                         if let Some(tv) = tails
                             && j >= tv.info[t][1]
                         {
@@ -754,7 +763,7 @@ impl AttnPaged {
                         keys,
                         Score {
                             scale: self.scale,
-                            softcap: 0.0,
+                            softcap: self.softcap,
                         },
                         &mut o[th * d..][..d],
                     );

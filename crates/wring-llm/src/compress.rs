@@ -451,7 +451,12 @@ pub fn quantize_to_target_on(
         summary.proxy_error += per[c].1;
         choices.push(SiteChoice {
             block: site.0,
-            site: SITES[site.1].join("+"),
+            site: SITES[site.1]
+                .iter()
+                .filter(|n| g.tensor(&format!("blk.{}.{n}.weight", site.0)).is_some())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("+"),
             config: candidates[c].describe(),
             bits: per[c].0,
             error: per[c].1,

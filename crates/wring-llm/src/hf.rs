@@ -65,6 +65,19 @@ fn io(e: impl std::fmt::Display) -> LlmError {
 /// Writes `dir/config.json`, `dir/model.safetensors` (f32) and `dir/tokenizer.json` from a GGUF.
 pub fn export(g: &Gguf, dir: &Path) -> Result<(), LlmError> {
     let cfg = LlamaConfig::from_gguf(g)?;
+    // The export writes a LlamaForCausalLM checkpoint: another family's parts (biases, norms, fused
+    // tensors, RoPE factors, Gemma's layout) would be dropped or misnamed, so it is refused, not written.
+    let llama = cfg.architecture == "llama"
+        && !cfg.rope_extended()
+        && cfg.gemma.is_none()
+        && cfg.q_dim() == cfg.n_embd
+        && cfg.rope_scale == 1.0;
+    if !llama {
+        return Err(LlmError::Unsupported(format!(
+            "exporting a {} model to the Hugging Face layout (the export writes plain llama checkpoints)",
+            cfg.architecture
+        )));
+    }
     let tok = GgufTokenizer::from_gguf(g)?;
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();

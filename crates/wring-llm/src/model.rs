@@ -775,12 +775,6 @@ impl Llama {
         block: usize,
     ) -> Result<PagedShape, LlmError> {
         let pool = paged_pool(mode)?;
-        if self.cfg.gemma.is_some() {
-            return Err(LlmError::Unsupported(format!(
-                "a paged KV cache for {}: paged attention has no soft-capping or sliding windows yet (use a contiguous cache, one sequence at a time)",
-                self.cfg.architecture
-            )));
-        }
         if block < 8 || !block.is_power_of_two() {
             return Err(LlmError::Request(format!(
                 "paged KV blocks of {block} positions: a block is a power of two, at least 8"
@@ -1072,7 +1066,9 @@ impl Llama {
             tile_rows,
             pool: shape.pool,
             tails: if kivi { self.paged_tails } else { 0 },
-            scale: 1.0 / (c.head_dim as f32).sqrt(),
+            scale: c.attn_scale(),
+            softcap: c.gemma.as_ref().map_or(0.0, |g| g.attn_softcap),
+            window: 0,
         };
         let seal = if jobs.is_empty() {
             None
@@ -1752,7 +1748,7 @@ impl Llama {
                 if let Some((tk, tv, info)) = kivi {
                     ops.extend([("tk", tk), ("tv", tv), ("kivi", info)]);
                 }
-                step.run(&ps.attn, &ops)?;
+                step.run(&AttnPaged { window, ..ps.attn }, &ops)?;
             } else {
                 match (&ems_scratch, attn_units) {
                     (Some((scores, probs)), _) => {

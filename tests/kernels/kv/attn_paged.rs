@@ -13,7 +13,10 @@
 //! its f16 ring instead (random rings, so a position read from the wrong place shows). The twin reads the
 //! values the words stand for, so the budget covers attention's arithmetic with the dequantization in
 //! registers: a code's value is one multiply-add (which an adapter may fuse). A test below checks the twin
-//! against attn_fused's on one contiguous sequence, and the planner's choices.
+//! against attn_fused's on one contiguous sequence (plain, and as a Gemma 2 sliding-window layer), and the
+//! planner's choices. Every variant also runs each scenario at its own tile size as a Gemma 2
+//! sliding-window layer: scores soft-capped at 2 and a window of 11 positions, which starts inside a
+//! block and, for the deeper sequences, blocks after their first; same budget.
 
 use wring::kernels::check::{Tolerance, compare};
 use wring::kernels::kv::paged::{self, AttnPaged, Pool};
@@ -209,6 +212,8 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
         pool,
         tails: if pool.kivi() { s.seqs.len() } else { 0 },
         scale: 1.0 / (s.head_dim as f32).sqrt(),
+        softcap: 0.0,
+        window: 0,
     };
     Inputs {
         a,
@@ -224,10 +229,18 @@ pub fn inputs(s: &Scenario, pool: Pool, rows: usize, seed: u64) -> Inputs {
     }
 }
 
-fn case(v: &'static Variant, si: usize, rows: usize) -> Case<'static> {
+fn case(v: &'static Variant, si: usize, rows: usize, gemma: bool) -> Case<'static> {
     let pool = paged::variant_pool(v);
     let x = inputs(&SCENARIOS[si], pool, rows, 40 + si as u64);
-    let a = x.a;
+    let a = if gemma {
+        AttnPaged {
+            softcap: 2.0,
+            window: 11,
+            ..x.a
+        }
+    } else {
+        x.a
+    };
     let mut o = vec![0.0f32; x.q.len()];
     a.cpu(
         &x.q,
@@ -298,9 +311,10 @@ pub fn cases() -> Vec<Planned> {
             if head.is_some_and(|hd| hd != s.head_dim) {
                 continue;
             }
-            out.push(planned(v, move || case(v, si, qr)));
+            out.push(planned(v, move || case(v, si, qr, false)));
+            out.push(planned(v, move || case(v, si, qr, true)));
             if head.is_none() {
-                out.push(planned(v, move || case(v, si, 3)));
+                out.push(planned(v, move || case(v, si, 3, false)));
             }
         }
     }
@@ -311,6 +325,12 @@ pub fn cases() -> Vec<Planned> {
 /// exactly: the block table changes where keys are read, not the arithmetic.
 #[test]
 fn paged_twin_equals_the_contiguous_attention() {
+    for (softcap, window) in [(0.0, 0), (2.0, 9)] {
+        paged_twin_equals_contiguous(softcap, window);
+    }
+}
+
+fn paged_twin_equals_contiguous(softcap: f32, window: usize) {
     let (past, n, heads, kvh, d) = (21, 6, 9, 3, 64);
     let mut rng = Rng::new(3);
     let kv = kvh * d;
@@ -328,8 +348,8 @@ fn paged_twin_equals_the_contiguous_attention() {
         head_dim: d,
         pos0: past,
         scale: 0.125,
-        softcap: 0.0,
-        window: 0,
+        softcap,
+        window,
     };
     let mut want = vec![0.0; q.len()];
     contiguous.cpu_fused(&q, &k, &v, &mut want);
@@ -348,6 +368,8 @@ fn paged_twin_equals_the_contiguous_attention() {
         pool: Pool::F32,
         tails: 0,
         scale: 0.125,
+        softcap,
+        window,
     };
     let mut got = vec![0.0; q.len()];
     a.cpu(&q, &k, &v, &[0, 1], &seqs, &tiles, None, &mut got);
