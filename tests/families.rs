@@ -592,53 +592,29 @@ fn check(f: &Family, kind: Kind) {
     }
 }
 
-#[test]
-fn llama_spm_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[0], kind);
-    }
+/// One test per family, by name (so that each reports on its own and they run side by side).
+macro_rules! family_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                let f = FAMILIES.iter().find(|f| f.name == $name).expect("a family of that name");
+                for kind in [Kind::F32, Kind::Q4] {
+                    check(f, kind);
+                }
+            }
+        )*
+    };
 }
 
-#[test]
-fn llama3_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[1], kind);
-    }
-}
-
-#[test]
-fn qwen2_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[2], kind);
-    }
-}
-
-#[test]
-fn qwen3_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[3], kind);
-    }
-}
-
-#[test]
-fn phi3_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[4], kind);
-    }
-}
-
-#[test]
-fn gemma2_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[5], kind);
-    }
-}
-
-#[test]
-fn gemma3_matches_llama_cpp() {
-    for kind in [Kind::F32, Kind::Q4] {
-        check(&FAMILIES[6], kind);
-    }
+family_tests! {
+    llama_spm_matches_llama_cpp => "llama-spm",
+    llama3_matches_llama_cpp => "llama3",
+    qwen2_matches_llama_cpp => "qwen2",
+    qwen3_matches_llama_cpp => "qwen3",
+    phi3_matches_llama_cpp => "phi3",
+    gemma2_matches_llama_cpp => "gemma2",
+    gemma3_matches_llama_cpp => "gemma3",
 }
 
 /// Writes every family's test models and prints their paths, for tools/fixtures/family_reference.py
