@@ -57,7 +57,16 @@ pub fn cases() -> Vec<Planned> {
             .define("HD")
             .map(|hd| hd.parse::<usize>().expect("HD is a number"));
         let units = v.define("Q8OUT").is_some();
-        for (i, gemma) in (0..shapes().len()).flat_map(|i| [(i, false), (i, true)]) {
+        // The Gemma 2 form on the shapes where the window cuts into a longer run of keys: a chunk after
+        // a prefix, the 40-token prefill, and the tiled forms' ragged chunks.
+        let gemma_shapes = |i: usize| {
+            let (tokens, pos0, ..) = shapes()[i];
+            pos0 + tokens > 12
+        };
+        for (i, gemma) in (0..shapes().len())
+            .flat_map(|i| [(i, false), (i, true)])
+            .filter(|&(i, gemma)| !gemma || gemma_shapes(i))
+        {
             let d = shapes()[i].4;
             if head.is_some_and(|hd| hd != d) || (units && !d.is_multiple_of(32)) {
                 continue;
