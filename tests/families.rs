@@ -480,6 +480,14 @@ fn argmax(v: &[f32]) -> u32 {
         .0 as u32
 }
 
+fn floats(v: &Json) -> Vec<f64> {
+    v.as_array()
+        .expect("an array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
 fn ids(v: &Json) -> Vec<u32> {
     v.as_array()
         .expect("an array of ids")
@@ -505,25 +513,16 @@ fn check(f: &Family, kind: Kind) {
     let prompt = tok.encode(PROMPT).unwrap();
     assert_eq!(prompt, ids(&fx["prompt_ids"]), "{}: prompt ids", f.name);
     let sample = ids(&fx["logit_ids"]);
-    let want: Vec<f32> = fx["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
+    let want: Vec<f32> = floats(&fx["logits"])
+        .into_iter()
+        .map(|x| x as f32)
         .collect();
-    let exact: Vec<f32> = fx["f64_logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
+    let exact: Vec<f32> = floats(&fx["f64_logits"])
+        .into_iter()
+        .map(|x| x as f32)
         .collect();
     let greedy = ids(&fx["greedy"]);
-    let gaps: Vec<f64> = fx["gaps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let gaps = floats(&fx["gaps"]);
     let spread = want.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
     let budget = match kind {
         Kind::F32 => 1e-6,

@@ -208,15 +208,9 @@ pub fn grid_2d(
     tile_rows: u64,
     caps: &Caps,
 ) -> Result<[u32; 3], KernelError> {
-    let grid = grid_rows(kernel, cols, rows, tile_cols, tile_rows, caps)?;
-    if grid[2] > 1 {
-        return Err(KernelError::TooManyWorkgroups {
-            kernel,
-            needed: (cols as u64).div_ceil(tile_cols.max(1)),
-            limit: caps.max_workgroups_per_dim,
-        });
-    }
-    Ok(grid)
+    // Without the spill into z, x must hold every column group: `dim` refuses more.
+    dim(kernel, (cols as u64).div_ceil(tile_cols.max(1)), caps)?;
+    grid_rows(kernel, cols, rows, tile_cols, tile_rows, caps)
 }
 
 /// A product's grid as [`grid_2d`] lays it out, except that output-row groups past the per-dimension

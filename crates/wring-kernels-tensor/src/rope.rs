@@ -136,11 +136,27 @@ fn pair_dims(mode: RopeMode, pair: usize, n_dims: usize) -> (usize, usize) {
 
 /// The pair's values after rotation (`rope_values`).
 fn pair_values(x: (f32, f32), pos: i32, pair: usize, n_dims: usize, p: &Params) -> (f32, f32) {
+    pair_values_ext(x, pos, pair, n_dims, p, 1.0, 1.0)
+}
+
+/// [`pair_values`] with the pair's frequency divided by `factor` and the rotation scaled by `mscale`
+/// (`rope_values_ext`); with both 1 it rounds as `rope_values` does (dividing and multiplying by 1 are
+/// exact).
+fn pair_values_ext(
+    x: (f32, f32),
+    pos: i32,
+    pair: usize,
+    n_dims: usize,
+    p: &Params,
+    factor: f32,
+    mscale: f32,
+) -> (f32, f32) {
     if 2 * pair >= n_dims {
         return x;
     }
-    let theta = pos as f32 * p.freq_scale * p.theta_scale.powf(pair as f32);
+    let theta = pos as f32 * p.freq_scale * p.theta_scale.powf(pair as f32) / factor;
     let (s, c) = theta.sin_cos();
+    let (c, s) = (c * mscale, s * mscale);
     (x.0 * c - x.1 * s, x.0 * s + x.1 * c)
 }
 
@@ -260,6 +276,7 @@ impl RopeQkv {
     fn params(&self) -> Result<QkvParams, KernelError> {
         let r = &self.rope;
         let base = r.params();
+        let [_, q_norm_off, k_norm_off, factors_off, _] = self.extra_offsets();
         let heads = r.n_heads + 2 * self.n_kv_heads;
         let kv = self.n_kv_heads * r.head_dim;
         let end = self.cache_pos.saturating_add(r.tokens).saturating_mul(kv);
@@ -290,9 +307,9 @@ impl RopeQkv {
             mscale: self.extras.map_or(1.0, |x| x.mscale),
             flags: u32::from(self.extras.is_some_and(|x| x.qk_norm)),
             bias_off: 0,
-            q_norm_off: self.extra_offsets()[1] as u32,
-            k_norm_off: self.extra_offsets()[2] as u32,
-            factors_off: self.extra_offsets()[3] as u32,
+            q_norm_off: q_norm_off as u32,
+            k_norm_off: k_norm_off as u32,
+            factors_off: factors_off as u32,
             pad: [0; 3],
         })
     }
@@ -484,15 +501,16 @@ pub fn cpu_qkv(
             }
             for pair in 0..hd / 2 {
                 let (i0, i1) = pair_dims(rope.mode, pair, rope.n_dims);
-                if 2 * pair >= rope.n_dims {
-                    continue;
-                }
-                let theta = pos[token] as f32 * p.freq_scale * p.theta_scale.powf(pair as f32)
-                    / extra[factors + pair];
-                let (s, c) = theta.sin_cos();
-                let (c, s) = (c * x.mscale, s * x.mscale);
-                let (a, b) = (o[i0], o[i1]);
-                (o[i0], o[i1]) = (a * c - b * s, a * s + b * c);
+                let factor = extra[factors + pair.min(rope.n_dims / 2 - 1)];
+                (o[i0], o[i1]) = pair_values_ext(
+                    (o[i0], o[i1]),
+                    pos[token],
+                    pair,
+                    rope.n_dims,
+                    &p,
+                    factor,
+                    x.mscale,
+                );
             }
         }
     };
