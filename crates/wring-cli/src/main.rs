@@ -83,7 +83,9 @@ enum Command {
         /// Batch mode: requests decoded together.
         #[arg(long, default_value_t = 8)]
         parallel: usize,
-        /// Batch mode: positions a request may reach, and the paged cache's size unless --kv-budget sets it.
+        /// Positions of the KV cache (prompt and generated tokens together); in batch mode the positions a
+        /// request may reach, and the paged cache's size unless --kv-budget sets it. A smaller cache takes
+        /// less device memory.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
         /// Batch mode: MiB of paged KV cache the running requests share.
@@ -233,6 +235,10 @@ enum Command {
         /// Tokens per reply at most.
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
+        /// Positions of the KV cache: the whole conversation fits in it. A smaller cache takes less device
+        /// memory.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
         #[arg(long, default_value_t = 0.7)]
         temperature: f32,
         #[arg(long, default_value_t = 0)]
@@ -509,6 +515,7 @@ fn main() -> ExitCode {
             src,
             prompt,
             max_tokens,
+            ctx,
             temperature,
             top_k,
             top_p,
@@ -531,9 +538,11 @@ fn main() -> ExitCode {
                 let prompt = prompt.ok_or_else(|| {
                     wring_llm::LlmError::Request("give --prompt, or --prompts with --out".into())
                 })?;
-                generate(
-                    &source, &prompt, max_tokens, sampler, &stop, options, kv_cache,
-                )
+                let cache = Cache {
+                    mode: kv_cache,
+                    positions: ctx,
+                };
+                generate(&source, &prompt, max_tokens, sampler, &stop, options, cache)
             })
             .map_err(|e| e.to_string()),
         Command::Tokenize { model, text } => tokenize(model, &text).map_err(|e| e.to_string()),
@@ -545,13 +554,17 @@ fn main() -> ExitCode {
             src,
             system,
             max_tokens,
+            ctx,
             temperature,
             seed,
         } => wring_llm::Sampler::new(temperature, 40, 0.95, 0.05, 1.1, seed)
             .and_then(|sampler| {
-                let kv_cache = src.kv_cache;
+                let cache = Cache {
+                    mode: src.kv_cache,
+                    positions: ctx,
+                };
                 let source = Source::open(src)?;
-                chat(&source, system, max_tokens, sampler, kv_cache)
+                chat(&source, system, max_tokens, sampler, cache)
             })
             .map_err(|e| e.to_string()),
         Command::Serve {
@@ -1078,7 +1091,8 @@ fn model_path(
     let p = model.unwrap_or_else(|| DEFAULT_MODEL.into());
     if !p.exists() {
         return Err(wring_llm::LlmError::Request(format!(
-            "model {} not found; pass --model, or fetch the default with `bash .ci/fetch-model.sh`",
+            "model {} not found; pass --model, or fetch the default with `bash .ci/fetch-model.sh` \
+             (see the guide's Getting started page, docs/src/getting-started.md)",
             p.display()
         )));
     }
@@ -1100,14 +1114,15 @@ fn generate(
     sampler: wring_llm::Sampler,
     stops: &[String],
     options: ContextOptions,
-    kv_cache: wring_llm::KvMode,
+    cache: Cache,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::Write as _;
+    let kv_cache = cache.mode;
     let tok = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     let profile = options.profile;
     let ctx = Context::new(options)?;
     let load = std::time::Instant::now();
-    let mut llm = load_with_progress(&ctx, source, kv_cache)?;
+    let mut llm = load_with_progress(&ctx, source, cache)?;
     eprintln!(
         "loaded {} layers in {:.2} s on {} ({kv_cache} KV cache)",
         llm.cfg.n_layers,
@@ -1287,7 +1302,7 @@ fn chat(
     system: Option<String>,
     max_tokens: usize,
     mut sampler: wring_llm::Sampler,
-    kv_cache: wring_llm::KvMode,
+    cache: Cache,
 ) -> Result<(), wring_llm::LlmError> {
     use std::io::{BufRead as _, Write as _};
     use wring_llm::chat::{ChatMessage, render};
@@ -1297,7 +1312,7 @@ fn chat(
         .clone()
         .ok_or_else(|| wring_llm::LlmError::Unsupported("the model has no chat template".into()))?;
     let ctx = Context::new(ContextOptions::default())?;
-    let mut llm = load_with_progress(&ctx, source, kv_cache)?;
+    let mut llm = load_with_progress(&ctx, source, cache)?;
     let piece = |id: Option<u32>| id.and_then(|i| tok.decode(&[i]).ok()).unwrap_or_default();
     let (bos, eos) = (piece(tok.bos), piece(tok.eos));
     let mut messages: Vec<ChatMessage> = system
@@ -1403,7 +1418,7 @@ fn generate_jsonl(
     let tokenizer = wring_llm::GgufTokenizer::from_gguf(&source.gguf)?;
     if !kv_cache.paged() {
         return Err(format!(
-            "batch mode pages its KV cache, and {kv_cache} has no paged form: use --kv-cache f32, f16, q8 or q4 (or q8r, q4r)"
+            "batch mode pages its KV cache, and {kv_cache} has no paged form: use --kv-cache f32, f16, q8, q4 or q2 (or q8h, q4h, q2h)"
         )
         .into());
     }
@@ -1523,16 +1538,23 @@ fn parse_kv_mode(s: &str) -> Result<wring_llm::KvMode, String> {
 }
 
 /// Loads a model onto the device with a progress bar over its layers (on stderr, hidden when not a terminal).
+/// The KV cache of a one-sequence command: its mode and its positions (`--kv-cache`, `--ctx`).
+#[derive(Debug, Clone, Copy)]
+struct Cache {
+    mode: wring_llm::KvMode,
+    positions: usize,
+}
+
 fn load_with_progress(
     ctx: &Context,
     source: &Source,
-    kv_cache: wring_llm::KvMode,
+    cache: Cache,
 ) -> Result<wring_llm::Llama, wring_llm::LlmError> {
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let llm = source.load(ctx, 4096, kv_cache, |done, total| {
+    let llm = source.load(ctx, cache.positions, cache.mode, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });

@@ -352,13 +352,15 @@ impl LlamaConfig {
         };
         if let Some((_, lacks)) = NOT_YET.iter().find(|a| a.0 == arch) {
             return Err(LlmError::Unsupported(format!(
-                "architecture `{arch}` needs what wring lacks ({lacks}); wring runs {}",
+                "architecture `{arch}` needs what wring lacks ({lacks}); wring runs {} (see the guide's \
+                 Model families page, docs/src/model-families.md)",
                 names()
             )));
         }
         let Some(&(_, rope_mode)) = ARCHITECTURES.iter().find(|a| a.0 == arch) else {
             return Err(LlmError::Unsupported(format!(
-                "architecture `{arch}`; wring runs {}",
+                "architecture `{arch}`; wring runs {} (see the guide's Model families page, \
+                 docs/src/model-families.md)",
                 names()
             )));
         };

@@ -133,8 +133,9 @@ pub struct Context {
     q8_activations: bool,
     pool: Arc<Mutex<Pool>>,
     pipelines: Arc<Mutex<HashMap<String, Arc<CachedPipeline>>>>,
-    /// Errors the device reported outside any error scope; surfaced by the next submit or readback.
-    device_errors: Arc<Mutex<Vec<String>>>,
+    /// Errors the device reported outside any error scope, surfaced by the next submit or readback: whether
+    /// each was an out-of-memory error, and its message.
+    device_errors: Arc<Mutex<Vec<(bool, String)>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -200,8 +201,10 @@ impl Context {
         let sink = device_errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             tracing::error!("device error: {e}");
+            // Out of memory is kept apart from other errors: it has a fix the user can apply.
+            let oom = matches!(e, wgpu::Error::OutOfMemory { .. });
             if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
+                v.push((oom, e.to_string()));
             }
         }));
         let caps = Caps {
@@ -571,10 +574,20 @@ impl Context {
             .lock()
             .map_err(|_| Error::Device("error sink lock poisoned".into()))?;
         if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Device(std::mem::take(&mut *errs).join("; ")))
+            return Ok(());
         }
+        let errs = std::mem::take(&mut *errs);
+        let oom = errs.iter().any(|(oom, _)| *oom);
+        let text = errs
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(if oom {
+            Error::OutOfMemory(text)
+        } else {
+            Error::Device(text)
+        })
     }
 
     /// Pool statistics: (buffers reused, buffers created).

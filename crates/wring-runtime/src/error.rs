@@ -8,7 +8,9 @@ pub enum Error {
     /// wgpu found no adapter for the allowed backends.
     #[error(
         "no GPU adapter found for backends {backends}; on Linux without a GPU install Mesa's software Vulkan \
-         driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`), or unset WRING_BACKEND"
+         driver (Debian/Ubuntu: `bash .ci/install-vulkan.sh`, or `apt-get install mesa-vulkan-drivers \
+         libvulkan1`), or unset WRING_BACKEND; see the guide's Troubleshooting page, \
+         docs/src/troubleshooting.md"
     )]
     NoAdapter { backends: String },
     /// `WRING_ADAPTER` matched none of the adapters found.
@@ -69,9 +71,16 @@ pub enum Error {
     /// Host data or views of the wrong size.
     #[error("{0}")]
     Shape(String),
-    /// The device reported an error (validation, out of memory) while running recorded work.
+    /// The device reported an error (validation, a lost device) while running recorded work.
     #[error("device error: {0}")]
     Device(String),
+    /// The device could not allocate what recorded work needed.
+    #[error(
+        "the device ran out of memory ({0}); shrink the KV cache (a smaller --ctx, --kv-cache f16 or q4, for \
+         `serve` a smaller --kv-budget or --parallel) or compress the weights (`wring quantize`); see the \
+         guide's Troubleshooting page, docs/src/troubleshooting.md"
+    )]
+    OutOfMemory(String),
     /// The device did not finish within the time allowed.
     #[error("the device did not finish within {seconds} s; the adapter may be hung or overloaded")]
     Timeout { seconds: u64 },
