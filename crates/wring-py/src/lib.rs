@@ -352,7 +352,8 @@ fn run_generation(
     }
 }
 
-/// Pieces of generated text; iterate it, or drop it to cancel.
+/// The pieces of text of one running generation, as `Model.generate` returns them: iterate to receive
+/// each piece as it is produced; `cancel()` or dropping the iterator stops the generation.
 #[pyclass(module = "wring")]
 struct TextIterator {
     rx: Mutex<Receiver<Result<String, String>>>,
@@ -373,10 +374,12 @@ impl TextIterator {
 
 #[pymethods]
 impl TextIterator {
+    /// The iterator itself.
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
+    /// The next piece of text, waiting for it with the GIL released; the end of the text stops iteration.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.next_piece(py)
     }
@@ -611,6 +614,10 @@ fn vq_search<'py>(
     ))
 }
 
+/// wring on the GPU from Python: `Model` (a GGUF language model: tokenize, streaming generation, batched
+/// generation, logits, perplexity), the wavelet codec on numpy arrays (`encode_image`, `encode_audio`,
+/// `decode`, `encode_shard`) and vector quantisation (`vq_train`, `vq_search`). Every call that runs on
+/// the GPU releases the GIL. The guide's Python page is docs/src/embedding-python.md.
 #[pymodule]
 #[pyo3(name = "wring")]
 fn wring_module(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,0 +1,1 @@
+crates/wring-py/wring.pyi
