@@ -19,5 +19,5 @@ if grep -Eq '(WARN|ERROR)' "$log"; then
   exit 1
 fi
 
-RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace --features wring/gl
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace --lib --features wring/gl
 echo "test-docs: the guide and the API documentation build without warnings"

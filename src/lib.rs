@@ -2,6 +2,8 @@
 //!
 //! This facade re-exports the workspace's crates under one name.
 
+#![warn(missing_docs)]
+
 pub use wring_codec as codec;
 pub use wring_gguf as gguf;
 pub use wring_io as io;

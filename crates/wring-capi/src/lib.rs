@@ -7,6 +7,7 @@
 //! catches it and returns `WRING_STATUS_PANIC`); pointers the caller passes are checked for NULL, and
 //! strings must be NUL-terminated UTF-8.
 
+#![warn(missing_docs)]
 // The ABI is raw pointers and foreign calls by nature; every unsafe block says what it relies on.
 #![allow(
     unsafe_code,

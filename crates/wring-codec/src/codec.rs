@@ -23,7 +23,7 @@ pub struct Image {
 }
 
 impl Image {
-    /// The pixels as f32 planes [channel][row][column], untransformed.
+    /// The pixels as f32 planes \[channel\]\[row\]\[column\], untransformed.
     pub fn planes(&self) -> Vec<f32> {
         deinterleave(&self.pixels, self.channels, f32::from)
     }
@@ -53,7 +53,7 @@ pub struct Audio {
 }
 
 impl Audio {
-    /// The samples as f32 planes [channel][sample].
+    /// The samples as f32 planes \[channel\]\[sample\].
     pub fn planes(&self) -> Vec<f32> {
         deinterleave(&self.samples, self.channels, f32::from)
     }

@@ -125,7 +125,7 @@ fn residuals(band: &[i32], w: usize, two_d: bool, lowpass: bool) -> Vec<i32> {
         .collect()
 }
 
-/// Codes every subband's indices (slices of [h][w], `per_channel` subbands per channel with the lowpass one
+/// Codes every subband's indices (slices of \[h\]\[w\], `per_channel` subbands per channel with the lowpass one
 /// first, as the packet transform orders them) onto one ANS stack; returns the headers and the words. A
 /// subband's header describes its residuals.
 pub fn encode(
@@ -176,7 +176,7 @@ const MIN_BITS_PER_CODED_SYMBOL: f64 = 0.01;
 
 /// Checks that `words` of payload can hold the coded subbands before anything is sized by them: an ANS
 /// stream carries at most its bits plus its 64-bit state of information, and every symbol of a coded
-/// subband consumes at least [`MIN_BITS_PER_CODED_SYMBOL`]. (All-zero subbands cost nothing and are not
+/// subband consumes at least `MIN_BITS_PER_CODED_SYMBOL`. (All-zero subbands cost nothing and are not
 /// bounded by the payload: the declared shape's own limit covers them.)
 pub fn check_payload(
     words: usize,

@@ -1,6 +1,8 @@
 //! Data compression on wring: the wavelet packet transform (WaLLoC's invertible sandwich) on the GPU, and a
 //! lossy image/audio codec built on it.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod container;
 pub mod entropy;

@@ -1,7 +1,7 @@
 //! The wavelet packet transform: J levels, every subband split again at each level (as WaLLoC does). For
 //! 2-D signals each channel becomes [LL, LH, HL, HH] at each level, stacked in that order, which is
 //! pywavelets' `WaveletPacket2D` natural order (a, h, v, d); 1-D signals become [L, H]. After J levels a
-//! batch [C][H][W] is [C * 4^J][h][w] (or [C][L] becomes [C * 2^J][l]).
+//! batch \[C\]\[H\]\[W\] is \[C * 4^J\]\[h\]\[w\] (or \[C\]\[L\] becomes \[C * 2^J\]\[l\]).
 //!
 //! A transform is a list of one-axis launches of the `dwt` kernel whose strides put the bands straight
 //! where the next level reads them; the GPU and the CPU twin run the same list.
@@ -23,7 +23,7 @@ pub struct Packet {
     pub levels: usize,
     /// Signals in the batch (image channels, audio channels).
     pub channels: usize,
-    /// Each signal's shape: [length] or [height, width].
+    /// Each signal's shape: \[length\] or [height, width].
     pub dims: Vec<usize>,
     /// Sample type on the device, input, output and every level between: f32 (the default) or f16.
     pub dtype: DType,

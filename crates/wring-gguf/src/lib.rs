@@ -5,6 +5,8 @@
 //! the file. A truncated or malformed file gives a [`GgufError`] that says where and what, never a panic.
 //! Tensor data is not copied: [`Gguf::tensor_data`] borrows it from the memory map.
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 
 mod write;
@@ -16,7 +18,9 @@ pub enum GgufError {
     /// The file could not be opened or mapped.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The path as given.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
     /// Not a GGUF file.
@@ -30,37 +34,69 @@ pub enum GgufError {
         "the file is truncated: {what} at byte {at} needs {need} bytes, but only {have} remain"
     )]
     Truncated {
+        /// The structure being read.
         what: String,
+        /// Its byte offset.
         at: u64,
+        /// Bytes it needs.
         need: u64,
+        /// Bytes left in the file.
         have: u64,
     },
     /// A header number that cannot be right.
     #[error("malformed GGUF at byte {at}: {what}")]
-    Malformed { at: u64, what: String },
+    Malformed {
+        /// Byte offset of the number.
+        at: u64,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A tensor whose data lies outside the file or whose shape overflows.
     #[error("tensor `{name}`: {what}")]
-    Tensor { name: String, what: String },
+    Tensor {
+        /// The tensor's name.
+        name: String,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A metadata key that is missing or of another type.
     #[error("metadata `{key}`: {what}")]
-    Metadata { key: String, what: String },
+    Metadata {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        what: String,
+    },
 }
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// GGUF type 0.
     U8(u8),
+    /// GGUF type 1.
     I8(i8),
+    /// GGUF type 2.
     U16(u16),
+    /// GGUF type 3.
     I16(i16),
+    /// GGUF type 4.
     U32(u32),
+    /// GGUF type 5.
     I32(i32),
+    /// GGUF type 6.
     F32(f32),
+    /// GGUF type 7.
     Bool(bool),
+    /// GGUF type 8 (UTF-8).
     String(String),
+    /// GGUF type 9: values of one element type.
     Array(Vec<Value>),
+    /// GGUF type 10.
     U64(u64),
+    /// GGUF type 11.
     I64(i64),
+    /// GGUF type 12.
     F64(f64),
 }
 

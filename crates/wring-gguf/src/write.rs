@@ -8,10 +8,13 @@ use crate::Value;
 /// One tensor to write: its data must already be in `ggml_type`'s layout, rows of `dims[0]` elements.
 #[derive(Debug)]
 pub struct TensorOut<'a> {
+    /// The tensor's name.
     pub name: &'a str,
     /// Dimensions in GGUF order, innermost first.
     pub dims: &'a [u64],
+    /// The GGML type id of `data` (0 for f32, 8 for Q8_0, ...).
     pub ggml_type: u32,
+    /// The packed bytes.
     pub data: &'a [u8],
 }
 

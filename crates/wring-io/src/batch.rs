@@ -92,7 +92,9 @@ pub fn inputs(
 /// One input and where its output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The input file.
     pub input: PathBuf,
+    /// Its output file.
     pub output: PathBuf,
 }
 
@@ -174,7 +176,9 @@ pub enum Outcome {
 /// The counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Inputs encoded in this run.
     pub done: usize,
+    /// Inputs whose output already existed.
     pub skipped: usize,
     /// Each failed input and why.
     pub failed: Vec<(PathBuf, String)>,

@@ -15,9 +15,9 @@
 //!   (version 5: trellis-coded weights with L-bit states, `wring_quant::trellis`).
 //!
 //! Tensors, all `U32` (little-endian words, `wring_quant::group`'s buffers): `NAME.codes` [R, code words],
-//! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` [C] (absent when
+//! `NAME.stats` [R, stat words], `NAME.second` [second words] (bilevel only), `NAME.perm` \[C\] (absent when
 //! the columns are in input order), `NAME.outliers` [R + 1 + outliers]. Version 2 adds `NAME.row_bits`, `U8`
-//! [R]: each row's code width (MixLLM's mixed precision); with it, `NAME.codes` is 1-D, the rows' words one
+//! \[R\]: each row's code width (MixLLM's mixed precision); with it, `NAME.codes` is 1-D, the rows' words one
 //! after another. Version 3 adds `NAME.mask`, `U32` [R, ceil(G' / 32)] for G' groups per row: bit g of a
 //! row set when the row keeps group g (GQSA's group sparsity; affine statistics only); with it, `NAME.codes`
 //! and `NAME.stats` are 1-D and hold only the kept groups' codes and statistics. Version 4 adds
@@ -71,6 +71,7 @@ pub struct Base {
 /// A file's contents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupFile {
+    /// The base model the weights were made from.
     pub base: Base,
     /// How it was made.
     pub method: String,

@@ -22,7 +22,9 @@ use safetensors::{Dtype, tensor::TensorView};
 use crate::IoError;
 use crate::group_file::Base;
 
+/// The `format` value of a factors file's metadata.
 pub const FORMAT: &str = "wring-kv-lowrank";
+/// The `version` value this reader and writer use.
 pub const VERSION: &str = "1";
 /// The most layers a file may describe.
 pub const MAX_LAYERS: usize = 4096;
@@ -30,19 +32,24 @@ pub const MAX_LAYERS: usize = 4096;
 /// One projection's factors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Factor {
-    /// [rank][hidden].
+    /// \[rank\]\[hidden\].
     pub a: Vec<f32>,
-    /// [kv][rank].
+    /// \[kv\]\[rank\].
     pub b: Vec<f32>,
 }
 
 /// A file's contents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvFactors {
+    /// The base model the factors were calibrated on.
     pub base: Base,
+    /// How they were chosen (`lsq`, `asvd` or `svd`).
     pub method: String,
+    /// Features per position (R).
     pub rank: usize,
+    /// The model's embedding width, the factors' input.
     pub hidden: usize,
+    /// Key/value width per layer (KV heads x head dimension).
     pub kv: usize,
     /// Per layer, the key and the value factors.
     pub layers: Vec<[Factor; 2]>,

@@ -3,6 +3,8 @@
 //! same way and neither depends on the other for it; and `group_file`, the safetensors file of a model's
 //! group-quantized linear layers.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod group_file;
 pub mod kv_factors;

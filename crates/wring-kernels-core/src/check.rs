@@ -21,12 +21,20 @@ pub enum Tolerance {
 pub enum Mismatch {
     /// Lengths differ.
     #[error("length {got} differs from the expected {expected}")]
-    Length { got: usize, expected: usize },
+    Length {
+        /// Elements the device wrote.
+        got: usize,
+        /// Elements the twin wrote.
+        expected: usize,
+    },
     /// A NaN or infinity where the twin has a finite value.
     #[error("element {index} is {value} where the reference is {expected}")]
     NonFinite {
+        /// The element's index.
         index: usize,
+        /// The device's value.
         value: f32,
+        /// The twin's value.
         expected: f32,
     },
     /// The error budget is exceeded.
@@ -34,17 +42,25 @@ pub enum Mismatch {
         "NMSE {nmse:.3e} exceeds the budget {budget:.1e} (first differing element {index}: {got} vs {expected})"
     )]
     Nmse {
+        /// The measured normalised mean squared error.
         nmse: f64,
+        /// The kernel's budget.
         budget: f64,
+        /// The first element that differs.
         index: usize,
+        /// The device's value there.
         got: f32,
+        /// The twin's value there.
         expected: f32,
     },
     /// Bits differ where the budget is exact.
     #[error("element {index} is {got:#010x}, expected {expected:#010x}")]
     Bits {
+        /// The element's index.
         index: usize,
+        /// The device's bits.
         got: u32,
+        /// The twin's bits.
         expected: u32,
     },
 }

@@ -3,6 +3,8 @@
 //! ([`Caps`], [`Choice`], [`Plan`]), element types, and the [`check::Tolerance`] that judges a kernel
 //! against its CPU twin. It does no IO at run time and never touches a device.
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod codegen;
 pub mod dtype;

@@ -61,8 +61,11 @@ pub enum KernelError {
     /// No variant of that name.
     #[error("kernel {kernel} has no variant `{name}`; it has: {available}")]
     NoSuchVariant {
+        /// The kernel.
         kernel: String,
+        /// The variant asked for.
         name: String,
+        /// The variants it has, comma separated.
         available: String,
     },
     /// The adapter lacks a feature the variant needs.
@@ -70,19 +73,29 @@ pub enum KernelError {
         "variant {variant} needs the adapter feature {feature}, which this adapter does not offer; use another variant"
     )]
     Unsupported {
+        /// The variant.
         variant: String,
+        /// The feature it needs.
         feature: &'static str,
     },
     /// The operands' shapes do not fit the kernel.
     #[error("{kernel}: {what}")]
-    Shape { kernel: &'static str, what: String },
+    Shape {
+        /// The kernel.
+        kernel: &'static str,
+        /// What does not fit.
+        what: String,
+    },
     /// More workgroups than the adapter can dispatch.
     #[error(
         "{kernel} needs {needed} workgroups in one dimension, above this adapter's limit of {limit}; split the operation"
     )]
     TooManyWorkgroups {
+        /// The kernel.
         kernel: &'static str,
+        /// Workgroups needed.
         needed: u64,
+        /// The adapter's limit per dimension.
         limit: u32,
     },
 }

@@ -64,6 +64,7 @@ pub fn dot4(q: &[f32], k: &[f32]) -> f32 {
 /// (Gemma 2: `softcap * tanh(s / softcap)`), as the attention shaders' `score` does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
+    /// Multiplies the dot product first (1 / sqrt(head_dim) for llama).
     pub scale: f32,
     /// 0 for none.
     pub softcap: f32,

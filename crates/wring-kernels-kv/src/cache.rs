@@ -17,7 +17,7 @@ use wring_kernels_core::{Kernel, Operand};
 /// The shaders' `Params` (shared by kv_load and kv_store).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub kv: u32,
     pub group: u32,
     pub value_group: u32,
@@ -350,10 +350,11 @@ pub(crate) fn unpack(w: u32) -> (f32, f32) {
     )
 }
 
-/// `kv_load`: keys and values of positions [0, upto) as f32 [position][channel], decoded from codes before
+/// `kv_load`: keys and values of positions [0, upto) as f32 \[position\]\[channel\], decoded from codes before
 /// `compressed` and read from the ring after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLoad {
+    /// The layer's cache layout.
     pub layout: KvLayout,
     /// Positions held as codes.
     pub compressed: usize,
@@ -446,11 +447,12 @@ pub fn cpu_load(u: &KvLoad, store: &[u32], k: &mut [f32], v: &mut [f32]) {
     }
 }
 
-/// `kv_store`: after a step over positions [pos0, pos) that attended to `k`, `v` [position][channel]
+/// `kv_store`: after a step over positions [pos0, pos) that attended to `k`, `v` \[position\]\[channel\]
 /// (f32, every position up to `pos`), positions [compressed, upto) become codes and [max(pos0, upto),
 /// pos) go into the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvStore {
+    /// The layer's cache layout.
     pub layout: KvLayout,
     /// Positions already codes.
     pub compressed: usize,

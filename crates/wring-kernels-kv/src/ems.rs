@@ -26,7 +26,7 @@ pub const ZERO_CLASS: u32 = u32::MAX;
 /// `shaders/common/ems.wgsl`'s `EmsParams`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n_heads: u32,
     pub n_kv_heads: u32,
     pub head_dim: u32,
@@ -50,8 +50,11 @@ pub struct Params {
 /// One layer's EMS cache: its shape and budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmsLayout {
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads (a divisor of `n_heads`).
     pub n_kv_heads: usize,
+    /// Channels per head.
     pub head_dim: usize,
     /// Slots the f32 cache holds (the most a step may fill; a cache no larger than the budget is never
     /// compacted).
@@ -70,6 +73,9 @@ impl EmsLayout {
             .saturating_mul(self.capacity)
     }
 
+    /// Refuses a layout the kernels cannot take, naming `kernel`: query heads that are not a multiple of the
+    /// key/value heads, a head wider than `MAX_DIM`, a budget not above the window, a capacity above
+    /// `MAX_SLOTS`, or state too large to index.
     pub fn check(&self, kernel: &'static str) -> Result<(), KernelError> {
         plan::ensure(
             self.n_kv_heads > 0
@@ -135,18 +141,23 @@ impl EmsLayout {
 }
 
 /// `kv_ems_score`: after a step's attention over slots [0, cache_pos + tokens) (its queries at slots
-/// cache_pos..), the softmax output `probs` [tokens][n_heads][cache_pos + tokens] added to the state.
+/// cache_pos..), the softmax output `probs` \[tokens\]\[n_heads\]\[cache_pos + tokens\] added to the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvEmsScore {
+    /// The layer's cache shape and budget.
     pub layout: EmsLayout,
+    /// Slots filled before the step.
     pub cache_pos: usize,
+    /// Tokens of the step.
     pub tokens: usize,
 }
 
 /// `kv_ems_compact`: `n` slots (more than the budget) brought back to the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvEmsCompact {
+    /// The layer's cache shape and budget.
     pub layout: EmsLayout,
+    /// Slots filled now.
     pub n: usize,
 }
 

@@ -17,9 +17,10 @@ use wring_kernels_core::plan::{self, Caps, Choice, KernelError, Plan};
 use wring_kernels_core::{Kernel, Operand};
 
 /// `kv_gear`: the complete blocks of positions [compressed, upto) become GEAR blocks, from the f32 keys
-/// and values [position][channel] of at least `upto` positions.
+/// and values \[position\]\[channel\] of at least `upto` positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvGear {
+    /// The layer's cache layout.
     pub layout: KvLayout,
     /// Positions already compressed (a whole number of blocks).
     pub compressed: usize,
@@ -30,6 +31,7 @@ pub struct KvGear {
 /// `kv_gear_load`: L and S of the blocks of positions [0, compressed) added to what `kv_load` decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvGearLoad {
+    /// The layer's cache layout.
     pub layout: KvLayout,
     /// Positions held as GEAR blocks.
     pub compressed: usize,

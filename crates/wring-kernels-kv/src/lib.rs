@@ -9,6 +9,8 @@
 //! tables).
 //! The cache's layout is [`cache::KvLayout`]; each kernel's CPU twin is beside its descriptor.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod ems;
 pub mod gear;

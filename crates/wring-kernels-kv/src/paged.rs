@@ -177,7 +177,7 @@ impl Pool {
             .collect()
     }
 
-    /// Every position of `values` ([position][kv]) as the pool stores them.
+    /// Every position of `values` (\[position\]\[kv\]) as the pool stores them.
     pub fn pack(self, values: &[f32], kv: usize, head_dim: usize) -> Vec<u32> {
         values
             .chunks(kv)
@@ -194,7 +194,7 @@ impl Pool {
     }
 }
 
-/// A full KIVI key block, `x` = [block][kv] as f16 holds it: each channel quantized over the block's
+/// A full KIVI key block, `x` = \[block\]\[kv\] as f16 holds it: each channel quantized over the block's
 /// positions at `bits`, codes [position][kv x bits / 32] (32 / bits channels a word, the first in the low
 /// bits), then one (scale, minimum) f16 pair per channel. kv_paged_seal's twin for keys.
 pub fn kivi_keys(x: &[f32], kv: usize, block: usize, bits: u32) -> Vec<u32> {
@@ -215,7 +215,7 @@ pub fn kivi_keys(x: &[f32], kv: usize, block: usize, bits: u32) -> Vec<u32> {
     out
 }
 
-/// The values a KIVI key block's words stand for, [block][kv].
+/// The values a KIVI key block's words stand for, \[block\]\[kv\].
 pub fn kivi_load_keys(words: &[u32], kv: usize, block: usize, bits: u32) -> Vec<f32> {
     let cpw = (32 / bits) as usize;
     let per = kv / cpw;
@@ -239,7 +239,7 @@ pub fn store_f16(x: f32) -> f32 {
 /// kv_paged_store's `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct StoreParams {
+pub(crate) struct StoreParams {
     pub kv: u32,
     pub tokens: u32,
     pub head_dim: u32,
@@ -249,7 +249,7 @@ pub struct StoreParams {
 /// attn_paged's `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n_heads: u32,
     pub n_kv_heads: u32,
     pub head_dim: u32,
@@ -262,7 +262,7 @@ pub struct Params {
     pub pad: [u32; 3],
 }
 
-/// One launch of `kv_paged_store`: `tokens` rows of keys and values ([token][kv], f32) into f32 or f16
+/// One launch of `kv_paged_store`: `tokens` rows of keys and values (\[token\]\[kv\], f32) into f32 or f16
 /// pools of `slots` positions (or a code pool's f16 tails), token t at slot `slots[t]` unless that is
 /// [`NO_SLOT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +387,7 @@ pub const NO_SLOT: u32 = u32::MAX;
 /// kv_paged_seal's `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SealParams {
+pub(crate) struct SealParams {
     pub kv: u32,
     pub head_dim: u32,
     pub block_shift: u32,
@@ -395,7 +395,7 @@ pub struct SealParams {
 }
 
 /// One launch of `kv_paged_seal`: `jobs` full blocks of a code pool ([`Pool::Q8`], KIVI's layout)
-/// quantized from the step's keys and values ([token][kv], f32) and the positions earlier steps left in
+/// quantized from the step's keys and values (\[token\]\[kv\], f32) and the positions earlier steps left in
 /// their sequence's tail.
 /// A job is `[block, ring, staged, first]`: the block's first `staged` positions are at tail slots
 /// `ring + o` (the ring slot of the block's first position), the rest the step's tokens from `first` on.
@@ -575,6 +575,7 @@ pub struct AttnPaged {
     pub table_len: usize,
     /// Tiles (see [`tiles`]) and the rows each holds at most.
     pub tiles: usize,
+    /// The most rows one tile holds.
     pub tile_rows: usize,
     /// What the pools hold.
     pub pool: Pool,
@@ -589,12 +590,15 @@ pub struct AttnPaged {
 }
 
 /// What attention reads of a code pool's tails in [`AttnPaged::cpu`]: each token's (its sequence's first
-/// ring slot, the first position read from the ring), and the tails' keys and values, [tail slot][kv];
+/// ring slot, the first position read from the ring), and the tails' keys and values, \[tail slot\]\[kv\];
 /// position j at or past that first one is at ring slot first slot + j mod 2 x block.
 #[derive(Debug, Clone, Copy)]
 pub struct TailView<'a> {
+    /// Per token: its sequence's first ring slot and the first position read from the ring.
     pub info: &'a [[u32; 2]],
+    /// The tails' keys, \[tail slot\]\[kv\].
     pub k: &'a [f32],
+    /// The tails' values, \[tail slot\]\[kv\].
     pub v: &'a [f32],
 }
 
@@ -717,7 +721,7 @@ impl AttnPaged {
 
     /// CPU twin, row by row in the row-per-lane form's order of operations (the keys in order, the
     /// running maximum, the rescaled sum and accumulator); `kp` and `vp` are the pools' values
-    /// [slot][kv], and a KIVI pool's tails come in `tails`. Only the rows the tiles name are written.
+    /// \[slot\]\[kv\], and a KIVI pool's tails come in `tails`. Only the rows the tiles name are written.
     #[allow(
         clippy::too_many_arguments,
         reason = "the kernel's operands, one argument each, as the shader binds them"

@@ -13,7 +13,7 @@ pub const MAX_DIM: usize = 256;
 /// The shader's `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub head_dim: u32,
     pub rows_q: u32,
     pub k_first: u32,
@@ -23,7 +23,7 @@ pub struct Params {
 }
 
 /// One rotation: `rows_q` head vectors of `q` and the `rows_k` head vectors of `k` from row `k_first` (the
-/// step's keys in a cache of [position][kv head][head_dim]).
+/// step's keys in a cache of \[position\]\[kv head\]\[head_dim\]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvRotate {
     /// Dimensions per head: a power of two up to [`MAX_DIM`].

@@ -5,6 +5,8 @@
 //! layouts and reference dequantizers the twins build on are `wring-quant`'s; the variants' block sizes are
 //! taken from its `BlockFormat` when the family builds.
 
+#![warn(missing_docs)]
+
 pub mod qmatmul;
 pub mod qmatvec;
 pub mod qmatvec_q8;

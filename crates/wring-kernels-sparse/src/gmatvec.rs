@@ -33,9 +33,13 @@ pub struct Params {
     pub stat_rows: u32,
     /// Activation rows.
     pub batch: u32,
+    /// Padding to the uniform's size.
     pub _pad0: u32,
+    /// Padding.
     pub _pad1: u32,
+    /// Padding.
     pub _pad2: u32,
+    /// Padding.
     pub _pad3: u32,
 }
 

@@ -10,6 +10,8 @@
 //! `tviterbi` is the trellis encoder on the device. The layout and its reference
 //! dequantizer are `wring_quant::group`'s.
 
+#![warn(missing_docs)]
+
 pub mod gmatmul;
 pub mod gmatvec;
 pub mod rht;

@@ -15,7 +15,9 @@ pub struct Params {
     pub state: u32,
     /// Tiles.
     pub tiles: u32,
+    /// Padding to the uniform's size.
     pub _pad0: u32,
+    /// Padding.
     pub _pad1: u32,
 }
 

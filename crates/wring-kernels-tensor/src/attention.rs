@@ -1,5 +1,5 @@
 //! `shaders/attn_scores.wgsl` and `shaders/attn_pv.wgsl`: causal grouped-query attention in three launches
-//! (scores, softmax.wgsl with scale 1, weighted values) over a KV cache laid out [position][kv head][dim],
+//! (scores, softmax.wgsl with scale 1, weighted values) over a KV cache laid out \[position\]\[kv head\]\[dim\],
 //! for callers that need the probabilities (EMS scores its slots by them); `shaders/attn_fused.wgsl`: the
 //! same attention in one launch with an online softmax and no scores tensor.
 
@@ -33,7 +33,7 @@ pub struct Attention {
 /// The shaders' `Params` (shared layout; `scale` is padding for attn_pv).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub tokens: u32,
     pub kv_len: u32,
     pub n_heads: u32,
@@ -107,18 +107,18 @@ impl Attention {
         })
     }
 
-    /// The scores launch of this attention: s [tokens][heads][kv_len].
+    /// The scores launch of this attention: s \[tokens\]\[heads\]\[kv_len\].
     pub fn scores(self) -> AttnScores {
         AttnScores(self)
     }
 
-    /// The weighted-values launch of this attention: o [tokens][heads][head_dim].
+    /// The weighted-values launch of this attention: o \[tokens\]\[heads\]\[head_dim\].
     pub fn pv(self) -> AttnPv {
         AttnPv(self)
     }
 
     /// The whole attention in one launch with an online softmax and no scores tensor: o
-    /// [tokens][heads][head_dim].
+    /// \[tokens\]\[heads\]\[head_dim\].
     pub fn fused(self) -> AttnFused {
         AttnFused(self)
     }
@@ -191,7 +191,7 @@ impl Attention {
     }
 }
 
-/// `attn_scores`: s[t][h][j] = scale * q[t][h] . k[j][h / group] for causal positions j.
+/// `attn_scores`: s\[t\]\[h\]\[j\] = scale * q\[t\]\[h\] . k[j][h / group] for causal positions j.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttnScores(pub Attention);
 
@@ -225,7 +225,7 @@ impl Kernel for AttnScores {
     }
 }
 
-/// `attn_pv`: o[t][h] = sum_j p[t][h][j] v[j][h / group].
+/// `attn_pv`: o\[t\]\[h\] = sum_j p\[t\]\[h\]\[j\] v[j][h / group].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttnPv(pub Attention);
 

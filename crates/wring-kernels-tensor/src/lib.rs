@@ -3,6 +3,8 @@
 //! over a WGSL file in `shaders/tensor/`; `attention` holds the two attention kernels, `rope` the
 //! rotation and the fused rotation + KV append.
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod binary;
 pub mod copy;

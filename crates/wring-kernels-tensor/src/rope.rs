@@ -105,7 +105,7 @@ impl Kernel for Rope {
         ]
     }
 
-    /// Plans RoPE over x[tokens][n_heads][head_dim].
+    /// Plans RoPE over x\[tokens\]\[n_heads\]\[head_dim\].
     fn plan(&self, caps: &Caps, choice: Choice<'_>) -> Result<Plan, KernelError> {
         let rope = self;
         let auto = match rope.mode {

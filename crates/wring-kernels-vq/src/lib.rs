@@ -4,6 +4,8 @@
 //! codebook lookup (`vq_lookup`: decode and residual updates) and the k-means centroid update
 //! (`vq_update`). Each is a unit in `vq` with its CPU twin.
 
+#![warn(missing_docs)]
+
 pub mod vq;
 
 pub use vq::{Lookup, LookupOp, Merge, Metric, Norms, Refine, Search, Update};

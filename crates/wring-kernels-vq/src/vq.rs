@@ -78,7 +78,7 @@ pub struct Search {
     /// Element of query 0's first compared dimension (a column, plus whole rows for a block that starts
     /// further down the tensor).
     pub x_offset: usize,
-    /// Codewords in this launch's codebook tensor ([n_codes][d], contiguous).
+    /// Codewords in this launch's codebook tensor (\[n_codes\]\[d\], contiguous).
     pub n_codes: usize,
     /// Global index of this tensor's first codeword (reported ids add it).
     pub code_base: usize,
@@ -99,7 +99,7 @@ pub struct Search {
 /// `vq_search`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SearchParams {
+pub(crate) struct SearchParams {
     /// See [`Search`].
     pub nq: u32,
     pub d: u32,
@@ -291,7 +291,7 @@ pub struct Merge {
 /// `vq_merge`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct MergeParams {
+pub(crate) struct MergeParams {
     /// See [`Merge`].
     pub nq: u32,
     pub lists: u32,
@@ -392,7 +392,7 @@ pub struct Refine {
 /// `vq_refine`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct RefineParams {
+pub(crate) struct RefineParams {
     /// See [`Refine`].
     pub nq: u32,
     pub k: u32,
@@ -498,7 +498,7 @@ pub struct Norms {
 /// `vq_norms`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct NormsParams {
+pub(crate) struct NormsParams {
     /// See [`Norms`].
     pub rows: u32,
     pub d: u32,
@@ -707,7 +707,7 @@ pub struct Update {
 /// `vq_update`'s `Params`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct UpdateParams {
+pub(crate) struct UpdateParams {
     /// See [`Update`].
     pub k: u32,
     pub d: u32,
@@ -794,7 +794,7 @@ pub fn norm2(v: &[f32]) -> f32 {
 
 /// CPU twin of a whole search (every `vq_search` launch, the merge, and for L2 the refinement and
 /// re-sort): for each query row of `x` (read with `stride` and `offset`), the `k` best codewords of
-/// `codes` ([n][d]) as (distances, ids), ties going to the lower id. Sums run in index order in f32.
+/// `codes` (\[n\]\[d\]) as (distances, ids), ties going to the lower id. Sums run in index order in f32.
 #[allow(
     clippy::too_many_arguments,
     reason = "the query layout, the codebook, k and the metric"

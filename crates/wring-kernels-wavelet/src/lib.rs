@@ -2,6 +2,8 @@
 //! or inverse, with pywavelets' wavelets, boundary modes and output lengths (`dwt`). 2-D transforms and
 //! wavelet packet trees are sequences of these launches, composed in `wring-codec`.
 
+#![warn(missing_docs)]
+
 pub mod dwt;
 
 pub use dwt::{Dwt, Mode, Wavelet};

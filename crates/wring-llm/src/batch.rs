@@ -19,6 +19,7 @@ use crate::{LlmError, Sampler};
 pub struct Request {
     /// The prompt's token ids (at least one).
     pub prompt: Vec<u32>,
+    /// How its tokens are drawn.
     pub sampler: Sampler,
     /// Tokens that end the generation (not reported).
     pub stop: Vec<u32>,
@@ -43,9 +44,19 @@ pub enum Finish {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// Sequence `id` generated `token`.
-    Token { id: SeqId, token: u32 },
+    Token {
+        /// The sequence.
+        id: SeqId,
+        /// The token it generated.
+        token: u32,
+    },
     /// Sequence `id` ended; its place and blocks are free.
-    Finished { id: SeqId, reason: Finish },
+    Finished {
+        /// The sequence.
+        id: SeqId,
+        /// Why it ended.
+        reason: Finish,
+    },
 }
 
 #[derive(Debug)]

@@ -32,7 +32,7 @@ pub const SITES: [&[&str]; 4] = [
 /// Per block and input site, the Hessian H = 2/N XᵀX of the inputs seen.
 #[derive(Debug, Clone)]
 pub struct Calibration {
-    /// [block][site].
+    /// \[block\]\[site\].
     pub layers: Vec<[Hessian; 4]>,
     /// Tokens run.
     pub tokens: usize,
@@ -119,7 +119,7 @@ fn accumulate(layers: &mut [[Hessian; 4]], inputs: &[[Vec<f32>; 4]]) {
     }
 }
 
-/// A GGUF matrix as f32 [rows][cols] (rows = outputs).
+/// A GGUF matrix as f32 \[rows\]\[cols\] (rows = outputs).
 pub fn dense_matrix(g: &Gguf, name: &str) -> Result<(usize, usize, Vec<f32>), LlmError> {
     let t = g
         .tensor(name)
@@ -525,11 +525,19 @@ pub fn choose_within(options: &[Vec<(f64, f64)>], budget: f64) -> Option<Vec<usi
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stage<'a> {
     /// Calibration windows run so far.
-    Calibrating { done: usize, total: usize },
+    Calibrating {
+        /// Windows run.
+        done: usize,
+        /// Windows in all.
+        total: usize,
+    },
     /// Matrices quantized so far, and the last one.
     Quantizing {
+        /// The matrix quantized last.
         name: &'a str,
+        /// Matrices quantized.
         done: usize,
+        /// Matrices in all.
         total: usize,
     },
 }
@@ -709,8 +717,11 @@ impl WeightSource for Quantized<'_> {
 /// `--kl-divergence-base` does): the log-probabilities at every position llama-perplexity scores.
 #[derive(Debug, Clone)]
 pub struct Reference {
+    /// Tokens per chunk.
     pub n_ctx: usize,
+    /// Chunks scored.
     pub chunks: usize,
+    /// The beginning-of-sequence token each chunk starts with, if the model takes one.
     pub bos: Option<u32>,
     /// Tokens per forward step within a chunk (`n_ctx`: one pass; fewer: the streaming protocol, see
     /// [`Llama::perplexity_streaming`]); the model scored against the reference runs the same steps.
@@ -751,7 +762,7 @@ pub fn reference(
     reference_streaming(llama, ctx, tokens, n_ctx, chunks, bos, n_ctx)
 }
 
-/// [`reference`] with each chunk run `step` tokens at a time (the streaming protocol a compressed KV
+/// [`reference()`] with each chunk run `step` tokens at a time (the streaming protocol a compressed KV
 /// cache is measured with).
 pub fn reference_streaming(
     llama: &mut Llama,

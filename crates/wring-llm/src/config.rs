@@ -90,12 +90,14 @@ pub struct Parts {
 /// Per-pair divisors of RoPE's frequencies (ggml's `freq_factors`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RopeFactors {
+    /// No factors: the plain frequencies.
     None,
     /// `rope_freqs.weight`: Llama 3.1's frequency scaling, as its converter writes it.
     Fixed,
     /// Phi-3's LongRoPE: `rope_factors_short.weight` up to `original_context` positions, the long factors
     /// past it (llama.cpp picks by the context asked for).
     ShortLong {
+        /// Positions the short factors serve (`rope.scaling.original_context_length`).
         original_context: usize,
     },
 }

@@ -26,24 +26,38 @@ pub enum KvMode {
     /// KIVI: keys per channel over groups of [`KEY_GROUP`] tokens, values per token over a head, at
     /// `bits` (8, 4 or 2), the last [`WINDOW`] positions in f16; `rotate` applies the orthonormal
     /// Hadamard rotation to queries and keys first.
-    Kivi { bits: u32, rotate: bool },
+    Kivi {
+        /// Code width: 8, 4 or 2.
+        bits: u32,
+        /// Rotate queries and keys by the Hadamard transform first.
+        rotate: bool,
+    },
     /// CSKV: R features per position for keys and for values (f16), from factors made by
     /// `wring kv-calibrate` ([`crate::Llama::set_kv_lowrank`]); keys rebuilt and then rotated by RoPE at
     /// attention time, values rebuilt; the last [`WINDOW`] positions kept as f16 keys and values.
-    LowRank { rank: usize },
+    LowRank {
+        /// Features per position (R).
+        rank: usize,
+    },
     /// GEAR: blocks of [`GEAR_GROUP`] positions x one head kept as Q + L + S: KIVI codes at `bits` (2 or
     /// 4), with `sparse` the [`GEAR_SPARSITY`] most extreme entries kept exactly (f16 value and index), and
     /// a rank-`rank` correction of the quantization error from a power iteration (0: none); the newest
     /// positions stay in an f16 buffer of [`GEAR_GROUP`] until it is full (GEAR's streaming buffer).
     Gear {
+        /// Code width: 2 or 4.
         bits: u32,
+        /// Keep the most extreme entries exactly.
         sparse: bool,
+        /// Rank of the error correction (0: none).
         rank: usize,
     },
     /// EMS: an f32 cache of at most `budget` slots per key/value head; when a step leaves more, the last
     /// [`EMS_WINDOW`] are kept, the best scored older ones kept as centers, the next tier merged into
     /// them and the rest evicted (`wring_kernels_kv::ems`).
-    Ems { budget: usize },
+    Ems {
+        /// Slots per key/value head after a compaction.
+        budget: usize,
+    },
 }
 
 /// The recent slots an EMS compaction keeps as they are (the local observation window's size).

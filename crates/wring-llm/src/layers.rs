@@ -7,8 +7,8 @@ use wring_runtime::kernels::tensor::{Attention, Rmsnorm, RmsnormQ8, Softmax};
 use wring_runtime::{Error, Step, Tensor};
 
 /// Causal grouped-query attention over a KV cache: `scores` (scratch, f32 [tokens * heads * kv_len]),
-/// softmax into a second scratch `probs`, then `out` [tokens][heads][head_dim]. `q` is
-/// [tokens][heads][head_dim]; the caches are [positions][kv heads][head_dim] with at least kv_len positions.
+/// softmax into a second scratch `probs`, then `out` \[tokens\]\[heads\]\[head_dim\]. `q` is
+/// \[tokens\]\[heads\]\[head_dim\]; the caches are \[positions\]\[kv heads\]\[head_dim\] with at least kv_len positions.
 #[allow(
     clippy::too_many_arguments,
     reason = "attention has this many operands"

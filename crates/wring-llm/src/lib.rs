@@ -1,6 +1,8 @@
 //! LLM inference on wring: a llama-family model read from GGUF, its tokenizer, and (to come) the forward
 //! pass on the GPU. Model code speaks in tensors and `wring_runtime::ops`; it never touches wgpu directly.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod chat;
 pub mod compress;

@@ -97,8 +97,11 @@ impl PagedShape {
 /// table (position p in block `table[p / block]`), covering every position up to the last token's.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqRows<'a> {
+    /// The tokens of the step.
     pub tokens: &'a [u32],
+    /// The position of the first.
     pub pos0: usize,
+    /// Its block table.
     pub table: &'a [u32],
     /// The sequence's tail in a code pool (its newest positions in f16, a ring of two blocks): the same
     /// for the sequence from step to step, and different from every other sequence running. Ignored by
@@ -850,7 +853,7 @@ impl Llama {
 
     /// Runs one step over a paged cache ([`Llama::set_paged`]) for the rows of several sequences, each
     /// appending its tokens' keys and values at its positions through its block table, and returns the
-    /// logits of the first `logit_rows` rows (a batch puts its decode rows first), [rows][vocab]. The
+    /// logits of the first `logit_rows` rows (a batch puts its decode rows first), \[rows\]\[vocab\]. The
     /// tables are checked against the pool and the positions before anything runs.
     pub fn forward_paged(
         &mut self,
@@ -1235,7 +1238,7 @@ impl Llama {
     }
 
     /// Runs `tokens` at the next positions, appends them to the cache, and returns the logits of every
-    /// position (`all_logits`) or of the last one, as [rows][vocab]. One step, one command buffer.
+    /// position (`all_logits`) or of the last one, as \[rows\]\[vocab\]. One step, one command buffer.
     pub fn forward(
         &mut self,
         ctx: &Context,
@@ -1252,7 +1255,7 @@ impl Llama {
 
     /// Runs `tokens` like [`Llama::forward`] and also returns what every linear layer read: per layer, the
     /// inputs of the q/k/v projections, of the output projection, of the gate/up projections and of the
-    /// down projection, each [tokens][width] (what calibration needs for the layer's Hessians).
+    /// down projection, each \[tokens\]\[width\] (what calibration needs for the layer's Hessians).
     pub fn forward_inputs(
         &mut self,
         ctx: &Context,

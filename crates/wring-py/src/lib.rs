@@ -3,6 +3,8 @@
 //! on the GPU releases the GIL, so other Python threads go on meanwhile. Built by maturin
 //! (`pip install .` at the repository root, or `pip install ./crates/wring-py`); tested by pytest (`tests/test_wring.py`).
 
+#![warn(missing_docs)]
+
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -10,7 +10,7 @@
 //! - SpQR marks a weight an outlier when its Hessian-weighted error ((w - ŵ) / U_jj)² exceeds τ times the
 //!   mean over columns of var(W[:, j]) / U_jj², keeps it exactly (as an f16 correction beside the dense
 //!   code), and fits each group's statistics without the weights a leave-one-out test marks as likely
-//!   outliers (greedily, one weight at a time: see [`likely_outliers`]);
+//!   outliers (greedily, one weight at a time: see `likely_outliers`);
 //! - GQSA prunes whole groups: before the loop each row keeps the groups with the largest
 //!   Σ (w / U_jj)² (SparseGPT's saliency, summed over the group) and the loop then quantizes a pruned
 //!   group's weights to 0, so GPTQ's feedback moves their loss onto the kept columns after them, as
@@ -29,7 +29,7 @@ use crate::group::{Builder, GroupError, GroupMatrix, Layout, Stats};
 pub struct Hessian {
     /// Input width.
     pub n: usize,
-    /// [n][n], row-major.
+    /// \[n\]\[n\], row-major.
     pub h: Vec<f64>,
     /// Input rows accumulated.
     pub samples: usize,
@@ -45,7 +45,7 @@ impl Hessian {
         }
     }
 
-    /// Adds input rows `x` [rows][n].
+    /// Adds input rows `x` \[rows\]\[n\].
     pub fn add(&mut self, x: &[f32]) {
         let n = self.n;
         let rows = x.len() / n;
@@ -128,6 +128,7 @@ impl Method {
 /// Quantizer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
+    /// The quantizer.
     pub method: Method,
     /// Bits per code.
     pub bits: u32,
@@ -363,7 +364,7 @@ pub fn quantize_trellis_with(
 }
 
 /// U with H⁻¹ = Uᵀ U for the layer's Hessian `h` with its diagonal damped by `damp` times its mean (the
-/// columns in input order); inputs that never vary get their weights in `w` [rows][cols] zeroed.
+/// columns in input order); inputs that never vary get their weights in `w` \[rows\]\[cols\] zeroed.
 pub fn damped_inverse_factor(
     h: &Hessian,
     w: &mut [f32],
@@ -632,7 +633,7 @@ fn likely_outliers(xs: &[f32], u_diag: &[f64], maxq: f32, threshold: f64) -> Vec
     out
 }
 
-/// Quantizes `w` [rows][cols] with the layer's Hessian `h` (unused by round-to-nearest).
+/// Quantizes `w` \[rows\]\[cols\] with the layer's Hessian `h` (unused by round-to-nearest).
 pub fn quantize(
     w: &[f32],
     rows: usize,

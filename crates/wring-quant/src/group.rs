@@ -1,7 +1,7 @@
 //! Group-quantized weights below 4 bits, with a sparse outlier part: the layout wring's `sparse` kernel
 //! family reads, and its CPU reference.
 //!
-//! A matrix W [rows][cols] (rows = outputs) is stored with its columns in an optional order `perm`
+//! A matrix W \[rows\]\[cols\] (rows = outputs) is stored with its columns in an optional order `perm`
 //! (stored column j holds input column `perm[j]`), cut into groups of `group` consecutive stored columns.
 //! Each weight is a `bits`-bit code q (2 to 8 bits) with statistics per (row, group) in one of two forms:
 //!
@@ -699,7 +699,7 @@ impl GroupMatrix {
         row.repeat(l.rows)
     }
 
-    /// The weights the matrix stands for, in input-column order [rows][cols], outliers added: with an
+    /// The weights the matrix stands for, in input-column order \[rows\]\[cols\], outliers added: with an
     /// incoherence transform, each stored row w~ taken back to V^T w~.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = self.dequantize_stored();
@@ -716,7 +716,7 @@ impl GroupMatrix {
         out
     }
 
-    /// The matrix as stored, in input-column order [rows][cols], outliers added: what the products
+    /// The matrix as stored, in input-column order \[rows\]\[cols\], outliers added: what the products
     /// multiply (by V x when the matrix has an incoherence transform).
     pub fn dequantize_stored(&self) -> Vec<f32> {
         let l = &self.layout;
@@ -743,18 +743,25 @@ impl GroupMatrix {
 }
 
 /// Builds the buffers from per-weight codes, per-(row, group) statistics and outliers, all in stored column
-/// order: `codes` [rows][cols]; for affine statistics `affine` [rows][groups] of (d, m); for bilevel ones
-/// `quantized` [rows][groups] of (qs, qz) and `second` [row blocks][groups] of (ss, sz, zs, zz); `outliers`
-/// per row as (stored column, value); `kept` [rows][groups] (empty: every group), the codes and statistics of
+/// order: `codes` \[rows\]\[cols\]; for affine statistics `affine` \[rows\]\[groups\] of (d, m); for bilevel ones
+/// `quantized` \[rows\]\[groups\] of (qs, qz) and `second` \[row blocks\]\[groups\] of (ss, sz, zs, zz); `outliers`
+/// per row as (stored column, value); `kept` \[rows\]\[groups\] (empty: every group), the codes and statistics of
 /// groups not kept being ignored.
 #[derive(Debug)]
 pub struct Builder<'a> {
+    /// The matrix's shape, code width, groups and statistics kind.
     pub layout: Layout,
+    /// Codes, \[rows\]\[cols\], in stored column order.
     pub codes: &'a [u8],
+    /// Affine statistics (scale, minimum), \[rows\]\[groups\].
     pub affine: &'a [(f16, f16)],
+    /// Bilevel statistics, quantized scale and zero, \[rows\]\[groups\].
     pub quantized: &'a [(u8, u8)],
+    /// Bilevel second-order parameters (scale and zero of the scales and of the zeros), \[row blocks\]\[groups\].
     pub second: &'a [[f16; 4]],
+    /// The column permutation (act order), stored column to original, if any.
     pub perm: Option<&'a [u32]>,
+    /// Per row, the outliers as (stored column, value).
     pub outliers: &'a [Vec<(u16, f16)>],
     /// Each row's code width, or empty for `layout.bits` everywhere.
     pub row_bits: &'a [u8],

@@ -13,6 +13,7 @@
 //! This crate does no IO and touches no device; the GPU kernels that read these layouts live in the
 //! `wring-kernels-*` family crates, with this crate as their CPU twins' ground truth.
 
+#![warn(missing_docs)]
 #![allow(
     clippy::needless_range_loop,
     reason = "index loops mirror llama.cpp's C so the two read side by side"
@@ -67,16 +68,23 @@ pub enum QuantError {
         "{format:?} stores blocks of {block} values; a row of {len} values is not a whole number of blocks"
     )]
     RaggedRow {
+        /// The format.
         format: BlockFormat,
+        /// Values per block.
         block: usize,
+        /// The row's length.
         len: usize,
     },
     /// Packed bytes that do not match the value count.
     #[error("{format:?}: {values} values need {expected} bytes, got {got}")]
     ByteCount {
+        /// The format.
         format: BlockFormat,
+        /// Values asked for.
         values: usize,
+        /// Bytes they take.
         expected: usize,
+        /// Bytes given.
         got: usize,
     },
     /// A GGML type id wring does not know.

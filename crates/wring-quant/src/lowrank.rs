@@ -12,14 +12,19 @@
 /// How the subspace is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
+    /// The leading singular vectors of the weights (plain SVD).
     Svd,
+    /// ASVD: singular vectors of the weights scaled by the activations' channel magnitudes.
     Asvd,
+    /// The exact least-squares optimum of the layer's output error on the calibration activations.
     Lsq,
 }
 
 impl Init {
+    /// Every method, in the order the commands list them.
     pub const ALL: [Init; 3] = [Init::Svd, Init::Asvd, Init::Lsq];
 
+    /// The method's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Init::Svd => "svd",
@@ -29,7 +34,7 @@ impl Init {
     }
 }
 
-/// The eigenvalues (descending) and eigenvectors (columns of an [n][n] row-major matrix, in the same
+/// The eigenvalues (descending) and eigenvectors (columns of an \[n\]\[n\] row-major matrix, in the same
 /// order) of a symmetric matrix, by cyclic Jacobi rotations until the off-diagonal mass is negligible.
 pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut a = a.to_vec();
@@ -87,8 +92,8 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     (values, vectors)
 }
 
-/// Rank-`rank` factors of `w` ([out][inp], row-major): A [rank][inp] and B [out][rank], chosen by `init`
-/// with `gram` the calibration inputs' XᵀX/N ([inp][inp]; unused by `Svd`). Also returns the fraction of
+/// Rank-`rank` factors of `w` (\[out\]\[inp\], row-major): A \[rank\]\[inp\] and B \[out\]\[rank\], chosen by `init`
+/// with `gram` the calibration inputs' XᵀX/N (\[inp\]\[inp\]; unused by `Svd`). Also returns the fraction of
 /// W M Wᵀ's trace the kept subspace holds (for `Lsq`, the share of the calibration keys' energy kept).
 pub fn factors(
     w: &[f32],

@@ -18,7 +18,7 @@
 //! makes incoherent, and an output transform would cost a second launch after every product.
 //!
 //! Index convention: element i of a length-n vector is (i_a, i_b) with i = i_a b + i_b, and
-//! (H_a ⊗ C_b)[(i_a, i_b), (j_a, j_b)] = H_a[i_a][j_a] C_b[i_b][j_b].
+//! (H_a ⊗ C_b)[(i_a, i_b), (j_a, j_b)] = H_a\[i_a\]\[j_a\] C_b\[i_b\]\[j_b\].
 
 use crate::group::GroupError;
 
@@ -62,7 +62,7 @@ impl Rht {
         self.n.div_ceil(32)
     }
 
-    /// The orthonormal DCT-II matrix C_b, row-major: C[k][j] = sqrt(2/b) c_k cos(pi (2j + 1) k / 2b),
+    /// The orthonormal DCT-II matrix C_b, row-major: C\[k\]\[j\] = sqrt(2/b) c_k cos(pi (2j + 1) k / 2b),
     /// c_0 = 1/sqrt(2). Computed in f64 and rounded once, so the kernels and this crate use the same values.
     pub fn dct(&self) -> Vec<f32> {
         let b = self.b;

@@ -100,7 +100,7 @@ pub fn pack(g: &GroupMatrix) -> Result<SpqrKernelMatrix, GroupError> {
     })
 }
 
-/// The authors' `dequantize_compressed`: W [m][n] in stored column order. With `f16_arithmetic`, their
+/// The authors' `dequantize_compressed`: W \[m\]\[n\] in stored column order. With `f16_arithmetic`, their
 /// arithmetic (every step rounded to f16, outliers added in f32, the sum rounded to f16); without it,
 /// wring's (f32 throughout), which must give wring's weights bit for bit.
 pub fn dequantize_compressed(k: &SpqrKernelMatrix, f16_arithmetic: bool) -> Vec<f32> {

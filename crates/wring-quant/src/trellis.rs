@@ -287,7 +287,7 @@ pub struct Settings {
     pub threads: usize,
 }
 
-/// Quantizes `w` [rows][cols] (rows and columns multiples of 16; incoherence-processed by the caller)
+/// Quantizes `w` \[rows\]\[cols\] (rows and columns multiples of 16; incoherence-processed by the caller)
 /// to trellis codes, with block LDLQ feedback through the layer's Hessian `h`, encoding on the CPU
 /// ([`cpu_encoder`]).
 pub fn quantize(

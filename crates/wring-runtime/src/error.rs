@@ -12,10 +12,18 @@ pub enum Error {
          libvulkan1`), or unset WRING_BACKEND; see the guide's Troubleshooting page, \
          docs/src/troubleshooting.md"
     )]
-    NoAdapter { backends: String },
+    NoAdapter {
+        /// The backends searched.
+        backends: String,
+    },
     /// `WRING_ADAPTER` matched none of the adapters found.
     #[error("WRING_ADAPTER={wanted} matches no adapter; found: {available}")]
-    AdapterNotFound { wanted: String, available: String },
+    AdapterNotFound {
+        /// The value of `WRING_ADAPTER`.
+        wanted: String,
+        /// The adapters found.
+        available: String,
+    },
     /// `WRING_BACKEND` names no backend wring knows.
     #[error("WRING_BACKEND={0} is not one of vulkan, metal, dx12, gl")]
     UnknownBackend(String),
@@ -30,8 +38,10 @@ pub enum Error {
     /// The adapter refused the device request.
     #[error("adapter {adapter} refused to open a device: {source}")]
     RequestDevice {
+        /// The adapter's name.
         adapter: String,
         #[source]
+        /// wgpu's reason.
         source: wgpu::RequestDeviceError,
     },
     /// A buffer above what the adapter can bind or allocate.
@@ -41,9 +51,13 @@ pub enum Error {
         human_bytes(*limit)
     )]
     BufferTooLarge {
+        /// The buffer.
         what: String,
+        /// Its size.
         bytes: u64,
+        /// The limit.
         limit: u64,
+        /// The limit's name in `wring info`.
         limit_name: &'static str,
     },
     /// A kernel could not be planned for the request.
@@ -55,19 +69,29 @@ pub enum Error {
     /// The device rejected a pipeline; the source is kept for the report.
     #[error("the device rejected kernel {kernel}: {message}\n--- source ---\n{source_text}")]
     Pipeline {
+        /// The kernel and variant.
         kernel: String,
+        /// The device's message.
         message: String,
+        /// The WGSL it was given.
         source_text: String,
     },
     /// The adapter lacks a feature a variant needs.
     #[error("kernel {kernel} needs {feature}, which this device does not have enabled")]
     MissingFeature {
+        /// The kernel and variant.
         kernel: String,
+        /// The feature.
         feature: &'static str,
     },
     /// Launch arguments that do not match the kernel's reflected bindings.
     #[error("kernel {kernel}: {what}")]
-    Binding { kernel: String, what: String },
+    Binding {
+        /// The kernel and variant.
+        kernel: String,
+        /// What does not match.
+        what: String,
+    },
     /// Host data or views of the wrong size.
     #[error("{0}")]
     Shape(String),
@@ -83,7 +107,10 @@ pub enum Error {
     OutOfMemory(String),
     /// The device did not finish within the time allowed.
     #[error("the device did not finish within {seconds} s; the adapter may be hung or overloaded")]
-    Timeout { seconds: u64 },
+    Timeout {
+        /// Seconds waited.
+        seconds: u64,
+    },
     /// Mapping a buffer for readback failed.
     #[error("reading back from the device failed: {0}")]
     Readback(String),

@@ -8,6 +8,8 @@
 //! Bind groups are built from the layout naga reflected at build time, matched to operands by binding
 //! name.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 mod context;
 pub mod dispatch;

@@ -160,13 +160,19 @@ pub enum Prompt {
 /// The checked sampling and length settings of a request.
 #[derive(Debug)]
 pub struct Checked {
+    /// Sampling temperature (0: greedy).
     pub temperature: f32,
+    /// Nucleus mass.
     pub top_p: f32,
+    /// Seed of the draw.
     pub seed: u64,
+    /// Stop strings, at most four.
     pub stops: Vec<String>,
     /// What the request asked for, if it did; the handler fits the default to the context.
     pub max_tokens: Option<usize>,
+    /// Whether to answer with server-sent events.
     pub stream: bool,
+    /// Whether a streamed answer ends with a usage chunk.
     pub include_usage: bool,
 }
 

@@ -60,7 +60,9 @@ pub enum JsonlError {
     /// The input or output could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// What the system said.
         source: std::io::Error,
     },
     /// The model failed (the device state is unknown, so the run stops; a rerun resumes).
@@ -78,7 +80,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> JsonlError + '_ {
 /// One input line as read: its bytes, or its length when it is over the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
+    /// A line's bytes, without its newline.
     Text(Vec<u8>),
+    /// A line over the limit: its length in bytes.
     TooLong(usize),
 }
 

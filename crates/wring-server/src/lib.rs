@@ -9,6 +9,8 @@
 //! `GET /health` and `GET /metrics` (Prometheus text). Every error is OpenAI's error object with a 4xx or
 //! 5xx status.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod engine;
 pub mod jsonl;

@@ -17,7 +17,7 @@ pub enum Init {
     /// k-means++: each next centroid drawn with probability proportional to its squared distance to the
     /// nearest centroid already chosen.
     PlusPlus,
-    /// These centroids ([k][d]).
+    /// These centroids (\[k\]\[d\]).
     Given(Vec<f32>),
 }
 
@@ -37,7 +37,7 @@ pub struct KMeansOptions {
 /// The result of k-means.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KMeans {
-    /// Centroids [k][d].
+    /// Centroids \[k\]\[d\].
     pub centroids: Vec<f32>,
     /// The objective (sum of squared distances to the assigned centroid) at each iteration, measured
     /// against that iteration's centroids before they are updated (faiss's `obj` convention).

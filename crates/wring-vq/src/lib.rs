@@ -7,6 +7,8 @@
 //! binding limit are stored as several device tensors and searched launch by launch; queries are taken in
 //! blocks so that no scratch exceeds the limit either.
 
+#![warn(missing_docs)]
+
 pub mod kmeans;
 pub mod quantizer;
 pub mod search;

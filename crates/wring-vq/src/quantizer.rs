@@ -76,7 +76,7 @@ impl Quantizer {
         })
     }
 
-    /// Trains every codebook by k-means on the residuals the earlier stages leave (`points` is [n][d]).
+    /// Trains every codebook by k-means on the residuals the earlier stages leave (`points` is \[n\]\[d\]).
     /// `opts.k` codewords per codebook; each codebook's seed is `opts.seed` plus its index.
     pub fn train(
         ctx: &Context,
@@ -176,7 +176,7 @@ impl Quantizer {
         Ok(())
     }
 
-    /// Encodes vectors ([n][d]) into codes ([n][groups * stages]), each stage the nearest codeword (L2) to
+    /// Encodes vectors (\[n\]\[d\]) into codes ([n][groups * stages]), each stage the nearest codeword (L2) to
     /// what the stages before it left.
     pub fn encode(&self, ctx: &Context, points: &[f32]) -> Result<Vec<u32>> {
         if !points.len().is_multiple_of(self.d) {
@@ -255,10 +255,10 @@ impl Quantizer {
         Ok(ctx.read(&out)?)
     }
 
-    /// Asymmetric-distance search over product codes (one stage per group): for each query ([nq][d]),
-    /// the `k` database vectors (codes [n][groups]) with the smallest sum over subspaces of the squared
+    /// Asymmetric-distance search over product codes (one stage per group): for each query (\[nq\]\[d\]),
+    /// the `k` database vectors (codes \[n\]\[groups\]) with the smallest sum over subspaces of the squared
     /// distance from the query's subvector to the code's codeword, read from a per-query table
-    /// [groups][k] (faiss `IndexPQ`'s ADC). Ties go to the lower database index. Runs on the host.
+    /// \[groups\]\[k\] (faiss `IndexPQ`'s ADC). Ties go to the lower database index. Runs on the host.
     pub fn search_codes(&self, queries: &[f32], codes: &[u32], k: usize) -> Result<Neighbours> {
         if self.stages != 1 {
             return request(
@@ -355,7 +355,7 @@ impl Quantizer {
     }
 
     /// Loads a quantizer saved by [`Quantizer::save_safetensors`] or [`Quantizer::save_npy`] (by the file's
-    /// extension). A 2-D array [k][d] is read as one plain codebook. Shapes are checked against the data
+    /// extension). A 2-D array \[k\]\[d\] is read as one plain codebook. Shapes are checked against the data
     /// before anything is built.
     pub fn load(ctx: &Context, path: &Path, dtype: DType) -> Result<Quantizer> {
         let (shape, values) = if path

@@ -26,7 +26,7 @@ struct Chunk {
 }
 
 impl Codebook {
-    /// Uploads `values` ([k][d], row-major) as a codebook of `dtype` (f32, or f16 where the adapter has
+    /// Uploads `values` (\[k\]\[d\], row-major) as a codebook of `dtype` (f32, or f16 where the adapter has
     /// `SHADER_F16`: half the memory and bandwidth, each value rounded to f16 once).
     pub fn new(ctx: &Context, values: Vec<f32>, d: usize, dtype: DType) -> Result<Codebook> {
         if d == 0 || values.is_empty() || !values.len().is_multiple_of(d) {
@@ -124,7 +124,7 @@ impl Codebook {
         self.dtype
     }
 
-    /// The codewords as given ([k][d]).
+    /// The codewords as given (\[k\]\[d\]).
     pub fn values(&self) -> &[f32] {
         &self.values
     }
@@ -177,7 +177,7 @@ pub struct Rows<'a> {
     pub d: usize,
 }
 
-/// The k nearest codewords of each query, best first: `distances` and `ids` are [queries][k].
+/// The k nearest codewords of each query, best first: `distances` and `ids` are \[queries\]\[k\].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Neighbours {
     /// Neighbours per query.
@@ -188,7 +188,7 @@ pub struct Neighbours {
     pub ids: Vec<u32>,
 }
 
-/// Searches host queries ([n][d], row-major) for their `k` nearest codewords, uploading them in blocks
+/// Searches host queries (\[n\]\[d\], row-major) for their `k` nearest codewords, uploading them in blocks
 /// that fit the binding limit.
 pub fn search(
     ctx: &Context,
