@@ -886,12 +886,17 @@ fn family_cases() -> Vec<Case> {
         (
             "a Gemma 1 model",
             tiny_as("gemma", 1, &[], &[]),
-            &["Unsupported", "gemma"],
+            &["Unsupported", "gemma", "docs/src/model-families.md"],
         ),
         (
             "the architecture `mistral`, which llama.cpp never writes",
             tiny_as("mistral", 1, &[], &[]),
-            &["Unsupported", "mistral", "llama"],
+            &[
+                "Unsupported",
+                "mistral",
+                "llama",
+                "docs/src/model-families.md",
+            ],
         ),
     ] {
         c.push(case(what, bytes, expect));

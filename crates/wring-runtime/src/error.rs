@@ -134,3 +134,32 @@ pub fn human_bytes(b: u64) -> String {
         format!("{v:.1} {} ({b} bytes)", UNITS[u])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors a newcomer meets first name their fix and the guide's page.
+    #[test]
+    fn first_errors_name_their_fix_and_page() {
+        let no_adapter = Error::NoAdapter {
+            backends: "VULKAN".into(),
+        }
+        .to_string();
+        assert!(no_adapter.contains("install-vulkan.sh"), "{no_adapter}");
+        assert!(
+            no_adapter.contains("docs/src/troubleshooting.md"),
+            "{no_adapter}"
+        );
+        let oom = Error::OutOfMemory("Out of Memory".into()).to_string();
+        for fix in [
+            "--ctx",
+            "--kv-cache",
+            "--kv-budget",
+            "wring quantize",
+            "docs/src/troubleshooting.md",
+        ] {
+            assert!(oom.contains(fix), "{oom} does not mention {fix}");
+        }
+    }
+}
