@@ -36,7 +36,9 @@ fn model_and_prompts() -> (Gguf, Vec<Vec<u32>>) {
     (g, prompts)
 }
 
-const TOKENS: usize = 32;
+/// Greedy tokens per sequence with the f32 cache (half of it with f16): 16 cross a 16-position block
+/// boundary in every sequence and keep the suite's time in bounds (32 took 260 s of CI's dev profile).
+const TOKENS: usize = 16;
 
 /// Tokens per sequence under the other plans (the hardware-GPU plan's kernels are slow on a CPU adapter).
 const PLAN_TOKENS: usize = 8;
@@ -128,14 +130,14 @@ fn batched(
     (ids, ends, b, widest)
 }
 
-/// With f32 activations, f32 and f16 caches (32 and 8 tokens): every sequence of a batch generates the
+/// With f32 activations, f32 and f16 caches (16 and 8 tokens): every sequence of a batch generates the
 /// ids it generates alone, the batch reaches all six at once, the shared system prompt's blocks are found
 /// in the prefix index, and every block is given back at the end.
 #[test]
 fn batched_greedy_ids_equal_single_stream_ids() {
     let (g, prompts) = model_and_prompts();
     let ctx = crate::harness::ctx();
-    for (mode, tokens) in [(KvMode::F32, TOKENS), (KvMode::F16, TOKENS / 4)] {
+    for (mode, tokens) in [(KvMode::F32, TOKENS), (KvMode::F16, TOKENS / 2)] {
         let want = match mode {
             KvMode::F32 => f32_single_stream(ctx, &g, &prompts),
             _ => single_stream(ctx, &g, mode, &prompts, tokens),
