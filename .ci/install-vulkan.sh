@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Mesa's software Vulkan driver (lavapipe) from Debian's bookworm-backports suite when the
 # machine has no Vulkan driver yet, and Mesa's EGL and OpenGL drivers (llvmpipe), which the tests also run
-# on through wgpu's OpenGL ES backend (`--features wring/gl`), and Debian's spirv-tools, whose spirv-val checks
+# on through wgpu's OpenGL ES backend (`--features wring/gl`), curl (the guide's tested serving example calls
+# the server with it), and Debian's spirv-tools, whose spirv-val checks
 # the SPIR-V that naga writes for every variant (tests/backends.rs). Mesa 25 from backports runs compute about 7x faster than
 # bookworm's own Mesa 22.3, so the GPU tests and benchmarks use it.
 #
@@ -25,8 +26,13 @@ have_spirv_val() {
   command -v spirv-val >/dev/null 2>&1
 }
 
-if have_lavapipe && mesa_is_backports && have_egl && have_spirv_val; then
-  echo "install-vulkan: lavapipe from bookworm-backports, Mesa's EGL and spirv-val are already installed"
+# The guide's serving example, which the tests run, talks to the server with curl.
+have_curl() {
+  command -v curl >/dev/null 2>&1
+}
+
+if have_lavapipe && mesa_is_backports && have_egl && have_spirv_val && have_curl; then
+  echo "install-vulkan: lavapipe from bookworm-backports, Mesa's EGL, spirv-val and curl are already installed"
   exit 0
 fi
 
@@ -56,9 +62,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 if [ "$codename" = bookworm ]; then
   apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
-  apt-get install -y -qq spirv-tools
+  apt-get install -y -qq spirv-tools curl
 else
   # Newer Debian and Ubuntu releases already ship a recent Mesa.
-  apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri spirv-tools
+  apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri spirv-tools curl
 fi
 echo "install-vulkan: installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"
