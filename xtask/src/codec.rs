@@ -1,5 +1,7 @@
 //! `cargo xtask bench codec`: rate-distortion of the wavelet codec on real photos against JPEG (the `image`
-//! crate's encoder) and JPEG 2000 (openjpeg's `opj_compress`, when installed) at matched rates, speech SNR
+//! crate's encoder), JPEG 2000 (openjpeg's `opj_compress`), JPEG XL (`cjxl`), AVIF (`avifenc`) and WebP
+//! (`cwebp`) at matched rates, each external tool at two effort settings when installed, with PSNR (RGB and
+//! luma), MS-SSIM and the Bjøntegaard delta rate of wring against each over 0.25..1 bpp; speech SNR
 //! against kbps, and the speed of the packet transform against the adapter's copy bandwidth. Photos come
 //! from `bench-data/*.png` (tools/fixtures/bench_photos.py saves scikit-image's astronaut, coffee, chelsea
 //! and camera there) or, without them, the test fixture crop.
@@ -21,6 +23,8 @@ pub struct Point {
     pub codec: String,
     pub bpp: f64,
     pub psnr: f64,
+    /// PSNR of the luma (BT.601 weights).
+    pub psnr_y: f64,
     /// MS-SSIM of the luma (BT.601 weights), Wang, Simoncelli and Bovik 2003.
     pub ms_ssim: f64,
     /// Wall time of one encode at this rate (wring: with its rate search; JPEG: the final quality only;
@@ -127,6 +131,13 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
     10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10()
 }
 
+/// PSNR of the luma planes.
+fn psnr_y(img: &Image, other: &[u8]) -> f64 {
+    let (a, b) = (luma(img, &img.pixels), luma(img, other));
+    let mse = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len().max(1) as f64;
+    10.0 * (255.0f64.powi(2) / mse.max(1e-12)).log10()
+}
+
 fn photos() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir("bench-data")
         .into_iter()
@@ -177,6 +188,7 @@ fn jpeg_at(img: &Image, bpp: f64) -> Option<Point> {
         codec: "jpeg (image crate)".into(),
         bpp: buf.len() as f64 * 8.0 / (img.width * img.height) as f64,
         psnr: psnr(&img.pixels, &pixels),
+        psnr_y: psnr_y(img, &pixels),
         ms_ssim: ms_ssim(img, &pixels),
         encode_ms,
     })
@@ -224,9 +236,270 @@ fn j2k_at(path: &Path, img: &Image, bpp: f64) -> Option<Point> {
         codec: "jpeg2000 (opj_compress)".into(),
         bpp: size as f64 * 8.0 / (img.width * img.height) as f64,
         psnr: psnr(&img.pixels, &dec.pixels),
+        psnr_y: psnr_y(img, &dec.pixels),
         ms_ssim: ms_ssim(img, &dec.pixels),
         encode_ms,
     })
+}
+
+/// An image codec the bench runs as processes (Debian's packages: `libjxl-tools`, `libavif-bin`, `webp`),
+/// at one effort setting: its encoder takes the photo and a quality parameter, its decoder writes a PNG.
+struct Anchor {
+    /// The curve's name in the report: the tool and its setting.
+    label: String,
+    /// The encoder's program.
+    encoder: &'static str,
+    /// The stream's extension, which the decoder reads.
+    ext: &'static str,
+    /// The decoder's program.
+    decoder: &'static str,
+    /// Arguments of one encode at parameter `q` from `input` to `output`.
+    args: fn(q: f64, effort: u32, input: &str, output: &str) -> Vec<String>,
+    /// Arguments of one decode from `input` to `output`.
+    dec_args: fn(input: &str, output: &str) -> Vec<String>,
+    /// The effort setting passed to `args`.
+    effort: u32,
+    /// The parameter's range; `rising` when a larger parameter gives a larger stream.
+    lo: f64,
+    hi: f64,
+    rising: bool,
+    /// Whether the parameter is an integer.
+    integer: bool,
+}
+
+/// The anchors of issue 35: JPEG XL (libjxl's `cjxl`, distance searched, efforts 3 and 7), AVIF (libavif's
+/// `avifenc` with aom, a constant quantizer searched, speeds 6 and 4; speed 2 took 3.7 s an encode of a 512 x 512 photo here) and WebP (`cwebp`, quality searched,
+/// methods 4 and 6). The versions are Debian 12's: cjxl 0.7, avifenc 0.11.1 (aom 3.6), cwebp 1.2.
+fn anchors() -> Vec<Anchor> {
+    let jxl = |effort| Anchor {
+        label: format!("jpeg xl (cjxl -e {effort})"),
+        encoder: "cjxl",
+        ext: "jxl",
+        decoder: "djxl",
+        args: |q, e, i, o| {
+            vec![
+                i.into(),
+                o.into(),
+                "-d".into(),
+                format!("{q:.4}"),
+                "-e".into(),
+                e.to_string(),
+            ]
+        },
+        dec_args: |i, o| vec![i.into(), o.into()],
+        effort,
+        lo: 0.05,
+        hi: 25.0,
+        rising: false,
+        integer: false,
+    };
+    let avif = |speed| Anchor {
+        label: format!("avif (avifenc -s {speed})"),
+        encoder: "avifenc",
+        ext: "avif",
+        decoder: "avifdec",
+        args: |q, s, i, o| {
+            let q = format!("{}", q.round() as i64);
+            vec![
+                "-s".into(),
+                s.to_string(),
+                "-j".into(),
+                "all".into(),
+                "--min".into(),
+                q.clone(),
+                "--max".into(),
+                q,
+                i.into(),
+                o.into(),
+            ]
+        },
+        dec_args: |i, o| vec![i.into(), o.into()],
+        effort: speed,
+        lo: 0.0,
+        hi: 63.0,
+        rising: false,
+        integer: true,
+    };
+    let webp = |method| Anchor {
+        label: format!("webp (cwebp -m {method})"),
+        encoder: "cwebp",
+        ext: "webp",
+        decoder: "dwebp",
+        args: |q, m, i, o| {
+            vec![
+                "-quiet".into(),
+                "-q".into(),
+                format!("{q:.3}"),
+                "-m".into(),
+                m.to_string(),
+                i.into(),
+                "-o".into(),
+                o.into(),
+            ]
+        },
+        dec_args: |i, o| vec!["-quiet".into(), i.into(), "-o".into(), o.into()],
+        effort: method,
+        lo: 0.0,
+        hi: 100.0,
+        rising: true,
+        integer: false,
+    };
+    vec![jxl(3), jxl(7), avif(6), avif(4), webp(4), webp(6)]
+}
+
+/// Whether a program can be started.
+fn have(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// The anchor's largest stream within `bpp` (bisection over its parameter, 12 encodes at most), decoded
+/// and measured; `None` when the tool is missing or no setting fits.
+fn anchor_at(a: &Anchor, path: &Path, img: &Image, bpp: f64) -> Option<Point> {
+    let pixels = (img.width * img.height) as f64;
+    let budget = (bpp * pixels / 8.0) as u64;
+    let tmp = std::env::temp_dir().join(format!("wring-anchor-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).ok()?;
+    let out = tmp.join(format!("x.{}", a.ext));
+    let input = path.display().to_string();
+    let encode = |q: f64| -> Option<(u64, f64)> {
+        let t = Instant::now();
+        let ok = std::process::Command::new(a.encoder)
+            .args((a.args)(q, a.effort, &input, &out.display().to_string()))
+            .output()
+            .ok()?
+            .status
+            .success();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        ok.then(|| std::fs::metadata(&out).ok().map(|m| (m.len(), ms)))
+            .flatten()
+    };
+    // Keep the parameter of the largest stream within the budget; move towards larger streams from it.
+    let (mut small, mut big) = if a.rising { (a.lo, a.hi) } else { (a.hi, a.lo) };
+    let mut best: Option<(f64, u64, f64)> = None;
+    for _ in 0..12 {
+        let mid = if a.integer {
+            ((small + big) / 2.0).round()
+        } else {
+            (small + big) / 2.0
+        };
+        let (size, ms) = encode(mid)?;
+        if size <= budget {
+            if best.is_none_or(|b| size > b.1) {
+                best = Some((mid, size, ms));
+            }
+            small = mid;
+        } else {
+            big = mid;
+        }
+        if a.integer && (small - big).abs() <= 1.0 {
+            break;
+        }
+    }
+    if best.is_none() {
+        // The smallest stream the tool makes may still fit.
+        let (size, ms) = encode(small)?;
+        if size <= budget {
+            best = Some((small, size, ms));
+        }
+    }
+    let (q, size, encode_ms) = best?;
+    // Re-encode the chosen setting (the last encode may have been another one) and decode it.
+    encode(q)?;
+    let back = tmp.join("back.png");
+    let ok = std::process::Command::new(a.decoder)
+        .args((a.dec_args)(
+            &out.display().to_string(),
+            &back.display().to_string(),
+        ))
+        .output()
+        .ok()?
+        .status
+        .success();
+    if !ok {
+        return None;
+    }
+    let dec = wring_codec::io::read_image(&back).ok()?;
+    if dec.pixels.len() != img.pixels.len() {
+        return None;
+    }
+    Some(Point {
+        codec: a.label.clone(),
+        bpp: size as f64 * 8.0 / pixels,
+        psnr: psnr(&img.pixels, &dec.pixels),
+        psnr_y: psnr_y(img, &dec.pixels),
+        ms_ssim: ms_ssim(img, &dec.pixels),
+        encode_ms,
+    })
+}
+
+/// The Bjøntegaard delta rate of curve `test` against curve `anchor` (points of PSNR against bpp): the mean
+/// difference of log rate over the PSNR range both cover, each curve's log rate a cubic in PSNR fitted by
+/// least squares (exact through four points, as VCEG-M33 has it), as a fraction (-0.1: 10 % fewer bits for
+/// the same PSNR). `None` with fewer than four points on a curve or no common range.
+pub fn bd_rate(anchor: &[(f64, f64)], test: &[(f64, f64)]) -> Option<f64> {
+    fn fit(points: &[(f64, f64)]) -> Option<[f64; 4]> {
+        if points.len() < 4 {
+            return None;
+        }
+        // Normal equations of log(rate) = c0 + c1 p + c2 p^2 + c3 p^3, PSNR centred for conditioning.
+        let mut a = [[0.0f64; 5]; 4];
+        for &(bpp, psnr) in points {
+            let y = bpp.ln();
+            let pow = [1.0, psnr, psnr * psnr, psnr * psnr * psnr];
+            for i in 0..4 {
+                for j in 0..4 {
+                    a[i][j] += pow[i] * pow[j];
+                }
+                a[i][4] += pow[i] * y;
+            }
+        }
+        for c in 0..4 {
+            let pivot = (c..4).max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))?;
+            a.swap(c, pivot);
+            if a[c][c].abs() < 1e-300 {
+                return None;
+            }
+            for r in 0..4 {
+                if r != c {
+                    let (f, pivot_row) = (a[r][c] / a[c][c], a[c]);
+                    for (v, p) in a[r].iter_mut().zip(pivot_row).skip(c) {
+                        *v -= f * p;
+                    }
+                }
+            }
+        }
+        Some([
+            a[0][4] / a[0][0],
+            a[1][4] / a[1][1],
+            a[2][4] / a[2][2],
+            a[3][4] / a[3][3],
+        ])
+    }
+    let integral = |c: &[f64; 4], lo: f64, hi: f64| {
+        let f = |p: f64| {
+            c[0] * p + c[1] * p * p / 2.0 + c[2] * p.powi(3) / 3.0 + c[3] * p.powi(4) / 4.0
+        };
+        f(hi) - f(lo)
+    };
+    let centre = anchor.iter().chain(test).map(|p| p.1).sum::<f64>()
+        / (anchor.len() + test.len()).max(1) as f64;
+    let shift = |v: &[(f64, f64)]| v.iter().map(|&(r, p)| (r, p - centre)).collect::<Vec<_>>();
+    let (a, t) = (shift(anchor), shift(test));
+    let range = |v: &[(f64, f64)]| {
+        v.iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)))
+    };
+    let ((alo, ahi), (tlo, thi)) = (range(&a), range(&t));
+    let (lo, hi) = (alo.max(tlo), ahi.min(thi));
+    if hi <= lo {
+        return None;
+    }
+    let (ca, ct) = (fit(&a)?, fit(&t)?);
+    let mean = (integral(&ct, lo, hi) - integral(&ca, lo, hi)) / (hi - lo);
+    Some(mean.exp() - 1.0)
 }
 
 /// A quality measure at `bpp` by linear interpolation along a measured curve.
@@ -317,6 +590,22 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         summary: Vec::new(),
     };
     let (mut gain_jpeg, mut gap_j2k, mut ssim_jpeg) = (Vec::new(), Vec::new(), Vec::new());
+    // The external anchors whose tools are installed (`sudo apt-get install libjxl-tools libavif-bin webp
+    // libopenjp2-tools`); each missing one is named once.
+    let anchors: Vec<Anchor> = anchors()
+        .into_iter()
+        .filter(|a| {
+            let ok = have(a.encoder) && have(a.decoder);
+            if !ok {
+                println!("{} is not installed: {} is left out", a.encoder, a.label);
+            }
+            ok
+        })
+        .collect();
+    // Per anchor, each photo's BD-rate of wring against it over 0.25..1 bpp, and wring's PSNR minus the
+    // anchor's at 0.25, 0.5 and 1 bpp.
+    let mut bd: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut gaps: std::collections::BTreeMap<(String, u32), Vec<f64>> = Default::default();
     for path in photos() {
         let img = wring_codec::io::read_image(&path).map_err(|x| e(&x))?;
         let name = path
@@ -345,6 +634,7 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
                 codec: "wring".into(),
                 bpp: s.len() as f64 * 8.0 / (img.width * img.height) as f64,
                 psnr: psnr(&img.pixels, &out.pixels),
+                psnr_y: psnr_y(&img, &out.pixels),
                 ms_ssim: ms_ssim(&img, &out.pixels),
                 encode_ms: enc * 1e3,
             };
@@ -359,6 +649,7 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
             points.push(p);
             for other in [jpeg_at(&img, bpp), j2k_at(&path, &img, bpp)]
                 .into_iter()
+                .chain(anchors.iter().map(|a| anchor_at(a, &path, &img, bpp)))
                 .flatten()
             {
                 println!(
@@ -418,6 +709,41 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
                 gap_j2k.push(w - k);
             }
         }
+        // Bjøntegaard delta rate over the points of the 0.25..1 bpp targets (found from below, so a point
+        // of the 1 bpp target may sit a little under it).
+        let curve_of = |c: &str| -> Vec<(f64, f64)> {
+            points
+                .iter()
+                .filter(|p| p.codec == c && p.bpp >= 0.2 && p.bpp <= 1.05)
+                .map(|p| (p.bpp, p.psnr))
+                .collect()
+        };
+        let mut labels: Vec<String> = points
+            .iter()
+            .filter(|p| p.codec != "wring")
+            .map(|p| p.codec.clone())
+            .collect();
+        labels.sort();
+        labels.dedup();
+        for label in labels {
+            if let Some(r) = bd_rate(&curve_of(&label), &curve_of("wring")) {
+                println!(
+                    "{name}: wring's BD-rate against {label}: {:+.1} %",
+                    100.0 * r
+                );
+                bd.entry(label.clone()).or_default().push(r);
+            }
+            for target in [0.25, 0.5, 1.0] {
+                if let (Some(w), Some(o)) = (
+                    psnr_at(&curve("wring"), target),
+                    psnr_at(&curve(&label), target),
+                ) {
+                    gaps.entry((label.clone(), (target * 100.0) as u32))
+                        .or_default()
+                        .push(w - o);
+                }
+            }
+        }
         if let Some(d) = dir {
             plot(&d.join(format!("rd-{name}.svg")), &name, &points)?;
         }
@@ -440,6 +766,17 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         mean(&ssim_jpeg),
         ssim_jpeg.len()
     ));
+    for (label, v) in &bd {
+        let gap = |t: u32| gaps.get(&(label.clone(), t)).map_or(f64::NAN, |g| mean(g));
+        report.summary.push(format!(
+            "wring against {label}: BD-rate (PSNR-RGB, 0.25..1 bpp) mean {:+.1} % over {} photos; PSNR difference at 0.25 / 0.5 / 1 bpp {:+.2} / {:+.2} / {:+.2} dB",
+            100.0 * mean(v),
+            v.len(),
+            gap(25),
+            gap(50),
+            gap(100)
+        ));
+    }
     // Speech: SNR against kbps.
     let speech = wring_codec::io::read_wav(Path::new("tests/fixtures/speech_12000.wav"))
         .map_err(|x| e(&x))?;
@@ -555,4 +892,30 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         println!("{s}");
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bd_rate;
+
+    /// Four points of a plausible rate-distortion curve.
+    fn anchor() -> Vec<(f64, f64)> {
+        vec![(0.25, 28.1), (0.5, 31.0), (0.75, 33.2), (1.0, 34.9)]
+    }
+
+    #[test]
+    fn bd_rate_is_zero_for_the_same_curve_and_the_rate_ratio_for_a_scaled_one() {
+        let a = anchor();
+        assert!(bd_rate(&a, &a).unwrap().abs() < 1e-9);
+        // The same PSNR at 90 % of the bits everywhere is a BD-rate of -10 %.
+        let cheaper: Vec<(f64, f64)> = a.iter().map(|&(r, p)| (0.9 * r, p)).collect();
+        assert!((bd_rate(&a, &cheaper).unwrap() + 0.1).abs() < 1e-9);
+        // 1 dB better everywhere costs fewer bits: negative.
+        let better: Vec<(f64, f64)> = a.iter().map(|&(r, p)| (r, p + 1.0)).collect();
+        assert!(bd_rate(&a, &better).unwrap() < -0.05);
+        // Too few points, or no common PSNR range: no figure.
+        assert!(bd_rate(&a[..3], &a).is_none());
+        let apart: Vec<(f64, f64)> = a.iter().map(|&(r, p)| (r, p + 20.0)).collect();
+        assert!(bd_rate(&a, &apart).is_none());
+    }
 }
