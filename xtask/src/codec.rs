@@ -259,11 +259,16 @@ struct Anchor {
     dec_args: fn(input: &str, output: &str) -> Vec<String>,
     /// The effort setting passed to `args`.
     effort: u32,
-    /// The parameter's range; `rising` when a larger parameter gives a larger stream.
+    /// The quality parameter searched.
+    search: Search,
+}
+
+/// A quality parameter's range: `rising` when a larger parameter gives a larger stream, `integer` when
+/// the tool takes whole numbers only.
+struct Search {
     lo: f64,
     hi: f64,
     rising: bool,
-    /// Whether the parameter is an integer.
     integer: bool,
 }
 
@@ -288,10 +293,12 @@ fn anchors() -> Vec<Anchor> {
         },
         dec_args: |i, o| vec![i.into(), o.into()],
         effort,
-        lo: 0.05,
-        hi: 25.0,
-        rising: false,
-        integer: false,
+        search: Search {
+            lo: 0.05,
+            hi: 25.0,
+            rising: false,
+            integer: false,
+        },
     };
     let avif = |speed| Anchor {
         label: format!("avif (avifenc -s {speed})"),
@@ -315,10 +322,12 @@ fn anchors() -> Vec<Anchor> {
         },
         dec_args: |i, o| vec![i.into(), o.into()],
         effort: speed,
-        lo: 0.0,
-        hi: 63.0,
-        rising: false,
-        integer: true,
+        search: Search {
+            lo: 0.0,
+            hi: 63.0,
+            rising: false,
+            integer: true,
+        },
     };
     let webp = |method| Anchor {
         label: format!("webp (cwebp -m {method})"),
@@ -339,10 +348,12 @@ fn anchors() -> Vec<Anchor> {
         },
         dec_args: |i, o| vec!["-quiet".into(), i.into(), "-o".into(), o.into()],
         effort: method,
-        lo: 0.0,
-        hi: 100.0,
-        rising: true,
-        integer: false,
+        search: Search {
+            lo: 0.0,
+            hi: 100.0,
+            rising: true,
+            integer: false,
+        },
     };
     vec![jxl(3), jxl(7), avif(6), avif(4), webp(4), webp(6)]
 }
@@ -363,6 +374,8 @@ fn anchor_at(a: &Anchor, path: &Path, img: &Image, bpp: f64) -> Option<Point> {
     let tmp = std::env::temp_dir().join(format!("wring-anchor-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).ok()?;
     let out = tmp.join(format!("x.{}", a.ext));
+    // The best fitting stream so far, kept as it was written, so it is decoded without encoding it again.
+    let kept = tmp.join(format!("best.{}", a.ext));
     let input = path.display().to_string();
     let encode = |q: f64| -> Option<(u64, f64)> {
         let t = Instant::now();
@@ -377,10 +390,14 @@ fn anchor_at(a: &Anchor, path: &Path, img: &Image, bpp: f64) -> Option<Point> {
             .flatten()
     };
     // Keep the parameter of the largest stream within the budget; move towards larger streams from it.
-    let (mut small, mut big) = if a.rising { (a.lo, a.hi) } else { (a.hi, a.lo) };
+    let (mut small, mut big) = if a.search.rising {
+        (a.search.lo, a.search.hi)
+    } else {
+        (a.search.hi, a.search.lo)
+    };
     let mut best: Option<(f64, u64, f64)> = None;
     for _ in 0..12 {
-        let mid = if a.integer {
+        let mid = if a.search.integer {
             ((small + big) / 2.0).round()
         } else {
             (small + big) / 2.0
@@ -389,12 +406,13 @@ fn anchor_at(a: &Anchor, path: &Path, img: &Image, bpp: f64) -> Option<Point> {
         if size <= budget {
             if best.is_none_or(|b| size > b.1) {
                 best = Some((mid, size, ms));
+                std::fs::copy(&out, &kept).ok()?;
             }
             small = mid;
         } else {
             big = mid;
         }
-        if a.integer && (small - big).abs() <= 1.0 {
+        if a.search.integer && (small - big).abs() <= 1.0 {
             break;
         }
     }
@@ -403,15 +421,14 @@ fn anchor_at(a: &Anchor, path: &Path, img: &Image, bpp: f64) -> Option<Point> {
         let (size, ms) = encode(small)?;
         if size <= budget {
             best = Some((small, size, ms));
+            std::fs::copy(&out, &kept).ok()?;
         }
     }
-    let (q, size, encode_ms) = best?;
-    // Re-encode the chosen setting (the last encode may have been another one) and decode it.
-    encode(q)?;
+    let (_, size, encode_ms) = best?;
     let back = tmp.join("back.png");
     let ok = std::process::Command::new(a.decoder)
         .args((a.dec_args)(
-            &out.display().to_string(),
+            &kept.display().to_string(),
             &back.display().to_string(),
         ))
         .output()

@@ -223,31 +223,29 @@ fn slug(heading: &str) -> String {
         .collect()
 }
 
-fn anchors(text: &str) -> BTreeSet<String> {
+/// The lines of a page outside fenced code blocks (fence lines included, as they are no prose).
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut in_block = false;
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
+    text.lines().filter(move |line| {
         if line.starts_with("```") {
             in_block = !in_block;
-        } else if !in_block && line.starts_with('#') {
-            out.insert(slug(line.trim_start_matches('#')));
+            return false;
         }
-    }
-    out
+        !in_block
+    })
+}
+
+fn anchors(text: &str) -> BTreeSet<String> {
+    prose_lines(text)
+        .filter(|line| line.starts_with('#'))
+        .map(|line| slug(line.trim_start_matches('#')))
+        .collect()
 }
 
 /// The targets of inline links `[text](target)` outside code.
 fn links(text: &str) -> Vec<String> {
-    let mut in_block = false;
     let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("```") {
-            in_block = !in_block;
-            continue;
-        }
-        if in_block {
-            continue;
-        }
+    for line in prose_lines(text) {
         // Code spans may hold text like `[a](b)` that is not a link.
         let plain: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = plain.as_str();
