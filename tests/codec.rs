@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use wring::codec::container::{self, Header, Kind};
+use wring::codec::container::{self, Header, Kind, Tune};
+use wring::codec::tree::Tree;
 use wring::codec::{Decoded, Image, Options, Rate, decode, encode_audio, encode_image, io};
 use wring::kernels::wavelet::{Mode, Wavelet};
 
@@ -207,11 +208,13 @@ fn hostile_headers_are_refused() {
         wavelet: Wavelet::Bior4_4,
         mode: Mode::Periodization,
         levels: 1,
+        tune: Tune::Psnr,
         width: 8,
         height: 8,
         sample_rate: 0,
         step: 1.0,
-        subbands: vec![],
+        trees: vec![],
+        bands: vec![],
     };
     let cases = [
         Header {
@@ -236,8 +239,13 @@ fn hostile_headers_are_refused() {
             height: 7,
             ..base.clone()
         },
-        // 12 subbands are implied, none present.
+        // Three packet trees are implied, none present.
         base.clone(),
+        // Trees whose every flag splits, with no band headers after them.
+        Header {
+            trees: vec![Tree::full(4, 1); 3],
+            ..base.clone()
+        },
         // A 1x1 image of 12 levels in symmetric mode: 16.7 million subbands whose bands grow each level
         // (this used to allocate gigabytes from one header byte).
         Header {
@@ -291,6 +299,12 @@ fn hostile_headers_are_refused() {
             .to_string()
             .contains("version")
     );
+    // A stream of the first format is refused by name, with what to do about it.
+    future[4] = 1;
+    let crc = crc32(&future[..n]);
+    future[n..].copy_from_slice(&crc.to_le_bytes());
+    let e = decode(ctx, &future).unwrap_err().to_string();
+    assert!(e.contains("version 1") && e.contains("older wring"), "{e}");
 }
 
 /// CRC-32 (IEEE), bit by bit: an independent check of the container's checksum (and the PNG chunks

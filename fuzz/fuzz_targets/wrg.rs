@@ -1,6 +1,7 @@
 //! A `.wrg` stream through everything decoding does before the inverse transform on the device: the
-//! container (magic, version, shape limits, CRC), the subband headers, the entropy decoder with its
-//! prediction, and dequantization. The result must be as long as the header's layout says.
+//! container (magic, version, shape limits, CRC), the packet trees, the band headers, the context model's
+//! range decoder with the lowpass prediction, and dequantization. Every level that holds a leaf must be as
+//! long as the header's layout says, and finite.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,10 +20,12 @@ fuzz_target!(|data: &[u8]| {
         let body = fixed.len() - 4;
         let crc = crc32fast::hash(&fixed[..body]);
         fixed[body..].copy_from_slice(&crc.to_le_bytes());
-        if let Ok((h, p, coeffs)) = wring_codec::decode_coefficients(&fixed, &LIMITS) {
-            assert_eq!(coeffs.len(), p.coeff_len());
-            let _ = h;
-            assert!(coeffs.iter().all(|c| c.is_finite()));
+        if let Ok((h, coeffs)) = wring_codec::decode_coefficients(&fixed, &LIMITS) {
+            assert_eq!(coeffs.levels.len(), h.levels + 1);
+            for (level, &len) in coeffs.levels.iter().zip(&coeffs.level_lens) {
+                assert!(level.is_empty() || level.len() == len);
+                assert!(level.iter().all(|c| c.is_finite()));
+            }
         }
     }
 });

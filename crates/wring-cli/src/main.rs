@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use wring_codec::{TreeShape, Tune};
 use wring_quant::gptq::{Config, Method};
 use wring_quant::group::Stats;
 use wring_runtime::kernels::wavelet::{Mode, Wavelet};
@@ -326,9 +327,15 @@ enum Command {
         /// The wavelet.
         #[arg(long, default_value = "bior4.4", value_parser = named(&Wavelet::ALL, Wavelet::name))]
         wavelet: Wavelet,
-        /// Packet levels (default: 3 for images, 6 for audio, fewer for small inputs).
+        /// The packet trees' deepest level (default: 6 for images, 9 for audio, fewer for small inputs).
         #[arg(long)]
         levels: Option<usize>,
+        /// The packet trees: chosen per channel by rate-distortion cost (best), or fixed (dyadic, full).
+        #[arg(long, default_value = "best", value_parser = named(&TreeShape::ALL, TreeShape::name))]
+        tree: TreeShape,
+        /// What the quantizer steps serve: PSNR, or the eye (coarser fine scales and colour; images).
+        #[arg(long, default_value = "psnr", value_parser = named(&Tune::ALL, Tune::name))]
+        tune: Tune,
     },
     /// Decode a .wrg stream into a PNG (images) or WAV (audio).
     Decode {
@@ -612,15 +619,18 @@ fn main() -> ExitCode {
             kbps,
             wavelet,
             levels,
-        } => encode(
-            &input,
-            &output,
-            &batch,
-            quality,
-            bpp.or(kbps),
-            wavelet,
-            levels,
-        ),
+            tree,
+            tune,
+        } => {
+            let opts = wring_codec::Options {
+                rate: wring_codec::Rate::choose(quality, bpp.or(kbps)),
+                wavelet,
+                levels,
+                tree,
+                tune,
+            };
+            encode(&input, &output, &batch, &opts)
+        }
         Command::Decode {
             input,
             output,
@@ -1806,16 +1816,8 @@ fn encode(
     input: &std::path::Path,
     output: &std::path::Path,
     batch: &BatchArgs,
-    quality: Option<f32>,
-    target: Option<f64>,
-    wavelet: Wavelet,
-    levels: Option<usize>,
+    opts: &wring_codec::Options,
 ) -> Result<(), String> {
-    let opts = wring_codec::Options {
-        rate: wring_codec::Rate::choose(quality, target),
-        wavelet,
-        levels,
-    };
     let ctx = Context::new(ContextOptions::default()).map_err(|e| e.to_string())?;
     each_file(
         input,
@@ -1823,7 +1825,7 @@ fn encode(
         batch,
         &wring_codec::ENCODABLE,
         "wrg",
-        |input, output| encode_one(&ctx, input, output, &opts).map_err(|e| e.to_string()),
+        |input, output| encode_one(&ctx, input, output, opts).map_err(|e| e.to_string()),
     )
 }
 

@@ -1,22 +1,28 @@
-//! The `.wrg` bitstream: a fixed header (magic, format version, signal kind, shape, sample rate, transform
-//! and quantizer parameters), one small header per subband, the entropy-coded payload, and a CRC-32 of
-//! everything before it. Every number read is checked before it sizes anything, so a truncated, corrupted
-//! or hostile stream is an error, never a panic or an unbounded allocation.
+//! The `.wrg` bitstream, format version 2: a fixed header (magic, format version, signal kind, shape,
+//! sample rate, transform, tuning and quantizer step), each channel's packet tree as split flags, one small
+//! header per leaf subband (its largest magnitude and its reconstruction offsets), the range-coded payload,
+//! and a CRC-32 of everything before it. Every number read is checked before it sizes anything, so a
+//! truncated, corrupted or hostile stream is an error, never a panic or an unbounded allocation. Version 1
+//! streams (a fixed full packet tree and one Laplace model per subband, wring before December 2026) are
+//! refused with an error that says so.
 
 use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 
 use crate::CodecError;
-use crate::entropy::{MAX_INDEX, SubbandHeader};
+use crate::tree::{BitReader, BitWriter, Tree};
 
 /// The first four bytes of every stream.
 pub const MAGIC: &[u8; 4] = b"WRG\x00";
 /// The format version this build writes and reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The most samples (pixels times channels) a stream may describe: 2^28, about a 16k x 16k RGB image.
 pub const MAX_SAMPLES: u64 = 1 << 28;
 
 /// The largest quantizer step a stream may declare.
 pub const MAX_STEP: f32 = 65_536.0;
+
+/// The largest index magnitude a stream may carry; keeps hostile headers from building huge models.
+pub const MAX_INDEX: u32 = 1 << 20;
 
 /// What the stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +31,41 @@ pub enum Kind {
     Image,
     /// 16-bit PCM audio.
     Audio,
+}
+
+/// What the quantizer steps are tuned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tune {
+    /// One step for every subband of a channel: the least squared error for the rate (PSNR).
+    #[default]
+    Psnr,
+    /// Coarser steps for the finest scales and more so for colour, where the eye is least sensitive
+    /// (a contrast-sensitivity weighting like JPEG 2000's visual weights): better MS-SSIM, lower PSNR.
+    Visual,
+}
+
+impl Tune {
+    /// Every tuning, in the stream's numbering.
+    pub const ALL: [Tune; 2] = [Tune::Psnr, Tune::Visual];
+
+    /// The name on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tune::Psnr => "psnr",
+            Tune::Visual => "visual",
+        }
+    }
+}
+
+/// One leaf subband's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BandHeader {
+    /// Largest |value| coded in the subband (0: every value is zero and nothing is coded).
+    pub max: u32,
+    /// Reconstruction offsets toward zero, in 1/256 of a step, for magnitude 1 and for larger ones: where
+    /// the coefficients that quantized to them lay on average (below the interval's middle, since the
+    /// coefficients are Laplace-like).
+    pub offsets: [u8; 2],
 }
 
 /// Everything before the payload.
@@ -38,18 +79,32 @@ pub struct Header {
     pub wavelet: Wavelet,
     /// Boundary mode of the transform.
     pub mode: Mode,
-    /// Packet levels.
+    /// The deepest level of the packet trees.
     pub levels: usize,
+    /// What the steps are tuned for.
+    pub tune: Tune,
     /// Width (images) or samples per channel (audio).
     pub width: usize,
     /// Height (images; 1 for audio).
     pub height: usize,
     /// Samples per second (audio; 0 for images).
     pub sample_rate: u32,
-    /// Quantizer step of the first channel; the others scale it by fixed per-channel weights.
+    /// Quantizer step of the first channel; the others and the subbands scale it by fixed weights.
     pub step: f32,
-    /// One per subband, channel-major.
-    pub subbands: Vec<SubbandHeader>,
+    /// One packet tree per channel.
+    pub trees: Vec<Tree>,
+    /// One per leaf subband: channel by channel, each channel's leaves in coding order.
+    pub bands: Vec<BandHeader>,
+}
+
+impl Header {
+    /// Children per split: 4 for images, 2 for audio.
+    pub fn arity(&self) -> usize {
+        match self.kind {
+            Kind::Image => 4,
+            Kind::Audio => 2,
+        }
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -108,7 +163,7 @@ fn bad(what: impl Into<String>) -> CodecError {
 
 /// Serializes a stream.
 pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + h.subbands.len() * 2 + payload.len() * 4);
+    let mut out = Vec::with_capacity(64 + h.bands.len() * 3 + payload.len() * 4);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(match h.kind {
@@ -129,6 +184,12 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
             .expect("a known mode") as u8,
     );
     out.push(h.levels as u8);
+    out.push(
+        Tune::ALL
+            .iter()
+            .position(|&t| t == h.tune)
+            .expect("a known tuning") as u8,
+    );
     for v in [
         h.width as u32,
         h.height as u32,
@@ -137,10 +198,15 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for s in &h.subbands {
-        put_varint(&mut out, u64::from(s.max));
-        if s.max > 0 {
-            put_varint(&mut out, u64::from(s.mean));
+    let mut bits = BitWriter::default();
+    for t in &h.trees {
+        t.write(&mut bits);
+    }
+    out.extend_from_slice(&bits.bytes);
+    for b in &h.bands {
+        put_varint(&mut out, u64::from(b.max));
+        if b.max > 0 {
+            out.extend_from_slice(&b.offsets);
         }
     }
     put_varint(&mut out, payload.len() as u64);
@@ -152,11 +218,11 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
     out
 }
 
-/// Parses and checks a stream; `subbands_of` gives the subband count a header implies (so the caller's
-/// transform, not this parser, decides the layout).
+/// Parses and checks a stream; `check` validates the shape a header declares before its trees are read
+/// (so the caller's transform, not this parser, decides which shapes and depths are possible).
 pub fn read(
     bytes: &[u8],
-    subbands_of: impl Fn(&Header) -> Result<usize, CodecError>,
+    check: impl Fn(&Header) -> Result<(), CodecError>,
 ) -> Result<(Header, Vec<u32>), CodecError> {
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
         return Err(bad("not a wring stream (bad magic)"));
@@ -172,6 +238,12 @@ pub fn read(
     }
     let mut r = Reader { bytes: body, at: 4 };
     let version = r.u8()?;
+    if version == 1 {
+        return Err(CodecError::Unsupported(format!(
+            "format version 1 (wring's first codec, a fixed packet tree); this build reads version \
+             {VERSION}: decode it with an older wring and encode it again"
+        )));
+    }
     if version != VERSION {
         return Err(CodecError::Unsupported(format!(
             "format version {version}; this build reads version {VERSION}"
@@ -190,6 +262,9 @@ pub fn read(
         .get(usize::from(r.u8()?))
         .ok_or_else(|| bad("unknown boundary mode"))?;
     let levels = usize::from(r.u8()?);
+    let tune = *Tune::ALL
+        .get(usize::from(r.u8()?))
+        .ok_or_else(|| bad("unknown tuning"))?;
     let (width, height, sample_rate, step) = (
         r.u32()? as usize,
         r.u32()? as usize,
@@ -216,7 +291,7 @@ pub fn read(
         return Err(bad(format!("implausible sample rate {sample_rate} Hz")));
     }
     // The encoder's steps stay below 2^12; the bound keeps every dequantized coefficient (an index of at
-    // most 2^31 times the step and a channel weight) finite in f32.
+    // most 2^20 times the step and the largest weight) finite in f32.
     if !(step.is_finite() && step > 0.0 && step <= MAX_STEP) {
         return Err(bad(format!(
             "quantizer step {step} is not a positive number up to {MAX_STEP}"
@@ -228,33 +303,50 @@ pub fn read(
         wavelet,
         mode,
         levels,
+        tune,
         width,
         height,
         sample_rate,
         step,
-        subbands: Vec::new(),
+        trees: Vec::new(),
+        bands: Vec::new(),
     };
-    let n = subbands_of(&header)?;
-    // Each subband header takes at least one byte, so a count beyond the remaining bytes is a lie.
+    check(&header)?;
+    let mut bits = BitReader::new(&body[r.at..]);
+    for _ in 0..channels {
+        header
+            .trees
+            .push(Tree::read(header.arity(), levels, &mut bits)?);
+    }
+    r.at += bits.bytes_used();
+    let n: usize = header.trees.iter().map(Tree::leaf_count).sum();
+    // Each band header takes at least one byte, so a count beyond the remaining bytes is a lie.
     if n > body.len() - r.at {
         return Err(bad("the stream is truncated (subband headers)"));
     }
-    let mut subbands = Vec::with_capacity(n);
+    let mut bands = Vec::with_capacity(n);
     for _ in 0..n {
         let max = r.varint()?;
         if max > u64::from(MAX_INDEX) {
             return Err(bad(format!(
-                "a subband index bound of {max} exceeds {MAX_INDEX}"
+                "a subband magnitude bound of {max} exceeds {MAX_INDEX}"
             )));
         }
-        let mean = if max > 0 { r.varint()? } else { 0 };
-        let mean = u16::try_from(mean).map_err(|_| bad("a subband mean is out of range"))?;
-        subbands.push(SubbandHeader {
+        let offsets = if max > 0 {
+            let o = r.take(2)?;
+            if o.iter().any(|&v| v > 128) {
+                return Err(bad("a reconstruction offset is above half a step"));
+            }
+            [o[0], o[1]]
+        } else {
+            [0, 0]
+        };
+        bands.push(BandHeader {
             max: max as u32,
-            mean,
+            offsets,
         });
     }
-    header.subbands = subbands;
+    header.bands = bands;
     let words = r.varint()?;
     let rest = (body.len() - r.at) as u64;
     if words.checked_mul(4) != Some(rest) {

@@ -5,14 +5,16 @@
 
 pub mod codec;
 pub mod container;
-pub mod entropy;
 pub mod io;
+pub mod model;
+pub mod tree;
 pub mod wpt;
 
 pub use codec::{
-    Audio, Decoded, ENCODABLE, Encoded, Image, Limits, Options, Rate, decode, decode_coefficients,
-    decode_with, encode_audio, encode_file, encode_image, is_wav,
+    Audio, Coefficients, Decoded, ENCODABLE, Encoded, Image, Limits, Options, Rate, TreeShape,
+    decode, decode_coefficients, decode_with, encode_audio, encode_file, encode_image, is_wav,
 };
+pub use container::Tune;
 pub use wpt::Packet;
 
 /// What can go wrong in the codec.
