@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use wring_codec::{Decoded, Image, Options, Rate};
+use wring_codec::{Decoded, Image, Options, Rate, Tune};
 use wring_runtime::kernels::DType;
 use wring_runtime::kernels::tensor::CopyWords;
 use wring_runtime::kernels::wavelet::{Mode, Wavelet};
@@ -112,11 +112,99 @@ fn ms_ssim(img: &Image, other: &[u8]) -> f64 {
     out
 }
 
+/// One speech coding: the rate asked and spent, SNR and log-spectral distance against the original.
+#[derive(Debug, Serialize)]
+pub struct SpeechPoint {
+    pub codec: String,
+    pub target_kbps: f64,
+    pub kbps: f64,
+    pub snr: f64,
+    /// Log-spectral distance in dB: the RMS over frequency of 10 log10 of the power spectra's ratio,
+    /// averaged over 256-sample Hann-windowed frames at a 128-sample hop (frames of near-silence left out).
+    pub lsd: f64,
+}
+
+fn snr(a: &[i16], b: &[i16]) -> f64 {
+    let sig: f64 = a.iter().map(|&v| f64::from(v).powi(2)).sum();
+    let noise: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    10.0 * (sig / noise.max(1e-12)).log10()
+}
+
+/// See [`SpeechPoint::lsd`]; a direct DFT (the clip is short).
+fn lsd(a: &[i16], b: &[i16]) -> f64 {
+    const N: usize = 256;
+    let window: Vec<f64> = (0..N)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N as f64).cos())
+        .collect();
+    let power = |x: &[i16]| -> Vec<f64> {
+        (0..=N / 2)
+            .map(|k| {
+                let (mut re, mut im) = (0.0, 0.0);
+                for (i, (&v, w)) in x.iter().zip(&window).enumerate() {
+                    let ph = -2.0 * std::f64::consts::PI * (k * i) as f64 / N as f64;
+                    re += f64::from(v) * w * ph.cos();
+                    im += f64::from(v) * w * ph.sin();
+                }
+                re * re + im * im + 1.0
+            })
+            .collect()
+    };
+    let (mut total, mut frames) = (0.0f64, 0.0f64);
+    let n = a.len().min(b.len());
+    for start in (0..n.saturating_sub(N)).step_by(N / 2) {
+        let fa = &a[start..start + N];
+        if fa.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / (N as f64) < 100.0 {
+            continue;
+        }
+        let (pa, pb) = (power(fa), power(&b[start..start + N]));
+        let d: f64 = pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (10.0 * (x / y).log10()).powi(2))
+            .sum::<f64>()
+            / pa.len() as f64;
+        total += d.sqrt();
+        frames += 1.0;
+    }
+    total / frames.max(1.0)
+}
+
+/// Opus (`opusenc --bitrate`, decoded by `opusdec --rate` at the clip's rate) on a WAV file.
+fn opus_at(path: &Path, reference: &wring_codec::Audio, kbps: f64) -> Option<SpeechPoint> {
+    let tmp = std::env::temp_dir().join(format!("wring-opus-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).ok()?;
+    let (coded, back) = (tmp.join("x.opus"), tmp.join("x.wav"));
+    let run = |cmd: &mut std::process::Command| cmd.output().ok().filter(|o| o.status.success());
+    run(std::process::Command::new("opusenc")
+        .args(["--quiet", "--bitrate", &format!("{kbps}")])
+        .arg(path)
+        .arg(&coded))?;
+    run(std::process::Command::new("opusdec")
+        .args(["--quiet", "--rate", &reference.sample_rate.to_string()])
+        .arg(&coded)
+        .arg(&back))?;
+    let bytes = std::fs::metadata(&coded).ok()?.len();
+    let out = wring_codec::io::read_wav(&back).ok()?;
+    std::fs::remove_dir_all(&tmp).ok();
+    let seconds = reference.samples.len() as f64 / f64::from(reference.sample_rate);
+    Some(SpeechPoint {
+        codec: "opus (opusenc)".into(),
+        target_kbps: kbps,
+        kbps: bytes as f64 * 8.0 / 1000.0 / seconds,
+        snr: snr(&reference.samples, &out.samples),
+        lsd: lsd(&reference.samples, &out.samples),
+    })
+}
+
 #[derive(Debug, Serialize)]
 pub struct CodecReport {
     pub adapter: String,
     pub images: Vec<(String, Vec<Point>)>,
-    pub speech: Vec<(f64, f64)>,
+    pub speech: Vec<SpeechPoint>,
     pub transform: Vec<serde_json::Value>,
     pub summary: Vec<String>,
 }
@@ -558,7 +646,9 @@ fn plot(path: &Path, name: &str, points: &[Point]) -> Result<(), String> {
         .y_desc("PSNR dB")
         .draw()
         .map_err(|e| e.to_string())?;
+    // Each codec once (points come target by target, so equal names are not adjacent).
     let mut codecs: Vec<&str> = points.iter().map(|p| p.codec.as_str()).collect();
+    codecs.sort_unstable();
     codecs.dedup();
     for (i, c) in codecs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -631,39 +721,46 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
             .unwrap_or_default();
         let mut points = Vec::new();
         for &bpp in if quick { &TARGETS[1..5] } else { &TARGETS[..] } {
-            let t0 = Instant::now();
-            let s = wring_codec::encode_image(
-                &ctx,
-                &img,
-                &Options {
-                    rate: Rate::Target(bpp),
-                    ..Options::default()
-                },
-            )
-            .map_err(|x| e(&x))?;
-            let enc = t0.elapsed().as_secs_f64();
-            let t1 = Instant::now();
-            let Ok(Decoded::Image(out)) = wring_codec::decode(&ctx, &s) else {
-                return Err("decode failed".into());
-            };
-            let dec = t1.elapsed().as_secs_f64();
-            let p = Point {
-                codec: "wring".into(),
-                bpp: s.len() as f64 * 8.0 / (img.width * img.height) as f64,
-                psnr: psnr(&img.pixels, &out.pixels),
-                psnr_y: psnr_y(&img, &out.pixels),
-                ms_ssim: ms_ssim(&img, &out.pixels),
-                encode_ms: enc * 1e3,
-            };
-            println!(
-                "{name} {bpp:>5} bpp: wring {:.3} bpp {:.2} dB MS-SSIM {:.4} (encode {:.0} ms with rate search, decode {:.0} ms)",
-                p.bpp,
-                p.psnr,
-                p.ms_ssim,
-                enc * 1e3,
-                dec * 1e3
-            );
-            points.push(p);
+            // wring tuned for PSNR (the row every comparison uses) and for the eye (MS-SSIM beside it).
+            for (tune, label) in [
+                (Tune::Psnr, "wring"),
+                (Tune::Visual, "wring (--tune visual)"),
+            ] {
+                let t0 = Instant::now();
+                let s = wring_codec::encode_image(
+                    &ctx,
+                    &img,
+                    &Options {
+                        rate: Rate::Target(bpp),
+                        tune,
+                        ..Options::default()
+                    },
+                )
+                .map_err(|x| e(&x))?;
+                let enc = t0.elapsed().as_secs_f64();
+                let t1 = Instant::now();
+                let Ok(Decoded::Image(out)) = wring_codec::decode(&ctx, &s) else {
+                    return Err("decode failed".into());
+                };
+                let dec = t1.elapsed().as_secs_f64();
+                let p = Point {
+                    codec: label.into(),
+                    bpp: s.len() as f64 * 8.0 / (img.width * img.height) as f64,
+                    psnr: psnr(&img.pixels, &out.pixels),
+                    psnr_y: psnr_y(&img, &out.pixels),
+                    ms_ssim: ms_ssim(&img, &out.pixels),
+                    encode_ms: enc * 1e3,
+                };
+                println!(
+                    "{name} {bpp:>5} bpp: {label} {:.3} bpp {:.2} dB MS-SSIM {:.4} (encode {:.0} ms with rate search, decode {:.0} ms)",
+                    p.bpp,
+                    p.psnr,
+                    p.ms_ssim,
+                    enc * 1e3,
+                    dec * 1e3
+                );
+                points.push(p);
+            }
             for other in [jpeg_at(&img, bpp), j2k_at(&path, &img, bpp)]
                 .into_iter()
                 .chain(anchors.iter().map(|a| anchor_at(a, &path, &img, bpp)))
@@ -737,7 +834,7 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         };
         let mut labels: Vec<String> = points
             .iter()
-            .filter(|p| p.codec != "wring")
+            .filter(|p| !p.codec.starts_with("wring"))
             .map(|p| p.codec.clone())
             .collect();
         labels.sort();
@@ -794,9 +891,65 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
             gap(100)
         ));
     }
-    // Speech: SNR against kbps.
-    let speech = wring_codec::io::read_wav(Path::new("tests/fixtures/speech_12000.wav"))
+    // Speed at 4 megapixels: the first photo tiled 4 x 4 (2048 x 2048 when it is 512 x 512), one encode
+    // at quality 75 without a rate search and its decode, the stream's time from bytes to pixels.
+    if let Some(path) = photos().first() {
+        let img = wring_codec::io::read_image(path).map_err(|x| e(&x))?;
+        let (w, h, c) = (img.width * 4, img.height * 4, img.channels);
+        let mut pixels = vec![0u8; w * h * c];
+        for y in 0..h {
+            for x in 0..w {
+                let from = ((y % img.height) * img.width + x % img.width) * c;
+                pixels[(y * w + x) * c..][..c].copy_from_slice(&img.pixels[from..from + c]);
+            }
+        }
+        let big = Image {
+            width: w,
+            height: h,
+            channels: c,
+            pixels,
+        };
+        let t0 = Instant::now();
+        let s = wring_codec::encode_image(
+            &ctx,
+            &big,
+            &Options {
+                rate: Rate::Quality(75.0),
+                ..Options::default()
+            },
+        )
         .map_err(|x| e(&x))?;
+        let enc = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        wring_codec::decode(&ctx, &s).map_err(|x| e(&x))?;
+        let dec = t1.elapsed().as_secs_f64();
+        let mpix = (w * h) as f64 / 1e6;
+        report.summary.push(format!(
+            "{w}x{h} ({mpix:.1} Mpixel, the first photo tiled) at quality 75 ({:.2} bpp): encode {:.0} ms = {:.1} Mpixel/s, decode {:.0} ms = {:.1} Mpixel/s",
+            s.len() as f64 * 8.0 / (mpix * 1e6),
+            enc * 1e3,
+            mpix / enc,
+            dec * 1e3,
+            mpix / dec
+        ));
+        println!("{}", report.summary.last().expect("pushed"));
+    }
+    // Speech: SNR and log-spectral distance against kbps, beside Opus at the same bitrates (Opus's file
+    // size includes its Ogg container, about 1 kB on this short clip, which is counted as spent).
+    // bench-data/speech.wav (tools/fixtures/bench_photos.py, 22 s of espeak-ng) when present, else the
+    // test fixture's quarter second, on which Opus's container overhead dominates its rate.
+    let speech_path = [
+        Path::new("bench-data/speech.wav"),
+        Path::new("tests/fixtures/speech_12000.wav"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or("no speech clip")?;
+    let speech = wring_codec::io::read_wav(speech_path).map_err(|x| e(&x))?;
+    let seconds = speech.samples.len() as f64 / f64::from(speech.sample_rate);
+    if !have("opusenc") || !have("opusdec") {
+        println!("opusenc is not installed: opus is left out");
+    }
     for kbps in [16.0, 32.0, 64.0, 128.0] {
         let s = wring_codec::encode_audio(
             &ctx,
@@ -810,16 +963,25 @@ pub fn run(quick: bool, dir: Option<&Path>) -> Result<CodecReport, String> {
         let Ok(Decoded::Audio(out)) = wring_codec::decode(&ctx, &s) else {
             return Err("decode failed".into());
         };
-        let sig: f64 = speech.samples.iter().map(|&v| f64::from(v).powi(2)).sum();
-        let noise: f64 = speech
-            .samples
-            .iter()
-            .zip(&out.samples)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum();
-        let snr = 10.0 * (sig / noise.max(1e-12)).log10();
-        println!("speech {kbps} kbps: SNR {snr:.2} dB");
-        report.speech.push((kbps, snr));
+        let p = SpeechPoint {
+            codec: "wring".into(),
+            target_kbps: kbps,
+            kbps: s.len() as f64 * 8.0 / 1000.0 / seconds,
+            snr: snr(&speech.samples, &out.samples),
+            lsd: lsd(&speech.samples, &out.samples),
+        };
+        let opus = opus_at(speech_path, &speech, kbps);
+        for p in std::iter::once(p).chain(opus) {
+            println!(
+                "speech {kbps} kbps: {} {:.1} kbps SNR {:.2} dB LSD {:.2} dB",
+                p.codec, p.kbps, p.snr, p.lsd
+            );
+            report.summary.push(format!(
+                "speech at {kbps} kbps: {} spends {:.1} kbps, SNR {:.2} dB, log-spectral distance {:.2} dB",
+                p.codec, p.kbps, p.snr, p.lsd
+            ));
+            report.speech.push(p);
+        }
     }
     // Transform speed: one 2-D level (two launches) and a 3-level packet tree on a large 3-channel image,
     // GPU time from timestamps, against the copy kernel on the same bytes in the same run.

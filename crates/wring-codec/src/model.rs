@@ -30,11 +30,14 @@ const ONE: u32 = 1 << BIT_PRECISION;
 const MIN_P: u32 = 32;
 
 /// An adaptive probability that the next decision is `false`: two estimators, one quick (it follows a
-/// change within a few dozen decisions) and one slow (it settles on a stable rate), averaged.
+/// change within a few dozen decisions) and one slow (it settles on a stable rate), averaged. Both start
+/// as plain frequency counts (a step of 1 / (n + 2) after n decisions) and keep that step once it reaches
+/// their floor, so a context that has seen a handful of decisions is already well estimated.
 #[derive(Debug, Clone, Copy)]
 pub struct Adaptive {
     fast: u16,
     slow: u16,
+    seen: u16,
 }
 
 impl Default for Adaptive {
@@ -42,9 +45,14 @@ impl Default for Adaptive {
         Adaptive {
             fast: (ONE / 2) as u16,
             slow: (ONE / 2) as u16,
+            seen: 0,
         }
     }
 }
+
+/// The quick estimator's slowest step is 1/FAST, the slow one's 1/SLOW.
+const FAST: i32 = 20;
+const SLOW: i32 = 160;
 
 impl Adaptive {
     /// P(false) in units of 2^-16, within [MIN_P, ONE - MIN_P].
@@ -53,13 +61,15 @@ impl Adaptive {
     }
 
     fn update(&mut self, bit: bool) {
-        let step = |p: u16, shift: u32| -> u16 {
+        let n = i32::from(self.seen) + 2;
+        let step = |p: u16, floor: i32| -> u16 {
             let p = i32::from(p);
             let target = if bit { 0 } else { (ONE - 1) as i32 };
-            (p + ((target - p) >> shift)) as u16
+            (p + (target - p) / n.min(floor)) as u16
         };
-        self.fast = step(self.fast, 4);
-        self.slow = step(self.slow, 7);
+        self.fast = step(self.fast, FAST);
+        self.slow = step(self.slow, SLOW);
+        self.seen = self.seen.saturating_add(1).min(SLOW as u16);
     }
 
     /// The cost of `bit` in bits under the current state.
@@ -287,7 +297,7 @@ struct ClassModels {
 impl Default for ClassModels {
     fn default() -> ClassModels {
         ClassModels {
-            significant: vec![Adaptive::default(); ACTIVITY * SIDE * SIDE],
+            significant: vec![Adaptive::default(); ACTIVITY * PARENT * SIDE],
             above_one: vec![Adaptive::default(); ACTIVITY * SIDE],
             sign: vec![Adaptive::default(); 9 * 4],
             magnitude: vec![Mean::default(); ACTIVITY],
@@ -318,6 +328,30 @@ impl Side<'_> {
     fn at(&self, y: usize, x: usize, shift: u32) -> u32 {
         let (y, x) = ((y >> shift).min(self.h - 1), (x >> shift).min(self.w - 1));
         self.values[y * self.w + x].unsigned_abs()
+    }
+
+    /// Twice |value| at the covering position plus its four neighbours' (clamped at the edges): the
+    /// parent's neighbourhood, steadier than one coefficient.
+    fn area(&self, y: usize, x: usize, shift: u32) -> u32 {
+        let (y, x) = ((y >> shift).min(self.h - 1), (x >> shift).min(self.w - 1));
+        let v = |yy: usize, xx: usize| self.values[yy * self.w + xx].unsigned_abs();
+        2 * v(y, x)
+            + v(y.saturating_sub(1), x)
+            + v((y + 1).min(self.h - 1), x)
+            + v(y, x.saturating_sub(1))
+            + v(y, (x + 1).min(self.w - 1))
+    }
+}
+
+/// Classes of the parent's neighbourhood ([`Side::area`]): none or 0, 1-2, 3-6, 7 or more.
+const PARENT: usize = 4;
+
+fn parent_class(v: Option<u32>) -> usize {
+    match v {
+        None | Some(0) => 0,
+        Some(1..=2) => 1,
+        Some(3..=6) => 2,
+        Some(_) => 3,
     }
 }
 
@@ -434,8 +468,11 @@ pub fn code_band<C: Coder>(
             // its parent's one row.
             let parent = band.parent.map(|p| p.at(y, x, 1));
             let cross = band.cross.map(|c| c.at(y, x, 0));
-            let (pc, cc) = (side_class(parent), side_class(cross));
-            let sig_ctx = (act * SIDE + pc) * SIDE + cc;
+            let (pc, cc) = (
+                parent_class(band.parent.map(|p| p.area(y, x, 1))),
+                side_class(cross),
+            );
+            let sig_ctx = (act * PARENT + pc) * SIDE + cc;
             let mag_ctx =
                 act * SIDE + side_class(Some(parent.unwrap_or(0).max(cross.unwrap_or(0))));
             let sign_ctx = (sign_class(left) * 3 + sign_class(up)) * 4 + band.orientation;

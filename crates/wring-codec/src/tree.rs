@@ -92,7 +92,10 @@ impl Tree {
         split_cost: f64,
         cost: &mut dyn FnMut(usize, usize) -> f64,
     ) -> Tree {
-        #[allow(clippy::too_many_arguments, reason = "a recursive helper's state, passed down unchanged")]
+        #[allow(
+            clippy::too_many_arguments,
+            reason = "a recursive helper's state, passed down unchanged"
+        )]
         fn rec(
             d: usize,
             i: usize,
