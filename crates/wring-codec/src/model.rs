@@ -138,6 +138,8 @@ pub trait Coder {
     const ENCODES: bool;
     /// Codes one binary decision with an adaptive model and updates the model.
     fn bit(&mut self, model: &mut Adaptive, bit: bool) -> Result<bool, CodecError>;
+    /// Codes one binary decision at P(false) = `p0` / 2^16 (within [MIN_P, 2^16 - MIN_P]).
+    fn bit_at(&mut self, p0: u32, bit: bool) -> Result<bool, CodecError>;
     /// Codes `v` in 0..=max from a geometric distribution of ratio `r` (0 < r < 1).
     fn geometric(&mut self, quantizer: &Quantizer, r: f64, v: u32) -> Result<u32, CodecError>;
 }
@@ -177,10 +179,15 @@ impl Coder for Encoder {
     const ENCODES: bool = true;
 
     fn bit(&mut self, model: &mut Adaptive, bit: bool) -> Result<bool, CodecError> {
-        self.0
-            .encode_symbol(bit, Bit(model.p0()))
-            .map_err(|e| CodecError::Request(format!("entropy coding failed: {e}")))?;
+        self.bit_at(model.p0(), bit)?;
         model.update(bit);
+        Ok(bit)
+    }
+
+    fn bit_at(&mut self, p0: u32, bit: bool) -> Result<bool, CodecError> {
+        self.0
+            .encode_symbol(bit, Bit(p0))
+            .map_err(|e| CodecError::Request(format!("entropy coding failed: {e}")))?;
         Ok(bit)
     }
 
@@ -208,13 +215,14 @@ fn corrupt() -> CodecError {
 impl Coder for Decoder {
     const ENCODES: bool = false;
 
-    fn bit(&mut self, model: &mut Adaptive, _: bool) -> Result<bool, CodecError> {
-        let bit = self
-            .0
-            .decode_symbol(Bit(model.p0()))
-            .map_err(|_| corrupt())?;
+    fn bit(&mut self, model: &mut Adaptive, b: bool) -> Result<bool, CodecError> {
+        let bit = self.bit_at(model.p0(), b)?;
         model.update(bit);
         Ok(bit)
+    }
+
+    fn bit_at(&mut self, p0: u32, _: bool) -> Result<bool, CodecError> {
+        self.0.decode_symbol(Bit(p0)).map_err(|_| corrupt())
     }
 
     fn geometric(&mut self, quantizer: &Quantizer, r: f64, _: u32) -> Result<u32, CodecError> {
@@ -284,11 +292,109 @@ impl Mean {
     }
 }
 
+/// Logistic mixing (as in the PAQ family of context-mixing compressors): several adaptive models each
+/// predict the significance decision from their own context; their predictions are combined in the
+/// logistic domain with weights learned online by gradient descent on the coding cost. All integer
+/// arithmetic, so encoder and decoder agree on every platform.
+mod mix {
+    use std::sync::OnceLock;
+
+    /// 1 / (1 + e^(-d / 256)) in 12 bits, by interpolation in a 33-entry table (exact integers).
+    pub fn squash(d: i32) -> i32 {
+        const T: [i32; 33] = [
+            1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994,
+            3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094,
+        ];
+        if d > 2047 {
+            return 4095;
+        }
+        if d < -2047 {
+            return 1;
+        }
+        let w = d & 127;
+        let i = ((d >> 7) + 16) as usize;
+        (T[i] * (128 - w) + T[i + 1] * w + 64) >> 7
+    }
+
+    /// The inverse of [`squash`]: ln(p / (1 - p)) * 256 for a 12-bit p.
+    pub fn stretch(p: i32) -> i32 {
+        static TABLE: OnceLock<Vec<i16>> = OnceLock::new();
+        let t = TABLE.get_or_init(|| {
+            let mut t = vec![2047i16; 4096];
+            let mut next = 0usize;
+            for x in -2047..=2047 {
+                let v = squash(x) as usize;
+                for slot in t.iter_mut().take(v + 1).skip(next) {
+                    *slot = x as i16;
+                }
+                next = next.max(v + 1);
+            }
+            t
+        });
+        i32::from(t[p.clamp(0, 4095) as usize])
+    }
+
+    /// Inputs per decision: the models' stretched predictions and a bias.
+    pub const INPUTS: usize = 4;
+
+    /// One set of mixing weights (1.0 is 2^16).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Weights([i32; INPUTS]);
+
+    impl Default for Weights {
+        fn default() -> Weights {
+            Weights([22_000, 22_000, 22_000, 0])
+        }
+    }
+
+    impl Weights {
+        /// The mixed P(true) in 12 bits.
+        pub fn predict(&self, x: &[i32; INPUTS]) -> i32 {
+            let dot: i64 = self
+                .0
+                .iter()
+                .zip(x)
+                .map(|(&w, &v)| i64::from(w) * i64::from(v))
+                .sum();
+            squash((dot >> 16).clamp(-2047, 2047) as i32)
+        }
+
+        /// One gradient step toward `bit` after predicting `p`.
+        pub fn update(&mut self, x: &[i32; INPUTS], p: i32, bit: bool) {
+            let err = (i32::from(bit) << 12) - p;
+            for (w, &v) in self.0.iter_mut().zip(x) {
+                *w = w.saturating_add((err * v) >> 12);
+            }
+        }
+    }
+}
+
+/// A 16-bit P(false) as a stretched 12-bit P(true).
+fn stretched(p0: u32) -> i32 {
+    mix::stretch(((ONE - p0) >> 4) as i32)
+}
+
+/// Buckets of the neighbour activity for the second significance model, finer than `ACTIVITY`.
+fn fine_activity(n: u32) -> usize {
+    match n {
+        0..=11 => n as usize,
+        12..=15 => 12,
+        16..=23 => 13,
+        24..=39 => 14,
+        _ => 15,
+    }
+}
+
 /// The adaptive state of one class of subbands (luma detail, chroma detail, luma lowpass, chroma
 /// lowpass): it carries over from one subband to the next of its class.
 #[derive(Debug, Clone)]
 struct ClassModels {
     significant: Vec<Adaptive>,
+    /// The second significance model: fine activity by orientation and whether left and above are set.
+    significant_fine: Vec<Adaptive>,
+    /// The third: the parent's neighbourhood finely, by the co-located luma value.
+    significant_side: Vec<Adaptive>,
+    mixers: Vec<mix::Weights>,
     above_one: Vec<Adaptive>,
     sign: Vec<Adaptive>,
     magnitude: Vec<Mean>,
@@ -298,6 +404,9 @@ impl Default for ClassModels {
     fn default() -> ClassModels {
         ClassModels {
             significant: vec![Adaptive::default(); ACTIVITY * PARENT * SIDE],
+            significant_fine: vec![Adaptive::default(); 16 * 4 * 4],
+            significant_side: vec![Adaptive::default(); 16 * 4],
+            mixers: vec![mix::Weights::default(); ACTIVITY * 2],
             above_one: vec![Adaptive::default(); ACTIVITY * SIDE],
             sign: vec![Adaptive::default(); 9 * 4],
             magnitude: vec![Mean::default(); ACTIVITY],
@@ -379,7 +488,8 @@ pub struct Band<'a> {
 /// The cost in bits of each candidate magnitude at one position, for the encoder's choice.
 #[derive(Debug)]
 pub struct Costs<'a> {
-    significant: &'a Adaptive,
+    /// The mixed P(insignificant) in units of 2^-16.
+    significant: u32,
     above_one: &'a Adaptive,
     sign: [f32; 2],
     ratio: f64,
@@ -391,9 +501,9 @@ impl Costs<'_> {
     pub fn bits(&self, v: i32) -> f32 {
         let m = v.unsigned_abs();
         if m == 0 {
-            return self.significant.bits(false);
+            return cost(self.significant);
         }
-        let mut b = self.significant.bits(true) + self.sign[usize::from(v < 0)];
+        let mut b = cost(ONE - self.significant) + self.sign[usize::from(v < 0)];
         if self.max > 1 {
             b += self.above_one.bits(m > 1);
             if m > 1 && self.max > 2 {
@@ -473,12 +583,27 @@ pub fn code_band<C: Coder>(
                 side_class(cross),
             );
             let sig_ctx = (act * PARENT + pc) * SIDE + cc;
+            let set = |v: u32| usize::from(v != 0);
+            let fine_ctx = (fine_activity(n) * 4 + band.orientation) * 4
+                + set(left.unsigned_abs()) * 2
+                + set(up.unsigned_abs());
+            let parent_fine = band.parent.map_or(0, |p| p.area(y, x, 1)).min(15) as usize;
+            let side_ctx = parent_fine * 4 + cross.map_or(0, |c| c.min(3)) as usize;
+            let inputs = [
+                stretched(m.significant[sig_ctx].p0()),
+                stretched(m.significant_fine[fine_ctx].p0()),
+                stretched(m.significant_side[side_ctx].p0()),
+                256,
+            ];
+            let mixer = act * 2 + usize::from(band.parent.is_some());
+            let p_sig = m.mixers[mixer].predict(&inputs);
+            let p0 = ((4096 - p_sig) << 4).clamp(MIN_P as i32, (ONE - MIN_P) as i32) as u32;
             let mag_ctx =
                 act * SIDE + side_class(Some(parent.unwrap_or(0).max(cross.unwrap_or(0))));
             let sign_ctx = (sign_class(left) * 3 + sign_class(up)) * 4 + band.orientation;
             let v = if C::ENCODES {
                 let costs = Costs {
-                    significant: &m.significant[sig_ctx],
+                    significant: p0,
                     above_one: &m.above_one[mag_ctx],
                     sign: [m.sign[sign_ctx].bits(false), m.sign[sign_ctx].bits(true)],
                     ratio: m.magnitude[act].ratio(),
@@ -489,7 +614,12 @@ pub fn code_band<C: Coder>(
                 0
             };
             let mag = v.unsigned_abs();
-            let value = if coder.bit(&mut m.significant[sig_ctx], mag > 0)? {
+            let significant = coder.bit_at(p0, mag > 0)?;
+            m.significant[sig_ctx].update(significant);
+            m.significant_fine[fine_ctx].update(significant);
+            m.significant_side[side_ctx].update(significant);
+            m.mixers[mixer].update(&inputs, p_sig, significant);
+            let value = if significant {
                 let negative = coder.bit(&mut m.sign[sign_ctx], v < 0)?;
                 let mag = if band.max > 1 && coder.bit(&mut m.above_one[mag_ctx], mag > 1)? {
                     let k = match &quantizer {
