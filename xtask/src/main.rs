@@ -49,6 +49,10 @@ enum Command {
         /// Where to keep results (default bench-results/).
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+        /// `bench codec` only: the rate-distortion comparison alone, on this directory's PNG photos instead
+        /// of bench-data/ (photos the codec was not tuned on), saved as `<date>-codec-<directory name>`.
+        #[arg(long)]
+        photos: Option<PathBuf>,
     },
     /// Fuzz the file parsers with cargo-fuzz (nightly): each target in `fuzz/` for the given time,
     /// starting from and adding to its corpus in `fuzz/corpus/<target>/`; a crash stops with the input
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
             no_save,
             only,
             out,
+            photos,
         } => {
             if filter.as_deref() == Some("quality") {
                 let dir = out.join(format!("{}-quality", today()));
@@ -185,12 +190,24 @@ fn main() -> ExitCode {
                 });
             }
             if filter.as_deref() == Some("codec") {
-                let dir = out.join(format!("{}-codec", today()));
+                let dir = out.join(match &photos {
+                    Some(p) => format!(
+                        "{}-codec-{}",
+                        today(),
+                        p.file_name()
+                            .map_or("photos".into(), |n| n.to_string_lossy())
+                    ),
+                    None => format!("{}-codec", today()),
+                });
                 if !no_save {
                     let _ = std::fs::create_dir_all(&dir);
                 }
                 return finish(
-                    codec::run(quick, (!no_save).then_some(dir.as_path())),
+                    codec::run(
+                        quick,
+                        (!no_save).then_some(dir.as_path()),
+                        photos.as_deref(),
+                    ),
                     |r| if no_save { Ok(()) } else { save_codec(&dir, r) },
                 );
             }
@@ -1395,7 +1412,15 @@ fn bench_long(
 }
 
 fn save_codec(dir: &Path, r: &codec::CodecReport) -> std::io::Result<()> {
-    save_json(dir, "codec.json", r)
+    save_json(dir, "codec.json", r)?;
+    let command = format!(
+        "cargo xtask {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let md = codec::summary_md(r, &command, &today(), &host_cpu());
+    std::fs::write(dir.join("summary.md"), md)?;
+    println!("results written to {}", dir.join("summary.md").display());
+    Ok(())
 }
 
 /// Writes a report with the command, the date and the locked dependency versions as `dir/name`.

@@ -318,6 +318,17 @@ impl Layout {
         self.channels * self.bands(d) * self.band_len(d)
     }
 
+    /// The one-level packet transform between level `d` and level `d + 1` (every band of level `d` split).
+    fn step_down(&self, h: &Header, d: usize) -> Result<Packet, CodecError> {
+        Packet::new(
+            h.wavelet,
+            h.mode,
+            1,
+            h.channels * self.bands(d),
+            &self.dims[d],
+        )
+    }
+
     /// Where band `i` of channel `c` lies in level `d`'s array.
     fn band(&self, d: usize, c: usize, i: usize) -> std::ops::Range<usize> {
         let start = (c * self.bands(d) + i) * self.band_len(d);
@@ -336,13 +347,7 @@ fn analyse(
     let mut out = vec![planes.to_vec()];
     let mut cur = ctx.upload(&[planes.len()], planes)?;
     for j in 1..=h.levels {
-        let p = Packet::new(
-            h.wavelet,
-            h.mode,
-            1,
-            h.channels * lay.bands(j - 1),
-            &lay.dims[j - 1],
-        )?;
+        let p = lay.step_down(h, j - 1)?;
         let mut step = ctx.step("wpt analysis");
         let y = p.forward(ctx, &mut step, &cur)?;
         step.submit()?;
@@ -374,14 +379,7 @@ fn synthesise(
     let mut step = ctx.step("wpt synthesis");
     let mut cur = ctx.upload(&[levels[deepest].len()], &levels[deepest])?;
     for j in (1..=deepest).rev() {
-        let p = Packet::new(
-            h.wavelet,
-            h.mode,
-            1,
-            h.channels * lay.bands(j - 1),
-            &lay.dims[j - 1],
-        )?;
-        let y = p.inverse(ctx, &mut step, &cur)?;
+        let y = lay.step_down(h, j - 1)?.inverse(ctx, &mut step, &cur)?;
         cur = if levels[j - 1].is_empty() {
             y
         } else {
