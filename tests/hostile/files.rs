@@ -371,6 +371,11 @@ fn wrg_cases() -> Vec<Case> {
         &["Corrupt", "tuning"],
     );
     add(
+        "an image tuned for hearing",
+        resealed(&image, |b| b[10] = 2),
+        &["Corrupt", "does not apply"],
+    );
+    add(
         "a packet tree cut off by the end of the stream",
         resealed(&image, |b| {
             b[9] = 12;

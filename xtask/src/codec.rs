@@ -1028,27 +1028,34 @@ pub fn run(
         println!("opusenc is not installed: opus is left out");
     }
     for kbps in [16.0, 32.0, 64.0, 128.0] {
-        let s = wring_codec::encode_audio(
-            &ctx,
-            &speech,
-            &Options {
-                rate: Rate::Target(kbps),
-                ..Options::default()
-            },
-        )
-        .map_err(|x| e(&x))?;
-        let Ok(Decoded::Audio(out)) = wring_codec::decode(&ctx, &s) else {
-            return Err("decode failed".into());
-        };
-        let p = SpeechPoint {
-            codec: "wring".into(),
-            target_kbps: kbps,
-            kbps: s.len() as f64 * 8.0 / 1000.0 / seconds,
-            snr: snr(&speech.samples, &out.samples),
-            lsd: lsd(&speech.samples, &out.samples),
-        };
-        let opus = opus_at(speech_path, &speech, kbps);
-        for p in std::iter::once(p).chain(opus) {
+        let mut points = Vec::new();
+        for (tune, label) in [
+            (Tune::Psnr, "wring"),
+            (Tune::Hearing, "wring (--tune hearing)"),
+        ] {
+            let s = wring_codec::encode_audio(
+                &ctx,
+                &speech,
+                &Options {
+                    rate: Rate::Target(kbps),
+                    tune,
+                    ..Options::default()
+                },
+            )
+            .map_err(|x| e(&x))?;
+            let Ok(Decoded::Audio(out)) = wring_codec::decode(&ctx, &s) else {
+                return Err("decode failed".into());
+            };
+            points.push(SpeechPoint {
+                codec: label.into(),
+                target_kbps: kbps,
+                kbps: s.len() as f64 * 8.0 / 1000.0 / seconds,
+                snr: snr(&speech.samples, &out.samples),
+                lsd: lsd(&speech.samples, &out.samples),
+            });
+        }
+        points.extend(opus_at(speech_path, &speech, kbps));
+        for p in points {
             println!(
                 "speech {kbps} kbps: {} {:.1} kbps SNR {:.2} dB LSD {:.2} dB",
                 p.codec, p.kbps, p.snr, p.lsd

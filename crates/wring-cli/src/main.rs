@@ -333,7 +333,8 @@ enum Command {
         /// The packet trees: chosen per channel by rate-distortion cost (best), or fixed (dyadic, full).
         #[arg(long, default_value = "best", value_parser = named(&TreeShape::ALL, TreeShape::name))]
         tree: TreeShape,
-        /// What the quantizer steps serve: PSNR, or the eye (coarser fine scales and colour; images).
+        /// What the quantizer steps serve: PSNR; the eye (images: coarser fine scales and colour); the
+        /// ear (audio: steps after the threshold of hearing and each band's loudness, noise-filled bands).
         #[arg(long, default_value = "psnr", value_parser = named(&Tune::ALL, Tune::name))]
         tune: Tune,
     },

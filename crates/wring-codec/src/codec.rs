@@ -8,7 +8,7 @@
 use wring_runtime::Context;
 use wring_runtime::kernels::wavelet::{Mode, Wavelet};
 
-use crate::container::{self, BandHeader, Header, Kind, MAX_INDEX, Tune};
+use crate::container::{self, BandHeader, Header, Kind, MAX_INDEX, MAX_SCALE, Tune};
 use crate::model::{self, Band, Costs, Models, Side};
 use crate::tree::Tree;
 use crate::{CodecError, Packet};
@@ -105,7 +105,7 @@ pub struct Options {
     pub levels: Option<usize>,
     /// Which packet trees: chosen per channel by rate-distortion cost (the default), or fixed.
     pub tree: TreeShape,
-    /// What the quantizer steps are tuned for (images).
+    /// What the quantizer steps are tuned for: PSNR, the eye (images) or the ear (audio).
     pub tune: Tune,
 }
 
@@ -426,8 +426,80 @@ fn tune_weight(h: &Header, c: usize, d: usize, i: usize) -> f32 {
 }
 
 /// The quantizer step of band `i` at depth `d` of channel `c`.
-fn band_step(h: &Header, c: usize, d: usize, i: usize) -> f32 {
-    h.step * channel_weights(h.kind, h.channels)[c] * tune_weight(h, c, d, i)
+fn band_step(h: &Header, c: usize, d: usize, i: usize, scale: i8) -> f32 {
+    h.step
+        * channel_weights(h.kind, h.channels)[c]
+        * tune_weight(h, c, d, i)
+        * (f32::from(scale) / 4.0).exp2()
+}
+
+/// The centre frequency of band `i` at depth `d` of a 1-D packet tree, as a fraction of the Nyquist
+/// frequency. A highpass split mirrors the spectrum, so the band's place in frequency is the Gray decoding
+/// of its path: each bit is the path's bit XOR every bit before it.
+fn band_frequency(d: usize, i: usize) -> f64 {
+    let (mut g, mut prev) = (0usize, 0usize);
+    for k in (0..d).rev() {
+        let f = prev ^ ((i >> k) & 1);
+        g = 2 * g + f;
+        prev = f;
+    }
+    (g as f64 + 0.5) / (1usize << d) as f64
+}
+
+/// Terhardt's approximation of the absolute threshold of hearing, in dB SPL, at `khz` kilohertz.
+fn threshold_of_hearing(khz: f64) -> f64 {
+    let f = khz.max(0.02);
+    3.64 * f.powf(-0.8) - 6.5 * (-0.6 * (f - 3.3).powi(2)).exp() + 1e-3 * f.powi(4)
+}
+
+/// The step scale (in quarter octaves) of a band of a hearing-tuned stream: half the threshold of
+/// hearing's rise above its minimum at the band's frequency (so that bands the ear hears least are coarsest,
+/// at most 8 times), times the band's loudness against the channel's to the power 0.2 (louder bands mask
+/// more of their own noise; at most 8 times either way).
+fn hearing_scale(sample_rate: u32, d: usize, i: usize, energy: f64, reference: f64) -> i8 {
+    let khz = band_frequency(d, i) * f64::from(sample_rate) / 2000.0;
+    let ath = 10f64
+        .powf((threshold_of_hearing(khz) + 5.0) / 40.0)
+        .clamp(1.0, 8.0);
+    let mask = ((energy + 1.0) / (reference + 1.0))
+        .powf(0.2)
+        .clamp(0.125, 8.0);
+    (4.0 * (ath * mask).log2())
+        .round()
+        .clamp(-f64::from(MAX_SCALE), f64::from(MAX_SCALE)) as i8
+}
+
+/// The scale of band (d, i) of channel c when the stream is hearing-tuned (0 otherwise), from the band's
+/// coefficients and the channel's mean energy.
+fn scale_of(h: &Header, x: &[f32], reference: f64, d: usize, i: usize) -> i8 {
+    if h.tune != Tune::Hearing {
+        return 0;
+    }
+    let energy =
+        x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
+    hearing_scale(h.sample_rate, d, i, energy, reference)
+}
+
+/// Each channel's mean energy per sample (level 0 holds the signal).
+fn channel_energy(h: &Header, levels: &[Vec<f32>]) -> Vec<f64> {
+    levels[0]
+        .chunks_exact(levels[0].len() / h.channels)
+        .map(|c| c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / c.len() as f64)
+        .collect()
+}
+
+/// Fills a band the encoder quantized away with noise of the recorded RMS (a deterministic generator
+/// seeded by the band's place, so decoding is repeatable).
+fn fill_noise(out: &mut [f32], rms: f32, seed: u64) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let amplitude = rms * 3f32.sqrt();
+    for o in out {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+        *o = amplitude * (2.0 * u - 1.0);
+    }
 }
 
 /// The lowpass band's prediction of the value at (y, x) from decoded neighbours: LOCO-I's median edge
@@ -535,7 +607,14 @@ fn leaf_cost(x: &[f32], inv: f32, w: usize, two_d: bool, lowpass: bool) -> f64 {
 const DETAIL_RATE: f64 = 0.82;
 
 /// The tree a channel is coded with at the header's step.
-fn choose_tree(h: &Header, lay: &Layout, levels: &[Vec<f32>], c: usize, shape: TreeShape) -> Tree {
+fn choose_tree(
+    h: &Header,
+    lay: &Layout,
+    levels: &[Vec<f32>],
+    c: usize,
+    shape: TreeShape,
+    reference: f64,
+) -> Tree {
     let (k, depth) = (lay.arity, h.levels);
     match shape {
         TreeShape::Dyadic => Tree::dyadic(k, depth),
@@ -548,7 +627,7 @@ fn choose_tree(h: &Header, lay: &Layout, levels: &[Vec<f32>], c: usize, shape: T
                 let x = &levels[d][lay.band(d, c, i)];
                 leaf_cost(
                     x,
-                    1.0 / band_step(h, c, d, i),
+                    1.0 / band_step(h, c, d, i, scale_of(h, x, reference, d, i)),
                     w,
                     lay.two_d(),
                     Tree::is_lowpass(i),
@@ -662,8 +741,9 @@ fn code_at(
     levels: &[Vec<f32>],
     shape: TreeShape,
 ) -> Result<Vec<u8>, CodecError> {
+    let energy = channel_energy(h, levels);
     h.trees = (0..h.channels)
-        .map(|c| choose_tree(h, lay, levels, c, shape))
+        .map(|c| choose_tree(h, lay, levels, c, shape, energy[c]))
         .collect();
     h.bands.clear();
     let mut models = Models::default();
@@ -679,7 +759,8 @@ fn code_at(
         let leaves: Vec<(usize, usize)> = h.trees[c].leaves().collect();
         for (d, i) in leaves {
             let x = &levels[d][lay.band(d, c, i)];
-            let inv = 1.0 / band_step(h, c, d, i);
+            let scale = scale_of(h, x, energy[c], d, i);
+            let inv = 1.0 / band_step(h, c, d, i, scale);
             let (_, w) = lay.shape(d);
             let mut vals = vec![0i32; x.len()];
             let stored = if Tree::is_lowpass(i) {
@@ -694,7 +775,8 @@ fn code_at(
                 check.add(&vals);
                 h.bands.push(BandHeader {
                     max,
-                    offsets: [0, 0],
+                    scale,
+                    ..BandHeader::default()
                 });
                 q
             } else {
@@ -711,9 +793,19 @@ fn code_at(
                     rdo(x[j] * inv, costs, max)
                 })?;
                 check.add(&vals);
+                // A hearing-tuned band quantized away entirely keeps its energy as noise.
+                let noise = if h.tune == Tune::Hearing && vals.iter().all(|&v| v == 0) {
+                    let ms = x.iter().map(|&v| f64::from(v * inv).powi(2)).sum::<f64>()
+                        / x.len().max(1) as f64;
+                    (ms.sqrt() * 128.0).round().min(128.0) as u8
+                } else {
+                    0
+                };
                 h.bands.push(BandHeader {
                     max,
                     offsets: offsets(x, &vals, inv),
+                    scale,
+                    noise,
                 });
                 vals
             };
@@ -785,6 +877,11 @@ pub fn encode_image(ctx: &Context, img: &Image, opts: &Options) -> Result<Vec<u8
             img.pixels.len()
         )));
     }
+    if opts.tune == Tune::Hearing {
+        return Err(CodecError::Request(
+            "--tune hearing is for audio; images take psnr or visual".into(),
+        ));
+    }
     let levels = default_levels(&[img.height, img.width], opts.levels, 6);
     let h = Header {
         kind: Kind::Image,
@@ -817,6 +914,11 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
             "audio needs 1 to 16 channels, a sample rate and whole frames".into(),
         ));
     }
+    if opts.tune == Tune::Visual {
+        return Err(CodecError::Request(
+            "--tune visual is for images; audio takes psnr or hearing".into(),
+        ));
+    }
     let n = a.samples.len() / a.channels;
     let planes = a.planes();
     let h = Header {
@@ -825,7 +927,7 @@ pub fn encode_audio(ctx: &Context, a: &Audio, opts: &Options) -> Result<Vec<u8>,
         wavelet: opts.wavelet,
         mode: Mode::Periodization,
         levels: default_levels(&[n], opts.levels, 9),
-        tune: Tune::Psnr,
+        tune: opts.tune,
         width: n,
         height: 1,
         sample_rate: a.sample_rate,
@@ -914,7 +1016,7 @@ pub fn decode_coefficients(
             let bh = *headers
                 .next()
                 .ok_or_else(|| CodecError::Corrupt("fewer band headers than leaves".into()))?;
-            let step = band_step(&h, c, d, i);
+            let step = band_step(&h, c, d, i, bh.scale);
             let (_, w) = lay.shape(d);
             let range = lay.band(d, c, i);
             let mut vals = vec![0i32; range.len()];
@@ -935,6 +1037,9 @@ pub fn decode_coefficients(
                 for (o, &v) in out.iter_mut().zip(&vals) {
                     *o = v as f32 * step;
                 }
+            } else if bh.max == 0 && bh.noise > 0 {
+                let seed = ((c * 64 + d) as u64) << 32 | i as u64;
+                fill_noise(out, f32::from(bh.noise) / 128.0 * step, seed);
             } else {
                 for (o, &v) in out.iter_mut().zip(&vals) {
                     *o = dequantize(v, step, bh.offsets);

@@ -42,17 +42,23 @@ pub enum Tune {
     /// Coarser steps for the finest scales and more so for colour, where the eye is least sensitive
     /// (a contrast-sensitivity weighting like JPEG 2000's visual weights): better MS-SSIM, lower PSNR.
     Visual,
+    /// Audio only: each band's step follows the threshold of hearing at its frequency and, more gently,
+    /// its own loudness (so quantization noise follows the spectrum, as in perceptual audio coders), and
+    /// bands quantized away entirely are refilled with noise of their energy: a lower SNR for a spectrum
+    /// closer to the original's.
+    Hearing,
 }
 
 impl Tune {
     /// Every tuning, in the stream's numbering.
-    pub const ALL: [Tune; 2] = [Tune::Psnr, Tune::Visual];
+    pub const ALL: [Tune; 3] = [Tune::Psnr, Tune::Visual, Tune::Hearing];
 
     /// The name on command lines.
     pub fn name(self) -> &'static str {
         match self {
             Tune::Psnr => "psnr",
             Tune::Visual => "visual",
+            Tune::Hearing => "hearing",
         }
     }
 }
@@ -66,7 +72,15 @@ pub struct BandHeader {
     /// the coefficients that quantized to them lay on average (below the interval's middle, since the
     /// coefficients are Laplace-like).
     pub offsets: [u8; 2],
+    /// The band's step is the stream's times 2^(scale / 4) (hearing-tuned streams; 0 otherwise).
+    pub scale: i8,
+    /// For a band whose values are all zero in a hearing-tuned stream: the RMS of the noise the decoder
+    /// fills it with, in 1/128 of the band's step (0 otherwise).
+    pub noise: u8,
 }
+
+/// The largest |scale| of a band (a step 256 times the stream's either way).
+pub const MAX_SCALE: i8 = 32;
 
 /// Everything before the payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +222,12 @@ pub fn write(h: &Header, payload: &[u32]) -> Vec<u8> {
         if b.max > 0 {
             out.extend_from_slice(&b.offsets);
         }
+        if h.tune == Tune::Hearing {
+            out.push(b.scale as u8);
+            if b.max == 0 {
+                out.push(b.noise);
+            }
+        }
     }
     put_varint(&mut out, payload.len() as u64);
     for w in payload {
@@ -275,6 +295,21 @@ pub fn read(
         Kind::Image => channels == 1 || channels == 3,
         Kind::Audio => (1..=16).contains(&channels) && height == 1,
     };
+    let tune_ok = match kind {
+        Kind::Image => tune != Tune::Hearing,
+        Kind::Audio => tune != Tune::Visual,
+    };
+    if !tune_ok {
+        return Err(bad(format!(
+            "tuning {} does not apply to {}",
+            tune.name(),
+            if kind == Kind::Image {
+                "images"
+            } else {
+                "audio"
+            }
+        )));
+    }
     if !channels_ok || width == 0 || height == 0 || levels > 12 {
         return Err(bad(format!(
             "implausible shape: {channels} channels of {width} x {height}, {levels} levels"
@@ -341,9 +376,26 @@ pub fn read(
         } else {
             [0, 0]
         };
+        let (mut scale, mut noise) = (0i8, 0u8);
+        if tune == Tune::Hearing {
+            scale = r.u8()? as i8;
+            if !(-MAX_SCALE..=MAX_SCALE).contains(&scale) {
+                return Err(bad(format!(
+                    "a band's step scale {scale} is beyond +-{MAX_SCALE}"
+                )));
+            }
+            if max == 0 {
+                noise = r.u8()?;
+                if noise > 128 {
+                    return Err(bad("a band's noise level is above a step"));
+                }
+            }
+        }
         bands.push(BandHeader {
             max: max as u32,
             offsets,
+            scale,
+            noise,
         });
     }
     header.bands = bands;
