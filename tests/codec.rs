@@ -19,6 +19,26 @@ fn photo() -> Image {
     .unwrap()
 }
 
+/// A quarter second of alsa-utils' speech sample.
+fn speech() -> wring::codec::Audio {
+    io::read_wav(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/speech_12000.wav"
+    )))
+    .unwrap()
+}
+
+/// Signal-to-noise ratio in dB of `b` as a copy of `a`.
+fn snr(a: &[i16], b: &[i16]) -> f64 {
+    let signal: f64 = a.iter().map(|&v| f64::from(v).powi(2)).sum();
+    let noise: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    10.0 * (signal / noise).log10()
+}
+
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse = a
         .iter()
@@ -122,11 +142,7 @@ fn bpp_targets_are_met_from_below() {
 #[test]
 fn audio_round_trips() {
     let ctx = ctx();
-    let a = io::read_wav(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/speech_12000.wav"
-    )))
-    .unwrap();
+    let a = speech();
     let s = encode_audio(
         ctx,
         &a,
@@ -145,14 +161,7 @@ fn audio_round_trips() {
         (out.sample_rate, out.channels, out.samples.len()),
         (a.sample_rate, a.channels, a.samples.len())
     );
-    let signal: f64 = a.samples.iter().map(|&v| f64::from(v).powi(2)).sum();
-    let noise: f64 = a
-        .samples
-        .iter()
-        .zip(&out.samples)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
-    let snr = 10.0 * (signal / noise).log10();
+    let snr = snr(&a.samples, &out.samples);
     eprintln!("speech at 64 kbps: SNR {snr:.2} dB");
     assert!(snr > 25.0, "SNR {snr:.2} dB");
 }
@@ -163,12 +172,7 @@ fn audio_round_trips() {
 #[test]
 fn hearing_tuning_trades_snr_for_the_spectrum() {
     let ctx = ctx();
-    let a = io::read_wav(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/speech_12000.wav"
-    )))
-    .unwrap();
-    let energy = |s: &[i16]| s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
+    let a = speech();
     let at = |tune: Tune| {
         let s = encode_audio(
             ctx,
@@ -184,13 +188,7 @@ fn hearing_tuning_trades_snr_for_the_spectrum() {
             panic!("audio decoded as an image")
         };
         assert_eq!(out.samples.len(), a.samples.len());
-        let noise: f64 = a
-            .samples
-            .iter()
-            .zip(&out.samples)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum();
-        let snr = 10.0 * (energy(&a.samples) / noise).log10();
+        let snr = snr(&a.samples, &out.samples);
         let (h, _) = wring::codec::decode_coefficients(&s, &Default::default()).unwrap();
         let filled = h.bands.iter().filter(|b| b.noise > 0).count();
         eprintln!("{tune:?} at 24 kbps: SNR {snr:.2} dB, {filled} noise-filled bands");

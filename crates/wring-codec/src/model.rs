@@ -578,16 +578,14 @@ pub fn code_band<C: Coder>(
             // its parent's one row.
             let parent = band.parent.map(|p| p.at(y, x, 1));
             let cross = band.cross.map(|c| c.at(y, x, 0));
-            let (pc, cc) = (
-                parent_class(band.parent.map(|p| p.area(y, x, 1))),
-                side_class(cross),
-            );
+            let parent_area = band.parent.map(|p| p.area(y, x, 1));
+            let (pc, cc) = (parent_class(parent_area), side_class(cross));
             let sig_ctx = (act * PARENT + pc) * SIDE + cc;
             let set = |v: u32| usize::from(v != 0);
             let fine_ctx = (fine_activity(n) * 4 + band.orientation) * 4
                 + set(left.unsigned_abs()) * 2
                 + set(up.unsigned_abs());
-            let parent_fine = band.parent.map_or(0, |p| p.area(y, x, 1)).min(15) as usize;
+            let parent_fine = parent_area.unwrap_or(0).min(15) as usize;
             let side_ctx = parent_fine * 4 + cross.map_or(0, |c| c.min(3)) as usize;
             let inputs = [
                 stretched(m.significant[sig_ctx].p0()),
